@@ -1,0 +1,752 @@
+//! Commands and `decide`: what an admin or client asks for, checked against the current
+//! state, turned into the events that record the outcome, or refused with a `Rejection`.
+//! Pure: time, entropy and hashed secrets come in with the command.
+
+use super::event::{CoreConfig, Event, NodeHostinfo, NodeRegistration, RegisterMethod};
+use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
+use super::ipalloc::{allocate_v4, allocate_v6};
+use super::keys::{Digest, MachineKey, NodeKey};
+use super::naming;
+use super::state::{Node, State};
+use super::time::Timestamp;
+use ipnet::IpNet;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Pre-auth keys live at most this long (the console's range is 1–90 days).
+pub const PRE_AUTH_KEY_MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// How a node's expiry should change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryChange {
+    /// Expire it now (the node must log in again).
+    Now,
+    /// Expire at this instant.
+    At(Timestamp),
+    /// Never expire.
+    Never,
+}
+
+/// What vouches for a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterAuth {
+    /// A pre-auth key whose secret the shell has already checked.
+    PreAuthKey(PreAuthKeyId),
+    /// An admin registered the node for this user (`nodes register`, `debug create-node`).
+    Admin { user: UserId },
+}
+
+/// Something somebody wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    StartServer {
+        version: String,
+    },
+    ApplyConfig {
+        hash: Digest,
+        core: CoreConfig,
+        netmap_json: String,
+    },
+    CreateUser {
+        name: String,
+        display_name: String,
+        email: String,
+    },
+    RenameUser {
+        id: UserId,
+        new_name: String,
+    },
+    DeleteUser {
+        id: UserId,
+        /// Also delete the user's nodes.
+        force: bool,
+    },
+    CreatePreAuthKey {
+        user: Option<UserId>,
+        reusable: bool,
+        ephemeral: bool,
+        pre_approved: bool,
+        tags: Vec<String>,
+        expiration: Timestamp,
+        prefix: String,
+        secret_hash: Digest,
+    },
+    ExpirePreAuthKey {
+        id: PreAuthKeyId,
+    },
+    DeletePreAuthKey {
+        id: PreAuthKeyId,
+    },
+    CreateApiKey {
+        expiration: Timestamp,
+        prefix: String,
+        secret_hash: Digest,
+    },
+    ExpireApiKey {
+        id: ApiKeyId,
+    },
+    DeleteApiKey {
+        id: ApiKeyId,
+    },
+    RegisterNode {
+        machine_key: MachineKey,
+        node_key: NodeKey,
+        hostinfo: NodeHostinfo,
+        auth: RegisterAuth,
+        /// Expiry the client asked for; wins over the configured default.
+        requested_expiry: Option<Timestamp>,
+        /// Randomness for the `random` address allocation.
+        entropy: u64,
+    },
+    DeleteNode {
+        id: NodeId,
+    },
+    ExpireNode {
+        id: NodeId,
+        change: ExpiryChange,
+    },
+    RenameNode {
+        id: NodeId,
+        new_name: String,
+    },
+    MoveNode {
+        id: NodeId,
+        user: UserId,
+    },
+    SetNodeTags {
+        id: NodeId,
+        tags: Vec<String>,
+    },
+    ApproveNode {
+        id: NodeId,
+    },
+    ApproveRoutes {
+        id: NodeId,
+        routes: Vec<IpNet>,
+    },
+    /// Approve `route` on one node, or on every node that announces it.
+    EnableRoute {
+        route: IpNet,
+        node: Option<NodeId>,
+    },
+    DisableRoute {
+        route: IpNet,
+        node: Option<NodeId>,
+    },
+    UpdateHostinfo {
+        id: NodeId,
+        hostinfo: NodeHostinfo,
+    },
+    ReplacePolicy {
+        text: String,
+    },
+}
+
+/// Why a command was refused. Variants are part of the API contract: each maps to one HTTP
+/// status and one readable line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("user {0} not found")]
+    UserNotFound(String),
+    #[error("a user named {0:?} already exists")]
+    UserNameTaken(String),
+    #[error("invalid user name {name:?}: {reason}")]
+    InvalidUserName { name: String, reason: String },
+    #[error("user {name:?} still owns {count} node(s); move or delete them first, or use --force")]
+    UserHasNodes { name: String, count: usize },
+    #[error("pre-auth key {0} not found")]
+    PreAuthKeyNotFound(String),
+    #[error("pre-auth key {0} has expired")]
+    PreAuthKeyExpired(PreAuthKeyId),
+    #[error("pre-auth key {0} has already been used")]
+    PreAuthKeyUsed(PreAuthKeyId),
+    #[error("a pre-auth key needs a user or at least one tag")]
+    PreAuthKeyNeedsOwner,
+    #[error("invalid tag: {0}")]
+    InvalidTag(String),
+    #[error("expiration {0} is in the past")]
+    ExpirationInPast(Timestamp),
+    #[error("expiration {0} is more than 90 days away")]
+    ExpirationTooFar(Timestamp),
+    #[error("api key {0} not found")]
+    ApiKeyNotFound(String),
+    #[error("node {0} not found")]
+    NodeNotFound(NodeId),
+    #[error("invalid node name {name:?}: {reason}")]
+    InvalidNodeName { name: String, reason: String },
+    #[error("node name {0:?} is already taken by another node")]
+    NodeNameTaken(String),
+    #[error("cannot set an empty tag list: a node needs an owner or tags")]
+    EmptyTags,
+    #[error("no free address left in {0}")]
+    AddressSpaceExhausted(String),
+    #[error("no IP prefixes are configured")]
+    NoPrefixes,
+    #[error("no node advertises route {0}")]
+    RouteNotAdvertised(IpNet),
+    #[error("node {node} does not advertise route {route}")]
+    RouteNotAdvertisedByNode { node: NodeId, route: IpNet },
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
+}
+
+/// The kind of HTTP answer a rejection deserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    NotFound,
+    Conflict,
+    Invalid,
+    Forbidden,
+}
+
+impl Rejection {
+    pub fn kind(&self) -> RejectionKind {
+        use Rejection::*;
+        match self {
+            UserNotFound(_) | PreAuthKeyNotFound(_) | ApiKeyNotFound(_) | NodeNotFound(_) => {
+                RejectionKind::NotFound
+            }
+            UserNameTaken(_)
+            | UserHasNodes { .. }
+            | NodeNameTaken(_)
+            | AddressSpaceExhausted(_) => RejectionKind::Conflict,
+            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
+            _ => RejectionKind::Invalid,
+        }
+    }
+}
+
+/// Routes that always travel together: approving either exit route approves both.
+const EXIT_ROUTES: [&str; 2] = ["0.0.0.0/0", "::/0"];
+
+fn exit_routes() -> [IpNet; 2] {
+    EXIT_ROUTES.map(|r| r.parse().expect("valid constant route"))
+}
+
+/// Sorted, deduplicated routes, with the exit pair completed.
+pub fn normalize_routes(routes: &[IpNet]) -> Vec<IpNet> {
+    let mut routes: Vec<IpNet> = routes.iter().map(|r| r.trunc()).collect();
+    let exits = exit_routes();
+    if routes.iter().any(|r| exits.contains(r)) {
+        routes.extend(exits);
+    }
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
+fn user(state: &State, id: UserId) -> Result<&super::state::User, Rejection> {
+    state
+        .users
+        .get(&id)
+        .ok_or_else(|| Rejection::UserNotFound(id.to_string()))
+}
+
+fn node(state: &State, id: NodeId) -> Result<&Node, Rejection> {
+    state.nodes.get(&id).ok_or(Rejection::NodeNotFound(id))
+}
+
+fn checked_tags(tags: &[String]) -> Result<Vec<String>, Rejection> {
+    let tags = naming::normalize_tags(tags);
+    for tag in &tags {
+        naming::validate_tag(tag).map_err(Rejection::InvalidTag)?;
+    }
+    Ok(tags)
+}
+
+/// Decides what `command` means in `state` at `now`.
+pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Event>, Rejection> {
+    match command {
+        Command::StartServer { version } => Ok(vec![Event::ServerStarted {
+            version: version.clone(),
+        }]),
+        Command::ApplyConfig {
+            hash,
+            core,
+            netmap_json,
+        } => {
+            // Recorded only when it changes, so restarts do not fill the log with copies.
+            if state.config.hash == *hash && state.config.netmap_json == *netmap_json {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::ConfigApplied {
+                hash: *hash,
+                core: core.clone(),
+                netmap_json: netmap_json.clone(),
+            }])
+        }
+        Command::CreateUser {
+            name,
+            display_name,
+            email,
+        } => {
+            naming::validate_user_name(name).map_err(|reason| Rejection::InvalidUserName {
+                name: name.clone(),
+                reason,
+            })?;
+            if state.user_by_name(name).is_some() {
+                return Err(Rejection::UserNameTaken(name.clone()));
+            }
+            Ok(vec![Event::UserCreated {
+                id: UserId(state.next_ids.user),
+                name: name.clone(),
+                display_name: display_name.clone(),
+                email: email.clone(),
+            }])
+        }
+        Command::RenameUser { id, new_name } => {
+            let current = user(state, *id)?;
+            naming::validate_user_name(new_name).map_err(|reason| Rejection::InvalidUserName {
+                name: new_name.clone(),
+                reason,
+            })?;
+            if current.name == *new_name {
+                return Ok(vec![]);
+            }
+            if state.user_by_name(new_name).is_some() {
+                return Err(Rejection::UserNameTaken(new_name.clone()));
+            }
+            Ok(vec![Event::UserRenamed {
+                id: *id,
+                name: new_name.clone(),
+            }])
+        }
+        Command::DeleteUser { id, force } => {
+            let found = user(state, *id)?;
+            let owned: Vec<NodeId> = state.nodes_of_user(*id).map(|n| n.id).collect();
+            if !owned.is_empty() && !force {
+                return Err(Rejection::UserHasNodes {
+                    name: found.name.clone(),
+                    count: owned.len(),
+                });
+            }
+            let mut events: Vec<Event> = owned
+                .into_iter()
+                .map(|id| Event::NodeDeleted { id })
+                .collect();
+            events.push(Event::UserDeleted { id: *id });
+            Ok(events)
+        }
+        Command::CreatePreAuthKey {
+            user: owner,
+            reusable,
+            ephemeral,
+            pre_approved,
+            tags,
+            expiration,
+            prefix,
+            secret_hash,
+        } => {
+            if let Some(owner) = owner {
+                user(state, *owner)?;
+            }
+            let tags = checked_tags(tags)?;
+            if owner.is_none() && tags.is_empty() {
+                return Err(Rejection::PreAuthKeyNeedsOwner);
+            }
+            if *expiration <= now {
+                return Err(Rejection::ExpirationInPast(*expiration));
+            }
+            if *expiration > now.plus(PRE_AUTH_KEY_MAX_LIFETIME) {
+                return Err(Rejection::ExpirationTooFar(*expiration));
+            }
+            Ok(vec![Event::PreAuthKeyCreated {
+                id: PreAuthKeyId(state.next_ids.pre_auth_key),
+                user: *owner,
+                prefix: prefix.clone(),
+                secret_hash: *secret_hash,
+                reusable: *reusable,
+                ephemeral: *ephemeral,
+                pre_approved: *pre_approved,
+                tags,
+                expiration: *expiration,
+            }])
+        }
+        Command::ExpirePreAuthKey { id } => {
+            let key = state
+                .pre_auth_keys
+                .get(id)
+                .ok_or_else(|| Rejection::PreAuthKeyNotFound(id.to_string()))?;
+            if key.is_expired(now) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::PreAuthKeyExpired { id: *id, at: now }])
+        }
+        Command::DeletePreAuthKey { id } => {
+            if !state.pre_auth_keys.contains_key(id) {
+                return Err(Rejection::PreAuthKeyNotFound(id.to_string()));
+            }
+            Ok(vec![Event::PreAuthKeyDeleted { id: *id }])
+        }
+        Command::CreateApiKey {
+            expiration,
+            prefix,
+            secret_hash,
+        } => {
+            if *expiration <= now {
+                return Err(Rejection::ExpirationInPast(*expiration));
+            }
+            Ok(vec![Event::ApiKeyCreated {
+                id: ApiKeyId(state.next_ids.api_key),
+                prefix: prefix.clone(),
+                secret_hash: *secret_hash,
+                expiration: *expiration,
+            }])
+        }
+        Command::ExpireApiKey { id } => {
+            let key = state
+                .api_keys
+                .get(id)
+                .ok_or_else(|| Rejection::ApiKeyNotFound(id.to_string()))?;
+            if key.expiration <= now {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::ApiKeyExpired { id: *id, at: now }])
+        }
+        Command::DeleteApiKey { id } => {
+            if !state.api_keys.contains_key(id) {
+                return Err(Rejection::ApiKeyNotFound(id.to_string()));
+            }
+            Ok(vec![Event::ApiKeyDeleted { id: *id }])
+        }
+        Command::RegisterNode {
+            machine_key,
+            node_key,
+            hostinfo,
+            auth,
+            requested_expiry,
+            entropy,
+        } => decide_register(
+            state,
+            Registration {
+                machine_key: *machine_key,
+                node_key: *node_key,
+                hostinfo,
+                auth,
+                requested_expiry: *requested_expiry,
+                entropy: *entropy,
+            },
+            now,
+        ),
+        Command::DeleteNode { id } => {
+            node(state, *id)?;
+            Ok(vec![Event::NodeDeleted { id: *id }])
+        }
+        Command::ExpireNode { id, change } => {
+            let found = node(state, *id)?;
+            let expiry = match change {
+                ExpiryChange::Now => Some(now),
+                ExpiryChange::At(t) => Some(*t),
+                ExpiryChange::Never => None,
+            };
+            if found.expiry == expiry {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeExpiryChanged { id: *id, expiry }])
+        }
+        Command::RenameNode { id, new_name } => {
+            let found = node(state, *id)?;
+            naming::validate_given_name(new_name, &state.config.core.base_domain).map_err(
+                |reason| Rejection::InvalidNodeName {
+                    name: new_name.clone(),
+                    reason,
+                },
+            )?;
+            if state
+                .nodes
+                .values()
+                .any(|n| n.id != *id && n.given_name == *new_name)
+            {
+                return Err(Rejection::NodeNameTaken(new_name.clone()));
+            }
+            if found.given_name == *new_name && found.given_name_by_admin {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeRenamed {
+                id: *id,
+                given_name: new_name.clone(),
+                by_admin: true,
+            }])
+        }
+        Command::MoveNode { id, user: to } => {
+            let found = node(state, *id)?;
+            user(state, *to)?;
+            if found.user == Some(*to) && !found.is_tagged() {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeMoved { id: *id, user: *to }])
+        }
+        Command::SetNodeTags { id, tags } => {
+            let found = node(state, *id)?;
+            let tags = checked_tags(tags)?;
+            if tags.is_empty() {
+                return Err(Rejection::EmptyTags);
+            }
+            if found.tags == tags {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeTagsSet { id: *id, tags }])
+        }
+        Command::ApproveNode { id } => {
+            let found = node(state, *id)?;
+            if found.authorized {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeApproved { id: *id }])
+        }
+        Command::ApproveRoutes { id, routes } => {
+            let found = node(state, *id)?;
+            let routes = normalize_routes(routes);
+            if found.approved_routes == routes {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::RoutesApproved { id: *id, routes }])
+        }
+        Command::EnableRoute {
+            route,
+            node: target,
+        } => change_route(state, *route, *target, true),
+        Command::DisableRoute {
+            route,
+            node: target,
+        } => change_route(state, *route, *target, false),
+        Command::UpdateHostinfo { id, hostinfo } => {
+            let found = node(state, *id)?;
+            if found.hostinfo == *hostinfo {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeHostinfoChanged {
+                id: *id,
+                hostinfo: hostinfo.clone(),
+            }])
+        }
+        Command::ReplacePolicy { text } => {
+            if state.policy.as_ref().is_some_and(|p| p.text == *text) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::PolicyReplaced {
+                policy: text.clone(),
+            }])
+        }
+    }
+}
+
+/// Approves or unapproves one route (and its exit twin) on the targeted nodes.
+fn change_route(
+    state: &State,
+    route: IpNet,
+    target: Option<NodeId>,
+    approve: bool,
+) -> Result<Vec<Event>, Rejection> {
+    let route = route.trunc();
+    let group: Vec<IpNet> = if exit_routes().contains(&route) {
+        exit_routes().to_vec()
+    } else {
+        vec![route]
+    };
+    let advertises = |n: &Node| {
+        n.hostinfo
+            .advertised_routes
+            .iter()
+            .any(|r| r.trunc() == route)
+    };
+    let targets: Vec<&Node> = match target {
+        Some(id) => {
+            let found = node(state, id)?;
+            if approve && !advertises(found) {
+                return Err(Rejection::RouteNotAdvertisedByNode { node: id, route });
+            }
+            vec![found]
+        }
+        None => {
+            let all: Vec<&Node> = state
+                .nodes
+                .values()
+                .filter(|n| advertises(n) || n.approved_routes.contains(&route))
+                .collect();
+            if all.is_empty() {
+                return Err(Rejection::RouteNotAdvertised(route));
+            }
+            all
+        }
+    };
+    let mut events = Vec::new();
+    for found in targets {
+        let mut routes: Vec<IpNet> = found
+            .approved_routes
+            .iter()
+            .filter(|r| !group.contains(r))
+            .copied()
+            .collect();
+        if approve {
+            routes.extend(group.iter().copied());
+        }
+        let routes = normalize_routes(&routes);
+        if routes != found.approved_routes {
+            events.push(Event::RoutesApproved {
+                id: found.id,
+                routes,
+            });
+        }
+    }
+    Ok(events)
+}
+
+struct Registration<'a> {
+    machine_key: MachineKey,
+    node_key: NodeKey,
+    hostinfo: &'a NodeHostinfo,
+    auth: &'a RegisterAuth,
+    requested_expiry: Option<Timestamp>,
+    entropy: u64,
+}
+
+/// Registration: who owns the node, whether it is a re-login of a known machine, and what it
+/// starts with (addresses, name, expiry, approval).
+fn decide_register(
+    state: &State,
+    reg: Registration<'_>,
+    now: Timestamp,
+) -> Result<Vec<Event>, Rejection> {
+    let core = &state.config.core;
+    let (owner, tags, auth_key, method, ephemeral, pre_approved) = match reg.auth {
+        RegisterAuth::PreAuthKey(id) => {
+            let key = state
+                .pre_auth_keys
+                .get(id)
+                .ok_or_else(|| Rejection::PreAuthKeyNotFound(id.to_string()))?;
+            if key.is_expired(now) {
+                return Err(Rejection::PreAuthKeyExpired(*id));
+            }
+            let (owner, tags) = if key.tags.is_empty() {
+                (key.user, vec![])
+            } else {
+                (None, key.tags.clone())
+            };
+            (
+                owner,
+                tags,
+                Some(key),
+                RegisterMethod::AuthKey,
+                key.ephemeral,
+                key.pre_approved,
+            )
+        }
+        RegisterAuth::Admin { user: id } => {
+            user(state, *id)?;
+            (Some(*id), vec![], None, RegisterMethod::Cli, false, true)
+        }
+    };
+    let spend_key = |node: NodeId| -> Vec<Event> {
+        match auth_key {
+            Some(key) if !key.reusable && !key.used => {
+                vec![Event::PreAuthKeyUsed { id: key.id, node }]
+            }
+            _ => vec![],
+        }
+    };
+    let expiry = if !tags.is_empty() {
+        None
+    } else if reg.requested_expiry.is_some_and(|t| t > now) {
+        reg.requested_expiry
+    } else if core.node_expiry_secs > 0 {
+        Some(now.plus(Duration::from_secs(core.node_expiry_secs)))
+    } else {
+        None
+    };
+
+    // A known machine logging in again as the same owner keeps its node, id and addresses.
+    let known = state
+        .nodes
+        .values()
+        .rev()
+        .find(|n| n.machine_key == reg.machine_key && n.user == owner && n.tags == tags);
+    if let Some(existing) = known {
+        // Re-login with a key that was already spent on this very node is fine.
+        if let Some(key) = auth_key {
+            if key.used && !key.reusable && existing.auth_key != Some(key.id) {
+                return Err(Rejection::PreAuthKeyUsed(key.id));
+            }
+        }
+        let mut events = vec![Event::NodeReauthenticated {
+            id: existing.id,
+            node_key: reg.node_key,
+            expiry,
+            auth_key: auth_key.map(|k| k.id),
+            register_method: method,
+        }];
+        if existing.hostinfo != *reg.hostinfo {
+            events.push(Event::NodeHostinfoChanged {
+                id: existing.id,
+                hostinfo: reg.hostinfo.clone(),
+            });
+        }
+        events.extend(spend_key(existing.id));
+        return Ok(events);
+    }
+    if let Some(key) = auth_key {
+        if key.used && !key.reusable {
+            return Err(Rejection::PreAuthKeyUsed(key.id));
+        }
+    }
+
+    let id = NodeId(state.next_ids.node);
+    let (ipv4, ipv6) = allocate_addresses(state, core, reg.entropy)?;
+    let taken: HashSet<&str> = state
+        .nodes
+        .values()
+        .map(|n| n.given_name.as_str())
+        .collect();
+    let given_name =
+        naming::unique_name(&naming::sanitize_hostname(&reg.hostinfo.hostname), &taken);
+    let mut events = vec![Event::NodeRegistered(Box::new(NodeRegistration {
+        id,
+        machine_key: reg.machine_key,
+        node_key: reg.node_key,
+        user: owner,
+        tags,
+        given_name,
+        hostinfo: reg.hostinfo.clone(),
+        ipv4,
+        ipv6,
+        expiry,
+        register_method: method,
+        auth_key: auth_key.map(|k| k.id),
+        ephemeral,
+        authorized: !core.require_approval || pre_approved,
+        approved_routes: vec![],
+    }))];
+    events.extend(spend_key(id));
+    Ok(events)
+}
+
+fn allocate_addresses(
+    state: &State,
+    core: &CoreConfig,
+    entropy: u64,
+) -> Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>), Rejection> {
+    if core.prefix_v4.is_none() && core.prefix_v6.is_none() {
+        return Err(Rejection::NoPrefixes);
+    }
+    let ipv4 = match &core.prefix_v4 {
+        Some(prefix) => {
+            let used: HashSet<_> = state.nodes.values().filter_map(|n| n.ipv4).collect();
+            Some(
+                allocate_v4(prefix, &used, core.allocation, entropy)
+                    .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let ipv6 = match &core.prefix_v6 {
+        Some(prefix) => {
+            let used: HashSet<_> = state.nodes.values().filter_map(|n| n.ipv6).collect();
+            Some(
+                allocate_v6(prefix, &used, core.allocation, entropy.rotate_left(17))
+                    .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    Ok((ipv4, ipv6))
+}

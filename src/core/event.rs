@@ -1,0 +1,324 @@
+//! The fact log's vocabulary: one `Event` variant per decision, past tense, plus the
+//! `Envelope` that orders and attributes it. Events carry no secrets (only hashes and display
+//! prefixes) and no wire types: client-reported data is normalised into small structs first.
+//! Schema v0 is unstable until the first release; after it, variants are only ever added.
+
+use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
+use super::keys::{Digest, MachineKey, NodeKey};
+use super::time::Timestamp;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The schema version written in front of every stored record.
+pub const SCHEMA_VERSION: u8 = 0;
+
+/// One appended fact with its position, time and author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Gap-free position in the log, from 1.
+    pub seq: u64,
+    /// When it was appended; never earlier than the previous event's `at`.
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub event: Event,
+}
+
+/// Who caused an event. Audit answers "who did this" from here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// An admin on the local unix socket (trusted by file permissions).
+    LocalSocket,
+    /// An admin authenticated with this API key.
+    ApiKey(ApiKeyId),
+    /// A Tailscale client acting for its own node (registration, hostinfo, logout).
+    Node(NodeId),
+    /// A client that is not a node yet, registering with a machine key.
+    Machine(MachineKey),
+    /// The server itself: start-up, config, timers (expiry, ephemeral clean-up).
+    System,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::LocalSocket => f.write_str("admin (local socket)"),
+            Actor::ApiKey(id) => write!(f, "admin (api key {id})"),
+            Actor::Node(id) => write!(f, "node {id}"),
+            Actor::Machine(key) => write!(f, "machine {}", key.short()),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// How a node came to be authorised; mirrors headscale's `registerMethod` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegisterMethod {
+    AuthKey,
+    Cli,
+    Oidc,
+}
+
+/// How new addresses are picked from the prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Allocation {
+    #[default]
+    Sequential,
+    Random,
+}
+
+/// The part of the configuration the pure core needs to decide (addresses, expiry defaults,
+/// approval). The full netmap-relevant config travels beside it as canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CoreConfig {
+    pub prefix_v4: Option<Ipv4Net>,
+    pub prefix_v6: Option<Ipv6Net>,
+    pub allocation: Allocation,
+    pub base_domain: String,
+    /// Default node key expiry for user-owned nodes; 0 means never.
+    pub node_expiry_secs: u64,
+    pub ephemeral_inactivity_secs: u64,
+    /// Nodes registered without a pre-approved key wait for `nodes approve`.
+    pub require_approval: bool,
+}
+
+/// The client-reported facts about a node that matter to others, normalised. Only a change of
+/// these is recorded, never every MapRequest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeHostinfo {
+    pub hostname: String,
+    pub os: String,
+    pub os_version: String,
+    pub client_version: String,
+    /// Routes the node announces (`--advertise-routes`, exit routes).
+    pub advertised_routes: Vec<IpNet>,
+    /// Tags the node asks for (`--advertise-tags`).
+    pub requested_tags: Vec<String>,
+    pub ssh_host_keys: Vec<String>,
+}
+
+/// Everything a new node starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub id: NodeId,
+    pub machine_key: MachineKey,
+    pub node_key: NodeKey,
+    /// Owner; `None` for a tagged node (tags are its identity).
+    pub user: Option<UserId>,
+    pub tags: Vec<String>,
+    pub given_name: String,
+    pub hostinfo: NodeHostinfo,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub expiry: Option<Timestamp>,
+    pub register_method: RegisterMethod,
+    pub auth_key: Option<PreAuthKeyId>,
+    pub ephemeral: bool,
+    /// False while device approval is pending.
+    pub authorized: bool,
+    pub approved_routes: Vec<IpNet>,
+}
+
+/// Every fact the server records. Past tense; `apply` never fails on any of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    ServerStarted {
+        version: String,
+    },
+    ConfigApplied {
+        hash: Digest,
+        core: CoreConfig,
+        /// Canonical JSON of every netmap-relevant setting (DNS, DERP, prefixes, ...).
+        netmap_json: String,
+    },
+    UserCreated {
+        id: UserId,
+        name: String,
+        display_name: String,
+        email: String,
+    },
+    UserRenamed {
+        id: UserId,
+        name: String,
+    },
+    UserDeleted {
+        id: UserId,
+    },
+    PreAuthKeyCreated {
+        id: PreAuthKeyId,
+        user: Option<UserId>,
+        /// Public part of the key, shown in listings.
+        prefix: String,
+        secret_hash: Digest,
+        reusable: bool,
+        ephemeral: bool,
+        pre_approved: bool,
+        tags: Vec<String>,
+        expiration: Timestamp,
+    },
+    /// A one-off key was spent (reusable keys are never marked used).
+    PreAuthKeyUsed {
+        id: PreAuthKeyId,
+        node: NodeId,
+    },
+    PreAuthKeyExpired {
+        id: PreAuthKeyId,
+        at: Timestamp,
+    },
+    PreAuthKeyDeleted {
+        id: PreAuthKeyId,
+    },
+    ApiKeyCreated {
+        id: ApiKeyId,
+        prefix: String,
+        secret_hash: Digest,
+        expiration: Timestamp,
+    },
+    ApiKeyExpired {
+        id: ApiKeyId,
+        at: Timestamp,
+    },
+    ApiKeyDeleted {
+        id: ApiKeyId,
+    },
+    NodeRegistered(Box<NodeRegistration>),
+    /// A known machine logged in again (same owner): keeps id and addresses.
+    NodeReauthenticated {
+        id: NodeId,
+        node_key: NodeKey,
+        expiry: Option<Timestamp>,
+        auth_key: Option<PreAuthKeyId>,
+        register_method: RegisterMethod,
+    },
+    NodeKeyRotated {
+        id: NodeId,
+        node_key: NodeKey,
+    },
+    NodeHostinfoChanged {
+        id: NodeId,
+        hostinfo: NodeHostinfo,
+    },
+    NodeRenamed {
+        id: NodeId,
+        given_name: String,
+        /// True when an admin chose the name; client hostname changes then leave it alone.
+        by_admin: bool,
+    },
+    NodeMoved {
+        id: NodeId,
+        user: UserId,
+    },
+    NodeTagsSet {
+        id: NodeId,
+        tags: Vec<String>,
+    },
+    NodeApproved {
+        id: NodeId,
+    },
+    NodeExpiryChanged {
+        id: NodeId,
+        expiry: Option<Timestamp>,
+    },
+    NodeDeleted {
+        id: NodeId,
+    },
+    RoutesApproved {
+        id: NodeId,
+        routes: Vec<IpNet>,
+    },
+    PolicyReplaced {
+        policy: String,
+    },
+}
+
+impl Event {
+    /// The variant name, as used by `events list --type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ServerStarted { .. } => "ServerStarted",
+            Event::ConfigApplied { .. } => "ConfigApplied",
+            Event::UserCreated { .. } => "UserCreated",
+            Event::UserRenamed { .. } => "UserRenamed",
+            Event::UserDeleted { .. } => "UserDeleted",
+            Event::PreAuthKeyCreated { .. } => "PreAuthKeyCreated",
+            Event::PreAuthKeyUsed { .. } => "PreAuthKeyUsed",
+            Event::PreAuthKeyExpired { .. } => "PreAuthKeyExpired",
+            Event::PreAuthKeyDeleted { .. } => "PreAuthKeyDeleted",
+            Event::ApiKeyCreated { .. } => "ApiKeyCreated",
+            Event::ApiKeyExpired { .. } => "ApiKeyExpired",
+            Event::ApiKeyDeleted { .. } => "ApiKeyDeleted",
+            Event::NodeRegistered(_) => "NodeRegistered",
+            Event::NodeReauthenticated { .. } => "NodeReauthenticated",
+            Event::NodeKeyRotated { .. } => "NodeKeyRotated",
+            Event::NodeHostinfoChanged { .. } => "NodeHostinfoChanged",
+            Event::NodeRenamed { .. } => "NodeRenamed",
+            Event::NodeMoved { .. } => "NodeMoved",
+            Event::NodeTagsSet { .. } => "NodeTagsSet",
+            Event::NodeApproved { .. } => "NodeApproved",
+            Event::NodeExpiryChanged { .. } => "NodeExpiryChanged",
+            Event::NodeDeleted { .. } => "NodeDeleted",
+            Event::RoutesApproved { .. } => "RoutesApproved",
+            Event::PolicyReplaced { .. } => "PolicyReplaced",
+        }
+    }
+
+    /// Every variant name, for validating `--type` filters.
+    pub const KINDS: &'static [&'static str] = &[
+        "ServerStarted",
+        "ConfigApplied",
+        "UserCreated",
+        "UserRenamed",
+        "UserDeleted",
+        "PreAuthKeyCreated",
+        "PreAuthKeyUsed",
+        "PreAuthKeyExpired",
+        "PreAuthKeyDeleted",
+        "ApiKeyCreated",
+        "ApiKeyExpired",
+        "ApiKeyDeleted",
+        "NodeRegistered",
+        "NodeReauthenticated",
+        "NodeKeyRotated",
+        "NodeHostinfoChanged",
+        "NodeRenamed",
+        "NodeMoved",
+        "NodeTagsSet",
+        "NodeApproved",
+        "NodeExpiryChanged",
+        "NodeDeleted",
+        "RoutesApproved",
+        "PolicyReplaced",
+    ];
+
+    /// The node this event is about, if any (for `events list --node`).
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            Event::NodeRegistered(reg) => Some(reg.id),
+            Event::PreAuthKeyUsed { node, .. } => Some(*node),
+            Event::NodeReauthenticated { id, .. }
+            | Event::NodeKeyRotated { id, .. }
+            | Event::NodeHostinfoChanged { id, .. }
+            | Event::NodeRenamed { id, .. }
+            | Event::NodeMoved { id, .. }
+            | Event::NodeTagsSet { id, .. }
+            | Event::NodeApproved { id }
+            | Event::NodeExpiryChanged { id, .. }
+            | Event::NodeDeleted { id }
+            | Event::RoutesApproved { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The user this event names directly, if any (for `events list --user`).
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            Event::UserCreated { id, .. }
+            | Event::UserRenamed { id, .. }
+            | Event::UserDeleted { id } => Some(*id),
+            Event::PreAuthKeyCreated { user, .. } => *user,
+            Event::NodeRegistered(reg) => reg.user,
+            Event::NodeMoved { user, .. } => Some(*user),
+            _ => None,
+        }
+    }
+}

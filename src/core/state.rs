@@ -1,0 +1,411 @@
+//! The projection: users, keys, nodes, routes, policy and config folded from the log.
+//! `apply` is total (never fails, never panics) and deterministic, so any prefix of the log
+//! rebuilds exactly the state the server had at that point. Persistent maps (`imbl`) make a
+//! clone O(1), which is how the engine publishes a new state after every batch.
+
+use super::event::{CoreConfig, Envelope, Event, NodeHostinfo, RegisterMethod};
+use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
+use super::keys::{Digest, MachineKey, NodeKey};
+use super::time::Timestamp;
+use imbl::OrdMap;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub display_name: String,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreAuthKey {
+    pub id: PreAuthKeyId,
+    pub user: Option<UserId>,
+    pub prefix: String,
+    pub secret_hash: Digest,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    pub pre_approved: bool,
+    pub tags: Vec<String>,
+    pub created_at: Timestamp,
+    pub expiration: Timestamp,
+    /// A one-off key that registered a node.
+    pub used: bool,
+}
+
+impl PreAuthKey {
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expiration <= now
+    }
+
+    /// Whether the key can still register a node at `now`.
+    pub fn is_usable(&self, now: Timestamp) -> bool {
+        !self.is_expired(now) && (self.reusable || !self.used)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub prefix: String,
+    pub secret_hash: Digest,
+    pub created_at: Timestamp,
+    pub expiration: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub machine_key: MachineKey,
+    pub node_key: NodeKey,
+    pub user: Option<UserId>,
+    pub tags: Vec<String>,
+    pub given_name: String,
+    pub given_name_by_admin: bool,
+    pub hostinfo: NodeHostinfo,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub expiry: Option<Timestamp>,
+    pub register_method: RegisterMethod,
+    pub auth_key: Option<PreAuthKeyId>,
+    pub ephemeral: bool,
+    pub authorized: bool,
+    pub approved_routes: Vec<IpNet>,
+    pub created_at: Timestamp,
+}
+
+impl Node {
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
+    }
+
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expiry.is_some_and(|e| e <= now)
+    }
+
+    /// Routes announced and approved: what peers may route through this node.
+    pub fn subnet_routes(&self) -> Vec<IpNet> {
+        self.hostinfo
+            .advertised_routes
+            .iter()
+            .filter(|r| self.approved_routes.contains(r))
+            .copied()
+            .collect()
+    }
+}
+
+/// The policy document in force and when it was set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDocument {
+    pub text: String,
+    pub updated_at: Timestamp,
+}
+
+/// The config recorded by the latest `ConfigApplied`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppliedConfig {
+    pub hash: Digest,
+    pub core: CoreConfig,
+    pub netmap_json: String,
+}
+
+/// Counters for ids: the next id handed out of each kind. Never decremented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextIds {
+    pub user: u64,
+    pub node: u64,
+    pub pre_auth_key: u64,
+    pub api_key: u64,
+}
+
+impl Default for NextIds {
+    fn default() -> Self {
+        NextIds {
+            user: 1,
+            node: 1,
+            pre_auth_key: 1,
+            api_key: 1,
+        }
+    }
+}
+
+/// Everything the log says, as of `last_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct State {
+    /// The seq of the last applied event (0 for the empty log).
+    pub last_seq: u64,
+    /// The `at` of the last applied event; new events are never earlier.
+    pub last_at: Timestamp,
+    pub users: OrdMap<UserId, User>,
+    pub pre_auth_keys: OrdMap<PreAuthKeyId, PreAuthKey>,
+    pub api_keys: OrdMap<ApiKeyId, ApiKey>,
+    pub nodes: OrdMap<NodeId, Node>,
+    pub policy: Option<PolicyDocument>,
+    pub config: AppliedConfig,
+    pub next_ids: NextIds,
+}
+
+impl State {
+    pub fn user_by_name(&self, name: &str) -> Option<&User> {
+        self.users.values().find(|u| u.name == name)
+    }
+
+    pub fn node_by_machine_key(&self, key: &MachineKey) -> Option<&Node> {
+        self.nodes.values().find(|n| &n.machine_key == key)
+    }
+
+    pub fn node_by_node_key(&self, key: &NodeKey) -> Option<&Node> {
+        self.nodes.values().find(|n| &n.node_key == key)
+    }
+
+    pub fn nodes_of_user(&self, user: UserId) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(move |n| n.user == Some(user))
+    }
+
+    pub fn pre_auth_key_by_prefix(&self, prefix: &str) -> Option<&PreAuthKey> {
+        self.pre_auth_keys.values().find(|k| k.prefix == prefix)
+    }
+
+    pub fn api_key_by_prefix(&self, prefix: &str) -> Option<&ApiKey> {
+        self.api_keys.values().find(|k| k.prefix == prefix)
+    }
+
+    /// Folds one envelope in. Envelopes must come in seq order; the fold is total.
+    pub fn apply(&mut self, envelope: &Envelope) {
+        self.last_seq = envelope.seq;
+        self.last_at = self.last_at.max(envelope.at);
+        self.apply_event(&envelope.event, envelope.at);
+    }
+
+    fn apply_event(&mut self, event: &Event, at: Timestamp) {
+        match event {
+            Event::ServerStarted { .. } => {}
+            Event::ConfigApplied {
+                hash,
+                core,
+                netmap_json,
+            } => {
+                self.config = AppliedConfig {
+                    hash: *hash,
+                    core: core.clone(),
+                    netmap_json: netmap_json.clone(),
+                };
+            }
+            Event::UserCreated {
+                id,
+                name,
+                display_name,
+                email,
+            } => {
+                self.next_ids.user = self.next_ids.user.max(id.0 + 1);
+                self.users.insert(
+                    *id,
+                    User {
+                        id: *id,
+                        name: name.clone(),
+                        display_name: display_name.clone(),
+                        email: email.clone(),
+                        created_at: at,
+                    },
+                );
+            }
+            Event::UserRenamed { id, name } => {
+                if let Some(user) = self.users.get_mut(id) {
+                    user.name = name.clone();
+                }
+            }
+            Event::UserDeleted { id } => {
+                self.users.remove(id);
+                // A deleted user's keys can never register anything again; they go with it.
+                let owned: Vec<PreAuthKeyId> = self
+                    .pre_auth_keys
+                    .values()
+                    .filter(|k| k.user == Some(*id))
+                    .map(|k| k.id)
+                    .collect();
+                for key in owned {
+                    self.pre_auth_keys.remove(&key);
+                }
+            }
+            Event::PreAuthKeyCreated {
+                id,
+                user,
+                prefix,
+                secret_hash,
+                reusable,
+                ephemeral,
+                pre_approved,
+                tags,
+                expiration,
+            } => {
+                self.next_ids.pre_auth_key = self.next_ids.pre_auth_key.max(id.0 + 1);
+                self.pre_auth_keys.insert(
+                    *id,
+                    PreAuthKey {
+                        id: *id,
+                        user: *user,
+                        prefix: prefix.clone(),
+                        secret_hash: *secret_hash,
+                        reusable: *reusable,
+                        ephemeral: *ephemeral,
+                        pre_approved: *pre_approved,
+                        tags: tags.clone(),
+                        created_at: at,
+                        expiration: *expiration,
+                        used: false,
+                    },
+                );
+            }
+            Event::PreAuthKeyUsed { id, .. } => {
+                if let Some(key) = self.pre_auth_keys.get_mut(id) {
+                    key.used = true;
+                }
+            }
+            Event::PreAuthKeyExpired { id, at } => {
+                if let Some(key) = self.pre_auth_keys.get_mut(id) {
+                    key.expiration = key.expiration.min(*at);
+                }
+            }
+            Event::PreAuthKeyDeleted { id } => {
+                self.pre_auth_keys.remove(id);
+            }
+            Event::ApiKeyCreated {
+                id,
+                prefix,
+                secret_hash,
+                expiration,
+            } => {
+                self.next_ids.api_key = self.next_ids.api_key.max(id.0 + 1);
+                self.api_keys.insert(
+                    *id,
+                    ApiKey {
+                        id: *id,
+                        prefix: prefix.clone(),
+                        secret_hash: *secret_hash,
+                        created_at: at,
+                        expiration: *expiration,
+                    },
+                );
+            }
+            Event::ApiKeyExpired { id, at } => {
+                if let Some(key) = self.api_keys.get_mut(id) {
+                    key.expiration = key.expiration.min(*at);
+                }
+            }
+            Event::ApiKeyDeleted { id } => {
+                self.api_keys.remove(id);
+            }
+            Event::NodeRegistered(reg) => {
+                self.next_ids.node = self.next_ids.node.max(reg.id.0 + 1);
+                self.nodes.insert(
+                    reg.id,
+                    Node {
+                        id: reg.id,
+                        machine_key: reg.machine_key,
+                        node_key: reg.node_key,
+                        user: reg.user,
+                        tags: reg.tags.clone(),
+                        given_name: reg.given_name.clone(),
+                        given_name_by_admin: false,
+                        hostinfo: reg.hostinfo.clone(),
+                        ipv4: reg.ipv4,
+                        ipv6: reg.ipv6,
+                        expiry: reg.expiry,
+                        register_method: reg.register_method,
+                        auth_key: reg.auth_key,
+                        ephemeral: reg.ephemeral,
+                        authorized: reg.authorized,
+                        approved_routes: reg.approved_routes.clone(),
+                        created_at: at,
+                    },
+                );
+            }
+            Event::NodeReauthenticated {
+                id,
+                node_key,
+                expiry,
+                auth_key,
+                register_method,
+            } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.node_key = *node_key;
+                    node.expiry = *expiry;
+                    node.auth_key = *auth_key;
+                    node.register_method = *register_method;
+                }
+            }
+            Event::NodeKeyRotated { id, node_key } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.node_key = *node_key;
+                }
+            }
+            Event::NodeHostinfoChanged { id, hostinfo } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.hostinfo = hostinfo.clone();
+                }
+            }
+            Event::NodeRenamed {
+                id,
+                given_name,
+                by_admin,
+            } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.given_name = given_name.clone();
+                    node.given_name_by_admin |= *by_admin;
+                }
+            }
+            Event::NodeMoved { id, user } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.user = Some(*user);
+                    node.tags.clear();
+                }
+            }
+            Event::NodeTagsSet { id, tags } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.tags = tags.clone();
+                    if !tags.is_empty() {
+                        // Tags are the node's identity: a tagged node has no owner and no expiry.
+                        node.user = None;
+                        node.expiry = None;
+                    }
+                }
+            }
+            Event::NodeApproved { id } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.authorized = true;
+                }
+            }
+            Event::NodeExpiryChanged { id, expiry } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.expiry = *expiry;
+                }
+            }
+            Event::NodeDeleted { id } => {
+                self.nodes.remove(id);
+            }
+            Event::RoutesApproved { id, routes } => {
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.approved_routes = routes.clone();
+                }
+            }
+            Event::PolicyReplaced { policy } => {
+                self.policy = Some(PolicyDocument {
+                    text: policy.clone(),
+                    updated_at: at,
+                });
+            }
+        }
+    }
+}
+
+/// Folds envelopes onto a starting state (a snapshot or the empty state).
+pub fn fold<'a>(mut state: State, envelopes: impl IntoIterator<Item = &'a Envelope>) -> State {
+    for envelope in envelopes {
+        state.apply(envelope);
+    }
+    state
+}

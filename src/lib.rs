@@ -1,0 +1,4 @@
+//! A self-hosted Tailscale control server built on an append-only, hash-chained event log.
+//! See ARCHITECTURE.md for the map of modules.
+
+pub mod core;
