@@ -1,4 +1,7 @@
 //! A self-hosted Tailscale control server built on an append-only, hash-chained event log.
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod config;
 pub mod core;
+pub mod engine;
+pub mod store;

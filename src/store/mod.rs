@@ -1,0 +1,68 @@
+//! Durable storage: the event log, snapshots, signed checkpoints and metadata, behind the
+//! `EventStore` trait so the backend (sled today; a replicated one later) never leaks into
+//! the engine. A store never interprets events beyond checking the hash chain.
+
+pub mod checkpoint;
+pub mod memory;
+pub mod record;
+pub mod replay;
+pub mod sled_store;
+
+use crate::core::keys::Digest;
+pub use checkpoint::Checkpoint;
+pub use record::{DecodeError, StoredRecord};
+
+/// Storage failures. A failed write means "maybe not durable": the engine must not
+/// acknowledge anything from that batch and recovers by reopening and replaying.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("record {seq} is corrupt: {source}")]
+    Corrupt { seq: u64, source: DecodeError },
+    #[error("the chain breaks at record {seq}: {reason}")]
+    ChainBroken { seq: u64, reason: String },
+    #[error("append out of order: head is {head}, got record {got}")]
+    OutOfOrder { head: u64, got: u64 },
+    #[error("the store at {path} is locked by another process (is `headscale serve` running?)")]
+    Locked { path: String },
+    #[error("snapshot at {seq} is corrupt: {source}")]
+    CorruptSnapshot { seq: u64, source: DecodeError },
+}
+
+/// The last record of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Digest,
+}
+
+/// What the engine needs from durable storage.
+pub trait EventStore: Send + Sync {
+    fn head(&self) -> Head;
+
+    /// Appends records that continue the chain from `head()`; durable when it returns Ok.
+    fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError>;
+
+    /// One record, parsed and checked against its payload hash.
+    fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Records `from..=to` in order (fewer if the log is shorter).
+    fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Box<dyn Iterator<Item = Result<StoredRecord, StoreError>> + '_>;
+
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// The newest snapshot taken at or before `seq`.
+    fn snapshot_at_or_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Makes every earlier write durable (snapshots and checkpoints are written lazily).
+    fn flush(&self) -> Result<(), StoreError>;
+}
