@@ -1,7 +1,12 @@
 //! A self-hosted Tailscale control server built on an append-only, hash-chained event log.
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod keyfile;
+pub mod secrets;
+pub mod server;
 pub mod store;

@@ -1,1 +1,100 @@
-fn main() {}
+//! The `headscale` binary: parse the command line and dispatch. Errors become one line on
+//! stderr and exit status 1.
+
+use clap::{CommandFactory, Parser};
+use headscale::cli::args::{Cli, Command, GenerateCommand};
+use headscale::cli::{self, output::Format};
+use headscale::{config, keyfile, server};
+
+fn init_tracing(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},sled=warn,hyper=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli) {
+        eprintln!("Error: {}", one_line(&error));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line (causes only when they add something).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Version => {
+            let version = server::VERSION;
+            match cli.output {
+                Format::Human => println!("{version}"),
+                format => {
+                    cli::output::print_machine(format, &serde_json::json!({ "version": version }))?
+                }
+            }
+            return Ok(());
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "headscale",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Generate(GenerateCommand::PrivateKey) => {
+            println!("privkey:{}", hex::encode(keyfile::random_key()));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let loaded = cli::load_config(cli.config.as_deref())?;
+    let config = loaded.config;
+    let runtime = tokio::runtime::Runtime::new()?;
+    match &cli.command {
+        Command::Configtest => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}", config.explain());
+            println!("config OK");
+            Ok(())
+        }
+        Command::Serve => {
+            init_tracing(
+                config.log.level_name().unwrap_or("info"),
+                config.log.format == config::LogFormat::Json,
+            );
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            runtime.block_on(server::run(config, std::future::pending()))
+        }
+        _ => {
+            if cli.output == Format::Human {
+                init_tracing("warn", false);
+            }
+            runtime.block_on(cli::run_api_command(&cli, &config))
+        }
+    }
+}

@@ -174,6 +174,12 @@ impl State {
         self.api_keys.values().find(|k| k.prefix == prefix)
     }
 
+    /// The state as canonical JSON (sorted maps, fixed field order): the golden `snapshots/`
+    /// format and the `/api/v1/state` answer.
+    pub fn canonical_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
     /// Folds one envelope in. Envelopes must come in seq order; the fold is total.
     pub fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;

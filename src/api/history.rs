@@ -1,0 +1,188 @@
+//! The log as an audit trail: `/api/v1/events` (filters), one event, chain verification,
+//! the whole state at any past point, and the policy document.
+
+use super::wire::{self, EventWire};
+use super::{resolve_at, ApiContext, ApiError};
+use crate::core::event::Event;
+use crate::core::ids::NodeId;
+use crate::core::{Actor, Command};
+use crate::store::replay::{read_envelopes, verify_chain};
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+/// At most this many events in one answer; the CLI pages with `since`.
+pub const MAX_EVENTS_PER_PAGE: usize = 100_000;
+
+#[derive(Deserialize, Default)]
+pub struct EventsQuery {
+    /// Only events after this seq.
+    since: Option<u64>,
+    /// Only events up to this seq or RFC 3339 time.
+    until: Option<String>,
+    /// Comma-separated event types.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    node: Option<u64>,
+    user: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct EventList {
+    events: Vec<EventWire>,
+    /// True when `limit` cut the list short.
+    truncated: bool,
+}
+
+pub async fn list_events(
+    State(ctx): State<ApiContext>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    let store = ctx.store();
+    let until = match query.until.as_deref().filter(|u| !u.is_empty()) {
+        Some(text) => resolve_at(store.as_ref(), text)?,
+        None => store.head().seq,
+    };
+    let kinds: Option<Vec<&str>> = query.kind.as_deref().filter(|k| !k.is_empty()).map(|k| {
+        k.split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect()
+    });
+    if let Some(kinds) = &kinds {
+        if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(k)) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown event type {bad:?}; known types: {}",
+                Event::KINDS.join(", ")
+            )));
+        }
+    }
+    let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
+        // A deleted user can still be named by id: their history outlives them.
+        Some(text) => match text.parse::<u64>() {
+            Ok(id) => Some(crate::core::ids::UserId(id)),
+            Err(_) => Some(super::nodes::find_user(&*ctx.state_at(None)?, text)?),
+        },
+        None => None,
+    };
+    let limit = query
+        .limit
+        .unwrap_or(MAX_EVENTS_PER_PAGE)
+        .min(MAX_EVENTS_PER_PAGE);
+    let mut events = Vec::new();
+    let mut truncated = false;
+    for envelope in read_envelopes(store.as_ref(), query.since.unwrap_or(0) + 1, until) {
+        let envelope = envelope?;
+        let event = &envelope.event;
+        if kinds.as_ref().is_some_and(|k| !k.contains(&event.kind())) {
+            continue;
+        }
+        if query.node.is_some_and(|n| event.node() != Some(NodeId(n))) {
+            continue;
+        }
+        if user.is_some() && event.user() != user {
+            continue;
+        }
+        if events.len() == limit {
+            truncated = true;
+            break;
+        }
+        events.push(wire::event(&envelope));
+    }
+    Ok(Json(EventList { events, truncated }))
+}
+
+pub async fn show_event(
+    State(ctx): State<ApiContext>,
+    Path(seq): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid seq {seq:?}: expected a number")))?;
+    let store = ctx.store();
+    let record = store.read(seq)?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "event {seq} not found (the log ends at {})",
+            store.head().seq
+        ))
+    })?;
+    let envelope = record
+        .envelope()
+        .map_err(|e| ApiError::Internal(format!("event {seq} is corrupt: {e}")))?;
+    Ok(Json(serde_json::json!({
+        "event": wire::event(&envelope),
+        "prevHash": record.prev_hash.to_hex(),
+        "hash": record.hash().to_hex(),
+    })))
+}
+
+pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = ctx.store();
+    match verify_chain(store.as_ref(), ctx.checkpoint_key.as_ref()) {
+        Ok(report) => Ok(Json(serde_json::json!({
+            "ok": true,
+            "events": report.events.to_string(),
+            "headHash": report.head_hash.to_hex(),
+            "checkpointsVerified": report.checkpoints_verified,
+            "signaturesChecked": ctx.checkpoint_key.is_some(),
+        }))),
+        Err(error) => Ok(Json(serde_json::json!({
+            "ok": false,
+            "error": error.to_string(),
+        }))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct AtQuery {
+    at: Option<String>,
+}
+
+pub async fn state(
+    State(ctx): State<ApiContext>,
+    Query(query): Query<AtQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let state = ctx.state_at(query.at.as_deref())?;
+    Ok(Json(serde_json::json!({
+        "seq": state.last_seq.to_string(),
+        "at": state.last_at.to_rfc3339(),
+        "state": state.canonical_json(),
+    })))
+}
+
+pub async fn get_policy(
+    State(ctx): State<ApiContext>,
+    Query(query): Query<AtQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let state = ctx.state_at(query.at.as_deref())?;
+    match &state.policy {
+        Some(policy) => Ok(Json(serde_json::json!({
+            "policy": policy.text,
+            "updatedAt": policy.updated_at.to_rfc3339(),
+        }))),
+        None => Err(ApiError::NotFound(
+            "no policy is set (every node may reach every other)".into(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PolicyBody {
+    policy: String,
+}
+
+pub async fn set_policy(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<PolicyBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !ctx.policy_in_database {
+        return Err(ApiError::BadRequest(
+            "the policy is read from a file (policy.mode: file); edit the file and send SIGHUP, or set policy.mode: database".into(),
+        ));
+    }
+    ctx.execute(actor, Command::ReplacePolicy { text: body.policy })
+        .await?;
+    get_policy(State(ctx), Query(AtQuery::default())).await
+}

@@ -1,0 +1,224 @@
+//! The admin API: headscale-0.29-shaped `/api/v1` plus our history endpoints. The same
+//! router serves the unix socket (local trust), the TCP listener (Bearer API key) and the
+//! CLI's offline mode, where it runs in-process over a read-only view of the store.
+
+mod error;
+mod history;
+mod keys;
+mod nodes;
+mod users;
+pub mod wire;
+
+pub use error::ApiError;
+
+use crate::core::keys::Digest;
+use crate::core::{Actor, Command, Envelope, State, Timestamp};
+use crate::engine::EngineHandle;
+use crate::store::replay::{load_state, seq_at_time};
+use crate::store::EventStore;
+use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+/// Request bodies are small JSON documents; policies are the largest.
+pub const MAX_REQUEST_BODY_BYTES: usize = 1 << 20;
+
+/// Where the API reads and writes.
+#[derive(Clone)]
+pub enum Backend {
+    /// The running daemon: reads from the published state, writes through the engine.
+    Live(EngineHandle),
+    /// No daemon: the CLI opened the store itself; reads only.
+    ReadOnly(Arc<dyn EventStore>),
+}
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub backend: Backend,
+    pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// `policy.mode: database`: the API may replace the policy.
+    pub policy_in_database: bool,
+    /// The server's checkpoint key, when readable, so `events verify` checks signatures.
+    pub checkpoint_key: Option<ed25519_dalek::VerifyingKey>,
+}
+
+impl ApiContext {
+    fn store(&self) -> Arc<dyn EventStore> {
+        match &self.backend {
+            Backend::Live(engine) => engine.store(),
+            Backend::ReadOnly(store) => store.clone(),
+        }
+    }
+
+    /// The state now, or at a past point given as a seq or an RFC 3339 time.
+    pub fn state_at(&self, at: Option<&str>) -> Result<Arc<State>, ApiError> {
+        let at = at.map(str::trim).filter(|a| !a.is_empty());
+        match (&self.backend, at) {
+            (Backend::Live(engine), None) => Ok(engine.state()),
+            (_, None) => Ok(Arc::new(load_state(self.store().as_ref(), None)?)),
+            (_, Some(at)) => {
+                let store = self.store();
+                let seq = resolve_at(store.as_ref(), at)?;
+                Ok(Arc::new(load_state(store.as_ref(), Some(seq))?))
+            }
+        }
+    }
+
+    async fn execute(&self, actor: Actor, command: Command) -> Result<Vec<Envelope>, ApiError> {
+        match &self.backend {
+            Backend::Live(engine) => Ok(engine.execute(actor, command).await?),
+            Backend::ReadOnly(_) => Err(ApiError::Unavailable(
+                "no headscale daemon is running; start it with `headscale serve` to make changes"
+                    .into(),
+            )),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.now)()
+    }
+}
+
+/// Parses `--at`: a seq number, or an RFC 3339 time mapped to the last seq at or before it.
+pub fn resolve_at(store: &dyn EventStore, at: &str) -> Result<u64, ApiError> {
+    let head = store.head().seq;
+    if let Ok(seq) = at.parse::<u64>() {
+        if seq > head {
+            return Err(ApiError::BadRequest(format!(
+                "--at {seq} is beyond the end of the log (last seq is {head})"
+            )));
+        }
+        return Ok(seq);
+    }
+    let time = Timestamp::parse_rfc3339(at).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "--at {at:?} is neither a seq number nor an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)"
+        ))
+    })?;
+    Ok(seq_at_time(store, time)?)
+}
+
+/// The API's router, without authentication (wrap it with `require_api_key` for TCP).
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/user", get(users::list).post(users::create))
+        .route(
+            "/api/v1/user/{old_id}/rename/{new_name}",
+            post(users::rename),
+        )
+        .route("/api/v1/user/{id}", axum::routing::delete(users::delete))
+        .route(
+            "/api/v1/preauthkey",
+            get(keys::list_pre_auth)
+                .post(keys::create_pre_auth)
+                .delete(keys::delete_pre_auth),
+        )
+        .route("/api/v1/preauthkey/expire", post(keys::expire_pre_auth))
+        .route(
+            "/api/v1/apikey",
+            get(keys::list_api)
+                .post(keys::create_api)
+                .delete(keys::delete_api_by_query),
+        )
+        .route("/api/v1/apikey/expire", post(keys::expire_api))
+        .route(
+            "/api/v1/apikey/{prefix}",
+            axum::routing::delete(keys::delete_api),
+        )
+        .route("/api/v1/node", get(nodes::list))
+        .route("/api/v1/node/register", post(nodes::register))
+        .route(
+            "/api/v1/node/{id}",
+            get(nodes::get_one).delete(nodes::delete),
+        )
+        .route("/api/v1/node/{id}/expire", post(nodes::expire))
+        .route("/api/v1/node/{id}/rename/{new_name}", post(nodes::rename))
+        .route("/api/v1/node/{id}/tags", post(nodes::set_tags))
+        .route("/api/v1/node/{id}/user", post(nodes::move_to_user))
+        .route("/api/v1/node/{id}/approve", post(nodes::approve))
+        .route(
+            "/api/v1/node/{id}/approve_routes",
+            post(nodes::approve_routes),
+        )
+        .route("/api/v1/debug/node", post(nodes::debug_create))
+        .route("/api/v1/routes", get(nodes::list_routes))
+        .route("/api/v1/routes/enable", post(nodes::enable_route))
+        .route("/api/v1/routes/disable", post(nodes::disable_route))
+        .route(
+            "/api/v1/policy",
+            get(history::get_policy).put(history::set_policy),
+        )
+        .route("/api/v1/events", get(history::list_events))
+        .route("/api/v1/events/verify", get(history::verify))
+        .route("/api/v1/events/{seq}", get(history::show_event))
+        .route("/api/v1/state", get(history::state))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .with_state(ctx)
+}
+
+/// Marks every request as coming from the trusted local socket.
+pub async fn local_trust(mut request: Request, next: Next) -> Response {
+    request.extensions_mut().insert(Actor::LocalSocket);
+    next.run(request).await
+}
+
+/// Bearer authentication for the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by
+/// prefix and compared by hash in constant time (with a dummy compare for unknown prefixes).
+pub async fn require_api_key(
+    AxumState(ctx): AxumState<ApiContext>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| ApiError::Unauthorized("missing Bearer API key".into()))?;
+    let state = ctx.state_at(None)?;
+    let id = authenticate_api_key(&state, token, ctx.now())
+        .ok_or_else(|| ApiError::Unauthorized("invalid or expired API key".into()))?;
+    request.extensions_mut().insert(Actor::ApiKey(id));
+    Ok(next.run(request).await)
+}
+
+/// Checks an API key against the state; the key's id when it is valid now.
+pub fn authenticate_api_key(
+    state: &State,
+    token: &str,
+    now: Timestamp,
+) -> Option<crate::core::ids::ApiKeyId> {
+    use subtle::ConstantTimeEq;
+    let (prefix, secret) = crate::secrets::split_key(token, crate::secrets::API_KEY_KIND)?;
+    let candidate = crate::store::record::sha256(secret.as_bytes());
+    match state.api_key_by_prefix(prefix) {
+        Some(key) => {
+            let equal: bool = key.secret_hash.0.ct_eq(&candidate.0).into();
+            (equal && key.expiration > now).then_some(key.id)
+        }
+        None => {
+            // Same work for unknown prefixes, so timing does not reveal which prefixes exist.
+            let _: bool = Digest::default().0.ct_eq(&candidate.0).into();
+            None
+        }
+    }
+}
+
+async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    let ok = ctx.state_at(None).is_ok();
+    Json(serde_json::json!({ "databaseConnectivity": ok }))
+}
+
+/// Parses a decimal id from a path or body field.
+fn parse_id(what: &str, text: &str) -> Result<u64, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid {what} id {text:?}: expected a number")))
+}

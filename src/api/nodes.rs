@@ -1,0 +1,439 @@
+//! `/api/v1/node` (list, get, delete, expire, rename, tags, move, approve, routes), the debug
+//! node creator, and our `/api/v1/routes` view with enable/disable by prefix.
+
+use super::keys::lenient_id;
+use super::wire::{self, NodeWire};
+use super::{parse_id, ApiContext, ApiError};
+use crate::core::event::{Event, NodeHostinfo};
+use crate::core::ids::{NodeId, UserId};
+use crate::core::keys::{MachineKey, NodeKey};
+use crate::core::state::State as TailnetState;
+use crate::core::{Actor, Command, ExpiryChange, RegisterAuth, Timestamp};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use ipnet::IpNet;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    user: Option<String>,
+    at: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct NodeList {
+    nodes: Vec<NodeWire>,
+}
+
+#[derive(Serialize)]
+pub struct NodeResponse {
+    node: NodeWire,
+}
+
+/// A user given by name or by numeric id.
+pub(super) fn find_user(state: &TailnetState, text: &str) -> Result<UserId, ApiError> {
+    let text = text.trim();
+    if let Some(user) = state.user_by_name(text) {
+        return Ok(user.id);
+    }
+    if let Ok(id) = text.parse::<u64>() {
+        if state.users.contains_key(&UserId(id)) {
+            return Ok(UserId(id));
+        }
+    }
+    Err(ApiError::NotFound(format!("user {text:?} not found")))
+}
+
+fn node_id(text: &str) -> Result<NodeId, ApiError> {
+    Ok(NodeId(parse_id("node", text)?))
+}
+
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<NodeList>, ApiError> {
+    let state = ctx.state_at(query.at.as_deref())?;
+    let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
+        Some(text) => Some(find_user(&state, text)?),
+        None => None,
+    };
+    let now = ctx.now();
+    let nodes = state
+        .nodes
+        .values()
+        .filter(|n| user.is_none() || n.user == user)
+        .map(|n| wire::node(&state, n, now))
+        .collect();
+    Ok(Json(NodeList { nodes }))
+}
+
+fn node_response(ctx: &ApiContext, id: NodeId) -> Result<Json<NodeResponse>, ApiError> {
+    let state = ctx.state_at(None)?;
+    let node = state
+        .nodes
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+    Ok(Json(NodeResponse {
+        node: wire::node(&state, node, ctx.now()),
+    }))
+}
+
+pub async fn get_one(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    node_response(&ctx, node_id(&id)?)
+}
+
+pub async fn delete(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_id(&id)?;
+    ctx.execute(actor, Command::DeleteNode { id }).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpireParams {
+    expiry: Option<String>,
+    #[serde(default)]
+    disable_expiry: bool,
+}
+
+/// Reads optional JSON parameters from a body that may be empty.
+fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+}
+
+pub async fn expire(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(query): Query<ExpireParams>,
+    body: Bytes,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let id = node_id(&id)?;
+    let from_body: ExpireParams = optional_body(&body)?;
+    let disable = query.disable_expiry || from_body.disable_expiry;
+    let expiry = query
+        .expiry
+        .or(from_body.expiry)
+        .filter(|e| !e.trim().is_empty());
+    let change = match (disable, expiry) {
+        (true, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give either an expiry or disableExpiry, not both".into(),
+            ))
+        }
+        (true, None) => ExpiryChange::Never,
+        (false, None) => ExpiryChange::Now,
+        (false, Some(text)) => {
+            ExpiryChange::At(Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "invalid expiry {text:?}: expected an RFC 3339 time"
+                ))
+            })?)
+        }
+    };
+    ctx.execute(actor, Command::ExpireNode { id, change })
+        .await?;
+    node_response(&ctx, id)
+}
+
+pub async fn rename(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path((id, new_name)): Path<(String, String)>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let id = node_id(&id)?;
+    ctx.execute(actor, Command::RenameNode { id, new_name })
+        .await?;
+    node_response(&ctx, id)
+}
+
+#[derive(Deserialize)]
+pub struct TagsBody {
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+pub async fn set_tags(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Json(body): Json<TagsBody>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let id = node_id(&id)?;
+    ctx.execute(
+        actor,
+        Command::SetNodeTags {
+            id,
+            tags: body.tags,
+        },
+    )
+    .await?;
+    node_response(&ctx, id)
+}
+
+#[derive(Deserialize)]
+pub struct MoveBody {
+    #[serde(deserialize_with = "lenient_id")]
+    user: Option<String>,
+}
+
+pub async fn move_to_user(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Json(body): Json<MoveBody>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let id = node_id(&id)?;
+    let state = ctx.state_at(None)?;
+    let user_text = body
+        .user
+        .ok_or_else(|| ApiError::BadRequest("missing user".into()))?;
+    let user = find_user(&state, &user_text)?;
+    ctx.execute(actor, Command::MoveNode { id, user }).await?;
+    node_response(&ctx, id)
+}
+
+pub async fn approve(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let id = node_id(&id)?;
+    ctx.execute(actor, Command::ApproveNode { id }).await?;
+    node_response(&ctx, id)
+}
+
+fn parse_routes(routes: &[String]) -> Result<Vec<IpNet>, ApiError> {
+    routes
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .map(parse_route)
+        .collect()
+}
+
+fn parse_route(text: &str) -> Result<IpNet, ApiError> {
+    text.trim().parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid route {text:?}: expected a CIDR prefix such as 10.0.0.0/24"
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+pub struct RoutesBody {
+    #[serde(default)]
+    routes: Vec<String>,
+}
+
+pub async fn approve_routes(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Json(body): Json<RoutesBody>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let id = node_id(&id)?;
+    let routes = parse_routes(&body.routes)?;
+    ctx.execute(actor, Command::ApproveRoutes { id, routes })
+        .await?;
+    node_response(&ctx, id)
+}
+
+#[derive(Deserialize, Default)]
+pub struct RegisterQuery {
+    user: Option<String>,
+    key: Option<String>,
+}
+
+/// Interactive registration completes a pending login; pending logins arrive with the control
+/// protocol, so for now every key is unknown.
+pub async fn register(Query(query): Query<RegisterQuery>) -> Result<Json<NodeResponse>, ApiError> {
+    let key = query.key.unwrap_or_default();
+    let _ = query.user;
+    Err(ApiError::NotFound(format!(
+        "no pending registration with key {key:?} (it may have expired; the client shows a new one on `tailscale up`)"
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct DebugNodeBody {
+    user: String,
+    #[serde(default)]
+    key: Option<String>,
+    name: String,
+    #[serde(default)]
+    routes: Vec<String>,
+}
+
+/// Registers a made-up node for `user` directly (a test and demo aid: no client is needed).
+pub async fn debug_create(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<DebugNodeBody>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let state = ctx.state_at(None)?;
+    let user = find_user(&state, &body.user)?;
+    let random_key = || {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        bytes
+    };
+    let node_key = match body.key.as_deref().filter(|k| !k.is_empty()) {
+        Some(text) => NodeKey::parse(text, true)
+            .map_err(|e| ApiError::BadRequest(format!("invalid node key {text:?}: {e}")))?,
+        None => NodeKey(random_key()),
+    };
+    let machine = random_key();
+    let entropy = rand::thread_rng().next_u64();
+    let hostinfo = NodeHostinfo {
+        hostname: body.name,
+        advertised_routes: parse_routes(&body.routes)?,
+        ..Default::default()
+    };
+    let events = ctx
+        .execute(
+            actor,
+            Command::RegisterNode {
+                machine_key: MachineKey(machine),
+                node_key,
+                hostinfo,
+                auth: RegisterAuth::Admin { user },
+                requested_expiry: None,
+                entropy,
+            },
+        )
+        .await?;
+    let id = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::NodeRegistered(reg) => Some(reg.id),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::Internal("registration recorded no event".into()))?;
+    node_response(&ctx, id)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteWire {
+    node_id: String,
+    node_name: String,
+    prefix: String,
+    advertised: bool,
+    approved: bool,
+    /// Advertised and approved: peers may use it.
+    enabled: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RoutesQuery {
+    node: Option<String>,
+    at: Option<String>,
+}
+
+pub async fn list_routes(
+    State(ctx): State<ApiContext>,
+    Query(query): Query<RoutesQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let state = ctx.state_at(query.at.as_deref())?;
+    let only = match query.node.as_deref().filter(|n| !n.is_empty()) {
+        Some(text) => Some(node_id(text)?),
+        None => None,
+    };
+    let mut routes = Vec::new();
+    for node in state
+        .nodes
+        .values()
+        .filter(|n| only.is_none_or(|id| n.id == id))
+    {
+        let mut prefixes: Vec<IpNet> = node
+            .hostinfo
+            .advertised_routes
+            .iter()
+            .chain(node.approved_routes.iter())
+            .copied()
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        for prefix in prefixes {
+            let advertised = node.hostinfo.advertised_routes.contains(&prefix);
+            let approved = node.approved_routes.contains(&prefix);
+            routes.push(RouteWire {
+                node_id: node.id.to_string(),
+                node_name: node.given_name.clone(),
+                prefix: prefix.to_string(),
+                advertised,
+                approved,
+                enabled: advertised && approved,
+            });
+        }
+    }
+    Ok(Json(serde_json::json!({ "routes": routes })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteChangeBody {
+    route: String,
+    #[serde(default, deserialize_with = "lenient_id")]
+    node_id: Option<String>,
+}
+
+async fn change_route(
+    ctx: ApiContext,
+    actor: Actor,
+    body: RouteChangeBody,
+    enable: bool,
+) -> Result<Json<NodeList>, ApiError> {
+    let route = parse_route(&body.route)?;
+    let node = match body.node_id.as_deref() {
+        Some(text) => Some(node_id(text)?),
+        None => None,
+    };
+    let command = if enable {
+        Command::EnableRoute { route, node }
+    } else {
+        Command::DisableRoute { route, node }
+    };
+    let events = ctx.execute(actor, command).await?;
+    let state = ctx.state_at(None)?;
+    let now = ctx.now();
+    let nodes = events
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::RoutesApproved { id, .. } => state.nodes.get(&id),
+            _ => None,
+        })
+        .map(|n| wire::node(&state, n, now))
+        .collect();
+    Ok(Json(NodeList { nodes }))
+}
+
+pub async fn enable_route(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<RouteChangeBody>,
+) -> Result<Json<NodeList>, ApiError> {
+    change_route(ctx, actor, body, true).await
+}
+
+pub async fn disable_route(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<RouteChangeBody>,
+) -> Result<Json<NodeList>, ApiError> {
+    change_route(ctx, actor, body, false).await
+}

@@ -1,0 +1,361 @@
+//! The command line, as clap definitions: the seed's command tree with headscale's flags and
+//! the newer spellings as aliases, plus our `events` group and `--at` on read commands.
+
+use super::output::Format;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "headscale",
+    version,
+    about = "An event-sourced, self-hosted Tailscale control server"
+)]
+pub struct Cli {
+    /// Config file (default: $HEADSCALE_CONFIG, else /etc/headscale/config.yaml).
+    #[arg(short = 'c', long = "config", global = true)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    /// Skip confirmation prompts.
+    #[arg(long, global = true)]
+    pub force: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Print the version.
+    Version,
+    /// Load and validate the config, then explain it.
+    Configtest,
+    /// Ask the server whether it is healthy.
+    Health,
+    /// Generate keys.
+    #[command(visible_alias = "gen", subcommand)]
+    Generate(GenerateCommand),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Manage users.
+    #[command(visible_aliases = ["user", "namespaces", "namespace"], subcommand)]
+    Users(UsersCommand),
+    /// Manage pre-auth keys.
+    #[command(name = "preauthkeys", visible_aliases = ["preauthkey", "authkeys", "authkey", "pre"], subcommand)]
+    PreAuthKeys(PreAuthKeysCommand),
+    /// Manage API keys.
+    #[command(name = "apikeys", visible_aliases = ["apikey", "api"], subcommand)]
+    ApiKeys(ApiKeysCommand),
+    /// Manage nodes.
+    #[command(visible_aliases = ["node", "machines", "machine"], subcommand)]
+    Nodes(NodesCommand),
+    /// Manage subnet and exit routes.
+    #[command(visible_alias = "route", subcommand)]
+    Routes(RoutesCommand),
+    /// Show or set the access policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read the audit log.
+    #[command(visible_alias = "event", subcommand)]
+    Events(EventsCommand),
+    /// Debugging aids.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCommand {
+    /// Print a new private key (for noise.private_key_path).
+    PrivateKey,
+}
+
+/// `--at <seq|RFC3339>`: show the state as it was at that point of the log.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AtArg {
+    #[arg(long, value_name = "SEQ|TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        name: String,
+        #[arg(short = 'd', long)]
+        display_name: Option<String>,
+        #[arg(short = 'e', long)]
+        email: Option<String>,
+        #[arg(short = 'p', long)]
+        picture_url: Option<String>,
+    },
+    /// List users.
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[arg(short = 'i', long = "identifier")]
+        id: Option<u64>,
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        #[arg(short = 'e', long)]
+        email: Option<String>,
+        #[command(flatten)]
+        at: AtArg,
+    },
+    /// Rename a user.
+    #[command(visible_alias = "mv")]
+    Rename {
+        #[arg(short = 'i', long = "identifier")]
+        id: Option<u64>,
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        #[arg(short = 'r', long)]
+        new_name: String,
+    },
+    /// Delete a user (with --force also the nodes they own).
+    #[command(visible_alias = "delete")]
+    Destroy {
+        #[arg(short = 'i', long = "identifier")]
+        id: Option<u64>,
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PreAuthKeysCommand {
+    /// Create a pre-auth key; the key is printed once.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        /// Owner (name or id); optional for tag-only keys.
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        #[arg(long)]
+        reusable: bool,
+        #[arg(long)]
+        ephemeral: bool,
+        /// Lifetime (30m, 24h, 90d) or an RFC 3339 time; at most 90 days.
+        #[arg(short = 'e', long, default_value = "1h")]
+        expiration: String,
+        /// Tags the node gets (tag:a,tag:b); the node is then owned by its tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Nodes registered with it skip device approval.
+        #[arg(long)]
+        pre_approved: bool,
+    },
+    /// List pre-auth keys (expired and used ones too).
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        #[command(flatten)]
+        at: AtArg,
+    },
+    /// Expire (revoke) a key; nodes it registered stay authorised.
+    #[command(visible_aliases = ["revoke", "exp", "e"])]
+    Expire {
+        #[arg(short = 'i', long)]
+        id: u64,
+    },
+    /// Delete a key.
+    #[command(visible_aliases = ["del", "rm", "d"])]
+    Delete {
+        #[arg(short = 'i', long)]
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeysCommand {
+    /// Create an API key; the key is printed once.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        #[arg(short = 'e', long, default_value = "90d")]
+        expiration: String,
+    },
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[command(flatten)]
+        at: AtArg,
+    },
+    #[command(visible_aliases = ["revoke", "exp", "e"])]
+    Expire {
+        #[arg(short = 'p', long)]
+        prefix: Option<String>,
+        #[arg(short = 'i', long)]
+        id: Option<u64>,
+    },
+    #[command(visible_aliases = ["remove", "del"])]
+    Delete {
+        #[arg(short = 'p', long)]
+        prefix: Option<String>,
+        #[arg(short = 'i', long)]
+        id: Option<u64>,
+    },
+}
+
+/// `-i/--identifier` (headscale) or `--id`.
+#[derive(Args, Debug, Clone)]
+pub struct NodeIdArg {
+    #[arg(short = 'i', long = "identifier", visible_alias = "id")]
+    pub id: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        #[command(flatten)]
+        at: AtArg,
+    },
+    /// Complete an interactive login shown by `tailscale up`.
+    Register {
+        #[arg(short = 'u', long)]
+        user: String,
+        #[arg(short = 'k', long)]
+        key: String,
+    },
+    #[command(visible_alias = "del")]
+    Delete {
+        #[command(flatten)]
+        node: NodeIdArg,
+    },
+    /// Expire a node now, at a time, or never (--disable).
+    #[command(visible_aliases = ["logout", "exp", "e"])]
+    Expire {
+        #[command(flatten)]
+        node: NodeIdArg,
+        #[arg(short = 'e', long)]
+        expiry: Option<String>,
+        #[arg(short = 'd', long)]
+        disable: bool,
+    },
+    Rename {
+        #[command(flatten)]
+        node: NodeIdArg,
+        new_name: String,
+    },
+    /// Give a node to another user.
+    #[command(visible_alias = "mv")]
+    Move {
+        #[command(flatten)]
+        node: NodeIdArg,
+        #[arg(short = 'u', long)]
+        user: String,
+    },
+    #[command(visible_aliases = ["tags", "t"])]
+    Tag {
+        #[command(flatten)]
+        node: NodeIdArg,
+        #[arg(short = 't', long, value_delimiter = ',', required = true)]
+        tags: Vec<String>,
+    },
+    /// Authorise a node waiting for device approval.
+    Approve {
+        #[command(flatten)]
+        node: NodeIdArg,
+    },
+    #[command(visible_aliases = ["lsr", "routes"])]
+    ListRoutes {
+        #[arg(short = 'i', long = "identifier", visible_alias = "id")]
+        id: Option<u64>,
+        #[command(flatten)]
+        at: AtArg,
+    },
+    /// Set a node's approved routes (an empty value clears them).
+    ApproveRoutes {
+        #[command(flatten)]
+        node: NodeIdArg,
+        #[arg(short = 'r', long, value_delimiter = ',', num_args = 0..)]
+        routes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoutesCommand {
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[arg(short = 'i', long = "identifier", visible_alias = "id")]
+        id: Option<u64>,
+        #[command(flatten)]
+        at: AtArg,
+    },
+    /// Approve a route on one node, or on every node that announces it.
+    Enable {
+        #[arg(short = 'r', long)]
+        route: String,
+        #[arg(short = 'i', long = "identifier", visible_alias = "id")]
+        id: Option<u64>,
+    },
+    Disable {
+        #[arg(short = 'r', long)]
+        route: String,
+        #[arg(short = 'i', long = "identifier", visible_alias = "id")]
+        id: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    #[command(visible_aliases = ["show", "view", "fetch"])]
+    Get {
+        #[command(flatten)]
+        at: AtArg,
+    },
+    #[command(visible_aliases = ["put", "update"])]
+    Set {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// List events, oldest first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only events after this seq.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only events up to this seq or RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only these event types (comma-separated).
+        #[arg(long = "type", value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// Only events about this node id.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Only events naming this user (name or id).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Show one event with its chain hashes.
+    Show { seq: u64 },
+    /// Walk the whole hash chain and check every signed checkpoint.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Register a made-up node for a user (no client needed).
+    CreateNode {
+        #[arg(long)]
+        name: String,
+        #[arg(short = 'u', long)]
+        user: String,
+        /// Node key (nodekey:<hex>); random if absent.
+        #[arg(short = 'k', long)]
+        key: Option<String>,
+        #[arg(short = 'r', long = "route")]
+        routes: Vec<String>,
+    },
+}

@@ -1,0 +1,835 @@
+//! The admin CLI: parses arguments, reaches the API (socket or in-process), prints results.
+//! Every failure ends as one readable line on stderr and a non-zero exit (see `main.rs`).
+
+pub mod args;
+pub mod output;
+pub mod transport;
+
+use crate::config::{self, Config};
+use crate::core::Timestamp;
+use anyhow::{anyhow, bail, Context as _};
+use args::*;
+use axum::http::Method;
+use output::{list, text, time, user_name, yes_no, Column, Format};
+use serde_json::{json, Value};
+use std::path::Path;
+use transport::Transport;
+
+/// Loads the config the same way `serve` does.
+pub fn load_config(flag: Option<&Path>) -> anyhow::Result<config::Loaded> {
+    let path = config::resolve_path(flag);
+    Ok(config::load(&path, &config::process_env)?)
+}
+
+/// Turns `--expiration` (a duration such as 1h/90d, or an RFC 3339 time) into a time.
+fn expiration(text: &str, now: Timestamp) -> anyhow::Result<String> {
+    if let Some(at) = Timestamp::parse_rfc3339(text) {
+        return Ok(at.to_rfc3339());
+    }
+    let duration = config::duration::parse(text).map_err(|e| {
+        anyhow!("invalid expiration {text:?}: {e} (use e.g. 30m, 24h, 90d or an RFC 3339 time)")
+    })?;
+    Ok(now.plus(duration).to_rfc3339())
+}
+
+fn now() -> Timestamp {
+    use crate::engine::Clock;
+    crate::engine::SystemClock.now()
+}
+
+fn at_query(at: &AtArg) -> String {
+    match &at.at {
+        Some(at) => format!("at={}", urlencode(at)),
+        None => String::new(),
+    }
+}
+
+/// Percent-encodes a query value.
+fn urlencode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn query(parts: &[String]) -> String {
+    let parts: Vec<&str> = parts
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn items(value: &Value, key: &str) -> Vec<Value> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn field(value: &Value, key: &str) -> Value {
+    value.get(key).cloned().unwrap_or(Value::Null)
+}
+
+const USER_COLUMNS: &[Column] = &[
+    Column {
+        header: "ID",
+        cell: |v| text(v, "id"),
+    },
+    Column {
+        header: "Name",
+        cell: |v| text(v, "name"),
+    },
+    Column {
+        header: "Display name",
+        cell: |v| text(v, "displayName"),
+    },
+    Column {
+        header: "Email",
+        cell: |v| text(v, "email"),
+    },
+    Column {
+        header: "Created",
+        cell: |v| time(v, "createdAt"),
+    },
+];
+
+const NODE_COLUMNS: &[Column] = &[
+    Column {
+        header: "ID",
+        cell: |v| text(v, "id"),
+    },
+    Column {
+        header: "Hostname",
+        cell: |v| text(v, "name"),
+    },
+    Column {
+        header: "Name",
+        cell: |v| text(v, "givenName"),
+    },
+    Column {
+        header: "User",
+        cell: user_name,
+    },
+    Column {
+        header: "Tags",
+        cell: |v| list(v, "tags"),
+    },
+    Column {
+        header: "IP addresses",
+        cell: |v| list(v, "ipAddresses"),
+    },
+    Column {
+        header: "Ephemeral",
+        cell: |v| yes_no(v, "ephemeral"),
+    },
+    Column {
+        header: "Authorized",
+        cell: |v| yes_no(v, "authorized"),
+    },
+    Column {
+        header: "Expiry",
+        cell: |v| time(v, "expiry"),
+    },
+    Column {
+        header: "Online",
+        cell: |v| yes_no(v, "online"),
+    },
+    Column {
+        header: "Expired",
+        cell: |v| yes_no(v, "expired"),
+    },
+];
+
+const PRE_AUTH_KEY_COLUMNS: &[Column] = &[
+    Column {
+        header: "ID",
+        cell: |v| text(v, "id"),
+    },
+    Column {
+        header: "Key",
+        cell: |v| text(v, "key"),
+    },
+    Column {
+        header: "User",
+        cell: user_name,
+    },
+    Column {
+        header: "Reusable",
+        cell: |v| yes_no(v, "reusable"),
+    },
+    Column {
+        header: "Ephemeral",
+        cell: |v| yes_no(v, "ephemeral"),
+    },
+    Column {
+        header: "Used",
+        cell: |v| yes_no(v, "used"),
+    },
+    Column {
+        header: "State",
+        cell: |v| text(v, "state"),
+    },
+    Column {
+        header: "Expiration",
+        cell: |v| time(v, "expiration"),
+    },
+    Column {
+        header: "Created",
+        cell: |v| time(v, "createdAt"),
+    },
+    Column {
+        header: "Tags",
+        cell: |v| list(v, "aclTags"),
+    },
+];
+
+const API_KEY_COLUMNS: &[Column] = &[
+    Column {
+        header: "ID",
+        cell: |v| text(v, "id"),
+    },
+    Column {
+        header: "Prefix",
+        cell: |v| text(v, "prefix"),
+    },
+    Column {
+        header: "Expiration",
+        cell: |v| time(v, "expiration"),
+    },
+    Column {
+        header: "Created",
+        cell: |v| time(v, "createdAt"),
+    },
+];
+
+const ROUTE_COLUMNS: &[Column] = &[
+    Column {
+        header: "Node",
+        cell: |v| text(v, "nodeId"),
+    },
+    Column {
+        header: "Name",
+        cell: |v| text(v, "nodeName"),
+    },
+    Column {
+        header: "Prefix",
+        cell: |v| text(v, "prefix"),
+    },
+    Column {
+        header: "Advertised",
+        cell: |v| yes_no(v, "advertised"),
+    },
+    Column {
+        header: "Approved",
+        cell: |v| yes_no(v, "approved"),
+    },
+    Column {
+        header: "Enabled",
+        cell: |v| yes_no(v, "enabled"),
+    },
+];
+
+const EVENT_COLUMNS: &[Column] = &[
+    Column {
+        header: "Seq",
+        cell: |v| text(v, "seq"),
+    },
+    Column {
+        header: "Time",
+        cell: |v| time(v, "at"),
+    },
+    Column {
+        header: "Actor",
+        cell: |v| text(v, "actor"),
+    },
+    Column {
+        header: "Type",
+        cell: |v| text(v, "type"),
+    },
+    Column {
+        header: "Details",
+        cell: |v| {
+            let details = v.get("data").map(|d| d.to_string()).unwrap_or_default();
+            if details.chars().count() > 100 {
+                format!("{}…", details.chars().take(99).collect::<String>())
+            } else {
+                details
+            }
+        },
+    },
+];
+
+/// Prints a single object: the wire shape, or `message` for humans.
+fn print_one(format: Format, value: &Value, message: &str) -> anyhow::Result<()> {
+    if format == Format::Human {
+        println!("{message}");
+        Ok(())
+    } else {
+        output::print_machine(format, value)
+    }
+}
+
+/// Resolves `-i`/`-n` to a user id through the API.
+async fn user_id(api: &Transport, id: Option<u64>, name: Option<&str>) -> anyhow::Result<u64> {
+    match (id, name) {
+        (Some(id), _) => Ok(id),
+        (None, Some(name)) => {
+            let found = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/user?name={}", urlencode(name)),
+                    None,
+                )
+                .await?;
+            let users = items(&found, "users");
+            let user = users
+                .first()
+                .ok_or_else(|| anyhow!("user {name:?} not found"))?;
+            text(user, "id")
+                .parse()
+                .context("the API returned a malformed user id")
+        }
+        (None, None) => bail!("give the user with -i/--identifier or -n/--name"),
+    }
+}
+
+/// Runs a command that talks to the API.
+pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
+    let api = Transport::connect(config).await?;
+    let format = cli.output;
+    match &cli.command {
+        Command::Health => {
+            let value = api.call(Method::GET, "/api/v1/health", None).await?;
+            let ok = value.get("databaseConnectivity").and_then(Value::as_bool) == Some(true);
+            print_one(format, &value, if ok { "healthy" } else { "unhealthy" })?;
+            if !ok {
+                bail!("the server reports it is unhealthy");
+            }
+        }
+        Command::Users(command) => users(&api, format, command, cli.force).await?,
+        Command::PreAuthKeys(command) => pre_auth_keys(&api, format, command).await?,
+        Command::ApiKeys(command) => api_keys(&api, format, command).await?,
+        Command::Nodes(command) => nodes(&api, format, command).await?,
+        Command::Routes(command) => routes(&api, format, command).await?,
+        Command::Policy(command) => policy(&api, format, command).await?,
+        Command::Events(command) => events(&api, format, command).await?,
+        Command::Debug(DebugCommand::CreateNode {
+            name,
+            user,
+            key,
+            routes,
+        }) => {
+            let body = json!({ "user": user, "name": name, "key": key, "routes": routes });
+            let value = api
+                .call(Method::POST, "/api/v1/debug/node", Some(body))
+                .await?;
+            let node = field(&value, "node");
+            print_one(
+                format,
+                &node,
+                &format!(
+                    "Node {} created (id {})",
+                    text(&node, "givenName"),
+                    text(&node, "id")
+                ),
+            )?;
+        }
+        _ => unreachable!("local commands are handled in main"),
+    }
+    Ok(())
+}
+
+async fn users(
+    api: &Transport,
+    format: Format,
+    command: &UsersCommand,
+    force: bool,
+) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Create {
+            name,
+            display_name,
+            email,
+            picture_url,
+        } => {
+            let body = json!({
+                "name": name,
+                "displayName": display_name.clone().unwrap_or_default(),
+                "email": email.clone().unwrap_or_default(),
+                "pictureUrl": picture_url.clone().unwrap_or_default(),
+            });
+            let value = api.call(Method::POST, "/api/v1/user", Some(body)).await?;
+            let user = field(&value, "user");
+            print_one(
+                format,
+                &user,
+                &format!(
+                    "User {} created (id {})",
+                    text(&user, "name"),
+                    text(&user, "id")
+                ),
+            )
+        }
+        UsersCommand::List {
+            id,
+            name,
+            email,
+            at,
+        } => {
+            let mut parts = vec![at_query(at)];
+            if let Some(id) = id {
+                parts.push(format!("id={id}"));
+            }
+            if let Some(name) = name {
+                parts.push(format!("name={}", urlencode(name)));
+            }
+            if let Some(email) = email {
+                parts.push(format!("email={}", urlencode(email)));
+            }
+            let value = api
+                .call(Method::GET, &format!("/api/v1/user{}", query(&parts)), None)
+                .await?;
+            output::print_list(format, &items(&value, "users"), USER_COLUMNS)
+        }
+        UsersCommand::Rename { id, name, new_name } => {
+            let id = user_id(api, *id, name.as_deref()).await?;
+            let path = format!("/api/v1/user/{id}/rename/{}", urlencode(new_name));
+            let value = api.call(Method::POST, &path, None).await?;
+            let user = field(&value, "user");
+            print_one(
+                format,
+                &user,
+                &format!("User {id} renamed to {}", text(&user, "name")),
+            )
+        }
+        UsersCommand::Destroy { id, name } => {
+            let id = user_id(api, *id, name.as_deref()).await?;
+            let path = format!(
+                "/api/v1/user/{id}{}",
+                if force { "?force=true" } else { "" }
+            );
+            let value = api.call(Method::DELETE, &path, None).await?;
+            print_one(format, &value, &format!("User {id} destroyed"))
+        }
+    }
+}
+
+async fn pre_auth_keys(
+    api: &Transport,
+    format: Format,
+    command: &PreAuthKeysCommand,
+) -> anyhow::Result<()> {
+    match command {
+        PreAuthKeysCommand::Create {
+            user,
+            reusable,
+            ephemeral,
+            expiration: lifetime,
+            tags,
+            pre_approved,
+        } => {
+            let user = match user {
+                Some(user) => Some(resolve_user(api, user).await?),
+                None => None,
+            };
+            let body = json!({
+                "user": user,
+                "reusable": reusable,
+                "ephemeral": ephemeral,
+                "preApproved": pre_approved,
+                "expiration": expiration(lifetime, now())?,
+                "aclTags": tags,
+            });
+            let value = api
+                .call(Method::POST, "/api/v1/preauthkey", Some(body))
+                .await?;
+            let key = field(&value, "preAuthKey");
+            print_one(format, &key, &text(&key, "key"))
+        }
+        PreAuthKeysCommand::List { user, at } => {
+            let mut parts = vec![at_query(at)];
+            if let Some(user) = user {
+                parts.push(format!("user={}", resolve_user(api, user).await?));
+            }
+            let value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/preauthkey{}", query(&parts)),
+                    None,
+                )
+                .await?;
+            output::print_list(format, &items(&value, "preAuthKeys"), PRE_AUTH_KEY_COLUMNS)
+        }
+        PreAuthKeysCommand::Expire { id } => {
+            let value = api
+                .call(
+                    Method::POST,
+                    "/api/v1/preauthkey/expire",
+                    Some(json!({ "id": id.to_string() })),
+                )
+                .await?;
+            print_one(format, &value, &format!("Pre-auth key {id} expired"))
+        }
+        PreAuthKeysCommand::Delete { id } => {
+            let value = api
+                .call(Method::DELETE, &format!("/api/v1/preauthkey?id={id}"), None)
+                .await?;
+            print_one(format, &value, &format!("Pre-auth key {id} deleted"))
+        }
+    }
+}
+
+/// A user given by name or id, as the id string the API wants.
+async fn resolve_user(api: &Transport, user: &str) -> anyhow::Result<String> {
+    let value = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/user?name={}", urlencode(user)),
+            None,
+        )
+        .await?;
+    if let Some(found) = items(&value, "users").first() {
+        return Ok(text(found, "id"));
+    }
+    if let Ok(id) = user.parse::<u64>() {
+        let value = api
+            .call(Method::GET, &format!("/api/v1/user?id={id}"), None)
+            .await?;
+        if !items(&value, "users").is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    bail!("user {user:?} not found")
+}
+
+async fn api_keys(api: &Transport, format: Format, command: &ApiKeysCommand) -> anyhow::Result<()> {
+    match command {
+        ApiKeysCommand::Create {
+            expiration: lifetime,
+        } => {
+            let body = json!({ "expiration": expiration(lifetime, now())? });
+            let value = api.call(Method::POST, "/api/v1/apikey", Some(body)).await?;
+            print_one(format, &value, &text(&value, "apiKey"))
+        }
+        ApiKeysCommand::List { at } => {
+            let value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/apikey{}", query(&[at_query(at)])),
+                    None,
+                )
+                .await?;
+            output::print_list(format, &items(&value, "apiKeys"), API_KEY_COLUMNS)
+        }
+        ApiKeysCommand::Expire { prefix, id } => {
+            if prefix.is_none() && id.is_none() {
+                bail!("give the key with -p/--prefix or -i/--id");
+            }
+            let body = json!({ "prefix": prefix, "id": id.map(|i| i.to_string()) });
+            let value = api
+                .call(Method::POST, "/api/v1/apikey/expire", Some(body))
+                .await?;
+            print_one(format, &value, "API key expired")
+        }
+        ApiKeysCommand::Delete { prefix, id } => {
+            let path = match (prefix, id) {
+                (Some(prefix), _) => format!("/api/v1/apikey/{}", urlencode(prefix)),
+                (None, Some(id)) => format!("/api/v1/apikey?id={id}"),
+                (None, None) => bail!("give the key with -p/--prefix or -i/--id"),
+            };
+            let value = api.call(Method::DELETE, &path, None).await?;
+            print_one(format, &value, "API key deleted")
+        }
+    }
+}
+
+async fn nodes(api: &Transport, format: Format, command: &NodesCommand) -> anyhow::Result<()> {
+    let node_message = |value: &Value, verb: &str| {
+        let node = field(value, "node");
+        let message = format!("Node {} {verb}", text(&node, "givenName"));
+        (node, message)
+    };
+    match command {
+        NodesCommand::List { user, at } => {
+            let mut parts = vec![at_query(at)];
+            if let Some(user) = user {
+                parts.push(format!("user={}", urlencode(user)));
+            }
+            let value = api
+                .call(Method::GET, &format!("/api/v1/node{}", query(&parts)), None)
+                .await?;
+            output::print_list(format, &items(&value, "nodes"), NODE_COLUMNS)
+        }
+        NodesCommand::Register { user, key } => {
+            let path = format!(
+                "/api/v1/node/register?user={}&key={}",
+                urlencode(user),
+                urlencode(key)
+            );
+            let value = api.call(Method::POST, &path, None).await?;
+            let (node, message) = node_message(&value, "registered");
+            print_one(format, &node, &message)
+        }
+        NodesCommand::Delete { node } => {
+            let value = api
+                .call(Method::DELETE, &format!("/api/v1/node/{}", node.id), None)
+                .await?;
+            print_one(format, &value, &format!("Node {} deleted", node.id))
+        }
+        NodesCommand::Expire {
+            node,
+            expiry,
+            disable,
+        } => {
+            let expiry = match expiry {
+                Some(text) => Some(
+                    Timestamp::parse_rfc3339(text)
+                        .ok_or_else(|| {
+                            anyhow!("invalid expiry {text:?}: expected an RFC 3339 time")
+                        })?
+                        .to_rfc3339(),
+                ),
+                None => None,
+            };
+            let body = json!({ "expiry": expiry, "disableExpiry": disable });
+            let value = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/node/{}/expire", node.id),
+                    Some(body),
+                )
+                .await?;
+            let (node, message) = node_message(
+                &value,
+                if *disable {
+                    "will never expire"
+                } else {
+                    "expiry set"
+                },
+            );
+            print_one(format, &node, &message)
+        }
+        NodesCommand::Rename { node, new_name } => {
+            let path = format!("/api/v1/node/{}/rename/{}", node.id, urlencode(new_name));
+            let value = api.call(Method::POST, &path, None).await?;
+            let (node, message) = node_message(&value, "renamed");
+            print_one(format, &node, &message)
+        }
+        NodesCommand::Move { node, user } => {
+            let value = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/node/{}/user", node.id),
+                    Some(json!({ "user": user })),
+                )
+                .await?;
+            let (node, message) = node_message(&value, &format!("moved to user {user}"));
+            print_one(format, &node, &message)
+        }
+        NodesCommand::Tag { node, tags } => {
+            let value = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/node/{}/tags", node.id),
+                    Some(json!({ "tags": tags })),
+                )
+                .await?;
+            let (node, message) = node_message(&value, "tagged");
+            print_one(format, &node, &message)
+        }
+        NodesCommand::Approve { node } => {
+            let value = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/node/{}/approve", node.id),
+                    None,
+                )
+                .await?;
+            let (node, message) = node_message(&value, "approved");
+            print_one(format, &node, &message)
+        }
+        NodesCommand::ListRoutes { id, at } => list_routes(api, format, *id, at).await,
+        NodesCommand::ApproveRoutes { node, routes } => {
+            let value = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/node/{}/approve_routes", node.id),
+                    Some(json!({ "routes": routes })),
+                )
+                .await?;
+            let node = field(&value, "node");
+            let message = format!(
+                "Node {} approved routes: {}",
+                text(&node, "givenName"),
+                list(&node, "approvedRoutes")
+            );
+            print_one(format, &node, &message)
+        }
+    }
+}
+
+async fn list_routes(
+    api: &Transport,
+    format: Format,
+    id: Option<u64>,
+    at: &AtArg,
+) -> anyhow::Result<()> {
+    let mut parts = vec![at_query(at)];
+    if let Some(id) = id {
+        parts.push(format!("node={id}"));
+    }
+    let value = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/routes{}", query(&parts)),
+            None,
+        )
+        .await?;
+    output::print_list(format, &items(&value, "routes"), ROUTE_COLUMNS)
+}
+
+async fn routes(api: &Transport, format: Format, command: &RoutesCommand) -> anyhow::Result<()> {
+    let (route, id, enable) = match command {
+        RoutesCommand::List { id, at } => return list_routes(api, format, *id, at).await,
+        RoutesCommand::Enable { route, id } => (route, id, true),
+        RoutesCommand::Disable { route, id } => (route, id, false),
+    };
+    let path = if enable {
+        "/api/v1/routes/enable"
+    } else {
+        "/api/v1/routes/disable"
+    };
+    let body = json!({ "route": route, "nodeId": id.map(|i| i.to_string()) });
+    let value = api.call(Method::POST, path, Some(body)).await?;
+    let changed = items(&value, "nodes");
+    let names: Vec<String> = changed
+        .iter()
+        .map(|n| format!("{} (id {})", text(n, "givenName"), text(n, "id")))
+        .collect();
+    let verb = if enable { "enabled" } else { "disabled" };
+    let message = if names.is_empty() {
+        format!("Route {route} was already {verb}")
+    } else {
+        format!("Route {route} {verb} on {}", names.join(", "))
+    };
+    print_one(format, &Value::Array(changed), &message)
+}
+
+async fn policy(api: &Transport, format: Format, command: &PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Get { at } => {
+            let value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/policy{}", query(&[at_query(at)])),
+                    None,
+                )
+                .await?;
+            if format == Format::Human {
+                println!("{}", text(&value, "policy"));
+                Ok(())
+            } else {
+                output::print_machine(format, &value)
+            }
+        }
+        PolicyCommand::Set { file } => {
+            let policy = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read policy file {}", file.display()))?;
+            let value = api
+                .call(
+                    Method::PUT,
+                    "/api/v1/policy",
+                    Some(json!({ "policy": policy })),
+                )
+                .await?;
+            print_one(format, &value, "Policy updated")
+        }
+    }
+}
+
+async fn events(api: &Transport, format: Format, command: &EventsCommand) -> anyhow::Result<()> {
+    match command {
+        EventsCommand::List {
+            since,
+            until,
+            kinds,
+            node,
+            user,
+        } => {
+            let mut parts = Vec::new();
+            if let Some(since) = since {
+                parts.push(format!("since={since}"));
+            }
+            if let Some(until) = until {
+                parts.push(format!("until={}", urlencode(until)));
+            }
+            if !kinds.is_empty() {
+                parts.push(format!("type={}", urlencode(&kinds.join(","))));
+            }
+            if let Some(node) = node {
+                parts.push(format!("node={node}"));
+            }
+            if let Some(user) = user {
+                parts.push(format!("user={}", urlencode(user)));
+            }
+            let value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/events{}", query(&parts)),
+                    None,
+                )
+                .await?;
+            output::print_list(format, &items(&value, "events"), EVENT_COLUMNS)?;
+            if value.get("truncated").and_then(Value::as_bool) == Some(true) {
+                eprintln!("note: the list was cut short; continue with --since <last seq>");
+            }
+            Ok(())
+        }
+        EventsCommand::Show { seq } => {
+            let value = api
+                .call(Method::GET, &format!("/api/v1/events/{seq}"), None)
+                .await?;
+            if format == Format::Human {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                Ok(())
+            } else {
+                output::print_machine(format, &value)
+            }
+        }
+        EventsCommand::Verify => {
+            let value = api.call(Method::GET, "/api/v1/events/verify", None).await?;
+            if value.get("ok").and_then(Value::as_bool) != Some(true) {
+                bail!("the event log does not verify: {}", text(&value, "error"));
+            }
+            let signatures =
+                if value.get("signaturesChecked").and_then(Value::as_bool) == Some(true) {
+                    "signatures checked"
+                } else {
+                    "signatures NOT checked: the checkpoint key is not readable here"
+                };
+            let message = format!(
+                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures})",
+                text(&value, "events"),
+                text(&value, "headHash"),
+                value
+                    .get("checkpointsVerified")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            );
+            print_one(format, &value, &message)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! How the CLI reaches the API: HTTP/1.1 over the daemon's unix socket, or, when no daemon
+//! runs, the same router in-process over a read-only view of the store.
+
+use crate::api::{self, ApiContext, Backend};
+use crate::config::{Config, PolicyMode};
+use crate::engine::{Clock, SystemClock};
+use crate::server;
+use crate::store::StoreError;
+use anyhow::{anyhow, bail, Context as _};
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// Largest API answer the CLI will read.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+pub enum Transport {
+    Socket(PathBuf),
+    /// No daemon: the API router runs here over the store, read-only.
+    InProcess(Router),
+}
+
+impl Transport {
+    /// The daemon's socket if it answers; otherwise the store, opened directly (reads only).
+    pub async fn connect(config: &Config) -> anyhow::Result<Transport> {
+        let socket = config.unix_socket.clone();
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            return Ok(Transport::Socket(socket));
+        }
+        let store = match server::open_store(config) {
+            Ok(store) => store,
+            Err(StoreError::Locked { path }) => bail!(
+                "the store at {path} is in use by a running server, but its socket {} does not answer",
+                socket.display()
+            ),
+            Err(error) => return Err(anyhow!(error)),
+        };
+        eprintln!(
+            "note: no daemon answers on {}; reading the store at {} directly (read-only)",
+            socket.display(),
+            config.database.sled.path.display()
+        );
+        let clock = Arc::new(SystemClock);
+        let ctx = ApiContext {
+            backend: Backend::ReadOnly(store),
+            now: Arc::new(move || clock.now()),
+            policy_in_database: config.policy.mode == PolicyMode::Database,
+            checkpoint_key: server::read_checkpoint_key(config),
+        };
+        let router = api::router(ctx).layer(axum::middleware::from_fn(api::local_trust));
+        Ok(Transport::InProcess(router))
+    }
+
+    /// Sends one request; a non-2xx answer becomes an error carrying the API's message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let bytes = match &body {
+            Some(value) => serde_json::to_vec(value)?,
+            None => Vec::new(),
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Body::from(bytes))?;
+        let response = match self {
+            Transport::Socket(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket)
+                    .await
+                    .with_context(|| format!("cannot reach the daemon at {}", socket.display()))?;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                sender.send_request(request).await?.map(Body::new)
+            }
+            Transport::InProcess(router) => router.clone().oneshot(request).await?,
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| anyhow!("cannot read the answer: {e}"))?;
+        let value: serde_json::Value = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).map_err(|_| {
+                anyhow!(
+                    "unexpected answer ({status}): {}",
+                    String::from_utf8_lossy(&body)
+                )
+            })?
+        };
+        if !status.is_success() {
+            let message = value
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("request failed with {status}"));
+            bail!(message);
+        }
+        Ok(value)
+    }
+}

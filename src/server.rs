@@ -1,0 +1,245 @@
+//! `headscale serve`: wires config, keys, store, engine and listeners together, records
+//! start-up facts, and shuts down cleanly (final snapshot and checkpoint) on SIGTERM/SIGINT.
+//! SIGHUP reloads the policy file.
+
+use crate::api::{self, ApiContext, Backend};
+use crate::config::{Config, IpAllocation, PolicyMode};
+use crate::core::event::{Allocation, CoreConfig};
+use crate::core::keys::Digest;
+use crate::core::{Actor, Command};
+use crate::engine::{self, Clock, EngineHandle, EngineOptions, SystemClock};
+use crate::keyfile;
+use crate::store::sled_store::SledStore;
+use crate::store::EventStore;
+use anyhow::Context as _;
+use axum::routing::get;
+use axum::Router;
+use std::future::IntoFuture;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The directory holding the store and the server's keys.
+pub fn data_dir(config: &Config) -> PathBuf {
+    config
+        .database
+        .sled
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where the checkpoint signing key lives (beside the store).
+pub fn checkpoint_key_path(config: &Config) -> PathBuf {
+    data_dir(config).join("checkpoint_signing.key")
+}
+
+/// Reads the checkpoint verifying key if the key file is there (the CLI's `events verify`).
+pub fn read_checkpoint_key(config: &Config) -> Option<ed25519_dalek::VerifyingKey> {
+    let path = checkpoint_key_path(config);
+    if !path.exists() {
+        return None;
+    }
+    keyfile::load_or_create(&path, "ed25519-private", || [0; 32])
+        .ok()
+        .map(|bytes| ed25519_dalek::SigningKey::from_bytes(&bytes).verifying_key())
+}
+
+/// The part of the config the core decides with.
+pub fn core_config(config: &Config) -> CoreConfig {
+    CoreConfig {
+        prefix_v4: config.prefixes.v4,
+        prefix_v6: config.prefixes.v6,
+        allocation: match config.prefixes.allocation {
+            IpAllocation::Sequential => Allocation::Sequential,
+            IpAllocation::Random => Allocation::Random,
+        },
+        base_domain: config.dns.base_domain.clone(),
+        node_expiry_secs: config.node.expiry.as_secs(),
+        ephemeral_inactivity_secs: config.node.ephemeral.inactivity_timeout.as_secs(),
+        require_approval: config.node.require_approval,
+    }
+}
+
+pub fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, crate::store::StoreError> {
+    Ok(Arc::new(SledStore::open(
+        &config.database.sled.path,
+        config.database.sled.cache_capacity_bytes,
+    )?))
+}
+
+/// The API context over a running engine.
+pub fn live_context(config: &Config, engine: EngineHandle) -> ApiContext {
+    let clock = Arc::new(SystemClock);
+    ApiContext {
+        backend: Backend::Live(engine),
+        now: Arc::new(move || clock.now()),
+        policy_in_database: config.policy.mode == PolicyMode::Database,
+        checkpoint_key: read_checkpoint_key(config),
+    }
+}
+
+/// Starts the engine and records the start-up facts.
+pub async fn start_engine(config: &Config, options: EngineOptions) -> anyhow::Result<EngineHandle> {
+    let dir = data_dir(config);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let signing = keyfile::load_or_create(
+        &checkpoint_key_path(config),
+        "ed25519-private",
+        keyfile::random_key,
+    )?;
+    let signing_key = ed25519_dalek::SigningKey::from_bytes(&signing);
+    let store_config = config.clone();
+    let engine = engine::start(
+        Box::new(move || open_store(&store_config)),
+        Box::new(SystemClock),
+        signing_key,
+        options,
+    )?;
+    engine
+        .execute(
+            Actor::System,
+            Command::StartServer {
+                version: VERSION.to_string(),
+            },
+        )
+        .await?;
+    engine
+        .execute(
+            Actor::System,
+            Command::ApplyConfig {
+                hash: Digest(config.netmap_relevant_hash()),
+                core: core_config(config),
+                netmap_json: config.netmap_relevant_json(),
+            },
+        )
+        .await?;
+    load_policy_file(config, &engine).await?;
+    Ok(engine)
+}
+
+/// In file mode, records the policy file's content when it differs from the one in force.
+pub async fn load_policy_file(config: &Config, engine: &EngineHandle) -> anyhow::Result<()> {
+    if config.policy.mode != PolicyMode::File {
+        return Ok(());
+    }
+    let Some(path) = &config.policy.path else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy file {}", path.display()))?;
+    engine
+        .execute(Actor::System, Command::ReplacePolicy { text })
+        .await?;
+    Ok(())
+}
+
+/// Binds the unix socket, replacing a stale socket file left by a crash.
+fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener> {
+    let path = &config.unix_socket;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create socket dir {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another server is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
+    let mode = config.unix_socket_mode()?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Routes on the main (TCP) listener.
+fn public_router(ctx: ApiContext) -> Router {
+    let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
+        ctx,
+        api::require_api_key,
+    ));
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "pass"})) }),
+        )
+        .route(
+            "/version",
+            get(|| async { axum::Json(serde_json::json!({"version": VERSION})) }),
+        )
+        .route(
+            "/robots.txt",
+            get(|| async { "User-agent: *\nDisallow: /\n" }),
+        )
+        .merge(api)
+}
+
+/// Runs the server until `shutdown` resolves or a SIGTERM/SIGINT arrives.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = start_engine(&config, EngineOptions::default()).await?;
+    let ctx = live_context(&config, engine.clone());
+
+    let unix = bind_unix_socket(&config)?;
+    let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    tracing::info!(
+        listen = %config.listen_addr,
+        socket = %config.unix_socket.display(),
+        seq = engine.state().last_seq,
+        "headscale is serving"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let local = api::router(ctx.clone()).layer(axum::middleware::from_fn(api::local_trust));
+    let unix_server = tokio::spawn(
+        axum::serve(unix, local)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let tcp_server = tokio::spawn(
+        axum::serve(tcp, public_router(ctx))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut shutdown = Box::pin(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                match load_policy_file(&config, &engine).await {
+                    Ok(()) => tracing::info!("policy reloaded"),
+                    Err(error) => tracing::error!(%error, "policy not reloaded; the previous one stays in force"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = unix_server.await;
+    let _ = tcp_server.await;
+    engine.shutdown().await;
+    let _ = std::fs::remove_file(&config.unix_socket);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
