@@ -548,7 +548,7 @@ fn change_route(
         n.hostinfo
             .advertised_routes
             .iter()
-            .any(|r| r.trunc() == route)
+            .any(|r| group.contains(&r.trunc()))
     };
     let targets: Vec<&Node> = match target {
         Some(id) => {
@@ -562,7 +562,7 @@ fn change_route(
             let all: Vec<&Node> = state
                 .nodes
                 .values()
-                .filter(|n| advertises(n) || n.approved_routes.contains(&route))
+                .filter(|n| advertises(n) || n.approved_routes.iter().any(|r| group.contains(r)))
                 .collect();
             if all.is_empty() {
                 return Err(Rejection::RouteNotAdvertised(route));
