@@ -137,6 +137,11 @@ pub enum Command {
         id: NodeId,
         hostinfo: NodeHostinfo,
     },
+    /// The client replaced its node key (`OldNodeKey` in a registration).
+    RotateNodeKey {
+        id: NodeId,
+        node_key: NodeKey,
+    },
     ReplacePolicy {
         text: String,
     },
@@ -518,6 +523,16 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             Ok(vec![Event::NodeHostinfoChanged {
                 id: *id,
                 hostinfo: hostinfo.clone(),
+            }])
+        }
+        Command::RotateNodeKey { id, node_key } => {
+            let found = node(state, *id)?;
+            if found.node_key == *node_key {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeKeyRotated {
+                id: *id,
+                node_key: *node_key,
             }])
         }
         Command::ReplacePolicy { text } => {

@@ -3,6 +3,7 @@
 //! the engine. A store never interprets events beyond checking the hash chain.
 
 pub mod checkpoint;
+pub mod export;
 pub mod memory;
 pub mod record;
 pub mod replay;
