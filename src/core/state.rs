@@ -89,10 +89,9 @@ impl Node {
 
     /// Routes announced and approved: what peers may route through this node.
     pub fn subnet_routes(&self) -> Vec<IpNet> {
-        self.hostinfo
-            .advertised_routes
+        self.approved_routes
             .iter()
-            .filter(|r| self.approved_routes.contains(r))
+            .filter(|r| self.hostinfo.advertised_routes.contains(r))
             .copied()
             .collect()
     }

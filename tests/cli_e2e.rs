@@ -1,0 +1,441 @@
+//! End-to-end: the real `headscale` binary as daemon and CLI, on temp dirs and loopback.
+//! Covers the admin command tree, output formats, bad input (one line, non-zero exit,
+//! nothing changed), `--at` history, offline reads, restarts and Bearer auth on TCP.
+
+mod common;
+
+use common::TestServer;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn users_lifecycle_and_errors() {
+    let server = TestServer::start();
+    let alice = server.json(&[
+        "users",
+        "create",
+        "alice",
+        "--email",
+        "alice@example.com",
+        "-d",
+        "Alice",
+    ]);
+    assert_eq!(alice["id"], "1");
+    assert_eq!(alice["name"], "alice");
+    assert_eq!(alice["displayName"], "Alice");
+    assert!(alice["createdAt"].as_str().unwrap().ends_with('Z'));
+    server.ok(&["namespaces", "create", "bob"]);
+
+    let line = server.fails(&["users", "create", "alice"]);
+    assert_eq!(line, "Error: a user named \"alice\" already exists");
+    let line = server.fails(&["users", "create", "x y"]);
+    assert!(line.contains("invalid user name"), "{line}");
+    let line = server.fails(&["users", "rename", "-n", "nobody", "-r", "z"]);
+    assert!(line.contains("not found"), "{line}");
+
+    server.ok(&["users", "rename", "-n", "bob", "-r", "robert"]);
+    let users = server.json(&["users", "list"]);
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "robert"]);
+    let filtered = server.json(&["users", "list", "-n", "robert"]);
+    assert_eq!(ids(&filtered), ["2"]);
+
+    // A user who owns nodes is not destroyed without --force.
+    server.ok(&["debug", "create-node", "--name", "laptop", "-u", "alice"]);
+    let line = server.fails(&["users", "destroy", "-n", "alice"]);
+    assert!(line.contains("still owns 1 node"), "{line}");
+    assert_eq!(server.json(&["nodes", "list"]).as_array().unwrap().len(), 1);
+    server.ok(&["users", "destroy", "-n", "alice", "--force"]);
+    assert_eq!(ids(&server.json(&["users", "list"])), ["2"]);
+    assert!(server
+        .json(&["nodes", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Human output is an aligned table.
+    let table = server.ok(&["users", "list"]);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("ID | Name"));
+    assert!(lines.next().unwrap().starts_with("2  | robert"));
+}
+
+#[test]
+fn pre_auth_keys_semantics_and_formats() {
+    let server = TestServer::start();
+    server.ok(&["users", "create", "alice"]);
+    let key = server.json(&[
+        "preauthkeys",
+        "create",
+        "-u",
+        "alice",
+        "--reusable",
+        "--ephemeral",
+        "-e",
+        "24h",
+        "--tags",
+        "tag:web,tag:db",
+    ]);
+    let full = key["key"].as_str().unwrap();
+    assert!(
+        full.starts_with("hskey-auth-") && !full.ends_with("***"),
+        "{full}"
+    );
+    assert_eq!(key["reusable"], true);
+    assert_eq!(key["ephemeral"], true);
+    assert_eq!(key["aclTags"], serde_json::json!(["tag:db", "tag:web"]));
+    // The plaintext is shown once; listings show the prefix only.
+    let listed = server.json(&["authkeys", "list"]);
+    assert!(listed[0]["key"].as_str().unwrap().ends_with("-***"));
+    // Only a hash is stored: the secret is nowhere in the data dir.
+    let secret = full.rsplit('-').next().unwrap();
+    assert!(
+        !dir_contains(&server.data_dir(), secret.as_bytes()),
+        "plaintext secret found on disk"
+    );
+
+    let line = server.fails(&["preauthkeys", "create", "-u", "alice", "-e", "91d"]);
+    assert!(line.contains("more than 90 days"), "{line}");
+    let line = server.fails(&["preauthkeys", "create", "-u", "alice", "--tags", "web"]);
+    assert!(line.contains("must start with \"tag:\""), "{line}");
+    let line = server.fails(&["preauthkeys", "create", "-u", "nobody"]);
+    assert!(line.contains("not found"), "{line}");
+    let line = server.fails(&["preauthkeys", "create", "-u", "alice", "-e", "soon"]);
+    assert!(line.contains("invalid expiration"), "{line}");
+    let line = server.fails(&["preauthkeys", "create"]);
+    assert!(line.contains("needs a user or at least one tag"), "{line}");
+    // A tag-only key needs no user.
+    let tagged = server.json(&["preauthkeys", "create", "--tags", "tag:server"]);
+    assert_eq!(tagged["user"], Value::Null);
+
+    // Expired keys stay listed, with their state.
+    server.ok(&["preauthkeys", "expire", "--id", "1"]);
+    let listed = server.json(&["preauthkeys", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["state"], "expired");
+    let line = server.fails(&["preauthkeys", "expire", "--id", "99"]);
+    assert!(line.contains("not found"), "{line}");
+    server.ok(&["preauthkeys", "delete", "--id", "2"]);
+    assert_eq!(
+        server
+            .json(&["preauthkeys", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Other output formats parse.
+    let yaml = server.ok(&["preauthkeys", "list", "-o", "yaml"]);
+    assert!(yaml.contains("state: expired"), "{yaml}");
+    let line = server.ok(&["preauthkeys", "list", "-o", "json-line"]);
+    assert_eq!(line.lines().count(), 1);
+    serde_json::from_str::<Value>(&line).unwrap();
+}
+
+fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            dir_contains(&path, needle)
+        } else {
+            std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        }
+    })
+}
+
+#[test]
+fn nodes_routes_and_history() {
+    let server = TestServer::start();
+    server.ok(&["users", "create", "alice"]);
+    server.ok(&["users", "create", "bob"]);
+    let node = server.json(&[
+        "debug",
+        "create-node",
+        "--name",
+        "Web Server",
+        "-u",
+        "alice",
+        "-r",
+        "10.0.0.0/24",
+        "-r",
+        "0.0.0.0/0",
+    ]);
+    assert_eq!(node["givenName"], "web-server");
+    assert_eq!(
+        node["ipAddresses"],
+        serde_json::json!(["100.64.0.1", "fd7a:115c:a1e0::1"])
+    );
+    let second = server.json(&[
+        "debug",
+        "create-node",
+        "--name",
+        "web server",
+        "-u",
+        "bob",
+        "-r",
+        "10.0.0.0/24",
+    ]);
+    assert_eq!(second["givenName"], "web-server-1");
+
+    // Routes: enable without --id approves on every node announcing it and names them.
+    let out = server.ok(&["routes", "enable", "-r", "10.0.0.0/24"]);
+    assert!(
+        out.contains("web-server (id 1)") && out.contains("web-server-1 (id 2)"),
+        "{out}"
+    );
+    let out = server.ok(&["routes", "enable", "-r", "::/0", "-i", "1"]);
+    assert!(out.contains("id 1"), "{out}");
+    let node = server.json(&["nodes", "list"])[0].clone();
+    assert_eq!(
+        node["approvedRoutes"],
+        serde_json::json!(["0.0.0.0/0", "10.0.0.0/24", "::/0"])
+    );
+    assert_eq!(
+        node["subnetRoutes"],
+        serde_json::json!(["0.0.0.0/0", "10.0.0.0/24"])
+    );
+    let line = server.fails(&["routes", "enable", "-r", "10.9.0.0/24"]);
+    assert!(line.contains("no node advertises"), "{line}");
+    let line = server.fails(&["routes", "enable", "-r", "not-a-cidr"]);
+    assert!(line.contains("invalid route"), "{line}");
+    server.ok(&["routes", "disable", "-r", "0.0.0.0/0"]);
+    let routes = server.json(&["routes", "list", "-i", "1"]);
+    let enabled: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["enabled"] == true)
+        .map(|r| r["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(enabled, ["10.0.0.0/24"]);
+    server.ok(&["nodes", "approve-routes", "-i", "2", "-r", ""]);
+    assert_eq!(
+        server.json(&["nodes", "list", "-u", "bob"])[0]["approvedRoutes"],
+        serde_json::json!([])
+    );
+
+    // Rename, tag, move, expire.
+    let line = server.fails(&["nodes", "rename", "-i", "1", "Bad Name"]);
+    assert!(line.contains("not a valid DNS label"), "{line}");
+    let line = server.fails(&["nodes", "rename", "-i", "1", "web-server-1"]);
+    assert!(line.contains("already taken"), "{line}");
+    server.ok(&["nodes", "rename", "-i", "1", "www"]);
+    let line = server.fails(&["nodes", "tag", "-i", "2", "-t", "server"]);
+    assert!(line.contains("tag:"), "{line}");
+    let tagged = server.json(&["nodes", "tag", "-i", "2", "-t", "tag:server"]);
+    assert_eq!(tagged["tags"], serde_json::json!(["tag:server"]));
+    assert_eq!(tagged["user"], Value::Null);
+    let moved = server.json(&["nodes", "move", "-i", "2", "-u", "alice"]);
+    assert_eq!(moved["user"]["name"], "alice");
+    assert_eq!(moved["tags"], serde_json::json!([]));
+    let expired = server.json(&["nodes", "expire", "-i", "1"]);
+    assert_eq!(expired["expired"], true);
+    let never = server.json(&["nodes", "expire", "-i", "1", "--disable"]);
+    assert_eq!(never["expiry"], Value::Null);
+    let later = server.json(&["nodes", "expire", "-i", "1", "-e", "2099-01-01T00:00:00Z"]);
+    assert_eq!(later["expiry"], "2099-01-01T00:00:00.000Z");
+    let line = server.fails(&["nodes", "delete", "-i", "42"]);
+    assert_eq!(line, "Error: node 42 not found");
+    let line = server.fails(&["nodes", "register", "-u", "alice", "-k", "nodekey:00"]);
+    assert!(line.contains("no pending registration"), "{line}");
+
+    // The node's story, in order.
+    let story = server.json(&["events", "list", "--node", "1"]);
+    let kinds: Vec<&str> = story
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "NodeRegistered",
+            "RoutesApproved",
+            "RoutesApproved",
+            "RoutesApproved",
+            "NodeRenamed",
+            "NodeExpiryChanged",
+            "NodeExpiryChanged",
+            "NodeExpiryChanged"
+        ]
+    );
+    let line = server.fails(&["events", "list", "--type", "Nope"]);
+    assert!(line.contains("unknown event type"), "{line}");
+
+    // --at shows the past: before the rename the node was "web-server".
+    let renamed = story
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "NodeRenamed")
+        .unwrap();
+    let seq: u64 = renamed["seq"].as_str().unwrap().parse().unwrap();
+    let before = server.json(&["nodes", "list", "--at", &(seq - 1).to_string()]);
+    assert_eq!(before[0]["givenName"], "web-server");
+    let at_time = server.json(&["nodes", "list", "--at", renamed["at"].as_str().unwrap()]);
+    assert_eq!(at_time[0]["givenName"], "www");
+    let line = server.fails(&["users", "list", "--at", "999999"]);
+    assert!(line.contains("beyond the end of the log"), "{line}");
+    let line = server.fails(&["users", "list", "--at", "yesterday"]);
+    assert!(
+        line.contains("neither a seq number nor an RFC 3339 time"),
+        "{line}"
+    );
+
+    let shown = server.json(&["events", "show", "1"]);
+    assert_eq!(shown["event"]["type"], "ServerStarted");
+    assert_eq!(shown["hash"].as_str().unwrap().len(), 64);
+    assert!(server.ok(&["events", "verify"]).starts_with("ok: "));
+}
+
+#[test]
+fn restart_offline_reads_and_key_files() {
+    let mut server = TestServer::start();
+    server.ok(&["users", "create", "alice"]);
+    server.ok(&["debug", "create-node", "--name", "n1", "-u", "alice"]);
+    server.stop();
+
+    // No daemon: reads open the store directly and say so; writes refuse clearly.
+    let out = server.cli(&["users", "list", "-o", "json"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading the store"));
+    let line = server.fails(&["users", "create", "bob"]);
+    assert!(line.contains("no headscale daemon is running"), "{line}");
+    let verify = server.ok(&["events", "verify"]);
+    assert!(
+        verify.contains("1 checkpoint(s) verified (signatures checked)"),
+        "{verify}"
+    );
+
+    let key = server.data_dir().join("checkpoint_signing.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Restart: everything is still there, and the server recorded its start.
+    server.spawn();
+    assert_eq!(server.json(&["nodes", "list"])[0]["givenName"], "n1");
+    let starts = server.json(&["events", "list", "--type", "ServerStarted"]);
+    assert_eq!(starts.as_array().unwrap().len(), 2);
+    // The unchanged config is not recorded again.
+    let configs = server.json(&["events", "list", "--type", "ConfigApplied"]);
+    assert_eq!(configs.as_array().unwrap().len(), 1);
+    server.ok(&["users", "create", "bob"]);
+    assert_eq!(server.json(&["users", "list"]).as_array().unwrap().len(), 2);
+}
+
+fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = bearer
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn tcp_api_needs_a_valid_api_key() {
+    let server = TestServer::start();
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["apikeys", "create", "-e", "1d"])
+        .trim()
+        .to_string();
+    assert!(key.starts_with("hskey-api-"), "{key}");
+
+    let (status, body) = http(server.port, "GET", "/api/v1/user", None);
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], 16);
+    assert!(body["message"].as_str().unwrap().contains("Bearer"));
+    let (status, _) = http(
+        server.port,
+        "GET",
+        "/api/v1/user",
+        Some("hskey-api-aaaaaaaaaaaa-wrong"),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = http(server.port, "GET", "/api/v1/user", Some(&key));
+    assert_eq!(status, 200);
+    assert_eq!(body["users"][0]["name"], "alice");
+    let (status, body) = http(server.port, "GET", "/health", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("pass")));
+
+    // Writes through the API key are attributed to it.
+    let (status, _) = http(server.port, "DELETE", "/api/v1/user/1", Some(&key));
+    assert_eq!(status, 200);
+    let deleted = server.json(&["events", "list", "--type", "UserDeleted"]);
+    assert_eq!(deleted[0]["actor"], "admin (api key 1)");
+
+    let prefix = key.split('-').nth(2).unwrap().to_string();
+    server.ok(&["apikeys", "expire", "-p", &prefix]);
+    let (status, _) = http(server.port, "GET", "/api/v1/user", Some(&key));
+    assert_eq!(status, 401);
+    let listed = server.json(&["apikeys", "list"]);
+    assert_eq!(listed[0]["prefix"], prefix.as_str());
+    server.ok(&["apikeys", "delete", "-p", &prefix]);
+    assert!(server
+        .json(&["apikeys", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn config_errors_are_one_line() {
+    let server = TestServer::new("");
+    let out = server.ok(&["configtest"]);
+    assert!(out.contains("config OK"), "{out}");
+    let bad = TestServer::new("prefixes:\n  v4: not-a-prefix\n");
+    let line = bad.fails(&["configtest"]);
+    assert!(
+        line.starts_with("Error: config ") && line.contains("prefixes.v4"),
+        "{line}"
+    );
+    let line = bad.fails(&["serve"]);
+    assert!(line.contains("prefixes.v4"), "{line}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["-c", "/nonexistent/config.yaml", "users", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yaml"));
+}
+
+#[test]
+fn completion_version_and_generate_need_no_config() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["completion", "bash"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("headscale"));
+    let out = run(&["version", "-o", "json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"version\""));
+    let out = run(&["generate", "private-key"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("privkey:"));
+}

@@ -1,0 +1,196 @@
+//! Test doors shared by the full-stack tests: start the real `headscale` binary on a temp
+//! data dir (unix socket, TCP on a free loopback port), run CLI commands against it, and
+//! stop it gracefully or with SIGKILL.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_headscale");
+
+/// A free TCP port on loopback (bound then released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Writes a config into a fresh temp dir (without starting the server).
+    pub fn new(extra_yaml: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let data = dir.path().join("data");
+        let config = dir.path().join("config.yaml");
+        let yaml = format!(
+            "server_url: http://127.0.0.1:{port}\n\
+             listen_addr: 127.0.0.1:{port}\n\
+             metrics_listen_addr: \"\"\n\
+             unix_socket: {data}/headscale.sock\n\
+             noise:\n  private_key_path: {data}/noise_private.key\n\
+             database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n\
+             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
+             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
+             policy:\n  mode: database\n\
+             log:\n  level: warn\n\
+             {extra_yaml}\n",
+            data = data.display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        TestServer {
+            dir,
+            config,
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts a server with the default test config.
+    pub fn start() -> TestServer {
+        let mut server = TestServer::new("");
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.data_dir().join("headscale.sock")
+    }
+
+    /// Starts `headscale serve` and waits until its socket answers.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited early with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGTERM and wait: the graceful path (final snapshot and checkpoint).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("server ignored SIGTERM: {}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs the CLI with this server's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`headscale {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI with `-o json` and parses the output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Runs the CLI, expects failure, and returns the one line on stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "`headscale {}` should have failed but printed {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:")).collect();
+        assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+        lines[0].to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn path_string(path: &Path) -> String {
+    path.display().to_string()
+}
