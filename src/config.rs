@@ -108,6 +108,14 @@ pub struct SledConfig {
     pub path: PathBuf,
     /// Set explicitly because sled's own default cache is large.
     pub cache_capacity_bytes: u64,
+    /// A state snapshot is written after this many events (and at clean shutdown), so
+    /// start-up replays at most this many.
+    pub snapshot_every_events: u64,
+    /// ... or after this long, if anything happened.
+    #[serde(with = "duration")]
+    pub snapshot_interval: Duration,
+    /// The chain head is signed after this many events (and at clean shutdown).
+    pub checkpoint_every_events: u64,
 }
 
 /// DERP relays: the embedded server and the maps handed to clients.
@@ -373,6 +381,9 @@ impl Default for SledConfig {
         SledConfig {
             path: "/var/lib/headscale/db.sled".into(),
             cache_capacity_bytes: 64 * 1024 * 1024,
+            snapshot_every_events: 100_000,
+            snapshot_interval: Duration::from_secs(3600),
+            checkpoint_every_events: 1000,
         }
     }
 }

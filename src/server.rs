@@ -83,6 +83,16 @@ pub fn live_context(config: &Config, engine: EngineHandle) -> ApiContext {
     }
 }
 
+/// Snapshot and checkpoint cadence from the config.
+pub fn engine_options(config: &Config) -> EngineOptions {
+    let sled = &config.database.sled;
+    EngineOptions {
+        snapshot_every_events: sled.snapshot_every_events.max(1),
+        snapshot_every: sled.snapshot_interval,
+        checkpoint_every_events: sled.checkpoint_every_events.max(1),
+    }
+}
+
 /// Starts the engine and records the start-up facts.
 pub async fn start_engine(config: &Config, options: EngineOptions) -> anyhow::Result<EngineHandle> {
     let dir = data_dir(config);
@@ -188,7 +198,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let engine = start_engine(&config, EngineOptions::default()).await?;
+    let engine = start_engine(&config, engine_options(&config)).await?;
     let ctx = live_context(&config, engine.clone());
 
     let unix = bind_unix_socket(&config)?;

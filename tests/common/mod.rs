@@ -23,6 +23,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub port: u16,
+    /// Extra environment for the server process (e.g. `HEADSCALE_*` overrides).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -52,6 +54,7 @@ impl TestServer {
             dir,
             config,
             port,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -82,6 +85,7 @@ impl TestServer {
         let child = Command::new(BIN)
             .args(["serve", "-c"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
