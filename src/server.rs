@@ -9,7 +9,7 @@ use crate::core::keys::Digest;
 use crate::core::{Actor, Command};
 use crate::engine::{self, Clock, EngineHandle, EngineOptions, SystemClock};
 use crate::keyfile;
-use crate::store::sled_store::SledStore;
+use crate::store::disk_store::DiskStore;
 use crate::store::EventStore;
 use anyhow::Context as _;
 use axum::routing::get;
@@ -66,7 +66,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, crate::store::StoreError> {
-    Ok(Arc::new(SledStore::open(
+    Ok(Arc::new(DiskStore::open(
         &config.database.sled.path,
         config.database.sled.cache_capacity_bytes,
     )?))

@@ -8,8 +8,8 @@ mod common;
 use common::TestServer;
 use headscale::core::state::fold;
 use headscale::core::State;
+use headscale::store::disk_store::DiskStore;
 use headscale::store::replay::{load_state, read_envelopes, verify_chain};
-use headscale::store::sled_store::SledStore;
 use headscale::store::EventStore;
 use rand::Rng;
 use std::collections::BTreeSet;
@@ -44,7 +44,7 @@ struct Seen {
 }
 
 fn check_store(path: &std::path::Path, acknowledged: &BTreeSet<String>, iteration: usize) -> Seen {
-    let store = SledStore::open(path, 16 << 20)
+    let store = DiskStore::open(path, 16 << 20)
         .unwrap_or_else(|e| panic!("iteration {iteration}: reopen failed: {e}"));
     let snapshot_seq = store
         .snapshot_at_or_before(u64::MAX)

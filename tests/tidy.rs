@@ -20,7 +20,14 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "tests", "benches", "examples", "fuzz/src", "fuzz/fuzz_targets"] {
+    for dir in [
+        "src",
+        "tests",
+        "benches",
+        "examples",
+        "fuzz/src",
+        "fuzz/fuzz_targets",
+    ] {
         let dir = root.join(dir);
         if dir.exists() {
             rust_files(&dir, &mut files);
@@ -40,7 +47,10 @@ fn every_source_file_has_a_module_doc() {
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! doc: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:#?}"
+    );
 }
 
 #[test]
@@ -58,7 +68,12 @@ fn no_debugging_leftovers() {
         for (number, line) in text.lines().enumerate() {
             for word in &banned {
                 if line.contains(word.as_str()) {
-                    found.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
+                    found.push(format!(
+                        "{}:{}: {}",
+                        path.display(),
+                        number + 1,
+                        line.trim()
+                    ));
                 }
             }
         }

@@ -228,6 +228,23 @@ fn exit_routes() -> [IpNet; 2] {
     EXIT_ROUTES.map(|r| r.parse().expect("valid constant route"))
 }
 
+/// The hostinfo as recorded: advertised routes truncated to their network, sorted, deduplicated
+/// (so `10.1.2.3/8` and `10.0.0.0/8` are one route everywhere).
+pub fn normalize_hostinfo(hostinfo: &NodeHostinfo) -> NodeHostinfo {
+    let mut routes: Vec<IpNet> = hostinfo
+        .advertised_routes
+        .iter()
+        .map(|r| r.trunc())
+        .collect();
+    routes.sort();
+    routes.dedup();
+    NodeHostinfo {
+        advertised_routes: routes,
+        requested_tags: naming::normalize_tags(&hostinfo.requested_tags),
+        ..hostinfo.clone()
+    }
+}
+
 /// Sorted, deduplicated routes, with the exit pair completed.
 pub fn normalize_routes(routes: &[IpNet]) -> Vec<IpNet> {
     let mut routes: Vec<IpNet> = routes.iter().map(|r| r.trunc()).collect();
@@ -426,7 +443,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             Registration {
                 machine_key: *machine_key,
                 node_key: *node_key,
-                hostinfo,
+                hostinfo: &normalize_hostinfo(hostinfo),
                 auth,
                 requested_expiry: *requested_expiry,
                 entropy: *entropy,
@@ -517,6 +534,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
         } => change_route(state, *route, *target, false),
         Command::UpdateHostinfo { id, hostinfo } => {
             let found = node(state, *id)?;
+            let hostinfo = &normalize_hostinfo(hostinfo);
             if found.hostinfo == *hostinfo {
                 return Ok(vec![]);
             }
@@ -679,7 +697,7 @@ fn decide_register(
     if let Some(existing) = known {
         // Re-login with a key that was already spent on this very node is fine.
         if let Some(key) = auth_key {
-            if key.used && !key.reusable && existing.auth_key != Some(key.id) {
+            if key.used && !key.reusable && key.used_by != Some(existing.id) {
                 return Err(Rejection::PreAuthKeyUsed(key.id));
             }
         }

@@ -35,6 +35,8 @@ pub struct PreAuthKey {
     pub expiration: Timestamp,
     /// A one-off key that registered a node.
     pub used: bool,
+    /// The node a one-off key was spent on; that node may log in with it again.
+    pub used_by: Option<NodeId>,
 }
 
 impl PreAuthKey {
@@ -139,13 +141,52 @@ pub struct State {
     pub last_seq: u64,
     /// The `at` of the last applied event; new events are never earlier.
     pub last_at: Timestamp,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
     pub users: OrdMap<UserId, User>,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
     pub pre_auth_keys: OrdMap<PreAuthKeyId, PreAuthKey>,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
     pub api_keys: OrdMap<ApiKeyId, ApiKey>,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
     pub nodes: OrdMap<NodeId, Node>,
     pub policy: Option<PolicyDocument>,
     pub config: AppliedConfig,
     pub next_ids: NextIds,
+}
+
+/// Map deserialization that never trusts the length prefix for preallocation: a damaged
+/// snapshot claiming 2^60 entries must fail to decode, not abort the process.
+mod bounded_map {
+    use imbl::OrdMap;
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use std::marker::PhantomData;
+
+    pub fn deserialize<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        struct MapVisitor<K, V>(PhantomData<(K, V)>);
+        impl<'de, K, V> Visitor<'de> for MapVisitor<K, V>
+        where
+            K: Deserialize<'de> + Ord + Clone,
+            V: Deserialize<'de> + Clone,
+        {
+            type Value = OrdMap<K, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut map = OrdMap::new();
+                while let Some((key, value)) = access.next_entry()? {
+                    map.insert(key, value);
+                }
+                Ok(map)
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
 }
 
 impl State {
@@ -206,7 +247,7 @@ impl State {
                 display_name,
                 email,
             } => {
-                self.next_ids.user = self.next_ids.user.max(id.0 + 1);
+                self.next_ids.user = self.next_ids.user.max(id.0.saturating_add(1));
                 self.users.insert(
                     *id,
                     User {
@@ -247,7 +288,7 @@ impl State {
                 tags,
                 expiration,
             } => {
-                self.next_ids.pre_auth_key = self.next_ids.pre_auth_key.max(id.0 + 1);
+                self.next_ids.pre_auth_key = self.next_ids.pre_auth_key.max(id.0.saturating_add(1));
                 self.pre_auth_keys.insert(
                     *id,
                     PreAuthKey {
@@ -262,12 +303,14 @@ impl State {
                         created_at: at,
                         expiration: *expiration,
                         used: false,
+                        used_by: None,
                     },
                 );
             }
-            Event::PreAuthKeyUsed { id, .. } => {
+            Event::PreAuthKeyUsed { id, node } => {
                 if let Some(key) = self.pre_auth_keys.get_mut(id) {
                     key.used = true;
+                    key.used_by = Some(*node);
                 }
             }
             Event::PreAuthKeyExpired { id, at } => {
@@ -284,7 +327,7 @@ impl State {
                 secret_hash,
                 expiration,
             } => {
-                self.next_ids.api_key = self.next_ids.api_key.max(id.0 + 1);
+                self.next_ids.api_key = self.next_ids.api_key.max(id.0.saturating_add(1));
                 self.api_keys.insert(
                     *id,
                     ApiKey {
@@ -305,7 +348,7 @@ impl State {
                 self.api_keys.remove(id);
             }
             Event::NodeRegistered(reg) => {
-                self.next_ids.node = self.next_ids.node.max(reg.id.0 + 1);
+                self.next_ids.node = self.next_ids.node.max(reg.id.0.saturating_add(1));
                 self.nodes.insert(
                     reg.id,
                     Node {
@@ -373,7 +416,8 @@ impl State {
                 if let Some(node) = self.nodes.get_mut(id) {
                     node.tags = tags.clone();
                     if !tags.is_empty() {
-                        // Tags are the node's identity: a tagged node has no owner and no expiry.
+                        // Tags are the node's identity: a tagged node has no owner, and its
+                        // key does not expire unless an admin sets an expiry afterwards.
                         node.user = None;
                         node.expiry = None;
                     }

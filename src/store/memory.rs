@@ -93,6 +93,9 @@ impl EventStore for MemoryStore {
         from: u64,
         to: u64,
     ) -> Box<dyn Iterator<Item = Result<StoredRecord, StoreError>> + '_> {
+        if from > to {
+            return Box::new(std::iter::empty());
+        }
         let items: Vec<_> = {
             let inner = self.lock();
             inner

@@ -3,11 +3,12 @@
 //! the engine. A store never interprets events beyond checking the hash chain.
 
 pub mod checkpoint;
+pub mod disk_store;
 pub mod export;
 pub mod memory;
 pub mod record;
 pub mod replay;
-pub mod sled_store;
+pub mod segment_log;
 
 use crate::core::keys::Digest;
 pub use checkpoint::Checkpoint;

@@ -1,0 +1,177 @@
+//! The on-disk store: the event log in our own fdatasync'd segment file (`events.log`), and
+//! sled for everything that can be rebuilt or is written lazily (`snapshots`, `checkpoints`).
+//! Both live in one directory (`database.sled.path`).
+
+use super::segment_log::SegmentLog;
+use super::{Checkpoint, EventStore, Head, StoreError, StoredRecord};
+use std::path::Path;
+use std::sync::RwLock;
+
+pub struct DiskStore {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    checkpoints: sled::Tree,
+    log: RwLock<SegmentLog>,
+    head: RwLock<Head>,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl DiskStore {
+    pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<DiskStore, StoreError> {
+        let locked = || StoreError::Locked {
+            path: path.display().to_string(),
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref err)
+                    if err.kind() == std::io::ErrorKind::WouldBlock
+                        || err.to_string().contains("could not acquire lock") =>
+                {
+                    locked()
+                }
+                other => io(other),
+            })?;
+        // sled's lock on the directory also guards the log file: one process at a time.
+        let log = SegmentLog::open(&path.join("events.log"))?;
+        let head = match log.last_seq() {
+            0 => Head::default(),
+            seq => {
+                let record = log.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
+                    seq,
+                    reason: "the last record vanished".into(),
+                })?;
+                Head {
+                    seq,
+                    hash: record.hash(),
+                }
+            }
+        };
+        Ok(DiskStore {
+            snapshots: db.open_tree("snapshots").map_err(io)?,
+            checkpoints: db.open_tree("checkpoints").map_err(io)?,
+            db,
+            log: RwLock::new(log),
+            head: RwLock::new(head),
+        })
+    }
+}
+
+fn decode_key(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::Io(format!("malformed key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl EventStore for DiskStore {
+    fn head(&self) -> Head {
+        *self.head.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+        let mut prev = head.hash;
+        for record in records {
+            if record.prev_hash != prev {
+                return Err(StoreError::ChainBroken {
+                    seq: record.seq,
+                    reason: "prev_hash does not match the head".into(),
+                });
+            }
+            prev = record.hash();
+        }
+        self.log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(records)?;
+        *head = Head {
+            seq: last.seq,
+            hash: prev,
+        };
+        Ok(())
+    }
+
+    fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
+        self.log.read().unwrap_or_else(|e| e.into_inner()).read(seq)
+    }
+
+    fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Box<dyn Iterator<Item = Result<StoredRecord, StoreError>> + '_> {
+        let to = to.min(self.head().seq);
+        Box::new((from.max(1)..=to).map(move |seq| {
+            self.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
+                seq,
+                reason: "record is missing".into(),
+            })
+        }))
+    }
+
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.snapshots
+            .insert(seq.to_be_bytes(), bytes)
+            .map_err(io)?;
+        // Keep the three newest: enough for `--at` speed-ups without unbounded growth.
+        let keys: Vec<_> = self
+            .snapshots
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        if keys.len() > 3 {
+            for key in &keys[..keys.len() - 3] {
+                self.snapshots.remove(key).map_err(io)?;
+            }
+        }
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn snapshot_at_or_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        match self
+            .snapshots
+            .range(..=seq.to_be_bytes())
+            .next_back()
+            .transpose()
+            .map_err(io)?
+        {
+            Some((key, value)) => Ok(Some((decode_key(&key)?, value.to_vec()))),
+            None => Ok(None),
+        }
+    }
+
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.checkpoints
+            .insert(checkpoint.seq.to_be_bytes(), checkpoint.to_bytes())
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.checkpoints
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(io)?;
+                let seq = decode_key(&key)?;
+                Checkpoint::from_bytes(&value)
+                    .map_err(|reason| StoreError::ChainBroken { seq, reason })
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+}
