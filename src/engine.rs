@@ -232,6 +232,8 @@ impl Writer {
             if let Some(done) = shutdown {
                 self.write_snapshot(true);
                 self.write_checkpoint();
+                // Release the store before answering, so the caller may reopen it at once.
+                drop(self);
                 let _ = done.send(());
                 return;
             }

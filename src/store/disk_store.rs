@@ -109,12 +109,29 @@ impl EventStore for DiskStore {
         from: u64,
         to: u64,
     ) -> Box<dyn Iterator<Item = Result<StoredRecord, StoreError>> + '_> {
+        /// Records per sequential read: big enough to stream, small enough to bound memory.
+        const CHUNK_RECORDS: u64 = 4096;
         let to = to.min(self.head().seq);
-        Box::new((from.max(1)..=to).map(move |seq| {
-            self.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
-                seq,
-                reason: "record is missing".into(),
-            })
+        let mut next = from.max(1);
+        let mut buffered = std::collections::VecDeque::new();
+        Box::new(std::iter::from_fn(move || {
+            if buffered.is_empty() && next <= to {
+                let last = to.min(next.saturating_add(CHUNK_RECORDS - 1));
+                match self
+                    .log
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .read_range(next, last)
+                {
+                    Ok(records) => buffered.extend(records.into_iter().map(Ok)),
+                    Err(error) => {
+                        next = to.saturating_add(1);
+                        return Some(Err(error));
+                    }
+                }
+                next = last.saturating_add(1);
+            }
+            buffered.pop_front()
         }))
     }
 
