@@ -1063,15 +1063,6 @@ fn store_of(envelopes: &[Envelope], batch_sizes: &[usize]) -> MemoryStore {
     store
 }
 
-/// KNOWN BUG (src/store/memory.rs): `MemoryStore::read_range(from, to)` panics ("range start
-/// is greater than range end in BTreeMap") when `from > to` on a non-empty store, which is
-/// what `load_state` asks for when the target seq is 0 or has a snapshot exactly at it (for
-/// instance a restart after the engine's shutdown snapshot). The sled store returns nothing
-/// there. Those targets are skipped until it is fixed; delete this guard then.
-fn memory_store_can_load(target: usize, snapshots: &[usize]) -> bool {
-    target > 0 && !snapshots.contains(&target)
-}
-
 proptest! {
     #![proptest_config(config(128))]
 
@@ -1122,19 +1113,15 @@ proptest! {
         }
 
         let full = fold(State::default(), all);
-        if memory_store_can_load(n, &snapshots) {
-            prop_assert_eq!(&load_state(&store, None).unwrap(), &full);
-            prop_assert_eq!(&load_state(&store, Some(n as u64 + 5)).unwrap(), &full);
-        }
+        prop_assert_eq!(&load_state(&store, None).unwrap(), &full);
+        prop_assert_eq!(&load_state(&store, Some(n as u64 + 5)).unwrap(), &full);
         let mut expected = State::default();
         for k in 0..=n {
             if k > 0 {
                 expected.apply(&all[k - 1]);
             }
-            if memory_store_can_load(k, &snapshots) {
-                let loaded = load_state(&store, Some(k as u64)).unwrap();
-                prop_assert_eq!(&loaded, &expected, "load_state at {} of {}", k, n);
-            }
+            let loaded = load_state(&store, Some(k as u64)).unwrap();
+            prop_assert_eq!(&loaded, &expected, "load_state at {} of {}", k, n);
         }
 
         let report = verify_chain(&store, None).unwrap();
@@ -1378,18 +1365,9 @@ impl Model {
             .rev()
             .find(|(_, n)| n.machine == machine && n.user == user && n.tags == tags)
             .map(|(id, _)| *id);
-        if let Some((id, key)) = key.map(|id| (id, &self.keys[&id])) {
+        if let Some(key) = key.map(|id| &self.keys[&id]) {
             // A spent one-off key only lets the node it was spent on log in again.
             if !key.reusable && key.spent_on.is_some() && key.spent_on != existing {
-                return false;
-            }
-            // KNOWN QUIRK: `decide` goes further and lets it in only if the node's latest
-            // login used that very key; after a login by other means (an admin registration,
-            // another key) the node is refused with its own spent key. Pinned, not endorsed.
-            if !key.reusable
-                && key.spent_on.is_some()
-                && existing.is_some_and(|n| self.nodes[&n].login_key != Some(id))
-            {
                 return false;
             }
         }
@@ -1614,9 +1592,8 @@ impl Invariants {
                 node.id,
                 node
             );
-            // KNOWN QUIRK: `ExpireNode` accepts a tagged node and gives it an expiry, although
-            // `NodeTagsSet` clears it ("a tagged node has no owner and no expiry"). Allowed
-            // only in exactly that case; any other way for a tagged node to expire fails here.
+            // Tagging clears the expiry; only an admin's later `ExpireNode` may set one again
+            // (ARCHITECTURE.md, deliberate differences).
             if node.is_tagged() && !self.admin_expiry.contains(&node.id) {
                 prop_assert_eq!(node.expiry, None, "tagged node {} expires", node.id);
             }
