@@ -341,6 +341,15 @@ fn restart_offline_reads_and_key_files() {
     assert_eq!(configs.as_array().unwrap().len(), 1);
     server.ok(&["users", "create", "bob"]);
     assert_eq!(server.json(&["users", "list"]).as_array().unwrap().len(), 2);
+    server.stop();
+
+    // Damage in the middle of the log is reported in one line, never papered over.
+    let log = server.data_dir().join("db.sled/events.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&log, bytes).unwrap();
+    let line = server.fails(&["users", "list"]);
+    assert!(line.contains("damaged"), "{line}");
 }
 
 fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
