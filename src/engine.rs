@@ -78,7 +78,8 @@ type Reply = oneshot::Sender<Result<Vec<Envelope>, EngineError>>;
 
 enum Message {
     Command {
-        command: Command,
+        /// Boxed: commands vary a lot in size and the queue holds thousands.
+        command: Box<Command>,
         actor: Actor,
         reply: Reply,
     },
@@ -106,7 +107,7 @@ impl EngineHandle {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Message::Command {
-                command,
+                command: Box::new(command),
                 actor,
                 reply,
             })
@@ -243,7 +244,7 @@ impl Writer {
         self.write_checkpoint();
     }
 
-    fn commit(&mut self, batch: Vec<(Command, Actor, Reply)>) {
+    fn commit(&mut self, batch: Vec<(Box<Command>, Actor, Reply)>) {
         let now = self.clock.now().max(self.state.last_at);
         let mut working = (*self.state).clone();
         let mut envelopes: Vec<Envelope> = Vec::new();
@@ -251,7 +252,7 @@ impl Writer {
         let mut prev_hash = self.head_hash;
         let mut pending = Vec::with_capacity(batch.len());
         for (command, actor, reply) in batch {
-            let outcome = match decide(&working, &command, now) {
+            let outcome = match decide(&working, command.as_ref(), now) {
                 Ok(events) => {
                     // Undo point: a command whose events cannot be encoded is refused whole.
                     let undo = (working.clone(), envelopes.len(), prev_hash);

@@ -60,15 +60,13 @@ impl EventStore for MemoryStore {
         }
         let head = self.head();
         let mut inner = self.lock();
-        let mut expected = head.seq + 1;
-        for record in records {
+        for (expected, record) in (head.seq + 1..).zip(records) {
             if record.seq != expected {
                 return Err(StoreError::OutOfOrder {
                     head: expected - 1,
                     got: record.seq,
                 });
             }
-            expected += 1;
         }
         for record in records {
             inner.events.insert(record.seq, record.to_bytes());

@@ -196,7 +196,7 @@ fn parse_frame(bytes: &[u8], expected_seq: u64) -> Frame {
     let stored_crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let seq = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let rest_is_zero = || bytes.iter().all(|b| *b == 0);
-    if len > MAX_BODY_LEN || len < RECORD_HEADER_LEN {
+    if !(RECORD_HEADER_LEN..=MAX_BODY_LEN).contains(&len) {
         return if rest_is_zero() {
             Frame::Torn
         } else {
