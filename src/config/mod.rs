@@ -1779,7 +1779,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const EXAMPLE: &str = include_str!("../examples/config.yaml");
+    const EXAMPLE: &str = include_str!("../../examples/config.yaml");
 
     fn no_env(_: &str) -> Option<String> {
         None
