@@ -300,6 +300,20 @@ fn nodes_routes_and_history() {
         "{line}"
     );
 
+    let until = server.json(&["events", "list", "--until", "3"]);
+    assert_eq!(until.as_array().unwrap().len(), 3);
+    let since = server.json(&["events", "list", "--since", "3", "--until", "4"]);
+    assert_eq!(since[0]["seq"], "4");
+    let alices = server.json(&["events", "list", "--user", "alice"]);
+    let kinds: Vec<&str> = alices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["UserCreated", "NodeRegistered", "NodeMoved"]);
+    assert_eq!(server.ok(&["health"]).trim(), "healthy");
+
     let shown = server.json(&["events", "show", "1"]);
     assert_eq!(shown["event"]["type"], "ServerStarted");
     assert_eq!(shown["hash"].as_str().unwrap().len(), 64);
