@@ -30,6 +30,30 @@ pub fn load_state(store: &dyn EventStore, upto: Option<u64>) -> Result<State, St
     Ok(state)
 }
 
+/// Checks that `record` is the one expected next in the chain and decodes it.
+fn check_link(
+    record: &super::StoredRecord,
+    expected: u64,
+    prev_hash: &Digest,
+) -> Result<Envelope, StoreError> {
+    if record.seq != expected {
+        return Err(StoreError::ChainBroken {
+            seq: expected,
+            reason: format!("record {expected} is missing (found {})", record.seq),
+        });
+    }
+    if record.prev_hash != *prev_hash {
+        return Err(StoreError::ChainBroken {
+            seq: record.seq,
+            reason: "prev_hash does not match the previous record".into(),
+        });
+    }
+    record.envelope().map_err(|source| StoreError::Corrupt {
+        seq: record.seq,
+        source,
+    })
+}
+
 /// Applies records `from..=to` onto `state`, checking links from `prev_hash`.
 pub fn replay_into(
     store: &dyn EventStore,
@@ -41,22 +65,7 @@ pub fn replay_into(
     let mut expected = from;
     for record in store.read_range(from, to) {
         let record = record?;
-        if record.seq != expected {
-            return Err(StoreError::ChainBroken {
-                seq: expected,
-                reason: format!("record {expected} is missing (found {})", record.seq),
-            });
-        }
-        if record.prev_hash != *prev_hash {
-            return Err(StoreError::ChainBroken {
-                seq: record.seq,
-                reason: "prev_hash does not match the previous record".into(),
-            });
-        }
-        let envelope = record.envelope().map_err(|source| StoreError::Corrupt {
-            seq: record.seq,
-            source,
-        })?;
+        let envelope = check_link(&record, expected, prev_hash)?;
         state.apply(&envelope);
         *prev_hash = record.hash();
         expected += 1;
@@ -129,22 +138,7 @@ pub fn verify_chain(
     let mut seen_at_checkpoint: HashMap<u64, Digest> = HashMap::new();
     for record in store.read_range(1, u64::MAX) {
         let record = record?;
-        if record.seq != expected {
-            return Err(StoreError::ChainBroken {
-                seq: expected,
-                reason: format!("record {expected} is missing (next is {})", record.seq),
-            });
-        }
-        if record.prev_hash != prev_hash {
-            return Err(StoreError::ChainBroken {
-                seq: record.seq,
-                reason: "prev_hash does not match the previous record".into(),
-            });
-        }
-        let envelope = record.envelope().map_err(|source| StoreError::Corrupt {
-            seq: record.seq,
-            source,
-        })?;
+        let envelope = check_link(&record, expected, &prev_hash)?;
         if envelope.at < last_at {
             return Err(StoreError::ChainBroken {
                 seq: record.seq,
