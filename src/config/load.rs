@@ -1,0 +1,467 @@
+//! Reading a config: the file or text, removed keys (fatal), deprecated, unknown and
+//! unsupported keys (warned about, never dropped silently), `HEADSCALE_*` environment
+//! overrides, and the key schema derived from the defaults (`known_keys`, `env_var_name`).
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{Config, ConfigError, Loaded, CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_PREFIX};
+
+/// The process environment, for callers of [`load`] and [`resolve_path_with`] outside tests.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Config file to use: the `--config` flag, else `$HEADSCALE_CONFIG`, else the default path.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    resolve_path_with(flag, &process_env)
+}
+
+/// [`resolve_path`] with the environment passed in, so tests never touch the process env.
+pub fn resolve_path_with(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_path_buf();
+    }
+    match env(CONFIG_PATH_ENV) {
+        Some(value) if !value.trim().is_empty() => PathBuf::from(value),
+        _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+    }
+}
+
+/// Read, check, override from `env` and validate the config at `path`.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    load_str(&text, path, env)
+}
+
+/// [`load`] for text already in memory; `origin` names it in messages and `source_path`.
+pub fn load_str(
+    yaml: &str,
+    origin: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let origin_text = origin.display().to_string();
+    let document: Value = serde_yaml_ng::from_str(yaml).map_err(|e| ConfigError::Syntax {
+        origin: origin_text.clone(),
+        message: one_line(&e),
+    })?;
+    let mut tree = match document {
+        Value::Mapping(mapping) => mapping,
+        Value::Null => Mapping::new(),
+        other => {
+            return Err(ConfigError::Syntax {
+                origin: origin_text,
+                message: format!(
+                    "the top level must be a mapping of keys, not {}",
+                    kind(&other)
+                ),
+            })
+        }
+    };
+    let schema = schema()?;
+    let mut warnings = Vec::new();
+
+    reject_removed_keys(&tree, &origin_text)?;
+    move_deprecated_keys(&mut tree, &mut warnings);
+    check_keys(&mut tree, &schema, "", &origin_text, &mut warnings)?;
+    let from_env = apply_env(&mut tree, &schema, env, &origin_text)?;
+
+    let mut config = deserialize(tree, &schema, &from_env, &origin_text)?;
+    config.source_path = Some(origin.to_path_buf());
+    config.normalize();
+    warnings.extend(config.validate()?);
+    Ok(Loaded { config, warnings })
+}
+
+/// Keys headscale removed: using them is fatal there, and here, with what replaces them.
+const REMOVED_KEYS: &[(&str, &str)] = &[
+    ("acl_policy_path", "use policy.path"),
+    (
+        "dns_config",
+        "use the dns section (magic_dns, base_domain, nameservers.global, nameservers.split, \
+         search_domains, extra_records)",
+    ),
+    (
+        "dns.use_username_in_magic_dns",
+        "MagicDNS names are always <hostname>.<dns.base_domain>",
+    ),
+    (
+        "oidc.strip_email_domain",
+        "usernames keep the full email address (and OIDC is not supported by this server)",
+    ),
+    (
+        "oidc.map_legacy_users",
+        "legacy user mapping is gone (and OIDC is not supported by this server)",
+    ),
+    (
+        "randomize_client_port",
+        "set \"randomizeClientPort\": true in the policy file",
+    ),
+    ("oidc.expiry", "use node.expiry"),
+];
+
+/// Headscale features we do not implement: their keys warn instead of counting as unknown.
+/// A trailing `*` matches any top-level key with that prefix.
+const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
+    (
+        "grpc_listen_addr",
+        "the gRPC API (use the REST API or the unix socket)",
+    ),
+    (
+        "grpc_allow_insecure",
+        "the gRPC API (use the REST API or the unix socket)",
+    ),
+    ("oidc", "OIDC login"),
+    (
+        "acme_*",
+        "ACME certificates (use tls_cert_path and tls_key_path)",
+    ),
+    (
+        "tls_letsencrypt_*",
+        "Let's Encrypt certificates (use tls_cert_path and tls_key_path)",
+    ),
+    ("logtail", "logtail"),
+    ("auto_update", "client auto-update"),
+    ("tuning", "headscale's tuning knobs"),
+    (
+        "database.sqlite",
+        "SQLite (this server stores its event log in sled)",
+    ),
+    (
+        "database.postgres",
+        "PostgreSQL (this server stores its event log in sled)",
+    ),
+    (
+        "database.gorm",
+        "GORM settings (this server stores its event log in sled)",
+    ),
+    ("database.debug", "database query logging"),
+    ("preauth_keys", "revoked pre-auth key retention"),
+    ("node.routes", "HA subnet-router health probing"),
+];
+
+/// The old top-level name of `node.ephemeral.inactivity_timeout`.
+const DEPRECATED_EPHEMERAL_KEY: &str = "ephemeral_node_inactivity_timeout";
+
+fn reject_removed_keys(tree: &Mapping, origin: &str) -> Result<(), ConfigError> {
+    for (key, replacement) in REMOVED_KEYS {
+        if lookup(tree, key).is_some() {
+            return Err(ConfigError::RemovedKey {
+                origin: origin.to_string(),
+                key,
+                replacement,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn move_deprecated_keys(tree: &mut Mapping, warnings: &mut Vec<String>) {
+    let Some(old) = tree.remove(DEPRECATED_EPHEMERAL_KEY) else {
+        return;
+    };
+    let new_key = "node.ephemeral.inactivity_timeout";
+    if old.is_null() {
+        warnings.push(format!(
+            "config key \"{DEPRECATED_EPHEMERAL_KEY}\" is deprecated; use {new_key}"
+        ));
+    } else if lookup(tree, new_key).is_some() {
+        warnings.push(format!(
+            "config key \"{DEPRECATED_EPHEMERAL_KEY}\" is deprecated and ignored because \
+             {new_key} is also set"
+        ));
+    } else if insert_path(tree, new_key, old) {
+        warnings.push(format!(
+            "config key \"{DEPRECATED_EPHEMERAL_KEY}\" is deprecated; use {new_key} (value used)"
+        ));
+    } else {
+        warnings.push(format!(
+            "config key \"{DEPRECATED_EPHEMERAL_KEY}\" is deprecated and ignored; use {new_key}"
+        ));
+    }
+}
+
+fn unsupported_feature(path: &str) -> Option<&'static str> {
+    UNSUPPORTED_KEYS.iter().find_map(|(pattern, feature)| {
+        let hit = match pattern.strip_suffix('*') {
+            Some(prefix) => !path.contains('.') && path.starts_with(prefix),
+            None => path == *pattern,
+        };
+        hit.then_some(*feature)
+    })
+}
+
+/// Walk the user's keys against the schema (the serialized default config): drop unknown and
+/// unsupported keys with a warning, treat `key:` (null) as unset, and turn scalars written
+/// where text is expected (`expiry: 0`, `api_key: 1234`) into text.
+fn check_keys(
+    tree: &mut Mapping,
+    schema: &Mapping,
+    prefix: &str,
+    origin: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let keys: Vec<Value> = tree.keys().cloned().collect();
+    for key in keys {
+        let Some(name) = key.as_str() else {
+            let shown = serde_yaml_ng::to_string(&key).unwrap_or_default();
+            warnings.push(format!(
+                "unknown config key {:?} (ignored)",
+                join(prefix, shown.trim())
+            ));
+            tree.remove(&key);
+            continue;
+        };
+        let path = join(prefix, name);
+        if let Some(feature) = unsupported_feature(&path) {
+            warnings.push(format!(
+                "config key \"{path}\" is for {feature}, which this server does not support \
+                 (ignored)"
+            ));
+            tree.remove(&key);
+            continue;
+        }
+        let Some(expected) = schema.get(name) else {
+            warnings.push(format!("unknown config key \"{path}\" (ignored)"));
+            tree.remove(&key);
+            continue;
+        };
+        let Some(value) = tree.get_mut(&key) else {
+            continue;
+        };
+        if value.is_null() {
+            tree.remove(&key);
+            continue;
+        }
+        match expected {
+            Value::Mapping(section) if is_section(expected) => match value {
+                Value::Mapping(inner) => check_keys(inner, section, &path, origin, warnings)?,
+                other => {
+                    return Err(ConfigError::BadValue {
+                        origin: origin.to_string(),
+                        key: path,
+                        from_env: None,
+                        message: format!("expected a section of keys, found {}", kind(other)),
+                    })
+                }
+            },
+            Value::String(_) => {
+                if let Some(text) = scalar_text(value) {
+                    *value = Value::String(text);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Apply `HEADSCALE_<KEY>` overrides for every known leaf; returns key → variable used.
+fn apply_env(
+    tree: &mut Mapping,
+    schema: &Mapping,
+    env: &dyn Fn(&str) -> Option<String>,
+    origin: &str,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut used = BTreeMap::new();
+    for (path, expected) in leaves(schema, "") {
+        let var = env_var_name(&path);
+        let Some(raw) = env(&var) else { continue };
+        let value = match expected {
+            // Text keys take the value verbatim (so "0770" or "a#b" survive); quotes are optional.
+            Value::String(_) | Value::Null => {
+                if raw.starts_with('"') || raw.starts_with('\'') {
+                    match serde_yaml_ng::from_str::<Value>(&raw) {
+                        Ok(Value::String(text)) => Value::String(text),
+                        _ => Value::String(raw),
+                    }
+                } else {
+                    Value::String(raw)
+                }
+            }
+            // Empty means unset for typed keys, as with viper.
+            _ if raw.trim().is_empty() => continue,
+            _ => serde_yaml_ng::from_str::<Value>(&raw).map_err(|e| ConfigError::BadValue {
+                origin: origin.to_string(),
+                key: path.clone(),
+                from_env: Some(var.clone()),
+                message: format!("not a valid YAML value: {}", one_line(&e)),
+            })?,
+        };
+        if !insert_path(tree, &path, value) {
+            continue;
+        }
+        used.insert(path, var);
+    }
+    Ok(used)
+}
+
+/// `dns.base_domain` → `HEADSCALE_DNS_BASE_DOMAIN`.
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Every settable key (dotted) with its environment variable, derived from the defaults.
+pub fn known_keys() -> Vec<(String, String)> {
+    match schema() {
+        Ok(schema) => leaves(&schema, "")
+            .into_iter()
+            .map(|(path, _)| {
+                let var = env_var_name(&path);
+                (path, var)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Deserialize; on failure, retry one user-set key at a time over the defaults to name the
+/// key at fault (value deserialization carries no location of its own).
+fn deserialize(
+    tree: Mapping,
+    schema: &Mapping,
+    from_env: &BTreeMap<String, String>,
+    origin: &str,
+) -> Result<Config, ConfigError> {
+    let whole = match serde_yaml_ng::from_value::<Config>(Value::Mapping(tree.clone())) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    let schema_leaves = leaves(schema, "");
+    for (path, _) in &schema_leaves {
+        let Some(value) = lookup(&tree, path) else {
+            continue;
+        };
+        let mut probe = schema.clone();
+        insert_path(&mut probe, path, value.clone());
+        if let Err(e) = serde_yaml_ng::from_value::<Config>(Value::Mapping(probe)) {
+            return Err(ConfigError::BadValue {
+                origin: origin.to_string(),
+                key: path.clone(),
+                from_env: from_env.get(path).cloned(),
+                message: one_line(&e),
+            });
+        }
+    }
+    Err(ConfigError::BadValue {
+        origin: origin.to_string(),
+        key: "(document)".into(),
+        from_env: None,
+        message: one_line(&whole),
+    })
+}
+
+/// The default config as YAML: the single source of known keys and their kinds.
+fn schema() -> Result<Mapping, ConfigError> {
+    let internal = |message: String| ConfigError::Invalid {
+        origin: "(built-in defaults)".into(),
+        key: "(all)".into(),
+        message,
+    };
+    match serde_yaml_ng::to_value(Config::default()) {
+        Ok(Value::Mapping(mapping)) => Ok(mapping),
+        Ok(_) => Err(internal("do not serialize to a mapping".into())),
+        Err(e) => Err(internal(format!("do not serialize: {}", one_line(&e)))),
+    }
+}
+
+/// A non-empty mapping in the schema is a section; an empty one (`split: {}`) is a value.
+fn is_section(value: &Value) -> bool {
+    matches!(value, Value::Mapping(m) if !m.is_empty())
+}
+
+/// Dotted paths of every settable value in a schema, in declaration order.
+fn leaves(schema: &Mapping, prefix: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (key, value) in schema {
+        let Some(name) = key.as_str() else { continue };
+        let path = join(prefix, name);
+        match value {
+            Value::Mapping(section) if is_section(value) => out.extend(leaves(section, &path)),
+            _ => out.push((path, value.clone())),
+        }
+    }
+    out
+}
+
+fn lookup<'a>(tree: &'a Mapping, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut current = tree.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_mapping()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// Set `path` in `tree`, creating sections; false if a non-section value is in the way.
+fn insert_path(tree: &mut Mapping, path: &str, value: Value) -> bool {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut current = tree;
+    for part in parts {
+        let slot = current
+            .entry(Value::String(part.to_string()))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if slot.is_null() {
+            *slot = Value::Mapping(Mapping::new());
+        }
+        match slot {
+            Value::Mapping(inner) => current = inner,
+            _ => return false,
+        }
+    }
+    current.insert(Value::String(last.to_string()), value);
+    true
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn one_line(error: &dyn Display) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,385 @@
+//! Validation of a deserialized config: headscale's rules (and a few of ours) as one-line
+//! errors naming the key, warnings for risky-but-allowed values, the tidy-up done before
+//! validation, and `unix_socket_mode`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::{
+    duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, PolicyMode, RecordType,
+};
+
+/// Headscale refuses shorter ephemeral timeouts; we only warn so tests can use short ones.
+const EPHEMERAL_TIMEOUT_MIN: Duration = Duration::from_secs(65);
+
+impl Config {
+    /// Name of the source for messages.
+    pub(super) fn origin(&self) -> String {
+        match &self.source_path {
+            Some(path) => path.display().to_string(),
+            None => "(in memory)".into(),
+        }
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Headscale's tidy-ups before validation (a trailing `/` on `server_url`).
+    pub(super) fn normalize(&mut self) {
+        while self.server_url.ends_with('/') {
+            self.server_url.pop();
+        }
+    }
+
+    /// `unix_socket_permission` as a mode, e.g. `"0770"` → `0o770`.
+    pub fn unix_socket_mode(&self) -> Result<u32, ConfigError> {
+        let text = self.unix_socket_permission.trim();
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if !digits.is_empty() && mode <= 0o7777 => Ok(mode),
+            _ => Err(self.invalid(
+                "unix_socket_permission",
+                format!("{text:?} must be an octal file mode such as 0770"),
+            )),
+        }
+    }
+
+    /// Check the rules headscale enforces (and a few of ours). Returns warnings for values
+    /// that work but are unsupported or risky; the first hard problem is an error.
+    pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+
+        // Server and listeners.
+        let server = parse_server_url(&self.server_url).map_err(|problem| {
+            self.invalid("server_url", format!("{:?} {problem}", self.server_url))
+        })?;
+        check_host_port(&self.listen_addr).map_err(|problem| {
+            self.invalid("listen_addr", format!("{:?} {problem}", self.listen_addr))
+        })?;
+        if !self.metrics_listen_addr.is_empty() {
+            check_host_port(&self.metrics_listen_addr).map_err(|problem| {
+                self.invalid(
+                    "metrics_listen_addr",
+                    format!(
+                        "{:?} {problem} (leave it empty to disable)",
+                        self.metrics_listen_addr
+                    ),
+                )
+            })?;
+        }
+        self.unix_socket_mode()?;
+        match (&self.tls_cert_path, &self.tls_key_path) {
+            (Some(_), None) => {
+                return Err(self.invalid("tls_key_path", "must be set when tls_cert_path is set"))
+            }
+            (None, Some(_)) => {
+                return Err(self.invalid("tls_cert_path", "must be set when tls_key_path is set"))
+            }
+            _ => {}
+        }
+        for proxy in &self.trusted_proxies {
+            if proxy.parse::<IpNet>().is_err() && proxy.parse::<IpAddr>().is_err() {
+                return Err(self.invalid(
+                    "trusted_proxies",
+                    format!("entry {proxy:?} must be a CIDR like 10.0.0.0/8 or an IP address"),
+                ));
+            }
+        }
+        if self.noise.private_key_path.as_os_str().is_empty() {
+            return Err(self.invalid("noise.private_key_path", "must be set"));
+        }
+
+        // Storage.
+        if self.database.kind != "sled" {
+            return Err(self.invalid(
+                "database.type",
+                format!(
+                    "{:?} is not supported: this server stores its event log in sled \
+                     (set database.type: sled and database.sled.path)",
+                    self.database.kind
+                ),
+            ));
+        }
+        if self.database.sled.path.as_os_str().is_empty() {
+            return Err(self.invalid("database.sled.path", "must be set"));
+        }
+
+        // Addresses.
+        if self.prefixes.v4.is_none() && self.prefixes.v6.is_none() {
+            return Err(self.invalid("prefixes", "must set at least one of v4 and v6"));
+        }
+        if let Some(v4) = self.prefixes.v4 {
+            if !tailscale_v4_range().contains(&v4) {
+                warnings.push(format!(
+                    "prefixes.v4 {v4} is outside {}: unsupported, clients may misbehave",
+                    tailscale_v4_range()
+                ));
+            }
+        }
+        if let Some(v6) = self.prefixes.v6 {
+            if !tailscale_v6_range().contains(&v6) {
+                warnings.push(format!(
+                    "prefixes.v6 {v6} is outside {}: unsupported, clients may misbehave",
+                    tailscale_v6_range()
+                ));
+            }
+        }
+
+        // DNS.
+        self.validate_dns(&server.host)?;
+
+        // DERP.
+        let derp = &self.derp.server;
+        if derp.enabled {
+            check_host_port(&derp.stun_listen_addr).map_err(|problem| {
+                self.invalid(
+                    "derp.server.stun_listen_addr",
+                    format!(
+                        "{:?} {problem} (required when derp.server.enabled)",
+                        derp.stun_listen_addr
+                    ),
+                )
+            })?;
+            if derp.region_id == 0 {
+                return Err(self.invalid("derp.server.region_id", "must not be 0"));
+            }
+            if derp.region_code.trim().is_empty() {
+                return Err(self.invalid("derp.server.region_code", "must be set"));
+            }
+        }
+        if let Some(ip) = &derp.ipv4 {
+            if ip.parse::<Ipv4Addr>().is_err() {
+                return Err(
+                    self.invalid("derp.server.ipv4", format!("{ip:?} is not an IPv4 address"))
+                );
+            }
+        }
+        if let Some(ip) = &derp.ipv6 {
+            if ip.parse::<Ipv6Addr>().is_err() {
+                return Err(
+                    self.invalid("derp.server.ipv6", format!("{ip:?} is not an IPv6 address"))
+                );
+            }
+        }
+        for url in &self.derp.urls {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(self.invalid(
+                    "derp.urls",
+                    format!("entry {url:?} must start with http:// or https://"),
+                ));
+            }
+        }
+        if self.derp.auto_update_enabled && self.derp.update_frequency.is_zero() {
+            return Err(self.invalid(
+                "derp.update_frequency",
+                "must be more than 0 when derp.auto_update_enabled is true",
+            ));
+        }
+        if !derp.enabled && self.derp.urls.is_empty() && self.derp.paths.is_empty() {
+            warnings.push(
+                "no DERP relays configured (derp.server.enabled is false and derp.urls and \
+                 derp.paths are empty): nodes can only connect directly"
+                    .into(),
+            );
+        }
+
+        // Policy.
+        match (self.policy.mode, &self.policy.path) {
+            (PolicyMode::File, Some(path)) if !path.exists() => {
+                return Err(self.invalid(
+                    "policy.path",
+                    format!(
+                        "{:?} does not exist (policy.mode is file)",
+                        path.display().to_string()
+                    ),
+                ));
+            }
+            (PolicyMode::Database, Some(path)) => warnings.push(format!(
+                "policy.path {:?} is ignored because policy.mode is database",
+                path.display().to_string()
+            )),
+            _ => {}
+        }
+
+        // Nodes and logging.
+        let timeout = self.node.ephemeral.inactivity_timeout;
+        if timeout < EPHEMERAL_TIMEOUT_MIN {
+            warnings.push(format!(
+                "node.ephemeral.inactivity_timeout {} is below {}: headscale refuses this; \
+                 allowed here for tests",
+                duration::format(timeout),
+                duration::format(EPHEMERAL_TIMEOUT_MIN)
+            ));
+        }
+        if self.log.level_name().is_none() {
+            return Err(self.invalid(
+                "log.level",
+                format!(
+                    "{:?} must be one of trace, debug, info, warn, error",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(warnings)
+    }
+
+    fn validate_dns(&self, server_host: &str) -> Result<(), ConfigError> {
+        let dns = &self.dns;
+        let base = dns
+            .base_domain
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if dns.magic_dns && base.is_empty() {
+            return Err(self.invalid("dns.base_domain", "must be set when dns.magic_dns is true"));
+        }
+        if !base.is_empty() {
+            // Clients take over base_domain, so the server must not live in it (headscale rule).
+            let host = server_host.trim_end_matches('.').to_ascii_lowercase();
+            if host == base {
+                return Err(self.invalid(
+                    "dns.base_domain",
+                    format!(
+                        "{:?} must not be the server_url host: clients resolve base_domain \
+                         through MagicDNS and could no longer reach the server",
+                        dns.base_domain
+                    ),
+                ));
+            }
+            if host.ends_with(&format!(".{base}")) {
+                return Err(self.invalid(
+                    "dns.base_domain",
+                    format!(
+                        "{:?} must not contain the server_url host {host:?}: clients resolve \
+                         base_domain through MagicDNS and could no longer reach the server",
+                        dns.base_domain
+                    ),
+                ));
+            }
+        }
+        if dns.override_local_dns && dns.nameservers.global.is_empty() {
+            return Err(self.invalid(
+                "dns.override_local_dns",
+                "is true but dns.nameservers.global is empty (add resolvers or set it to false)",
+            ));
+        }
+        for server in &dns.nameservers.global {
+            if !is_resolver(server) {
+                return Err(self.invalid(
+                    "dns.nameservers.global",
+                    format!("entry {server:?} must be an IP address or an https:// DoH URL"),
+                ));
+            }
+        }
+        for (domain, servers) in &dns.nameservers.split {
+            if let Some(bad) = servers.iter().find(|s| !is_resolver(s)) {
+                return Err(self.invalid(
+                    &format!("dns.nameservers.split.{domain}"),
+                    format!("entry {bad:?} must be an IP address or an https:// DoH URL"),
+                ));
+            }
+        }
+        if !dns.extra_records.is_empty() && dns.extra_records_path.is_some() {
+            return Err(self.invalid(
+                "dns.extra_records",
+                "and dns.extra_records_path are mutually exclusive (use one)",
+            ));
+        }
+        for record in &dns.extra_records {
+            let ok = match record.record_type {
+                RecordType::A => record.value.parse::<Ipv4Addr>().is_ok(),
+                RecordType::Aaaa => record.value.parse::<Ipv6Addr>().is_ok(),
+            };
+            if record.name.trim().is_empty() {
+                return Err(self.invalid("dns.extra_records", "entry has an empty name"));
+            }
+            if !ok {
+                return Err(self.invalid(
+                    "dns.extra_records",
+                    format!(
+                        "entry {:?}: {:?} is not a valid {} record value",
+                        record.name,
+                        record.value,
+                        record.record_type.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_resolver(text: &str) -> bool {
+    text.parse::<IpAddr>().is_ok() || text.starts_with("https://")
+}
+
+/// The parts of `server_url` validation needs.
+struct ServerUrl {
+    host: String,
+}
+
+fn parse_server_url(url: &str) -> Result<ServerUrl, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("must not contain user information".into());
+    }
+    let host = split_host_port(authority, false)?;
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    Ok(ServerUrl { host })
+}
+
+/// Accepts `host:port`, `[v6]:port` and `:port`.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    split_host_port(addr, true).map(|_| ())
+}
+
+/// Split off and check the port; returns the host (without IPv6 brackets).
+fn split_host_port(authority: &str, port_required: bool) -> Result<String, String> {
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (inside, after) = bracketed.split_once(']').ok_or("has an unclosed '['")?;
+        if inside.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("has an invalid IPv6 address {inside:?}"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or("has junk after ']'")?),
+        };
+        (inside.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err("must put an IPv6 address in brackets, like [::1]:8080".into())
+            }
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (authority.to_string(), None),
+        }
+    };
+    match port {
+        Some(port) => match port.parse::<u16>() {
+            Ok(_) => {}
+            Err(_) => return Err(format!("has an invalid port {port:?}")),
+        },
+        None if port_required => return Err("must be host:port, like 127.0.0.1:8080".into()),
+        None => {}
+    }
+    let valid = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+    if !valid {
+        return Err(format!("has an invalid host {host:?}"));
+    }
+    Ok(host)
+}
