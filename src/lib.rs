@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod engine;
 pub mod keyfile;

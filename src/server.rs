@@ -4,6 +4,7 @@
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, IpAllocation, PolicyMode};
+use crate::control::{self, server_key::ServerKey};
 use crate::core::event::{Allocation, CoreConfig};
 use crate::core::keys::Digest;
 use crate::core::{Actor, Command};
@@ -172,7 +173,7 @@ fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener>
 }
 
 /// Routes on the main (TCP) listener.
-fn public_router(ctx: ApiContext) -> Router {
+fn public_router(ctx: ApiContext, server_key: &ServerKey) -> Router {
     let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
         ctx,
         api::require_api_key,
@@ -190,6 +191,7 @@ fn public_router(ctx: ApiContext) -> Router {
             "/robots.txt",
             get(|| async { "User-agent: *\nDisallow: /\n" }),
         )
+        .merge(control::server_key::router(server_key.public()))
         .merge(api)
 }
 
@@ -198,6 +200,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let ctx = live_context(&config, engine.clone());
 
@@ -223,7 +226,7 @@ pub async fn run(
             .into_future(),
     );
     let tcp_server = tokio::spawn(
-        axum::serve(tcp, public_router(ctx))
+        axum::serve(tcp, public_router(ctx, &server_key))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );

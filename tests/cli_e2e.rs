@@ -403,6 +403,22 @@ fn tcp_api_needs_a_valid_api_key() {
     let (status, body) = http(server.port, "GET", "/api/v1/user", Some(&key));
     assert_eq!(status, 200);
     assert_eq!(body["users"][0]["name"], "alice");
+    // The control protocol's first step: the server's stable Noise key, persisted 0600.
+    let (status, body) = http(server.port, "GET", "/key?v=113", None);
+    assert_eq!(status, 200);
+    let public = body["publicKey"].as_str().unwrap().to_string();
+    assert!(
+        public.starts_with("mkey:") && public != body["legacyPublicKey"],
+        "{body}"
+    );
+    let noise = server.data_dir().join("noise_private.key");
+    assert_eq!(
+        std::fs::metadata(&noise).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, _) = http(server.port, "GET", "/key?v=abc", None);
+    assert_eq!(status, 400);
+
     let (status, body) = http(server.port, "GET", "/health", None);
     assert_eq!((status, body["status"].as_str()), (200, Some("pass")));
 
