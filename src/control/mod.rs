@@ -2,4 +2,5 @@
 //! Noise key and `GET /key`; the Noise handshake, HTTP/2, register and map streams follow
 //! (issue #3).
 
+pub mod noise;
 pub mod server_key;
