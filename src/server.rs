@@ -192,6 +192,15 @@ fn public_router(ctx: ApiContext, server_key: &ServerKey) -> Router {
             get(|| async { "User-agent: *\nDisallow: /\n" }),
         )
         .merge(control::server_key::router(server_key.public()))
+        .route(
+            "/ts2021",
+            axum::routing::get(control::upgrade::handle)
+                .post(control::upgrade::handle)
+                .with_state(control::upgrade::ControlContext {
+                    server_key: server_key.clone(),
+                    machine_router: control::machine::router(),
+                }),
+        )
         .merge(api)
 }
 
