@@ -141,6 +141,61 @@ pub fn accept(server_key: &StaticSecret, initiation: &[u8]) -> Result<Accepted, 
     })
 }
 
+/// The client's side of the record layer from the split keys (`k1` client→server, `k2`
+/// server→client): used by our own control client and tests.
+pub fn client_records(k1: [u8; 32], k2: [u8; 32]) -> (RecordSender, RecordReceiver) {
+    (
+        RecordSender(Cipher::new(k1)),
+        RecordReceiver {
+            cipher: Cipher::new(k2),
+            buffer: Vec::new(),
+        },
+    )
+}
+
+/// The initiator's first message with Tailscale's 5-byte header, for our own client.
+pub fn initiation(
+    client_key: &StaticSecret,
+    server_public: &[u8; 32],
+    version: u16,
+) -> Result<(snow::HandshakeState, Vec<u8>), NoiseError> {
+    let handshake_error = |e: snow::Error| NoiseError::Handshake(e.to_string());
+    let mut initiator = snow::Builder::new(PROTOCOL_NAME.parse().map_err(handshake_error)?)
+        .local_private_key(client_key.as_bytes())
+        .map_err(handshake_error)?
+        .remote_public_key(server_public)
+        .map_err(handshake_error)?
+        .prologue(format!("Tailscale Control Protocol v{version}").as_bytes())
+        .map_err(handshake_error)?
+        .build_initiator()
+        .map_err(handshake_error)?;
+    let mut message = [0u8; 96];
+    initiator
+        .write_message(&[], &mut message)
+        .map_err(handshake_error)?;
+    let mut bytes = version.to_be_bytes().to_vec();
+    bytes.push(TYPE_INITIATION);
+    bytes.extend_from_slice(&96u16.to_be_bytes());
+    bytes.extend_from_slice(&message);
+    Ok((initiator, bytes))
+}
+
+/// Completes the client side with the server's 51-byte response; returns the record layer.
+pub fn finish_initiation(
+    mut initiator: snow::HandshakeState,
+    response: &[u8],
+) -> Result<(RecordSender, RecordReceiver), NoiseError> {
+    if response.len() != RESPONSE_LEN || response[..3] != [TYPE_RESPONSE, 0, 48] {
+        return Err(NoiseError::Handshake("malformed handshake response".into()));
+    }
+    let mut empty = [0u8; 16];
+    initiator
+        .read_message(&response[3..], &mut empty)
+        .map_err(|e| NoiseError::Handshake(e.to_string()))?;
+    let (k1, k2) = initiator.dangerously_get_raw_split();
+    Ok(client_records(k1, k2))
+}
+
 /// One direction's key and nonce counter.
 struct Cipher {
     aead: ChaCha20Poly1305,
