@@ -304,26 +304,8 @@ mod tests {
         version: u16,
     ) -> (snow::HandshakeState, Vec<u8>, [u8; 32]) {
         let client_static = StaticSecret::from([7u8; 32]);
-        let mut initiator = snow::Builder::new(PROTOCOL_NAME.parse().unwrap())
-            .local_private_key(client_static.as_bytes())
-            .unwrap()
-            .remote_public_key(server_public)
-            .unwrap()
-            .prologue(format!("Tailscale Control Protocol v{version}").as_bytes())
-            .unwrap()
-            .build_initiator()
-            .unwrap();
-        let mut message = [0u8; 96];
-        assert_eq!(initiator.write_message(&[], &mut message).unwrap(), 96);
-        let mut initiation = version.to_be_bytes().to_vec();
-        initiation.push(TYPE_INITIATION);
-        initiation.extend_from_slice(&96u16.to_be_bytes());
-        initiation.extend_from_slice(&message);
-        (
-            initiator,
-            initiation,
-            PublicKey::from(&client_static).to_bytes(),
-        )
+        let (initiator, bytes) = initiation(&client_static, server_public, version).unwrap();
+        (initiator, bytes, PublicKey::from(&client_static).to_bytes())
     }
 
     #[test]
