@@ -11,3 +11,4 @@ pub mod keyfile;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tailcfg;

@@ -37,6 +37,20 @@ pub fn generate(kind: &str) -> GeneratedKey {
     }
 }
 
+/// Whether `secret` hashes to `expected`, compared in constant time. With `None` (unknown
+/// prefix) the same work is done against a dummy, so timing does not reveal which exist.
+pub fn secret_matches(secret: &str, expected: Option<&Digest>) -> bool {
+    use subtle::ConstantTimeEq;
+    let candidate = sha256(secret.as_bytes());
+    let equal: bool = expected
+        .copied()
+        .unwrap_or_default()
+        .0
+        .ct_eq(&candidate.0)
+        .into();
+    equal && expected.is_some()
+}
+
 /// Splits `hskey-<kind>-<prefix>-<secret>` into prefix and secret.
 pub fn split_key<'a>(text: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
     let rest = text

@@ -173,7 +173,7 @@ fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener>
 }
 
 /// Routes on the main (TCP) listener.
-fn public_router(ctx: ApiContext, server_key: &ServerKey) -> Router {
+fn public_router(ctx: ApiContext, server_key: &ServerKey, engine: EngineHandle) -> Router {
     let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
         ctx,
         api::require_api_key,
@@ -198,7 +198,7 @@ fn public_router(ctx: ApiContext, server_key: &ServerKey) -> Router {
                 .post(control::upgrade::handle)
                 .with_state(control::upgrade::ControlContext {
                     server_key: server_key.clone(),
-                    machine_router: control::machine::router(),
+                    machine_router: control::machine::router(engine),
                 }),
         )
         .merge(api)
@@ -235,7 +235,7 @@ pub async fn run(
             .into_future(),
     );
     let tcp_server = tokio::spawn(
-        axum::serve(tcp, public_router(ctx, &server_key))
+        axum::serve(tcp, public_router(ctx, &server_key, engine.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );

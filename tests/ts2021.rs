@@ -86,8 +86,153 @@ async fn noise_handshake_then_http2_inside_the_channel() {
         .await
         .unwrap()
         .unwrap();
-    // Register is not implemented yet; what matters is that HTTP/2 works inside Noise.
-    assert_eq!(answer.status(), 501);
+    // An empty RegisterRequest is malformed (no node key): a 400, over HTTP/2 inside Noise.
+    assert_eq!(answer.status(), 400);
+}
+
+type Session = hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>>;
+
+/// Opens a Noise + HTTP/2 session as the machine whose static key is `[seed; 32]`.
+async fn session(port: u16, seed: u8) -> Session {
+    let public = server_public(port).await;
+    let (initiator, init) = initiation(&StaticSecret::from([seed; 32]), &public, 113).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&init);
+    let (status, mut stream, _) = upgrade(port, Some(&encoded)).await;
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let mut response = [0u8; 51];
+    stream.read_exact(&mut response).await.unwrap();
+    let (sender, receiver) = finish_initiation(initiator, &response).unwrap();
+    let noise = NoiseStream::new(stream, sender, receiver);
+    let (client, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(noise))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn register(session: &mut Session, body: serde_json::Value) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::post("https://unused/machine/register")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    let answer = session.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn node_key(n: u8) -> String {
+    format!("nodekey:{}", hex::encode([n; 32]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_with_pre_auth_keys_and_log_in_again() {
+    let server = TestServer::start();
+    server.ok(&["users", "create", "alice", "-d", "Alice"]);
+    let one_off = server
+        .ok(&["preauthkeys", "create", "-u", "alice"])
+        .trim()
+        .to_string();
+    let hostinfo = serde_json::json!({ "Hostname": "laptop", "OS": "linux", "IPNVersion": "1.80.3", "RoutableIPs": ["10.1.2.3/24"] });
+
+    let mut first = session(server.port, 1).await;
+    let answer = register(&mut first, serde_json::json!({ "Version": 113, "NodeKey": node_key(11), "Auth": { "AuthKey": one_off }, "Hostinfo": hostinfo, "Expiry": "0001-01-01T00:00:00Z" })).await;
+    assert_eq!(answer["MachineAuthorized"], true, "{answer}");
+    assert_eq!(answer["User"]["DisplayName"], "Alice");
+    assert_eq!(answer["Login"]["LoginName"], "alice");
+    assert!(answer.get("Error").is_none(), "{answer}");
+    let nodes = server.json(&["nodes", "list"]);
+    assert_eq!(nodes[0]["givenName"], "laptop");
+    assert_eq!(
+        nodes[0]["availableRoutes"],
+        serde_json::json!(["10.1.2.0/24"])
+    );
+    assert_eq!(nodes[0]["nodeKey"], node_key(11).as_str());
+
+    // Restart of the same client: known node key, no auth → still logged in.
+    let again = register(
+        &mut first,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(11) }),
+    )
+    .await;
+    assert_eq!(again["MachineAuthorized"], true, "{again}");
+    // Key rotation keeps the node.
+    let rotated = register(
+        &mut first,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(12), "OldNodeKey": node_key(11) }),
+    )
+    .await;
+    assert_eq!(rotated["MachineAuthorized"], true, "{rotated}");
+    let nodes = server.json(&["nodes", "list"]);
+    assert_eq!(
+        (
+            nodes.as_array().unwrap().len(),
+            nodes[0]["nodeKey"].as_str()
+        ),
+        (1, Some(node_key(12).as_str()))
+    );
+
+    // A one-off key is spent; another machine is refused with a message the client shows.
+    let mut second = session(server.port, 2).await;
+    let refused = register(&mut second, serde_json::json!({ "Version": 113, "NodeKey": node_key(21), "Auth": { "AuthKey": one_off } })).await;
+    assert!(
+        refused["Error"]
+            .as_str()
+            .unwrap()
+            .contains("already been used"),
+        "{refused}"
+    );
+    let bad = register(&mut second, serde_json::json!({ "Version": 113, "NodeKey": node_key(21), "Auth": { "AuthKey": "hskey-auth-aaaaaaaaaaaa-nope" } })).await;
+    assert!(bad["Error"].as_str().unwrap().contains("invalid"), "{bad}");
+    // Another machine cannot claim a node key that is not its own.
+    let stolen = register(
+        &mut second,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(12) }),
+    )
+    .await;
+    assert!(
+        stolen["Error"]
+            .as_str()
+            .unwrap()
+            .contains("another machine"),
+        "{stolen}"
+    );
+    let unknown = register(
+        &mut second,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(22) }),
+    )
+    .await;
+    assert!(
+        unknown["Error"]
+            .as_str()
+            .unwrap()
+            .contains("interactive login"),
+        "{unknown}"
+    );
+
+    // Logout: an expiry in the past expires the node.
+    let out = register(&mut first, serde_json::json!({ "Version": 113, "NodeKey": node_key(12), "Expiry": "1970-01-01T00:02:03Z" })).await;
+    assert_eq!(out["NodeKeyExpired"], true, "{out}");
+    assert_eq!(server.json(&["nodes", "list"])[0]["expired"], true);
+    let story = server.json(&["events", "list", "--node", "1"]);
+    let kinds: Vec<&str> = story
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "NodeRegistered",
+            "PreAuthKeyUsed",
+            "NodeKeyRotated",
+            "NodeExpiryChanged"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

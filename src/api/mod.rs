@@ -11,7 +11,6 @@ pub mod wire;
 
 pub use error::ApiError;
 
-use crate::core::keys::Digest;
 use crate::core::{Actor, Command, Envelope, State, Timestamp};
 use crate::engine::EngineHandle;
 use crate::store::replay::{load_state, seq_at_time};
@@ -195,20 +194,10 @@ pub fn authenticate_api_key(
     token: &str,
     now: Timestamp,
 ) -> Option<crate::core::ids::ApiKeyId> {
-    use subtle::ConstantTimeEq;
     let (prefix, secret) = crate::secrets::split_key(token, crate::secrets::API_KEY_KIND)?;
-    let candidate = crate::store::record::sha256(secret.as_bytes());
-    match state.api_key_by_prefix(prefix) {
-        Some(key) => {
-            let equal: bool = key.secret_hash.0.ct_eq(&candidate.0).into();
-            (equal && key.expiration > now).then_some(key.id)
-        }
-        None => {
-            // Same work for unknown prefixes, so timing does not reveal which prefixes exist.
-            let _: bool = Digest::default().0.ct_eq(&candidate.0).into();
-            None
-        }
-    }
+    let key = state.api_key_by_prefix(prefix);
+    let matches = crate::secrets::secret_matches(secret, key.map(|k| &k.secret_hash));
+    key.filter(|k| matches && k.expiration > now).map(|k| k.id)
 }
 
 async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {

@@ -1,5 +1,5 @@
-//! The `/machine/*` endpoints served inside the Noise channel. For now every request is
-//! logged with its authenticated machine and answered 501; register and map come next.
+//! The `/machine/*` endpoints served inside the Noise channel: register works; everything
+//! else is logged with its authenticated machine and answered 501 (map streams come next).
 
 use super::upgrade::Peer;
 use axum::extract::Request;
@@ -16,6 +16,18 @@ async fn not_yet(request: Request) -> (StatusCode, &'static str) {
     (StatusCode::NOT_IMPLEMENTED, "not implemented yet\n")
 }
 
-pub fn router() -> Router {
-    Router::new().fallback(not_yet)
+/// RegisterRequests are small JSON documents.
+const MAX_REGISTER_BODY_BYTES: usize = 1 << 20;
+
+pub fn router(engine: crate::engine::EngineHandle) -> Router {
+    Router::new()
+        .route(
+            "/machine/register",
+            axum::routing::post(super::register::register),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(
+            MAX_REGISTER_BODY_BYTES,
+        ))
+        .fallback(not_yet)
+        .with_state(engine)
 }

@@ -5,5 +5,6 @@
 pub mod machine;
 pub mod noise;
 pub mod noise_stream;
+pub mod register;
 pub mod server_key;
 pub mod upgrade;

@@ -1,0 +1,240 @@
+//! `POST /machine/register` inside the Noise channel: pre-auth key logins, re-login of a
+//! known node (every tailscaled start), node-key rotation and logout. Failures the user
+//! should see go back in the response's `Error` field (the client prints it); only malformed
+//! requests get a 400. Interactive login (AuthURL) arrives with issue #4.
+
+use super::upgrade::Peer;
+use crate::core::command::ExpiryChange;
+use crate::core::event::NodeHostinfo;
+use crate::core::ids::{NodeId, PreAuthKeyId};
+use crate::core::keys::NodeKey;
+use crate::core::state::{Node, State as TailnetState};
+use crate::core::{Actor, Command, Event, RegisterAuth, Timestamp};
+use crate::engine::{Clock, EngineError, EngineHandle, SystemClock};
+use crate::secrets;
+use crate::tailcfg::{self, RegisterRequest, RegisterResponse};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use rand::RngCore;
+
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z) in Unix milliseconds: "no expiry requested".
+const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
+/// Tailscale's user id for tagged devices.
+const TAGGED_DEVICES_USER_ID: u64 = 2_147_455_555;
+
+fn refuse(message: impl Into<String>) -> Response {
+    Json(RegisterResponse {
+        error: message.into(),
+        ..Default::default()
+    })
+    .into_response()
+}
+
+pub fn hostinfo_from_wire(hostinfo: Option<&tailcfg::Hostinfo>) -> NodeHostinfo {
+    let Some(h) = hostinfo else {
+        return NodeHostinfo::default();
+    };
+    NodeHostinfo {
+        hostname: h.hostname.clone(),
+        os: h.os.clone(),
+        os_version: h.os_version.clone(),
+        client_version: h.ipn_version.clone(),
+        advertised_routes: h
+            .routable_ips
+            .iter()
+            .flatten()
+            .filter_map(|r| r.parse().ok())
+            .collect(),
+        requested_tags: h.request_tags.clone().unwrap_or_default(),
+        ssh_host_keys: h.ssh_host_keys.clone().unwrap_or_default(),
+    }
+}
+
+/// The pre-auth key an `hskey-auth-…` text names, if its secret matches.
+fn find_pre_auth_key(state: &TailnetState, text: &str) -> Option<PreAuthKeyId> {
+    let (prefix, secret) = secrets::split_key(text, secrets::PRE_AUTH_KEY_KIND)?;
+    let key = state.pre_auth_key_by_prefix(prefix);
+    secrets::secret_matches(secret, key.map(|k| &k.secret_hash))
+        .then(|| key.map(|k| k.id))
+        .flatten()
+}
+
+fn success(state: &TailnetState, node: &Node, now: Timestamp) -> Response {
+    let (user, login) = match node.user.and_then(|id| state.users.get(&id)) {
+        Some(user) if !node.is_tagged() => {
+            let display = if user.display_name.is_empty() {
+                user.name.clone()
+            } else {
+                user.display_name.clone()
+            };
+            (
+                tailcfg::User {
+                    id: user.id.0,
+                    display_name: display.clone(),
+                    profile_pic_url: String::new(),
+                    created: user.created_at.to_rfc3339(),
+                },
+                tailcfg::Login {
+                    id: user.id.0,
+                    provider: String::new(),
+                    login_name: if user.email.is_empty() {
+                        user.name.clone()
+                    } else {
+                        user.email.clone()
+                    },
+                    display_name: display,
+                    profile_pic_url: String::new(),
+                },
+            )
+        }
+        _ => (
+            tailcfg::User {
+                id: TAGGED_DEVICES_USER_ID,
+                display_name: "tagged-devices".into(),
+                ..Default::default()
+            },
+            tailcfg::Login {
+                id: TAGGED_DEVICES_USER_ID,
+                login_name: "tagged-devices".into(),
+                display_name: "tagged-devices".into(),
+                ..Default::default()
+            },
+        ),
+    };
+    Json(RegisterResponse {
+        user,
+        login,
+        node_key_expired: node.is_expired(now),
+        machine_authorized: node.authorized,
+        ..Default::default()
+    })
+    .into_response()
+}
+
+fn registered_node(events: &[crate::core::Envelope]) -> Option<NodeId> {
+    events.iter().find_map(|e| match &e.event {
+        Event::NodeRegistered(reg) => Some(reg.id),
+        Event::NodeReauthenticated { id, .. } => Some(*id),
+        _ => None,
+    })
+}
+
+pub async fn register(
+    State(engine): State<EngineHandle>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    let request: RegisterRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid RegisterRequest: {error}\n"),
+            )
+                .into_response()
+        }
+    };
+    let Ok(node_key) = NodeKey::parse(&request.node_key, false) else {
+        return (StatusCode::BAD_REQUEST, "invalid NodeKey\n").into_response();
+    };
+    let now = SystemClock.now();
+    let requested_expiry = request
+        .expiry
+        .as_deref()
+        .and_then(Timestamp::parse_rfc3339)
+        .filter(|t| t.unix_ms() > GO_ZERO_TIME_MS);
+    let actor = Actor::Machine(peer.machine_key);
+    let state = engine.state();
+    let own = |key: &NodeKey| {
+        state
+            .node_by_node_key(key)
+            .filter(|n| n.machine_key == peer.machine_key)
+            .map(|n| n.id)
+    };
+
+    // Logout: an expiry in the past.
+    if requested_expiry.is_some_and(|t| t <= now) {
+        let Some(id) = own(&node_key) else {
+            return refuse("node not found");
+        };
+        if let Err(error) = engine
+            .execute(
+                actor,
+                Command::ExpireNode {
+                    id,
+                    change: ExpiryChange::Now,
+                },
+            )
+            .await
+        {
+            return refuse(error.to_string());
+        }
+        let state = engine.state();
+        return match state.nodes.get(&id) {
+            Some(node) => success(&state, node, SystemClock.now()),
+            None => Json(RegisterResponse {
+                node_key_expired: true,
+                ..Default::default()
+            })
+            .into_response(),
+        };
+    }
+
+    let auth_key = request
+        .auth
+        .as_ref()
+        .map(|a| a.auth_key.trim())
+        .filter(|k| !k.is_empty());
+    let node_id = if let Some(text) = auth_key {
+        let Some(key) = find_pre_auth_key(&state, text) else {
+            return refuse("invalid or unknown auth key");
+        };
+        let entropy = rand::thread_rng().next_u64();
+        let command = Command::RegisterNode {
+            machine_key: peer.machine_key,
+            node_key,
+            hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
+            auth: RegisterAuth::PreAuthKey(key),
+            requested_expiry,
+            entropy,
+        };
+        match engine.execute(actor, command).await {
+            Ok(events) => match registered_node(&events) {
+                Some(id) => id,
+                None => return refuse("registration recorded nothing"),
+            },
+            Err(EngineError::Rejected(rejection)) => return refuse(rejection.to_string()),
+            Err(error) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
+            }
+        }
+    } else if let Some(id) = NodeKey::parse(&request.old_node_key, false)
+        .ok()
+        .filter(|old| old.0 != [0; 32])
+        .and_then(|old| own(&old))
+    {
+        if let Err(error) = engine
+            .execute(actor, Command::RotateNodeKey { id, node_key })
+            .await
+        {
+            return refuse(error.to_string());
+        }
+        id
+    } else if let Some(id) = own(&node_key) {
+        id
+    } else if state.node_by_node_key(&node_key).is_some() {
+        return refuse("this node key belongs to another machine");
+    } else {
+        return refuse(
+            "interactive login is not available yet: use `tailscale up --auth-key hskey-auth-…`",
+        );
+    };
+    let state = engine.state();
+    match state.nodes.get(&node_id) {
+        Some(node) => success(&state, node, SystemClock.now()),
+        None => refuse("node not found"),
+    }
+}
