@@ -94,8 +94,12 @@ type Session = hyper::client::conn::http2::SendRequest<http_body_util::Full<hype
 
 /// Opens a Noise + HTTP/2 session as the machine whose static key is `[seed; 32]`.
 async fn session(port: u16, seed: u8) -> Session {
+    session_as(port, seed, 113).await
+}
+
+async fn session_as(port: u16, seed: u8, capver: u16) -> Session {
     let public = server_public(port).await;
-    let (initiator, init) = initiation(&StaticSecret::from([seed; 32]), &public, 113).unwrap();
+    let (initiator, init) = initiation(&StaticSecret::from([seed; 32]), &public, capver).unwrap();
     let encoded = base64::engine::general_purpose::STANDARD.encode(&init);
     let (status, mut stream, _) = upgrade(port, Some(&encoded)).await;
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
@@ -211,6 +215,18 @@ async fn register_with_pre_auth_keys_and_log_in_again() {
             .unwrap()
             .contains("interactive login"),
         "{unknown}"
+    );
+
+    // Clients older than capability version 113 (Tailscale 1.80) get a clear refusal.
+    let mut old = session_as(server.port, 3, 112).await;
+    let too_old = register(
+        &mut old,
+        serde_json::json!({ "Version": 112, "NodeKey": node_key(31) }),
+    )
+    .await;
+    assert!(
+        too_old["Error"].as_str().unwrap().contains("too old"),
+        "{too_old}"
     );
 
     // Logout: an expiry in the past expires the node.

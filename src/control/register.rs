@@ -22,6 +22,8 @@ use rand::RngCore;
 
 /// Go's zero `time.Time` (0001-01-01T00:00:00Z) in Unix milliseconds: "no expiry requested".
 const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
+/// The oldest client we talk to: capability version 113 (Tailscale 1.80).
+pub const MIN_CAPABILITY_VERSION: u16 = 113;
 /// Tailscale's user id for tagged devices.
 const TAGGED_DEVICES_USER_ID: u64 = 2_147_455_555;
 
@@ -127,6 +129,12 @@ pub async fn register(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
+    if peer.capability_version < MIN_CAPABILITY_VERSION {
+        return refuse(format!(
+            "this Tailscale client is too old (capability version {}); this server needs Tailscale 1.80 or newer (capability version {MIN_CAPABILITY_VERSION})",
+            peer.capability_version
+        ));
+    }
     let request: RegisterRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
