@@ -231,15 +231,18 @@ impl Writer {
                 self.commit(batch);
             }
             if let Some(done) = shutdown {
-                self.write_snapshot(true);
-                self.write_checkpoint();
-                // Release the store before answering, so the caller may reopen it at once.
-                drop(self);
+                self.stop();
                 let _ = done.send(());
                 return;
             }
         }
         // Every handle is gone: the same clean stop.
+        self.stop();
+    }
+
+    /// Final snapshot and checkpoint; consumes the writer, so the store is released before
+    /// the caller is told (it may reopen it at once).
+    fn stop(mut self) {
         self.write_snapshot(true);
         self.write_checkpoint();
     }

@@ -16,46 +16,58 @@ pub enum KeyFileError {
     },
 }
 
+/// Reads the 32-byte key at `path`; `Ok(None)` when there is no such file.
+pub fn read(path: &Path, kind: &str) -> Result<Option<[u8; 32]>, KeyFileError> {
+    let shown = path.display().to_string();
+    let io = |source| KeyFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %shown, mode = format!("{:o}", mode & 0o777), "key file is readable by others; chmod 600 it");
+    }
+    parse(text.trim(), kind)
+        .map(Some)
+        .map_err(|reason| KeyFileError::Invalid {
+            path: shown.clone(),
+            reason,
+        })
+}
+
 /// Loads the 32-byte key at `path`, creating it from `generate` if it does not exist yet.
 pub fn load_or_create(
     path: &Path,
     kind: &str,
     generate: impl FnOnce() -> [u8; 32],
 ) -> Result<[u8; 32], KeyFileError> {
+    if let Some(key) = read(path, kind)? {
+        return Ok(key);
+    }
     let shown = path.display().to_string();
     let io = |source| KeyFileError::Io {
         path: shown.clone(),
         source,
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %shown, mode = format!("{:o}", mode & 0o777), "key file is readable by others; chmod 600 it");
-            }
-            parse(text.trim(), kind).map_err(|reason| KeyFileError::Invalid {
-                path: shown.clone(),
-                reason,
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let key = generate();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
-            writeln!(file, "{kind}:{}", hex::encode(key)).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            tracing::info!(path = %shown, "generated a new {kind} key");
-            Ok(key)
-        }
-        Err(e) => Err(io(e)),
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
+    let key = generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    writeln!(file, "{kind}:{}", hex::encode(key)).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    tracing::info!(path = %shown, "generated a new {kind} key");
+    Ok(key)
 }
 
 fn parse(text: &str, kind: &str) -> Result<[u8; 32], String> {

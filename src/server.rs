@@ -34,6 +34,9 @@ pub fn data_dir(config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The text prefix of the checkpoint signing key file.
+pub const CHECKPOINT_KEY_KIND: &str = "ed25519-private";
+
 /// Where the checkpoint signing key lives (beside the store).
 pub fn checkpoint_key_path(config: &Config) -> PathBuf {
     data_dir(config).join("checkpoint_signing.key")
@@ -41,12 +44,9 @@ pub fn checkpoint_key_path(config: &Config) -> PathBuf {
 
 /// Reads the checkpoint verifying key if the key file is there (the CLI's `events verify`).
 pub fn read_checkpoint_key(config: &Config) -> Option<ed25519_dalek::VerifyingKey> {
-    let path = checkpoint_key_path(config);
-    if !path.exists() {
-        return None;
-    }
-    keyfile::load_or_create(&path, "ed25519-private", || [0; 32])
+    keyfile::read(&checkpoint_key_path(config), CHECKPOINT_KEY_KIND)
         .ok()
+        .flatten()
         .map(|bytes| ed25519_dalek::SigningKey::from_bytes(&bytes).verifying_key())
 }
 
@@ -101,7 +101,7 @@ pub async fn start_engine(config: &Config, options: EngineOptions) -> anyhow::Re
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let signing = keyfile::load_or_create(
         &checkpoint_key_path(config),
-        "ed25519-private",
+        CHECKPOINT_KEY_KIND,
         keyfile::random_key,
     )?;
     let signing_key = ed25519_dalek::SigningKey::from_bytes(&signing);

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::TestServer;
+use common::{http, TestServer};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 
 fn ids(list: &Value) -> Vec<String> {
@@ -364,19 +363,6 @@ fn restart_offline_reads_and_key_files() {
     std::fs::write(&log, bytes).unwrap();
     let line = server.fails(&["users", "list"]);
     assert!(line.contains("damaged"), "{line}");
-}
-
-fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = bearer
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 #[test]

@@ -16,7 +16,8 @@ use headscale::core::{
 };
 use headscale::store::memory::MemoryStore;
 use headscale::store::record::{
-    decode_snapshot, encode_snapshot, sha256, DecodeError, StoredRecord, RECORD_HEADER_LEN,
+    decode_snapshot, encode_chain, encode_snapshot, sha256, DecodeError, StoredRecord,
+    RECORD_HEADER_LEN,
 };
 use headscale::store::replay::{load_state, verify_chain};
 use headscale::store::EventStore;
@@ -1044,13 +1045,7 @@ fn run(variant: u8, steps: &[(i64, Op)]) -> Driver {
 /// Appends the envelopes to a fresh memory store in batches of the given sizes.
 fn store_of(envelopes: &[Envelope], batch_sizes: &[usize]) -> MemoryStore {
     let store = MemoryStore::new();
-    let mut prev = Digest::default();
-    let mut records = Vec::new();
-    for envelope in envelopes {
-        let record = StoredRecord::encode(envelope, prev).unwrap();
-        prev = record.hash();
-        records.push(record);
-    }
+    let records = encode_chain(envelopes, Digest::default()).unwrap();
     let mut rest = &records[..];
     let mut sizes = batch_sizes.iter().cycle();
     while !rest.is_empty() {
@@ -1059,7 +1054,8 @@ fn store_of(envelopes: &[Envelope], batch_sizes: &[usize]) -> MemoryStore {
         store.append(batch).unwrap();
         rest = tail;
     }
-    assert_eq!(store.head().hash, prev);
+    let last = records.last().map(StoredRecord::hash).unwrap_or_default();
+    assert_eq!(store.head().hash, last);
     store
 }
 
@@ -1151,8 +1147,6 @@ struct ModelNode {
     user: Option<u64>,
     tags: BTreeSet<String>,
     name: String,
-    /// The pre-auth key of the node's latest login (`None` after an admin registration).
-    login_key: Option<u64>,
 }
 
 /// What a headscale admin expects, written from the documentation rather than from `decide`.
@@ -1372,10 +1366,7 @@ impl Model {
             }
         }
         let node = match existing {
-            Some(id) => {
-                self.nodes.get_mut(&id).unwrap().login_key = key;
-                id
-            }
+            Some(id) => id,
             None => {
                 let name = self.free_node_name(label);
                 let id = self.next_node;
@@ -1387,7 +1378,6 @@ impl Model {
                         user,
                         tags,
                         name,
-                        login_key: key,
                     },
                 );
                 id

@@ -53,8 +53,9 @@ fn check_store(path: &std::path::Path, acknowledged: &BTreeSet<String>, iteratio
         .unwrap_or(0);
     let checkpoints = store.checkpoints().unwrap().len();
     let key_path = path.parent().unwrap().join("checkpoint_signing.key");
-    let key = headscale::keyfile::load_or_create(&key_path, "ed25519-private", || unreachable!())
-        .unwrap();
+    let key = headscale::keyfile::read(&key_path, headscale::server::CHECKPOINT_KEY_KIND)
+        .unwrap()
+        .expect("the server wrote its checkpoint key");
     let trusted = ed25519_dalek::SigningKey::from_bytes(&key).verifying_key();
     let report = verify_chain(&store, Some(&trusted))
         .unwrap_or_else(|e| panic!("iteration {iteration}: chain: {e}"));

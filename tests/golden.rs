@@ -10,7 +10,7 @@ use headscale::core::keys::{Digest, MachineKey, NodeKey};
 use headscale::core::state::fold;
 use headscale::core::{decide, Envelope, State, Timestamp};
 use headscale::store::export::{read_log, write_log};
-use headscale::store::StoredRecord;
+use headscale::store::record::encode_chain;
 use std::path::{Path, PathBuf};
 
 fn repo(path: &str) -> PathBuf {
@@ -358,18 +358,6 @@ fn run_script(script: Vec<(Actor, Command)>) -> Vec<Envelope> {
     envelopes
 }
 
-fn encode_chain(envelopes: &[Envelope]) -> Vec<StoredRecord> {
-    let mut prev = Digest::default();
-    envelopes
-        .iter()
-        .map(|e| {
-            let record = StoredRecord::encode(e, prev).unwrap();
-            prev = record.hash();
-            record
-        })
-        .collect()
-}
-
 fn canonical(state: &State) -> String {
     serde_json::to_string_pretty(&state.canonical_json()).unwrap() + "\n"
 }
@@ -386,7 +374,7 @@ fn regenerate() {
         missing.is_empty(),
         "the lifecycle script misses event types {missing:?}"
     );
-    let records = encode_chain(&envelopes);
+    let records = encode_chain(&envelopes, Digest::default()).unwrap();
     std::fs::write(repo("events/v0-lifecycle.bin"), write_log(&records)).unwrap();
     let twin: String = envelopes
         .iter()
@@ -456,7 +444,7 @@ fn the_script_still_produces_the_committed_v0_log() {
     if std::env::var_os("REGENERATE_GOLDEN").is_some() {
         return;
     }
-    let records = encode_chain(&run_script(lifecycle_script()));
+    let records = encode_chain(&run_script(lifecycle_script()), Digest::default()).unwrap();
     let committed = std::fs::read(repo("events/v0-lifecycle.bin")).unwrap();
     assert!(
         write_log(&records) == committed,

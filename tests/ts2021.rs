@@ -16,15 +16,11 @@ use tokio::net::TcpStream;
 use x25519_dalek::StaticSecret;
 
 async fn server_public(port: u16) -> [u8; 32] {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream
-        .write_all(b"GET /key?v=142 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body: serde_json::Value =
-        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || common::http(port, "GET", "/key?v=142", None))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
     let key = headscale::core::keys::MachineKey::parse(body["publicKey"].as_str().unwrap(), false)
         .unwrap();
     key.0

@@ -289,18 +289,18 @@ pub enum RoutesCommand {
         at: AtArg,
     },
     /// Approve a route on one node, or on every node that announces it.
-    Enable {
-        #[arg(short = 'r', long)]
-        route: String,
-        #[arg(short = 'i', long = "identifier", visible_alias = "id")]
-        id: Option<u64>,
-    },
-    Disable {
-        #[arg(short = 'r', long)]
-        route: String,
-        #[arg(short = 'i', long = "identifier", visible_alias = "id")]
-        id: Option<u64>,
-    },
+    Enable(RouteChange),
+    /// Withdraw a route's approval on one node, or on every node that has it.
+    Disable(RouteChange),
+}
+
+/// `--route CIDR [--id N]` for `routes enable|disable`.
+#[derive(Args, Debug, Clone)]
+pub struct RouteChange {
+    #[arg(short = 'r', long)]
+    pub route: String,
+    #[arg(short = 'i', long = "identifier", visible_alias = "id")]
+    pub id: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

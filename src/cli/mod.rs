@@ -704,8 +704,8 @@ async fn list_routes(
 async fn routes(api: &Transport, format: Format, command: &RoutesCommand) -> anyhow::Result<()> {
     let (route, id, enable) = match command {
         RoutesCommand::List { id, at } => return list_routes(api, format, *id, at).await,
-        RoutesCommand::Enable { route, id } => (route, id, true),
-        RoutesCommand::Disable { route, id } => (route, id, false),
+        RoutesCommand::Enable(RouteChange { route, id }) => (route, id, true),
+        RoutesCommand::Disable(RouteChange { route, id }) => (route, id, false),
     };
     let path = if enable {
         "/api/v1/routes/enable"

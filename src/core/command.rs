@@ -228,33 +228,30 @@ fn exit_routes() -> [IpNet; 2] {
     EXIT_ROUTES.map(|r| r.parse().expect("valid constant route"))
 }
 
-/// The hostinfo as recorded: advertised routes truncated to their network, sorted, deduplicated
-/// (so `10.1.2.3/8` and `10.0.0.0/8` are one route everywhere).
-pub fn normalize_hostinfo(hostinfo: &NodeHostinfo) -> NodeHostinfo {
-    let mut routes: Vec<IpNet> = hostinfo
-        .advertised_routes
-        .iter()
-        .map(|r| r.trunc())
-        .collect();
+/// Routes truncated to their network, sorted and deduplicated (so `10.1.2.3/8` and
+/// `10.0.0.0/8` are one route everywhere).
+fn canonical_routes(routes: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
+    let mut routes: Vec<IpNet> = routes.into_iter().map(|r| r.trunc()).collect();
     routes.sort();
     routes.dedup();
+    routes
+}
+
+/// The hostinfo as recorded: canonical advertised routes and tags.
+pub fn normalize_hostinfo(hostinfo: &NodeHostinfo) -> NodeHostinfo {
     NodeHostinfo {
-        advertised_routes: routes,
+        advertised_routes: canonical_routes(hostinfo.advertised_routes.iter().copied()),
         requested_tags: naming::normalize_tags(&hostinfo.requested_tags),
         ..hostinfo.clone()
     }
 }
 
-/// Sorted, deduplicated routes, with the exit pair completed.
+/// Approved routes as recorded: canonical, with the exit pair completed.
 pub fn normalize_routes(routes: &[IpNet]) -> Vec<IpNet> {
-    let mut routes: Vec<IpNet> = routes.iter().map(|r| r.trunc()).collect();
     let exits = exit_routes();
-    if routes.iter().any(|r| exits.contains(r)) {
-        routes.extend(exits);
-    }
-    routes.sort();
-    routes.dedup();
-    routes
+    let has_exit = routes.iter().any(|r| exits.contains(&r.trunc()));
+    let completion = if has_exit { exits.to_vec() } else { Vec::new() };
+    canonical_routes(routes.iter().copied().chain(completion))
 }
 
 fn user(state: &State, id: UserId) -> Result<&super::state::User, Rejection> {

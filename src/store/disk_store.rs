@@ -187,8 +187,4 @@ impl EventStore for DiskStore {
             })
             .collect()
     }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io)
-    }
 }

@@ -130,8 +130,4 @@ impl EventStore for MemoryStore {
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         Ok(self.lock().checkpoints.clone())
     }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }

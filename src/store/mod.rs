@@ -64,7 +64,4 @@ pub trait EventStore: Send + Sync {
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
-
-    /// Makes every earlier write durable (snapshots and checkpoints are written lazily).
-    fn flush(&self) -> Result<(), StoreError>;
 }

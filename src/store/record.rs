@@ -141,6 +141,22 @@ impl StoredRecord {
     }
 }
 
+/// Encodes envelopes as consecutive records chained from `prev_hash` (tests, tools, golden
+/// logs; the engine chains as it decides).
+pub fn encode_chain(
+    envelopes: &[Envelope],
+    mut prev_hash: Digest,
+) -> Result<Vec<StoredRecord>, DecodeError> {
+    envelopes
+        .iter()
+        .map(|envelope| {
+            let record = StoredRecord::encode(envelope, prev_hash)?;
+            prev_hash = record.hash();
+            Ok(record)
+        })
+        .collect()
+}
+
 /// Snapshot bytes: `version u8 | bincode(State)`.
 pub fn encode_snapshot(state: &State) -> Result<Vec<u8>, DecodeError> {
     let mut bytes = vec![SCHEMA_VERSION];

@@ -7,11 +7,13 @@
 use super::record::{StoredRecord, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 use super::StoreError;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const FRAME_HEADER_LEN: usize = 4 + 4 + 8;
+/// Read-ahead while indexing the log at open.
+const SCAN_BUFFER_BYTES: usize = 1 << 20;
 const MAX_BODY_LEN: usize = RECORD_HEADER_LEN + MAX_PAYLOAD_LEN;
 
 fn io(error: std::io::Error) -> StoreError {
@@ -32,31 +34,32 @@ pub struct SegmentLog {
 impl SegmentLog {
     /// Opens (creating) the log file and indexes it, cutting off a torn tail.
     pub fn open(path: &Path) -> Result<SegmentLog, StoreError> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, &file);
+        let mut body = Vec::new();
         let mut offsets = Vec::new();
-        let mut pos = 0usize;
-        while pos < bytes.len() {
+        let mut pos = 0u64;
+        while pos < file_len {
             let seq = offsets.len() as u64 + 1;
-            match parse_frame(&bytes[pos..], seq) {
+            match next_frame(&mut reader, file_len - pos, seq, &mut body).map_err(io)? {
                 Frame::Whole(len) => {
-                    offsets.push(pos as u64);
-                    pos += len;
+                    offsets.push(pos);
+                    pos += len as u64;
                 }
                 Frame::Torn => {
                     tracing::warn!(
                         seq,
                         offset = pos,
-                        cut = bytes.len() - pos,
+                        cut = file_len - pos,
                         "cutting a torn tail off the event log"
                     );
-                    file.set_len(pos as u64).map_err(io)?;
+                    file.set_len(pos).map_err(io)?;
                     file.sync_all().map_err(io)?;
                     break;
                 }
@@ -74,7 +77,7 @@ impl SegmentLog {
         Ok(SegmentLog {
             file,
             offsets,
-            end: pos as u64,
+            end: pos,
         })
     }
 
@@ -188,6 +191,45 @@ enum Frame {
     Corrupt(String),
 }
 
+/// Reads the next frame while indexing the file. The common case (a whole, valid frame)
+/// streams; anything else reads the rest of the file and lets `parse_frame` decide between a
+/// torn tail and damage, so the file is never held in memory whole.
+fn next_frame(
+    reader: &mut impl Read,
+    remaining: u64,
+    expected_seq: u64,
+    body: &mut Vec<u8>,
+) -> std::io::Result<Frame> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    let header_read =
+        remaining >= FRAME_HEADER_LEN as u64 && reader.read_exact(&mut header).is_ok();
+    if header_read {
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let stored_crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+        let seq = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
+        if (RECORD_HEADER_LEN..=MAX_BODY_LEN).contains(&len)
+            && (FRAME_HEADER_LEN + len) as u64 <= remaining
+        {
+            body.resize(len, 0);
+            reader.read_exact(body)?;
+            if seq == expected_seq && stored_crc == crc(seq, body) {
+                return Ok(Frame::Whole(FRAME_HEADER_LEN + len));
+            }
+            let mut rest = header.to_vec();
+            rest.extend_from_slice(body);
+            reader.read_to_end(&mut rest)?;
+            return Ok(parse_frame(&rest, expected_seq));
+        }
+    }
+    let mut rest = if header_read {
+        header.to_vec()
+    } else {
+        Vec::new()
+    };
+    reader.read_to_end(&mut rest)?;
+    Ok(parse_frame(&rest, expected_seq))
+}
+
 fn parse_frame(bytes: &[u8], expected_seq: u64) -> Frame {
     if bytes.len() < FRAME_HEADER_LEN {
         return Frame::Torn;
@@ -227,22 +269,18 @@ mod tests {
     use crate::core::keys::Digest;
     use crate::core::{Actor, Envelope, Event, Timestamp};
 
-    fn records(from: u64, count: u64, mut prev: Digest) -> Vec<StoredRecord> {
-        (from..from + count)
-            .map(|seq| {
-                let envelope = Envelope {
-                    seq,
-                    at: Timestamp(seq as i64),
-                    actor: Actor::System,
-                    event: Event::ServerStarted {
-                        version: format!("v{seq}"),
-                    },
-                };
-                let record = StoredRecord::encode(&envelope, prev).unwrap();
-                prev = record.hash();
-                record
+    fn records(from: u64, count: u64, prev: Digest) -> Vec<StoredRecord> {
+        let envelopes: Vec<Envelope> = (from..from + count)
+            .map(|seq| Envelope {
+                seq,
+                at: Timestamp(seq as i64),
+                actor: Actor::System,
+                event: Event::ServerStarted {
+                    version: format!("v{seq}"),
+                },
             })
-            .collect()
+            .collect();
+        crate::store::record::encode_chain(&envelopes, prev).unwrap()
     }
 
     #[test]
