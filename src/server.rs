@@ -4,6 +4,8 @@
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, IpAllocation, PolicyMode};
+use crate::control::map_hub::{HubOptions, MapHub};
+use crate::control::map_stream::MachineContext;
 use crate::control::{self, server_key::ServerKey};
 use crate::core::event::{Allocation, CoreConfig};
 use crate::core::keys::Digest;
@@ -172,8 +174,33 @@ fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener>
     Ok(listener)
 }
 
+/// The DERP map handed to clients, as JSON.
+fn derp_map_json(_config: &Config) -> serde_json::Value {
+    serde_json::json!({"Regions": {}})
+}
+
+/// Starts the map-stream fan-out and returns what the `/machine/*` handlers share.
+pub fn start_map_hub(config: &Config, engine: &EngineHandle) -> anyhow::Result<MachineContext> {
+    let context = control::netmap_context::netmap_context(config, &derp_map_json(config))?;
+    let tuning = &config.tuning;
+    let hub = MapHub::start(
+        engine,
+        context,
+        HubOptions {
+            batch_change_delay: tuning.batch_change_delay,
+            session_queue: tuning.node_mapsession_buffered_chan_size,
+            offline_grace: tuning.node_offline_grace,
+        },
+    );
+    Ok(MachineContext {
+        engine: engine.clone(),
+        hub,
+        keep_alive: tuning.map_keepalive_interval,
+    })
+}
+
 /// Routes on the main (TCP) listener.
-fn public_router(ctx: ApiContext, server_key: &ServerKey, engine: EngineHandle) -> Router {
+fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContext) -> Router {
     let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
         ctx,
         api::require_api_key,
@@ -198,7 +225,7 @@ fn public_router(ctx: ApiContext, server_key: &ServerKey, engine: EngineHandle) 
                 .post(control::upgrade::handle)
                 .with_state(control::upgrade::ControlContext {
                     server_key: server_key.clone(),
-                    machine_router: control::machine::router(engine),
+                    machine_router: control::machine::router(machine),
                 }),
         )
         .merge(api)
@@ -212,6 +239,7 @@ pub async fn run(
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let ctx = live_context(&config, engine.clone());
+    let machine = start_map_hub(&config, &engine)?;
 
     let unix = bind_unix_socket(&config)?;
     let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
@@ -235,7 +263,7 @@ pub async fn run(
             .into_future(),
     );
     let tcp_server = tokio::spawn(
-        axum::serve(tcp, public_router(ctx, &server_key, engine.clone()))
+        axum::serve(tcp, public_router(ctx, &server_key, machine))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );

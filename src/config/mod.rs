@@ -64,6 +64,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub taildrop: TaildropConfig,
     pub cli: CliConfig,
+    pub tuning: TuningConfig,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
@@ -258,6 +259,35 @@ pub struct EphemeralConfig {
     pub inactivity_timeout: Duration,
 }
 
+/// Timers and queue sizes of the map streams. headscale's names where it has them; every
+/// timer is configurable so tests can run in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TuningConfig {
+    /// How long changes are gathered before they are sent (the per-viewer coalescing tick).
+    #[serde(with = "duration")]
+    pub batch_change_delay: Duration,
+    /// Frames queued per map session before it is served coalesced deltas instead.
+    pub node_mapsession_buffered_chan_size: usize,
+    /// Keep-alive period on idle map streams (the client gives up after 120 s of silence).
+    #[serde(with = "duration")]
+    pub map_keepalive_interval: Duration,
+    /// A node whose stream dropped stays online this long, so a quick reconnect does not flap.
+    #[serde(with = "duration")]
+    pub node_offline_grace: Duration,
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        TuningConfig {
+            batch_change_delay: Duration::from_millis(100),
+            node_mapsession_buffered_chan_size: 30,
+            map_keepalive_interval: Duration::from_secs(50),
+            node_offline_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TaildropConfig {
@@ -351,6 +381,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             taildrop: TaildropConfig::default(),
             cli: CliConfig::default(),
+            tuning: TuningConfig::default(),
             source_path: None,
         }
     }

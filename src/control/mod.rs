@@ -1,8 +1,12 @@
 //! The Tailscale control protocol (TS2021) as the real client speaks it: the server's Noise
-//! key and `GET /key`, the `/ts2021` upgrade, the Noise layer and HTTP/2 inside it. Register
-//! and map streams follow (issue #3).
+//! key and `GET /key`, the `/ts2021` upgrade, the Noise layer and HTTP/2 inside it. Register,
+//! map streams (`map_hub` owns the sessions, `map_stream` serves them) and the netmap's
+//! tailnet-wide context.
 
 pub mod machine;
+pub mod map_hub;
+pub mod map_stream;
+pub mod netmap_context;
 pub mod noise;
 pub mod noise_stream;
 pub mod register;

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod ipalloc;
 pub mod keys;
 pub mod naming;
+pub mod netmap;
 pub mod state;
 pub mod time;
 

@@ -2,6 +2,10 @@
 //! or writes is modelled; unknown fields are ignored on input. These types never enter the
 //! event log: `control/` converts them to domain types by hand.
 
+mod map;
+
+pub use map::*;
+
 use serde::{Deserialize, Serialize};
 
 /// `tailcfg.RegisterRequest`.

@@ -1,0 +1,519 @@
+//! The fan-out: one task that owns every live map session and the volatile presence table,
+//! watches the engine's published state, and on each coalescing tick turns what changed into
+//! one message per affected session.
+//!
+//! Why one task: it is the only place that reads "the state at seq S" and registers sessions,
+//! so the watermark rule (a new session's full map is built from exactly the state its later
+//! deltas start from) holds by construction. Rendering is shared (`PeerCache`) and deltas
+//! are computed against what each session was sent (`SessionView`), so a slow client
+//! coalesces instead of queueing without bound: when its channel is full its pending set
+//! simply grows (bounded by the number of nodes) until the next tick finds room.
+
+use crate::core::ids::NodeId;
+use crate::core::keys::DiscoKey;
+use crate::core::netmap::{Delta, NetmapContext, NodePresence, PeerCache, SessionView};
+use crate::core::State;
+use crate::engine::{Clock, EngineHandle, Published, SystemClock};
+use crate::tailcfg::MapResponse;
+use axum::body::Bytes;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Commands from stream handlers to the hub.
+const HUB_QUEUE: usize = 4096;
+
+/// What a client reports about itself on a map request. `None` fields leave the stored value
+/// alone (streaming requests are read-only for what they leave empty).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub endpoints: Option<Vec<String>>,
+    pub disco_key: Option<DiscoKey>,
+    pub home_derp: Option<u32>,
+    pub capability_version: u32,
+    pub hostinfo: Option<Arc<serde_json::Value>>,
+}
+
+/// A session the hub opened: its id and the frames to write, the full map first.
+pub struct OpenedSession {
+    pub id: u64,
+    pub frames: mpsc::Receiver<Bytes>,
+}
+
+enum HubMessage {
+    Open {
+        node: NodeId,
+        report: Report,
+        compress: bool,
+        reply: oneshot::Sender<Option<OpenedSession>>,
+    },
+    Close {
+        node: NodeId,
+        session: u64,
+    },
+    Report {
+        node: NodeId,
+        report: Report,
+    },
+    Snapshot {
+        node: NodeId,
+        compress: bool,
+        reply: oneshot::Sender<Option<Bytes>>,
+    },
+}
+
+/// Presence as the API reads it (`online`, `lastSeen`): written only by the hub.
+pub type PresenceTable = Arc<RwLock<HashMap<NodeId, NodePresence>>>;
+
+/// Timers and sizes (from `tuning:` in the config).
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    pub batch_change_delay: Duration,
+    pub session_queue: usize,
+    pub offline_grace: Duration,
+}
+
+/// The handle stream handlers hold.
+#[derive(Clone)]
+pub struct MapHub {
+    tx: mpsc::Sender<HubMessage>,
+    presence: PresenceTable,
+}
+
+impl MapHub {
+    /// Starts the hub task; it ends when every handle is dropped.
+    pub fn start(engine: &EngineHandle, context: NetmapContext, options: HubOptions) -> MapHub {
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        let presence: PresenceTable = Arc::default();
+        let published = engine.subscribe();
+        let state = published.borrow().state.clone();
+        let mut cache = PeerCache::default();
+        let now = SystemClock.now();
+        {
+            let table = presence.read().unwrap_or_else(|e| e.into_inner());
+            let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
+            if let Err(error) = cache.refresh_all(&state, &lookup, now) {
+                tracing::error!(%error, "cannot render nodes");
+            }
+        }
+        let hub = Hub {
+            state,
+            published,
+            context,
+            cache,
+            presence: presence.clone(),
+            sessions: HashMap::new(),
+            next_session: 1,
+            dirty: BTreeSet::new(),
+            everything: false,
+            going_offline: HashMap::new(),
+            options,
+            compressor: None,
+        };
+        tokio::spawn(hub.run(rx));
+        MapHub { tx, presence }
+    }
+
+    pub fn presence(&self) -> PresenceTable {
+        self.presence.clone()
+    }
+
+    /// Opens the node's session (replacing an older one). `None` if the node is gone.
+    pub async fn open(
+        &self,
+        node: NodeId,
+        report: Report,
+        compress: bool,
+    ) -> Option<OpenedSession> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(HubMessage::Open {
+                node,
+                report,
+                compress,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// One full map, for a non-streaming request; no session is registered.
+    pub async fn snapshot(&self, node: NodeId, compress: bool) -> Option<Bytes> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(HubMessage::Snapshot {
+                node,
+                compress,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// A lite update (`Stream:false`): new endpoints, disco key or home DERP.
+    pub async fn report(&self, node: NodeId, report: Report) {
+        let _ = self.tx.send(HubMessage::Report { node, report }).await;
+    }
+
+    /// Called when a stream ends (from a drop guard, hence not async).
+    pub fn close(&self, node: NodeId, session: u64) {
+        if self
+            .tx
+            .try_send(HubMessage::Close { node, session })
+            .is_err()
+        {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(HubMessage::Close { node, session }).await;
+            });
+        }
+    }
+}
+
+struct LiveSession {
+    id: u64,
+    view: SessionView,
+    frames: mpsc::Sender<Bytes>,
+    compress: bool,
+    pending: BTreeSet<NodeId>,
+    pending_everything: bool,
+}
+
+struct Hub {
+    state: Arc<State>,
+    published: watch::Receiver<Published>,
+    context: NetmapContext,
+    cache: PeerCache,
+    presence: PresenceTable,
+    /// One live session per node.
+    sessions: HashMap<NodeId, LiveSession>,
+    next_session: u64,
+    /// Nodes whose rendering changed since the last tick.
+    dirty: BTreeSet<NodeId>,
+    /// A tailnet-wide change since the last tick.
+    everything: bool,
+    going_offline: HashMap<NodeId, Instant>,
+    options: HubOptions,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Hub {
+    async fn run(mut self, mut rx: mpsc::Receiver<HubMessage>) {
+        let mut tick = tokio::time::interval(self.options.batch_change_delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut engine_alive = true;
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(message) => self.handle(message),
+                    None => break,
+                },
+                changed = self.published.changed(), if engine_alive => {
+                    if changed.is_err() {
+                        engine_alive = false;
+                        continue;
+                    }
+                    self.catch_up();
+                }
+                _ = tick.tick() => self.flush(),
+            }
+        }
+    }
+
+    fn update_presence(&mut self, node: NodeId, change: impl FnOnce(&mut NodePresence)) {
+        let mut table = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let entry = table.entry(node).or_default();
+        let before = entry.clone();
+        change(entry);
+        if *entry != before {
+            self.dirty.insert(node);
+        }
+    }
+
+    /// Takes in the newest published state and notes what changed in it.
+    fn catch_up(&mut self) {
+        let new = self.published.borrow_and_update().state.clone();
+        if Arc::ptr_eq(&new, &self.state) {
+            return;
+        }
+        for item in self.state.nodes.diff(&new.nodes) {
+            let id = match item {
+                imbl::ordmap::DiffItem::Add(id, _) => id,
+                imbl::ordmap::DiffItem::Update { new: (id, _), .. } => id,
+                imbl::ordmap::DiffItem::Remove(id, _) => id,
+            };
+            self.dirty.insert(*id);
+        }
+        if self.state.users != new.users
+            || self.state.policy != new.policy
+            || self.state.config != new.config
+        {
+            self.everything = true;
+        }
+        let removed: Vec<NodeId> = self
+            .sessions
+            .keys()
+            .filter(|id| !new.nodes.contains_key(id))
+            .copied()
+            .collect();
+        self.state = new;
+        for node in removed {
+            // Dropping the sender ends the stream of a deleted node.
+            self.sessions.remove(&node);
+            self.going_offline.remove(&node);
+            self.presence
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node);
+        }
+    }
+
+    fn handle(&mut self, message: HubMessage) {
+        match message {
+            HubMessage::Open {
+                node,
+                report,
+                compress,
+                reply,
+            } => {
+                let _ = reply.send(self.open(node, report, compress));
+            }
+            HubMessage::Close { node, session } => {
+                if self.sessions.get(&node).is_some_and(|s| s.id == session) {
+                    self.sessions.remove(&node);
+                    self.going_offline
+                        .insert(node, Instant::now() + self.options.offline_grace);
+                }
+            }
+            HubMessage::Snapshot {
+                node,
+                compress,
+                reply,
+            } => {
+                self.catch_up();
+                self.render_dirty();
+                let full = SessionView::full(
+                    node,
+                    &self.state,
+                    &self.cache,
+                    &self.context,
+                    SystemClock.now(),
+                );
+                let frame = full.and_then(|(_, response)| self.encode(&response, compress));
+                let _ = reply.send(frame);
+            }
+            HubMessage::Report { node, report } => {
+                if self.state.nodes.contains_key(&node) {
+                    self.update_presence(node, |p| apply_report(p, report));
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, node: NodeId, report: Report, compress: bool) -> Option<OpenedSession> {
+        // The node may have registered a moment ago: serve it from the newest state.
+        self.catch_up();
+        if !self.state.nodes.contains_key(&node) {
+            return None;
+        }
+        self.going_offline.remove(&node);
+        self.update_presence(node, |p| {
+            apply_report(p, report);
+            p.online = true;
+            p.last_seen = None;
+        });
+        // Everything already noticed is rendered now, so the full map and the deltas that
+        // follow start from the same point.
+        self.render_dirty();
+        let now = SystemClock.now();
+        let (view, response) =
+            SessionView::full(node, &self.state, &self.cache, &self.context, now)?;
+        let frame = self.encode(&response, compress)?;
+        let (frames_tx, frames_rx) = mpsc::channel(self.options.session_queue.max(1));
+        frames_tx.try_send(frame).ok()?;
+        let id = self.next_session;
+        self.next_session += 1;
+        // A newer stream replaces the older one; dropping its sender ends it.
+        self.sessions.insert(
+            node,
+            LiveSession {
+                id,
+                view,
+                frames: frames_tx,
+                compress,
+                pending: BTreeSet::new(),
+                pending_everything: false,
+            },
+        );
+        Some(OpenedSession {
+            id,
+            frames: frames_rx,
+        })
+    }
+
+    /// Re-renders what changed and hands it to every session's pending set.
+    fn render_dirty(&mut self) {
+        if self.dirty.is_empty() && !self.everything {
+            return;
+        }
+        let now = SystemClock.now();
+        let presence = self.presence.clone();
+        let table = presence.read().unwrap_or_else(|e| e.into_inner());
+        let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
+        let result = if self.everything {
+            self.cache.refresh_all(&self.state, &lookup, now)
+        } else {
+            self.cache
+                .refresh(&self.state, &lookup, self.dirty.iter().copied(), now)
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "cannot render nodes");
+        }
+        drop(table);
+        for session in self.sessions.values_mut() {
+            session.pending.extend(self.dirty.iter().copied());
+            session.pending_everything |= self.everything;
+        }
+        self.dirty.clear();
+        self.everything = false;
+    }
+
+    /// The coalescing tick: offline transitions, then one message per session that has
+    /// something new and room to take it.
+    fn flush(&mut self) {
+        let now_instant = Instant::now();
+        let expired: Vec<NodeId> = self
+            .going_offline
+            .iter()
+            .filter(|(_, at)| **at <= now_instant)
+            .map(|(node, _)| *node)
+            .collect();
+        let now = SystemClock.now();
+        for node in expired {
+            self.going_offline.remove(&node);
+            if self.state.nodes.contains_key(&node) {
+                self.update_presence(node, |p| {
+                    p.online = false;
+                    p.last_seen = Some(now);
+                });
+            }
+        }
+        self.render_dirty();
+
+        let mut gone = Vec::new();
+        let mut compressor = self.compressor.take();
+        for (node, session) in self.sessions.iter_mut() {
+            if session.pending.is_empty() && !session.pending_everything {
+                continue;
+            }
+            let Ok(permit) = session.frames.try_reserve() else {
+                // Full (a slow client: its changes keep coalescing) or closed.
+                if session.frames.is_closed() {
+                    gone.push(*node);
+                }
+                continue;
+            };
+            let changed: Vec<NodeId> = std::mem::take(&mut session.pending).into_iter().collect();
+            let everything = std::mem::take(&mut session.pending_everything);
+            match session.view.delta(
+                &changed,
+                everything,
+                &self.state,
+                &self.cache,
+                &self.context,
+                now,
+            ) {
+                Delta::Nothing => {}
+                Delta::Message(response) => {
+                    match encode_with(&mut compressor, &response, session.compress) {
+                        Some(frame) => permit.send(frame),
+                        None => gone.push(*node),
+                    }
+                }
+                Delta::ViewerGone => gone.push(*node),
+            }
+        }
+        self.compressor = compressor;
+        for node in gone {
+            self.sessions.remove(&node);
+        }
+    }
+
+    fn encode(&mut self, response: &MapResponse, compress: bool) -> Option<Bytes> {
+        let mut compressor = self.compressor.take();
+        let frame = encode_with(&mut compressor, response, compress);
+        self.compressor = compressor;
+        frame
+    }
+}
+
+fn apply_report(presence: &mut NodePresence, report: Report) {
+    if let Some(endpoints) = report.endpoints {
+        presence.endpoints = endpoints;
+    }
+    if let Some(disco) = report.disco_key {
+        presence.disco_key = Some(disco);
+    }
+    if let Some(home) = report.home_derp {
+        presence.home_derp = home;
+    }
+    if report.capability_version != 0 {
+        presence.capability_version = report.capability_version;
+    }
+    if let Some(hostinfo) = report.hostinfo {
+        presence.hostinfo = Some(hostinfo);
+    }
+}
+
+/// One frame of the map stream: little-endian u32 length, then the (zstd) JSON.
+fn encode_with(
+    compressor: &mut Option<zstd::bulk::Compressor<'static>>,
+    response: &MapResponse,
+    compress: bool,
+) -> Option<Bytes> {
+    let json = match serde_json::to_vec(response) {
+        Ok(json) => json,
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a map response");
+            return None;
+        }
+    };
+    let body = if compress {
+        if compressor.is_none() {
+            *compressor = zstd::bulk::Compressor::new(1).ok();
+        }
+        let compressed = compressor.as_mut()?.compress(&json);
+        match compressed {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "zstd failed");
+                return None;
+            }
+        }
+    } else {
+        json
+    };
+    Some(frame(&body))
+}
+
+/// Prefixes `body` with its little-endian length.
+pub fn frame(body: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// The keep-alive frame, byte-identical every time (the client short-circuits repeats).
+pub fn keep_alive_frame(compress: bool) -> Bytes {
+    let json = br#"{"KeepAlive":true}"#;
+    if compress {
+        if let Ok(body) = zstd::bulk::compress(json, 1) {
+            return frame(&body);
+        }
+    }
+    frame(json)
+}

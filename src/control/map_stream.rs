@@ -1,0 +1,227 @@
+//! `POST /machine/map` inside the Noise channel. A streaming request (`Stream:true`) opens
+//! the node's map session with the hub and becomes a long HTTP/2 response: the full map,
+//! then deltas, with a keep-alive whenever the stream has been quiet for the keep-alive
+//! interval. A lite update (`Stream:false, OmitPeers:true`) only reports endpoints, disco
+//! key and home DERP and gets an empty 200. The facts in the request's Hostinfo (hostname,
+//! OS, advertised routes, requested tags) are recorded when they change.
+
+use super::map_hub::{keep_alive_frame, MapHub, Report};
+use super::register::{hostinfo_from_wire, MIN_CAPABILITY_VERSION};
+use super::upgrade::Peer;
+use crate::core::ids::NodeId;
+use crate::core::keys::{DiscoKey, NodeKey};
+use crate::core::{Actor, Command};
+use crate::engine::EngineHandle;
+use crate::tailcfg::{self, MapRequest};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRef, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use http_body::Frame;
+use rand::Rng;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the `/machine/*` handlers share.
+#[derive(Clone)]
+pub struct MachineContext {
+    pub engine: EngineHandle,
+    pub hub: MapHub,
+    pub keep_alive: Duration,
+}
+
+impl FromRef<MachineContext> for EngineHandle {
+    fn from_ref(context: &MachineContext) -> EngineHandle {
+        context.engine.clone()
+    }
+}
+
+fn status(code: StatusCode, message: &str) -> Response {
+    (code, format!("{message}\n")).into_response()
+}
+
+/// The client's report, from a map request.
+fn report_of(request: &MapRequest) -> Report {
+    let disco_key = DiscoKey::parse(&request.disco_key, false)
+        .ok()
+        .filter(|k| k.0 != [0; 32]);
+    let mut home_derp = None;
+    let hostinfo = request.hostinfo.clone().map(|mut hostinfo| {
+        if let Some(object) = hostinfo.as_object_mut() {
+            if let Some(net_info) = object.remove("NetInfo") {
+                home_derp = net_info
+                    .get("PreferredDERP")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|v| u32::try_from(v).ok());
+            }
+        }
+        Arc::new(hostinfo)
+    });
+    Report {
+        endpoints: request.endpoints.clone().filter(|e| !e.is_empty()),
+        disco_key,
+        home_derp,
+        capability_version: request.version,
+        hostinfo,
+    }
+}
+
+pub async fn map(
+    State(context): State<MachineContext>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    if peer.capability_version < MIN_CAPABILITY_VERSION {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "this Tailscale client is too old; this server needs Tailscale 1.80 or newer",
+        );
+    }
+    let request: MapRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid MapRequest: {error}"),
+            )
+        }
+    };
+    let Ok(node_key) = NodeKey::parse(&request.node_key, false) else {
+        return status(StatusCode::BAD_REQUEST, "invalid NodeKey");
+    };
+    let state = context.engine.state();
+    let Some(node) = state
+        .node_by_node_key(&node_key)
+        .filter(|n| n.machine_key == peer.machine_key)
+    else {
+        return status(StatusCode::NOT_FOUND, "node not found");
+    };
+    let node_id = node.id;
+
+    // Record changed facts (hostname, OS, routes, tags) without holding up the stream.
+    if let Some(raw) = &request.hostinfo {
+        if let Ok(wire) = serde_json::from_value::<tailcfg::Hostinfo>(raw.clone()) {
+            let facts = hostinfo_from_wire(Some(&wire));
+            if facts != node.hostinfo {
+                let engine = context.engine.clone();
+                let machine = peer.machine_key;
+                tokio::spawn(async move {
+                    let command = Command::UpdateHostinfo {
+                        id: node_id,
+                        hostinfo: facts,
+                    };
+                    if let Err(error) = engine.execute(Actor::Machine(machine), command).await {
+                        tracing::warn!(node = node_id.0, %error, "hostinfo not recorded");
+                    }
+                });
+            }
+        }
+    }
+
+    let report = report_of(&request);
+    let compress = request.compress == "zstd";
+    if !request.stream {
+        context.hub.report(node_id, report).await;
+        if request.omit_peers {
+            return StatusCode::OK.into_response();
+        }
+        return match context.hub.snapshot(node_id, compress).await {
+            Some(frame) => stream_response(Body::from(frame)),
+            None => status(StatusCode::NOT_FOUND, "node not found"),
+        };
+    }
+
+    let Some(session) = context.hub.open(node_id, report, compress).await else {
+        return status(StatusCode::NOT_FOUND, "node not found");
+    };
+    tracing::info!(node = node_id.0, session = session.id, "map stream opened");
+    let body = MapBody {
+        frames: session.frames,
+        keep_alive_frame: keep_alive_frame(compress),
+        keep_alive: context.keep_alive,
+        timer: Box::pin(tokio::time::sleep(jittered(context.keep_alive))),
+        guard: SessionGuard {
+            hub: context.hub.clone(),
+            node: node_id,
+            session: session.id,
+        },
+    };
+    stream_response(Body::new(body))
+}
+
+fn stream_response(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The keep-alive period plus up to a fifth of it at random, so streams opened together do
+/// not wake together.
+fn jittered(period: Duration) -> Duration {
+    let spread = period.as_millis() as u64 / 5;
+    period + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
+}
+
+/// Tells the hub when the response is dropped (client gone, or the stream ended).
+struct SessionGuard {
+    hub: MapHub,
+    node: NodeId,
+    session: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        tracing::info!(
+            node = self.node.0,
+            session = self.session,
+            "map stream closed"
+        );
+        self.hub.close(self.node, self.session);
+    }
+}
+
+/// The streaming body: frames from the hub, keep-alives in the quiet gaps.
+struct MapBody {
+    frames: mpsc::Receiver<Bytes>,
+    keep_alive_frame: Bytes,
+    keep_alive: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    guard: SessionGuard,
+}
+
+impl http_body::Body for MapBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let _ = &this.guard;
+        match this.frames.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => {
+                let next = tokio::time::Instant::now() + jittered(this.keep_alive);
+                this.timer.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            }
+            // Replaced by a newer stream, or the node was deleted.
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            let next = tokio::time::Instant::now() + jittered(this.keep_alive);
+            this.timer.as_mut().reset(next);
+            return Poll::Ready(Some(Ok(Frame::data(this.keep_alive_frame.clone()))));
+        }
+        Poll::Pending
+    }
+}

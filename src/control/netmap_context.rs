@@ -1,0 +1,66 @@
+//! The tailnet-wide parts of every netmap, built from the config once at start: DNS
+//! (MagicDNS, resolvers, split DNS, search domains, extra records), the DERP map and the
+//! packet filter (allow-all until the policy engine lands).
+
+use crate::config::{Config, RecordType};
+use crate::core::netmap::NetmapContext;
+use crate::tailcfg::{DnsConfig, DnsRecord, FilterRule, Resolver, SharedJson};
+
+/// `DNSConfig` as headscale derives it: global nameservers replace the client's own only
+/// with `override_local_dns` (otherwise they are fallbacks), split DNS becomes `Routes`, and
+/// the base domain leads the search domains.
+pub fn dns_config(config: &Config) -> DnsConfig {
+    let dns = &config.dns;
+    let resolvers = |servers: &[String]| -> Vec<Resolver> {
+        servers
+            .iter()
+            .map(|addr| Resolver { addr: addr.clone() })
+            .collect()
+    };
+    let global = resolvers(&dns.nameservers.global);
+    let mut out = DnsConfig {
+        proxied: dns.magic_dns,
+        routes: dns
+            .nameservers
+            .split
+            .iter()
+            .map(|(domain, servers)| (domain.clone(), resolvers(servers)))
+            .collect(),
+        extra_records: dns
+            .extra_records
+            .iter()
+            .map(|r| DnsRecord {
+                name: r.name.clone(),
+                record_type: match r.record_type {
+                    RecordType::A => "A".into(),
+                    RecordType::Aaaa => "AAAA".into(),
+                },
+                value: r.value.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if dns.override_local_dns {
+        out.resolvers = global;
+    } else {
+        out.fallback_resolvers = global;
+    }
+    if !dns.base_domain.is_empty() {
+        out.domains.push(dns.base_domain.clone());
+    }
+    out.domains.extend(dns.search_domains.iter().cloned());
+    out
+}
+
+/// Everything tailnet-wide, rendered once; `derp_map` is the DERP map's JSON.
+pub fn netmap_context(
+    config: &Config,
+    derp_map: &serde_json::Value,
+) -> Result<NetmapContext, serde_json::Error> {
+    Ok(NetmapContext {
+        derp_map: SharedJson::new(derp_map)?,
+        dns_config: SharedJson::new(&dns_config(config))?,
+        packet_filter: SharedJson::new(&FilterRule::allow_all())?,
+        domain: config.dns.base_domain.clone(),
+    })
+}

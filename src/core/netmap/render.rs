@@ -1,0 +1,271 @@
+//! One node as the client sees it (`tailcfg::Node`), rendered from facts plus presence, and
+//! the cache that renders each node once per change for all viewers.
+
+use super::NodePresence;
+use crate::core::ids::NodeId;
+use crate::core::state::{Node, State};
+use crate::core::Timestamp;
+use crate::tailcfg::{self, PeerChange, SharedJson, UserProfile};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// Tailscale's user id for tagged devices: a tagged node is owned by its tags, not a user.
+pub const TAGGED_DEVICES_USER_ID: u64 = 2_147_455_555;
+
+/// The user id a node is shown under.
+fn shown_user(node: &Node) -> u64 {
+    match node.user {
+        Some(user) if !node.is_tagged() => user.0,
+        _ => TAGGED_DEVICES_USER_ID,
+    }
+}
+
+/// The profile of the user a node is shown under.
+pub fn user_profile(state: &State, node: &Node) -> UserProfile {
+    match node.user.and_then(|id| state.users.get(&id)) {
+        Some(user) if !node.is_tagged() => UserProfile {
+            id: user.id.0,
+            login_name: if user.email.is_empty() {
+                user.name.clone()
+            } else {
+                user.email.clone()
+            },
+            display_name: if user.display_name.is_empty() {
+                user.name.clone()
+            } else {
+                user.display_name.clone()
+            },
+        },
+        _ => UserProfile {
+            id: TAGGED_DEVICES_USER_ID,
+            login_name: "tagged-devices".into(),
+            display_name: "tagged-devices".into(),
+        },
+    }
+}
+
+/// The node's `Hostinfo` for peers: what the client last reported, or (before it has
+/// reported since a restart) the logged subset.
+fn hostinfo(node: &Node, presence: &NodePresence) -> serde_json::Value {
+    if let Some(reported) = &presence.hostinfo {
+        return reported.as_ref().clone();
+    }
+    let h = &node.hostinfo;
+    let mut out = serde_json::Map::new();
+    let mut text = |key: &str, value: &str| {
+        if !value.is_empty() {
+            out.insert(key.into(), value.into());
+        }
+    };
+    text("Hostname", &h.hostname);
+    text("OS", &h.os);
+    text("OSVersion", &h.os_version);
+    text("IPNVersion", &h.client_version);
+    if !h.advertised_routes.is_empty() {
+        let routes: Vec<String> = h.advertised_routes.iter().map(|r| r.to_string()).collect();
+        out.insert("RoutableIPs".into(), routes.into());
+    }
+    if !h.requested_tags.is_empty() {
+        out.insert("RequestTags".into(), h.requested_tags.clone().into());
+    }
+    if !h.ssh_host_keys.is_empty() {
+        out.insert("sshHostKeys".into(), h.ssh_host_keys.clone().into());
+    }
+    serde_json::Value::Object(out)
+}
+
+/// Renders `node` as every viewer sees it (per-viewer variants arrive with the policy
+/// engine).
+pub fn render_node(
+    state: &State,
+    node: &Node,
+    presence: &NodePresence,
+    now: Timestamp,
+) -> tailcfg::Node {
+    let base_domain = &state.config.core.base_domain;
+    let mut addresses = Vec::new();
+    if let Some(v4) = node.ipv4 {
+        addresses.push(format!("{v4}/32"));
+    }
+    if let Some(v6) = node.ipv6 {
+        addresses.push(format!("{v6}/128"));
+    }
+    let routes: Vec<String> = node.subnet_routes().iter().map(|r| r.to_string()).collect();
+    let mut allowed_ips = addresses.clone();
+    allowed_ips.extend(routes.iter().cloned());
+    let primary_routes = node
+        .subnet_routes()
+        .iter()
+        .filter(|r| r.prefix_len() != 0)
+        .map(|r| r.to_string())
+        .collect();
+    let name = if base_domain.is_empty() {
+        format!("{}.", node.given_name)
+    } else {
+        format!("{}.{}.", node.given_name, base_domain)
+    };
+    tailcfg::Node {
+        id: node.id.0,
+        stable_id: node.id.0.to_string(),
+        name,
+        user: shown_user(node),
+        key: node.node_key.to_string(),
+        key_expiry: node.expiry.map(|t| t.to_rfc3339()),
+        machine: node.machine_key.to_string(),
+        disco_key: presence
+            .disco_key
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        addresses,
+        allowed_ips,
+        endpoints: presence.endpoints.clone(),
+        legacy_derp: if presence.home_derp == 0 {
+            String::new()
+        } else {
+            format!("127.3.3.40:{}", presence.home_derp)
+        },
+        home_derp: presence.home_derp,
+        hostinfo: hostinfo(node, presence),
+        created: node.created_at.to_rfc3339(),
+        cap: presence.capability_version,
+        tags: node.tags.clone(),
+        primary_routes,
+        last_seen: if presence.online {
+            None
+        } else {
+            presence.last_seen.map(|t| t.to_rfc3339())
+        },
+        online: Some(presence.online),
+        machine_authorized: node.authorized,
+        cap_map: Default::default(),
+        expired: node.is_expired(now),
+    }
+}
+
+/// The fields a `PeersChangedPatch` can carry, as last rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceFields {
+    pub home_derp: u32,
+    pub endpoints: Vec<String>,
+    pub disco_key: String,
+    pub online: Option<bool>,
+    pub last_seen: Option<String>,
+}
+
+impl PresenceFields {
+    fn of(node: &tailcfg::Node) -> Self {
+        PresenceFields {
+            home_derp: node.home_derp,
+            endpoints: node.endpoints.clone(),
+            disco_key: node.disco_key.clone(),
+            online: node.online,
+            last_seen: node.last_seen.clone(),
+        }
+    }
+
+    /// The patch that turns `sent` into `self`, or `None` when nothing differs.
+    pub fn patch_from(&self, sent: &PresenceFields, node_id: u64) -> Option<PeerChange> {
+        if self == sent {
+            return None;
+        }
+        let mut patch = PeerChange {
+            node_id,
+            ..Default::default()
+        };
+        if self.home_derp != sent.home_derp {
+            patch.derp_region = Some(self.home_derp);
+        }
+        if self.endpoints != sent.endpoints {
+            patch.endpoints = Some(self.endpoints.clone());
+        }
+        if self.disco_key != sent.disco_key {
+            patch.disco_key = Some(self.disco_key.clone());
+        }
+        if self.online != sent.online {
+            patch.online = self.online;
+        }
+        if self.last_seen != sent.last_seen {
+            patch.last_seen = self.last_seen.clone();
+        }
+        Some(patch)
+    }
+}
+
+/// A node rendered once: its JSON, a hash of everything but presence (a change there needs
+/// a full `PeersChanged`), and the presence fields (a change there is a patch).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub json: SharedJson,
+    pub identity: u64,
+    pub presence: PresenceFields,
+    pub user: u64,
+}
+
+impl Rendered {
+    fn new(node: tailcfg::Node) -> Result<Self, serde_json::Error> {
+        let presence = PresenceFields::of(&node);
+        let json = SharedJson::new(&node)?;
+        let mut identity_only = node;
+        identity_only.home_derp = 0;
+        identity_only.legacy_derp.clear();
+        identity_only.endpoints.clear();
+        identity_only.disco_key.clear();
+        identity_only.online = None;
+        identity_only.last_seen = None;
+        let mut hasher = DefaultHasher::new();
+        serde_json::to_string(&identity_only)?.hash(&mut hasher);
+        Ok(Rendered {
+            json,
+            identity: hasher.finish(),
+            presence,
+            user: identity_only.user,
+        })
+    }
+}
+
+/// Every node rendered once, refreshed only for the nodes that changed.
+#[derive(Debug, Default)]
+pub struct PeerCache {
+    nodes: HashMap<NodeId, Rendered>,
+}
+
+impl PeerCache {
+    pub fn get(&self, id: NodeId) -> Option<&Rendered> {
+        self.nodes.get(&id)
+    }
+
+    /// Re-renders `ids` from `state` (dropping those that no longer exist).
+    pub fn refresh(
+        &mut self,
+        state: &State,
+        presence: &dyn Fn(NodeId) -> NodePresence,
+        ids: impl IntoIterator<Item = NodeId>,
+        now: Timestamp,
+    ) -> Result<(), serde_json::Error> {
+        for id in ids {
+            match state.nodes.get(&id) {
+                Some(node) => {
+                    let rendered = Rendered::new(render_node(state, node, &presence(id), now))?;
+                    self.nodes.insert(id, rendered);
+                }
+                None => {
+                    self.nodes.remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-renders everything (a tailnet-wide change).
+    pub fn refresh_all(
+        &mut self,
+        state: &State,
+        presence: &dyn Fn(NodeId) -> NodePresence,
+        now: Timestamp,
+    ) -> Result<(), serde_json::Error> {
+        self.nodes.retain(|id, _| state.nodes.contains_key(id));
+        let ids: Vec<NodeId> = state.nodes.keys().copied().collect();
+        self.refresh(state, presence, ids, now)
+    }
+}

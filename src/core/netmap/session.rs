@@ -1,0 +1,230 @@
+//! What one map session has told its client, and the message that brings the client up to
+//! date. Deltas are computed against what was *sent*, not from a list of events, so changes
+//! that pile up while a client is slow coalesce into one message, and a session can never
+//! miss or repeat a change.
+
+use super::render::{PeerCache, PresenceFields};
+use super::{can_see, NetmapContext};
+use crate::core::ids::NodeId;
+use crate::core::state::State;
+use crate::core::Timestamp;
+use crate::tailcfg::{self, MapResponse, UserProfile};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone)]
+struct SentPeer {
+    identity: u64,
+    presence: PresenceFields,
+}
+
+/// The client's view as this session built it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    viewer: NodeId,
+    self_identity: u64,
+    peers: HashMap<NodeId, SentPeer>,
+    profiles: HashMap<u64, UserProfile>,
+    derp_map: String,
+    dns_config: String,
+    packet_filter: String,
+    domain: String,
+}
+
+/// The result of bringing a session up to date.
+#[derive(Debug)]
+pub enum Delta {
+    /// The client already has everything.
+    Nothing,
+    Message(Box<MapResponse>),
+    /// The viewer itself is gone (deleted): its stream should end.
+    ViewerGone,
+}
+
+impl SessionView {
+    pub fn viewer(&self) -> NodeId {
+        self.viewer
+    }
+
+    /// Whether this session has told its client about `peer`.
+    pub fn has_peer(&self, peer: NodeId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// The first message of a stream: everything. `None` if the viewer does not exist.
+    pub fn full(
+        viewer: NodeId,
+        state: &State,
+        cache: &PeerCache,
+        context: &NetmapContext,
+        now: Timestamp,
+    ) -> Option<(SessionView, MapResponse)> {
+        let node = state.nodes.get(&viewer)?;
+        let own = cache.get(viewer)?;
+        let mut view = SessionView {
+            viewer,
+            self_identity: own.identity,
+            peers: HashMap::new(),
+            profiles: HashMap::new(),
+            derp_map: context.derp_map.get().to_owned(),
+            dns_config: context.dns_config.get().to_owned(),
+            packet_filter: context.packet_filter.get().to_owned(),
+            domain: context.domain.clone(),
+        };
+        let mut response = MapResponse {
+            node: Some(own.json.clone()),
+            derp_map: Some(context.derp_map.clone()),
+            dns_config: Some(context.dns_config.clone()),
+            domain: context.domain.clone(),
+            collect_services: Some(false),
+            packet_filters: Some(BTreeMap::from([(
+                "base".to_string(),
+                context.packet_filter.clone(),
+            )])),
+            control_time: Some(now.to_rfc3339()),
+            debug: Some(tailcfg::Debug {
+                disable_log_tail: true,
+            }),
+            ..Default::default()
+        };
+        view.note_profile(super::user_profile(state, node), &mut response);
+        for peer in state.nodes.values().filter(|peer| can_see(node, peer)) {
+            let Some(rendered) = cache.get(peer.id) else {
+                continue;
+            };
+            response.peers.push(rendered.json.clone());
+            view.peers.insert(
+                peer.id,
+                SentPeer {
+                    identity: rendered.identity,
+                    presence: rendered.presence.clone(),
+                },
+            );
+            view.note_profile(super::user_profile(state, peer), &mut response);
+        }
+        Some((view, response))
+    }
+
+    /// Adds `profile` to the message unless the client already has it as it is.
+    fn note_profile(&mut self, profile: UserProfile, response: &mut MapResponse) {
+        if self.profiles.get(&profile.id) != Some(&profile) {
+            self.profiles.insert(profile.id, profile.clone());
+            response.user_profiles.push(profile);
+        }
+    }
+
+    /// Brings the session up to date with the nodes in `changed` (or with every node, when
+    /// `everything`), whose renderings in `cache` are current.
+    pub fn delta(
+        &mut self,
+        changed: &[NodeId],
+        everything: bool,
+        state: &State,
+        cache: &PeerCache,
+        context: &NetmapContext,
+        now: Timestamp,
+    ) -> Delta {
+        let Some(viewer) = state.nodes.get(&self.viewer) else {
+            return Delta::ViewerGone;
+        };
+        let mut response = MapResponse::default();
+
+        let mut candidates: Vec<NodeId> = if everything {
+            let mut all: Vec<NodeId> = state.nodes.keys().copied().collect();
+            all.extend(self.peers.keys().filter(|id| !state.nodes.contains_key(id)));
+            all
+        } else {
+            changed.to_vec()
+        };
+        candidates.sort_unstable();
+        candidates.dedup();
+
+        for id in candidates {
+            if id == self.viewer {
+                if let Some(own) = cache.get(id) {
+                    if own.identity != self.self_identity {
+                        self.self_identity = own.identity;
+                        response.node = Some(own.json.clone());
+                    }
+                }
+                if everything {
+                    self.note_profile(super::user_profile(state, viewer), &mut response);
+                }
+                continue;
+            }
+            let peer = state.nodes.get(&id);
+            let visible = peer.is_some_and(|peer| can_see(viewer, peer));
+            let rendered = if visible { cache.get(id) } else { None };
+            match (rendered, self.peers.get_mut(&id)) {
+                (Some(rendered), None) => {
+                    response.peers_changed.push(rendered.json.clone());
+                    self.peers.insert(
+                        id,
+                        SentPeer {
+                            identity: rendered.identity,
+                            presence: rendered.presence.clone(),
+                        },
+                    );
+                }
+                (Some(rendered), Some(sent)) => {
+                    if rendered.identity != sent.identity {
+                        response.peers_changed.push(rendered.json.clone());
+                        sent.identity = rendered.identity;
+                        sent.presence = rendered.presence.clone();
+                    } else if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
+                        response.peers_changed_patch.push(patch);
+                        sent.presence = rendered.presence.clone();
+                    } else {
+                        continue;
+                    }
+                }
+                (None, Some(_)) => {
+                    self.peers.remove(&id);
+                    response.peers_removed.push(id.0);
+                    continue;
+                }
+                (None, None) => continue,
+            }
+            if let Some(peer) = peer {
+                self.note_profile(super::user_profile(state, peer), &mut response);
+            }
+        }
+
+        if context.derp_map.get() != self.derp_map {
+            self.derp_map = context.derp_map.get().to_owned();
+            response.derp_map = Some(context.derp_map.clone());
+        }
+        if context.dns_config.get() != self.dns_config {
+            self.dns_config = context.dns_config.get().to_owned();
+            response.dns_config = Some(context.dns_config.clone());
+        }
+        if context.packet_filter.get() != self.packet_filter {
+            self.packet_filter = context.packet_filter.get().to_owned();
+            response.packet_filters = Some(BTreeMap::from([(
+                "base".to_string(),
+                context.packet_filter.clone(),
+            )]));
+        }
+        if context.domain != self.domain {
+            self.domain = context.domain.clone();
+            response.domain = context.domain.clone();
+        }
+
+        if is_empty(&response) {
+            return Delta::Nothing;
+        }
+        response.control_time = Some(now.to_rfc3339());
+        Delta::Message(Box::new(response))
+    }
+}
+
+fn is_empty(response: &MapResponse) -> bool {
+    response.node.is_none()
+        && response.derp_map.is_none()
+        && response.peers_changed.is_empty()
+        && response.peers_removed.is_empty()
+        && response.peers_changed_patch.is_empty()
+        && response.dns_config.is_none()
+        && response.domain.is_empty()
+        && response.packet_filters.is_none()
+        && response.user_profiles.is_empty()
+}
