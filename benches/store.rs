@@ -89,6 +89,7 @@ fn append_through_engine(store: Arc<dyn EventStore>, total: u64) -> (u64, f64) {
                 hostinfo: hostinfo(format!("node-{i}")),
                 auth: RegisterAuth::Admin { user: UserId(1) },
                 requested_expiry: None,
+                ephemeral: false,
                 entropy: i,
             };
             engine.execute(Actor::LocalSocket, command).await.unwrap();

@@ -781,6 +781,7 @@ fn command(op: &Op, now: Timestamp) -> (Actor, Command) {
                     Auth::Key(key) => RegisterAuth::PreAuthKey(PreAuthKeyId(key.id())),
                 },
                 requested_expiry: requested_expiry.map(at),
+                ephemeral: false,
                 entropy: *entropy,
             };
             return (Actor::Machine(MachineKey([*machine; 32])), command);
@@ -1625,6 +1626,252 @@ proptest! {
                 Err(_) => prop_assert_eq!(driver.envelopes.len(), before),
             }
             invariants.check(&driver)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Netmap sessions: deltas bring a client exactly to the full map, never repeating.
+// ---------------------------------------------------------------------------------------------
+
+/// A presence change between steps: node (picked live), online, endpoint port, home DERP.
+type PresenceChange = (Pick, bool, u16, u32);
+
+/// What a real client believes after applying messages (protocol notes §5.4 order).
+#[derive(Debug, Default)]
+struct ClientModel {
+    node: Option<serde_json::Value>,
+    peers: BTreeMap<u64, serde_json::Value>,
+    profiles: BTreeMap<u64, serde_json::Value>,
+    derp: Option<serde_json::Value>,
+    dns: Option<serde_json::Value>,
+    filter: Option<serde_json::Value>,
+}
+
+/// Fields the comparison leaves out: `DERP` (legacy, never patched), `LastSeen` of an online
+/// node (a patch cannot clear it; clients show it only when offline) and `Expired` (derived
+/// from time, which the client computes itself from `KeyExpiry`).
+fn normalized(node: &serde_json::Value) -> serde_json::Value {
+    let mut node = node.clone();
+    let object = node.as_object_mut().unwrap();
+    object.remove("DERP");
+    object.remove("Expired");
+    if object.get("Online") == Some(&serde_json::Value::Bool(true)) {
+        object.remove("LastSeen");
+    }
+    node
+}
+
+/// The self node without presence: a node's own endpoints, home DERP and online state come
+/// from itself, so a change there is not sent back to it.
+fn self_normalized(node: &serde_json::Value) -> serde_json::Value {
+    let mut node = normalized(node);
+    let object = node.as_object_mut().unwrap();
+    for key in ["Endpoints", "HomeDERP", "DiscoKey", "Online", "LastSeen"] {
+        object.remove(key);
+    }
+    node
+}
+
+impl ClientModel {
+    fn apply(&mut self, message: &serde_json::Value) -> Result<(), TestCaseError> {
+        if let Some(node) = message.get("Node") {
+            self.node = Some(node.clone());
+        }
+        let list = |key: &str| message.get(key).and_then(|v| v.as_array()).cloned();
+        if let Some(peers) = list("Peers").filter(|p| !p.is_empty()) {
+            self.peers = peers
+                .into_iter()
+                .map(|p| (p["ID"].as_u64().unwrap(), p))
+                .collect();
+        } else {
+            for id in list("PeersRemoved").unwrap_or_default() {
+                let id = id.as_u64().unwrap();
+                prop_assert!(
+                    self.peers.remove(&id).is_some(),
+                    "removed unknown peer {}",
+                    id
+                );
+            }
+            for peer in list("PeersChanged").unwrap_or_default() {
+                let id = peer["ID"].as_u64().unwrap();
+                let before = self.peers.insert(id, peer.clone());
+                prop_assert!(
+                    before.as_ref() != Some(&peer),
+                    "peer {} sent again unchanged",
+                    id
+                );
+            }
+            for patch in list("PeersChangedPatch").unwrap_or_default() {
+                let id = patch["NodeID"].as_u64().unwrap();
+                let peer = self.peers.get_mut(&id);
+                prop_assert!(peer.is_some(), "patch for unknown peer {}", id);
+                let peer = peer.unwrap().as_object_mut().unwrap();
+                let before = peer.clone();
+                for (from, to) in [
+                    ("DERPRegion", "HomeDERP"),
+                    ("Endpoints", "Endpoints"),
+                    ("DiscoKey", "DiscoKey"),
+                    ("Online", "Online"),
+                    ("LastSeen", "LastSeen"),
+                ] {
+                    if let Some(value) = patch.get(from) {
+                        peer.insert(to.into(), value.clone());
+                    }
+                }
+                if peer.get("HomeDERP") == Some(&serde_json::json!(0)) {
+                    peer.remove("HomeDERP");
+                }
+                if peer.get("Endpoints") == Some(&serde_json::json!([])) {
+                    peer.remove("Endpoints");
+                }
+                prop_assert!(*peer != before, "empty patch for {}", id);
+            }
+        }
+        for profile in list("UserProfiles").unwrap_or_default() {
+            self.profiles
+                .insert(profile["ID"].as_u64().unwrap(), profile.clone());
+        }
+        if let Some(derp) = message.get("DERPMap") {
+            self.derp = Some(derp.clone());
+        }
+        if let Some(dns) = message.get("DNSConfig") {
+            self.dns = Some(dns.clone());
+        }
+        if let Some(filter) = message.get("PacketFilters") {
+            self.filter = Some(filter.clone());
+        }
+        Ok(())
+    }
+
+    /// The model equals what a fresh full map would say.
+    fn check(&self, full: &serde_json::Value) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            self.node.as_ref().map(self_normalized),
+            Some(self_normalized(&full["Node"]))
+        );
+        let expected: BTreeMap<u64, serde_json::Value> = full
+            .get("Peers")
+            .and_then(|p| p.as_array())
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p["ID"].as_u64().unwrap(), normalized(&p)))
+            .collect();
+        let believed: BTreeMap<u64, serde_json::Value> = self
+            .peers
+            .iter()
+            .map(|(id, p)| (*id, normalized(p)))
+            .collect();
+        prop_assert_eq!(believed, expected);
+        for profile in full["UserProfiles"].as_array().unwrap() {
+            let id = profile["ID"].as_u64().unwrap();
+            prop_assert_eq!(self.profiles.get(&id), Some(profile));
+        }
+        prop_assert_eq!(self.derp.as_ref(), full.get("DERPMap"));
+        prop_assert_eq!(self.dns.as_ref(), full.get("DNSConfig"));
+        prop_assert_eq!(self.filter.as_ref(), full.get("PacketFilters"));
+        Ok(())
+    }
+}
+
+fn netmap_context() -> headscale::core::netmap::NetmapContext {
+    use headscale::tailcfg::SharedJson;
+    headscale::core::netmap::NetmapContext {
+        derp_map: SharedJson::new(&serde_json::json!({"Regions": {}})).unwrap(),
+        dns_config: SharedJson::new(&serde_json::json!({"Proxied": true})).unwrap(),
+        packet_filter: SharedJson::new(&headscale::tailcfg::FilterRule::allow_all()).unwrap(),
+        domain: BASE_DOMAIN.into(),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// After any sequence of changes (facts and presence), every session's client, having
+    /// applied only deltas since its full map, believes exactly what a fresh full map says;
+    /// no delta repeats what the client has or patches a peer it does not know.
+    #[test]
+    fn deltas_converge_to_the_full_map(
+        variant in 0u8..8,
+        steps in steps(any_op(), 40),
+        presence in vec(option::of((node_pick(), any::<bool>(), 1u16..4, 0u32..3)), 40),
+    ) {
+        use headscale::core::netmap::{Delta, NodePresence, PeerCache, SessionView};
+        let context = netmap_context();
+        let mut driver = Driver::new(variant);
+        let mut table: BTreeMap<NodeId, NodePresence> = BTreeMap::new();
+        let mut cache = PeerCache::default();
+        let mut sessions: BTreeMap<NodeId, (SessionView, ClientModel)> = BTreeMap::new();
+        let mut seen = driver.state.clone();
+
+        for ((delay, op), change) in steps.iter().zip(presence.iter().chain(std::iter::repeat(&None))) {
+            driver.step(*delay, op);
+            let state = driver.state.clone();
+            let mut dirty: BTreeSet<NodeId> = seen
+                .nodes
+                .diff(&state.nodes)
+                .map(|item| match item {
+                    imbl::ordmap::DiffItem::Add(id, _) => *id,
+                    imbl::ordmap::DiffItem::Update { new: (id, _), .. } => *id,
+                    imbl::ordmap::DiffItem::Remove(id, _) => *id,
+                })
+                .collect();
+            let everything = seen.users != state.users;
+            let change: Option<PresenceChange> = *change;
+            if let Some((pick, online, port, derp)) = change {
+                let live: Vec<u64> = state.nodes.keys().map(|n| n.0).collect();
+                if let Pick::Raw(id) = pick.resolve(&live) {
+                    let id = NodeId(id);
+                    if state.nodes.contains_key(&id) {
+                        let entry = table.entry(id).or_default();
+                        entry.online = online;
+                        entry.endpoints = vec![format!("127.0.0.1:{port}")];
+                        entry.home_derp = derp;
+                        entry.last_seen = (!online).then_some(driver.now);
+                        dirty.insert(id);
+                    }
+                }
+            }
+            table.retain(|id, _| state.nodes.contains_key(id));
+            seen = state.clone();
+            let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
+            if everything {
+                cache.refresh_all(&state, &lookup, driver.now).unwrap();
+            } else {
+                cache.refresh(&state, &lookup, dirty.iter().copied(), driver.now).unwrap();
+            }
+
+            // Deltas to every open session; a deleted viewer's session ends.
+            let changed: Vec<NodeId> = dirty.iter().copied().collect();
+            let mut ended = Vec::new();
+            for (viewer, (view, client)) in sessions.iter_mut() {
+                match view.delta(&changed, everything, &state, &cache, &context, driver.now) {
+                    Delta::Nothing => {}
+                    Delta::Message(message) => client.apply(&serde_json::to_value(&*message).unwrap())?,
+                    Delta::ViewerGone => ended.push(*viewer),
+                }
+            }
+            for viewer in ended {
+                prop_assert!(!state.nodes.contains_key(&viewer));
+                sessions.remove(&viewer);
+            }
+            // New nodes open a session (a full map from the same point the deltas start).
+            for id in state.nodes.keys() {
+                if !sessions.contains_key(id) {
+                    let (view, full) = SessionView::full(*id, &state, &cache, &context, driver.now).unwrap();
+                    let mut client = ClientModel::default();
+                    client.apply(&serde_json::to_value(&full).unwrap())?;
+                    sessions.insert(*id, (view, client));
+                }
+            }
+            // Every client now believes what a freshly built full map says.
+            let mut fresh = PeerCache::default();
+            fresh.refresh_all(&state, &lookup, driver.now).unwrap();
+            for (viewer, (_, client)) in &sessions {
+                let (_, full) = SessionView::full(*viewer, &state, &fresh, &context, driver.now).unwrap();
+                client.check(&serde_json::to_value(&full).unwrap())?;
+            }
         }
     }
 }

@@ -52,6 +52,7 @@ fn register(machine: u8, node: u8, name: &str, auth: RegisterAuth, routes: &[&st
         hostinfo: hostinfo(name, routes),
         auth,
         requested_expiry: None,
+        ephemeral: false,
         entropy: 7,
     }
 }

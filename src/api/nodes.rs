@@ -312,6 +312,7 @@ pub async fn debug_create(
                 hostinfo,
                 auth: RegisterAuth::Admin { user },
                 requested_expiry: None,
+                ephemeral: false,
                 entropy,
             },
         )

@@ -207,6 +207,7 @@ pub async fn register(
             hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
             auth: RegisterAuth::PreAuthKey(key),
             requested_expiry,
+            ephemeral: request.ephemeral,
             entropy,
         };
         match engine.execute(actor, command).await {

@@ -95,6 +95,9 @@ pub enum Command {
         auth: RegisterAuth,
         /// Expiry the client asked for; wins over the configured default.
         requested_expiry: Option<Timestamp>,
+        /// The client asked to be ephemeral (`tailscaled --state=mem:`); an ephemeral key
+        /// makes the node ephemeral either way.
+        ephemeral: bool,
         /// Randomness for the `random` address allocation.
         entropy: u64,
     },
@@ -434,6 +437,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             hostinfo,
             auth,
             requested_expiry,
+            ephemeral,
             entropy,
         } => decide_register(
             state,
@@ -443,6 +447,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
                 hostinfo: &normalize_hostinfo(hostinfo),
                 auth,
                 requested_expiry: *requested_expiry,
+                ephemeral: *ephemeral,
                 entropy: *entropy,
             },
             now,
@@ -628,6 +633,7 @@ struct Registration<'a> {
     hostinfo: &'a NodeHostinfo,
     auth: &'a RegisterAuth,
     requested_expiry: Option<Timestamp>,
+    ephemeral: bool,
     entropy: u64,
 }
 
@@ -658,13 +664,20 @@ fn decide_register(
                 tags,
                 Some(key),
                 RegisterMethod::AuthKey,
-                key.ephemeral,
+                key.ephemeral || reg.ephemeral,
                 key.pre_approved,
             )
         }
         RegisterAuth::Admin { user: id } => {
             user(state, *id)?;
-            (Some(*id), vec![], None, RegisterMethod::Cli, false, true)
+            (
+                Some(*id),
+                vec![],
+                None,
+                RegisterMethod::Cli,
+                reg.ephemeral,
+                true,
+            )
         }
     };
     let spend_key = |node: NodeId| -> Vec<Event> {

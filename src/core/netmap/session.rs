@@ -146,9 +146,8 @@ impl SessionView {
                         response.node = Some(own.json.clone());
                     }
                 }
-                if everything {
-                    self.note_profile(super::user_profile(state, viewer), &mut response);
-                }
+                // Its owner may have changed (tags, move) or been renamed.
+                self.note_profile(super::user_profile(state, viewer), &mut response);
                 continue;
             }
             let peer = state.nodes.get(&id);
@@ -173,9 +172,11 @@ impl SessionView {
                     } else if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
                         response.peers_changed_patch.push(patch);
                         sent.presence = rendered.presence.clone();
-                    } else {
+                    } else if !everything {
                         continue;
                     }
+                    // On a tailnet-wide change an unchanged peer's owner may still have been
+                    // renamed: its profile is checked below.
                 }
                 (None, Some(_)) => {
                     self.peers.remove(&id);
