@@ -1806,7 +1806,7 @@ proptest! {
         let mut seen = driver.state.clone();
 
         for ((delay, op), change) in steps.iter().zip(presence.iter().chain(std::iter::repeat(&None))) {
-            driver.step(*delay, op);
+            let _ = driver.step(*delay, op);
             let state = driver.state.clone();
             let mut dirty: BTreeSet<NodeId> = seen
                 .nodes
