@@ -2,6 +2,8 @@
 //! or writes is modelled; unknown fields are ignored on input. These types never enter the
 //! event log: `control/` converts them to domain types by hand.
 
+pub mod derp;
+
 use serde::{Deserialize, Serialize};
 
 /// `tailcfg.RegisterRequest`.

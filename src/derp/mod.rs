@@ -1,0 +1,13 @@
+//! The embedded DERP relay and STUN responder (Tailscale's packet relay for nodes that cannot
+//! reach each other directly): the frame codec (`frame`), the relay (`server`), its HTTP
+//! routes (`http`), STUN (`stun`) and the DERP map handed to clients (`map`).
+
+pub mod frame;
+pub mod http;
+pub mod map;
+pub mod server;
+pub mod stun;
+
+pub use http::router;
+pub use map::{derp_map, DerpMapError};
+pub use server::{ClientVerifier, DerpError, DerpOptions, DerpServer};
