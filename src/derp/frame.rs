@@ -199,10 +199,7 @@ impl<'a> ClientFrame<'a> {
                 _ => return Err(bad()),
             },
             kind::PING | kind::PONG => {
-                let data = payload
-                    .first_chunk::<PING_LEN>()
-                    .copied()
-                    .ok_or_else(bad)?;
+                let data = payload.first_chunk::<PING_LEN>().copied().ok_or_else(bad)?;
                 if kind == kind::PING {
                     ClientFrame::Ping(data)
                 } else {
@@ -297,10 +294,7 @@ impl<'a> ServerFrame<'a> {
                 reason: PeerGoneReason::from_byte(payload.get(KEY_LEN).copied().unwrap_or(0)),
             },
             kind::PING | kind::PONG => {
-                let data = payload
-                    .first_chunk::<PING_LEN>()
-                    .copied()
-                    .ok_or_else(bad)?;
+                let data = payload.first_chunk::<PING_LEN>().copied().ok_or_else(bad)?;
                 if kind == kind::PING {
                     ServerFrame::Ping(data)
                 } else {

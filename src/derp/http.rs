@@ -66,7 +66,10 @@ async fn upgrade(State(relay): State<Arc<DerpServer>>, mut request: Request) -> 
 
 async fn probe() -> Response {
     (
-        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"))],
+        [(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        )],
         "",
     )
         .into_response()

@@ -210,12 +210,9 @@ fn canonical(value: serde_yaml_ng::Value) -> Result<serde_json::Value, String> {
         Y::Bool(b) => serde_json::Value::Bool(b),
         Y::Number(n) => serde_json::to_value(&n).map_err(|e| e.to_string())?,
         Y::String(s) => serde_json::Value::String(s),
-        Y::Sequence(items) => serde_json::Value::Array(
-            items
-                .into_iter()
-                .map(canonical)
-                .collect::<Result<_, _>>()?,
-        ),
+        Y::Sequence(items) => {
+            serde_json::Value::Array(items.into_iter().map(canonical).collect::<Result<_, _>>()?)
+        }
         Y::Mapping(entries) => {
             let mut out = serde_json::Map::new();
             for (key, value) in entries {
@@ -323,7 +320,8 @@ mod tests {
 
     #[test]
     fn urls_are_not_supported_yet() {
-        let config = config("derp:\n  urls: [https://controlplane.tailscale.com/derpmap/default]\n");
+        let config =
+            config("derp:\n  urls: [https://controlplane.tailscale.com/derpmap/default]\n");
         let err = derp_map(&config).unwrap_err().to_string();
         assert_eq!(err, "derp.urls is not supported yet; use derp.paths");
     }

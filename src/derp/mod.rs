@@ -1,7 +1,9 @@
 //! The embedded DERP relay and STUN responder (Tailscale's packet relay for nodes that cannot
 //! reach each other directly): the frame codec (`frame`), the relay (`server`), its HTTP
-//! routes (`http`), STUN (`stun`) and the DERP map handed to clients (`map`).
+//! routes (`http`), STUN (`stun`), the DERP map handed to clients (`map`) and start-up for
+//! `headscale serve` (`embedded`).
 
+pub mod embedded;
 pub mod frame;
 pub mod http;
 pub mod map;

@@ -110,7 +110,9 @@ impl SendQueue {
 
 /// Locks a mutex, recovering from poisoning (every critical section leaves data consistent).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Client {
@@ -322,9 +324,7 @@ impl DerpServer {
                     let target = lock(&self.clients).get(&dst).map(|c| c.queue.clone());
                     match target {
                         Some(target) => {
-                            target.push(
-                                ServerFrame::RecvPacket { src: *me, packet }.encode(),
-                            );
+                            target.push(ServerFrame::RecvPacket { src: *me, packet }.encode());
                             if correspondents.len() < self.options.max_correspondents {
                                 correspondents.insert(dst);
                             }

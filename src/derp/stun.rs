@@ -50,8 +50,7 @@ fn fingerprint(bytes: &[u8]) -> u32 {
 /// Parses a Tailscale binding request; returns its transaction id. As strict as Tailscale's
 /// own parser: SOFTWARE must be `tailnode` and a valid FINGERPRINT must end the message.
 pub fn parse_binding_request(packet: &[u8]) -> Result<TransactionId, StunError> {
-    if packet.len() < HEADER_LEN || packet[0] & 0xc0 != 0 || be32(packet, 4) != Some(MAGIC_COOKIE)
-    {
+    if packet.len() < HEADER_LEN || packet[0] & 0xc0 != 0 || be32(packet, 4) != Some(MAGIC_COOKIE) {
         return Err(StunError::NotStun);
     }
     if be16(packet, 0) != Some(BINDING_REQUEST) {
@@ -292,18 +291,15 @@ mod tests {
         assert!(parse_binding_request(&software).is_err());
         let mut crc = good.clone();
         crc[39] ^= 1;
+        assert_eq!(parse_binding_request(&crc), Err(StunError::BadFingerprint));
         assert_eq!(
-            parse_binding_request(&crc),
-            Err(StunError::BadFingerprint)
+            parse_binding_request(&good[..36]),
+            Err(StunError::Malformed)
         );
-        assert_eq!(parse_binding_request(&good[..36]), Err(StunError::Malformed));
         // No fingerprint at all: SOFTWARE only, length fixed up.
         let mut bare = good[..32].to_vec();
         bare[3] = 12;
-        assert_eq!(
-            parse_binding_request(&bare),
-            Err(StunError::BadFingerprint)
-        );
+        assert_eq!(parse_binding_request(&bare), Err(StunError::BadFingerprint));
         // Trailing bytes past the declared length do not matter.
         let mut trailing = good.clone();
         trailing.extend_from_slice(&[0; 8]);
