@@ -555,3 +555,22 @@ async fn keepalives_are_sent_on_the_configured_interval() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let options = DerpOptions {
+        handshake_timeout: Duration::from_millis(100),
+        ..DerpOptions::default()
+    };
+    let relay = Arc::new(DerpServer::new([7; 32], None, options));
+    let (client_side, server_side) = tokio::io::duplex(64 * 1024);
+    let served = tokio::spawn(relay.serve_connection(server_side));
+    let mut reader: Reader = Box::new(client_side);
+    let (kind, _) = read_frame(&mut reader).await.unwrap();
+    assert_eq!(kind, frame::kind::SERVER_KEY);
+    assert!(
+        read_frame(&mut reader).await.is_none(),
+        "closed, no ServerInfo"
+    );
+    tokio::time::timeout(WAIT, served).await.unwrap().unwrap();
+}

@@ -147,7 +147,11 @@ pub fn check_stun(data: &[u8]) {
     let Ok(txid) = parse_binding_request(data) else {
         return;
     };
-    assert_eq!(&data[8..20], &txid, "transaction id not taken from the header");
+    assert_eq!(
+        &data[8..20],
+        &txid,
+        "transaction id not taken from the header"
+    );
     for addr in ["192.0.2.7:41641", "[2001:db8::7]:3478"] {
         let addr: std::net::SocketAddr = addr.parse().expect("a literal address");
         let response = binding_response(&txid, addr);

@@ -33,7 +33,7 @@ pub enum DerpError {
     Frame(#[from] FrameError),
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
-    #[error("no ClientInfo within {0:?}")]
+    #[error("handshake not done within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("expected ClientInfo, got frame type {0:#04x}")]
     NotClientInfo(u8),
@@ -219,22 +219,10 @@ impl DerpServer {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        writer
-            .write_all(&ServerFrame::ServerKey(self.public).encode())
-            .await?;
-        writer.flush().await?;
         let timeout = self.options.handshake_timeout;
-        let client_key = tokio::time::timeout(timeout, self.read_client_info(reader))
+        let client_key = tokio::time::timeout(timeout, self.handshake(reader, writer))
             .await
             .map_err(|_| DerpError::HandshakeTimeout(timeout))??;
-        if let Some(verify) = &self.verifier {
-            if !verify(&client_key) {
-                tracing::info!(client = %hex::encode(&client_key[..8]), "derp client refused: unknown node key");
-                return Err(DerpError::Refused);
-            }
-        }
-        writer.write_all(&self.server_info(&client_key)).await?;
-        writer.flush().await?;
 
         let queue = Arc::new(SendQueue::new(self.options.send_queue_len));
         let conn_id = self.register(client_key, queue.clone())?;
@@ -246,6 +234,28 @@ impl DerpServer {
         };
         self.unregister(&client_key, conn_id, &correspondents);
         result
+    }
+
+    /// ServerKey out, ClientInfo in, the verifier's verdict, ServerInfo out.
+    async fn handshake<R, W>(&self, reader: &mut R, writer: &mut W) -> Result<Key, DerpError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        writer
+            .write_all(&ServerFrame::ServerKey(self.public).encode())
+            .await?;
+        writer.flush().await?;
+        let client_key = self.read_client_info(reader).await?;
+        if let Some(verify) = &self.verifier {
+            if !verify(&client_key) {
+                tracing::info!(client = %hex::encode(&client_key[..8]), "derp client refused: unknown node key");
+                return Err(DerpError::Refused);
+            }
+        }
+        writer.write_all(&self.server_info(&client_key)).await?;
+        writer.flush().await?;
+        Ok(client_key)
     }
 
     async fn read_client_info<R: AsyncRead + Unpin>(
