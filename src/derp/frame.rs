@@ -113,9 +113,11 @@ pub fn parse_header(bytes: [u8; HEADER_LEN]) -> Result<Header, FrameError> {
     Ok(Header { kind, len })
 }
 
-/// Splits the first complete frame off `buf`: `Ok(None)` when more bytes are needed,
-/// otherwise the header, its payload and the bytes consumed.
-pub fn split_frame(buf: &[u8]) -> Result<Option<(Header, &[u8], usize)>, FrameError> {
+/// A complete frame at the start of a buffer: its header, its payload and the bytes it takes.
+pub type SplitFrame<'a> = (Header, &'a [u8], usize);
+
+/// Splits the first complete frame off `buf`: `Ok(None)` when more bytes are needed.
+pub fn split_frame(buf: &[u8]) -> Result<Option<SplitFrame<'_>>, FrameError> {
     let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
