@@ -5,7 +5,8 @@
 //! `Derp-Fast-Start: 1` (skip the 101 response) cannot be honoured through hyper, which always
 //! writes a response before handing over an upgraded connection. Tailscale clients only send
 //! it after learning the server key from a TLS "meta certificate", which we never serve, so
-//! they always expect and get the 101.
+//! they always expect and get the 101. The WebSocket variant (`Upgrade: websocket`, used only
+//! by js/wasm clients and debug builds) is not served: it gets the 426.
 
 use super::server::DerpServer;
 use axum::body::Body;

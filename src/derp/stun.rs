@@ -201,6 +201,7 @@ pub async fn serve_stun(socket: tokio::net::UdpSocket, shutdown: impl Future<Out
                 Err(error) => {
                     // ICMP errors from earlier sends surface here on some systems; keep going.
                     tracing::debug!(%error, "stun receive failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             },
