@@ -175,13 +175,14 @@ fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener>
 }
 
 /// The DERP map handed to clients, as JSON.
-fn derp_map_json(_config: &Config) -> serde_json::Value {
-    serde_json::json!({"Regions": {}})
+fn derp_map_json(config: &Config) -> anyhow::Result<serde_json::Value> {
+    let map = crate::derp::map::derp_map(config)?;
+    Ok(serde_json::to_value(map)?)
 }
 
 /// Starts the map-stream fan-out and returns what the `/machine/*` handlers share.
 pub fn start_map_hub(config: &Config, engine: &EngineHandle) -> anyhow::Result<MachineContext> {
-    let context = control::netmap_context::netmap_context(config, &derp_map_json(config))?;
+    let context = control::netmap_context::netmap_context(config, &derp_map_json(config)?)?;
     let tuning = &config.tuning;
     let hub = MapHub::start(
         engine,
@@ -241,6 +242,14 @@ pub async fn run(
     let ctx = live_context(&config, engine.clone());
     let machine = start_map_hub(&config, &engine)?;
 
+    // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
+    let derp =
+        crate::derp::embedded::start(&config, &server_key.secret().to_bytes(), &engine).await?;
+    let tls = match (&config.tls_cert_path, &config.tls_key_path) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+
     let unix = bind_unix_socket(&config)?;
     let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
@@ -262,11 +271,27 @@ pub async fn run(
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let tcp_server = tokio::spawn(
-        axum::serve(tcp, public_router(ctx, &server_key, machine))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let mut public = public_router(ctx, &server_key, machine);
+    let mut stun_server = None;
+    if let Some(derp) = derp {
+        public = public.merge(crate::derp::router(derp.relay));
+        stun_server = Some(tokio::spawn(crate::derp::stun::serve_stun(
+            derp.stun,
+            stopped(stop_rx.clone()),
+        )));
+    }
+    let tcp_stopped = stopped(stop_rx.clone());
+    let tcp_server = match tls {
+        Some(acceptor) => tokio::spawn(async move {
+            crate::tls::serve(tcp, acceptor, public, tcp_stopped).await;
+            Ok(())
+        }),
+        None => tokio::spawn(
+            axum::serve(tcp, public)
+                .with_graceful_shutdown(tcp_stopped)
+                .into_future(),
+        ),
+    };
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -288,6 +313,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = unix_server.await;
     let _ = tcp_server.await;
+    if let Some(stun_server) = stun_server {
+        let _ = stun_server.await;
+    }
     engine.shutdown().await;
     let _ = std::fs::remove_file(&config.unix_socket);
     tracing::info!("stopped cleanly");

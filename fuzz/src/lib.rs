@@ -8,7 +8,14 @@ use headscale::store::{Checkpoint, DecodeError, StoredRecord};
 use std::path::Path;
 
 /// Fuzz target names, which are also the corpus directory names.
-pub const TARGETS: &[&str] = &["event_record", "snapshot", "config", "checkpoint"];
+pub const TARGETS: &[&str] = &[
+    "event_record",
+    "snapshot",
+    "config",
+    "checkpoint",
+    "derp_frame",
+    "stun",
+];
 
 /// Runs the check of `target` on one input; `false` for an unknown target.
 pub fn check(target: &str, data: &[u8]) -> bool {
@@ -17,6 +24,8 @@ pub fn check(target: &str, data: &[u8]) -> bool {
         "snapshot" => check_snapshot(data),
         "config" => check_config(data),
         "checkpoint" => check_checkpoint(data),
+        "derp_frame" => check_derp_frame(data),
+        "stun" => check_stun(data),
         _ => return false,
     }
     true
@@ -98,4 +107,54 @@ pub fn check_checkpoint(data: &[u8]) {
         back, checkpoint,
         "checkpoint changed on an encode/decode round trip"
     );
+}
+
+/// `data` is a stream of DERP frames, read as the relay reads a client and as a client reads
+/// the relay: splitting and decoding never panic, no frame exceeds its type's limit, and a
+/// decoded frame re-encodes to bytes that decode to the same frame.
+pub fn check_derp_frame(data: &[u8]) {
+    use headscale::derp::frame::{max_payload, split_frame, ClientFrame, ServerFrame};
+    let mut rest = data;
+    while let Ok(Some((header, payload, used))) = split_frame(rest) {
+        assert!(used <= rest.len() && payload.len() == header.len);
+        assert!(header.len <= max_payload(header.kind), "limit not enforced");
+        if let Ok(frame) = ClientFrame::decode(header.kind, payload) {
+            let bytes = frame.encode();
+            let (again, again_payload, _) = split_frame(&bytes)
+                .expect("an encoded client frame splits")
+                .expect("an encoded client frame is complete");
+            let back = ClientFrame::decode(again.kind, again_payload)
+                .expect("an encoded client frame decodes");
+            assert_eq!(back, frame, "client frame changed on a round trip");
+        }
+        if let Ok(frame) = ServerFrame::decode(header.kind, payload) {
+            let bytes = frame.encode();
+            let (again, again_payload, _) = split_frame(&bytes)
+                .expect("an encoded server frame splits")
+                .expect("an encoded server frame is complete");
+            let back = ServerFrame::decode(again.kind, again_payload)
+                .expect("an encoded server frame decodes");
+            assert_eq!(back, frame, "server frame changed on a round trip");
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// `data` is one UDP datagram to the STUN port: parsing never panics, and an accepted
+/// request gets a response that carries its transaction id and the sender's address.
+pub fn check_stun(data: &[u8]) {
+    use headscale::derp::stun::{binding_response, parse_binding_request, parse_binding_response};
+    let Ok(txid) = parse_binding_request(data) else {
+        return;
+    };
+    assert_eq!(
+        &data[8..20],
+        &txid,
+        "transaction id not taken from the header"
+    );
+    for addr in ["192.0.2.7:41641", "[2001:db8::7]:3478"] {
+        let addr: std::net::SocketAddr = addr.parse().expect("a literal address");
+        let response = binding_response(&txid, addr);
+        assert_eq!(parse_binding_response(&txid, &response), Some(addr));
+    }
 }

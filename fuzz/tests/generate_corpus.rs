@@ -565,4 +565,81 @@ fn regenerate_corpus() {
     snapshots();
     checkpoints();
     configs();
+    derp_frames();
+    stun_requests();
+}
+
+/// DERP frame streams: a client's login and traffic, the relay's replies, and bad lengths.
+fn derp_frames() {
+    use headscale::derp::frame::{kind, ClientFrame, PeerGoneReason, ServerFrame, DISCO_MAGIC};
+    let mut disco = DISCO_MAGIC.to_vec();
+    disco.extend_from_slice(&[0x5a; 60]);
+    let client = [
+        ClientFrame::ClientInfo {
+            key: [1; 32],
+            nonce: [2; 24],
+            sealed: &[3; 48],
+        }
+        .encode(),
+        ClientFrame::NotePreferred(true).encode(),
+        ClientFrame::SendPacket {
+            dst: [4; 32],
+            packet: &disco,
+        }
+        .encode(),
+        ClientFrame::SendPacket {
+            dst: [5; 32],
+            packet: &[0x11; 200],
+        }
+        .encode(),
+        ClientFrame::Ping(*b"12345678").encode(),
+        ClientFrame::Other(kind::WATCH_CONNS).encode(),
+    ]
+    .concat();
+    write("derp_frame", "client-stream", &client);
+    write_variants("derp_frame", "client-stream", &client, &[0, 3, 60]);
+    let server = [
+        ServerFrame::ServerKey([6; 32]).encode(),
+        ServerFrame::ServerInfo {
+            nonce: [7; 24],
+            sealed: &[8; 32],
+        }
+        .encode(),
+        ServerFrame::RecvPacket {
+            src: [9; 32],
+            packet: &[0x22; 100],
+        }
+        .encode(),
+        ServerFrame::KeepAlive.encode(),
+        ServerFrame::PeerGone {
+            key: [10; 32],
+            reason: PeerGoneReason::NotHere,
+        }
+        .encode(),
+        ServerFrame::Pong(*b"abcdefgh").encode(),
+    ]
+    .concat();
+    write("derp_frame", "server-stream", &server);
+    write_variants("derp_frame", "server-stream", &server, &[0, 4, 20]);
+    write("derp_frame", "oversized", &[kind::SEND_PACKET, 0xff, 0xff, 0xff, 0xff]);
+    write("derp_frame", "long-ping", &[&[kind::PING, 0, 0, 0, 20][..], &[1; 20]].concat());
+}
+
+/// STUN datagrams: a Tailscale binding request and damaged copies.
+fn stun_requests() {
+    let request = headscale::derp::stun::binding_request(b"0123456789ab");
+    write("stun", "binding-request", &request);
+    write_variants("stun", "binding-request", &request, &[0, 4, 25, 39]);
+    let mut padded = request.clone();
+    padded.extend_from_slice(&[0; 16]);
+    write("stun", "binding-request-trailing", &padded);
+}
+
+#[test]
+fn regenerate_derp_corpus() {
+    if std::env::var("REGENERATE_FUZZ_CORPUS").as_deref() != Ok("1") {
+        return;
+    }
+    derp_frames();
+    stun_requests();
 }

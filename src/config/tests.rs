@@ -624,3 +624,12 @@ fn netmap_relevant_json_is_canonical_and_selective() {
         Sha256::digest(a.netmap_relevant_json().as_bytes()).to_vec()
     );
 }
+
+#[test]
+fn derp_key_must_not_be_the_noise_key_file() {
+    let text = error_text(
+        "noise:\n  private_key_path: /tmp/k.key\nderp:\n  server:\n    enabled: true\n    \
+         private_key_path: /tmp/k.key\n",
+    );
+    assert!(text.contains("derp.server.private_key_path"), "{text}");
+}

@@ -153,6 +153,12 @@ impl Config {
             if derp.region_code.trim().is_empty() {
                 return Err(self.invalid("derp.server.region_code", "must be set"));
             }
+            if derp.private_key_path == self.noise.private_key_path {
+                return Err(self.invalid(
+                    "derp.server.private_key_path",
+                    "must differ from noise.private_key_path (the DERP key must not be the Noise key)",
+                ));
+            }
         }
         if let Some(ip) = &derp.ipv4 {
             if ip.parse::<Ipv4Addr>().is_err() {

@@ -2,6 +2,7 @@
 //! or writes is modelled; unknown fields are ignored on input. These types never enter the
 //! event log: `control/` converts them to domain types by hand.
 
+pub mod derp;
 mod map;
 
 pub use map::*;
