@@ -268,8 +268,6 @@ node:
   routes:
     ha:
       probe_interval: 10s
-tuning:
-  batch_change_delay: 800ms
 ";
     let loaded = load_with(yaml, &[]).unwrap();
     for key in [
@@ -281,7 +279,6 @@ tuning:
         "database.sqlite",
         "database.debug",
         "node.routes",
-        "tuning",
     ] {
         let warning = loaded
             .warnings
@@ -623,4 +620,25 @@ fn netmap_relevant_json_is_canonical_and_selective() {
         a.netmap_relevant_hash().to_vec(),
         Sha256::digest(a.netmap_relevant_json().as_bytes()).to_vec()
     );
+}
+
+#[test]
+fn tuning_is_read() {
+    let yaml = "tuning:\n  batch_change_delay: 50ms\n  map_keepalive_interval: 2s\n  node_offline_grace: 1s\n";
+    let loaded = load_with(yaml, &[]).unwrap();
+    assert!(
+        loaded.warnings.iter().all(|w| !w.contains("tuning")),
+        "{:?}",
+        loaded.warnings
+    );
+    let tuning = &loaded.config.tuning;
+    assert_eq!(
+        tuning.batch_change_delay,
+        std::time::Duration::from_millis(50)
+    );
+    assert_eq!(
+        tuning.map_keepalive_interval,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(tuning.node_offline_grace, std::time::Duration::from_secs(1));
 }
