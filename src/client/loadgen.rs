@@ -349,6 +349,10 @@ async fn read_stream(
         let now = Instant::now();
         if let Some(node) = &light.node {
             own_id = node.id;
+            if index == 0 {
+                // Stream 0 belongs to the node that will change: its ID marks the rounds.
+                shared.target.store(own_id, Ordering::Relaxed);
+            }
         }
         if !light.peers.is_empty() {
             peers = Bitset::default();
@@ -435,7 +439,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
     });
 
     let (stop_tx, stop) = watch::channel(false);
-    // Open every stream; the first message of the changer's tells us its ID.
+    // Open every stream; the first message on stream 0 tells us the changer's ID.
     let mut readers = JoinSet::new();
     for (index, node) in joined.iter().enumerate() {
         let _permit = limit.acquire().await;
@@ -444,24 +448,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
             &node.disco_key,
             vec![format!("192.0.2.1:{}", 1000 + index)],
         );
-        let mut stream = node.client.map_stream(&request).await?;
-        if index == 0 {
-            let first = stream
-                .next_within(options.round_timeout)
-                .await
-                .ok_or(ClientError::Body("the changer's stream ended".into()))??;
-            let id = first.response.node.as_ref().map(|n| n.id).unwrap_or(0);
-            shared.target.store(id, Ordering::Relaxed);
-            let mut netmap = Netmap::new();
-            netmap
-                .apply(&first.response)
-                .map_err(|e| ClientError::Body(e.to_string()))?;
-            // The changer's own stream is drained (and counted) like the others.
-            let shared = shared.clone();
-            let stop = stop.clone();
-            readers.spawn(async move { read_stream(stream, 0, false, shared, stop).await });
-            continue;
-        }
+        let stream = node.client.map_stream(&request).await?;
         let sample = options.sample_every > 0 && index % options.sample_every == 0;
         let shared = shared.clone();
         let stop = stop.clone();
@@ -473,10 +460,11 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
     let converging = Instant::now();
     let deadline = converging + options.round_timeout.max(Duration::from_secs(30));
     loop {
-        let done = shared
-            .peer_counts
-            .iter()
-            .all(|c| c.load(Ordering::Relaxed) == nodes - 1);
+        let done = shared.target.load(Ordering::Relaxed) != 0
+            && shared
+                .peer_counts
+                .iter()
+                .all(|c| c.load(Ordering::Relaxed) == nodes - 1);
         if done {
             break;
         }
@@ -577,7 +565,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
                 nodes - 1
             ));
         }
-        if let Some(marker) = &last_marker {
+        if let Some(marker) = last_marker.as_ref().filter(|_| *own_id != target) {
             let endpoints = netmap
                 .peers
                 .get(&target)
