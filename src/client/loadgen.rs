@@ -22,6 +22,8 @@ const MAX_TRACKED_NODE_ID: u64 = 1 << 22;
 /// Rounds are marked by the port of the changed endpoint: `MARKER_BASE_PORT + round`.
 const MARKER_BASE_PORT: u64 = 20_000;
 const MAX_ROUNDS: usize = 40_000;
+/// No frames for this long after setup: the opening churn is over and the rounds can start.
+const QUIET: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct LoadgenOptions {
@@ -481,6 +483,17 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then quiet: the churn of N streams opening (online, disco keys) has been delivered.
+    let mut last = (shared.frames.load(Ordering::Relaxed), Instant::now());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let frames = shared.frames.load(Ordering::Relaxed);
+        if frames != last.0 {
+            last = (frames, Instant::now());
+        } else if last.1.elapsed() >= QUIET {
+            break;
+        }
     }
     report.converged = converging.elapsed();
     let frames_before = shared.frames.load(Ordering::Relaxed);
