@@ -114,7 +114,7 @@ impl LoadgenReport {
             d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
                 .unwrap_or("-".into())
         };
-        let per = |bytes: u64, frames: u64| if frames == 0 { 0 } else { bytes / frames };
+        let per = |bytes: u64, frames: u64| bytes.checked_div(frames).unwrap_or(0);
         format!(
             "nodes {}  setup {:.1} s  converged {:.1} s\n\
              rounds {} complete {}/{}  fan-out p50 {}  p99 {}  max {}\n\
