@@ -155,10 +155,11 @@ impl Netmap {
 }
 
 fn apply_patch(peer: &mut Node, patch: &PeerChangeIn) {
-    if let Some(region) = patch.derp_region {
+    // Zero region and capability version mean "unchanged" (map.go checks `!= 0`).
+    if let Some(region) = patch.derp_region.filter(|r| *r != 0) {
         peer.home_derp = region;
     }
-    if let Some(cap) = patch.cap {
+    if let Some(cap) = patch.cap.filter(|c| *c != 0) {
         peer.cap = cap;
     }
     if let Some(cap_map) = &patch.cap_map {
