@@ -21,6 +21,8 @@ use std::future::IntoFuture;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt as _;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -232,6 +234,137 @@ fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContex
         .merge(api)
 }
 
+/// A connection must finish its request headers this long after it starts one; a silent
+/// or trickling peer is closed instead of held forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for open HTTP requests (upgraded Noise sessions are not waited for).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The TCP listener: HTTP/1.1 (with upgrades, for `/ts2021`) and HTTP/2, like `axum::serve`,
+/// plus a header read timeout, which `axum::serve` does not set.
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
+            |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
+        ));
+        let tcp = FirstBytesDeadline::new(tcp, HEADER_READ_TIMEOUT);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+}
+
+/// Fails reads with `TimedOut` when the first bytes of a connection (enough to tell HTTP/1
+/// from HTTP/2) have not arrived by the deadline: hyper's header timeout only starts after
+/// the protocol is known, so a silent peer would otherwise be held forever.
+struct FirstBytesDeadline<IO> {
+    inner: IO,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    read: usize,
+}
+
+/// The HTTP/2 preface is 24 bytes; any HTTP/1 request line is decided well before that.
+const FIRST_BYTES: usize = 24;
+
+impl<IO> FirstBytesDeadline<IO> {
+    fn new(inner: IO, limit: Duration) -> Self {
+        FirstBytesDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            read: 0,
+        }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstBytesDeadline<IO> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(deadline) = this.deadline.as_mut() {
+            match &result {
+                Poll::Ready(Ok(())) => {
+                    this.read += buf.filled().len() - before;
+                    if this.read >= FIRST_BYTES || buf.filled().len() == before {
+                        this.deadline = None;
+                    }
+                }
+                Poll::Ready(Err(_)) => this.deadline = None,
+                Poll::Pending => {
+                    if std::future::Future::poll(deadline.as_mut(), cx).is_ready() {
+                        return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstBytesDeadline<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Runs the server until `shutdown` resolves or a SIGTERM/SIGINT arrives.
 pub async fn run(
     config: Config,
@@ -286,11 +419,10 @@ pub async fn run(
             crate::tls::serve(tcp, acceptor, public, tcp_stopped).await;
             Ok(())
         }),
-        None => tokio::spawn(
-            axum::serve(tcp, public)
-                .with_graceful_shutdown(tcp_stopped)
-                .into_future(),
-        ),
+        None => tokio::spawn(async move {
+            serve_tcp(tcp, public, tcp_stopped).await;
+            Ok::<(), std::io::Error>(())
+        }),
     };
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

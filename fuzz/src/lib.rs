@@ -15,6 +15,10 @@ pub const TARGETS: &[&str] = &[
     "checkpoint",
     "derp_frame",
     "stun",
+    "noise_frames",
+    "noise_handshake",
+    "upgrade_request",
+    "control_json",
 ];
 
 /// Runs the check of `target` on one input; `false` for an unknown target.
@@ -26,6 +30,10 @@ pub fn check(target: &str, data: &[u8]) -> bool {
         "checkpoint" => check_checkpoint(data),
         "derp_frame" => check_derp_frame(data),
         "stun" => check_stun(data),
+        "noise_frames" => check_noise_frames(data),
+        "noise_handshake" => check_noise_handshake(data),
+        "upgrade_request" => check_upgrade_request(data),
+        "control_json" => check_control_json(data),
         _ => return false,
     }
     true
@@ -156,5 +164,113 @@ pub fn check_stun(data: &[u8]) {
         let addr: std::net::SocketAddr = addr.parse().expect("a literal address");
         let response = binding_response(&txid, addr);
         assert_eq!(parse_binding_response(&txid, &response), Some(addr));
+    }
+}
+
+/// The server's Noise static key in the handshake checks (the seeds are made for it).
+pub const FUZZ_SERVER_KEY: [u8; 32] = [9; 32];
+/// Split keys of the record-layer checks: k1 protects client→server, k2 server→client.
+const K1: [u8; 32] = [1; 32];
+const K2: [u8; 32] = [2; 32];
+
+/// The server's record reader after a handshake: `data` is fed raw (in two pieces, split
+/// where its first byte says), then sealed by the matching client sender and read back,
+/// which must give `data` again whatever the piece sizes.
+pub fn check_noise_frames(data: &[u8]) {
+    use headscale::control::noise::{client_records, MAX_FRAME_LEN};
+    let (_, mut server_rx) = client_records(K2, K1);
+    let split = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
+    let mut out = Vec::new();
+    if server_rx.open(&data[..split], &mut out).is_ok() {
+        let _ = server_rx.open(&data[split..], &mut out);
+    }
+    assert!(out.len() <= data.len(), "more plaintext than input");
+
+    let (mut client_tx, _) = client_records(K1, K2);
+    let (_, mut server_rx) = client_records(K2, K1);
+    let mut wire = Vec::new();
+    client_tx
+        .seal(data, &mut wire)
+        .expect("sealing never fails");
+    let mut pos = 0;
+    while pos < wire.len() {
+        let len = u16::from_be_bytes([wire[pos + 1], wire[pos + 2]]) as usize;
+        assert!(3 + len <= MAX_FRAME_LEN, "a sealed record over 4096 bytes");
+        pos += 3 + len;
+    }
+    let piece = data.first().map_or(1, |b| *b as usize % 97 + 1);
+    let mut plain = Vec::new();
+    for chunk in wire.chunks(piece) {
+        server_rx.open(chunk, &mut plain).expect("own records open");
+    }
+    assert_eq!(plain, data, "records did not round-trip");
+}
+
+/// `data` is a handshake initiation for the responder. Also tried with the header forced to
+/// type 1 / length 96, so mutations of the keys and tags reach the Noise code.
+pub fn check_noise_handshake(data: &[u8]) {
+    use headscale::control::noise::{accept, INITIATION_LEN, RESPONSE_LEN};
+    let server = x25519_dalek::StaticSecret::from(FUZZ_SERVER_KEY);
+    if let Ok(accepted) = accept(&server, data) {
+        assert_eq!(data.len(), INITIATION_LEN);
+        assert_eq!(accepted.response.len(), RESPONSE_LEN);
+        assert_eq!(accepted.version, u16::from_be_bytes([data[0], data[1]]));
+    }
+    if data.len() >= INITIATION_LEN {
+        let mut forced = data[..INITIATION_LEN].to_vec();
+        forced[2..5].copy_from_slice(&[1, 0, 96]);
+        let _ = accept(&server, &forced);
+    }
+}
+
+/// `data` is `Upgrade` and `X-Tailscale-Handshake` values separated by a NUL byte (no NUL:
+/// the handshake header is absent). What passes the checks goes on to the handshake.
+pub fn check_upgrade_request(data: &[u8]) {
+    use headscale::control::upgrade::{validate_upgrade, UPGRADE_PROTOCOL};
+    let (upgrade, handshake) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], Some(&data[i + 1..])),
+        None => (data, None),
+    };
+    let upgrade = (!upgrade.is_empty()).then_some(upgrade);
+    if let Ok(initiation) = validate_upgrade(upgrade, handshake) {
+        let protocol = upgrade.map(|u| String::from_utf8_lossy(u).to_ascii_lowercase());
+        assert_eq!(protocol.as_deref(), Some(UPGRADE_PROTOCOL));
+        assert!(initiation.len() <= 1024);
+        check_noise_handshake(&initiation);
+    }
+}
+
+/// `data` is a JSON body of `/machine/register` or `/machine/map`: decoded as both, and
+/// put through the conversions the handlers do. What decodes must survive our client's
+/// encoding (the same types, serialized) unchanged.
+pub fn check_control_json(data: &[u8]) {
+    use headscale::control::map_stream::report_of;
+    use headscale::control::register::hostinfo_from_wire;
+    use headscale::core::keys::{DiscoKey, NodeKey};
+    use headscale::tailcfg::{Hostinfo, MapRequest, RegisterRequest};
+    if let Ok(request) = serde_json::from_slice::<RegisterRequest>(data) {
+        let _ = NodeKey::parse(&request.node_key, false);
+        let _ = NodeKey::parse(&request.old_node_key, false);
+        let _ = request
+            .expiry
+            .as_deref()
+            .and_then(headscale::core::Timestamp::parse_rfc3339);
+        let _ = hostinfo_from_wire(request.hostinfo.as_ref());
+        let value = serde_json::to_value(&request).expect("encodes");
+        let again: RegisterRequest = serde_json::from_value(value.clone()).expect("decodes again");
+        assert_eq!(serde_json::to_value(&again).expect("encodes"), value);
+    }
+    if let Ok(request) = serde_json::from_slice::<MapRequest>(data) {
+        let _ = NodeKey::parse(&request.node_key, false);
+        let _ = DiscoKey::parse(&request.disco_key, false);
+        let _ = report_of(&request);
+        if let Some(raw) = &request.hostinfo {
+            if let Ok(wire) = serde_json::from_value::<Hostinfo>(raw.clone()) {
+                let _ = hostinfo_from_wire(Some(&wire));
+            }
+        }
+        let value = serde_json::to_value(&request).expect("encodes");
+        let again: MapRequest = serde_json::from_value(value.clone()).expect("decodes again");
+        assert_eq!(serde_json::to_value(&again).expect("encodes"), value);
     }
 }

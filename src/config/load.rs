@@ -136,7 +136,6 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     ),
     ("logtail", "logtail"),
     ("auto_update", "client auto-update"),
-    ("tuning", "headscale's tuning knobs"),
     (
         "database.sqlite",
         "SQLite (this server stores its event log in sled)",

@@ -268,8 +268,6 @@ node:
   routes:
     ha:
       probe_interval: 10s
-tuning:
-  batch_change_delay: 800ms
 ";
     let loaded = load_with(yaml, &[]).unwrap();
     for key in [
@@ -281,7 +279,6 @@ tuning:
         "database.sqlite",
         "database.debug",
         "node.routes",
-        "tuning",
     ] {
         let warning = loaded
             .warnings
@@ -632,4 +629,25 @@ fn derp_key_must_not_be_the_noise_key_file() {
          private_key_path: /tmp/k.key\n",
     );
     assert!(text.contains("derp.server.private_key_path"), "{text}");
+}
+
+#[test]
+fn tuning_is_read() {
+    let yaml = "tuning:\n  batch_change_delay: 50ms\n  map_keepalive_interval: 2s\n  node_offline_grace: 1s\n";
+    let loaded = load_with(yaml, &[]).unwrap();
+    assert!(
+        loaded.warnings.iter().all(|w| !w.contains("tuning")),
+        "{:?}",
+        loaded.warnings
+    );
+    let tuning = &loaded.config.tuning;
+    assert_eq!(
+        tuning.batch_change_delay,
+        std::time::Duration::from_millis(50)
+    );
+    assert_eq!(
+        tuning.map_keepalive_interval,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(tuning.node_offline_grace, std::time::Duration::from_secs(1));
 }

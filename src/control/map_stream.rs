@@ -47,7 +47,7 @@ fn status(code: StatusCode, message: &str) -> Response {
 }
 
 /// The client's report, from a map request.
-fn report_of(request: &MapRequest) -> Report {
+pub fn report_of(request: &MapRequest) -> Report {
     let disco_key = DiscoKey::parse(&request.disco_key, false)
         .ok()
         .filter(|k| k.0 != [0; 32]);

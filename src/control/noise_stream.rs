@@ -39,6 +39,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> NoiseStream<IO> {
         }
     }
 
+    /// The transport underneath (tests use it to write raw, unsealed bytes).
+    pub fn get_mut(&mut self) -> &mut IO {
+        &mut self.inner
+    }
+
     /// Writes out sealed records until none are left or the socket is full.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending_pos < self.pending.len() {

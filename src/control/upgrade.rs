@@ -44,28 +44,63 @@ fn bad_request(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
 }
 
-pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> Response {
-    let upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
+/// Why an upgrade request is refused with a 400 before any Noise work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRefusal {
+    MissingProtocol,
+    UnknownProtocol,
+    MissingHandshake,
+    InvalidHandshake,
+}
+
+impl UpgradeRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            UpgradeRefusal::MissingProtocol => "missing next protocol",
+            UpgradeRefusal::UnknownProtocol => "unknown next protocol",
+            UpgradeRefusal::MissingHandshake => "missing Tailscale handshake header",
+            UpgradeRefusal::InvalidHandshake => "invalid Tailscale handshake header",
+        }
+    }
+}
+
+/// The header checks of `/ts2021`, in Tailscale's order, on the raw values of `Upgrade` and
+/// `X-Tailscale-Handshake`: the decoded initiation bytes, or why the request is refused.
+/// Pure, so it can be fuzzed; the size and contents of the initiation are `noise::accept`'s.
+pub fn validate_upgrade(
+    upgrade: Option<&[u8]>,
+    handshake: Option<&[u8]>,
+) -> Result<Vec<u8>, UpgradeRefusal> {
+    let upgrade = upgrade
+        .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("")
         .to_ascii_lowercase();
     if upgrade.is_empty() {
-        return bad_request("missing next protocol");
+        return Err(UpgradeRefusal::MissingProtocol);
     }
     if upgrade != UPGRADE_PROTOCOL {
-        return bad_request("unknown next protocol");
+        return Err(UpgradeRefusal::UnknownProtocol);
     }
-    let Some(encoded) = request
-        .headers()
-        .get(HANDSHAKE_HEADER)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return bad_request("missing Tailscale handshake header");
-    };
-    let Ok(initiation) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return bad_request("invalid Tailscale handshake header");
+    let encoded = handshake
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .ok_or(UpgradeRefusal::MissingHandshake)?;
+    // The initiation is 101 bytes (136 base64 characters); anything much longer is not one.
+    if encoded.len() > 1024 {
+        return Err(UpgradeRefusal::InvalidHandshake);
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| UpgradeRefusal::InvalidHandshake)
+}
+
+pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> Response {
+    let headers = request.headers();
+    let initiation = match validate_upgrade(
+        headers.get(header::UPGRADE).map(|v| v.as_bytes()),
+        headers.get(HANDSHAKE_HEADER).map(|v| v.as_bytes()),
+    ) {
+        Ok(initiation) => initiation,
+        Err(refusal) => return bad_request(refusal.message()),
     };
     let accepted = noise::accept(ctx.server_key.secret(), &initiation);
     let on_upgrade = hyper::upgrade::on(&mut request);

@@ -8,8 +8,8 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// `tailcfg.MapRequest`, the fields the server reads.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `tailcfg.MapRequest`, the fields the server reads (serialized by our own client).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct MapRequest {
     #[serde(rename = "Version")]
@@ -111,8 +111,9 @@ pub struct Debug {
     pub disable_log_tail: bool,
 }
 
-/// `tailcfg.Node` as the server sends it (self and peers).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+/// `tailcfg.Node` as the server sends it (self and peers); our client decodes it too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Node {
     #[serde(rename = "ID")]
     pub id: u64,
@@ -168,7 +169,8 @@ pub struct Node {
 }
 
 /// `tailcfg.UserProfile`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct UserProfile {
     #[serde(rename = "ID")]
     pub id: u64,

@@ -9,8 +9,8 @@ pub use map::*;
 
 use serde::{Deserialize, Serialize};
 
-/// `tailcfg.RegisterRequest`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `tailcfg.RegisterRequest` (serialized by our own client, `crate::client`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RegisterRequest {
     #[serde(rename = "Version")]
@@ -32,7 +32,7 @@ pub struct RegisterRequest {
     pub ephemeral: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RegisterAuth {
     #[serde(rename = "AuthKey")]
@@ -59,8 +59,9 @@ pub struct Hostinfo {
     pub ssh_host_keys: Option<Vec<String>>,
 }
 
-/// `tailcfg.RegisterResponse`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// `tailcfg.RegisterResponse` (decoded by our own client).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegisterResponse {
     #[serde(rename = "User")]
     pub user: User,
@@ -76,7 +77,8 @@ pub struct RegisterResponse {
     pub error: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct User {
     #[serde(rename = "ID")]
     pub id: u64,
@@ -88,7 +90,8 @@ pub struct User {
     pub created: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Login {
     #[serde(rename = "ID")]
     pub id: u64,

@@ -66,6 +66,17 @@ impl TestServer {
         server
     }
 
+    /// Starts a server whose config has `extra_yaml` appended (e.g. a `tuning:` section).
+    pub fn start_with(extra_yaml: &str) -> TestServer {
+        let mut server = TestServer::new(extra_yaml);
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

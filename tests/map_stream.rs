@@ -1,0 +1,467 @@
+//! Map streams against the real server binary, driven by our own control client
+//! (`headscale::client`): the full map, then deltas as peers join, move, go offline, are
+//! renamed and deleted; keep-alives; stream replacement; the one-shot map; refusals; and bad
+//! peers (garbage, oversized frames, silence, truncation, a reader that stops) that must get
+//! a clean close while everyone else's streams keep working.
+
+mod common;
+
+use common::TestServer;
+use headscale::client::wire::MapResponseIn;
+use headscale::client::{self, ClientError, ControlClient, MapStream, Netmap};
+use headscale::tailcfg::{RegisterAuth, RegisterRequest};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x25519_dalek::StaticSecret;
+
+const TUNING: &str =
+    "tuning:\n  batch_change_delay: 50ms\n  map_keepalive_interval: 2s\n  node_offline_grace: 1s\n";
+const CAPVER: u16 = 145;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn start() -> (TestServer, String) {
+    let server = TestServer::start_with(TUNING);
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
+        .trim()
+        .to_string();
+    (server, key)
+}
+
+struct Machine {
+    client: ControlClient,
+    node_key: String,
+    disco_key: String,
+}
+
+async fn join(server: &TestServer, auth_key: &str, hostname: &str) -> Machine {
+    let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
+    let client = ControlClient::connect(&server.url(), machine, CAPVER)
+        .await
+        .unwrap();
+    let (node_key, _) = client::random_key("nodekey:");
+    let (disco_key, _) = client::random_key("discokey:");
+    let answer = client
+        .register(&RegisterRequest {
+            version: CAPVER.into(),
+            node_key: node_key.clone(),
+            auth: Some(RegisterAuth {
+                auth_key: auth_key.into(),
+            }),
+            hostinfo: Some(headscale::tailcfg::Hostinfo {
+                hostname: hostname.into(),
+                os: "linux".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(answer.error.is_empty(), "{answer:?}");
+    assert!(answer.machine_authorized);
+    Machine {
+        client,
+        node_key,
+        disco_key,
+    }
+}
+
+/// Whether a non-keep-alive message carries nothing at all (the server must never send one).
+fn is_empty(m: &MapResponseIn) -> bool {
+    m.node.is_none()
+        && m.derp_map.is_none()
+        && m.peers.as_ref().is_none_or(Vec::is_empty)
+        && m.peers_changed.as_ref().is_none_or(Vec::is_empty)
+        && m.peers_removed.as_ref().is_none_or(Vec::is_empty)
+        && m.peers_changed_patch.as_ref().is_none_or(Vec::is_empty)
+        && m.online_change.as_ref().is_none_or(|c| c.is_empty())
+        && m.peer_seen_change.as_ref().is_none_or(|c| c.is_empty())
+        && m.dns_config.is_none()
+        && m.domain.is_empty()
+        && m.packet_filters.is_none()
+        && m.packet_filter.is_none()
+        && m.user_profiles.as_ref().is_none_or(Vec::is_empty)
+        && m.ssh_policy.is_none()
+}
+
+/// A map stream and what its client believes.
+struct Watch {
+    stream: MapStream,
+    netmap: Netmap,
+}
+
+impl Watch {
+    async fn open(machine: &Machine) -> (Watch, MapResponseIn) {
+        let request = machine.client.stream_request(
+            &machine.node_key,
+            &machine.disco_key,
+            vec!["192.0.2.10:41641".into()],
+        );
+        let stream = machine.client.map_stream(&request).await.unwrap();
+        let mut watch = Watch {
+            stream,
+            netmap: Netmap::new(),
+        };
+        let first = watch.next().await.expect("a first message");
+        (watch, first)
+    }
+
+    async fn next(&mut self) -> Option<MapResponseIn> {
+        let message = self.stream.next_within(WAIT).await?.unwrap();
+        if !message.response.keep_alive {
+            assert!(
+                !is_empty(&message.response),
+                "empty message: {}",
+                String::from_utf8_lossy(&message.raw.json)
+            );
+        }
+        self.netmap.apply(&message.response).unwrap();
+        Some(message.response)
+    }
+
+    /// Applies messages until `done` holds for the netmap; returns the messages it took.
+    async fn until(&mut self, what: &str, done: impl Fn(&Netmap) -> bool) -> Vec<MapResponseIn> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while !done(&self.netmap) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            match self.next().await {
+                Some(message) => seen.push(message),
+                None => panic!("stream ended while waiting for {what}"),
+            }
+        }
+        seen
+    }
+
+    /// The stream ends (cleanly or with an error) within the wait.
+    async fn ends(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "stream did not end");
+            match tokio::time::timeout(WAIT, self.stream.next_raw()).await {
+                Ok(None) | Ok(Some(Err(_))) => return,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => panic!("stream did not end"),
+            }
+        }
+    }
+}
+
+fn id_of(netmap: &Netmap) -> u64 {
+    netmap.self_node.as_ref().unwrap().id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_map_then_every_kind_of_peer_change() {
+    let (server, key) = start();
+    let a = join(&server, &key, "alpha").await;
+    let (mut watch_a, first) = Watch::open(&a).await;
+
+    // The full map.
+    let me = first.node.as_ref().expect("self node");
+    assert!(me.machine_authorized);
+    assert!(!me.addresses.is_empty());
+    assert!(me.name.ends_with(".tailnet.example."), "{}", me.name);
+    assert!(me.name.starts_with("alpha"), "{}", me.name);
+    assert!(first.derp_map.is_some() && first.dns_config.is_some());
+    assert!(first.control_time.is_some());
+    let allow_all = serde_json::json!([{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":0,"Last":65535}}]}]);
+    assert_eq!(
+        serde_json::to_value(&watch_a.netmap.packet_filters["base"]).unwrap(),
+        allow_all
+    );
+    assert!(watch_a.netmap.user_profiles.contains_key(&me.user));
+    assert!(watch_a.netmap.peers.is_empty());
+
+    // A second node registers: PeersChanged; its stream opens: Online.
+    let b = join(&server, &key, "bravo").await;
+    let seen = watch_a
+        .until("bravo as a peer", |n| n.peers.len() == 1)
+        .await;
+    assert!(seen
+        .iter()
+        .any(|m| m.peers_changed.as_ref().is_some_and(|p| p.len() == 1)));
+    let (mut watch_b, first_b) = Watch::open(&b).await;
+    let b_id = first_b.node.as_ref().unwrap().id;
+    assert_eq!(
+        first_b.peers.as_ref().map(Vec::len),
+        Some(1),
+        "alpha is bravo's peer"
+    );
+    watch_a
+        .until("bravo online", |n| n.peers[&b_id].online == Some(true))
+        .await;
+    let peer_user = watch_a.netmap.peers[&b_id].user;
+    assert!(watch_a.netmap.user_profiles.contains_key(&peer_user));
+
+    // A lite update reaches the peer as a patch with the new endpoints.
+    b.client
+        .lite_update(
+            &b.node_key,
+            vec!["198.51.100.7:41641".into(), "[2001:db8::7]:41641".into()],
+            &b.disco_key,
+            None,
+        )
+        .await
+        .unwrap();
+    let seen = watch_a
+        .until("bravo's new endpoints", |n| {
+            n.peers[&b_id].endpoints == ["198.51.100.7:41641", "[2001:db8::7]:41641"]
+        })
+        .await;
+    assert!(seen.iter().any(|m| m
+        .peers_changed_patch
+        .as_ref()
+        .is_some_and(|p| p.iter().any(|c| c.node_id == b_id && c.endpoints.is_some()))));
+
+    // The admin renames bravo: a PeersChanged with the new name.
+    server.ok(&["nodes", "rename", "-i", &b_id.to_string(), "charlie"]);
+    let seen = watch_a
+        .until("the new name", |n| {
+            n.peers[&b_id].name.starts_with("charlie.")
+        })
+        .await;
+    assert!(seen.iter().any(|m| m.peers_changed.is_some()));
+    watch_b
+        .until("its own new name", |n| {
+            n.self_node.as_ref().unwrap().name.starts_with("charlie.")
+        })
+        .await;
+
+    // Bravo's stream closes: offline after the grace, as a patch.
+    drop(watch_b);
+    let closed = Instant::now();
+    let seen = watch_a
+        .until("bravo offline", |n| n.peers[&b_id].online == Some(false))
+        .await;
+    assert!(
+        closed.elapsed() >= Duration::from_millis(900),
+        "offline before the grace"
+    );
+    assert!(seen
+        .iter()
+        .any(|m| m.peers_changed_patch.as_ref().is_some_and(|p| p
+            .iter()
+            .any(|c| c.node_id == b_id && c.online == Some(false)))));
+
+    // Deleting bravo: removed from alpha's peers, and its own (new) stream ends.
+    let (mut watch_b, _) = Watch::open(&b).await;
+    watch_a
+        .until("bravo online again", |n| {
+            n.peers[&b_id].online == Some(true)
+        })
+        .await;
+    server.ok(&["nodes", "delete", "-i", &b_id.to_string()]);
+    let seen = watch_a.until("bravo removed", |n| n.peers.is_empty()).await;
+    assert!(seen
+        .iter()
+        .any(|m| m.peers_removed.as_ref().is_some_and(|r| r == &[b_id])));
+    watch_b.ends().await;
+    assert_eq!(id_of(&watch_a.netmap), me.id);
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_replacement_and_one_shot_maps() {
+    let (server, key) = start();
+    let a = join(&server, &key, "alpha").await;
+    let b = join(&server, &key, "bravo").await;
+    let (mut first, _) = Watch::open(&a).await;
+
+    // A quiet stream gets exactly {"KeepAlive":true} (interval 2 s in this config).
+    let message = first.stream.next_within(WAIT).await.unwrap().unwrap();
+    assert_eq!(message.raw.json, br#"{"KeepAlive":true}"#);
+
+    // A second stream for the same node replaces the first, which ends.
+    let (second, full) = Watch::open(&a).await;
+    assert!(full.node.is_some() && full.peers.as_ref().is_some_and(|p| p.len() == 1));
+    first.ends().await;
+    drop(second);
+
+    // Stream:false, OmitPeers:false: exactly one full map, then the end.
+    let mut request = b.client.stream_request(&b.node_key, &b.disco_key, vec![]);
+    request.stream = false;
+    let mut once = b.client.map_stream(&request).await.unwrap();
+    let only = once.next_within(WAIT).await.unwrap().unwrap();
+    assert!(only.response.node.is_some());
+    assert_eq!(only.response.peers.as_ref().map(Vec::len), Some(1));
+    assert!(
+        once.next_within(WAIT).await.is_none(),
+        "one message, then the end"
+    );
+
+    // An unknown node key is a 404; a capability version below 113 is refused.
+    let (unknown, _) = client::random_key("nodekey:");
+    let request = a.client.stream_request(&unknown, &a.disco_key, vec![]);
+    match a.client.map_stream(&request).await {
+        Err(ClientError::Status { status: 404, .. }) => {}
+        Err(other) => panic!("expected 404, got {other}"),
+        Ok(_) => panic!("expected 404, got a stream"),
+    }
+    let old = ControlClient::connect(
+        &server.url(),
+        StaticSecret::random_from_rng(rand::rngs::OsRng),
+        112,
+    )
+    .await
+    .unwrap();
+    let mut request = old.stream_request(&a.node_key, &a.disco_key, vec![]);
+    request.version = 112;
+    match old.map_stream(&request).await {
+        Err(ClientError::Status { status: 400, body }) => {
+            assert!(body.contains("too old"), "{body}")
+        }
+        Err(other) => panic!("expected 400, got {other}"),
+        Ok(_) => panic!("expected a refusal, got a stream"),
+    }
+    assert!(!server.log().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_renames_are_neither_missed_nor_repeated() {
+    let (server, key) = start();
+    let a = join(&server, &key, "alpha").await;
+    let b = join(&server, &key, "bravo").await;
+    let (mut watch, first) = Watch::open(&a).await;
+    let b_id = first.peers.as_ref().unwrap()[0].id;
+    let id = b_id.to_string();
+    for n in 0..20 {
+        server.ok(&["nodes", "rename", "-i", &id, &format!("name-{n}")]);
+    }
+    watch
+        .until("the last name", |n| {
+            n.peers[&b_id].name.starts_with("name-19.")
+        })
+        .await;
+    // Nothing more than keep-alives after the final state: no repeats.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), watch.stream.next_raw()).await {
+            Ok(Some(Ok(raw))) => assert_eq!(raw.json, br#"{"KeepAlive":true}"#),
+            Ok(other) => panic!(
+                "stream ended: {other:?}",
+                other = other.map(|r| r.map(|_| ()))
+            ),
+            Err(_) => {}
+        }
+    }
+    drop(b);
+}
+
+/// Reads until EOF or error; `true` if the peer closed within the wait.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_get_a_clean_close_and_others_keep_working() {
+    let (server, key) = start();
+    let a = join(&server, &key, "alpha").await;
+    let b = join(&server, &key, "bravo").await;
+    let (mut watch, first) = Watch::open(&a).await;
+    let b_id = first.peers.as_ref().unwrap()[0].id;
+    let address = format!("127.0.0.1:{}", server.port);
+    let server_key = client::fetch_server_key(&server.url(), CAPVER)
+        .await
+        .unwrap();
+
+    // Garbage instead of HTTP, and an upgrade whose initiation is garbage.
+    let mut garbage = tokio::net::TcpStream::connect(&address).await.unwrap();
+    garbage.write_all(&[0xde; 300]).await.unwrap();
+    assert!(
+        closed_within(&mut garbage, WAIT).await,
+        "garbage bytes: no close"
+    );
+    use base64::Engine as _;
+    let bogus = base64::engine::general_purpose::STANDARD.encode([7u8; 101]);
+    let mut upgrade = tokio::net::TcpStream::connect(&address).await.unwrap();
+    upgrade
+        .write_all(format!("POST /ts2021 HTTP/1.1\r\nHost: x\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {bogus}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut upgrade, WAIT).await,
+        "garbage initiation: no close"
+    );
+
+    // After a good handshake: an oversized Noise frame, and a cut HTTP/2 preface.
+    let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
+    let mut noise = client::noise_connect(&server.url(), &machine, server_key, CAPVER)
+        .await
+        .unwrap();
+    let raw = noise.get_mut();
+    raw.write_all(&[4, 0xff, 0xff]).await.unwrap();
+    raw.write_all(&[0u8; 5000]).await.unwrap();
+    assert!(closed_within(raw, WAIT).await, "oversized frame: no close");
+    let mut noise = client::noise_connect(&server.url(), &machine, server_key, CAPVER)
+        .await
+        .unwrap();
+    noise
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04")
+        .await
+        .unwrap();
+    noise.flush().await.unwrap();
+    noise.get_mut().shutdown().await.unwrap();
+    assert!(
+        closed_within(noise.get_mut(), WAIT).await,
+        "truncated HTTP/2: no close"
+    );
+
+    // A silent connection (never sends its upgrade) is held by nobody's expense.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+
+    // A client that stops reading its map stream while lots happens.
+    let c = join(&server, &key, "stalled").await;
+    let request = c.client.stream_request(&c.node_key, &c.disco_key, vec![]);
+    let stalled = c.client.map_stream(&request).await.unwrap();
+    for n in 0..40 {
+        server.ok(&[
+            "nodes",
+            "rename",
+            "-i",
+            &b_id.to_string(),
+            &format!("busy-{n}"),
+        ]);
+    }
+
+    // Everyone else is still served.
+    watch
+        .until("bravo's last name", |n| {
+            n.peers[&b_id].name.starts_with("busy-39.")
+        })
+        .await;
+    b.client
+        .lite_update(
+            &b.node_key,
+            vec!["198.51.100.9:1".into()],
+            &b.disco_key,
+            None,
+        )
+        .await
+        .unwrap();
+    watch
+        .until("bravo's endpoints", |n| {
+            n.peers[&b_id].endpoints == ["198.51.100.9:1"]
+        })
+        .await;
+    let d = join(&server, &key, "delta").await;
+    let (_watch_d, first_d) = Watch::open(&d).await;
+    assert_eq!(first_d.peers.as_ref().map(Vec::len), Some(3));
+    drop(stalled);
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(15)).await,
+        "a silent connection is never closed"
+    );
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
