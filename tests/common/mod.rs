@@ -19,6 +19,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The config lines every test server shares: loopback URL and listener on `port`, no metrics,
+/// and the unix socket, Noise key and store under `data`.
+pub fn base_yaml(data: &std::path::Path, port: u16) -> String {
+    format!(
+        "server_url: http://127.0.0.1:{port}\n\
+         listen_addr: 127.0.0.1:{port}\n\
+         metrics_listen_addr: \"\"\n\
+         unix_socket: {data}/headscale.sock\n\
+         noise:\n  private_key_path: {data}/noise_private.key\n\
+         database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n",
+        data = data.display()
+    )
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -33,17 +47,13 @@ impl TestServer {
     pub fn new(extra_yaml: &str) -> TestServer {
         TestServer::with_yaml(|data, port| {
             format!(
-                "server_url: http://127.0.0.1:{port}\n\
-                 listen_addr: 127.0.0.1:{port}\n\
-                 metrics_listen_addr: \"\"\n\
-                 unix_socket: {data}/headscale.sock\n\
-                 noise:\n  private_key_path: {data}/noise_private.key\n\
-                 database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n\
+                "{base}\
                  dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
                  derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
                  policy:\n  mode: database\n\
                  log:\n  level: warn\n\
                  {extra_yaml}\n",
+                base = base_yaml(data, port),
                 data = data.display()
             )
         })
@@ -98,35 +108,29 @@ impl TestServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("server exited early with {status}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for("start", |server| {
+            std::os::unix::net::UnixStream::connect(server.socket()).is_ok()
+        });
     }
 
     /// Waits until the TCP listener answers `GET /health` with 200.
     pub fn wait_healthy(&mut self) {
+        self.wait_for("be healthy", |server| {
+            std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+                && http(server.port, "GET", "/health", None).0 == 200
+        });
+    }
+
+    /// Polls `ready` for up to 20 s; panics with the log if the server exits or time runs out.
+    fn wait_for(&mut self, what: &str, ready: impl Fn(&TestServer) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let healthy = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && http(self.port, "GET", "/health", None).0 == 200;
-            if healthy {
-                return;
-            }
+        while !ready(self) {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!("server exited early with {status}: {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "server not healthy: {}",
+                "server did not {what}: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));

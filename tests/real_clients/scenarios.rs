@@ -140,6 +140,9 @@ fn nothing_leaves() {
     wait_until(SHORT, "sealed in nodes list", || server.node("sealed"));
     let seen = trap.take();
     assert!(seen.is_empty(), "requests went to the proxy: {seen:?}");
+    // The daemon keeps to its own dirs (TS_LOGS_DIR is honoured only if it exists).
+    let log = client.log();
+    assert!(!log.contains("/var/lib/tailscale"), "{log}");
     for table in ["tcp", "tcp6", "udp", "udp6"] {
         for (local, remote) in sockets(table) {
             for address in [local, remote] {

@@ -3,7 +3,7 @@
 //! verification) and `tailnet.test` as the MagicDNS domain; admin through the CLI
 //! (`common::TestServer`). Prints the tail of its log when a scenario fails.
 
-use crate::common::TestServer;
+use crate::common::{self, TestServer};
 use std::ops::{Deref, DerefMut};
 
 pub const BASE_DOMAIN: &str = "tailnet.test";
@@ -22,12 +22,7 @@ impl Server {
             .port();
         let inner = TestServer::with_yaml(|data, port| {
             format!(
-                "server_url: http://127.0.0.1:{port}\n\
-                 listen_addr: 127.0.0.1:{port}\n\
-                 metrics_listen_addr: \"\"\n\
-                 unix_socket: {data}/headscale.sock\n\
-                 noise:\n  private_key_path: {data}/noise_private.key\n\
-                 database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n\
+                "{base}\
                  dns:\n  magic_dns: true\n  base_domain: {BASE_DOMAIN}\n  override_local_dns: false\n\
                  derp:\n  server:\n    enabled: true\n    region_id: 999\n    verify_clients: true\n\
                  \x20   stun_listen_addr: 127.0.0.1:{stun}\n    private_key_path: {data}/derp.key\n\
@@ -35,6 +30,7 @@ impl Server {
                  policy:\n  mode: database\n\
                  node:\n  ephemeral:\n    inactivity_timeout: 30s\n\
                  log:\n  level: info\n",
+                base = common::base_yaml(data, port),
                 data = data.display()
             )
         });

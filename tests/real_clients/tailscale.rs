@@ -148,6 +148,8 @@ impl Client {
         let dir = tempfile::tempdir().unwrap();
         let socks_port = options.socks5.then(crate::common::free_port);
         let log = File::create(dir.path().join("tailscaled.log")).unwrap();
+        // TS_LOGS_DIR is only used if it exists; otherwise logs go to /var/lib/tailscale.
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
         let (read, write) = pipe();
         let mut command = Command::new(version.dir().join("tailscaled"));
         command
