@@ -48,6 +48,7 @@ pub fn pending_list() -> Vec<Scenario> {
         scenario("ping_direct_and_derp", ping_direct_and_derp),
         scenario("tcp_through_tailnet", tcp_through_tailnet),
         scenario("server_restart", server_restart),
+        scenario("running_over_https", running_over_https),
     ]
 }
 
@@ -61,7 +62,7 @@ fn register_with_key(version: Version) {
     let server = Server::start();
     server.create_user("alice");
     let key = server.pre_auth_key("alice", &[]);
-    let client = Client::start("laptop", version, Options::default());
+    let client = Client::start("laptop", version, &Options::default());
     let _up = client.up(&server.url(), &key, LONG);
     let node = wait_until(SHORT, "laptop in nodes list", || server.node("laptop"));
     assert_eq!(node["user"]["name"], "alice", "{node}");
@@ -85,7 +86,7 @@ fn register_with_key(version: Version) {
 fn bad_key_refused(version: Version) {
     let server = Server::start();
     server.create_user("alice");
-    let client = Client::start("intruder", version, Options::default());
+    let client = Client::start("intruder", version, &Options::default());
     let wrong = "hskey-auth-aaaaaaaaaaaa-0123456789abcdefghijklmnopqrstuvwxyz";
     let run = client.up(&server.url(), wrong, SHORT).finish(SHORT * 2);
     assert!(!run.ok, "up with a wrong key succeeded: {run}");
@@ -131,7 +132,7 @@ fn nothing_leaves() {
     let client = Client::start(
         "sealed",
         Version::Newest,
-        Options {
+        &Options {
             socks5: true,
             ..Options::default()
         },
@@ -204,7 +205,7 @@ fn tailnet(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Cli
     }
     let clients: Vec<Client> = nodes
         .iter()
-        .map(|(name, _, version, options)| Client::start(name, *version, *options))
+        .map(|(name, _, version, options)| Client::start(name, *version, options))
         .collect();
     let ups: Vec<_> = clients
         .iter()
@@ -253,8 +254,8 @@ fn three_nodes_running() {
     let clients = tailnet(
         &server,
         &[
-            ("alpha", "alice", Version::Newest, none),
-            ("beta", "alice", Version::Oldest, none),
+            ("alpha", "alice", Version::Newest, none.clone()),
+            ("beta", "alice", Version::Oldest, none.clone()),
             ("gamma", "bob", Version::Newest, none),
         ],
     );
@@ -277,14 +278,14 @@ fn ping_direct_and_derp() {
     let none = Options::default();
     let relayed = Options {
         never_direct: true,
-        ..none
+        ..Options::default()
     };
     let clients = tailnet(
         &server,
         &[
-            ("near", "alice", Version::Newest, none),
+            ("near", "alice", Version::Newest, none.clone()),
             ("far", "alice", Version::Oldest, none),
-            ("relay-a", "alice", Version::Newest, relayed),
+            ("relay-a", "alice", Version::Newest, relayed.clone()),
             ("relay-b", "alice", Version::Oldest, relayed),
         ],
     );
@@ -377,7 +378,7 @@ fn server_restart() {
     let clients = tailnet(
         &server,
         &[
-            ("steady", "alice", Version::Newest, none),
+            ("steady", "alice", Version::Newest, none.clone()),
             ("sturdy", "alice", Version::Oldest, none),
         ],
     );
@@ -397,4 +398,24 @@ fn server_restart() {
         .map(|c| c.status()["TailscaleIPs"].clone())
         .collect();
     assert_eq!(before, after);
+}
+
+/// The production path: `https://` control with a certificate from a test CA the clients
+/// trust through `SSL_CERT_FILE`, DERP over TLS (no plain-HTTP knob); both versions reach
+/// Running and see each other.
+fn running_over_https() {
+    let server = Server::start_tls();
+    let trusting = Options {
+        trust: server.ca.clone(),
+        ..Options::default()
+    };
+    let clients = tailnet(
+        &server,
+        &[
+            ("secure-a", "alice", Version::Newest, trusting.clone()),
+            ("secure-b", "alice", Version::Oldest, trusting),
+        ],
+    );
+    wait_peers_online(&clients[0], &["secure-b"]);
+    wait_peers_online(&clients[1], &["secure-a"]);
 }

@@ -1,8 +1,9 @@
 //! Real, unmodified `tailscaled` + `tailscale` (the pinned versions `.ci/install-tailscale`
 //! builds): one daemon per node in userspace-networking mode with its own state dir, socket and
 //! log, the test environment variables (no log upload, no port mapping, no default control,
-//! plain-HTTP DERP, the trap as proxy), tied to the harness by `TS_PARENT_DEATH_FD` and killed
-//! on drop; and the CLI commands the scenarios use, each with a deadline.
+//! plain-HTTP DERP unless a test CA is trusted, the trap as proxy), tied to the harness by
+//! `TS_PARENT_DEATH_FD` and killed on drop; and the CLI commands the scenarios use, each with a
+//! deadline.
 
 use crate::wait_until;
 use std::fs::File;
@@ -61,12 +62,15 @@ impl Version {
 }
 
 /// How a daemon is started.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// `TS_DEBUG_NEVER_DIRECT_UDP=1`: all traffic through DERP.
     pub never_direct: bool,
     /// Serve SOCKS5 into the tailnet on a free loopback port.
     pub socks5: bool,
+    /// The production path: trust this CA (`SSL_CERT_FILE`) and speak DERP over TLS
+    /// (no `TS_DEBUG_USE_DERP_HTTP`).
+    pub trust: Option<PathBuf>,
 }
 
 /// The result of one CLI command.
@@ -143,7 +147,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn start(name: &str, version: Version, options: Options) -> Client {
+    pub fn start(name: &str, version: Version, options: &Options) -> Client {
         version.check_installed();
         let dir = tempfile::tempdir().unwrap();
         let socks_port = options.socks5.then(crate::common::free_port);
@@ -164,6 +168,11 @@ impl Client {
         command.env("TS_PARENT_DEATH_FD", "3");
         if options.never_direct {
             command.env("TS_DEBUG_NEVER_DIRECT_UDP", "1");
+        }
+        if let Some(ca) = &options.trust {
+            command
+                .env("SSL_CERT_FILE", ca)
+                .env_remove("TS_DEBUG_USE_DERP_HTTP");
         }
         let read_fd = read.as_raw_fd();
         unsafe {
