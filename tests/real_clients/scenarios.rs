@@ -137,6 +137,13 @@ fn nothing_leaves() {
             ..Options::default()
         },
     );
+    // The daemon really has the trap as its proxy.
+    let environ = std::fs::read(format!("/proc/{}/environ", client.pid())).unwrap();
+    let proxy = format!("HTTPS_PROXY={}", trap.url);
+    assert!(
+        environ.split(|b| *b == 0).any(|v| v == proxy.as_bytes()),
+        "tailscaled runs without {proxy}"
+    );
     let _up = client.up(&server.url(), &key, LONG);
     wait_until(SHORT, "sealed in nodes list", || server.node("sealed"));
     let seen = trap.take();

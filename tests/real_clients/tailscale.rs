@@ -219,7 +219,7 @@ impl Client {
         assert!(!exited, "tailscaled {} exited: {}", self.name, self.log());
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.daemon.as_ref().unwrap().id()
     }
 
