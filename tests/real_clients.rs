@@ -141,21 +141,19 @@ fn main() {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&scenario.run));
         let leaked = trap().take();
         let seconds = began.elapsed().as_secs_f64();
-        match outcome {
-            Ok(()) if leaked.is_empty() => {
-                println!("scenario {} ... ok ({seconds:.1}s)", scenario.name)
-            }
-            Ok(()) => {
-                println!(
-                    "scenario {} ... FAILED ({seconds:.1}s): the trap proxy saw {leaked:?}",
-                    scenario.name
-                );
-                failed.push(scenario.name.clone());
-            }
-            Err(_) => {
-                println!("scenario {} ... FAILED ({seconds:.1}s)", scenario.name);
-                failed.push(scenario.name.clone());
-            }
+        let trapped = if leaked.is_empty() {
+            String::new()
+        } else {
+            format!(": the trap proxy saw {leaked:?}")
+        };
+        if outcome.is_ok() && leaked.is_empty() {
+            println!("scenario {} ... ok ({seconds:.1}s)", scenario.name);
+        } else {
+            println!(
+                "scenario {} ... FAILED ({seconds:.1}s){trapped}",
+                scenario.name
+            );
+            failed.push(scenario.name.clone());
         }
     }
     println!(
