@@ -167,6 +167,8 @@ async fn register_with_pre_auth_keys_and_log_in_again() {
     );
     let bad = register(&mut second, serde_json::json!({ "Version": 113, "NodeKey": node_key(21), "Auth": { "AuthKey": "hskey-auth-aaaaaaaaaaaa-nope" } })).await;
     assert!(bad["Error"].as_str().unwrap().contains("invalid"), "{bad}");
+    // The client parses every time field even in a refusal: an empty one hides the error.
+    assert_eq!(bad["User"]["Created"], "0001-01-01T00:00:00Z", "{bad}");
     // Another machine cannot claim a node key that is not its own.
     let stolen = register(
         &mut second,

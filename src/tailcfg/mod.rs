@@ -86,8 +86,19 @@ pub struct User {
     pub display_name: String,
     #[serde(rename = "ProfilePicURL")]
     pub profile_pic_url: String,
-    #[serde(rename = "Created")]
+    /// RFC 3339; empty is sent as Go's zero time, because the client parses this field
+    /// even in a refusal (an empty string fails the whole response).
+    #[serde(rename = "Created", serialize_with = "go_time")]
     pub created: String,
+}
+
+/// Serializes an RFC 3339 text, or Go's zero `time.Time` when empty.
+fn go_time<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if text.is_empty() {
+        "0001-01-01T00:00:00Z"
+    } else {
+        text
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

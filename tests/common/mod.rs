@@ -19,6 +19,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The config lines every test server shares: loopback URL and listener on `port`, no metrics,
+/// and the unix socket, Noise key and store under `data`.
+pub fn base_yaml(data: &std::path::Path, port: u16) -> String {
+    format!(
+        "server_url: http://127.0.0.1:{port}\n\
+         listen_addr: 127.0.0.1:{port}\n\
+         metrics_listen_addr: \"\"\n\
+         unix_socket: {data}/headscale.sock\n\
+         noise:\n  private_key_path: {data}/noise_private.key\n\
+         database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n",
+        data = data.display()
+    )
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -31,25 +45,27 @@ pub struct TestServer {
 impl TestServer {
     /// Writes a config into a fresh temp dir (without starting the server).
     pub fn new(extra_yaml: &str) -> TestServer {
+        TestServer::with_yaml(|data, port| {
+            format!(
+                "{base}\
+                 dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
+                 derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
+                 policy:\n  mode: database\n\
+                 log:\n  level: warn\n\
+                 {extra_yaml}\n",
+                base = base_yaml(data, port),
+                data = data.display()
+            )
+        })
+    }
+
+    /// Writes the config `yaml(data_dir, port)` returns into a fresh temp dir (without
+    /// starting the server); the config must keep the unix socket at `data_dir/headscale.sock`.
+    pub fn with_yaml(yaml: impl FnOnce(&std::path::Path, u16) -> String) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let data = dir.path().join("data");
         let config = dir.path().join("config.yaml");
-        let yaml = format!(
-            "server_url: http://127.0.0.1:{port}\n\
-             listen_addr: 127.0.0.1:{port}\n\
-             metrics_listen_addr: \"\"\n\
-             unix_socket: {data}/headscale.sock\n\
-             noise:\n  private_key_path: {data}/noise_private.key\n\
-             database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n\
-             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
-             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
-             policy:\n  mode: database\n\
-             log:\n  level: warn\n\
-             {extra_yaml}\n",
-            data = data.display()
-        );
-        std::fs::write(&config, yaml).unwrap();
+        std::fs::write(&config, yaml(&dir.path().join("data"), port)).unwrap();
         TestServer {
             dir,
             config,
@@ -103,17 +119,53 @@ impl TestServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
+        self.wait_for("start", |server| {
+            std::os::unix::net::UnixStream::connect(server.socket()).is_ok()
+        });
+    }
+
+    /// Waits until the TCP listener answers `GET /health` with 200.
+    pub fn wait_healthy(&mut self) {
+        self.wait_for("be healthy", |server| {
+            std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+                && http(server.port, "GET", "/health", None).0 == 200
+        });
+    }
+
+    /// Polls `ready` for up to 20 s; panics with the log if the server exits or time runs out.
+    fn wait_for(&mut self, what: &str, ready: impl Fn(&TestServer) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+        while !ready(self) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!("server exited early with {status}: {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "server did not start: {}",
+                "server did not {what}: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `users create NAME`.
+    pub fn create_user(&self, name: &str) {
+        self.ok(&["users", "create", name]);
+    }
+
+    /// `preauthkeys create --user USER [extra...]`: the full key text.
+    pub fn pre_auth_key(&self, user: &str, extra: &[&str]) -> String {
+        let mut args = vec!["preauthkeys", "create", "--user", user];
+        args.extend(extra);
+        let key = self.json(&args);
+        key["key"].as_str().unwrap().to_string()
+    }
+
+    /// `nodes list -o json` as a list.
+    pub fn nodes(&self) -> Vec<serde_json::Value> {
+        match self.json(&["nodes", "list"]) {
+            serde_json::Value::Array(nodes) => nodes,
+            other => panic!("nodes list is not a list: {other}"),
         }
     }
 

@@ -1,0 +1,61 @@
+//! The network namespace the real-client tests run in: the test executable re-executes itself
+//! under `unshare --net --pid --fork --mount-proc`, so the server and every `tailscaled` see
+//! only a loopback interface (nothing can leave the machine) and die with the harness (it is
+//! PID 1 of its own PID namespace; when it exits the kernel kills everything left inside).
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Set in the re-executed child: "we are inside".
+const MARKER: &str = "HEADSCALE_REAL_CLIENTS_NETNS";
+
+/// Returns when running inside the namespace (with `lo` up); otherwise runs this executable
+/// again inside a new one and exits with its status. Fails with one line when that is
+/// impossible: no silent skips.
+pub fn enter() {
+    if std::env::var_os(MARKER).is_some() {
+        bring_up_loopback();
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        fail("real-client tests need root (they create a network namespace with unshare)");
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("current_exe: {e}")));
+    let mut command = Command::new("unshare");
+    command
+        .args(["--net", "--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(MARKER, "1");
+    // If the harness is killed, unshare dies too and (--kill-child) takes the namespace down.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let status = command.status().unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot run `unshare` ({e}): real-client tests need util-linux unshare and root"
+        ))
+    });
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn bring_up_loopback() {
+    let out = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run `ip` ({e}): iproute2 is needed")));
+    if !out.status.success() {
+        fail(&format!(
+            "`ip link set lo up` failed in the namespace: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+}
+
+fn fail(line: &str) -> ! {
+    eprintln!("real_clients: {line}");
+    std::process::exit(1);
+}

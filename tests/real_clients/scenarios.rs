@@ -1,0 +1,428 @@
+//! The scenarios: each starts its own server and clients, asserts through `headscale` CLI and
+//! `tailscale status --json`, and panics on failure. `default_list` runs on every `cargo test`;
+//! `pending_list` needs `/machine/map` and the embedded DERP and runs only when named.
+
+use crate::server::{Server, BASE_DOMAIN};
+use crate::tailscale::{Client, Options, Version};
+use crate::wait_until;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+use std::time::Duration;
+
+pub struct Scenario {
+    pub name: String,
+    pub run: Box<dyn Fn()>,
+}
+
+fn scenario(name: &str, run: impl Fn() + 'static) -> Scenario {
+    Scenario {
+        name: name.to_string(),
+        run: Box::new(run),
+    }
+}
+
+/// One scenario per client version: `<name>/<version>`.
+fn per_version(list: &mut Vec<Scenario>, name: &str, run: fn(Version)) {
+    for version in Version::ALL {
+        list.push(scenario(&format!("{name}/{}", version.tag()), move || {
+            run(version)
+        }));
+    }
+}
+
+/// What must pass today (registration works; map streams do not exist yet).
+pub fn default_list() -> Vec<Scenario> {
+    let mut list = Vec::new();
+    per_version(&mut list, "register_with_key", register_with_key);
+    per_version(&mut list, "bad_key_refused", bad_key_refused);
+    list.push(scenario("nothing_leaves", nothing_leaves));
+    list
+}
+
+/// Enabled when /machine/map and DERP land: move them into `default_list` then. Run them
+/// now by name: `REAL_CLIENTS=pending cargo test --test real_clients`.
+pub fn pending_list() -> Vec<Scenario> {
+    vec![
+        scenario("three_nodes_running", three_nodes_running),
+        scenario("ping_direct_and_derp", ping_direct_and_derp),
+        scenario("tcp_through_tailnet", tcp_through_tailnet),
+        scenario("server_restart", server_restart),
+        scenario("running_over_https", running_over_https),
+    ]
+}
+
+const SHORT: Duration = Duration::from_secs(20);
+const LONG: Duration = Duration::from_secs(60);
+
+/// `tailscale up --auth-key` registers the node: it shows in `nodes list` with its user,
+/// hostname and one IPv4 + one IPv6 from the tailnet ranges, under the client's node key.
+/// (`up` itself cannot reach Running until map streams exist; it runs in the background.)
+fn register_with_key(version: Version) {
+    let server = Server::start();
+    server.create_user("alice");
+    let key = server.pre_auth_key("alice", &[]);
+    let client = Client::start("laptop", version, &Options::default());
+    let _up = client.up(&server.url(), &key, LONG);
+    let node = wait_until(SHORT, "laptop in nodes list", || server.node("laptop"));
+    assert_eq!(node["user"]["name"], "alice", "{node}");
+    assert_eq!(node["givenName"], "laptop", "{node}");
+    assert_eq!(node["registerMethod"], "REGISTER_METHOD_AUTH_KEY", "{node}");
+    let ips: Vec<IpAddr> = node["ipAddresses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ipAddresses: {node}"))
+        .iter()
+        .map(|ip| ip.as_str().unwrap().parse().unwrap())
+        .collect();
+    let cgnat: ipnet::IpNet = "100.64.0.0/10".parse().unwrap();
+    let ula: ipnet::IpNet = "fd7a:115c:a1e0::/48".parse().unwrap();
+    assert_eq!(ips.len(), 2, "{node}");
+    assert!(ips.iter().any(|ip| cgnat.contains(ip)), "{node}");
+    assert!(ips.iter().any(|ip| ula.contains(ip)), "{node}");
+    assert_eq!(server.nodes().len(), 1);
+}
+
+/// A wrong key: `up` fails saying so, the client stays in NeedsLogin, no node is created.
+fn bad_key_refused(version: Version) {
+    let server = Server::start();
+    server.create_user("alice");
+    let client = Client::start("intruder", version, &Options::default());
+    let wrong = "hskey-auth-aaaaaaaaaaaa-0123456789abcdefghijklmnopqrstuvwxyz";
+    let run = client.up(&server.url(), wrong, SHORT).finish(SHORT * 2);
+    assert!(!run.ok, "up with a wrong key succeeded: {run}");
+    let said = format!("{}{}", run.stdout, run.stderr).to_lowercase();
+    assert!(
+        said.contains("auth key"),
+        "up did not mention the key: {run}"
+    );
+    client.wait_state("NeedsLogin", SHORT);
+    assert!(server.nodes().is_empty(), "{:?}", server.nodes());
+}
+
+/// The namespace has only loopback, the outside is unreachable, the trap is armed and saw
+/// nothing while a client registered, and every socket in the namespace is on loopback.
+fn nothing_leaves() {
+    // (`ip`, not /sys/class/net: sysfs still shows the host's interfaces.)
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let interfaces: Vec<String> = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1).map(String::from))
+        .collect();
+    assert_eq!(interfaces, ["lo"], "the namespace has other interfaces");
+    let outside = TcpStream::connect_timeout(&"192.0.2.1:80".parse().unwrap(), SHORT / 10);
+    assert!(outside.is_err(), "reached 192.0.2.1 from the namespace");
+
+    // The trap answers and records (so an empty record means something).
+    let trap = crate::trap();
+    let mut probe = TcpStream::connect(trap.url.trim_start_matches("http://")).unwrap();
+    probe
+        .write_all(b"GET http://example.invalid/ HTTP/1.1\r\nHost: example.invalid\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_eq!(trap.take(), ["GET http://example.invalid/ HTTP/1.1"]);
+
+    let server = Server::start();
+    server.create_user("alice");
+    let key = server.pre_auth_key("alice", &[]);
+    let client = Client::start(
+        "sealed",
+        Version::Newest,
+        &Options {
+            socks5: true,
+            ..Options::default()
+        },
+    );
+    // The daemon really has the trap as its proxy.
+    let environ = std::fs::read(format!("/proc/{}/environ", client.pid())).unwrap();
+    let proxy = format!("HTTPS_PROXY={}", trap.url);
+    assert!(
+        environ.split(|b| *b == 0).any(|v| v == proxy.as_bytes()),
+        "tailscaled runs without {proxy}"
+    );
+    let _up = client.up(&server.url(), &key, LONG);
+    wait_until(SHORT, "sealed in nodes list", || server.node("sealed"));
+    let seen = trap.take();
+    assert!(seen.is_empty(), "requests went to the proxy: {seen:?}");
+    // The daemon keeps to its own dirs (TS_LOGS_DIR is honoured only if it exists).
+    let log = client.log();
+    assert!(!log.contains("/var/lib/tailscale"), "{log}");
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        for (local, remote) in sockets(table) {
+            for address in [local, remote] {
+                assert!(
+                    is_local(address),
+                    "a {table} socket in the namespace uses {address}"
+                );
+            }
+        }
+    }
+}
+
+/// (local, remote) addresses of every socket in `/proc/net/<table>`.
+fn sockets(table: &str) -> Vec<(IpAddr, IpAddr)> {
+    let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (proc_address(fields[1]), proc_address(fields[2]))
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` or 32 hex digits + port: 32-bit words in host (little-endian) order.
+fn proc_address(field: &str) -> IpAddr {
+    let hex = field.split(':').next().unwrap();
+    let words: Vec<[u8; 4]> = (0..hex.len() / 8)
+        .map(|i| {
+            u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16)
+                .unwrap()
+                .to_le_bytes()
+        })
+        .collect();
+    if words.len() == 1 {
+        IpAddr::V4(Ipv4Addr::from(words[0]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(words.concat()).unwrap(),
+        ))
+    }
+}
+
+fn is_local(address: IpAddr) -> bool {
+    let address = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(address),
+        v4 => v4,
+    };
+    address.is_loopback() || address.is_unspecified()
+}
+
+/// Users, keys and running clients: `(name, user, version, options)` each.
+fn tailnet(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Client> {
+    let mut users: Vec<&str> = nodes.iter().map(|n| n.1).collect();
+    users.sort();
+    users.dedup();
+    for user in users {
+        server.create_user(user);
+    }
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|(name, _, version, options)| Client::start(name, *version, options))
+        .collect();
+    let ups: Vec<_> = clients
+        .iter()
+        .zip(nodes)
+        .map(|(client, node)| {
+            let key = server.pre_auth_key(node.1, &[]);
+            client.up(&server.url(), &key, LONG)
+        })
+        .collect();
+    for (up, client) in ups.into_iter().zip(&clients) {
+        let run = up.finish(LONG + SHORT);
+        assert!(run.ok, "{}: up failed: {run}", client.name);
+    }
+    for client in &clients {
+        client.wait_state("Running", LONG);
+    }
+    clients
+}
+
+/// Waits until `client` sees every node in `names` as an online peer under the base domain.
+fn wait_peers_online(client: &Client, names: &[&str]) -> Value {
+    wait_until(
+        LONG,
+        &format!("{} to see {names:?} online", client.name),
+        || {
+            let status = client.status();
+            let peers: Vec<&Value> = status["Peer"].as_object()?.values().collect();
+            let all = names.iter().all(|name| {
+                peers.iter().any(|peer| {
+                    peer["HostName"] == *name
+                        && peer["Online"] == true
+                        && peer["DNSName"]
+                            .as_str()
+                            .is_some_and(|d| d.ends_with(&format!(".{BASE_DOMAIN}.")))
+                })
+            });
+            all.then_some(status)
+        },
+    )
+}
+
+/// Three nodes of two users and both client versions reach Running and see each other.
+fn three_nodes_running() {
+    let server = Server::start();
+    let none = Options::default();
+    let clients = tailnet(
+        &server,
+        &[
+            ("alpha", "alice", Version::Newest, none.clone()),
+            ("beta", "alice", Version::Oldest, none.clone()),
+            ("gamma", "bob", Version::Newest, none),
+        ],
+    );
+    let names = ["alpha", "beta", "gamma"];
+    for client in &clients {
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| *n != client.name)
+            .collect();
+        let status = wait_peers_online(client, &others);
+        let own = status["Self"]["DNSName"].as_str().unwrap_or_default();
+        assert_eq!(own, format!("{}.{BASE_DOMAIN}.", client.name), "{status}");
+    }
+}
+
+/// `tailscale ping` between two nodes; with direct UDP forbidden on both, it goes via DERP.
+fn ping_direct_and_derp() {
+    let server = Server::start();
+    let none = Options::default();
+    let relayed = Options {
+        never_direct: true,
+        ..Options::default()
+    };
+    let clients = tailnet(
+        &server,
+        &[
+            ("near", "alice", Version::Newest, none.clone()),
+            ("far", "alice", Version::Oldest, none),
+            ("relay-a", "alice", Version::Newest, relayed.clone()),
+            ("relay-b", "alice", Version::Oldest, relayed),
+        ],
+    );
+    let ping = |from: &Client, to: &Client| {
+        wait_peers_online(from, &[to.name.as_str()]);
+        let run = from.run(
+            &[
+                "ping",
+                "--c=10",
+                "--timeout=5s",
+                "--until-direct=false",
+                &to.ipv4(),
+            ],
+            LONG,
+        );
+        assert!(run.ok && run.stdout.contains("pong"), "{run}");
+        run.stdout
+    };
+    ping(&clients[0], &clients[1]);
+    let relayed = ping(&clients[2], &clients[3]);
+    assert!(relayed.contains("via DERP"), "not relayed: {relayed}");
+}
+
+/// TCP from one node to a listener behind another (netstack forwards inbound to the host's
+/// loopback at the same port), through the first node's SOCKS5 proxy.
+fn tcp_through_tailnet() {
+    let server = Server::start();
+    let clients = tailnet(
+        &server,
+        &[
+            (
+                "caller",
+                "alice",
+                Version::Newest,
+                Options {
+                    socks5: true,
+                    ..Options::default()
+                },
+            ),
+            ("callee", "bob", Version::Oldest, Options::default()),
+        ],
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(b"hello through the tailnet\n");
+        }
+    });
+    wait_peers_online(&clients[0], &["callee"]);
+    let target: Ipv4Addr = clients[1].ipv4().parse().unwrap();
+    let greeting = wait_until(LONG, "a greeting through SOCKS5", || {
+        let mut stream = socks5_connect(clients[0].socks_port.unwrap(), target, port).ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(greeting, "hello through the tailnet\n");
+}
+
+/// A SOCKS5 CONNECT (no authentication) to `target:port` through the proxy on `proxy_port`.
+fn socks5_connect(proxy_port: u16, target: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    let refused = |what: &str| std::io::Error::other(format!("socks5: {what}"));
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy_port))?;
+    stream.set_read_timeout(Some(SHORT))?;
+    stream.write_all(&[5, 1, 0])?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice)?;
+    if choice != [5, 0] {
+        return Err(refused("no-auth refused"));
+    }
+    let mut request = vec![5, 1, 0, 1];
+    request.extend(target.octets());
+    request.extend(port.to_be_bytes());
+    stream.write_all(&request)?;
+    let mut reply = [0u8; 10];
+    stream.read_exact(&mut reply)?;
+    if reply[1] != 0 {
+        return Err(refused(&format!("CONNECT failed with code {}", reply[1])));
+    }
+    Ok(stream)
+}
+
+/// SIGKILL the server and start it again on the same data dir: the clients come back to
+/// Running with the same IPs and see each other online again.
+fn server_restart() {
+    let mut server = Server::start();
+    let none = Options::default();
+    let clients = tailnet(
+        &server,
+        &[
+            ("steady", "alice", Version::Newest, none.clone()),
+            ("sturdy", "alice", Version::Oldest, none),
+        ],
+    );
+    wait_peers_online(&clients[0], &["sturdy"]);
+    let before: Vec<Value> = clients
+        .iter()
+        .map(|c| c.status()["TailscaleIPs"].clone())
+        .collect();
+    server.kill();
+    server.restart();
+    for (client, other) in [(&clients[0], "sturdy"), (&clients[1], "steady")] {
+        client.wait_state("Running", LONG);
+        wait_peers_online(client, &[other]);
+    }
+    let after: Vec<Value> = clients
+        .iter()
+        .map(|c| c.status()["TailscaleIPs"].clone())
+        .collect();
+    assert_eq!(before, after);
+}
+
+/// The production path: `https://` control with a certificate from a test CA the clients
+/// trust through `SSL_CERT_FILE`, DERP over TLS (no plain-HTTP knob); both versions reach
+/// Running and see each other.
+fn running_over_https() {
+    let server = Server::start_tls();
+    let trusting = Options {
+        trust: server.ca.clone(),
+        ..Options::default()
+    };
+    let clients = tailnet(
+        &server,
+        &[
+            ("secure-a", "alice", Version::Newest, trusting.clone()),
+            ("secure-b", "alice", Version::Oldest, trusting),
+        ],
+    );
+    wait_peers_online(&clients[0], &["secure-b"]);
+    wait_peers_online(&clients[1], &["secure-a"]);
+}
