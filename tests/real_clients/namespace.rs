@@ -9,12 +9,12 @@ use std::process::Command;
 /// Set in the re-executed child: "we are inside".
 const MARKER: &str = "HEADSCALE_REAL_CLIENTS_NETNS";
 
-/// Returns when running inside the namespace (with `lo` up); otherwise runs this executable
+/// Returns when running inside the namespace (with `lo` and a private veth pair up); otherwise runs this executable
 /// again inside a new one and exits with its status. Fails with one line when that is
 /// impossible: no silent skips.
 pub fn enter() {
     if std::env::var_os(MARKER).is_some() {
-        bring_up_loopback();
+        bring_up_interfaces();
         return;
     }
     if unsafe { libc::geteuid() } != 0 {
@@ -42,16 +42,31 @@ pub fn enter() {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-fn bring_up_loopback() {
-    let out = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .output()
-        .unwrap_or_else(|e| fail(&format!("cannot run `ip` ({e}): iproute2 is needed")));
-    if !out.status.success() {
-        fail(&format!(
-            "`ip link set lo up` failed in the namespace: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// The veth pair that gives the namespace a non-loopback address: Tailscale 1.80 believes
+/// the network is down (no STUN, no DERP, never `Running`) when only `lo` has addresses.
+/// Both ends stay inside the namespace and there is no route out.
+pub const VETH: (&str, &str, &str) = ("hs0", "hs1", "10.254.254.1/24");
+
+fn bring_up_interfaces() {
+    let (a, b, address) = VETH;
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["link", "add", a, "type", "veth", "peer", "name", b],
+        &["addr", "add", address, "dev", a],
+        &["link", "set", a, "up"],
+        &["link", "set", b, "up"],
+    ] {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| fail(&format!("cannot run `ip` ({e}): iproute2 is needed")));
+        if !out.status.success() {
+            fail(&format!(
+                "`ip {}` failed in the namespace: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
     }
 }
 
