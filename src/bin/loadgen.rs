@@ -103,6 +103,8 @@ fn main() {
     match runtime.block_on(loadgen::run(options)) {
         Ok(report) => {
             println!("{}", report.summary());
+            // Last line: the figures as one JSON object, for scripts.
+            println!("{}", report.json());
             if !report.complete() {
                 std::process::exit(2);
             }

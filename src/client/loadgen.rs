@@ -86,6 +86,16 @@ pub struct LoadgenReport {
     pub problems: Vec<String>,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
+    /// The server's peak RSS (VmHWM) at the end.
+    pub server_peak_rss_kib: Option<u64>,
+    /// Server CPU time (user + system) during setup and during the rounds.
+    pub server_cpu_setup: Option<Duration>,
+    pub server_cpu_rounds: Option<Duration>,
+    /// Per stream: from sending the map request to its first (full) map; sorted.
+    pub first_map: Vec<Duration>,
+    /// Mean size of a first (full) map: wire bytes and JSON bytes.
+    pub first_map_wire_bytes: u64,
+    pub first_map_json_bytes: u64,
 }
 
 impl LoadgenReport {
@@ -153,14 +163,61 @@ impl LoadgenReport {
     }
 }
 
+impl LoadgenReport {
+    /// The figures as one JSON object (the bench binary's last line).
+    pub fn json(&self) -> serde_json::Value {
+        let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
+        let first = |p: f64| {
+            let n = self.first_map.len();
+            (n > 0).then(|| self.first_map[((p * n as f64).ceil() as usize).clamp(1, n) - 1])
+        };
+        // Bytes every node receives per change (the changer itself receives nothing).
+        let per_change = (self.round_wire_bytes)
+            .checked_div((self.rounds.len() as u64) * (self.nodes as u64 - 1).max(1));
+        serde_json::json!({
+            "nodes": self.nodes,
+            "rounds": self.rounds.len(),
+            "complete_rounds": self.rounds.iter().filter(|r| r.latency.is_some()).count(),
+            "fanout_p50_ms": ms(self.percentile(50.0)),
+            "fanout_p99_ms": ms(self.percentile(99.0)),
+            "fanout_max_ms": ms(self.latencies().last().copied()),
+            "first_map_p50_ms": ms(first(0.5)),
+            "first_map_p99_ms": ms(first(0.99)),
+            "first_map_wire_bytes": self.first_map_wire_bytes,
+            "first_map_json_bytes": self.first_map_json_bytes,
+            "bytes_per_node_per_change": per_change,
+            "server_cpu_setup_s": self.server_cpu_setup.map(|d| d.as_secs_f64()),
+            "server_cpu_rounds_s": self.server_cpu_rounds.map(|d| d.as_secs_f64()),
+            "server_rss_mib": self.server_rss_kib_after.map(|k| k / 1024),
+            "server_peak_rss_mib": self.server_peak_rss_kib.map(|k| k / 1024),
+            "problems": self.problems.len(),
+        })
+    }
+}
+
 /// VmRSS of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// User + system CPU time of a process so far (`/proc/<pid>/stat`, clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Only what the bitset and the round marker need; everything else is skipped unparsed.
@@ -236,6 +293,8 @@ struct Shared {
     wire_bytes: AtomicU64,
     json_bytes: AtomicU64,
     problems: Mutex<Vec<String>>,
+    /// Per stream: time to the first map and its wire/JSON size.
+    first_maps: Mutex<Vec<(Duration, u64, u64)>>,
 }
 
 impl Shared {
@@ -310,6 +369,7 @@ async fn join_node(
 /// reports round markers. Returns the sample netmap at the end.
 async fn read_stream(
     mut stream: MapStream,
+    opened: Instant,
     index: usize,
     sample: bool,
     shared: Arc<Shared>,
@@ -318,6 +378,7 @@ async fn read_stream(
     let mut peers = Bitset::default();
     let mut own_id = 0;
     let mut netmap = Netmap::new();
+    let mut first = true;
     loop {
         let next = tokio::select! {
             next = stream.next_raw() => next,
@@ -349,6 +410,22 @@ async fn read_stream(
             }
         };
         let now = Instant::now();
+        if first {
+            first = false;
+            shared
+                .first_maps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((
+                    now.saturating_duration_since(opened),
+                    raw.wire_len as u64 + 4,
+                    raw.json.len() as u64,
+                ));
+        } else if !light.peers.is_empty() {
+            shared.problem(format!(
+                "stream {index}: a full peer list after the first map"
+            ));
+        }
         if let Some(node) = &light.node {
             own_id = node.id;
             if index == 0 {
@@ -438,7 +515,9 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
         wire_bytes: AtomicU64::new(0),
         json_bytes: AtomicU64::new(0),
         problems: Mutex::new(Vec::new()),
+        first_maps: Mutex::new(Vec::new()),
     });
+    let cpu_start = options.server_pid.and_then(cpu_time);
 
     let (stop_tx, stop) = watch::channel(false);
     // Open every stream; the first message on stream 0 tells us the changer's ID.
@@ -450,11 +529,13 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
             &node.disco_key,
             vec![format!("192.0.2.1:{}", 1000 + index)],
         );
+        let opened = Instant::now();
         let stream = node.client.map_stream(&request).await?;
         let sample = options.sample_every > 0 && index % options.sample_every == 0;
         let shared = shared.clone();
         let stop = stop.clone();
-        readers.spawn(async move { read_stream(stream, index, sample, shared, stop).await });
+        readers
+            .spawn(async move { read_stream(stream, opened, index, sample, shared, stop).await });
     }
     report.setup = started.elapsed();
 
@@ -499,6 +580,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
     let frames_before = shared.frames.load(Ordering::Relaxed);
     let wire_before = shared.wire_bytes.load(Ordering::Relaxed);
     let json_before = shared.json_bytes.load(Ordering::Relaxed);
+    let cpu_before_rounds = options.server_pid.and_then(cpu_time);
 
     // The rounds.
     let changer = &joined[0];
@@ -532,6 +614,20 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
     }
     tokio::time::sleep(options.pause).await;
     report.server_rss_kib_after = options.server_pid.and_then(rss_kib);
+    report.server_peak_rss_kib = options.server_pid.and_then(|pid| status_kib(pid, "VmHWM:"));
+    let cpu_end = options.server_pid.and_then(cpu_time);
+    if let (Some(start), Some(middle), Some(end)) = (cpu_start, cpu_before_rounds, cpu_end) {
+        report.server_cpu_setup = Some(middle.saturating_sub(start));
+        report.server_cpu_rounds = Some(end.saturating_sub(middle));
+    }
+    {
+        let firsts = shared.first_maps.lock().unwrap_or_else(|e| e.into_inner());
+        report.first_map = firsts.iter().map(|f| f.0).collect();
+        report.first_map.sort();
+        let count = firsts.len().max(1) as u64;
+        report.first_map_wire_bytes = firsts.iter().map(|f| f.1).sum::<u64>() / count;
+        report.first_map_json_bytes = firsts.iter().map(|f| f.2).sum::<u64>() / count;
+    }
     report.frames = shared.frames.load(Ordering::Relaxed);
     report.wire_bytes = shared.wire_bytes.load(Ordering::Relaxed);
     report.json_bytes = shared.json_bytes.load(Ordering::Relaxed);

@@ -401,6 +401,7 @@ fn server_restart() {
         .iter()
         .map(|c| c.status()["TailscaleIPs"].clone())
         .collect();
+    let ids = node_ids(&server);
     server.kill();
     server.restart();
     for (client, other) in [(&clients[0], "sturdy"), (&clients[1], "steady")] {
@@ -412,6 +413,34 @@ fn server_restart() {
         .map(|c| c.status()["TailscaleIPs"].clone())
         .collect();
     assert_eq!(before, after);
+    assert_eq!(
+        ids,
+        node_ids(&server),
+        "node ids changed across the restart"
+    );
+    // And they talk again.
+    let run = clients[0].run(
+        &[
+            "ping",
+            "--c=10",
+            "--timeout=5s",
+            "--until-direct=false",
+            &clients[1].ipv4(),
+        ],
+        LONG,
+    );
+    assert!(run.ok && run.stdout.contains("pong"), "{run}");
+}
+
+/// `(givenName, id)` of every node, from the server's CLI.
+fn node_ids(server: &Server) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = server
+        .nodes()
+        .iter()
+        .map(|n| (n["givenName"].to_string(), n["id"].to_string()))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The production path: `https://` control with a certificate from a test CA the clients

@@ -9,6 +9,7 @@ use crate::tailcfg::{self, PeerChange, SharedJson, UserProfile};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Tailscale's user id for tagged devices: a tagged node is owned by its tags, not a user.
 pub const TAGGED_DEVICES_USER_ID: u64 = 2_147_455_555;
@@ -179,7 +180,8 @@ impl PresenceFields {
         if self.endpoints != sent.endpoints {
             patch.endpoints = Some(self.endpoints.clone());
         }
-        if self.disco_key != sent.disco_key {
+        // A key-typed field is never sent empty (the client would reject the message).
+        if self.disco_key != sent.disco_key && !self.disco_key.is_empty() {
             patch.disco_key = Some(self.disco_key.clone());
         }
         if self.online != sent.online {
@@ -198,13 +200,15 @@ impl PresenceFields {
 pub struct Rendered {
     pub json: SharedJson,
     pub identity: u64,
-    pub presence: PresenceFields,
+    /// Shared with every session that was sent this rendering: a session remembers what it
+    /// sent per peer, and at 1,000 nodes a copy per session would be a million copies.
+    pub presence: Arc<PresenceFields>,
     pub user: u64,
 }
 
 impl Rendered {
     fn new(node: tailcfg::Node) -> Result<Self, serde_json::Error> {
-        let presence = PresenceFields::of(&node);
+        let presence = Arc::new(PresenceFields::of(&node));
         let json = SharedJson::new(&node)?;
         let mut identity_only = node;
         identity_only.home_derp = 0;

@@ -10,11 +10,12 @@ use crate::core::state::State;
 use crate::core::Timestamp;
 use crate::tailcfg::{self, MapResponse, UserProfile};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 struct SentPeer {
     identity: u64,
-    presence: PresenceFields,
+    presence: Arc<PresenceFields>,
 }
 
 /// The client's view as this session built it.
@@ -165,14 +166,20 @@ impl SessionView {
                     );
                 }
                 (Some(rendered), Some(sent)) => {
+                    let mut sent_something = true;
                     if rendered.identity != sent.identity {
                         response.peers_changed.push(rendered.json.clone());
-                        sent.identity = rendered.identity;
-                        sent.presence = rendered.presence.clone();
+                    } else if Arc::ptr_eq(&rendered.presence, &sent.presence) {
+                        sent_something = false;
                     } else if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
                         response.peers_changed_patch.push(patch);
-                        sent.presence = rendered.presence.clone();
-                    } else if !everything {
+                    } else {
+                        sent_something = false;
+                    }
+                    // Share the current rendering (equal or newer) so old ones can be freed.
+                    sent.identity = rendered.identity;
+                    sent.presence = rendered.presence.clone();
+                    if !sent_something && !everything {
                         continue;
                     }
                     // On a tailnet-wide change an unchanged peer's owner may still have been
