@@ -9,6 +9,7 @@ pub mod control;
 pub mod core;
 pub mod derp;
 pub mod engine;
+pub mod first_bytes;
 pub mod keyfile;
 pub mod secrets;
 pub mod server;

@@ -272,7 +272,7 @@ async fn serve_tcp(
         let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
             |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
         ));
-        let tcp = FirstBytesDeadline::new(tcp, HEADER_READ_TIMEOUT);
+        let tcp = crate::first_bytes::FirstBytesDeadline::new(tcp, HEADER_READ_TIMEOUT);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
@@ -286,82 +286,6 @@ async fn serve_tcp(
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-    }
-}
-
-/// Fails reads with `TimedOut` when the first bytes of a connection (enough to tell HTTP/1
-/// from HTTP/2) have not arrived by the deadline: hyper's header timeout only starts after
-/// the protocol is known, so a silent peer would otherwise be held forever.
-struct FirstBytesDeadline<IO> {
-    inner: IO,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    read: usize,
-}
-
-/// The HTTP/2 preface is 24 bytes; any HTTP/1 request line is decided well before that.
-const FIRST_BYTES: usize = 24;
-
-impl<IO> FirstBytesDeadline<IO> {
-    fn new(inner: IO, limit: Duration) -> Self {
-        FirstBytesDeadline {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            read: 0,
-        }
-    }
-}
-
-impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstBytesDeadline<IO> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Some(deadline) = this.deadline.as_mut() {
-            match &result {
-                Poll::Ready(Ok(())) => {
-                    this.read += buf.filled().len() - before;
-                    if this.read >= FIRST_BYTES || buf.filled().len() == before {
-                        this.deadline = None;
-                    }
-                }
-                Poll::Ready(Err(_)) => this.deadline = None,
-                Poll::Pending => {
-                    if std::future::Future::poll(deadline.as_mut(), cx).is_ready() {
-                        return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
-                    }
-                }
-            }
-        }
-        result
-    }
-}
-
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstBytesDeadline<IO> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -417,8 +417,12 @@ async fn bad_peers_get_a_clean_close_and_others_keep_working() {
         "truncated HTTP/2: no close"
     );
 
-    // A silent connection (never sends its upgrade) is held by nobody's expense.
+    // A silent connection (never sends its upgrade) is held by nobody's expense, nor is
+    // one that finishes the Noise handshake and never starts HTTP/2.
     let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut mute = client::noise_connect(&server.url(), &machine, server_key, CAPVER)
+        .await
+        .unwrap();
 
     // A client that stops reading its map stream while lots happens.
     let c = join(&server, &key, "stalled").await;
@@ -461,6 +465,10 @@ async fn bad_peers_get_a_clean_close_and_others_keep_working() {
     assert!(
         closed_within(&mut silent, Duration::from_secs(15)).await,
         "a silent connection is never closed"
+    );
+    assert!(
+        closed_within(mute.get_mut(), Duration::from_secs(5)).await,
+        "a peer that never sends the HTTP/2 preface is never closed"
     );
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");

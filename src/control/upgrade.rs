@@ -24,6 +24,8 @@ pub const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
 const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 /// A connection that says nothing for this long is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a peer has, after the Noise handshake, to send the HTTP/2 preface.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the Noise-side router needs to serve one connection.
 #[derive(Clone)]
@@ -136,7 +138,11 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
             capability_version: accepted.version,
         };
         tracing::debug!(machine = %peer.machine_key.short(), capver = peer.capability_version, "noise session open");
-        let stream = NoiseStream::new(io, accepted.sender, accepted.receiver);
+        // A peer that finishes the handshake but never starts HTTP/2 is closed, not kept.
+        let stream = crate::first_bytes::FirstBytesDeadline::new(
+            NoiseStream::new(io, accepted.sender, accepted.receiver),
+            PREFACE_TIMEOUT,
+        );
         let router = ctx.machine_router.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
