@@ -78,13 +78,18 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, crate::store::
 }
 
 /// The API context over a running engine.
-pub fn live_context(config: &Config, engine: EngineHandle) -> ApiContext {
+pub fn live_context(
+    config: &Config,
+    engine: EngineHandle,
+    presence: Option<crate::control::map_hub::PresenceTable>,
+) -> ApiContext {
     let clock = Arc::new(SystemClock);
     ApiContext {
         backend: Backend::Live(engine),
         now: Arc::new(move || clock.now()),
         policy_in_database: config.policy.mode == PolicyMode::Database,
         checkpoint_key: read_checkpoint_key(config),
+        presence,
     }
 }
 
@@ -296,8 +301,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     let engine = start_engine(&config, engine_options(&config)).await?;
-    let ctx = live_context(&config, engine.clone());
     let machine = start_map_hub(&config, &engine)?;
+    let ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
 
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =

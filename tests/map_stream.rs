@@ -192,6 +192,22 @@ async fn full_map_then_every_kind_of_peer_change() {
     watch_a
         .until("bravo online", |n| n.peers[&b_id].online == Some(true))
         .await;
+    // The admin sees it online too (volatile presence, not a fact in the log).
+    let listed = |id: u64| {
+        let nodes = server.json(&["nodes", "list"]);
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id.to_string().as_str())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(listed(b_id)["online"], true);
+    assert!(listed(b_id)["discoKey"]
+        .as_str()
+        .unwrap()
+        .starts_with("discokey:"));
     let peer_user = watch_a.netmap.peers[&b_id].user;
     assert!(watch_a.netmap.user_profiles.contains_key(&peer_user));
 
@@ -239,6 +255,9 @@ async fn full_map_then_every_kind_of_peer_change() {
         closed.elapsed() >= Duration::from_millis(900),
         "offline before the grace"
     );
+    let offline = listed(b_id);
+    assert_eq!(offline["online"], false);
+    assert!(offline["lastSeen"].is_string(), "{offline}");
     assert!(seen
         .iter()
         .any(|m| m.peers_changed_patch.as_ref().is_some_and(|p| p

@@ -43,9 +43,18 @@ pub struct ApiContext {
     pub policy_in_database: bool,
     /// The server's checkpoint key, when readable, so `events verify` checks signatures.
     pub checkpoint_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Live presence (online, last seen) from the map hub; `None` without a daemon.
+    pub presence: Option<crate::control::map_hub::PresenceTable>,
 }
 
 impl ApiContext {
+    /// A node's volatile presence, when a daemon serves map streams.
+    fn presence(&self, id: crate::core::ids::NodeId) -> Option<crate::core::netmap::NodePresence> {
+        let table = self.presence.as_ref()?;
+        let table = table.read().unwrap_or_else(|e| e.into_inner());
+        table.get(&id).cloned()
+    }
+
     fn store(&self) -> Arc<dyn EventStore> {
         match &self.backend {
             Backend::Live(engine) => engine.store(),

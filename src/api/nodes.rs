@@ -60,11 +60,15 @@ pub async fn list(
         None => None,
     };
     let now = ctx.now();
+    let live = query.at.is_none();
     let nodes = state
         .nodes
         .values()
         .filter(|n| user.is_none() || n.user == user)
-        .map(|n| wire::node(&state, n, now))
+        .map(|n| {
+            let presence = live.then(|| ctx.presence(n.id)).flatten();
+            wire::node(&state, n, now, presence.as_ref())
+        })
         .collect();
     Ok(Json(NodeList { nodes }))
 }
@@ -76,7 +80,7 @@ fn node_response(ctx: &ApiContext, id: NodeId) -> Result<Json<NodeResponse>, Api
         .get(&id)
         .ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
     Ok(Json(NodeResponse {
-        node: wire::node(&state, node, ctx.now()),
+        node: wire::node(&state, node, ctx.now(), ctx.presence(id).as_ref()),
     }))
 }
 
@@ -418,7 +422,7 @@ async fn change_route(
             Event::RoutesApproved { id, .. } => state.nodes.get(&id),
             _ => None,
         })
-        .map(|n| wire::node(&state, n, now))
+        .map(|n| wire::node(&state, n, now, ctx.presence(n.id).as_ref()))
         .collect();
     Ok(Json(NodeList { nodes }))
 }

@@ -136,13 +136,22 @@ pub fn register_method(method: RegisterMethod) -> &'static str {
     }
 }
 
-pub fn node(state: &State, node: &Node, now: Timestamp) -> NodeWire {
+/// `presence` is the live online state (absent for a past state or without a daemon).
+pub fn node(
+    state: &State,
+    node: &Node,
+    now: Timestamp,
+    presence: Option<&crate::core::netmap::NodePresence>,
+) -> NodeWire {
     let strings = |routes: &[ipnet::IpNet]| routes.iter().map(|r| r.to_string()).collect();
     NodeWire {
         id: node.id.to_string(),
         machine_key: node.machine_key.to_string(),
         node_key: node.node_key.to_string(),
-        disco_key: String::new(),
+        disco_key: presence
+            .and_then(|p| p.disco_key)
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
         ip_addresses: node
             .ipv4
             .map(|a| a.to_string())
@@ -151,7 +160,9 @@ pub fn node(state: &State, node: &Node, now: Timestamp) -> NodeWire {
             .collect(),
         name: node.hostinfo.hostname.clone(),
         user: node.user.and_then(|id| state.users.get(&id)).map(user),
-        last_seen: None,
+        last_seen: presence
+            .and_then(|p| if p.online { Some(now) } else { p.last_seen })
+            .map(Timestamp::to_rfc3339),
         expiry: node.expiry.map(Timestamp::to_rfc3339),
         pre_auth_key: node
             .auth_key
@@ -160,7 +171,7 @@ pub fn node(state: &State, node: &Node, now: Timestamp) -> NodeWire {
         created_at: node.created_at.to_rfc3339(),
         register_method: register_method(node.register_method).into(),
         given_name: node.given_name.clone(),
-        online: false,
+        online: presence.is_some_and(|p| p.online),
         approved_routes: strings(&node.approved_routes),
         available_routes: strings(&node.hostinfo.advertised_routes),
         subnet_routes: strings(&node.subnet_routes()),

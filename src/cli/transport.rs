@@ -50,6 +50,7 @@ impl Transport {
             now: Arc::new(move || clock.now()),
             policy_in_database: config.policy.mode == PolicyMode::Database,
             checkpoint_key: server::read_checkpoint_key(config),
+            presence: None,
         };
         let router = api::router(ctx).layer(axum::middleware::from_fn(api::local_trust));
         Ok(Transport::InProcess(router))
