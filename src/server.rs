@@ -6,6 +6,7 @@ use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, IpAllocation, PolicyMode};
 use crate::control::map_hub::{HubOptions, MapHub};
 use crate::control::map_stream::MachineContext;
+use crate::control::pending::PendingLogins;
 use crate::control::{self, server_key::ServerKey};
 use crate::core::event::{Allocation, CoreConfig};
 use crate::core::keys::Digest;
@@ -90,6 +91,7 @@ pub fn live_context(
         policy_in_database: config.policy.mode == PolicyMode::Database,
         checkpoint_key: read_checkpoint_key(config),
         presence,
+        pending: None,
     }
 }
 
@@ -187,6 +189,9 @@ fn derp_map_json(config: &Config) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(map)?)
 }
 
+/// How long an interactive login waits for an admin (headscale: 15 min).
+const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// Starts the map-stream fan-out and returns what the `/machine/*` handlers share.
 pub fn start_map_hub(config: &Config, engine: &EngineHandle) -> anyhow::Result<MachineContext> {
     let context = control::netmap_context::netmap_context(config, &derp_map_json(config)?)?;
@@ -204,6 +209,8 @@ pub fn start_map_hub(config: &Config, engine: &EngineHandle) -> anyhow::Result<M
         engine: engine.clone(),
         hub,
         keep_alive: tuning.map_keepalive_interval,
+        pending: PendingLogins::new(PENDING_LOGIN_TTL),
+        server_url: config.server_url.trim_end_matches('/').to_string(),
     })
 }
 
@@ -227,6 +234,7 @@ fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContex
             get(|| async { "User-agent: *\nDisallow: /\n" }),
         )
         .merge(control::server_key::router(server_key.public()))
+        .merge(control::login_page::router(machine.pending.clone()))
         .route(
             "/ts2021",
             axum::routing::get(control::upgrade::handle)
@@ -302,7 +310,8 @@ pub async fn run(
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let machine = start_map_hub(&config, &engine)?;
-    let ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
+    let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
+    ctx.pending = Some(machine.pending.clone());
 
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =

@@ -45,6 +45,8 @@ pub struct ApiContext {
     pub checkpoint_key: Option<ed25519_dalek::VerifyingKey>,
     /// Live presence (online, last seen) from the map hub; `None` without a daemon.
     pub presence: Option<crate::control::map_hub::PresenceTable>,
+    /// Interactive logins waiting for `nodes register`; `None` without a daemon.
+    pub pending: Option<crate::control::pending::PendingLogins>,
 }
 
 impl ApiContext {

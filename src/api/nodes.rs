@@ -262,14 +262,52 @@ pub struct RegisterQuery {
     key: Option<String>,
 }
 
-/// Interactive registration completes a pending login; pending logins arrive with the control
-/// protocol, so for now every key is unknown.
-pub async fn register(Query(query): Query<RegisterQuery>) -> Result<Json<NodeResponse>, ApiError> {
+/// Completes an interactive login: `key` is the registration id from the AuthURL (or the
+/// node key shown on the login page), `user` the owner. The client's waiting follow-up
+/// request is answered at once.
+pub async fn register(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Query(query): Query<RegisterQuery>,
+) -> Result<Json<NodeResponse>, ApiError> {
     let key = query.key.unwrap_or_default();
-    let _ = query.user;
-    Err(ApiError::NotFound(format!(
-        "no pending registration with key {key:?} (it may have expired; the client shows a new one on `tailscale up`)"
-    )))
+    let user = query.user.unwrap_or_default();
+    let pending = ctx
+        .pending
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest("no daemon is running: nothing is pending".into()))?;
+    let Some((id, login)) = pending.find(key.trim()) else {
+        return Err(ApiError::NotFound(format!(
+            "no pending registration with key {key:?} (it may have expired; `tailscale up` shows a new one)"
+        )));
+    };
+    let state = ctx.state_at(None)?;
+    let owner = find_user(&state, &user)?;
+    let entropy = rand::thread_rng().next_u64();
+    let events = ctx
+        .execute(
+            actor,
+            Command::RegisterNode {
+                machine_key: login.machine_key,
+                node_key: login.node_key,
+                hostinfo: login.hostinfo,
+                auth: RegisterAuth::Admin { user: owner },
+                requested_expiry: login.requested_expiry,
+                ephemeral: login.ephemeral,
+                entropy,
+            },
+        )
+        .await?;
+    let node = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::NodeRegistered(reg) => Some(reg.id),
+            Event::NodeReauthenticated { id, .. } => Some(*id),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::Internal("registration recorded no event".into()))?;
+    pending.finish(&id, crate::control::pending::Outcome::Registered(node));
+    node_response(&ctx, node)
 }
 
 #[derive(Deserialize)]

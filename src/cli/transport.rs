@@ -51,6 +51,7 @@ impl Transport {
             policy_in_database: config.policy.mode == PolicyMode::Database,
             checkpoint_key: server::read_checkpoint_key(config),
             presence: None,
+            pending: None,
         };
         let router = api::router(ctx).layer(axum::middleware::from_fn(api::local_trust));
         Ok(Transport::InProcess(router))

@@ -34,6 +34,9 @@ pub struct MachineContext {
     pub engine: EngineHandle,
     pub hub: MapHub,
     pub keep_alive: Duration,
+    pub pending: super::pending::PendingLogins,
+    /// `server_url` without a trailing slash, for AuthURLs.
+    pub server_url: String,
 }
 
 impl FromRef<MachineContext> for EngineHandle {

@@ -3,12 +3,14 @@
 //! map streams (`map_hub` owns the sessions, `map_stream` serves them) and the netmap's
 //! tailnet-wide context.
 
+pub mod login_page;
 pub mod machine;
 pub mod map_hub;
 pub mod map_stream;
 pub mod netmap_context;
 pub mod noise;
 pub mod noise_stream;
+pub mod pending;
 pub mod register;
 pub mod server_key;
 pub mod upgrade;

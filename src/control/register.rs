@@ -1,8 +1,11 @@
 //! `POST /machine/register` inside the Noise channel: pre-auth key logins, re-login of a
 //! known node (every tailscaled start), node-key rotation and logout. Failures the user
 //! should see go back in the response's `Error` field (the client prints it); only malformed
-//! requests get a 400. Interactive login (AuthURL) arrives with issue #4.
+//! requests get a 400. Without a key, an unknown node gets an AuthURL and its follow-up waits
+//! for the admin (`pending.rs`).
 
+use super::map_stream::MachineContext;
+use super::pending::{Outcome, PendingLogin};
 use super::upgrade::Peer;
 use crate::core::command::ExpiryChange;
 use crate::core::event::NodeHostinfo;
@@ -10,7 +13,7 @@ use crate::core::ids::{NodeId, PreAuthKeyId};
 use crate::core::keys::NodeKey;
 use crate::core::state::{Node, State as TailnetState};
 use crate::core::{Actor, Command, Event, RegisterAuth, Timestamp};
-use crate::engine::{Clock, EngineError, EngineHandle, SystemClock};
+use crate::engine::{Clock, EngineError, SystemClock};
 use crate::secrets;
 use crate::tailcfg::{self, RegisterRequest, RegisterResponse};
 use axum::body::Bytes;
@@ -19,6 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use rand::RngCore;
+use std::time::Duration;
 
 /// Go's zero `time.Time` (0001-01-01T00:00:00Z) in Unix milliseconds: "no expiry requested".
 const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
@@ -124,11 +128,52 @@ fn registered_node(events: &[crate::core::Envelope]) -> Option<NodeId> {
     })
 }
 
+/// A follow-up waits this long for the admin, then gets the same AuthURL again (the client
+/// backs off and asks again).
+const FOLLOWUP_WAIT: Duration = Duration::from_secs(300);
+
+/// The registration id at the end of an AuthURL (`…/register/<id>`).
+fn registration_id(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
+/// A follow-up request: waits for the admin's decision on the pending login.
+async fn follow_up(context: &MachineContext, url: &str) -> Response {
+    let Some(mut outcome) = context.pending.watch(registration_id(url)) else {
+        return refuse("this login has expired or is unknown: run `tailscale up` again");
+    };
+    let decided = tokio::time::timeout(FOLLOWUP_WAIT, outcome.wait_for(Option::is_some)).await;
+    let decision = match decided {
+        Ok(Ok(decision)) => decision.clone(),
+        // Still waiting: the same URL again; the client asks again after a pause.
+        Err(_) => {
+            return Json(RegisterResponse {
+                auth_url: url.to_string(),
+                ..Default::default()
+            })
+            .into_response()
+        }
+        Ok(Err(_)) => None,
+    };
+    match decision {
+        Some(Outcome::Registered(id)) => {
+            let state = context.engine.state();
+            match state.nodes.get(&id) {
+                Some(node) => success(&state, node, SystemClock.now()),
+                None => refuse("node not found"),
+            }
+        }
+        Some(Outcome::Rejected(reason)) => refuse(reason),
+        None => refuse("this login has expired: run `tailscale up` again"),
+    }
+}
+
 pub async fn register(
-    State(engine): State<EngineHandle>,
+    State(context): State<MachineContext>,
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
+    let engine = context.engine.clone();
     if peer.capability_version < MIN_CAPABILITY_VERSION {
         return refuse(format!(
             "this Tailscale client is too old (capability version {}); this server needs Tailscale 1.80 or newer (capability version {MIN_CAPABILITY_VERSION})",
@@ -236,10 +281,22 @@ pub async fn register(
         id
     } else if state.node_by_node_key(&node_key).is_some() {
         return refuse("this node key belongs to another machine");
+    } else if !request.followup.is_empty() {
+        return follow_up(&context, &request.followup).await;
     } else {
-        return refuse(
-            "interactive login is not available yet: use `tailscale up --auth-key hskey-auth-…`",
-        );
+        let id = context.pending.start(PendingLogin {
+            machine_key: peer.machine_key,
+            node_key,
+            hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
+            ephemeral: request.ephemeral,
+            requested_expiry,
+        });
+        tracing::info!(machine = %peer.machine_key.short(), %id, "interactive login waiting for an admin");
+        return Json(RegisterResponse {
+            auth_url: format!("{}/register/{id}", context.server_url),
+            ..Default::default()
+        })
+        .into_response();
     };
     let state = engine.state();
     match state.nodes.get(&node_id) {

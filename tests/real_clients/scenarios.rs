@@ -37,6 +37,7 @@ pub fn default_list() -> Vec<Scenario> {
     let mut list = Vec::new();
     per_version(&mut list, "register_with_key", register_with_key);
     per_version(&mut list, "bad_key_refused", bad_key_refused);
+    per_version(&mut list, "interactive_login", interactive_login);
     list.push(scenario("nothing_leaves", nothing_leaves));
     list.push(scenario("three_nodes_running", three_nodes_running));
     list.push(scenario("ping_direct_and_derp", ping_direct_and_derp));
@@ -80,6 +81,69 @@ fn register_with_key(version: Version) {
     assert!(ips.iter().any(|ip| cgnat.contains(ip)), "{node}");
     assert!(ips.iter().any(|ip| ula.contains(ip)), "{node}");
     assert_eq!(server.nodes().len(), 1);
+}
+
+/// `tailscale up` without a key: the client shows an AuthURL whose page names the command;
+/// the admin runs `nodes register` and the waiting client reaches Running at once.
+fn interactive_login(version: Version) {
+    let server = Server::start();
+    server.create_user("alice");
+    let client = Client::start("desk", version, &Options::default());
+    let _up = client.spawn(&[
+        "up",
+        &format!("--login-server={}", server.url()),
+        "--hostname=desk",
+        &format!("--timeout={}s", LONG.as_secs()),
+    ]);
+    let url = wait_until(SHORT, "an AuthURL", || {
+        client.status()["AuthURL"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+    });
+    let prefix = format!("{}/register/", server.url());
+    let id = url
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("AuthURL {url} is not under {prefix}"))
+        .to_string();
+    let page = get_text(server.port, &format!("/register/{id}"));
+    assert!(
+        page.contains(&format!(
+            "headscale nodes register --user USERNAME --key {id}"
+        )),
+        "{page}"
+    );
+    assert!(
+        server.nodes().is_empty(),
+        "registered before the admin said so"
+    );
+    let wrong = server.fails(&["nodes", "register", "--user", "alice", "--key", "nope"]);
+    assert!(wrong.contains("no pending registration"), "{wrong}");
+
+    let approved = std::time::Instant::now();
+    server.ok(&["nodes", "register", "--user", "alice", "--key", &id]);
+    client.wait_state("Running", SHORT);
+    println!(
+        "  {}: nodes register -> Running in {} ms",
+        version.tag(),
+        approved.elapsed().as_millis()
+    );
+    let node = server.node("desk").expect("desk registered");
+    assert_eq!(node["user"]["name"], "alice", "{node}");
+    assert_eq!(node["registerMethod"], "REGISTER_METHOD_CLI", "{node}");
+}
+
+/// The whole response to a plain `GET path` on the server's listener.
+fn get_text(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// A wrong key: `up` fails saying so, the client stays in NeedsLogin, no node is created.
