@@ -142,6 +142,9 @@ pub fn router(ctx: ApiContext) -> Router {
         )
         .route("/api/v1/node", get(nodes::list))
         .route("/api/v1/node/register", post(nodes::register))
+        .route("/api/v1/auth/register", post(nodes::auth_register))
+        .route("/api/v1/auth/approve", post(nodes::auth_approve))
+        .route("/api/v1/auth/reject", post(nodes::auth_reject))
         .route(
             "/api/v1/node/{id}",
             get(nodes::get_one).delete(nodes::delete),

@@ -272,17 +272,46 @@ pub async fn register(
 ) -> Result<Json<NodeResponse>, ApiError> {
     let key = query.key.unwrap_or_default();
     let user = query.user.unwrap_or_default();
-    let pending = ctx
-        .pending
+    complete_login(&ctx, actor, &key, Some(&user)).await
+}
+
+fn pending(ctx: &ApiContext) -> Result<&crate::control::pending::PendingLogins, ApiError> {
+    ctx.pending
         .as_ref()
-        .ok_or_else(|| ApiError::BadRequest("no daemon is running: nothing is pending".into()))?;
+        .ok_or_else(|| ApiError::BadRequest("no daemon is running: nothing is pending".into()))
+}
+
+fn no_pending(key: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no pending registration with key {key:?} (it may have expired; `tailscale up` shows a new one)"
+    ))
+}
+
+/// Registers the pending login `key` for `user` — or, without a user, for the owner of the
+/// machine's existing node (a re-login after logout).
+async fn complete_login(
+    ctx: &ApiContext,
+    actor: Actor,
+    key: &str,
+    user: Option<&str>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let pending = pending(ctx)?;
     let Some((id, login)) = pending.find(key.trim()) else {
-        return Err(ApiError::NotFound(format!(
-            "no pending registration with key {key:?} (it may have expired; `tailscale up` shows a new one)"
-        )));
+        return Err(no_pending(key));
     };
     let state = ctx.state_at(None)?;
-    let owner = find_user(&state, &user)?;
+    let owner = match user.filter(|u| !u.is_empty()) {
+        Some(user) => find_user(&state, user)?,
+        None => state
+            .node_by_machine_key(&login.machine_key)
+            .and_then(|n| n.user)
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "this machine is new: say which user it belongs to (auth register --user)"
+                        .into(),
+                )
+            })?,
+    };
     let entropy = rand::thread_rng().next_u64();
     let events = ctx
         .execute(
@@ -307,7 +336,57 @@ pub async fn register(
         })
         .ok_or_else(|| ApiError::Internal("registration recorded no event".into()))?;
     pending.finish(&id, crate::control::pending::Outcome::Registered(node));
-    node_response(&ctx, node)
+    node_response(ctx, node)
+}
+
+/// headscale 0.29's `auth` bodies (`authId`, and `user` for register).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthBody {
+    auth_id: String,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// `POST /api/v1/auth/register`: as `node/register`, with a JSON body.
+pub async fn auth_register(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<AuthBody>,
+) -> Result<Json<NodeResponse>, ApiError> {
+    let user = body.user.unwrap_or_default();
+    if user.is_empty() {
+        return Err(ApiError::BadRequest("user is required".into()));
+    }
+    complete_login(&ctx, actor, &body.auth_id, Some(&user)).await
+}
+
+/// `POST /api/v1/auth/approve`: a re-login of a known machine, for its current owner.
+pub async fn auth_approve(
+    State(ctx): State<ApiContext>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<AuthBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let _approved = complete_login(&ctx, actor, &body.auth_id, body.user.as_deref()).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `POST /api/v1/auth/reject`: the waiting client is told it was refused.
+pub async fn auth_reject(
+    State(ctx): State<ApiContext>,
+    Json(body): Json<AuthBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pending = pending(&ctx)?;
+    let Some((id, _)) = pending.find(body.auth_id.trim()) else {
+        return Err(no_pending(&body.auth_id));
+    };
+    pending.finish(
+        &id,
+        crate::control::pending::Outcome::Rejected(
+            "this login was rejected by an administrator".into(),
+        ),
+    );
+    Ok(Json(serde_json::json!({})))
 }
 
 #[derive(Deserialize)]

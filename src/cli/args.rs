@@ -64,9 +64,33 @@ pub enum Command {
     /// Read the audit log.
     #[command(visible_alias = "event", subcommand)]
     Events(EventsCommand),
+    /// Complete, approve or reject interactive logins (headscale 0.29's form).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Debugging aids.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Register the machine waiting under an AuthURL's id for a user.
+    Register {
+        #[arg(long = "auth-id")]
+        auth_id: String,
+        #[arg(short = 'u', long)]
+        user: String,
+    },
+    /// Approve a waiting re-login of a known machine (for its current owner).
+    Approve {
+        #[arg(long = "auth-id")]
+        auth_id: String,
+    },
+    /// Refuse a waiting login; the client is told so.
+    Reject {
+        #[arg(long = "auth-id")]
+        auth_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -306,6 +306,40 @@ async fn user_id(api: &Transport, id: Option<u64>, name: Option<&str>) -> anyhow
     }
 }
 
+/// The `node` of an API answer and the line that says what happened to it.
+fn node_message(value: &Value, verb: &str) -> (Value, String) {
+    let node = field(value, "node");
+    let message = format!("Node {} {verb}", text(&node, "givenName"));
+    (node, message)
+}
+
+async fn auth(api: &Transport, format: Format, command: &AuthCommand) -> anyhow::Result<()> {
+    match command {
+        AuthCommand::Register { auth_id, user } => {
+            let body = json!({ "authId": auth_id, "user": user });
+            let value = api
+                .call(Method::POST, "/api/v1/auth/register", Some(body))
+                .await?;
+            let (node, message) = node_message(&value, "registered");
+            print_one(format, &node, &message)
+        }
+        AuthCommand::Approve { auth_id } => {
+            let body = json!({ "authId": auth_id });
+            let value = api
+                .call(Method::POST, "/api/v1/auth/approve", Some(body))
+                .await?;
+            print_one(format, &value, &format!("Login {auth_id} approved"))
+        }
+        AuthCommand::Reject { auth_id } => {
+            let body = json!({ "authId": auth_id });
+            let value = api
+                .call(Method::POST, "/api/v1/auth/reject", Some(body))
+                .await?;
+            print_one(format, &value, &format!("Login {auth_id} rejected"))
+        }
+    }
+}
+
 /// Runs a command that talks to the API.
 pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     let api = Transport::connect(config).await?;
@@ -326,6 +360,7 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Routes(command) => routes(&api, format, command).await?,
         Command::Policy(command) => policy(&api, format, command).await?,
         Command::Events(command) => events(&api, format, command).await?,
+        Command::Auth(command) => auth(&api, format, command).await?,
         Command::Debug(DebugCommand::CreateNode {
             name,
             user,
@@ -557,11 +592,6 @@ async fn api_keys(api: &Transport, format: Format, command: &ApiKeysCommand) -> 
 }
 
 async fn nodes(api: &Transport, format: Format, command: &NodesCommand) -> anyhow::Result<()> {
-    let node_message = |value: &Value, verb: &str| {
-        let node = field(value, "node");
-        let message = format!("Node {} {verb}", text(&node, "givenName"));
-        (node, message)
-    };
     match command {
         NodesCommand::List { user, at } => {
             let mut parts = vec![at_query(at)];

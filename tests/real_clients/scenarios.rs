@@ -88,24 +88,12 @@ fn register_with_key(version: Version) {
 fn interactive_login(version: Version) {
     let server = Server::start();
     server.create_user("alice");
-    let client = Client::start("desk", version, &Options::default());
-    let _up = client.spawn(&[
-        "up",
-        &format!("--login-server={}", server.url()),
-        "--hostname=desk",
-        &format!("--timeout={}s", LONG.as_secs()),
-    ]);
-    let url = wait_until(SHORT, "an AuthURL", || {
-        client.status()["AuthURL"]
-            .as_str()
-            .filter(|u| !u.is_empty())
-            .map(String::from)
-    });
-    let prefix = format!("{}/register/", server.url());
-    let id = url
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("AuthURL {url} is not under {prefix}"))
+    let (client, _up, id) = waiting_login(&server, "desk", version);
+    let url = client.status()["AuthURL"]
+        .as_str()
+        .unwrap_or_default()
         .to_string();
+    assert_eq!(url, format!("{}/register/{id}", server.url()));
     let page = get_text(server.port, &format!("/register/{id}"));
     assert!(
         page.contains(&format!(
@@ -131,6 +119,49 @@ fn interactive_login(version: Version) {
     let node = server.node("desk").expect("desk registered");
     assert_eq!(node["user"]["name"], "alice", "{node}");
     assert_eq!(node["registerMethod"], "REGISTER_METHOD_CLI", "{node}");
+
+    // headscale 0.29's spelling: `auth reject` refuses a waiting login, `auth register`
+    // completes one.
+    let (rogue, rogue_up, rogue_id) = waiting_login(&server, "rogue", version);
+    server.ok(&["auth", "reject", "--auth-id", &rogue_id]);
+    let refused = rogue_up.finish(SHORT);
+    assert!(!refused.ok, "{refused}");
+    assert!(refused.stderr.contains("rejected"), "{refused}");
+    assert_ne!(rogue.backend_state(), "Running");
+    let (guest, _guest_up, guest_id) = waiting_login(&server, "guest", version);
+    server.ok(&[
+        "auth",
+        "register",
+        "--auth-id",
+        &guest_id,
+        "--user",
+        "alice",
+    ]);
+    guest.wait_state("Running", SHORT);
+    assert!(server.node("rogue").is_none());
+}
+
+/// A client started with `up` and no key, and the registration id of its AuthURL.
+fn waiting_login(
+    server: &Server,
+    name: &str,
+    version: Version,
+) -> (Client, crate::tailscale::Background, String) {
+    let client = Client::start(name, version, &Options::default());
+    let up = client.spawn(&[
+        "up",
+        &format!("--login-server={}", server.url()),
+        &format!("--hostname={name}"),
+        &format!("--timeout={}s", SHORT.as_secs()),
+    ]);
+    let url = wait_until(SHORT, "an AuthURL", || {
+        client.status()["AuthURL"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+    });
+    let id = url.rsplit('/').next().unwrap_or_default().to_string();
+    (client, up, id)
 }
 
 /// The whole response to a plain `GET path` on the server's listener.
