@@ -250,3 +250,74 @@ async fn malformed_upgrades_are_refused_cleanly() {
     // The server is still there.
     assert_eq!(server_public(server.port).await.len(), 32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_login_waits_for_the_admin() {
+    let server = TestServer::start();
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["preauthkeys", "create", "-u", "alice"])
+        .trim()
+        .to_string();
+    let mut laptop = session(server.port, 5).await;
+    let first = register(
+        &mut laptop,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(51), "Auth": { "AuthKey": key } }),
+    )
+    .await;
+    assert_eq!(first["MachineAuthorized"], true, "{first}");
+    let out = register(&mut laptop, serde_json::json!({ "Version": 113, "NodeKey": node_key(51), "Expiry": "1970-01-01T00:02:03Z" })).await;
+    assert_eq!(out["NodeKeyExpired"], true, "{out}");
+
+    // After logout the client logs in again with a new node key and no auth key.
+    let again = register(
+        &mut laptop,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(52) }),
+    )
+    .await;
+    let url = again["AuthURL"].as_str().unwrap().to_string();
+    let id = url.rsplit('/').next().unwrap().to_string();
+    // The follow-up waits (on its own connection, as the client's would be busy).
+    let port = server.port;
+    let followup_url = url.clone();
+    let follow = tokio::spawn(async move {
+        let mut waiting = session(port, 5).await;
+        register(&mut waiting, serde_json::json!({ "Version": 113, "NodeKey": node_key(52), "Followup": followup_url })).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!follow.is_finished(), "the follow-up did not wait");
+
+    // A new machine cannot be approved without a user; this one is known.
+    let mut stranger = session(server.port, 6).await;
+    let strange = register(
+        &mut stranger,
+        serde_json::json!({ "Version": 113, "NodeKey": node_key(61) }),
+    )
+    .await;
+    let strange_id = strange["AuthURL"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let refused = server.fails(&["auth", "approve", "--auth-id", &strange_id]);
+    assert!(refused.contains("this machine is new"), "{refused}");
+
+    let approved = std::time::Instant::now();
+    server.ok(&["auth", "approve", "--auth-id", &id]);
+    let answer = tokio::time::timeout(Duration::from_secs(5), follow)
+        .await
+        .expect("the follow-up is answered once approved")
+        .unwrap();
+    assert!(approved.elapsed() < Duration::from_secs(1));
+    assert_eq!(answer["MachineAuthorized"], true, "{answer}");
+    assert_eq!(answer["NodeKeyExpired"], false, "{answer}");
+    let nodes = server.json(&["nodes", "list"]);
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes[0]["id"], "1");
+    assert_eq!(nodes[0]["nodeKey"], node_key(52).as_str());
+    // The stale id is gone; so is an unknown one.
+    let gone = server.fails(&["auth", "register", "--auth-id", &id, "-u", "alice"]);
+    assert!(gone.contains("no pending registration"), "{gone}");
+}
