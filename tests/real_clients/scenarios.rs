@@ -38,6 +38,7 @@ pub fn default_list() -> Vec<Scenario> {
     per_version(&mut list, "register_with_key", register_with_key);
     per_version(&mut list, "bad_key_refused", bad_key_refused);
     per_version(&mut list, "interactive_login", interactive_login);
+    per_version(&mut list, "device_approval", device_approval);
     list.push(scenario("nothing_leaves", nothing_leaves));
     list.push(scenario("three_nodes_running", three_nodes_running));
     list.push(scenario("ping_direct_and_derp", ping_direct_and_derp));
@@ -139,6 +140,32 @@ fn interactive_login(version: Version) {
     ]);
     guest.wait_state("Running", SHORT);
     assert!(server.node("rogue").is_none());
+}
+
+/// With `node.require_approval`, a key that is not pre-approved leaves the client in
+/// `NeedsMachineAuth` until `nodes approve`; a pre-approved key goes straight to Running.
+fn device_approval(version: Version) {
+    let server = Server::start_with_env(&[("HEADSCALE_NODE_REQUIRE_APPROVAL", "true")]);
+    server.create_user("alice");
+    let key = server.pre_auth_key("alice", &[]);
+    let client = Client::start("kiosk", version, &Options::default());
+    let _up = client.up(&server.url(), &key, LONG);
+    client.wait_state("NeedsMachineAuth", SHORT);
+    let node = server.node("kiosk").expect("kiosk registered");
+    assert_eq!(node["authorized"], false, "{node}");
+    let id = node["id"].as_str().unwrap().to_string();
+    let approved = std::time::Instant::now();
+    server.ok(&["nodes", "approve", "--id", &id]);
+    client.wait_state("Running", SHORT);
+    println!(
+        "  {}: nodes approve -> Running in {} ms",
+        version.tag(),
+        approved.elapsed().as_millis()
+    );
+    let trusted = server.pre_auth_key("alice", &["--pre-approved"]);
+    let other = Client::start("badge", version, &Options::default());
+    let _up = other.up(&server.url(), &trusted, LONG);
+    other.wait_state("Running", SHORT);
 }
 
 /// A client started with `up` and no key, and the registration id of its AuthURL.

@@ -20,16 +20,21 @@ pub struct Server {
 impl Server {
     /// Plain `http://`: writes the config and starts the server; returns once `/health` answers.
     pub fn start() -> Server {
-        Server::start_with(false)
+        Server::start_with(false, &[])
+    }
+
+    /// Plain `http://` with `HEADSCALE_*` config overrides (e.g. `HEADSCALE_NODE_REQUIRE_APPROVAL`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Server::start_with(false, env)
     }
 
     /// `https://` with a certificate for 127.0.0.1 from a fresh test CA (`ca`), which clients
     /// must trust through `SSL_CERT_FILE`; DERP then goes over TLS too.
     pub fn start_tls() -> Server {
-        Server::start_with(true)
+        Server::start_with(true, &[])
     }
 
-    fn start_with(tls: bool) -> Server {
+    fn start_with(tls: bool, env: &[(&str, &str)]) -> Server {
         let mut ca = None;
         let stun = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -66,6 +71,10 @@ impl Server {
             }
         });
         let mut server = Server { inner, ca };
+        server.inner.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         server.restart();
         server
     }
