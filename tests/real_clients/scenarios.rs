@@ -41,6 +41,7 @@ pub fn default_list() -> Vec<Scenario> {
     per_version(&mut list, "device_approval", device_approval);
     list.push(scenario("nothing_leaves", nothing_leaves));
     list.push(scenario("three_nodes_running", three_nodes_running));
+    list.push(scenario("live_admin_actions", live_admin_actions));
     list.push(scenario("ping_direct_and_derp", ping_direct_and_derp));
     list.push(scenario("tcp_through_tailnet", tcp_through_tailnet));
     list.push(scenario("server_restart", server_restart));
@@ -381,6 +382,76 @@ fn wait_peers_online(client: &Client, names: &[&str]) -> Value {
             all.then_some(status)
         },
     )
+}
+
+/// The peer entry (from `status --json`) whose `HostName` is `name`, once `ready` holds.
+fn wait_peer(client: &Client, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    wait_until(SHORT, &format!("{}: {name} {what}", client.name), || {
+        let status = client.status();
+        let peer = status["Peer"]
+            .as_object()?
+            .values()
+            .find(|p| p["HostName"] == name)?
+            .clone();
+        ready(&peer).then_some(peer)
+    })
+}
+
+/// Admin actions reach live clients without restarts: a rename (which survives the
+/// client's own hostname change), an expiry, and the delete of an online node.
+fn live_admin_actions() {
+    let server = Server::start();
+    let none = Options::default();
+    let clients = tailnet(
+        &server,
+        &[
+            ("watcher", "alice", Version::Newest, none.clone()),
+            ("subject", "alice", Version::Oldest, none),
+        ],
+    );
+    wait_peers_online(&clients[0], &["subject"]);
+    let id = server.node("subject").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let timed = |what: &str, start: std::time::Instant| {
+        println!(
+            "  {what} reached the peer in {} ms",
+            start.elapsed().as_millis()
+        );
+    };
+
+    let start = std::time::Instant::now();
+    server.ok(&["nodes", "rename", "--id", &id, "renamed"]);
+    wait_peer(&clients[0], "subject", "renamed", |p| {
+        p["DNSName"] == format!("renamed.{BASE_DOMAIN}.").as_str()
+    });
+    timed("rename", start);
+    // The client changes its own hostname: the admin's name stays.
+    let set = clients[1].run(&["set", "--hostname=other-host"], SHORT);
+    assert!(set.ok, "{set}");
+    wait_peer(&clients[0], "other-host", "with its new hostname", |_| true);
+    let node = server.node("other-host").expect("hostname recorded");
+    assert_eq!(node["givenName"], "renamed", "{node}");
+
+    let start = std::time::Instant::now();
+    server.ok(&["nodes", "expire", "--id", &id]);
+    wait_peer(&clients[0], "other-host", "expired", |p| {
+        p["Expired"] == true
+    });
+    timed("expire", start);
+
+    let start = std::time::Instant::now();
+    server.ok(&["nodes", "delete", "--id", &id]);
+    wait_until(SHORT, "the deleted node to leave the peer list", || {
+        let status = clients[0].status();
+        let peers = status["Peer"].as_object().map(|p| p.len()).unwrap_or(0);
+        (peers == 0).then_some(())
+    });
+    timed("delete", start);
+    assert!(server.nodes().iter().all(|n| n["id"] != id.as_str()));
+    clients[0].check_alive();
+    server.ok(&["nodes", "list"]);
 }
 
 /// Three nodes of two users and both client versions reach Running and see each other.
