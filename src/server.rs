@@ -203,6 +203,7 @@ pub fn start_map_hub(config: &Config, engine: &EngineHandle) -> anyhow::Result<M
             batch_change_delay: tuning.batch_change_delay,
             session_queue: tuning.node_mapsession_buffered_chan_size,
             offline_grace: tuning.node_offline_grace,
+            ephemeral_inactivity: config.node.ephemeral.inactivity_timeout,
         },
     );
     Ok(MachineContext {

@@ -610,6 +610,9 @@ enum Op {
     ApproveNode {
         id: Pick,
     },
+    Logout {
+        id: Pick,
+    },
     ApproveRoutes {
         id: Pick,
         routes: Vec<usize>,
@@ -660,6 +663,7 @@ impl Op {
             | Op::RenameNode { id, .. }
             | Op::SetTags { id, .. }
             | Op::ApproveNode { id }
+            | Op::Logout { id }
             | Op::ApproveRoutes { id, .. }
             | Op::UpdateHostinfo { id, .. }
             | Op::RotateNodeKey { id, .. } => *id = id.resolve(&nodes),
@@ -808,6 +812,7 @@ fn command(op: &Op, now: Timestamp) -> (Actor, Command) {
             tags: tag_list(tags),
         },
         Op::ApproveNode { id } => Command::ApproveNode { id: node(id) },
+        Op::Logout { id } => Command::LogoutNode { id: node(id) },
         Op::ApproveRoutes { id, routes } => Command::ApproveRoutes {
             id: node(id),
             routes: routes.iter().map(|&r| route(r)).collect(),
@@ -964,6 +969,7 @@ fn any_op() -> impl Strategy<Value = Op> {
         1 => expires_in().prop_map(|expires_in| Op::CreateApiKey { expires_in }),
         1 => pick(4).prop_map(|id| Op::ExpireApiKey { id }),
         1 => node_pick().prop_map(|id| Op::ApproveNode { id }),
+        1 => node_pick().prop_map(|id| Op::Logout { id }),
         1 => (node_pick(), routes()).prop_map(|(id, routes)| Op::ApproveRoutes { id, routes }),
         1 => (0..ROUTES.len(), node_or_all())
             .prop_map(|(route, node)| Op::EnableRoute { route, node }),

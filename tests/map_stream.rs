@@ -492,3 +492,181 @@ async fn bad_peers_get_a_clean_close_and_others_keep_working() {
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A registered node's id, from `nodes list`.
+fn node_id(server: &TestServer, name: &str) -> u64 {
+    server
+        .json(&["nodes", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in nodes list"))["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `tailscale logout`: a register request with an expiry in the past.
+async fn logout(machine: &Machine) -> headscale::tailcfg::RegisterResponse {
+    machine
+        .client
+        .register(&RegisterRequest {
+            version: CAPVER.into(),
+            node_key: machine.node_key.clone(),
+            expiry: Some("1970-01-01T00:02:03Z".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// The hub's clocks and logout: an ephemeral node that reconnects within
+/// `node.ephemeral.inactivity_timeout` is kept, one that stays away (or never connects) is
+/// deleted by the system; logout deletes an ephemeral node and expires any other; a key
+/// expiry that passes reaches peers as `Expired` with no admin action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_inactivity_logout_and_expiry_timers() {
+    let server = TestServer::start_with(&format!(
+        "{TUNING}node:\n  ephemeral:\n    inactivity_timeout: 2s\n"
+    ));
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
+        .trim()
+        .to_string();
+    let ephemeral = server
+        .ok(&[
+            "preauthkeys",
+            "create",
+            "-u",
+            "alice",
+            "--reusable",
+            "--ephemeral",
+        ])
+        .trim()
+        .to_string();
+    let a = join(&server, &key, "alpha").await;
+    let (mut watch_a, _) = Watch::open(&a).await;
+
+    // Away for less than the timeout, twice: kept.
+    let e1 = join(&server, &ephemeral, "eph-one").await;
+    let (watch, _) = Watch::open(&e1).await;
+    let e1_id = id_of(&watch.netmap);
+    watch_a
+        .until("eph-one", |n| n.peers.contains_key(&e1_id))
+        .await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (again, _) = Watch::open(&e1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(again);
+    }
+    drop(watch);
+    assert_eq!(
+        node_id(&server, "eph-one"),
+        e1_id,
+        "kept while it came back in time"
+    );
+    // Now it stays away: deleted about 2 s after its last disconnect.
+    let away = Instant::now();
+    watch_a
+        .until("the inactive ephemeral node to go", |n| {
+            !n.peers.contains_key(&e1_id)
+        })
+        .await;
+    let took = away.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "deleted after {took:?}"
+    );
+    println!(
+        "inactive ephemeral node deleted {} ms after it left",
+        took.as_millis()
+    );
+    let story = server.json(&["events", "list", "--node", &e1_id.to_string()]);
+    let last = story.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "NodeDeleted", "{story}");
+    assert_eq!(last["actor"], "system", "{story}");
+
+    // Registered but never connected: deleted too.
+    let e2 = join(&server, &ephemeral, "eph-two").await;
+    let e2_id = node_id(&server, "eph-two");
+    watch_a
+        .until("eph-two", |n| n.peers.contains_key(&e2_id))
+        .await;
+    watch_a
+        .until("the never-connected ephemeral node to go", |n| {
+            !n.peers.contains_key(&e2_id)
+        })
+        .await;
+    assert!(server
+        .json(&["nodes", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["id"] != e2_id.to_string().as_str()));
+    drop(e2);
+
+    // Logout: an ephemeral node is deleted at once, any other node expires.
+    let e3 = join(&server, &ephemeral, "eph-three").await;
+    let (_w3, _) = Watch::open(&e3).await;
+    let e3_id = node_id(&server, "eph-three");
+    watch_a
+        .until("eph-three online", |n| {
+            n.peers.get(&e3_id).is_some_and(|p| p.online == Some(true))
+        })
+        .await;
+    let answer = logout(&e3).await;
+    assert!(answer.node_key_expired, "{answer:?}");
+    watch_a
+        .until("the logged-out ephemeral node to go", |n| {
+            !n.peers.contains_key(&e3_id)
+        })
+        .await;
+    let b = join(&server, &key, "bravo").await;
+    let b_id = node_id(&server, "bravo");
+    let answer = logout(&b).await;
+    assert!(answer.node_key_expired, "{answer:?}");
+    watch_a
+        .until("bravo expired", |n| {
+            n.peers.get(&b_id).is_some_and(|p| p.expired)
+        })
+        .await;
+    let listed = server.json(&["nodes", "list"]);
+    let bravo = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "bravo")
+        .unwrap();
+    assert_eq!(bravo["expired"], true, "{bravo}");
+
+    // A scheduled expiry passes: peers are told, with no event and no admin.
+    let c = join(&server, &key, "charlie").await;
+    let c_id = node_id(&server, "charlie");
+    watch_a
+        .until("charlie", |n| n.peers.contains_key(&c_id))
+        .await;
+    let at = (std::time::SystemTime::now() + Duration::from_secs(2))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = headscale::core::time::Timestamp(at as i64 * 1000).to_rfc3339();
+    server.ok(&["nodes", "expire", "-i", &c_id.to_string(), "--expiry", &at]);
+    watch_a
+        .until("charlie's new expiry", |n| {
+            n.peers[&c_id].key_expiry.as_deref() == Some(at.as_str())
+        })
+        .await;
+    assert!(!watch_a.netmap.peers[&c_id].expired);
+    let seq_before = server.json(&["events", "list"]).as_array().unwrap().len();
+    watch_a
+        .until("charlie expired", |n| n.peers[&c_id].expired)
+        .await;
+    let seq_after = server.json(&["events", "list"]).as_array().unwrap().len();
+    assert_eq!(seq_before, seq_after, "expiry passing appends nothing");
+    drop(c);
+    assert!(!server.log().contains("panicked"));
+}

@@ -8,10 +8,18 @@
 //! are computed against what each session was sent (`SessionView`), so a slow client
 //! coalesces instead of queueing without bound: when its channel is full its pending set
 //! simply grows (bounded by the number of nodes) until the next tick finds room.
+//!
+//! The hub also owns the two clocks that only it can see: an ephemeral node that stays
+//! offline for `node.ephemeral.inactivity_timeout` is deleted (a `NodeDeleted` by the
+//! system), and a node whose key expiry passes is re-rendered so peers see `Expired` at once
+//! (the expiry time itself is already in the log; nothing new is appended).
 
+use crate::core::command::Command;
+use crate::core::event::Actor;
 use crate::core::ids::NodeId;
 use crate::core::keys::DiscoKey;
 use crate::core::netmap::{Delta, NetmapContext, NodePresence, PeerCache, SessionView};
+use crate::core::time::Timestamp;
 use crate::core::State;
 use crate::engine::{Clock, EngineHandle, Published, SystemClock};
 use crate::tailcfg::MapResponse;
@@ -72,6 +80,8 @@ pub struct HubOptions {
     pub batch_change_delay: Duration,
     pub session_queue: usize,
     pub offline_grace: Duration,
+    /// An ephemeral node offline (or never connected) this long is deleted.
+    pub ephemeral_inactivity: Duration,
 }
 
 /// The handle stream handlers hold.
@@ -97,8 +107,12 @@ impl MapHub {
                 tracing::error!(%error, "cannot render nodes");
             }
         }
-        let hub = Hub {
-            state,
+        let mut hub = Hub {
+            engine: engine.clone(),
+            ephemeral_deadlines: HashMap::new(),
+            expiries: BTreeSet::new(),
+            expiry_of: HashMap::new(),
+            state: state.clone(),
             published,
             context,
             cache,
@@ -111,6 +125,9 @@ impl MapHub {
             options,
             compressor: None,
         };
+        for id in state.nodes.keys() {
+            hub.track_timers(*id);
+        }
         tokio::spawn(hub.run(rx));
         MapHub { tx, presence }
     }
@@ -196,6 +213,12 @@ struct Hub {
     /// A tailnet-wide change since the last tick.
     everything: bool,
     going_offline: HashMap<NodeId, Instant>,
+    /// Ephemeral nodes without a session, and when they are deleted.
+    ephemeral_deadlines: HashMap<NodeId, Instant>,
+    /// Every node's key expiry, soonest first, so the tick can re-render what just expired.
+    expiries: BTreeSet<(Timestamp, NodeId)>,
+    expiry_of: HashMap<NodeId, Timestamp>,
+    engine: EngineHandle,
     options: HubOptions,
     compressor: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -239,20 +262,23 @@ impl Hub {
         if Arc::ptr_eq(&new, &self.state) {
             return;
         }
-        for item in self.state.nodes.diff(&new.nodes) {
-            let id = match item {
-                imbl::ordmap::DiffItem::Add(id, _) => id,
-                imbl::ordmap::DiffItem::Update { new: (id, _), .. } => id,
-                imbl::ordmap::DiffItem::Remove(id, _) => id,
-            };
-            self.dirty.insert(*id);
-        }
         if self.state.users != new.users
             || self.state.policy != new.policy
             || self.state.config != new.config
         {
             self.everything = true;
         }
+        let changed: Vec<NodeId> = self
+            .state
+            .nodes
+            .diff(&new.nodes)
+            .map(|item| match item {
+                imbl::ordmap::DiffItem::Add(id, _) => *id,
+                imbl::ordmap::DiffItem::Update { new: (id, _), .. } => *id,
+                imbl::ordmap::DiffItem::Remove(id, _) => *id,
+            })
+            .collect();
+        self.dirty.extend(changed.iter().copied());
         let removed: Vec<NodeId> = self
             .sessions
             .keys()
@@ -260,6 +286,9 @@ impl Hub {
             .copied()
             .collect();
         self.state = new;
+        for id in changed {
+            self.track_timers(id);
+        }
         for node in removed {
             // Dropping the sender ends the stream of a deleted node.
             self.sessions.remove(&node);
@@ -286,6 +315,7 @@ impl Hub {
                     self.sessions.remove(&node);
                     self.going_offline
                         .insert(node, Instant::now() + self.options.offline_grace);
+                    self.track_timers(node);
                 }
             }
             HubMessage::Snapshot {
@@ -320,6 +350,7 @@ impl Hub {
             return None;
         }
         self.going_offline.remove(&node);
+        self.ephemeral_deadlines.remove(&node);
         self.update_presence(node, |p| {
             apply_report(p, report);
             p.online = true;
@@ -401,6 +432,7 @@ impl Hub {
                 });
             }
         }
+        self.run_timers(now_instant, now);
         self.render_dirty();
 
         let mut gone = Vec::new();
@@ -439,6 +471,61 @@ impl Hub {
         self.compressor = compressor;
         for node in gone {
             self.sessions.remove(&node);
+        }
+    }
+
+    /// Brings the node's timers in line with the state: its key expiry, and the inactivity
+    /// deadline of an ephemeral node that has no session (counted from now: from its
+    /// disconnect, its registration, or the server's start).
+    fn track_timers(&mut self, id: NodeId) {
+        let node = self.state.nodes.get(&id);
+        let expiry = node.and_then(|n| n.expiry);
+        if self.expiry_of.get(&id).copied() != expiry {
+            if let Some(old) = self.expiry_of.remove(&id) {
+                self.expiries.remove(&(old, id));
+            }
+            if let Some(at) = expiry {
+                self.expiry_of.insert(id, at);
+                self.expiries.insert((at, id));
+            }
+        }
+        let waiting = node.is_some_and(|n| n.ephemeral) && !self.sessions.contains_key(&id);
+        if !waiting {
+            self.ephemeral_deadlines.remove(&id);
+        } else if !self.ephemeral_deadlines.contains_key(&id) {
+            self.ephemeral_deadlines
+                .insert(id, Instant::now() + self.options.ephemeral_inactivity);
+        }
+    }
+
+    /// Re-renders nodes whose key just expired, and deletes ephemeral nodes whose inactivity
+    /// deadline passed.
+    fn run_timers(&mut self, now_instant: Instant, now: Timestamp) {
+        while let Some(&(at, id)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.dirty.insert(id);
+        }
+        let due: Vec<NodeId> = self
+            .ephemeral_deadlines
+            .iter()
+            .filter(|(id, at)| **at <= now_instant && !self.sessions.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.ephemeral_deadlines.remove(&id);
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                tracing::info!(node = %id, "deleting an inactive ephemeral node");
+                if let Err(error) = engine
+                    .execute(Actor::System, Command::DeleteNode { id })
+                    .await
+                {
+                    tracing::warn!(node = %id, %error, "cannot delete an inactive ephemeral node");
+                }
+            });
         }
     }
 

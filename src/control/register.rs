@@ -7,7 +7,6 @@
 use super::map_stream::MachineContext;
 use super::pending::{Outcome, PendingLogin};
 use super::upgrade::Peer;
-use crate::core::command::ExpiryChange;
 use crate::core::event::NodeHostinfo;
 use crate::core::ids::{NodeId, PreAuthKeyId};
 use crate::core::keys::NodeKey;
@@ -213,16 +212,7 @@ pub async fn register(
         let Some(id) = own(&node_key) else {
             return refuse("node not found");
         };
-        if let Err(error) = engine
-            .execute(
-                actor,
-                Command::ExpireNode {
-                    id,
-                    change: ExpiryChange::Now,
-                },
-            )
-            .await
-        {
+        if let Err(error) = engine.execute(actor, Command::LogoutNode { id }).await {
             return refuse(error.to_string());
         }
         let state = engine.state();

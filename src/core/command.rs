@@ -108,6 +108,11 @@ pub enum Command {
         id: NodeId,
         change: ExpiryChange,
     },
+    /// The client logged out (`tailscale logout`): its key expires now, and an ephemeral
+    /// node is deleted instead, as Tailscale does.
+    LogoutNode {
+        id: NodeId,
+    },
     RenameNode {
         id: NodeId,
         new_name: String,
@@ -467,6 +472,19 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
                 return Ok(vec![]);
             }
             Ok(vec![Event::NodeExpiryChanged { id: *id, expiry }])
+        }
+        Command::LogoutNode { id } => {
+            let found = node(state, *id)?;
+            if found.ephemeral {
+                return Ok(vec![Event::NodeDeleted { id: *id }]);
+            }
+            if found.expiry.is_some_and(|t| t <= now) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NodeExpiryChanged {
+                id: *id,
+                expiry: Some(now),
+            }])
         }
         Command::RenameNode { id, new_name } => {
             let found = node(state, *id)?;
