@@ -46,6 +46,31 @@ pub fn default_list() -> Vec<Scenario> {
     list.push(scenario("tcp_through_tailnet", tcp_through_tailnet));
     list.push(scenario("server_restart", server_restart));
     list.push(scenario("running_over_https", running_over_https));
+    per_version(
+        &mut list,
+        "auth_key_semantics",
+        crate::lifecycle::auth_key_semantics,
+    );
+    list.push(scenario(
+        "logout_and_ephemeral_nodes",
+        crate::lifecycle::logout_and_ephemeral_nodes,
+    ));
+    list.push(scenario(
+        "key_expiry_controls",
+        crate::lifecycle::key_expiry_controls,
+    ));
+    list.push(scenario(
+        "live_tag_and_move",
+        crate::lifecycle::live_tag_and_move,
+    ));
+    list.push(scenario(
+        "down_up_five_times",
+        crate::lifecycle::down_up_five_times,
+    ));
+    list.push(scenario(
+        "online_for_three_minutes",
+        crate::lifecycle::online_for_three_minutes,
+    ));
     list
 }
 
@@ -55,8 +80,8 @@ pub fn pending_list() -> Vec<Scenario> {
     Vec::new()
 }
 
-const SHORT: Duration = Duration::from_secs(20);
-const LONG: Duration = Duration::from_secs(60);
+pub const SHORT: Duration = Duration::from_secs(20);
+pub const LONG: Duration = Duration::from_secs(60);
 
 /// `tailscale up --auth-key` registers the node: it shows in `nodes list` with its user,
 /// hostname and one IPv4 + one IPv6 from the tailnet ranges, under the client's node key.
@@ -333,7 +358,7 @@ fn is_local(address: IpAddr) -> bool {
 }
 
 /// Users, keys and running clients: `(name, user, version, options)` each.
-fn tailnet(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Client> {
+pub fn tailnet(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Client> {
     let mut users: Vec<&str> = nodes.iter().map(|n| n.1).collect();
     users.sort();
     users.dedup();
@@ -363,7 +388,7 @@ fn tailnet(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Cli
 }
 
 /// Waits until `client` sees every node in `names` as an online peer under the base domain.
-fn wait_peers_online(client: &Client, names: &[&str]) -> Value {
+pub fn wait_peers_online(client: &Client, names: &[&str]) -> Value {
     wait_until(
         LONG,
         &format!("{} to see {names:?} online", client.name),
@@ -385,7 +410,7 @@ fn wait_peers_online(client: &Client, names: &[&str]) -> Value {
 }
 
 /// The peer entry (from `status --json`) whose `HostName` is `name`, once `ready` holds.
-fn wait_peer(client: &Client, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_peer(client: &Client, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     wait_until(SHORT, &format!("{}: {name} {what}", client.name), || {
         let status = client.status();
         let peer = status["Peer"]

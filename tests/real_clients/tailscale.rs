@@ -138,11 +138,12 @@ pub struct Client {
     pub name: String,
     pub version: Version,
     pub socks_port: Option<u16>,
+    options: Options,
     dir: tempfile::TempDir,
     daemon: Option<Child>,
     /// The write end of the `TS_PARENT_DEATH_FD` pipe: when the harness dies, the daemon
     /// reads EOF and exits.
-    _parent_alive: OwnedFd,
+    _parent_alive: Option<OwnedFd>,
     runs: std::cell::Cell<u32>,
 }
 
@@ -151,25 +152,46 @@ impl Client {
         version.check_installed();
         let dir = tempfile::tempdir().unwrap();
         let socks_port = options.socks5.then(crate::common::free_port);
-        let log = File::create(dir.path().join("tailscaled.log")).unwrap();
         // TS_LOGS_DIR is only used if it exists; otherwise logs go to /var/lib/tailscale.
         std::fs::create_dir(dir.path().join("logs")).unwrap();
+        let mut client = Client {
+            name: name.to_string(),
+            version,
+            socks_port,
+            options: options.clone(),
+            dir,
+            daemon: None,
+            _parent_alive: None,
+            runs: std::cell::Cell::new(0),
+        };
+        client.launch();
+        client
+    }
+
+    /// Starts `tailscaled` on this client's state dir and waits until it answers.
+    fn launch(&mut self) {
+        let dir = self.dir.path();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("tailscaled.log"))
+            .unwrap();
         let (read, write) = pipe();
-        let mut command = Command::new(version.dir().join("tailscaled"));
+        let mut command = Command::new(self.version.dir().join("tailscaled"));
         command
             .arg("--tun=userspace-networking")
-            .arg(format!("--statedir={}", dir.path().display()))
-            .arg(format!("--socket={}", dir.path().join("ts.sock").display()))
+            .arg(format!("--statedir={}", dir.display()))
+            .arg(format!("--socket={}", dir.join("ts.sock").display()))
             .arg("--port=0");
-        if let Some(port) = socks_port {
+        if let Some(port) = self.socks_port {
             command.arg(format!("--socks5-server=127.0.0.1:{port}"));
         }
-        environment(&mut command, dir.path());
+        environment(&mut command, dir);
         command.env("TS_PARENT_DEATH_FD", "3");
-        if options.never_direct {
+        if self.options.never_direct {
             command.env("TS_DEBUG_NEVER_DIRECT_UDP", "1");
         }
-        if let Some(ca) = &options.trust {
+        if let Some(ca) = &self.options.trust {
             command
                 .env("SSL_CERT_FILE", ca)
                 .env_remove("TS_DEBUG_USE_DERP_HTTP");
@@ -192,21 +214,20 @@ impl Client {
             .spawn()
             .unwrap();
         drop(read);
-        let client = Client {
-            name: name.to_string(),
-            version,
-            socks_port,
-            dir,
-            daemon: Some(daemon),
-            _parent_alive: write,
-            runs: std::cell::Cell::new(0),
-        };
+        self.daemon = Some(daemon);
+        self._parent_alive = Some(write);
         wait_until(Duration::from_secs(20), "tailscaled to answer", || {
-            client.check_alive();
-            let run = client.run(&["status", "--json"], Duration::from_secs(5));
+            self.check_alive();
+            let run = self.run(&["status", "--json"], Duration::from_secs(5));
             run.ok.then_some(())
         });
-        client
+    }
+
+    /// SIGKILLs the daemon and starts it again on the same state (machine and node keys,
+    /// prefs): what a crash or a reboot looks like to the server.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     /// Panics (with the daemon's log) if the daemon has exited.
