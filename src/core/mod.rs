@@ -9,6 +9,7 @@ pub mod ipalloc;
 pub mod keys;
 pub mod naming;
 pub mod netmap;
+pub mod policy;
 pub mod state;
 pub mod time;
 

@@ -238,10 +238,22 @@ pub struct DnsRecord {
 pub struct FilterRule {
     #[serde(rename = "SrcIPs")]
     pub src_ips: Vec<String>,
-    #[serde(rename = "DstPorts")]
+    #[serde(rename = "DstPorts", skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<NetPortRange>,
     #[serde(rename = "IPProto", skip_serializing_if = "Vec::is_empty")]
     pub ip_proto: Vec<i32>,
+    /// Capabilities granted to the sources on these destinations (app grants).
+    #[serde(rename = "CapGrant", skip_serializing_if = "Vec::is_empty")]
+    pub cap_grant: Vec<CapGrant>,
+}
+
+/// `tailcfg.CapGrant`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CapGrant {
+    #[serde(rename = "Dsts")]
+    pub dsts: Vec<String>,
+    #[serde(rename = "CapMap")]
+    pub cap_map: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 /// `tailcfg.NetPortRange`.
@@ -275,6 +287,7 @@ impl FilterRule {
                 },
             }],
             ip_proto: Vec::new(),
+            cap_grant: Vec::new(),
         }]
     }
 }

@@ -1,0 +1,743 @@
+//! Compiling a checked policy against a topology: every alias is resolved once into node
+//! sets (bitsets over the topology's nodes) and literal prefixes, so a viewer's peers are a
+//! few bitset unions and its packet filter a walk over the rules that name it — never a
+//! pass over every pair of nodes.
+
+use super::alias::{Alias, AutoGroup, Ports};
+use super::checked::{Policy, SshAction, SshUser};
+use super::topology::{Topology, TopologyNode};
+use crate::tailcfg::{CapGrant, FilterRule, NetPortRange, PortRange};
+use fixedbitset::FixedBitSet;
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+/// What `*` means as a source: the tailnet's address space (Tailscale's CGNAT range
+/// without the 100.115.92.0/23 it reserves, and its IPv6 ULA), plus approved subnets.
+const TAILNET_SOURCES: [&str; 3] = [
+    "100.64.0.0-100.115.91.255",
+    "100.115.94.0-100.127.255.255",
+    "fd7a:115c:a1e0::/48",
+];
+
+/// An alias resolved against the topology.
+#[derive(Debug, Clone)]
+struct Resolved {
+    /// Nodes named by identity (user, group, tag, autogroup): their addresses are listed.
+    nodes: FixedBitSet,
+    /// Literal prefixes (IPs, CIDRs, hosts), listed as written.
+    prefixes: Vec<IpNet>,
+    wildcard: bool,
+    danger_all: bool,
+    /// Nodes this set stands for when deciding who sees whom: the identity nodes, nodes
+    /// whose addresses fall in a prefix, routers whose routes overlap one, everyone for `*`.
+    members: FixedBitSet,
+}
+
+impl Resolved {
+    fn empty(n: usize) -> Resolved {
+        Resolved {
+            nodes: FixedBitSet::with_capacity(n),
+            prefixes: Vec::new(),
+            wildcard: false,
+            danger_all: false,
+            members: FixedBitSet::with_capacity(n),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.nodes.is_clear() && self.prefixes.is_empty() && !self.wildcard && !self.danger_all
+    }
+}
+
+#[derive(Debug, Clone)]
+enum DstKind {
+    Wildcard,
+    Nodes(FixedBitSet),
+    Prefix(IpNet),
+    Internet,
+    SelfNodes,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledDst {
+    kind: DstKind,
+    ports: Vec<Ports>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    src: Resolved,
+    src_ips: Vec<String>,
+    dsts: Vec<CompiledDst>,
+    /// Every node some non-self destination matches.
+    dst_members: FixedBitSet,
+    has_self: bool,
+    protocols: Vec<i32>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledApp {
+    src: Resolved,
+    src_ips: Vec<String>,
+    dst: Vec<DstKind>,
+    dst_members: FixedBitSet,
+    has_self: bool,
+    caps: BTreeMap<String, Vec<Value>>,
+}
+
+/// `tailcfg.SSHPolicy`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SshPolicy {
+    pub rules: Vec<SshRuleOut>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SshRuleOut {
+    pub principals: Vec<SshPrincipal>,
+    #[serde(rename = "sshUsers")]
+    pub ssh_users: BTreeMap<String, String>,
+    pub action: SshActionOut,
+    #[serde(rename = "acceptEnv", skip_serializing_if = "Vec::is_empty")]
+    pub accept_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SshPrincipal {
+    #[serde(rename = "nodeIP")]
+    pub node_ip: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SshActionOut {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub accept: bool,
+    #[serde(
+        rename = "allowAgentForwarding",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub allow_agent_forwarding: bool,
+    #[serde(
+        rename = "allowLocalPortForwarding",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub allow_local_port_forwarding: bool,
+    #[serde(
+        rename = "allowRemotePortForwarding",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub allow_remote_port_forwarding: bool,
+    #[serde(rename = "holdAndDelegate", skip_serializing_if = "String::is_empty")]
+    pub hold_and_delegate: String,
+}
+
+/// A policy compiled against one topology.
+pub struct Compiled<'a> {
+    policy: &'a Policy,
+    topology: &'a Topology,
+    rules: Vec<CompiledRule>,
+    apps: Vec<CompiledApp>,
+    /// Untagged nodes per user id.
+    user_nodes: HashMap<u64, FixedBitSet>,
+    all: FixedBitSet,
+    /// Approved subnet routes anywhere in the tailnet (part of what `*` means as a source).
+    tailnet_routes: Vec<IpNet>,
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn ip_string(prefix: &IpNet) -> String {
+    if prefix.prefix_len() == prefix.max_prefix_len() {
+        prefix.addr().to_string()
+    } else {
+        prefix.to_string()
+    }
+}
+
+impl<'a> Compiled<'a> {
+    pub fn new(policy: &'a Policy, topology: &'a Topology) -> Compiled<'a> {
+        let n = topology.nodes.len();
+        let mut all = FixedBitSet::with_capacity(n);
+        all.insert_range(..);
+        let mut user_nodes: HashMap<u64, FixedBitSet> = HashMap::new();
+        for (i, node) in topology.nodes.iter().enumerate() {
+            if let (Some(user), false) = (node.user, node.is_tagged()) {
+                user_nodes
+                    .entry(user)
+                    .or_insert_with(|| FixedBitSet::with_capacity(n))
+                    .insert(i);
+            }
+        }
+        let mut tailnet_routes: Vec<IpNet> = topology
+            .nodes
+            .iter()
+            .flat_map(|node| node.subnet_routes().copied())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        tailnet_routes.sort();
+        let mut compiled = Compiled {
+            policy,
+            topology,
+            rules: Vec::new(),
+            apps: Vec::new(),
+            user_nodes,
+            all,
+            tailnet_routes,
+        };
+        if policy.allow_all {
+            let rule = compiled.compile_rule(
+                &[Alias::Wildcard],
+                &[(Alias::Wildcard, vec![Ports::ALL])],
+                &[],
+            );
+            compiled.rules.push(rule);
+        } else {
+            for rule in &policy.rules {
+                let dsts: Vec<(Alias, Vec<Ports>)> = rule
+                    .dst
+                    .iter()
+                    .map(|d| (d.alias.clone(), d.ports.clone()))
+                    .collect();
+                let compiled_rule = compiled.compile_rule(&rule.src, &dsts, &rule.protocols);
+                compiled.rules.push(compiled_rule);
+            }
+            for app in &policy.apps {
+                let src = compiled.resolve_all(&app.src);
+                let src_ips = compiled.source_ips(&src);
+                let mut dst_members = FixedBitSet::with_capacity(n);
+                let mut dst = Vec::new();
+                let mut has_self = false;
+                for alias in &app.dst {
+                    let kind = compiled.destination(alias);
+                    match &kind {
+                        DstKind::SelfNodes => has_self = true,
+                        other => dst_members.union_with(&compiled.dst_kind_members(other)),
+                    }
+                    dst.push(kind);
+                }
+                compiled.apps.push(CompiledApp {
+                    src,
+                    src_ips,
+                    dst,
+                    dst_members,
+                    has_self,
+                    caps: app.caps.clone(),
+                });
+            }
+        }
+        compiled
+    }
+
+    fn node(&self, i: usize) -> &TopologyNode {
+        &self.topology.nodes[i]
+    }
+
+    fn compile_rule(
+        &self,
+        src: &[Alias],
+        dsts: &[(Alias, Vec<Ports>)],
+        protocols: &[i32],
+    ) -> CompiledRule {
+        let n = self.topology.nodes.len();
+        let src = self.resolve_all(src);
+        let src_ips = self.source_ips(&src);
+        let mut dst_members = FixedBitSet::with_capacity(n);
+        let mut compiled = Vec::new();
+        let mut has_self = false;
+        for (alias, ports) in dsts {
+            let kind = self.destination(alias);
+            match &kind {
+                DstKind::SelfNodes => has_self = true,
+                other => dst_members.union_with(&self.dst_kind_members(other)),
+            }
+            compiled.push(CompiledDst {
+                kind,
+                ports: ports.clone(),
+            });
+        }
+        CompiledRule {
+            src,
+            src_ips,
+            dsts: compiled,
+            dst_members,
+            has_self,
+            protocols: protocols.to_vec(),
+        }
+    }
+
+    /// The users a user alias names: by e-mail, else by `name@`, else by name.
+    fn users_named(&self, token: &str) -> Vec<u64> {
+        let users = &self.topology.users;
+        let by_email: Vec<u64> = users
+            .iter()
+            .filter(|u| !u.email.is_empty() && u.email.eq_ignore_ascii_case(token))
+            .map(|u| u.id)
+            .collect();
+        if !by_email.is_empty() {
+            return by_email;
+        }
+        let name = token.strip_suffix('@').unwrap_or(token);
+        users
+            .iter()
+            .filter(|u| u.name == name)
+            .map(|u| u.id)
+            .collect()
+    }
+
+    fn user_set(&self, token: &str) -> FixedBitSet {
+        let mut set = FixedBitSet::with_capacity(self.topology.nodes.len());
+        for id in self.users_named(token) {
+            if let Some(nodes) = self.user_nodes.get(&id) {
+                set.union_with(nodes);
+            }
+        }
+        set
+    }
+
+    fn resolve(&self, alias: &Alias, out: &mut Resolved) {
+        let nodes = &self.topology.nodes;
+        match alias {
+            Alias::Wildcard => out.wildcard = true,
+            Alias::Auto(AutoGroup::DangerAll) => out.danger_all = true,
+            Alias::User(token) => out.nodes.union_with(&self.user_set(token)),
+            Alias::Group(group) => {
+                for member in self.policy.groups.get(group).into_iter().flatten() {
+                    out.nodes.union_with(&self.user_set(member));
+                }
+            }
+            Alias::Tag(tag) => {
+                for (i, node) in nodes.iter().enumerate() {
+                    if node.tags.iter().any(|t| t == tag) {
+                        out.nodes.insert(i);
+                    }
+                }
+            }
+            Alias::Auto(AutoGroup::Member) => {
+                for set in self.user_nodes.values() {
+                    out.nodes.union_with(set);
+                }
+            }
+            Alias::Auto(AutoGroup::Tagged) => {
+                for (i, node) in nodes.iter().enumerate() {
+                    if node.is_tagged() {
+                        out.nodes.insert(i);
+                    }
+                }
+            }
+            Alias::Host(_, prefix) | Alias::Prefix(prefix) => out.prefixes.push(*prefix),
+            Alias::Auto(AutoGroup::SelfNodes | AutoGroup::Internet | AutoGroup::NonRoot) => {}
+        }
+    }
+
+    fn resolve_all(&self, aliases: &[Alias]) -> Resolved {
+        let n = self.topology.nodes.len();
+        let mut out = Resolved::empty(n);
+        for alias in aliases {
+            self.resolve(alias, &mut out);
+        }
+        out.members = out.nodes.clone();
+        if out.wildcard || out.danger_all {
+            out.members.insert_range(..);
+        }
+        for prefix in &out.prefixes {
+            out.members.union_with(&self.prefix_members(prefix));
+        }
+        out
+    }
+
+    /// Nodes whose addresses fall in `prefix`, and routers whose routes overlap it.
+    fn prefix_members(&self, prefix: &IpNet) -> FixedBitSet {
+        let mut set = FixedBitSet::with_capacity(self.topology.nodes.len());
+        for (i, node) in self.topology.nodes.iter().enumerate() {
+            let addressed = node.ips().any(|ip| prefix.contains(&ip));
+            let routed = node.subnet_routes().any(|r| overlaps(r, prefix));
+            if addressed || routed {
+                set.insert(i);
+            }
+        }
+        set
+    }
+
+    fn destination(&self, alias: &Alias) -> DstKind {
+        match alias {
+            Alias::Wildcard => DstKind::Wildcard,
+            Alias::Auto(AutoGroup::SelfNodes) => DstKind::SelfNodes,
+            Alias::Auto(AutoGroup::Internet) => DstKind::Internet,
+            Alias::Host(_, prefix) | Alias::Prefix(prefix) => DstKind::Prefix(*prefix),
+            other => {
+                let mut out = Resolved::empty(self.topology.nodes.len());
+                self.resolve(other, &mut out);
+                DstKind::Nodes(out.nodes)
+            }
+        }
+    }
+
+    fn dst_kind_members(&self, kind: &DstKind) -> FixedBitSet {
+        let n = self.topology.nodes.len();
+        match kind {
+            DstKind::Wildcard => self.all.clone(),
+            DstKind::Nodes(set) => set.clone(),
+            DstKind::Prefix(prefix) => self.prefix_members(prefix),
+            DstKind::Internet => {
+                let mut set = FixedBitSet::with_capacity(n);
+                for (i, node) in self.topology.nodes.iter().enumerate() {
+                    if node.is_exit_node() {
+                        set.insert(i);
+                    }
+                }
+                set
+            }
+            DstKind::SelfNodes => FixedBitSet::with_capacity(n),
+        }
+    }
+
+    /// `SrcIPs` for a resolved source set.
+    fn source_ips(&self, src: &Resolved) -> Vec<String> {
+        if src.danger_all {
+            return vec!["*".into()];
+        }
+        let mut out = BTreeSet::new();
+        if src.wildcard {
+            out.extend(TAILNET_SOURCES.iter().map(|s| s.to_string()));
+            out.extend(self.tailnet_routes.iter().map(|r| r.to_string()));
+        }
+        for i in src.nodes.ones() {
+            out.extend(self.node(i).ips().map(|ip| ip.to_string()));
+        }
+        out.extend(src.prefixes.iter().map(ip_string));
+        out.into_iter().collect()
+    }
+
+    fn node_ips_of(&self, set: &FixedBitSet) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for i in set.ones() {
+            out.extend(self.node(i).ips().map(|ip| ip.to_string()));
+        }
+        out.into_iter().collect()
+    }
+
+    /// Whether node `i` is the target of a prefix destination (its address or its routes).
+    fn prefix_hits(&self, i: usize, prefix: &IpNet) -> bool {
+        let node = self.node(i);
+        node.ips().any(|ip| prefix.contains(&ip))
+            || node.subnet_routes().any(|r| overlaps(r, prefix))
+    }
+
+    /// The packet filter of node `i`: the rules that let traffic in to it.
+    pub fn filter(&self, i: usize) -> Vec<FilterRule> {
+        let node = self.node(i);
+        let own: Vec<String> = node.ips().map(|ip| ip.to_string()).collect();
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let mut dst_ports = Vec::new();
+            let mut push = |ip: &str, ports: &[Ports]| {
+                for p in ports {
+                    dst_ports.push(NetPortRange {
+                        ip: ip.to_string(),
+                        ports: PortRange {
+                            first: p.first,
+                            last: p.last,
+                        },
+                    });
+                }
+            };
+            for dst in &rule.dsts {
+                match &dst.kind {
+                    DstKind::Wildcard => push("*", &dst.ports),
+                    DstKind::Nodes(set) if set.contains(i) => {
+                        for ip in &own {
+                            push(ip, &dst.ports);
+                        }
+                    }
+                    DstKind::Prefix(prefix) if self.prefix_hits(i, prefix) => {
+                        push(&ip_string(prefix), &dst.ports)
+                    }
+                    DstKind::Internet if node.is_exit_node() => {
+                        for prefix in internet_prefixes() {
+                            push(prefix, &dst.ports);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !dst_ports.is_empty() && !rule.src.is_empty() {
+                out.push(FilterRule {
+                    src_ips: rule.src_ips.clone(),
+                    dst_ports,
+                    ip_proto: rule.protocols.clone(),
+                    cap_grant: Vec::new(),
+                });
+            }
+            if rule.has_self {
+                if let Some(mine) = self.same_user(i) {
+                    let mut srcs = rule.src.members.clone();
+                    srcs.intersect_with(mine);
+                    if !srcs.is_clear() {
+                        let mut dst_ports = Vec::new();
+                        for dst in rule
+                            .dsts
+                            .iter()
+                            .filter(|d| matches!(d.kind, DstKind::SelfNodes))
+                        {
+                            for ip in self.node_ips_of(mine) {
+                                for p in &dst.ports {
+                                    dst_ports.push(NetPortRange {
+                                        ip: ip.clone(),
+                                        ports: PortRange {
+                                            first: p.first,
+                                            last: p.last,
+                                        },
+                                    });
+                                }
+                            }
+                        }
+                        out.push(FilterRule {
+                            src_ips: self.node_ips_of(&srcs),
+                            dst_ports,
+                            ip_proto: rule.protocols.clone(),
+                            cap_grant: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        for app in &self.apps {
+            let mut dsts = Vec::new();
+            for kind in &app.dst {
+                let hit = match kind {
+                    DstKind::Wildcard => true,
+                    DstKind::Nodes(set) => set.contains(i),
+                    DstKind::Prefix(prefix) => self.prefix_hits(i, prefix),
+                    DstKind::Internet | DstKind::SelfNodes => false,
+                };
+                if hit {
+                    dsts = node_prefixes(node);
+                }
+            }
+            if !dsts.is_empty() && !app.src.is_empty() {
+                out.push(FilterRule {
+                    src_ips: app.src_ips.clone(),
+                    dst_ports: Vec::new(),
+                    ip_proto: Vec::new(),
+                    cap_grant: vec![CapGrant {
+                        dsts,
+                        cap_map: app.caps.clone(),
+                    }],
+                });
+            }
+            if app.has_self {
+                if let Some(mine) = self.same_user(i) {
+                    let mut srcs = app.src.members.clone();
+                    srcs.intersect_with(mine);
+                    if !srcs.is_clear() {
+                        out.push(FilterRule {
+                            src_ips: self.node_ips_of(&srcs),
+                            dst_ports: Vec::new(),
+                            ip_proto: Vec::new(),
+                            cap_grant: vec![CapGrant {
+                                dsts: node_prefixes(node),
+                                cap_map: app.caps.clone(),
+                            }],
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The untagged nodes of node `i`'s user, if `i` is an untagged node.
+    fn same_user(&self, i: usize) -> Option<&FixedBitSet> {
+        let node = self.node(i);
+        if node.is_tagged() {
+            return None;
+        }
+        self.user_nodes.get(&node.user?)
+    }
+
+    /// Indices of the nodes node `i` sees: those it may reach or that may reach it.
+    pub fn peers(&self, i: usize) -> Vec<usize> {
+        let mut seen = FixedBitSet::with_capacity(self.topology.nodes.len());
+        let mine = self.same_user(i);
+        let mut add = |src: &Resolved, dst_members: &FixedBitSet, has_self: bool| {
+            if dst_members.contains(i) {
+                seen.union_with(&src.members);
+            }
+            if src.members.contains(i) {
+                seen.union_with(dst_members);
+            }
+            if has_self {
+                if let Some(mine) = mine {
+                    if src.members.contains(i) {
+                        seen.union_with(mine);
+                    }
+                    let mut srcs = src.members.clone();
+                    srcs.intersect_with(mine);
+                    seen.union_with(&srcs);
+                }
+            }
+        };
+        for rule in &self.rules {
+            add(&rule.src, &rule.dst_members, rule.has_self);
+        }
+        for app in &self.apps {
+            add(&app.src, &app.dst_members, app.has_self);
+        }
+        seen.set(i, false);
+        seen.ones().collect()
+    }
+
+    /// The SSH policy of node `i` as a destination; `None` when the policy has no `ssh`.
+    pub fn ssh(&self, i: usize, server_url: &str) -> Option<SshPolicy> {
+        let Some(rules) = self.policy.ssh.as_ref() else {
+            return Some(SshPolicy::default());
+        };
+        let node = self.node(i);
+        let mut check_rules = Vec::new();
+        let mut accept_rules = Vec::new();
+        for rule in rules {
+            let src = self.resolve_all(&rule.src);
+            let mut principals_nodes = FixedBitSet::with_capacity(self.topology.nodes.len());
+            for dst in &rule.dst {
+                match self.destination(dst) {
+                    DstKind::SelfNodes => {
+                        if let Some(mine) = self.same_user(i) {
+                            let mut s = src.members.clone();
+                            s.intersect_with(mine);
+                            principals_nodes.union_with(&s);
+                        }
+                    }
+                    other => {
+                        if self.dst_kind_members(&other).contains(i) {
+                            principals_nodes.union_with(&src.members);
+                        }
+                    }
+                }
+            }
+            if principals_nodes.is_clear() {
+                continue;
+            }
+            let action = match rule.action {
+                SshAction::Accept => SshActionOut {
+                    accept: true,
+                    allow_agent_forwarding: true,
+                    allow_local_port_forwarding: true,
+                    allow_remote_port_forwarding: true,
+                    hold_and_delegate: String::new(),
+                },
+                SshAction::Check => SshActionOut {
+                    hold_and_delegate: format!(
+                        "{}/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER",
+                        server_url.trim_end_matches('/')
+                    ),
+                    ..Default::default()
+                },
+            };
+            let mut users = BTreeMap::new();
+            users.insert("root".to_string(), String::new());
+            let mut localparts = Vec::new();
+            for user in &rule.users {
+                match user {
+                    SshUser::Root => {
+                        users.insert("root".into(), "root".into());
+                    }
+                    SshUser::NonRoot => {
+                        users.insert("*".into(), "=".into());
+                    }
+                    SshUser::Named(name) => {
+                        users.insert(name.clone(), name.clone());
+                    }
+                    SshUser::Localpart(domain) => localparts.push(domain.clone()),
+                }
+            }
+            let principals: Vec<SshPrincipal> = self
+                .node_ips_of(&principals_nodes)
+                .into_iter()
+                .map(|node_ip| SshPrincipal { node_ip })
+                .collect();
+            let target = match rule.action {
+                SshAction::Check => &mut check_rules,
+                SshAction::Accept => &mut accept_rules,
+            };
+            target.push(SshRuleOut {
+                principals,
+                ssh_users: users,
+                action: action.clone(),
+                accept_env: rule.accept_env.clone(),
+            });
+            // localpart:*@domain: each source user may log in as the local part of their
+            // e-mail, from their own nodes only.
+            for domain in &localparts {
+                for user in &self.topology.users {
+                    let Some((local, user_domain)) = user.email.rsplit_once('@') else {
+                        continue;
+                    };
+                    if !user_domain.eq_ignore_ascii_case(domain) {
+                        continue;
+                    }
+                    let Some(theirs) = self.user_nodes.get(&user.id) else {
+                        continue;
+                    };
+                    let mut s = principals_nodes.clone();
+                    s.intersect_with(theirs);
+                    if s.is_clear() {
+                        continue;
+                    }
+                    target.push(SshRuleOut {
+                        principals: self
+                            .node_ips_of(&s)
+                            .into_iter()
+                            .map(|node_ip| SshPrincipal { node_ip })
+                            .collect(),
+                        ssh_users: BTreeMap::from([(local.to_string(), local.to_string())]),
+                        action: action.clone(),
+                        accept_env: rule.accept_env.clone(),
+                    });
+                }
+            }
+        }
+        let _ = node;
+        check_rules.extend(accept_rules);
+        Some(SshPolicy { rules: check_rules })
+    }
+
+    /// The capabilities `nodeAttrs` give node `i`.
+    pub fn node_caps(&self, i: usize) -> BTreeMap<String, Vec<Value>> {
+        let mut caps = BTreeMap::new();
+        for attr in &self.policy.node_attrs {
+            let target = self.resolve_all(&attr.target);
+            if !target.members.contains(i) {
+                continue;
+            }
+            for name in &attr.attr {
+                caps.entry(name.clone()).or_insert_with(Vec::new);
+            }
+            for (name, values) in &attr.app {
+                caps.entry(name.clone())
+                    .or_insert_with(Vec::new)
+                    .extend(values.iter().cloned());
+            }
+        }
+        caps
+    }
+}
+
+/// A node's own addresses as prefixes (`/32`, `/128`), as `CapGrant.Dsts` lists them.
+fn node_prefixes(node: &TopologyNode) -> Vec<String> {
+    node.ips()
+        .map(|ip| match ip {
+            IpAddr::V4(v4) => format!("{v4}/32"),
+            IpAddr::V6(v6) => format!("{v6}/128"),
+        })
+        .collect()
+}
+
+/// What `autogroup:internet` covers on an exit node: every public address.
+fn internet_prefixes() -> &'static [&'static str] {
+    &["0.0.0.0/0", "::/0"]
+}

@@ -1,0 +1,63 @@
+//! What the policy is compiled against: users and nodes with their identities, addresses
+//! and routes. Built from the projected `State` by the server and from captures by the
+//! compatibility runner, so the compiler never depends on either.
+
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyUser {
+    pub id: u64,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyNode {
+    pub id: u64,
+    pub name: String,
+    /// `None` for a tagged node.
+    pub user: Option<u64>,
+    pub tags: Vec<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Routes the node announces and an admin (or an auto-approver) approved.
+    pub routes: Vec<IpNet>,
+}
+
+impl TopologyNode {
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
+    }
+
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// Subnet routes it serves (exit routes excluded).
+    pub fn subnet_routes(&self) -> impl Iterator<Item = &IpNet> + '_ {
+        self.routes.iter().filter(|r| r.prefix_len() != 0)
+    }
+
+    /// An exit node: both default routes approved.
+    pub fn is_exit_node(&self) -> bool {
+        let v4 = self
+            .routes
+            .iter()
+            .any(|r| r.prefix_len() == 0 && matches!(r, IpNet::V4(_)));
+        let v6 = self
+            .routes
+            .iter()
+            .any(|r| r.prefix_len() == 0 && matches!(r, IpNet::V6(_)));
+        v4 && v6
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    pub users: Vec<TopologyUser>,
+    pub nodes: Vec<TopologyNode>,
+}
