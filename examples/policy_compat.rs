@@ -193,7 +193,7 @@ fn check_case(case: &Value) -> Result<(), String> {
         .enumerate()
         .map(|(i, n)| (n.name.as_str(), i))
         .collect();
-    let primaries = primary_routes(&topology);
+    let primaries = primary_routes(&topology, case);
     for (host, want) in expected {
         let &i = index
             .get(host.as_str())
@@ -218,7 +218,7 @@ fn check_case(case: &Value) -> Result<(), String> {
             .into_iter()
             .map(|p| {
                 let node = &topology.nodes[p];
-                (node.name.clone(), peer_view(node, &primaries))
+                (node.name.clone(), peer_view(&compiled, i, node, &primaries))
             })
             .collect();
         let their_peers: BTreeMap<String, Value> = want["peers"]
@@ -276,9 +276,24 @@ fn check_case(case: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// One primary router per subnet route: the first (lowest id) node serving it.
-fn primary_routes(topology: &Topology) -> BTreeMap<String, u64> {
+/// One primary router per subnet route. Which of several routers won Tailscale's election
+/// depends on the order they came up in, which a capture does not record; so the winners
+/// are read from the capture (any viewer's `PrimaryRoutes`), the lowest id otherwise.
+fn primary_routes(topology: &Topology, case: &Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
+    for view in case["expected"].as_object().into_iter().flat_map(|m| m.values()) {
+        for peer in view["peers"].as_array().into_iter().flatten() {
+            let Some(node) = topology.nodes.iter().find(|n| peer["name"] == n.name.as_str())
+            else {
+                continue;
+            };
+            for route in peer["PrimaryRoutes"].as_array().into_iter().flatten() {
+                if let Some(route) = route.as_str() {
+                    out.insert(route.to_string(), node.id);
+                }
+            }
+        }
+    }
     for node in &topology.nodes {
         for route in node.subnet_routes() {
             out.entry(route.to_string()).or_insert(node.id);
@@ -287,7 +302,14 @@ fn primary_routes(topology: &Topology) -> BTreeMap<String, u64> {
     out
 }
 
-fn peer_view(node: &TopologyNode, primaries: &BTreeMap<String, u64>) -> Value {
+/// A peer as the viewer `i` gets it: routes in `AllowedIPs` only where the policy lets the
+/// viewer use them.
+fn peer_view(
+    compiled: &Compiled,
+    viewer: usize,
+    node: &TopologyNode,
+    primaries: &BTreeMap<String, u64>,
+) -> Value {
     let addresses: BTreeSet<String> = node
         .ips()
         .map(|ip| match ip {
@@ -297,14 +319,18 @@ fn peer_view(node: &TopologyNode, primaries: &BTreeMap<String, u64>) -> Value {
         .collect();
     let primary: BTreeSet<String> = node
         .subnet_routes()
+        .filter(|r| primaries.get(&r.to_string()) == Some(&node.id))
+        .filter(|r| compiled.can_access_route(viewer, r))
         .map(|r| r.to_string())
-        .filter(|r| primaries.get(r) == Some(&node.id))
         .collect();
     let mut allowed = addresses.clone();
     allowed.extend(primary.iter().cloned());
     if node.is_exit_node() {
-        allowed.insert("0.0.0.0/0".into());
-        allowed.insert("::/0".into());
+        for route in node.routes.iter().filter(|r| r.prefix_len() == 0) {
+            if compiled.can_access_route(viewer, route) {
+                allowed.insert(route.to_string());
+            }
+        }
     }
     let tags: BTreeSet<String> = node.tags.iter().cloned().collect();
     serde_json::json!({

@@ -87,6 +87,15 @@ pub struct Policy {
     pub randomize_client_port: bool,
 }
 
+/// Tailscale's own capabilities that a policy may grant (others in its domain are refused).
+const GRANTABLE_TAILSCALE_CAPS: [&str; 5] = [
+    "tailscale.com/cap/drive",
+    "tailscale.com/cap/kubernetes",
+    "tailscale.com/cap/relay",
+    "tailscale.com/cap/tsidp",
+    "tailscale.com/cap/webui",
+];
+
 /// The longest `checkPeriod` Tailscale allows.
 const MAX_CHECK_PERIOD: Duration = Duration::from_secs(168 * 3600);
 
@@ -427,7 +436,8 @@ impl Context<'_> {
         if !grant.app.is_empty() {
             for cap in grant.app.keys() {
                 let domain = cap.split('/').next().unwrap_or_default();
-                if domain == "tailscale.com" || domain.ends_with(".tailscale.com") {
+                let ours = domain == "tailscale.com" || domain.ends_with(".tailscale.com");
+                if ours && !GRANTABLE_TAILSCALE_CAPS.contains(&cap.as_str()) {
                     return Err("capability name must not be in the tailscale.com domain".into());
                 }
             }

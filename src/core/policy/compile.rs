@@ -270,28 +270,9 @@ impl<'a> Compiled<'a> {
         }
     }
 
-    /// The users a user alias names: by e-mail, else by `name@`, else by name.
-    fn users_named(&self, token: &str) -> Vec<u64> {
-        let users = &self.topology.users;
-        let by_email: Vec<u64> = users
-            .iter()
-            .filter(|u| !u.email.is_empty() && u.email.eq_ignore_ascii_case(token))
-            .map(|u| u.id)
-            .collect();
-        if !by_email.is_empty() {
-            return by_email;
-        }
-        let name = token.strip_suffix('@').unwrap_or(token);
-        users
-            .iter()
-            .filter(|u| u.name == name)
-            .map(|u| u.id)
-            .collect()
-    }
-
     fn user_set(&self, token: &str) -> FixedBitSet {
         let mut set = FixedBitSet::with_capacity(self.topology.nodes.len());
-        for id in self.users_named(token) {
+        for id in self.topology.users_named(token) {
             if let Some(nodes) = self.user_nodes.get(&id) {
                 set.union_with(nodes);
             }
@@ -549,6 +530,33 @@ impl<'a> Compiled<'a> {
             }
         }
         out
+    }
+
+    /// Whether traffic between node `i` and `route` (a subnet or an exit route) is allowed
+    /// in either direction: a router's routes are only in a viewer's `AllowedIPs` then.
+    pub fn can_access_route(&self, i: usize, route: &IpNet) -> bool {
+        let exit = route.prefix_len() == 0;
+        if self.policy.allow_all {
+            return true;
+        }
+        let to_route = |dst: &DstKind| match dst {
+            DstKind::Wildcard => true,
+            DstKind::Prefix(prefix) => !exit && overlaps(prefix, route),
+            DstKind::Internet => exit,
+            DstKind::Nodes(_) | DstKind::SelfNodes => false,
+        };
+        let from_route = |src: &Resolved| {
+            src.danger_all
+                || (!exit && src.wildcard)
+                || src.prefixes.iter().any(|p| overlaps(p, route))
+        };
+        self.rules.iter().any(|rule| {
+            (rule.src.members.contains(i) && rule.dsts.iter().any(|d| to_route(&d.kind)))
+                || (from_route(&rule.src) && rule.dst_members.contains(i))
+        }) || self.apps.iter().any(|app| {
+            (app.src.members.contains(i) && app.dst.iter().any(to_route))
+                || (from_route(&app.src) && app.dst_members.contains(i))
+        })
     }
 
     /// The untagged nodes of node `i`'s user, if `i` is an untagged node.

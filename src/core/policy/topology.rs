@@ -61,3 +61,29 @@ pub struct Topology {
     pub users: Vec<TopologyUser>,
     pub nodes: Vec<TopologyNode>,
 }
+
+impl Topology {
+    /// The users a policy's user token names: by e-mail, else `name@` / `name` by name.
+    pub fn users_named(&self, token: &str) -> Vec<u64> {
+        let by_email: Vec<u64> = self
+            .users
+            .iter()
+            .filter(|u| !u.email.is_empty() && u.email.eq_ignore_ascii_case(token))
+            .map(|u| u.id)
+            .collect();
+        if !by_email.is_empty() {
+            return by_email;
+        }
+        let name = token.strip_suffix('@').unwrap_or(token);
+        self.users
+            .iter()
+            .filter(|u| u.name == name)
+            .map(|u| u.id)
+            .collect()
+    }
+
+    /// The node that has address `ip`.
+    pub fn node_with_ip(&self, ip: IpAddr) -> Option<&TopologyNode> {
+        self.nodes.iter().find(|n| n.ips().any(|a| a == ip))
+    }
+}
