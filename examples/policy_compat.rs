@@ -281,9 +281,16 @@ fn check_case(case: &Value) -> Result<(), String> {
 /// are read from the capture (any viewer's `PrimaryRoutes`), the lowest id otherwise.
 fn primary_routes(topology: &Topology, case: &Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for view in case["expected"].as_object().into_iter().flat_map(|m| m.values()) {
+    for view in case["expected"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
         for peer in view["peers"].as_array().into_iter().flatten() {
-            let Some(node) = topology.nodes.iter().find(|n| peer["name"] == n.name.as_str())
+            let Some(node) = topology
+                .nodes
+                .iter()
+                .find(|n| peer["name"] == n.name.as_str())
             else {
                 continue;
             };

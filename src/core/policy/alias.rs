@@ -12,6 +12,8 @@ pub enum Alias {
     Wildcard,
     /// `name@domain` (matched against e-mail, then name) or `name@` (by name).
     User(String),
+    /// `user:*@domain`: every user whose e-mail is at `domain`.
+    UserDomain(String),
     Group(String),
     Tag(String),
     /// A name from `hosts`, already resolved.
@@ -58,6 +60,9 @@ pub fn parse(text: &str, hosts: &BTreeMap<String, IpNet>) -> Result<Alias, Strin
         return AutoGroup::parse(rest)
             .map(Alias::Auto)
             .ok_or_else(|| format!("unknown autogroup {text:?}"));
+    }
+    if let Some(domain) = text.strip_prefix("user:*@") {
+        return Ok(Alias::UserDomain(domain.to_ascii_lowercase()));
     }
     if text.starts_with("group:") {
         return Ok(Alias::Group(text.to_string()));

@@ -166,9 +166,11 @@ fn check(doc: Document) -> Result<Policy, String> {
                 Alias::Group(g) => {
                     return Err(format!("tagOwners[{tag:?}]: group {g:?} is not defined"))
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "tagOwners[{tag:?}]: {owner:?} cannot own a tag (users, groups and tags can)"
-                )),
+                ))
+                }
             }
             parsed.push(owner_alias);
         }
@@ -454,34 +456,42 @@ impl Context<'_> {
     }
 
     fn ssh(&self, rule: &document::Ssh) -> Result<SshRule, String> {
-        let action = match rule.action.as_str() {
+        // Tailscale trims the words of SSH rules (" accept", "tag:server ", "\troot").
+        let trimmed = |list: &[String]| -> Vec<String> {
+            list.iter().map(|s| s.trim().to_string()).collect()
+        };
+        let action = match rule.action.trim() {
             "accept" => SshAction::Accept,
             "check" => SshAction::Check,
             "" => return Err("action must be specified".into()),
             other => return Err(format!("{other:?} is not a valid action")),
         };
-        let src = self.sources(&rule.src)?;
-        let dst = rule
-            .dst
-            .iter()
-            .map(|d| self.destination(d))
-            .collect::<Result<Vec<_>, _>>()?;
+        let src = self.sources(&trimmed(&rule.src))?;
+        let mut dst = Vec::new();
+        for text in trimmed(&rule.dst) {
+            let alias = self.destination(&text)?;
+            if matches!(alias, Alias::Host(..) | Alias::Prefix(_)) {
+                return Err(format!("invalid dst {text:?}"));
+            }
+            dst.push(alias);
+        }
         if rule.users.is_empty() {
             return Err("users must be specified".into());
         }
         let mut users = Vec::new();
-        for user in &rule.users {
+        for user in trimmed(&rule.users) {
             users.push(match user.as_str() {
                 "root" => SshUser::Root,
                 "autogroup:nonroot" => SshUser::NonRoot,
                 "" | "*" => return Err(format!("user {user:?} is not valid")),
                 other => match other.strip_prefix("localpart:*@") {
-                    Some(domain) => SshUser::Localpart(domain.to_string()),
-                    None => SshUser::Named(other.to_string()),
+                    Some(domain) if !domain.is_empty() => SshUser::Localpart(domain.to_string()),
+                    _ => SshUser::Named(other.to_string()),
                 },
             });
         }
         let check_period = match (&rule.check_period, action) {
+            (Some(text), SshAction::Check) if text.trim() == "always" => Some(Duration::ZERO),
             (Some(text), SshAction::Check) => {
                 let period = parse_go_duration(text)?;
                 if period.is_zero() {
@@ -498,7 +508,8 @@ impl Context<'_> {
             (None, SshAction::Check) => Some(Duration::from_secs(12 * 3600)),
             _ => None,
         };
-        if rule.accept_env.iter().any(String::is_empty) {
+        let accept_env = rule.accept_env.clone().unwrap_or_default();
+        if accept_env.iter().any(String::is_empty) {
             return Err("acceptEnv values cannot be empty".into());
         }
         Ok(SshRule {
@@ -507,7 +518,7 @@ impl Context<'_> {
             dst,
             users,
             check_period,
-            accept_env: rule.accept_env.clone(),
+            accept_env,
         })
     }
 }

@@ -286,6 +286,17 @@ impl<'a> Compiled<'a> {
             Alias::Wildcard => out.wildcard = true,
             Alias::Auto(AutoGroup::DangerAll) => out.danger_all = true,
             Alias::User(token) => out.nodes.union_with(&self.user_set(token)),
+            Alias::UserDomain(domain) => {
+                for user in &self.topology.users {
+                    let at_domain = user
+                        .email
+                        .rsplit_once('@')
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain));
+                    if let (true, Some(nodes)) = (at_domain, self.user_nodes.get(&user.id)) {
+                        out.nodes.union_with(nodes);
+                    }
+                }
+            }
             Alias::Group(group) => {
                 for member in self.policy.groups.get(group).into_iter().flatten() {
                     out.nodes.union_with(&self.user_set(member));
@@ -627,6 +638,22 @@ impl<'a> Compiled<'a> {
                     }
                 }
             }
+            let has_localpart = rule
+                .users
+                .iter()
+                .any(|u| matches!(u, SshUser::Localpart(_)));
+            if principals_nodes.is_clear() && has_localpart && src.members.contains(i) {
+                // Tailscale's quirk with `localpart:`: a source node that is not a
+                // destination still gets the rule, for itself (tagged) or its user's nodes.
+                match self.same_user(i) {
+                    Some(mine) => {
+                        let mut s = src.members.clone();
+                        s.intersect_with(mine);
+                        principals_nodes = s;
+                    }
+                    None => principals_nodes.insert(i),
+                }
+            }
             if principals_nodes.is_clear() {
                 continue;
             }
@@ -663,50 +690,54 @@ impl<'a> Compiled<'a> {
                     SshUser::Localpart(domain) => localparts.push(domain.clone()),
                 }
             }
-            let principals: Vec<SshPrincipal> = self
-                .node_ips_of(&principals_nodes)
-                .into_iter()
-                .map(|node_ip| SshPrincipal { node_ip })
-                .collect();
             let target = match rule.action {
                 SshAction::Check => &mut check_rules,
                 SshAction::Accept => &mut accept_rules,
             };
-            target.push(SshRuleOut {
-                principals,
+            let make = |set: &FixedBitSet, users: BTreeMap<String, String>| SshRuleOut {
+                principals: self
+                    .node_ips_of(set)
+                    .into_iter()
+                    .map(|node_ip| SshPrincipal { node_ip })
+                    .collect(),
                 ssh_users: users,
                 action: action.clone(),
                 accept_env: rule.accept_env.clone(),
-            });
-            // localpart:*@domain: each source user may log in as the local part of their
-            // e-mail, from their own nodes only.
-            for domain in &localparts {
-                for user in &self.topology.users {
-                    let Some((local, user_domain)) = user.email.rsplit_once('@') else {
-                        continue;
-                    };
-                    if !user_domain.eq_ignore_ascii_case(domain) {
-                        continue;
-                    }
-                    let Some(theirs) = self.user_nodes.get(&user.id) else {
-                        continue;
-                    };
-                    let mut s = principals_nodes.clone();
-                    s.intersect_with(theirs);
-                    if s.is_clear() {
-                        continue;
-                    }
-                    target.push(SshRuleOut {
-                        principals: self
-                            .node_ips_of(&s)
-                            .into_iter()
-                            .map(|node_ip| SshPrincipal { node_ip })
-                            .collect(),
-                        ssh_users: BTreeMap::from([(local.to_string(), local.to_string())]),
-                        action: action.clone(),
-                        accept_env: rule.accept_env.clone(),
-                    });
+            };
+            if localparts.is_empty() {
+                target.push(make(&principals_nodes, users));
+                continue;
+            }
+            // With `localpart:*@domain`, each source user gets their own rules (their
+            // nodes, the common users, then their local part), tagged sources one more.
+            let mut users_by_id: Vec<&super::topology::TopologyUser> =
+                self.topology.users.iter().collect();
+            users_by_id.sort_by_key(|u| u.id);
+            for user in users_by_id {
+                let Some(theirs) = self.user_nodes.get(&user.id) else {
+                    continue;
+                };
+                let mut s = principals_nodes.clone();
+                s.intersect_with(theirs);
+                if s.is_clear() {
+                    continue;
                 }
+                target.push(make(&s, users.clone()));
+                if let Some((local, domain)) = user.email.rsplit_once('@') {
+                    if localparts.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+                        target.push(make(
+                            &s,
+                            BTreeMap::from([(local.to_string(), local.to_string())]),
+                        ));
+                    }
+                }
+            }
+            let mut tagged = principals_nodes.clone();
+            for set in self.user_nodes.values() {
+                tagged.difference_with(set);
+            }
+            if !tagged.is_clear() {
+                target.push(make(&tagged, users.clone()));
             }
         }
         let _ = node;

@@ -84,8 +84,9 @@ pub struct Ssh {
     pub users: Vec<String>,
     #[serde(default, rename = "checkPeriod")]
     pub check_period: Option<String>,
+    /// `null` is accepted as empty, as Tailscale does.
     #[serde(default, rename = "acceptEnv")]
-    pub accept_env: Vec<String>,
+    pub accept_env: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -16,8 +16,47 @@ enum Identity {
     Ip(IpAddr),
 }
 
-/// Runs every test of `policy` against `topology`.
+/// The checks that need the tailnet: `user:*@domain` and `localpart:*@domain` must name a
+/// domain some user has; then every test of `policy`.
 pub fn run(policy: &Policy, topology: &Topology) -> Result<(), String> {
+    let known = |domain: &str| {
+        topology.users.iter().any(|u| {
+            u.email
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+        })
+    };
+    let unknown = |domain: &str| {
+        format!(
+            "{domain} is not associated with this Tailnet and cannot be used in \
+             user:*@<domain> expressions"
+        )
+    };
+    for rule in policy.ssh.iter().flatten() {
+        for alias in &rule.src {
+            if let Alias::UserDomain(domain) = alias {
+                if !known(domain) {
+                    return Err(unknown(domain));
+                }
+            }
+        }
+        for user in &rule.users {
+            if let SshUser::Localpart(domain) = user {
+                if !known(domain) {
+                    return Err(unknown(domain));
+                }
+            }
+        }
+    }
+    for rule in &policy.rules {
+        for alias in &rule.src {
+            if let Alias::UserDomain(domain) = alias {
+                if !known(domain) {
+                    return Err(unknown(domain));
+                }
+            }
+        }
+    }
     let eval = Eval { policy, topology };
     for (i, test) in policy.tests.iter().enumerate() {
         eval.acl_test(test)
@@ -51,6 +90,17 @@ impl Eval<'_> {
         };
         let out = match parsed {
             Alias::User(token) => users(&token),
+            Alias::UserDomain(domain) => self
+                .topology
+                .users
+                .iter()
+                .filter(|u| {
+                    u.email
+                        .rsplit_once('@')
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&domain))
+                })
+                .map(|u| Identity::User(u.id))
+                .collect(),
             Alias::Group(group) => {
                 let members = self
                     .policy
@@ -111,6 +161,14 @@ impl Eval<'_> {
             (Alias::Wildcard | Alias::Auto(AutoGroup::DangerAll), _) => true,
             (Alias::User(token), Identity::User(id)) => {
                 self.topology.users_named(token).contains(id)
+            }
+            (Alias::UserDomain(domain), Identity::User(id)) => {
+                self.topology.users.iter().any(|u| {
+                    u.id == *id
+                        && u.email
+                            .rsplit_once('@')
+                            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                })
             }
             (Alias::Group(group), Identity::User(id)) => self
                 .policy
@@ -253,7 +311,7 @@ impl Eval<'_> {
         for dst in &test.dst {
             let target = self.target(dst)?;
             if let Identity::Ip(ip) = target {
-                if self.owner_of(ip).is_none() {
+                if ip.is_ipv6() || self.owner_of(ip).is_none() {
                     return Err(format!("{dst:?} is not a node's address"));
                 }
             }
