@@ -412,6 +412,13 @@ impl Context<'_> {
             .map(|d| self.destination(d))
             .collect::<Result<Vec<_>, _>>()?;
         self.check_self(&src, &dst)?;
+        // Unlike `acls`, grants do not accept `*` as the source of `autogroup:self`.
+        if dst.contains(&Alias::Auto(AutoGroup::SelfNodes)) && src.contains(&Alias::Wildcard) {
+            return Err(
+                "autogroup:self can only be used with users, groups, or supported autogroups"
+                    .into(),
+            );
+        }
         let mut via = Vec::new();
         for v in &grant.via {
             if !v.starts_with("tag:") {

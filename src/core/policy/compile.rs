@@ -511,7 +511,8 @@ impl<'a> Compiled<'a> {
                     dsts = node_prefixes(node);
                 }
             }
-            if !dsts.is_empty() && !app.src.is_empty() {
+            // Tailscale sends a capability grant even when its sources resolve to nobody.
+            if !dsts.is_empty() {
                 out.push(FilterRule {
                     src_ips: app.src_ips.clone(),
                     dst_ports: Vec::new(),

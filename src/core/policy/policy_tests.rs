@@ -19,12 +19,12 @@ enum Identity {
 /// The checks that need the tailnet: `user:*@domain` and `localpart:*@domain` must name a
 /// domain some user has; then every test of `policy`.
 pub fn run(policy: &Policy, topology: &Topology) -> Result<(), String> {
+    // Case-sensitive, as Tailscale compares them.
     let known = |domain: &str| {
-        topology.users.iter().any(|u| {
-            u.email
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
-        })
+        topology
+            .users
+            .iter()
+            .any(|u| u.email.rsplit_once('@').is_some_and(|(_, d)| d == domain))
     };
     let unknown = |domain: &str| {
         format!(
