@@ -252,8 +252,9 @@ pub struct FilterRule {
 pub struct CapGrant {
     #[serde(rename = "Dsts")]
     pub dsts: Vec<String>,
+    /// Capability → its values; `null` for the companion capabilities Tailscale adds.
     #[serde(rename = "CapMap")]
-    pub cap_map: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    pub cap_map: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `tailcfg.NetPortRange`.

@@ -519,9 +519,46 @@ impl<'a> Compiled<'a> {
                     ip_proto: Vec::new(),
                     cap_grant: vec![CapGrant {
                         dsts,
-                        cap_map: app.caps.clone(),
+                        cap_map: cap_values(&app.caps),
                     }],
                 });
+            }
+            // Some of Tailscale's capabilities come with a companion granted the other way
+            // round (the sharer side of Taildrive, the target side of a relay): a rule on
+            // each source node, from the destinations.
+            let companions: Vec<&str> = COMPANION_CAPS
+                .iter()
+                .filter(|(cap, _)| app.caps.contains_key(*cap))
+                .map(|(_, companion)| *companion)
+                .collect();
+            if !companions.is_empty() && app.src.members.contains(i) {
+                let mut from = Resolved::empty(self.topology.nodes.len());
+                for kind in &app.dst {
+                    match kind {
+                        DstKind::Wildcard => from.wildcard = true,
+                        DstKind::Nodes(set) => from.nodes.union_with(set),
+                        DstKind::Prefix(prefix) => from.prefixes.push(*prefix),
+                        DstKind::SelfNodes => {
+                            if let Some(mine) = self.same_user(i) {
+                                from.nodes.union_with(mine);
+                            }
+                        }
+                        DstKind::Internet => {}
+                    }
+                }
+                if !from.is_empty() {
+                    for companion in companions {
+                        out.push(FilterRule {
+                            src_ips: self.source_ips(&from),
+                            dst_ports: Vec::new(),
+                            ip_proto: Vec::new(),
+                            cap_grant: vec![CapGrant {
+                                dsts: node_prefixes(node),
+                                cap_map: BTreeMap::from([(companion.to_string(), Value::Null)]),
+                            }],
+                        });
+                    }
+                }
             }
             if app.has_self {
                 if let Some(mine) = self.same_user(i) {
@@ -534,7 +571,7 @@ impl<'a> Compiled<'a> {
                             ip_proto: Vec::new(),
                             cap_grant: vec![CapGrant {
                                 dsts: node_prefixes(node),
-                                cap_map: app.caps.clone(),
+                                cap_map: cap_values(&app.caps),
                             }],
                         });
                     }
@@ -765,6 +802,18 @@ impl<'a> Compiled<'a> {
         }
         caps
     }
+}
+
+/// Capabilities that bring a reversed companion capability along.
+const COMPANION_CAPS: [(&str, &str); 2] = [
+    ("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"),
+    ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
+];
+
+fn cap_values(caps: &BTreeMap<String, Vec<Value>>) -> BTreeMap<String, Value> {
+    caps.iter()
+        .map(|(k, v)| (k.clone(), Value::Array(v.clone())))
+        .collect()
 }
 
 /// A node's own addresses as prefixes (`/32`, `/128`), as `CapGrant.Dsts` lists them.
