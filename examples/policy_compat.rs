@@ -185,7 +185,8 @@ fn check_case(case: &Value) -> Result<(), String> {
         // Rejected as Tailscale did: what clients see is the policy in force before.
         (Err(_), false) => Policy::allow_all(),
     };
-    let compiled = Compiled::new(&policy, &topology);
+    let topology = std::sync::Arc::new(topology);
+    let compiled = Compiled::new(std::sync::Arc::new(policy), topology.clone());
     let expected = case["expected"].as_object().ok_or("no expected section")?;
     let index: BTreeMap<&str, usize> = topology
         .nodes

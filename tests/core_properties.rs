@@ -492,7 +492,20 @@ const ROUTES: &[&str] = &[
     "10.1.2.3/8",
 ];
 
-const POLICIES: &[&str] = &["{}", "{\"acls\":[]}", ""];
+const POLICIES: &[&str] = &[
+    "{}",
+    "{\"acls\":[]}",
+    "",
+    // Real policies, so access changes (who sees whom, filters) are part of the sequences.
+    r#"{"acls":[{"action":"accept","src":["autogroup:member"],"dst":["autogroup:self:*"]}]}"#,
+    r#"{"tagOwners":{"tag:web":["alice@"],"tag:db":["alice@"]},
+        "acls":[{"action":"accept","src":["alice@","tag:web"],"dst":["tag:db:5432"]},
+                {"action":"accept","src":["bob@"],"dst":["tag:web:80,443"]}]}"#,
+    r#"{"groups":{"group:ops":["carol@","erin@"]},"tagOwners":{"tag:ops-1":["group:ops"]},
+        "grants":[{"src":["group:ops"],"dst":["*"],"ip":["*"]},
+                  {"src":["tag:ops-1"],"dst":["autogroup:member"],"ip":["tcp:22"]}],
+        "ssh":[{"action":"accept","src":["group:ops"],"dst":["tag:ops-1"],"users":["root"]}]}"#,
+];
 
 fn prefix_v4() -> Ipv4Net {
     "100.64.0.0/10".parse().unwrap()
@@ -1786,7 +1799,10 @@ fn netmap_context() -> headscale::core::netmap::NetmapContext {
     headscale::core::netmap::NetmapContext {
         derp_map: SharedJson::new(&serde_json::json!({"Regions": {}})).unwrap(),
         dns_config: SharedJson::new(&serde_json::json!({"Proxied": true})).unwrap(),
-        packet_filter: SharedJson::new(&headscale::tailcfg::FilterRule::allow_all()).unwrap(),
+        access: std::sync::Arc::new(headscale::core::netmap::Access::for_state(
+            &headscale::core::State::default(),
+            "http://127.0.0.1:8080",
+        )),
         domain: BASE_DOMAIN.into(),
     }
 }
@@ -1804,7 +1820,7 @@ proptest! {
         presence in vec(option::of((node_pick(), any::<bool>(), 1u16..4, 0u32..3)), 40),
     ) {
         use headscale::core::netmap::{Delta, NodePresence, PeerCache, SessionView};
-        let context = netmap_context();
+        let mut context = netmap_context();
         let mut driver = Driver::new(variant);
         let mut table: BTreeMap<NodeId, NodePresence> = BTreeMap::new();
         let mut cache = PeerCache::default();
@@ -1823,7 +1839,17 @@ proptest! {
                     imbl::ordmap::DiffItem::Remove(id, _) => *id,
                 })
                 .collect();
-            let everything = seen.users != state.users;
+            let mut everything = seen.users != state.users;
+            // As the hub does: a new access view when the policy or the topology changes.
+            let topology = headscale::core::policy::Topology::from_state(&state);
+            if seen.policy != state.policy || **context.access.topology() != topology
+                || sessions.is_empty()
+            {
+                context.access = std::sync::Arc::new(
+                    headscale::core::netmap::Access::for_state(&state, "http://127.0.0.1:8080"),
+                );
+                everything = true;
+            }
             let change: Option<PresenceChange> = *change;
             if let Some((pick, online, port, derp)) = change {
                 let live: Vec<u64> = state.nodes.keys().map(|n| n.0).collect();

@@ -18,7 +18,8 @@ use crate::core::command::Command;
 use crate::core::event::Actor;
 use crate::core::ids::NodeId;
 use crate::core::keys::DiscoKey;
-use crate::core::netmap::{Delta, NetmapContext, NodePresence, PeerCache, SessionView};
+use crate::core::netmap::{Access, Delta, NetmapContext, NodePresence, PeerCache, SessionView};
+use crate::core::policy::Topology;
 use crate::core::time::Timestamp;
 use crate::core::State;
 use crate::engine::{Clock, EngineHandle, Published, SystemClock};
@@ -100,6 +101,8 @@ impl MapHub {
         let state = published.borrow().state.clone();
         let mut cache = PeerCache::default();
         let now = SystemClock.now();
+        let mut context = context;
+        context.access = Arc::new(Access::for_state(&state, context.access.server_url()));
         {
             let table = presence.read().unwrap_or_else(|e| e.into_inner());
             let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
@@ -285,7 +288,19 @@ impl Hub {
             .filter(|id| !new.nodes.contains_key(id))
             .copied()
             .collect();
+        let policy_changed = self.state.policy != new.policy;
         self.state = new;
+        // Who sees whom changes with the policy and with the topology (owners, tags,
+        // addresses, routes, approval), not with hostinfo or presence.
+        let topology = Topology::from_state(&self.state);
+        if policy_changed || **self.context.access.topology() != topology {
+            self.context.access = Arc::new(Access::for_state_with(
+                &self.state,
+                Arc::new(topology),
+                self.context.access.server_url(),
+            ));
+            self.everything = true;
+        }
         for id in changed {
             self.track_timers(id);
         }

@@ -1,10 +1,12 @@
 //! The tailnet-wide parts of every netmap, built from the config once at start: DNS
-//! (MagicDNS, resolvers, split DNS, search domains, extra records), the DERP map and the
-//! packet filter (allow-all until the policy engine lands).
+//! (MagicDNS, resolvers, split DNS, search domains, extra records) and the DERP map. The
+//! per-viewer access view (policy) is kept current by the map hub.
 
 use crate::config::{Config, RecordType};
-use crate::core::netmap::NetmapContext;
-use crate::tailcfg::{DnsConfig, DnsRecord, FilterRule, Resolver, SharedJson};
+use crate::core::netmap::{Access, NetmapContext};
+use crate::core::policy::Topology;
+use crate::tailcfg::{DnsConfig, DnsRecord, Resolver, SharedJson};
+use std::sync::Arc;
 
 /// `DNSConfig` as headscale derives it: global nameservers replace the client's own only
 /// with `override_local_dns` (otherwise they are fallbacks), split DNS becomes `Routes`, and
@@ -60,7 +62,12 @@ pub fn netmap_context(
     Ok(NetmapContext {
         derp_map: SharedJson::new(derp_map)?,
         dns_config: SharedJson::new(&dns_config(config))?,
-        packet_filter: SharedJson::new(&FilterRule::allow_all())?,
+        // Replaced by the map hub with the view of the current state before any session.
+        access: Arc::new(Access::with_topology(
+            Arc::new(Topology::default()),
+            None,
+            &config.server_url,
+        )),
         domain: config.dns.base_domain.clone(),
     })
 }

@@ -577,6 +577,13 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if state.policy.as_ref().is_some_and(|p| p.text == *text) {
                 return Ok(vec![]);
             }
+            // A policy that does not parse, names undefined things or fails its own tests
+            // is refused; the one in force stays.
+            let policy =
+                crate::core::policy::Policy::parse(text).map_err(Rejection::InvalidPolicy)?;
+            let topology = crate::core::policy::Topology::from_state(state);
+            crate::core::policy::policy_tests::run(&policy, &topology)
+                .map_err(Rejection::InvalidPolicy)?;
             Ok(vec![Event::PolicyReplaced {
                 policy: text.clone(),
             }])

@@ -10,9 +10,11 @@
 //! served (`SessionView::delta`), so one node's change costs O(viewers), not O(viewers ×
 //! peers). Only tailnet-wide changes (users, policy, config) re-examine every peer.
 
+mod access;
 mod render;
 mod session;
 
+pub use access::Access;
 pub use render::{render_node, user_profile, PeerCache, Rendered, TAGGED_DEVICES_USER_ID};
 pub use session::{Delta, SessionView};
 
@@ -43,14 +45,9 @@ pub struct NodePresence {
 pub struct NetmapContext {
     pub derp_map: SharedJson,
     pub dns_config: SharedJson,
-    /// The `"base"` packet filter.
-    pub packet_filter: SharedJson,
+    /// Who sees whom and each node's packet filter and SSH policy, for the current policy
+    /// and topology (replaced by the hub when either changes).
+    pub access: Arc<Access>,
     /// `Domain`: the tailnet's name (the MagicDNS base domain).
     pub domain: String,
-}
-
-/// Who may see whom. Until the policy engine lands every authorised node sees every other
-/// one; a node waiting for approval is invisible to all.
-pub fn can_see(viewer: &crate::core::state::Node, peer: &crate::core::state::Node) -> bool {
-    viewer.id != peer.id && peer.authorized
 }

@@ -4,11 +4,11 @@
 //! miss or repeat a change.
 
 use super::render::{PeerCache, PresenceFields};
-use super::{can_see, NetmapContext};
+use super::NetmapContext;
 use crate::core::ids::NodeId;
 use crate::core::state::State;
 use crate::core::Timestamp;
-use crate::tailcfg::{self, MapResponse, UserProfile};
+use crate::tailcfg::{self, MapResponse, SharedJson, UserProfile};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ pub struct SessionView {
     derp_map: String,
     dns_config: String,
     packet_filter: String,
+    ssh_policy: Option<String>,
     domain: String,
 }
 
@@ -61,6 +62,8 @@ impl SessionView {
     ) -> Option<(SessionView, MapResponse)> {
         let node = state.nodes.get(&viewer)?;
         let own = cache.get(viewer)?;
+        let filter = context.access.filter(viewer);
+        let ssh_policy = context.access.ssh_policy(viewer);
         let mut view = SessionView {
             viewer,
             self_identity: own.identity,
@@ -68,7 +71,8 @@ impl SessionView {
             profiles: HashMap::new(),
             derp_map: context.derp_map.get().to_owned(),
             dns_config: context.dns_config.get().to_owned(),
-            packet_filter: context.packet_filter.get().to_owned(),
+            packet_filter: filter.get().to_owned(),
+            ssh_policy: ssh_policy.as_ref().map(|p| p.get().to_owned()),
             domain: context.domain.clone(),
         };
         let mut response = MapResponse {
@@ -77,10 +81,8 @@ impl SessionView {
             dns_config: Some(context.dns_config.clone()),
             domain: context.domain.clone(),
             collect_services: Some(false),
-            packet_filters: Some(BTreeMap::from([(
-                "base".to_string(),
-                context.packet_filter.clone(),
-            )])),
+            packet_filters: Some(BTreeMap::from([("base".to_string(), filter)])),
+            ssh_policy,
             control_time: Some(now.to_rfc3339()),
             debug: Some(tailcfg::Debug {
                 disable_log_tail: true,
@@ -88,7 +90,11 @@ impl SessionView {
             ..Default::default()
         };
         view.note_profile(super::user_profile(state, node), &mut response);
-        for peer in state.nodes.values().filter(|peer| can_see(node, peer)) {
+        for peer in state
+            .nodes
+            .values()
+            .filter(|peer| context.access.can_see(viewer, peer.id))
+        {
             let Some(rendered) = cache.get(peer.id) else {
                 continue;
             };
@@ -152,7 +158,7 @@ impl SessionView {
                 continue;
             }
             let peer = state.nodes.get(&id);
-            let visible = peer.is_some_and(|peer| can_see(viewer, peer));
+            let visible = peer.is_some_and(|peer| context.access.can_see(viewer.id, peer.id));
             let rendered = if visible { cache.get(id) } else { None };
             match (rendered, self.peers.get_mut(&id)) {
                 (Some(rendered), None) => {
@@ -205,12 +211,19 @@ impl SessionView {
             self.dns_config = context.dns_config.get().to_owned();
             response.dns_config = Some(context.dns_config.clone());
         }
-        if context.packet_filter.get() != self.packet_filter {
-            self.packet_filter = context.packet_filter.get().to_owned();
-            response.packet_filters = Some(BTreeMap::from([(
-                "base".to_string(),
-                context.packet_filter.clone(),
-            )]));
+        let filter = context.access.filter(self.viewer);
+        if filter.get() != self.packet_filter {
+            self.packet_filter = filter.get().to_owned();
+            response.packet_filters = Some(BTreeMap::from([("base".to_string(), filter)]));
+        }
+        let ssh_policy = context.access.ssh_policy(self.viewer);
+        let ssh_text = ssh_policy.as_ref().map(|p| p.get().to_owned());
+        if ssh_text != self.ssh_policy {
+            self.ssh_policy = ssh_text;
+            // Policy removed: an empty rule list, so the client drops what it had.
+            response.ssh_policy = Some(ssh_policy.unwrap_or_else(|| {
+                SharedJson::new(&serde_json::json!({ "rules": [] })).expect("serialises")
+            }));
         }
         if context.domain != self.domain {
             self.domain = context.domain.clone();
@@ -234,5 +247,6 @@ fn is_empty(response: &MapResponse) -> bool {
         && response.dns_config.is_none()
         && response.domain.is_empty()
         && response.packet_filters.is_none()
+        && response.ssh_policy.is_none()
         && response.user_profiles.is_empty()
 }

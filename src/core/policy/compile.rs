@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What `*` means as a source: the tailnet's address space (Tailscale's CGNAT range
 /// without the 100.115.92.0/23 it reserves, and its IPv6 ULA), plus approved subnets.
@@ -134,9 +135,9 @@ pub struct SshActionOut {
 }
 
 /// A policy compiled against one topology.
-pub struct Compiled<'a> {
-    policy: &'a Policy,
-    topology: &'a Topology,
+pub struct Compiled {
+    policy: Arc<Policy>,
+    topology: Arc<Topology>,
     rules: Vec<CompiledRule>,
     apps: Vec<CompiledApp>,
     /// Untagged nodes per user id.
@@ -158,8 +159,8 @@ fn ip_string(prefix: &IpNet) -> String {
     }
 }
 
-impl<'a> Compiled<'a> {
-    pub fn new(policy: &'a Policy, topology: &'a Topology) -> Compiled<'a> {
+impl Compiled {
+    pub fn new(policy: Arc<Policy>, topology: Arc<Topology>) -> Compiled {
         let n = topology.nodes.len();
         let mut all = FixedBitSet::with_capacity(n);
         all.insert_range(..);
@@ -181,8 +182,8 @@ impl<'a> Compiled<'a> {
             .collect();
         tailnet_routes.sort();
         let mut compiled = Compiled {
-            policy,
-            topology,
+            policy: policy.clone(),
+            topology: topology.clone(),
             rules: Vec::new(),
             apps: Vec::new(),
             user_nodes,

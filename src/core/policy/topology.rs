@@ -87,3 +87,39 @@ impl Topology {
         self.nodes.iter().find(|n| n.ips().any(|a| a == ip))
     }
 }
+
+impl Topology {
+    /// The tailnet as the policy sees it: every user, and every authorised node (one still
+    /// waiting for device approval is nobody's peer), in id order.
+    pub fn from_state(state: &crate::core::State) -> Topology {
+        Topology {
+            users: state
+                .users
+                .values()
+                .map(|u| TopologyUser {
+                    id: u.id.0,
+                    name: u.name.clone(),
+                    email: u.email.clone(),
+                })
+                .collect(),
+            nodes: state
+                .nodes
+                .values()
+                .filter(|n| n.authorized)
+                .map(|n| TopologyNode {
+                    id: n.id.0,
+                    name: n.given_name.clone(),
+                    user: if n.is_tagged() {
+                        None
+                    } else {
+                        n.user.map(|u| u.0)
+                    },
+                    tags: n.tags.clone(),
+                    ipv4: n.ipv4,
+                    ipv6: n.ipv6,
+                    routes: n.subnet_routes(),
+                })
+                .collect(),
+        }
+    }
+}
