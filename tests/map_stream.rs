@@ -670,3 +670,109 @@ async fn ephemeral_inactivity_logout_and_expiry_timers() {
     drop(c);
     assert!(!server.log().contains("panicked"));
 }
+
+/// The policy decides who sees whom and what each node accepts, live: `autogroup:self`
+/// keeps users apart (filters name only the user's own nodes), a policy edit brings the
+/// other user's node in as a delta, and an invalid policy is refused with the old one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_decides_peers_and_filters_live() {
+    let server = TestServer::start_with(TUNING);
+    for user in ["alice", "bob"] {
+        server.ok(&["users", "create", user]);
+    }
+    let key = |user: &str| {
+        server
+            .ok(&["preauthkeys", "create", "-u", user, "--reusable"])
+            .trim()
+            .to_string()
+    };
+    let (alice_key, bob_key) = (key("alice"), key("bob"));
+    let policy_file = |name: &str, text: &str| {
+        let path = server.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let own_only = policy_file(
+        "self.hujson",
+        "// users see only their own devices\n{\"acls\": [{\"action\": \"accept\", \
+         \"src\": [\"autogroup:member\"], \"dst\": [\"autogroup:self:*\"],},],}\n",
+    );
+    server.ok(&["policy", "set", "-f", &own_only]);
+
+    let a1 = join(&server, &alice_key, "a-one").await;
+    let a2 = join(&server, &alice_key, "a-two").await;
+    let b1 = join(&server, &bob_key, "b-one").await;
+    let (mut watch_a1, first) = Watch::open(&a1).await;
+    let (mut watch_b1, first_b) = Watch::open(&b1).await;
+    let (_watch_a2, first_a2) = Watch::open(&a2).await;
+    let a2_id = first_a2.node.as_ref().unwrap().id;
+    let b1_id = first_b.node.as_ref().unwrap().id;
+    let a2_addresses = first_a2.node.as_ref().unwrap().addresses.clone();
+    assert!(
+        first.peers.as_ref().is_some_and(|p| p.len() == 1),
+        "alice sees only a-two"
+    );
+    assert_eq!(
+        watch_a1.netmap.peers.keys().copied().collect::<Vec<_>>(),
+        [a2_id]
+    );
+    assert!(watch_b1.netmap.peers.is_empty(), "bob sees nobody");
+    let filter = serde_json::to_string(&watch_a1.netmap.packet_filters["base"]).unwrap();
+    let a2_ip = a2_addresses[0].split('/').next().unwrap();
+    assert!(filter.contains(a2_ip), "{filter}");
+    let b1_addresses = first_b.node.as_ref().unwrap().addresses.clone();
+    let b1_ip = b1_addresses[0].split('/').next().unwrap();
+    assert!(!filter.contains(b1_ip), "{filter}");
+    let bob_filter = serde_json::to_string(&watch_b1.netmap.packet_filters["base"]).unwrap();
+    let a1_addresses = first.node.as_ref().unwrap().addresses.clone();
+    let a1_ip = a1_addresses[0].split('/').next().unwrap();
+    assert!(
+        !bob_filter.contains(a1_ip),
+        "bob accepts nothing from alice: {bob_filter}"
+    );
+
+    // Invalid: refused with a line that names the entry; the policy in force stays.
+    let bad = policy_file(
+        "bad.hujson",
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"tag:ghost\"], \"dst\": [\"*:*\"]}]}",
+    );
+    let out = server.cli(&["policy", "set", "-f", &bad]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("tag not found: \"tag:ghost\""), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(server.ok(&["policy", "get"]).contains("autogroup:self"));
+
+    // Everyone may reach bob's node on 22: it joins alice's peers as a delta.
+    let open = policy_file(
+        "open.hujson",
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \
+         \"dst\": [\"autogroup:self:*\"]}, {\"action\": \"accept\", \"src\": [\"alice@\"], \
+         \"dst\": [\"bob@:22\"]}]}",
+    );
+    let edited = Instant::now();
+    server.ok(&["policy", "set", "-f", &open]);
+    let seen = watch_a1
+        .until("b-one as a peer", |n| n.peers.contains_key(&b1_id))
+        .await;
+    println!(
+        "policy edit reached a viewer in {} ms",
+        edited.elapsed().as_millis()
+    );
+    assert!(
+        seen.iter().all(|m| m.peers.is_none()),
+        "a delta, not a full peer list"
+    );
+    watch_b1
+        .until("bob's filter to accept alice on 22", |n| {
+            serde_json::to_string(&n.packet_filters["base"])
+                .unwrap()
+                .contains("\"First\":22")
+        })
+        .await;
+    assert!(
+        watch_b1.netmap.peers.len() == 2,
+        "bob now sees both of alice's nodes"
+    );
+    assert!(!server.log().contains("panicked"));
+}

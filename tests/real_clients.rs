@@ -15,6 +15,8 @@ mod common;
 mod lifecycle;
 #[path = "real_clients/namespace.rs"]
 mod namespace;
+#[path = "real_clients/policy.rs"]
+mod policy;
 #[path = "real_clients/scenarios.rs"]
 mod scenarios;
 #[path = "real_clients/server.rs"]

@@ -68,6 +68,10 @@ pub fn default_list() -> Vec<Scenario> {
         crate::lifecycle::down_up_five_times,
     ));
     list.push(scenario(
+        "acl_enforced_live",
+        crate::policy::acl_enforced_live,
+    ));
+    list.push(scenario(
         "online_for_three_minutes",
         crate::lifecycle::online_for_three_minutes,
     ));
@@ -580,7 +584,7 @@ fn tcp_through_tailnet() {
 }
 
 /// A SOCKS5 CONNECT (no authentication) to `target:port` through the proxy on `proxy_port`.
-fn socks5_connect(proxy_port: u16, target: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+pub fn socks5_connect(proxy_port: u16, target: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
     let refused = |what: &str| std::io::Error::other(format!("socks5: {what}"));
     let mut stream = TcpStream::connect(("127.0.0.1", proxy_port))?;
     stream.set_read_timeout(Some(SHORT))?;

@@ -1,0 +1,143 @@
+//! The policy with real clients: an ACL is enforced on real TCP through the tailnet (one
+//! direction only), peers the policy keeps apart never appear in `status --json`, and a live
+//! policy edit flips the outcome without restarts.
+
+use crate::scenarios::{socks5_connect, wait_peers_online, LONG, SHORT};
+use crate::server::Server;
+use crate::tailscale::{Client, Options, Version};
+use crate::wait_until;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+/// Writes `text` as the policy and sets it through the CLI.
+fn set_policy(server: &Server, text: &str) {
+    let path = server.dir.path().join("policy.hujson");
+    std::fs::write(&path, text).unwrap();
+    server.ok(&["policy", "set", "-f", path.to_str().unwrap()]);
+}
+
+/// The greeting from `target:port` through `client`'s SOCKS5 proxy, if the connection goes
+/// through within `limit`.
+fn greeting(client: &Client, target: &str, port: u16, limit: Duration) -> Option<String> {
+    let target: Ipv4Addr = target.parse().unwrap();
+    let mut stream = socks5_connect(client.socks_port.unwrap(), target, port).ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    (!text.is_empty()).then_some(text)
+}
+
+fn peer_names(client: &Client) -> Vec<String> {
+    let status = client.status();
+    let mut names: Vec<String> = status["Peer"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|p| p["HostName"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// alice may reach bob's port, not the other way round; carol is nobody's peer. Then the
+/// policy is edited live: bob may reach alice, alice may no longer reach bob, carol joins.
+pub fn acl_enforced_live() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"hello through the policy\n");
+        }
+    });
+    let server = Server::start();
+    for user in ["alice", "bob", "carol"] {
+        server.create_user(user);
+    }
+    set_policy(
+        &server,
+        &format!(
+            "// alice -> bob:{port} only\n{{\"acls\": [{{\"action\": \"accept\", \
+             \"src\": [\"alice@\"], \"dst\": [\"bob@:{port}\"]}},],}}\n"
+        ),
+    );
+    let socks = Options {
+        socks5: true,
+        ..Options::default()
+    };
+    let clients = tailnet_existing(
+        &server,
+        &[
+            ("alpha", "alice", Version::Newest, socks.clone()),
+            ("beta", "bob", Version::Oldest, socks.clone()),
+            ("gamma", "carol", Version::Newest, Options::default()),
+        ],
+    );
+    let (alpha, beta, gamma) = (&clients[0], &clients[1], &clients[2]);
+    wait_peers_online(alpha, &["beta"]);
+    wait_peers_online(beta, &["alpha"]);
+    assert_eq!(peer_names(alpha), ["beta"]);
+    assert_eq!(peer_names(beta), ["alpha"]);
+    assert!(peer_names(gamma).is_empty(), "{:?}", peer_names(gamma));
+
+    let (alpha_ip, beta_ip) = (alpha.ipv4(), beta.ipv4());
+    let allowed = wait_until(LONG, "alpha -> beta through the tailnet", || {
+        greeting(alpha, &beta_ip, port, SHORT)
+    });
+    assert_eq!(allowed, "hello through the policy\n");
+    assert_eq!(
+        greeting(beta, &alpha_ip, port, Duration::from_secs(3)),
+        None,
+        "beta reached alpha against the policy"
+    );
+
+    // The edit: bob -> alice instead, and carol may reach alice too.
+    let edited = Instant::now();
+    set_policy(
+        &server,
+        &format!(
+            "{{\"acls\": [{{\"action\": \"accept\", \"src\": [\"bob@\", \"carol@\"], \
+             \"dst\": [\"alice@:{port}\"]}}]}}"
+        ),
+    );
+    wait_until(LONG, "beta -> alpha after the edit", || {
+        greeting(beta, &alpha_ip, port, Duration::from_secs(3))
+    });
+    println!(
+        "  policy edit -> traffic flips in {} ms",
+        edited.elapsed().as_millis()
+    );
+    wait_peers_online(gamma, &["alpha"]);
+    wait_until(SHORT, "alpha to see beta and gamma", || {
+        (peer_names(alpha) == ["beta", "gamma"]).then_some(())
+    });
+    assert_eq!(
+        greeting(alpha, &beta_ip, port, Duration::from_secs(3)),
+        None,
+        "alpha still reached beta after the edit"
+    );
+}
+
+/// Clients for users that already exist, each `up` with a fresh key of its user.
+fn tailnet_existing(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Client> {
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|(name, _, version, options)| Client::start(name, *version, options))
+        .collect();
+    let ups: Vec<_> = clients
+        .iter()
+        .zip(nodes)
+        .map(|(client, node)| {
+            let key = server.pre_auth_key(node.1, &[]);
+            client.up(&server.url(), &key, LONG)
+        })
+        .collect();
+    for (up, client) in ups.into_iter().zip(&clients) {
+        let run = up.finish(LONG + SHORT);
+        assert!(run.ok, "{}: up failed: {run}", client.name);
+    }
+    for client in &clients {
+        client.wait_state("Running", LONG);
+    }
+    clients
+}
