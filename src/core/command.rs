@@ -201,6 +201,8 @@ pub enum Rejection {
     RouteNotAdvertisedByNode { node: NodeId, route: IpNet },
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
+    #[error("requested tags {0:?} are invalid or not permitted")]
+    RequestedTagsNotPermitted(Vec<String>),
 }
 
 /// The kind of HTTP answer a rejection deserves.
@@ -223,7 +225,9 @@ impl Rejection {
             | UserHasNodes { .. }
             | NodeNameTaken(_)
             | AddressSpaceExhausted(_) => RejectionKind::Conflict,
-            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
+            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) | RequestedTagsNotPermitted(_) => {
+                RejectionKind::Forbidden
+            }
             _ => RejectionKind::Invalid,
         }
     }
@@ -704,6 +708,29 @@ fn decide_register(
                 true,
             )
         }
+    };
+    // Tags the client asks for itself (`--advertise-tags`) make a user's node a tagged one,
+    // if the policy lets that user own every one of them.
+    let (owner, tags) = match owner {
+        Some(user_id) if tags.is_empty() && !reg.hostinfo.requested_tags.is_empty() => {
+            let mut wanted = reg.hostinfo.requested_tags.clone();
+            wanted.sort();
+            wanted.dedup();
+            let permitted = state.policy.as_ref().and_then(|doc| {
+                let policy = crate::core::policy::Policy::parse(&doc.text).ok()?;
+                let topology = crate::core::policy::Topology::from_state(state);
+                Some(wanted.iter().all(|tag| {
+                    crate::core::policy::tag_owners::user_owns_tag(
+                        &policy, &topology, user_id.0, tag,
+                    )
+                }))
+            });
+            if permitted != Some(true) {
+                return Err(Rejection::RequestedTagsNotPermitted(wanted));
+            }
+            (None, wanted)
+        }
+        _ => (owner, tags),
     };
     let spend_key = |node: NodeId| -> Vec<Event> {
         match auth_key {

@@ -141,3 +141,46 @@ fn tailnet_existing(server: &Server, nodes: &[(&str, &str, Version, Options)]) -
     }
     clients
 }
+
+/// `tailscale up --advertise-tags`: a tag the user owns in `tagOwners` makes the node a
+/// tagged one (no owner, no expiry); a tag the user does not own is refused with a message
+/// naming the requested tags, and the client stays logged out.
+pub fn advertise_tags(version: Version) {
+    let server = Server::start_with_env(&[("HEADSCALE_NODE_EXPIRY", "24h")]);
+    for user in ["alice", "bob"] {
+        server.create_user(user);
+    }
+    set_policy(
+        &server,
+        "{\"tagOwners\": {\"tag:server\": [\"alice@\"]}, \
+         \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+    );
+    let up = |client: &Client, user: &str| {
+        let key = server.pre_auth_key(user, &[]);
+        client
+            .spawn(&[
+                "up",
+                &format!("--login-server={}", server.url()),
+                &format!("--auth-key={key}"),
+                &format!("--hostname={}", client.name),
+                "--advertise-tags=tag:server",
+                "--timeout=20s",
+            ])
+            .finish(LONG)
+    };
+    let owner = Client::start("tagged", version, &Options::default());
+    let run = up(&owner, "alice");
+    assert!(run.ok, "{run}");
+    owner.wait_state("Running", SHORT);
+    let node = server.node("tagged").expect("registered");
+    assert_eq!(node["tags"], serde_json::json!(["tag:server"]), "{node}");
+    assert!(node["user"].is_null() && node["expiry"].is_null(), "{node}");
+
+    let stranger = Client::start("refused", version, &Options::default());
+    let run = up(&stranger, "bob");
+    assert!(!run.ok, "{run}");
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("requested tags"), "{run}");
+    stranger.wait_state("NeedsLogin", SHORT);
+    assert!(server.node("refused").is_none());
+}

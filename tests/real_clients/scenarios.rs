@@ -67,6 +67,7 @@ pub fn default_list() -> Vec<Scenario> {
         "down_up_five_times",
         crate::lifecycle::down_up_five_times,
     ));
+    per_version(&mut list, "advertise_tags", crate::policy::advertise_tags);
     list.push(scenario(
         "acl_enforced_live",
         crate::policy::acl_enforced_live,

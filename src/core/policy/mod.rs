@@ -9,6 +9,7 @@ pub mod compile;
 pub mod document;
 pub mod hujson;
 pub mod policy_tests;
+pub mod tag_owners;
 pub mod topology;
 
 pub use checked::Policy;
