@@ -36,6 +36,16 @@ struct Machine {
 }
 
 async fn join(server: &TestServer, auth_key: &str, hostname: &str) -> Machine {
+    join_with_routes(server, auth_key, hostname, &[]).await
+}
+
+/// `join`, announcing `routes` (`--advertise-routes`).
+async fn join_with_routes(
+    server: &TestServer,
+    auth_key: &str,
+    hostname: &str,
+    routes: &[&str],
+) -> Machine {
     let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
     let client = ControlClient::connect(&server.url(), machine, CAPVER)
         .await
@@ -52,6 +62,8 @@ async fn join(server: &TestServer, auth_key: &str, hostname: &str) -> Machine {
             hostinfo: Some(headscale::tailcfg::Hostinfo {
                 hostname: hostname.into(),
                 os: "linux".into(),
+                routable_ips: (!routes.is_empty())
+                    .then(|| routes.iter().map(|r| r.to_string()).collect()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -773,6 +785,86 @@ async fn policy_decides_peers_and_filters_live() {
     assert!(
         watch_b1.netmap.peers.len() == 2,
         "bob now sees both of alice's nodes"
+    );
+    assert!(!server.log().contains("panicked"));
+}
+
+/// HA subnet routers: one primary per subnet among the online routers; when it goes
+/// offline the standby takes over, and it does not take the subnet back when it returns.
+/// An approved exit node's default routes are in its `AllowedIPs`, never `PrimaryRoutes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_subnet_routers_fail_over_without_flap_back() {
+    let (server, key) = start();
+    let subnet = "10.9.0.0/24";
+    let watcher = join(&server, &key, "watcher").await;
+    let r1 = join_with_routes(&server, &key, "router-one", &[subnet]).await;
+    let r2 = join_with_routes(&server, &key, "router-two", &[subnet]).await;
+    let exit = join_with_routes(&server, &key, "exit", &["0.0.0.0/0", "::/0"]).await;
+    let enabled = server.ok(&["routes", "enable", "--route", subnet]);
+    assert!(
+        enabled.contains("router-one") && enabled.contains("router-two"),
+        "{enabled}"
+    );
+    server.ok(&["routes", "enable", "--route", "0.0.0.0/0"]);
+    let (mut watch, _) = Watch::open(&watcher).await;
+    let (w1, first1) = Watch::open(&r1).await;
+    let (_w2, first2) = Watch::open(&r2).await;
+    let (_we, first_exit) = Watch::open(&exit).await;
+    let (id1, id2, exit_id) = (
+        first1.node.as_ref().unwrap().id,
+        first2.node.as_ref().unwrap().id,
+        first_exit.node.as_ref().unwrap().id,
+    );
+    let primary = |n: &Netmap, id: u64| {
+        n.peers
+            .get(&id)
+            .is_some_and(|p| p.primary_routes == [subnet])
+    };
+    watch
+        .until("router-one primary", |n| {
+            primary(n, id1) && !primary(n, id2)
+        })
+        .await;
+    assert!(watch.netmap.peers[&id1]
+        .allowed_ips
+        .contains(&subnet.to_string()));
+    assert!(!watch.netmap.peers[&id2]
+        .allowed_ips
+        .contains(&subnet.to_string()));
+    watch
+        .until("the exit node's default routes", |n| {
+            n.peers.get(&exit_id).is_some_and(|p| {
+                p.allowed_ips.contains(&"0.0.0.0/0".to_string())
+                    && p.allowed_ips.contains(&"::/0".to_string())
+                    && p.primary_routes.is_empty()
+            })
+        })
+        .await;
+
+    // The primary goes away: after the offline grace the standby carries the subnet.
+    drop(w1);
+    let gone = Instant::now();
+    watch
+        .until("router-two to take over", |n| {
+            primary(n, id2) && !primary(n, id1)
+        })
+        .await;
+    println!(
+        "failover after {} ms (offline grace 1 s)",
+        gone.elapsed().as_millis()
+    );
+    // It comes back: router-two keeps the subnet.
+    let (_w1, _) = Watch::open(&r1).await;
+    watch
+        .until("router-one online again", |n| {
+            n.peers[&id1].online == Some(true)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(
+        primary(&watch.netmap, id2) && !primary(&watch.netmap, id1),
+        "flap-back"
     );
     assert!(!server.log().contains("panicked"));
 }

@@ -20,6 +20,7 @@ use crate::core::ids::NodeId;
 use crate::core::keys::DiscoKey;
 use crate::core::netmap::{Access, Delta, NetmapContext, NodePresence, PeerCache, SessionView};
 use crate::core::policy::Topology;
+use crate::core::routes::{self, Primaries};
 use crate::core::time::Timestamp;
 use crate::core::State;
 use crate::engine::{Clock, EngineHandle, Published, SystemClock};
@@ -115,6 +116,7 @@ impl MapHub {
             ephemeral_deadlines: HashMap::new(),
             expiries: BTreeSet::new(),
             expiry_of: HashMap::new(),
+            primaries: Primaries::new(),
             state: state.clone(),
             published,
             context,
@@ -221,6 +223,8 @@ struct Hub {
     /// Every node's key expiry, soonest first, so the tick can re-render what just expired.
     expiries: BTreeSet<(Timestamp, NodeId)>,
     expiry_of: HashMap<NodeId, Timestamp>,
+    /// The primary router of every subnet (HA), re-elected when presence or routes change.
+    primaries: Primaries,
     engine: EngineHandle,
     options: HubOptions,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -304,6 +308,7 @@ impl Hub {
         for id in changed {
             self.track_timers(id);
         }
+        self.reelect();
         for node in removed {
             // Dropping the sender ends the stream of a deleted node.
             self.sessions.remove(&node);
@@ -371,6 +376,7 @@ impl Hub {
             p.online = true;
             p.last_seen = None;
         });
+        self.reelect();
         // Everything already noticed is rendered now, so the full map and the deltas that
         // follow start from the same point.
         self.render_dirty();
@@ -438,6 +444,7 @@ impl Hub {
             .map(|(node, _)| *node)
             .collect();
         let now = SystemClock.now();
+        let went_offline = !expired.is_empty();
         for node in expired {
             self.going_offline.remove(&node);
             if self.state.nodes.contains_key(&node) {
@@ -446,6 +453,9 @@ impl Hub {
                     p.last_seen = Some(now);
                 });
             }
+        }
+        if went_offline {
+            self.reelect();
         }
         self.run_timers(now_instant, now);
         self.render_dirty();
@@ -486,6 +496,29 @@ impl Hub {
         self.compressor = compressor;
         for node in gone {
             self.sessions.remove(&node);
+        }
+    }
+
+    /// Re-runs the HA election and hands each router its primary subnets (a change is a
+    /// re-render of that router, so its peers get new `PrimaryRoutes`/`AllowedIPs`).
+    fn reelect(&mut self) {
+        let elected = {
+            let table = self.presence.read().unwrap_or_else(|e| e.into_inner());
+            let online = |id: NodeId| table.get(&id).is_some_and(|p| p.online);
+            routes::elect(&self.state, &online, &self.primaries)
+        };
+        if elected == self.primaries {
+            return;
+        }
+        let mut touched: BTreeSet<NodeId> = self.primaries.values().copied().collect();
+        touched.extend(elected.values().copied());
+        self.primaries = elected;
+        for node in touched {
+            if !self.state.nodes.contains_key(&node) {
+                continue;
+            }
+            let mine = routes::primary_routes_of(&self.primaries, node);
+            self.update_presence(node, |p| p.primary_routes = mine);
         }
     }
 

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod naming;
 pub mod netmap;
 pub mod policy;
+pub mod routes;
 pub mod state;
 pub mod time;
 

@@ -38,6 +38,8 @@ pub struct NodePresence {
     /// The client's own Hostinfo, minus `NetInfo` (which changes with every latency probe
     /// and is of no use to peers).
     pub hostinfo: Option<Arc<serde_json::Value>>,
+    /// Subnets this node is the primary router for (elected by the hub, `core::routes`).
+    pub primary_routes: Vec<ipnet::IpNet>,
 }
 
 /// The tailnet-wide parts of every netmap, rendered once.

@@ -92,15 +92,24 @@ pub fn render_node(
     if let Some(v6) = node.ipv6 {
         addresses.push(format!("{v6}/128"));
     }
-    let routes: Vec<String> = node.subnet_routes().iter().map(|r| r.to_string()).collect();
-    let mut allowed_ips = addresses.clone();
-    allowed_ips.extend(routes.iter().cloned());
-    let primary_routes = node
-        .subnet_routes()
+    // A subnet is carried by its primary router only (HA, elected by the hub from
+    // presence); exit routes by every approved exit node.
+    let primary_routes: Vec<String> = presence
+        .primary_routes
         .iter()
-        .filter(|r| r.prefix_len() != 0)
         .map(|r| r.to_string())
         .collect();
+    let mut allowed_ips = addresses.clone();
+    allowed_ips.extend(primary_routes.iter().cloned());
+    let exit: Vec<String> = node
+        .subnet_routes()
+        .iter()
+        .filter(|r| r.prefix_len() == 0)
+        .map(|r| r.to_string())
+        .collect();
+    if exit.len() == 2 {
+        allowed_ips.extend(exit);
+    }
     let name = if base_domain.is_empty() {
         format!("{}.", node.given_name)
     } else {
