@@ -868,3 +868,86 @@ async fn ha_subnet_routers_fail_over_without_flap_back() {
     );
     assert!(!server.log().contains("panicked"));
 }
+
+/// `autoApprovers` approve announced routes with no admin: at registration (a subnet under
+/// an approved prefix for a tag, exit routes for a user), and when a policy change covers
+/// routes already announced; what they do not cover stays unapproved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_approvers_at_registration_and_policy_change() {
+    let server = TestServer::start_with(TUNING);
+    server.ok(&["users", "create", "alice"]);
+    let write = |name: &str, text: &str| {
+        let path = server.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let first = write(
+        "first.hujson",
+        r#"{"tagOwners": {"tag:router": ["alice@"]},
+            "autoApprovers": {"routes": {"10.20.0.0/16": ["tag:router"]}, "exitNode": ["alice@"]},
+            "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+    );
+    server.ok(&["policy", "set", "-f", &first]);
+    let tagged = server
+        .ok(&[
+            "preauthkeys",
+            "create",
+            "-u",
+            "alice",
+            "--tags",
+            "tag:router",
+        ])
+        .trim()
+        .to_string();
+    let plain = server
+        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
+        .trim()
+        .to_string();
+    join_with_routes(
+        &server,
+        &tagged,
+        "router",
+        &["10.20.1.0/24", "10.40.0.0/24"],
+    )
+    .await;
+    join_with_routes(&server, &plain, "exit", &["0.0.0.0/0", "::/0"]).await;
+    join_with_routes(&server, &plain, "laptop", &["10.30.0.0/24"]).await;
+    let approved = |name: &str| -> Vec<String> {
+        let nodes = server.json(&["nodes", "list"]);
+        let node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone();
+        let mut routes: Vec<String> = node["approvedRoutes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        routes.sort();
+        routes
+    };
+    assert_eq!(
+        approved("router"),
+        ["10.20.1.0/24"],
+        "only the covered subnet"
+    );
+    assert_eq!(approved("exit"), ["0.0.0.0/0", "::/0"]);
+    assert!(approved("laptop").is_empty());
+
+    // A policy change that covers the laptop's subnet approves it at once.
+    let second = write(
+        "second.hujson",
+        r#"{"tagOwners": {"tag:router": ["alice@"]},
+            "autoApprovers": {"routes": {"10.20.0.0/16": ["tag:router"], "10.30.0.0/16": ["alice@"]}},
+            "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+    );
+    server.ok(&["policy", "set", "-f", &second]);
+    assert_eq!(approved("laptop"), ["10.30.0.0/24"]);
+    let story = server.json(&["events", "list", "--type", "RoutesApproved"]);
+    assert_eq!(story.as_array().unwrap().len(), 1, "{story}");
+    assert!(!server.log().contains("panicked"));
+}

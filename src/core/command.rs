@@ -266,6 +266,59 @@ pub fn normalize_routes(routes: &[IpNet]) -> Vec<IpNet> {
     canonical_routes(routes.iter().copied().chain(completion))
 }
 
+/// The approved-route list after `autoApprovers` (of the state's policy, or `policy`) have
+/// approved what they cover of `announced`; `None` when nothing new is approved.
+fn auto_approve(
+    state: &State,
+    policy: Option<&crate::core::policy::Policy>,
+    identity: (Option<UserId>, &[String], Vec<std::net::IpAddr>),
+    announced: &[IpNet],
+    approved: &[IpNet],
+) -> Option<Vec<IpNet>> {
+    if announced.is_empty() {
+        return None;
+    }
+    let parsed;
+    let policy = match policy {
+        Some(p) => p,
+        None => {
+            parsed = crate::core::policy::Policy::parse(&state.policy.as_ref()?.text).ok()?;
+            &parsed
+        }
+    };
+    if policy.auto_routes.is_empty() && policy.auto_exit.is_empty() {
+        return None;
+    }
+    let topology = crate::core::policy::Topology {
+        users: crate::core::policy::Topology::from_state(state).users,
+        nodes: Vec::new(),
+    };
+    let (user, tags, ips) = identity;
+    let candidate = crate::core::policy::auto_approve::Candidate {
+        user: user.map(|u| u.0),
+        tags,
+        ips,
+    };
+    let extra =
+        crate::core::policy::auto_approve::approved(policy, &topology, &candidate, announced);
+    let merged = normalize_routes(
+        &approved
+            .iter()
+            .chain(extra.iter())
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    (merged != normalize_routes(approved)).then_some(merged)
+}
+
+fn node_ips(node: &super::state::Node) -> Vec<std::net::IpAddr> {
+    node.ipv4
+        .map(std::net::IpAddr::V4)
+        .into_iter()
+        .chain(node.ipv6.map(std::net::IpAddr::V6))
+        .collect()
+}
+
 fn user(state: &State, id: UserId) -> Result<&super::state::User, Rejection> {
     state
         .users
@@ -562,10 +615,24 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if found.hostinfo == *hostinfo {
                 return Ok(vec![]);
             }
-            Ok(vec![Event::NodeHostinfoChanged {
+            let mut events = vec![Event::NodeHostinfoChanged {
                 id: *id,
                 hostinfo: hostinfo.clone(),
-            }])
+            }];
+            // Newly announced routes may be auto-approved.
+            if found.hostinfo.advertised_routes != hostinfo.advertised_routes {
+                let owner = if found.is_tagged() { None } else { found.user };
+                if let Some(routes) = auto_approve(
+                    state,
+                    None,
+                    (owner, &found.tags, node_ips(found)),
+                    &hostinfo.advertised_routes,
+                    &found.approved_routes,
+                ) {
+                    events.push(Event::RoutesApproved { id: *id, routes });
+                }
+            }
+            Ok(events)
         }
         Command::RotateNodeKey { id, node_key } => {
             let found = node(state, *id)?;
@@ -588,9 +655,26 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             let topology = crate::core::policy::Topology::from_state(state);
             crate::core::policy::policy_tests::run(&policy, &topology)
                 .map_err(Rejection::InvalidPolicy)?;
-            Ok(vec![Event::PolicyReplaced {
+            let mut events = vec![Event::PolicyReplaced {
                 policy: text.clone(),
-            }])
+            }];
+            // Its autoApprovers apply to what nodes already announce.
+            for node in state.nodes.values() {
+                let owner = if node.is_tagged() { None } else { node.user };
+                if let Some(routes) = auto_approve(
+                    state,
+                    Some(&policy),
+                    (owner, &node.tags, node_ips(node)),
+                    &node.hostinfo.advertised_routes,
+                    &node.approved_routes,
+                ) {
+                    events.push(Event::RoutesApproved {
+                        id: node.id,
+                        routes,
+                    });
+                }
+            }
+            Ok(events)
         }
     }
 }
@@ -794,6 +878,21 @@ fn decide_register(
         .collect();
     let given_name =
         naming::unique_name(&naming::sanitize_hostname(&reg.hostinfo.hostname), &taken);
+    let approved_routes = auto_approve(
+        state,
+        None,
+        (
+            owner,
+            &tags,
+            ipv4.map(std::net::IpAddr::V4)
+                .into_iter()
+                .chain(ipv6.map(std::net::IpAddr::V6))
+                .collect(),
+        ),
+        &reg.hostinfo.advertised_routes,
+        &[],
+    )
+    .unwrap_or_default();
     let mut events = vec![Event::NodeRegistered(Box::new(NodeRegistration {
         id,
         machine_key: reg.machine_key,
@@ -809,7 +908,7 @@ fn decide_register(
         auth_key: auth_key.map(|k| k.id),
         ephemeral,
         authorized: !core.require_approval || pre_approved,
-        approved_routes: vec![],
+        approved_routes,
     }))];
     events.extend(spend_key(id));
     Ok(events)

@@ -4,6 +4,7 @@
 //! `examples/policy_compat.rs` and `tests/policy_compat.rs`).
 
 pub mod alias;
+pub mod auto_approve;
 pub mod checked;
 pub mod compile;
 pub mod document;
