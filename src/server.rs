@@ -3,7 +3,8 @@
 //! SIGHUP reloads the policy file.
 
 use crate::api::{self, ApiContext, Backend};
-use crate::config::{Config, IpAllocation, PolicyMode};
+use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
+use crate::control::extra_records_file::RecordsFile;
 use crate::control::map_hub::{HubOptions, MapHub};
 use crate::control::map_stream::MachineContext;
 use crate::control::pending::PendingLogins;
@@ -15,6 +16,7 @@ use crate::engine::{self, Clock, EngineHandle, EngineOptions, SystemClock};
 use crate::keyfile;
 use crate::store::disk_store::DiskStore;
 use crate::store::EventStore;
+use crate::tailcfg::SharedJson;
 use anyhow::Context as _;
 use axum::routing::get;
 use axum::Router;
@@ -193,8 +195,17 @@ fn derp_map_json(config: &Config) -> anyhow::Result<serde_json::Value> {
 const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Starts the map-stream fan-out and returns what the `/machine/*` handlers share.
-pub fn start_map_hub(config: &Config, engine: &EngineHandle) -> anyhow::Result<MachineContext> {
-    let context = control::netmap_context::netmap_context(config, &derp_map_json(config)?)?;
+/// `file_records` are the records of `dns.extra_records_path` as read at start.
+pub fn start_map_hub(
+    config: &Config,
+    engine: &EngineHandle,
+    file_records: Option<&[ExtraRecord]>,
+) -> anyhow::Result<MachineContext> {
+    let mut context = control::netmap_context::netmap_context(config, &derp_map_json(config)?)?;
+    if let Some(records) = file_records {
+        context.dns_config =
+            SharedJson::new(&control::netmap_context::dns_config_with(config, records))?;
+    }
     let tuning = &config.tuning;
     let hub = MapHub::start(
         engine,
@@ -309,8 +320,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
+    // Before the engine, so a bad file stops the start before anything is recorded.
+    let extra_records = match &config.dns.extra_records_path {
+        Some(path) => Some(RecordsFile::open(path)?),
+        None => None,
+    };
     let engine = start_engine(&config, engine_options(&config)).await?;
-    let machine = start_map_hub(&config, &engine)?;
+    let machine = start_map_hub(
+        &config,
+        &engine,
+        extra_records.as_ref().map(RecordsFile::records),
+    )?;
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
 
@@ -343,6 +363,19 @@ pub async fn run(
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
+    if let Some(file) = extra_records {
+        tracing::info!(
+            path = %file.path().display(),
+            records = file.records().len(),
+            "serving extra DNS records; the file is watched"
+        );
+        let watch = file.watch(
+            config.clone(),
+            machine.hub.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tokio::spawn(watch);
+    }
     let mut public = public_router(ctx, &server_key, machine);
     let mut stun_server = None;
     if let Some(derp) = derp {

@@ -11,6 +11,8 @@
 //! the clients `.ci/install-tailscale` builds.
 
 mod common;
+#[path = "real_clients/dns.rs"]
+mod dns;
 #[path = "real_clients/lifecycle.rs"]
 mod lifecycle;
 #[path = "real_clients/namespace.rs"]

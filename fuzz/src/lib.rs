@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "noise_handshake",
     "upgrade_request",
     "control_json",
+    "extra_records",
 ];
 
 /// Runs the check of `target` on one input; `false` for an unknown target.
@@ -34,6 +35,7 @@ pub fn check(target: &str, data: &[u8]) -> bool {
         "noise_handshake" => check_noise_handshake(data),
         "upgrade_request" => check_upgrade_request(data),
         "control_json" => check_control_json(data),
+        "extra_records" => check_extra_records(data),
         _ => return false,
     }
     true
@@ -101,6 +103,34 @@ pub fn check_config(data: &[u8]) {
         return;
     };
     let _ = headscale::config::load_str(text, Path::new("fuzz.yaml"), &|_| None);
+}
+
+/// `data` is an extra-records file (`dns.extra_records_path`). Parsing never panics; what it
+/// accepts is within the size bound, duplicate-free, passes the per-record rules, survives a
+/// write-out in the same format unchanged, and renders into a `DNSConfig`.
+pub fn check_extra_records(data: &[u8]) {
+    use headscale::config::extra_records::{check_record, parse, MAX_FILE_BYTES};
+    let Ok(records) = parse(data) else {
+        return;
+    };
+    assert!(data.len() as u64 <= MAX_FILE_BYTES);
+    for (i, record) in records.iter().enumerate() {
+        assert!(
+            check_record(record).is_ok(),
+            "accepted a bad record: {record:?}"
+        );
+        assert!(
+            !records[..i].contains(record),
+            "kept a duplicate: {record:?}"
+        );
+    }
+    let written = serde_json::to_vec(&records).expect("records serialise");
+    let back = parse(&written).expect("written-out records parse again");
+    assert_eq!(back, records, "records changed on a write-out round trip");
+    let config = headscale::config::Config::default();
+    let dns = headscale::control::netmap_context::dns_config_with(&config, &records);
+    assert_eq!(dns.extra_records.len(), records.len());
+    headscale::tailcfg::SharedJson::new(&dns).expect("a DNSConfig with these records encodes");
 }
 
 /// `data` is checkpoint bytes (`Checkpoint::to_bytes`); a decoded checkpoint must survive

@@ -12,6 +12,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub mod duration;
+pub mod extra_records;
 mod load;
 mod netmap;
 mod scalar;

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{
-    duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, PolicyMode, RecordType,
-};
+use super::{duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, PolicyMode};
 
 /// Headscale refuses shorter ephemeral timeouts; we only warn so tests can use short ones.
 const EPHEMERAL_TIMEOUT_MIN: Duration = Duration::from_secs(65);
@@ -298,24 +296,9 @@ impl Config {
                 "and dns.extra_records_path are mutually exclusive (use one)",
             ));
         }
-        for record in &dns.extra_records {
-            let ok = match record.record_type {
-                RecordType::A => record.value.parse::<Ipv4Addr>().is_ok(),
-                RecordType::Aaaa => record.value.parse::<Ipv6Addr>().is_ok(),
-            };
-            if record.name.trim().is_empty() {
-                return Err(self.invalid("dns.extra_records", "entry has an empty name"));
-            }
-            if !ok {
-                return Err(self.invalid(
-                    "dns.extra_records",
-                    format!(
-                        "entry {:?}: {:?} is not a valid {} record value",
-                        record.name,
-                        record.value,
-                        record.record_type.as_str()
-                    ),
-                ));
+        for (index, record) in dns.extra_records.iter().enumerate() {
+            if let Err(problem) = super::extra_records::check_record(record) {
+                return Err(self.invalid("dns.extra_records", format!("entry {index}: {problem}")));
             }
         }
         Ok(())

@@ -24,7 +24,7 @@ use crate::core::routes::{self, Primaries};
 use crate::core::time::Timestamp;
 use crate::core::State;
 use crate::engine::{Clock, EngineHandle, Published, SystemClock};
-use crate::tailcfg::MapResponse;
+use crate::tailcfg::{MapResponse, SharedJson};
 use axum::body::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -71,6 +71,8 @@ enum HubMessage {
         compress: bool,
         reply: oneshot::Sender<Option<Bytes>>,
     },
+    /// A new `DNSConfig` (the extra-records file changed): every session gets it.
+    SetDnsConfig(SharedJson),
 }
 
 /// Presence as the API reads it (`online`, `lastSeen`): written only by the hub.
@@ -178,6 +180,12 @@ impl MapHub {
     /// A lite update (`Stream:false`): new endpoints, disco key or home DERP.
     pub async fn report(&self, node: NodeId, report: Report) {
         let _ = self.tx.send(HubMessage::Report { node, report }).await;
+    }
+
+    /// Replaces the tailnet's `DNSConfig`; every live session is sent it in the next batch
+    /// (`SessionView::delta` re-sends it when it differs from what the session has).
+    pub async fn set_dns_config(&self, dns_config: SharedJson) {
+        let _ = self.tx.send(HubMessage::SetDnsConfig(dns_config)).await;
     }
 
     /// Called when a stream ends (from a drop guard, hence not async).
@@ -359,6 +367,10 @@ impl Hub {
                 if self.state.nodes.contains_key(&node) {
                     self.update_presence(node, |p| apply_report(p, report));
                 }
+            }
+            HubMessage::SetDnsConfig(dns_config) => {
+                self.context.dns_config = dns_config;
+                self.everything = true;
             }
         }
     }

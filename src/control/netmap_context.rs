@@ -1,8 +1,9 @@
 //! The tailnet-wide parts of every netmap, built from the config once at start: DNS
 //! (MagicDNS, resolvers, split DNS, search domains, extra records) and the DERP map. The
-//! per-viewer access view (policy) is kept current by the map hub.
+//! per-viewer access view (policy) is kept current by the map hub, and the DNS config
+//! changes later when the `dns.extra_records_path` file does (`extra_records_file.rs`).
 
-use crate::config::{Config, RecordType};
+use crate::config::{Config, ExtraRecord, RecordType};
 use crate::core::netmap::{Access, NetmapContext};
 use crate::core::policy::Topology;
 use crate::tailcfg::{DnsConfig, DnsRecord, Resolver, SharedJson};
@@ -12,6 +13,12 @@ use std::sync::Arc;
 /// with `override_local_dns` (otherwise they are fallbacks), split DNS becomes `Routes`, and
 /// the base domain leads the search domains.
 pub fn dns_config(config: &Config) -> DnsConfig {
+    dns_config_with(config, &config.dns.extra_records)
+}
+
+/// [`dns_config`] with `extra_records` in place of the inline ones: the records of
+/// `dns.extra_records_path`, which change while the server runs.
+pub fn dns_config_with(config: &Config, extra_records: &[ExtraRecord]) -> DnsConfig {
     let dns = &config.dns;
     let resolvers = |servers: &[String]| -> Vec<Resolver> {
         servers
@@ -28,8 +35,7 @@ pub fn dns_config(config: &Config) -> DnsConfig {
             .iter()
             .map(|(domain, servers)| (domain.clone(), resolvers(servers)))
             .collect(),
-        extra_records: dns
-            .extra_records
+        extra_records: extra_records
             .iter()
             .map(|r| DnsRecord {
                 name: r.name.clone(),

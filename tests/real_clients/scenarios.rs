@@ -76,6 +76,10 @@ pub fn default_list() -> Vec<Scenario> {
         "online_for_three_minutes",
         crate::lifecycle::online_for_three_minutes,
     ));
+    list.push(scenario(
+        "magic_dns_and_extra_records",
+        crate::dns::magic_dns_and_extra_records,
+    ));
     list
 }
 
