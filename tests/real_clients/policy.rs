@@ -184,3 +184,78 @@ pub fn advertise_tags(version: Version) {
     stranger.wait_state("NeedsLogin", SHORT);
     assert!(server.node("refused").is_none());
 }
+
+/// Subnet routers and exit nodes with real clients: of two routers announcing the same
+/// subnet, the approved primary shows in its peers' `PrimaryRoutes`/`AllowedIPs`; when it
+/// runs `tailscale down` the standby takes over; an approved exit node is an
+/// `ExitNodeOption`.
+pub fn subnet_failover_and_exit_node() {
+    let server = Server::start_with_env(&[("HEADSCALE_TUNING_NODE_OFFLINE_GRACE", "1s")]);
+    server.create_user("alice");
+    let subnet = "10.77.0.0/24";
+    let clients: Vec<Client> = [
+        ("watcher", Version::Newest, None),
+        ("router-a", Version::Newest, Some(format!("--advertise-routes={subnet}"))),
+        ("router-b", Version::Oldest, Some(format!("--advertise-routes={subnet}"))),
+        ("exit", Version::Oldest, Some("--advertise-exit-node".to_string())),
+    ]
+    .into_iter()
+    .map(|(name, version, flag)| {
+        let client = Client::start(name, version, &Options::default());
+        let key = server.pre_auth_key("alice", &[]);
+        let mut args = vec![
+            "up".to_string(),
+            format!("--login-server={}", server.url()),
+            format!("--auth-key={key}"),
+            format!("--hostname={name}"),
+            "--timeout=30s".to_string(),
+        ];
+        args.extend(flag);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = client.spawn(&args).finish(LONG);
+        assert!(run.ok, "{name}: {run}");
+        client
+    })
+    .collect();
+    let watcher = &clients[0];
+    wait_peers_online(watcher, &["router-a", "router-b", "exit"]);
+    // Approve router-a first, then router-b: router-a is the primary.
+    let id = |name: &str| server.node(name).unwrap()["id"].as_str().unwrap().to_string();
+    server.ok(&["routes", "enable", "--route", subnet, "--id", &id("router-a")]);
+    let peer = |name: &str| -> serde_json::Value {
+        let status = watcher.status();
+        status["Peer"]
+            .as_object()
+            .and_then(|m| m.values().find(|p| p["HostName"] == name).cloned())
+            .unwrap_or_default()
+    };
+    let carries = |p: &serde_json::Value| {
+        p["PrimaryRoutes"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == subnet))
+            && p["AllowedIPs"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x == subnet))
+    };
+    wait_until(SHORT, "router-a to carry the subnet", || {
+        carries(&peer("router-a")).then_some(())
+    });
+    server.ok(&["routes", "enable", "--route", subnet, "--id", &id("router-b")]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(carries(&peer("router-a")) && !carries(&peer("router-b")));
+
+    let run = clients[1].run(&["down"], SHORT);
+    assert!(run.ok, "{run}");
+    let down = Instant::now();
+    wait_until(SHORT, "router-b to take over", || {
+        (carries(&peer("router-b")) && !carries(&peer("router-a"))).then_some(())
+    });
+    println!("  standby took over {} ms after the primary went down", down.elapsed().as_millis());
+    let listed = server.json(&["routes", "list"]);
+    assert!(listed.to_string().contains(subnet), "{listed}");
+
+    server.ok(&["routes", "enable", "--route", "0.0.0.0/0", "--id", &id("exit")]);
+    wait_until(SHORT, "the exit node as an option", || {
+        (peer("exit")["ExitNodeOption"] == true).then_some(())
+    });
+}

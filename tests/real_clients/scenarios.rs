@@ -69,6 +69,10 @@ pub fn default_list() -> Vec<Scenario> {
     ));
     per_version(&mut list, "advertise_tags", crate::policy::advertise_tags);
     list.push(scenario(
+        "subnet_failover_and_exit_node",
+        crate::policy::subnet_failover_and_exit_node,
+    ));
+    list.push(scenario(
         "acl_enforced_live",
         crate::policy::acl_enforced_live,
     ));
