@@ -504,7 +504,8 @@ const POLICIES: &[&str] = &[
     r#"{"groups":{"group:ops":["carol@","erin@"]},"tagOwners":{"tag:ops-1":["group:ops"]},
         "grants":[{"src":["group:ops"],"dst":["*"],"ip":["*"]},
                   {"src":["tag:ops-1"],"dst":["autogroup:member"],"ip":["tcp:22"]}],
-        "ssh":[{"action":"accept","src":["group:ops"],"dst":["tag:ops-1"],"users":["root"]}]}"#,
+        "ssh":[{"action":"accept","src":["group:ops"],"dst":["tag:ops-1"],"users":["root"]}],
+        "nodeAttrs":[{"target":["autogroup:member"],"attr":["funnel"]}]}"#,
 ];
 
 fn prefix_v4() -> Ipv4Net {
@@ -1804,6 +1805,10 @@ fn netmap_context() -> headscale::core::netmap::NetmapContext {
             "http://127.0.0.1:8080",
         )),
         domain: BASE_DOMAIN.into(),
+        self_caps: std::collections::BTreeMap::from([(
+            "https://tailscale.com/cap/file-sharing".to_string(),
+            Vec::new(),
+        )]),
     }
 }
 

@@ -75,5 +75,21 @@ pub fn netmap_context(
             &config.server_url,
         )),
         domain: config.dns.base_domain.clone(),
+        self_caps: self_caps(config),
     })
+}
+
+/// What headscale gives every node on itself: admin and SSH capabilities, and file
+/// sharing (Taildrop between a user's own devices) when `taildrop.enabled`.
+pub fn self_caps(config: &Config) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    let mut caps = std::collections::BTreeMap::new();
+    caps.insert("https://tailscale.com/cap/is-admin".to_string(), Vec::new());
+    caps.insert("https://tailscale.com/cap/ssh".to_string(), Vec::new());
+    if config.taildrop.enabled {
+        caps.insert(
+            "https://tailscale.com/cap/file-sharing".to_string(),
+            Vec::new(),
+        );
+    }
+    caps
 }

@@ -195,9 +195,21 @@ pub fn subnet_failover_and_exit_node() {
     let subnet = "10.77.0.0/24";
     let clients: Vec<Client> = [
         ("watcher", Version::Newest, None),
-        ("router-a", Version::Newest, Some(format!("--advertise-routes={subnet}"))),
-        ("router-b", Version::Oldest, Some(format!("--advertise-routes={subnet}"))),
-        ("exit", Version::Oldest, Some("--advertise-exit-node".to_string())),
+        (
+            "router-a",
+            Version::Newest,
+            Some(format!("--advertise-routes={subnet}")),
+        ),
+        (
+            "router-b",
+            Version::Oldest,
+            Some(format!("--advertise-routes={subnet}")),
+        ),
+        (
+            "exit",
+            Version::Oldest,
+            Some("--advertise-exit-node".to_string()),
+        ),
     ]
     .into_iter()
     .map(|(name, version, flag)| {
@@ -220,8 +232,20 @@ pub fn subnet_failover_and_exit_node() {
     let watcher = &clients[0];
     wait_peers_online(watcher, &["router-a", "router-b", "exit"]);
     // Approve router-a first, then router-b: router-a is the primary.
-    let id = |name: &str| server.node(name).unwrap()["id"].as_str().unwrap().to_string();
-    server.ok(&["routes", "enable", "--route", subnet, "--id", &id("router-a")]);
+    let id = |name: &str| {
+        server.node(name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    server.ok(&[
+        "routes",
+        "enable",
+        "--route",
+        subnet,
+        "--id",
+        &id("router-a"),
+    ]);
     let peer = |name: &str| -> serde_json::Value {
         let status = watcher.status();
         status["Peer"]
@@ -240,7 +264,14 @@ pub fn subnet_failover_and_exit_node() {
     wait_until(SHORT, "router-a to carry the subnet", || {
         carries(&peer("router-a")).then_some(())
     });
-    server.ok(&["routes", "enable", "--route", subnet, "--id", &id("router-b")]);
+    server.ok(&[
+        "routes",
+        "enable",
+        "--route",
+        subnet,
+        "--id",
+        &id("router-b"),
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(carries(&peer("router-a")) && !carries(&peer("router-b")));
 
@@ -250,11 +281,21 @@ pub fn subnet_failover_and_exit_node() {
     wait_until(SHORT, "router-b to take over", || {
         (carries(&peer("router-b")) && !carries(&peer("router-a"))).then_some(())
     });
-    println!("  standby took over {} ms after the primary went down", down.elapsed().as_millis());
+    println!(
+        "  standby took over {} ms after the primary went down",
+        down.elapsed().as_millis()
+    );
     let listed = server.json(&["routes", "list"]);
     assert!(listed.to_string().contains(subnet), "{listed}");
 
-    server.ok(&["routes", "enable", "--route", "0.0.0.0/0", "--id", &id("exit")]);
+    server.ok(&[
+        "routes",
+        "enable",
+        "--route",
+        "0.0.0.0/0",
+        "--id",
+        &id("exit"),
+    ]);
     wait_until(SHORT, "the exit node as an option", || {
         (peer("exit")["ExitNodeOption"] == true).then_some(())
     });

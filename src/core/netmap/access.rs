@@ -8,7 +8,8 @@ use crate::core::policy::{Compiled, Policy, Topology};
 use crate::core::State;
 use crate::tailcfg::{FilterRule, SharedJson};
 use fixedbitset::FixedBitSet;
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 /// The access view of one state.
@@ -21,6 +22,7 @@ pub struct Access {
     peers: Vec<OnceLock<FixedBitSet>>,
     filters: Vec<OnceLock<SharedJson>>,
     ssh: Vec<OnceLock<Option<SharedJson>>>,
+    caps: Vec<OnceLock<BTreeMap<String, Vec<Value>>>>,
     allow_all: SharedJson,
     server_url: String,
 }
@@ -59,6 +61,7 @@ impl Access {
             peers: (0..n).map(|_| OnceLock::new()).collect(),
             filters: (0..n).map(|_| OnceLock::new()).collect(),
             ssh: (0..n).map(|_| OnceLock::new()).collect(),
+            caps: (0..n).map(|_| OnceLock::new()).collect(),
             allow_all: SharedJson::new(&FilterRule::allow_all())
                 .expect("the allow-all filter serialises"),
             server_url: server_url.to_string(),
@@ -150,5 +153,13 @@ impl Access {
                 SharedJson::new(&policy).ok()
             })
             .clone()
+    }
+
+    /// Capabilities the policy's `nodeAttrs` give the viewer on itself.
+    pub fn node_caps(&self, viewer: NodeId) -> BTreeMap<String, Vec<Value>> {
+        let (Some(&i), Some(compiled)) = (self.index.get(&viewer), &self.compiled) else {
+            return BTreeMap::new();
+        };
+        self.caps[i].get_or_init(|| compiled.node_caps(i)).clone()
     }
 }

@@ -52,4 +52,8 @@ pub struct NetmapContext {
     pub access: Arc<Access>,
     /// `Domain`: the tailnet's name (the MagicDNS base domain).
     pub domain: String,
+    /// Capabilities every node gets on itself (`CapMap` of the self node): admin and SSH
+    /// as headscale gives them, file sharing when `taildrop.enabled`. The policy's
+    /// `nodeAttrs` are added per node.
+    pub self_caps: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
 }

@@ -29,6 +29,8 @@ pub struct SessionView {
     dns_config: String,
     packet_filter: String,
     ssh_policy: Option<String>,
+    /// The self node's `CapMap` as last sent (capabilities change with the policy).
+    self_caps: String,
     domain: String,
 }
 
@@ -64,6 +66,7 @@ impl SessionView {
         let own = cache.get(viewer)?;
         let filter = context.access.filter(viewer);
         let ssh_policy = context.access.ssh_policy(viewer);
+        let caps = self_caps(context, viewer);
         let mut view = SessionView {
             viewer,
             self_identity: own.identity,
@@ -73,10 +76,11 @@ impl SessionView {
             dns_config: context.dns_config.get().to_owned(),
             packet_filter: filter.get().to_owned(),
             ssh_policy: ssh_policy.as_ref().map(|p| p.get().to_owned()),
+            self_caps: caps_key(&caps),
             domain: context.domain.clone(),
         };
         let mut response = MapResponse {
-            node: Some(own.json.clone()),
+            node: Some(with_caps(&own.json, &caps)),
             derp_map: Some(context.derp_map.clone()),
             dns_config: Some(context.dns_config.clone()),
             domain: context.domain.clone(),
@@ -148,9 +152,12 @@ impl SessionView {
         for id in candidates {
             if id == self.viewer {
                 if let Some(own) = cache.get(id) {
-                    if own.identity != self.self_identity {
+                    let caps = self_caps(context, self.viewer);
+                    let key = caps_key(&caps);
+                    if own.identity != self.self_identity || key != self.self_caps {
                         self.self_identity = own.identity;
-                        response.node = Some(own.json.clone());
+                        self.self_caps = key;
+                        response.node = Some(with_caps(&own.json, &caps));
                     }
                 }
                 // Its owner may have changed (tags, move) or been renamed.
@@ -249,4 +256,34 @@ fn is_empty(response: &MapResponse) -> bool {
         && response.packet_filters.is_none()
         && response.ssh_policy.is_none()
         && response.user_profiles.is_empty()
+}
+
+type Caps = BTreeMap<String, Vec<serde_json::Value>>;
+
+/// The viewer's own capabilities: the tailnet-wide ones plus its `nodeAttrs`.
+fn self_caps(context: &NetmapContext, viewer: NodeId) -> Caps {
+    let mut caps = context.self_caps.clone();
+    for (name, values) in context.access.node_caps(viewer) {
+        caps.entry(name).or_default().extend(values);
+    }
+    caps
+}
+
+fn caps_key(caps: &Caps) -> String {
+    serde_json::to_string(caps).unwrap_or_default()
+}
+
+/// The self node's JSON with its `CapMap` (peers are sent without one).
+fn with_caps(own: &SharedJson, caps: &Caps) -> SharedJson {
+    if caps.is_empty() {
+        return own.clone();
+    }
+    let Ok(serde_json::Value::Object(mut node)) = serde_json::from_str(own.get()) else {
+        return own.clone();
+    };
+    node.insert(
+        "CapMap".into(),
+        serde_json::to_value(caps).unwrap_or_default(),
+    );
+    SharedJson::new(&node).unwrap_or_else(|_| own.clone())
 }
