@@ -620,6 +620,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_is_valid() {
+        let policy = Policy::parse(include_str!("../../../examples/policy.hujson")).unwrap();
+        assert!(!policy.allow_all && policy.ssh.is_some());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_go_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(
