@@ -157,6 +157,22 @@ fn topology(case: &Value) -> Topology {
     Topology { users, nodes }
 }
 
+/// Every node's announced routes, in topology order.
+fn announced_routes(case: &Value, topology: &Topology) -> Vec<Vec<ipnet::IpNet>> {
+    topology
+        .nodes
+        .iter()
+        .map(|node| {
+            case["topology"]["nodes"][node.name.as_str()]["routable_ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str()?.parse().ok())
+                .collect()
+        })
+        .collect()
+}
+
 fn check_case(case: &Value) -> Result<(), String> {
     let text = match &case["policy"] {
         Value::String(s) => s.clone(),
@@ -185,6 +201,25 @@ fn check_case(case: &Value) -> Result<(), String> {
         // Rejected as Tailscale did: what clients see is the policy in force before.
         (Err(_), false) => Policy::allow_all(),
     };
+    // What the captured tailnet's autoApprovers approved is not always in
+    // `approved_routes`: apply them as the server does.
+    let mut topology = topology;
+    let announced = announced_routes(case, &topology);
+    let snapshot = topology.clone();
+    for (node, announced) in topology.nodes.iter_mut().zip(announced) {
+        let candidate = headscale::core::policy::auto_approve::Candidate {
+            user: node.user,
+            tags: &node.tags,
+            ips: node.ips().collect(),
+        };
+        for route in headscale::core::policy::auto_approve::approved(
+            &policy, &snapshot, &candidate, &announced,
+        ) {
+            if !node.routes.contains(&route) {
+                node.routes.push(route);
+            }
+        }
+    }
     let topology = std::sync::Arc::new(topology);
     let compiled = Compiled::new(std::sync::Arc::new(policy), topology.clone());
     let expected = case["expected"].as_object().ok_or("no expected section")?;
