@@ -1847,13 +1847,17 @@ proptest! {
             let mut everything = seen.users != state.users;
             // As the hub does: a new access view when the policy or the topology changes.
             let topology = headscale::core::policy::Topology::from_state(&state);
-            if seen.policy != state.policy || **context.access.topology() != topology
-                || sessions.is_empty()
-            {
+            // A topology change alone only changes edges of the nodes that changed (they are
+            // in `dirty`): their own sessions re-examine every peer, the others only them.
+            // Only a policy change re-examines every pair for everyone.
+            let policy_changed = seen.policy != state.policy;
+            let mut access_changed = false;
+            if policy_changed || **context.access.topology() != topology || sessions.is_empty() {
                 context.access = std::sync::Arc::new(
                     headscale::core::netmap::Access::for_state(&state, "http://127.0.0.1:8080"),
                 );
-                everything = true;
+                everything |= policy_changed || sessions.is_empty();
+                access_changed = true;
             }
             let change: Option<PresenceChange> = *change;
             if let Some((pick, online, port, derp)) = change {
@@ -1883,7 +1887,8 @@ proptest! {
             let changed: Vec<NodeId> = dirty.iter().copied().collect();
             let mut ended = Vec::new();
             for (viewer, (view, client)) in sessions.iter_mut() {
-                match view.delta(&changed, everything, &state, &cache, &context, driver.now) {
+                let own_changed = access_changed && dirty.contains(viewer);
+                match view.delta(&changed, everything || own_changed, &state, &cache, &context, driver.now) {
                     Delta::Nothing => {}
                     Delta::Message(message) => client.apply(&serde_json::to_value(&*message).unwrap())?,
                     Delta::ViewerGone => ended.push(*viewer),

@@ -128,6 +128,7 @@ impl MapHub {
             next_session: 1,
             dirty: BTreeSet::new(),
             everything: false,
+            access_changed: false,
             going_offline: HashMap::new(),
             options,
             compressor: None,
@@ -210,6 +211,8 @@ struct LiveSession {
     compress: bool,
     pending: BTreeSet<NodeId>,
     pending_everything: bool,
+    /// Re-check filter, SSH policy and capabilities even with no node pending.
+    poke: bool,
 }
 
 struct Hub {
@@ -225,6 +228,8 @@ struct Hub {
     dirty: BTreeSet<NodeId>,
     /// A tailnet-wide change since the last tick.
     everything: bool,
+    /// The access view was rebuilt since the last tick.
+    access_changed: bool,
     going_offline: HashMap<NodeId, Instant>,
     /// Ephemeral nodes without a session, and when they are deleted.
     ephemeral_deadlines: HashMap<NodeId, Instant>,
@@ -311,7 +316,11 @@ impl Hub {
                 Arc::new(topology),
                 self.context.access.server_url(),
             ));
-            self.everything = true;
+            // A topology change alone changes only the edges of the nodes that changed
+            // (property-tested): their own sessions re-examine every peer, every session
+            // re-checks its filter. A policy change re-examines everything.
+            self.everything |= policy_changed;
+            self.access_changed = true;
         }
         for id in changed {
             self.track_timers(id);
@@ -410,6 +419,7 @@ impl Hub {
                 compress,
                 pending: BTreeSet::new(),
                 pending_everything: false,
+                poke: false,
             },
         );
         Some(OpenedSession {
@@ -420,7 +430,7 @@ impl Hub {
 
     /// Re-renders what changed and hands it to every session's pending set.
     fn render_dirty(&mut self) {
-        if self.dirty.is_empty() && !self.everything {
+        if self.dirty.is_empty() && !self.everything && !self.access_changed {
             return;
         }
         let now = SystemClock.now();
@@ -437,12 +447,17 @@ impl Hub {
             tracing::error!(%error, "cannot render nodes");
         }
         drop(table);
-        for session in self.sessions.values_mut() {
+        for (viewer, session) in self.sessions.iter_mut() {
             session.pending.extend(self.dirty.iter().copied());
             session.pending_everything |= self.everything;
+            if self.access_changed {
+                session.poke = true;
+                session.pending_everything |= self.dirty.contains(viewer);
+            }
         }
         self.dirty.clear();
         self.everything = false;
+        self.access_changed = false;
     }
 
     /// The coalescing tick: offline transitions, then one message per session that has
@@ -475,7 +490,7 @@ impl Hub {
         let mut gone = Vec::new();
         let mut compressor = self.compressor.take();
         for (node, session) in self.sessions.iter_mut() {
-            if session.pending.is_empty() && !session.pending_everything {
+            if session.pending.is_empty() && !session.pending_everything && !session.poke {
                 continue;
             }
             let Ok(permit) = session.frames.try_reserve() else {
@@ -487,6 +502,7 @@ impl Hub {
             };
             let changed: Vec<NodeId> = std::mem::take(&mut session.pending).into_iter().collect();
             let everything = std::mem::take(&mut session.pending_everything);
+            session.poke = false;
             match session.view.delta(
                 &changed,
                 everything,
