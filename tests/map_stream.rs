@@ -866,6 +866,35 @@ async fn ha_subnet_routers_fail_over_without_flap_back() {
         primary(&watch.netmap, id2) && !primary(&watch.netmap, id1),
         "flap-back"
     );
+
+    // A policy that does not let the watcher use the subnet hides it from the watcher's
+    // view of the router; allowing it brings it back.
+    let write = |name: &str, text: &str| {
+        let path = server.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let members =
+        r#"{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:member:*"]}"#;
+    let closed = write("closed.hujson", &format!(r#"{{"acls": [{members}]}}"#));
+    server.ok(&["policy", "set", "-f", &closed]);
+    watch
+        .until("the subnet hidden from the watcher", |n| {
+            n.peers.get(&id2).is_some_and(|p| {
+                p.primary_routes.is_empty() && !p.allowed_ips.contains(&subnet.to_string())
+            })
+        })
+        .await;
+    let open = write(
+        "open.hujson",
+        &format!(
+            r#"{{"acls": [{members}, {{"action": "accept", "src": ["autogroup:member"], "dst": ["{subnet}:*"]}}]}}"#
+        ),
+    );
+    server.ok(&["policy", "set", "-f", &open]);
+    watch
+        .until("the subnet visible again", |n| primary(n, id2))
+        .await;
     assert!(!server.log().contains("panicked"));
 }
 

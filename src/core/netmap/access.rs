@@ -162,4 +162,14 @@ impl Access {
         };
         self.caps[i].get_or_init(|| compiled.node_caps(i)).clone()
     }
+
+    /// Whether `viewer` may use `route` (a peer's subnet or exit route); everyone may when
+    /// no policy is set.
+    pub fn can_access_route(&self, viewer: NodeId, route: &ipnet::IpNet) -> bool {
+        match (&self.compiled, self.index.get(&viewer)) {
+            (None, _) => true,
+            (Some(compiled), Some(&i)) => compiled.can_access_route(i, route),
+            (Some(_), None) => false,
+        }
+    }
 }

@@ -213,11 +213,20 @@ pub struct Rendered {
     /// sent per peer, and at 1,000 nodes a copy per session would be a million copies.
     pub presence: Arc<PresenceFields>,
     pub user: u64,
+    /// The routes in its `AllowedIPs` beyond its own addresses (primary subnets, exit
+    /// routes): a viewer the policy keeps from a route gets a variant without it.
+    pub routes: Vec<ipnet::IpNet>,
 }
 
 impl Rendered {
     fn new(node: tailcfg::Node) -> Result<Self, serde_json::Error> {
         let presence = Arc::new(PresenceFields::of(&node));
+        let routes = node
+            .allowed_ips
+            .iter()
+            .filter(|ip| !node.addresses.contains(ip))
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
         let json = SharedJson::new(&node)?;
         let mut identity_only = node;
         identity_only.home_derp = 0;
@@ -233,6 +242,7 @@ impl Rendered {
             identity: hasher.finish(),
             presence,
             user: identity_only.user,
+            routes,
         })
     }
 }

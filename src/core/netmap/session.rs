@@ -102,11 +102,12 @@ impl SessionView {
             let Some(rendered) = cache.get(peer.id) else {
                 continue;
             };
-            response.peers.push(rendered.json.clone());
+            let (json, identity) = peer_variant(viewer, rendered, context);
+            response.peers.push(json);
             view.peers.insert(
                 peer.id,
                 SentPeer {
-                    identity: rendered.identity,
+                    identity,
                     presence: rendered.presence.clone(),
                 },
             );
@@ -169,19 +170,21 @@ impl SessionView {
             let rendered = if visible { cache.get(id) } else { None };
             match (rendered, self.peers.get_mut(&id)) {
                 (Some(rendered), None) => {
-                    response.peers_changed.push(rendered.json.clone());
+                    let (json, identity) = peer_variant(self.viewer, rendered, context);
+                    response.peers_changed.push(json);
                     self.peers.insert(
                         id,
                         SentPeer {
-                            identity: rendered.identity,
+                            identity,
                             presence: rendered.presence.clone(),
                         },
                     );
                 }
                 (Some(rendered), Some(sent)) => {
                     let mut sent_something = true;
-                    if rendered.identity != sent.identity {
-                        response.peers_changed.push(rendered.json.clone());
+                    let (json, identity) = peer_variant(self.viewer, rendered, context);
+                    if identity != sent.identity {
+                        response.peers_changed.push(json);
                     } else if Arc::ptr_eq(&rendered.presence, &sent.presence) {
                         sent_something = false;
                     } else if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
@@ -190,7 +193,7 @@ impl SessionView {
                         sent_something = false;
                     }
                     // Share the current rendering (equal or newer) so old ones can be freed.
-                    sent.identity = rendered.identity;
+                    sent.identity = identity;
                     sent.presence = rendered.presence.clone();
                     if !sent_something && !everything {
                         continue;
@@ -286,4 +289,46 @@ fn with_caps(own: &SharedJson, caps: &Caps) -> SharedJson {
         serde_json::to_value(caps).unwrap_or_default(),
     );
     SharedJson::new(&node).unwrap_or_else(|_| own.clone())
+}
+
+/// The peer as `viewer` gets it: without the routes the policy keeps the viewer from (their
+/// router would drop that traffic anyway; Tailscale leaves them out of `AllowedIPs`). Most
+/// peers have no routes and are shared as rendered; a variant is a re-serialisation with
+/// its own identity, so a policy change that hides or shows a route is a `PeersChanged`.
+fn peer_variant(
+    viewer: NodeId,
+    rendered: &super::render::Rendered,
+    context: &NetmapContext,
+) -> (SharedJson, u64) {
+    let hidden: Vec<&ipnet::IpNet> = rendered
+        .routes
+        .iter()
+        .filter(|r| !context.access.can_access_route(viewer, r))
+        .collect();
+    if hidden.is_empty() {
+        return (rendered.json.clone(), rendered.identity);
+    }
+    let Ok(serde_json::Value::Object(mut node)) = serde_json::from_str(rendered.json.get()) else {
+        return (rendered.json.clone(), rendered.identity);
+    };
+    let hidden_text: Vec<String> = hidden.iter().map(|r| r.to_string()).collect();
+    for field in ["AllowedIPs", "PrimaryRoutes"] {
+        if let Some(serde_json::Value::Array(list)) = node.get_mut(field) {
+            list.retain(|v| {
+                v.as_str()
+                    .is_none_or(|s| !hidden_text.iter().any(|h| h == s))
+            });
+            if list.is_empty() && field == "PrimaryRoutes" {
+                node.remove(field);
+            }
+        }
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    rendered.identity.hash(&mut hasher);
+    hidden_text.hash(&mut hasher);
+    match SharedJson::new(&node) {
+        Ok(json) => (json, hasher.finish()),
+        Err(_) => (rendered.json.clone(), rendered.identity),
+    }
 }
