@@ -102,9 +102,11 @@ const MAX_CHECK_PERIOD: Duration = Duration::from_secs(168 * 3600);
 impl Policy {
     /// Parses and checks HuJSON policy text (without running its `tests`).
     pub fn parse(text: &str) -> Result<Policy, String> {
-        let value = super::hujson::parse(text)?;
-        let document = document::decode(value)?;
-        check(document)
+        let parse = || {
+            let value = super::hujson::parse(text)?;
+            check(document::decode(value)?)
+        };
+        parse().map_err(super::one_line)
     }
 
     /// The policy in force when none is set: everyone may reach everything.

@@ -16,3 +16,35 @@ pub mod topology;
 pub use checked::Policy;
 pub use compile::{Compiled, SshPolicy};
 pub use topology::{Topology, TopologyNode, TopologyUser};
+
+/// Errors quote what the policy says (keys, names, aliases), and a control character there
+/// (a JSON `\n` escape, or a raw newline jsonc-parser lets through) would break the one-line
+/// error the CLI and API promise; such characters are shown escaped instead.
+pub(crate) fn one_line(error: String) -> String {
+    if !error.chars().any(char::is_control) {
+        return error;
+    }
+    error
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_quoting_the_policy_stay_on_one_line() {
+        let error = super::Policy::parse("{\"acls\": [], \"ho\\nsts\": {}}").unwrap_err();
+        assert!(
+            error.starts_with("ho\\nsts: unknown field `ho\\nsts`"),
+            "{error}"
+        );
+        assert_eq!(super::one_line("a\tb\u{1b}".into()), "a\\tb\\u{1b}");
+    }
+}

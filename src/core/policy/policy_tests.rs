@@ -19,6 +19,10 @@ enum Identity {
 /// The checks that need the tailnet: `user:*@domain` and `localpart:*@domain` must name a
 /// domain some user has; then every test of `policy`.
 pub fn run(policy: &Policy, topology: &Topology) -> Result<(), String> {
+    run_all(policy, topology).map_err(super::one_line)
+}
+
+fn run_all(policy: &Policy, topology: &Topology) -> Result<(), String> {
     // Case-sensitive, as Tailscale compares them.
     let known = |domain: &str| {
         topology
