@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "upgrade_request",
     "control_json",
     "extra_records",
+    "policy",
 ];
 
 /// Runs the check of `target` on one input; `false` for an unknown target.
@@ -36,6 +37,7 @@ pub fn check(target: &str, data: &[u8]) -> bool {
         "upgrade_request" => check_upgrade_request(data),
         "control_json" => check_control_json(data),
         "extra_records" => check_extra_records(data),
+        "policy" => check_policy(data),
         _ => return false,
     }
     true
@@ -302,5 +304,107 @@ pub fn check_control_json(data: &[u8]) {
         let value = serde_json::to_value(&request).expect("encodes");
         let again: MapRequest = serde_json::from_value(value.clone()).expect("decodes again");
         assert_eq!(serde_json::to_value(&again).expect("encodes"), value);
+    }
+}
+
+/// Policy inputs larger than this are skipped: real policies are a few KB, and the check
+/// compiles every input against a whole tailnet, so big inputs only slow the fuzzer down.
+pub const MAX_POLICY_INPUT: usize = 64 << 10;
+
+/// The tailnet every fuzzed policy is compiled against: three users (two e-mail domains),
+/// personal nodes, tagged nodes (one with two tags and no IPv6), a tagged subnet router, a
+/// user-owned subnet router and an exit node, so every alias kind resolves to something.
+pub fn policy_topology() -> headscale::core::policy::Topology {
+    use headscale::core::policy::{Topology, TopologyNode, TopologyUser};
+    let user = |id: u64, name: &str, email: &str| TopologyUser {
+        id,
+        name: name.into(),
+        email: email.into(),
+    };
+    let node =
+        |id: u64, name: &str, user: Option<u64>, tags: &[&str], routes: &[&str]| TopologyNode {
+            id,
+            name: name.into(),
+            user,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, id as u8)),
+            ipv6: Some(
+                format!("fd7a:115c:a1e0::{id:x}")
+                    .parse()
+                    .expect("an IPv6 literal"),
+            ),
+            routes: routes
+                .iter()
+                .map(|r| r.parse().expect("a route literal"))
+                .collect(),
+        };
+    let mut kakuna = node(7, "kakuna", None, &["tag:prod", "tag:server"], &[]);
+    kakuna.ipv6 = None;
+    Topology {
+        users: vec![
+            user(1, "odin", "odin@example.com"),
+            user(2, "thor", "thor@example.org"),
+            user(3, "freya", "freya@example.com"),
+        ],
+        nodes: vec![
+            node(1, "bulbasaur", Some(1), &[], &[]),
+            node(2, "ivysaur", Some(2), &[], &[]),
+            node(3, "venusaur", Some(3), &[], &["192.168.1.0/24"]),
+            node(4, "beedrill", None, &["tag:server"], &[]),
+            node(5, "squirtle", None, &["tag:router"], &["10.33.0.0/16"]),
+            node(6, "charmander", None, &["tag:exit"], &["0.0.0.0/0", "::/0"]),
+            kakuna,
+        ],
+    }
+}
+
+/// `data` is HuJSON policy text (non-UTF-8 and inputs over `MAX_POLICY_INPUT` skipped).
+/// Errors must be one non-empty line (they end up in API answers and CLI output); a policy
+/// that parses is compiled against `policy_topology` and every per-node question is asked,
+/// and its own `tests` are run: none of that may panic.
+pub fn check_policy(data: &[u8]) {
+    use headscale::core::policy::{policy_tests, Compiled, Policy};
+    use std::sync::Arc;
+    if data.len() > MAX_POLICY_INPUT {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let one_line = |what: &str, error: &str| {
+        assert!(
+            !error.is_empty() && !error.contains('\n'),
+            "{what} error is not one line: {error:?}"
+        );
+    };
+    let policy = match Policy::parse(text) {
+        Ok(policy) => Arc::new(policy),
+        Err(error) => return one_line("parse", &error),
+    };
+    let topology = Arc::new(policy_topology());
+    if let Err(error) = policy_tests::run(&policy, &topology) {
+        one_line("tests", &error);
+    }
+    let compiled = Compiled::new(policy, topology.clone());
+    let n = topology.nodes.len();
+    let mut routes: Vec<_> = topology
+        .nodes
+        .iter()
+        .flat_map(|n| n.routes.clone())
+        .collect();
+    routes.push("172.16.0.0/12".parse().expect("a route literal"));
+    routes.push("10.33.5.0/24".parse().expect("a route literal"));
+    for i in 0..n {
+        let _ = compiled.filter(i);
+        let peers = compiled.peers(i);
+        assert!(
+            peers.iter().all(|&p| p < n && p != i),
+            "peers of node {i} out of range or include itself: {peers:?}"
+        );
+        let _ = compiled.ssh(i, "https://headscale.example.com");
+        let _ = compiled.node_caps(i);
+        for route in &routes {
+            let _ = compiled.can_access_route(i, route);
+        }
     }
 }
