@@ -1,5 +1,5 @@
 //! The log as an audit trail: `/api/v1/events` (filters), one event, chain verification,
-//! the whole state at any past point, and the policy document.
+//! the whole state at any past point, and the policy document (get, set, check).
 
 use super::wire::{self, EventWire};
 use super::{resolve_at, ApiContext, ApiError};
@@ -185,4 +185,17 @@ pub async fn set_policy(
     ctx.execute(actor, Command::ReplacePolicy { text: body.policy })
         .await?;
     get_policy(State(ctx), Query(AtQuery::default())).await
+}
+
+/// `POST /api/v1/policy/check` (headscale's route): whether the policy would be accepted now,
+/// against the live users and nodes, without setting it. `{}` when it would; otherwise the
+/// same one-line refusal `PUT /api/v1/policy` gives.
+pub async fn check_policy(
+    State(ctx): State<ApiContext>,
+    Json(body): Json<PolicyBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let state = ctx.state_at(None)?;
+    crate::core::policy::check_for_state(&body.policy, &state)
+        .map_err(|e| ApiError::BadRequest(crate::core::Rejection::InvalidPolicy(e).to_string()))?;
+    Ok(Json(serde_json::json!({})))
 }

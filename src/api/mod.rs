@@ -166,6 +166,7 @@ pub fn router(ctx: ApiContext) -> Router {
             "/api/v1/policy",
             get(history::get_policy).put(history::set_policy),
         )
+        .route("/api/v1/policy/check", post(history::check_policy))
         .route("/api/v1/events", get(history::list_events))
         .route("/api/v1/events/verify", get(history::verify))
         .route("/api/v1/events/{seq}", get(history::show_event))

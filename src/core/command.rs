@@ -650,10 +650,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             }
             // A policy that does not parse, names undefined things or fails its own tests
             // is refused; the one in force stays.
-            let policy =
-                crate::core::policy::Policy::parse(text).map_err(Rejection::InvalidPolicy)?;
-            let topology = crate::core::policy::Topology::from_state(state);
-            crate::core::policy::policy_tests::run(&policy, &topology)
+            let policy = crate::core::policy::check_for_state(text, state)
                 .map_err(Rejection::InvalidPolicy)?;
             let mut events = vec![Event::PolicyReplaced {
                 policy: text.clone(),

@@ -36,6 +36,16 @@ pub(crate) fn one_line(error: String) -> String {
         .collect()
 }
 
+/// Whether `text` would be accepted as the policy of `state` now: it parses, names only
+/// defined things and its own `tests`/`sshTests` pass against the state's tailnet. One
+/// function for `ReplacePolicy` and `POST /api/v1/policy/check`, so a check never disagrees
+/// with the write that follows it.
+pub fn check_for_state(text: &str, state: &crate::core::State) -> Result<Policy, String> {
+    let policy = Policy::parse(text)?;
+    policy_tests::run(&policy, &Topology::from_state(state))?;
+    Ok(policy)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
