@@ -2,7 +2,7 @@
 //! stderr and exit status 1.
 
 use clap::{CommandFactory, Parser};
-use headscale::cli::args::{Cli, Command, GenerateCommand};
+use headscale::cli::args::{Cli, Command, GenerateCommand, PolicyCommand};
 use headscale::cli::{self, output::Format};
 use headscale::{config, keyfile, server};
 
@@ -65,6 +65,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(GenerateCommand::PrivateKey) => {
             println!("privkey:{}", hex::encode(keyfile::random_key()));
             return Ok(());
+        }
+        // Works without a config or daemon: the file is checked locally first.
+        Command::Policy(PolicyCommand::Check { file }) => {
+            return cli::check_policy_file(&cli, file);
         }
         _ => {}
     }

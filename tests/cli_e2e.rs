@@ -464,3 +464,109 @@ fn completion_version_and_generate_need_no_config() {
     let out = run(&["generate", "private-key"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("privkey:"));
 }
+
+#[test]
+fn policy_check_locally_and_against_the_tailnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let valid = write(
+        "valid.hujson",
+        "// HuJSON: comments and trailing commas\n{\n  \"tagOwners\": {\"tag:server\": [\"alice@example.com\"]},\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"alice@example.com\"], \"dst\": [\"tag:server:22\"]},\n  ],\n  \"tests\": [\n    {\"src\": \"alice@example.com\", \"accept\": [\"tag:server:22\"], \"deny\": [\"tag:server:80\"]},\n  ],\n}\n",
+    );
+    let syntax = write(
+        "syntax.hujson",
+        "{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}\n    {\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}\n  ]\n}\n",
+    );
+    let unknown = write(
+        "unknown.json",
+        "{\"acls\": [{\"action\": \"accept\", \"srcs\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+    );
+    let failing = write(
+        "failing.json",
+        "{\"tagOwners\": {\"tag:server\": [\"alice@example.com\"]}, \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}], \"tests\": [{\"src\": \"alice@example.com\", \"deny\": [\"tag:server:22\"]}]}",
+    );
+    // Valid on its own, but names a user the tailnet does not have.
+    let stranger = write(
+        "stranger.json",
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}], \"tests\": [{\"src\": \"nobody@example.com\", \"accept\": [\"100.64.0.1:22\"]}]}",
+    );
+
+    // No config, no daemon: the file alone is checked, and a note says the tests did not run.
+    let missing_config = dir.path().join("missing.yaml");
+    let alone = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("-c")
+            .arg(&missing_config)
+            .args(["policy", "check"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = alone(&["-f", &valid]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Policy is valid\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tests were not run"));
+    let out = alone(&["--file", &failing, "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["valid"], true);
+    assert_eq!(value["checkedAgainstTailnet"], false);
+    let error_line = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:")).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        lines[0].to_string()
+    };
+    let line = error_line(alone(&["-f", &syntax]));
+    assert!(
+        line.starts_with("Error: invalid policy: policy is not valid HuJSON")
+            && line.contains("Expected comma on line 3"),
+        "{line}"
+    );
+    let line = error_line(alone(&["-f", &unknown]));
+    assert!(
+        line.contains("acls[0].srcs: unknown field `srcs`"),
+        "{line}"
+    );
+    let line = error_line(alone(&[
+        "-f",
+        dir.path().join("nope.json").to_str().unwrap(),
+    ]));
+    assert!(line.contains("cannot read policy file"), "{line}");
+
+    // With a daemon, its users and nodes decide the tests; nothing is set.
+    let mut server = TestServer::start();
+    server.ok(&["users", "create", "alice", "--email", "alice@example.com"]);
+    let out = server.cli(&["policy", "check", "-f", &valid]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Policy is valid\n");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let value = server.json(&["policy", "check", "-f", &valid]);
+    assert_eq!(value["checkedAgainstTailnet"], true);
+    let line = server.fails(&["policy", "check", "-f", &failing]);
+    assert_eq!(
+        line,
+        "Error: invalid policy: test(s) failed: tests[0]: alice@example.com can reach tag:server:22"
+    );
+    let line = server.fails(&["policy", "check", "-f", &stranger]);
+    assert!(line.contains("names no user"), "{line}");
+    let line = server.fails(&["policy", "check", "-f", &syntax]);
+    assert!(line.contains("Expected comma on line 3"), "{line}");
+    let line = server.fails(&["policy", "get"]);
+    assert!(line.contains("no policy is set"), "{line}");
+
+    // No daemon but a store: the tests run against the tailnet it recorded.
+    server.stop();
+    let line = server.fails(&["policy", "check", "-f", &failing]);
+    assert!(line.contains("can reach tag:server:22"), "{line}");
+    let out = server.cli(&["policy", "check", "-f", &valid, "-o", "yaml"]);
+    assert!(out.status.success(), "{out:?}");
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("checkedAgainstTailnet: true"), "{yaml}");
+}

@@ -339,6 +339,13 @@ pub enum PolicyCommand {
         #[arg(short = 'f', long)]
         file: PathBuf,
     },
+    /// Check a policy file: parsed and checked here (no daemon needed); its tests and user
+    /// references also against the tailnet when a daemon or the store is at hand.
+    Check {
+        /// Path to a policy file in HuJSON format.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -787,7 +787,59 @@ async fn policy(api: &Transport, format: Format, command: &PolicyCommand) -> any
                 .await?;
             print_one(format, &value, "Policy updated")
         }
+        PolicyCommand::Check { .. } => unreachable!("policy check is handled in main"),
     }
+}
+
+/// `policy check -f FILE`. The file is parsed and checked here, so it works without a daemon
+/// or even a config (e.g. in a policy repository's CI). What needs the tailnet — the
+/// policy's `tests`/`sshTests` and `user:*@domain` references — is then checked by
+/// `POST /api/v1/policy/check` on the daemon, or over the store when no daemon runs; with
+/// neither at hand that part is skipped, and a note on stderr says so.
+pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read policy file {}", file.display()))?;
+    crate::core::policy::Policy::parse(&text).map_err(|e| anyhow!("invalid policy: {e}"))?;
+    let skipped = |why: String| {
+        eprintln!("note: {why}; checked the file alone (its tests were not run)");
+        Ok(false)
+    };
+    let checked = match load_config(cli.config.as_deref()) {
+        Err(error) => skipped(format!(
+            "no config ({})",
+            error.to_string().replace('\n', " ")
+        )),
+        Ok(loaded) => {
+            let config = loaded.config;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let daemon = tokio::net::UnixStream::connect(&config.unix_socket)
+                    .await
+                    .is_ok();
+                // Without a daemon, only a store that exists: opening creates one otherwise.
+                if !daemon && !config.database.sled.path.is_dir() {
+                    return skipped(format!(
+                        "no daemon answers on {} and there is no store at {}",
+                        config.unix_socket.display(),
+                        config.database.sled.path.display()
+                    ));
+                }
+                let api = match Transport::connect(&config).await {
+                    Ok(api) => api,
+                    Err(error) => return skipped(format!("cannot reach the tailnet ({error})")),
+                };
+                api.call(
+                    Method::POST,
+                    "/api/v1/policy/check",
+                    Some(json!({ "policy": text })),
+                )
+                .await?;
+                Ok::<bool, anyhow::Error>(true)
+            })
+        }
+    }?;
+    let value = json!({ "valid": true, "checkedAgainstTailnet": checked });
+    print_one(cli.output, &value, "Policy is valid")
 }
 
 async fn events(api: &Transport, format: Format, command: &EventsCommand) -> anyhow::Result<()> {
