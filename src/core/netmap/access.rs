@@ -8,7 +8,8 @@ use crate::core::policy::{Compiled, Policy, Topology};
 use crate::core::State;
 use crate::tailcfg::{FilterRule, SharedJson};
 use fixedbitset::FixedBitSet;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Node id → position in the topology. `can_see` runs for every (viewer, node) pair when
 /// every session is brought up to date, so this is a table lookup, not a hash: ids are
@@ -68,6 +69,9 @@ pub struct Access {
     peers: Vec<OnceLock<FixedBitSet>>,
     filters: Vec<OnceLock<SharedJson>>,
     ssh: Vec<OnceLock<Option<SharedJson>>>,
+    /// Every filter and SSH policy handed out, once per distinct text: a user's devices
+    /// mostly get the same ones (with `autogroup:self`, tens of KiB per device).
+    distinct: Mutex<HashSet<Distinct>>,
     allow_all: SharedJson,
     server_url: String,
 }
@@ -101,6 +105,7 @@ impl Access {
             peers: (0..n).map(|_| OnceLock::new()).collect(),
             filters: (0..n).map(|_| OnceLock::new()).collect(),
             ssh: (0..n).map(|_| OnceLock::new()).collect(),
+            distinct: Mutex::default(),
             allow_all: SharedJson::new(&FilterRule::allow_all())
                 .expect("the allow-all filter serialises"),
             server_url: server_url.to_string(),
@@ -174,9 +179,9 @@ impl Access {
         };
         self.filters[i]
             .get_or_init(|| match &self.compiled {
-                Some(compiled) => {
-                    SharedJson::new(&compiled.filter(i)).unwrap_or_else(|_| self.allow_all.clone())
-                }
+                Some(compiled) => SharedJson::new(&compiled.filter(i))
+                    .map(|json| self.once(json))
+                    .unwrap_or_else(|_| self.allow_all.clone()),
                 None => self.allow_all.clone(),
             })
             .clone()
@@ -189,9 +194,44 @@ impl Access {
             .get_or_init(|| {
                 let compiled = self.compiled.as_ref()?;
                 let policy = compiled.ssh(i, &self.server_url)?;
-                SharedJson::new(&policy).ok()
+                SharedJson::new(&policy).ok().map(|json| self.once(json))
             })
             .clone()
+    }
+
+    /// The copy of `json` already handed out, if any.
+    fn once(&self, json: SharedJson) -> SharedJson {
+        let mut distinct = self.distinct.lock().unwrap_or_else(|e| e.into_inner());
+        match distinct.get(json.get()) {
+            Some(known) => known.0.clone(),
+            None => {
+                distinct.insert(Distinct(json.clone()));
+                json
+            }
+        }
+    }
+}
+
+/// JSON compared and hashed by its text.
+struct Distinct(SharedJson);
+
+impl PartialEq for Distinct {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Distinct {}
+
+impl std::hash::Hash for Distinct {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.get().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for Distinct {
+    fn borrow(&self) -> &str {
+        self.0.get()
     }
 }
 
