@@ -2,7 +2,8 @@
 //! N nodes with a reusable pre-auth key, holds N map streams, changes one node's endpoints R
 //! times and prints the per-round fan-out latency (p50/p99/max), bytes per frame and, with
 //! `--server-pid`, the server's RSS. The key comes from `--auth-key`, or is created through
-//! the server's own CLI (`--headscale BIN --config FILE`).
+//! the server's own CLI (`--headscale BIN --config FILE`), which also sets the access policy
+//! of `--policy FILE` before any node registers (it must let every node see every other).
 
 use clap::Parser;
 use headscale::client::loadgen::{self, LoadgenOptions};
@@ -27,6 +28,10 @@ struct Args {
     /// …and this server config.
     #[arg(long)]
     config: Option<String>,
+    /// Set this policy file first (`headscale policy set -f`; needs --headscale, --config).
+    /// Every node must still see every other: the rounds wait for all N−1 peers.
+    #[arg(long)]
+    policy: Option<String>,
     #[arg(long, default_value_t = 100)]
     nodes: usize,
     #[arg(long, default_value_t = 50)]
@@ -46,14 +51,25 @@ struct Args {
     capability_version: u16,
 }
 
+/// Runs the server's CLI with `args`.
+fn run_cli(headscale: &str, config: &str, args: &[&str]) -> Result<std::process::Output, String> {
+    Command::new(headscale)
+        .args(["-c", config])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {headscale}: {e}"))
+}
+
+fn set_policy(headscale: &str, config: &str, file: &str) -> Result<(), String> {
+    let out = run_cli(headscale, config, &["policy", "set", "-f", file])?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(())
+}
+
 fn create_key(headscale: &str, config: &str) -> Result<String, String> {
-    let run = |args: &[&str]| {
-        Command::new(headscale)
-            .args(["-c", config])
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run {headscale}: {e}"))
-    };
+    let run = |args: &[&str]| run_cli(headscale, config, args);
     // The user may already exist from an earlier run.
     let _ = run(&["users", "create", "loadgen"])?;
     let out = run(&[
@@ -73,6 +89,17 @@ fn create_key(headscale: &str, config: &str) -> Result<String, String> {
 
 fn main() {
     let args = Args::parse();
+    if let Some(file) = &args.policy {
+        let (Some(bin), Some(config)) = (&args.headscale, &args.config) else {
+            eprintln!("Error: --policy needs --headscale and --config");
+            std::process::exit(1);
+        };
+        if let Err(error) = set_policy(bin, config, file) {
+            eprintln!("Error: cannot set the policy {file}: {error}");
+            std::process::exit(1);
+        }
+        println!("policy {file} set");
+    }
     let auth_key = match (&args.auth_key, &args.headscale, &args.config) {
         (Some(key), _, _) => key.clone(),
         (None, Some(bin), Some(config)) => match create_key(bin, config) {

@@ -281,6 +281,9 @@ impl Client {
     pub fn up(&self, login_server: &str, key: &str, timeout: Duration) -> Background {
         self.spawn(&[
             "up",
+            // Exactly these settings: after a `logout`, some versions (1.80) otherwise
+            // refuse an `up` that does not restate every non-default preference.
+            "--reset",
             &format!("--login-server={login_server}"),
             &format!("--auth-key={key}"),
             &format!("--hostname={}", self.name),

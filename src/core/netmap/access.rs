@@ -9,8 +9,56 @@ use crate::core::State;
 use crate::tailcfg::{FilterRule, SharedJson};
 use fixedbitset::FixedBitSet;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Node id → position in the topology. `can_see` runs for every (viewer, node) pair when
+/// every session is brought up to date, so this is a table lookup, not a hash: ids are
+/// counters, dense unless many nodes were deleted; then a sorted list, searched by halves.
+enum NodeIndex {
+    /// Indexed by id: position + 1, 0 for an id not in the topology.
+    Dense(Vec<u32>),
+    Sorted(Vec<(u64, usize)>),
+}
+
+impl NodeIndex {
+    fn new(topology: &Topology) -> NodeIndex {
+        let n = topology.nodes.len();
+        let max = topology.nodes.iter().map(|node| node.id).max().unwrap_or(0);
+        if n < u32::MAX as usize && max <= 4 * n as u64 + 1024 {
+            let mut table = vec![0; max as usize + 1];
+            for (i, node) in topology.nodes.iter().enumerate() {
+                table[node.id as usize] = i as u32 + 1;
+            }
+            NodeIndex::Dense(table)
+        } else {
+            let mut sorted: Vec<(u64, usize)> = topology
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| (node.id, i))
+                .collect();
+            sorted.sort_unstable();
+            NodeIndex::Sorted(sorted)
+        }
+    }
+
+    #[inline]
+    fn get(&self, id: NodeId) -> Option<usize> {
+        match self {
+            NodeIndex::Dense(table) => {
+                match usize::try_from(id.0).ok().and_then(|i| table.get(i)) {
+                    Some(&position) if position > 0 => Some(position as usize - 1),
+                    _ => None,
+                }
+            }
+            NodeIndex::Sorted(sorted) => sorted
+                .binary_search_by_key(&id.0, |&(id, _)| id)
+                .ok()
+                .map(|found| sorted[found].1),
+        }
+    }
+}
 
 /// The access view of one state.
 pub struct Access {
@@ -18,11 +66,14 @@ pub struct Access {
     /// (headscale's default).
     compiled: Option<Compiled>,
     topology: Arc<Topology>,
-    index: HashMap<NodeId, usize>,
+    index: NodeIndex,
     peers: Vec<OnceLock<FixedBitSet>>,
     filters: Vec<OnceLock<SharedJson>>,
     ssh: Vec<OnceLock<Option<SharedJson>>>,
     caps: Vec<OnceLock<BTreeMap<String, Vec<Value>>>>,
+    /// Every filter and SSH policy handed out, once per distinct text: a user's devices
+    /// mostly get the same ones (with `autogroup:self`, tens of KiB per device).
+    distinct: Mutex<HashSet<Distinct>>,
     allow_all: SharedJson,
     server_url: String,
 }
@@ -30,7 +81,7 @@ pub struct Access {
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
-            .field("nodes", &self.index.len())
+            .field("nodes", &self.topology.nodes.len())
             .field("policy", &self.compiled.is_some())
             .finish()
     }
@@ -48,12 +99,7 @@ impl Access {
         server_url: &str,
     ) -> Access {
         let n = topology.nodes.len();
-        let index = topology
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| (NodeId(node.id), i))
-            .collect();
+        let index = NodeIndex::new(&topology);
         Access {
             compiled: policy.map(|p| Compiled::new(p, topology.clone())),
             topology,
@@ -62,6 +108,7 @@ impl Access {
             filters: (0..n).map(|_| OnceLock::new()).collect(),
             ssh: (0..n).map(|_| OnceLock::new()).collect(),
             caps: (0..n).map(|_| OnceLock::new()).collect(),
+            distinct: Mutex::default(),
             allow_all: SharedJson::new(&FilterRule::allow_all())
                 .expect("the allow-all filter serialises"),
             server_url: server_url.to_string(),
@@ -122,22 +169,22 @@ impl Access {
         if viewer == peer {
             return false;
         }
-        match (self.index.get(&viewer), self.index.get(&peer)) {
-            (Some(&v), Some(&p)) => self.peer_set(v).contains(p),
+        match (self.index.get(viewer), self.index.get(peer)) {
+            (Some(v), Some(p)) => self.peer_set(v).contains(p),
             _ => false,
         }
     }
 
     /// The viewer's packet filter (the `"base"` chunk).
     pub fn filter(&self, viewer: NodeId) -> SharedJson {
-        let Some(&i) = self.index.get(&viewer) else {
+        let Some(i) = self.index.get(viewer) else {
             return SharedJson::new(&Vec::<FilterRule>::new()).expect("an empty list serialises");
         };
         self.filters[i]
             .get_or_init(|| match &self.compiled {
-                Some(compiled) => {
-                    SharedJson::new(&compiled.filter(i)).unwrap_or_else(|_| self.allow_all.clone())
-                }
+                Some(compiled) => SharedJson::new(&compiled.filter(i))
+                    .map(|json| self.once(json))
+                    .unwrap_or_else(|_| self.allow_all.clone()),
                 None => self.allow_all.clone(),
             })
             .clone()
@@ -145,19 +192,19 @@ impl Access {
 
     /// The viewer's SSH policy; `None` when no policy is set.
     pub fn ssh_policy(&self, viewer: NodeId) -> Option<SharedJson> {
-        let &i = self.index.get(&viewer)?;
+        let i = self.index.get(viewer)?;
         self.ssh[i]
             .get_or_init(|| {
                 let compiled = self.compiled.as_ref()?;
                 let policy = compiled.ssh(i, &self.server_url)?;
-                SharedJson::new(&policy).ok()
+                SharedJson::new(&policy).ok().map(|json| self.once(json))
             })
             .clone()
     }
 
     /// Capabilities the policy's `nodeAttrs` give the viewer on itself.
     pub fn node_caps(&self, viewer: NodeId) -> BTreeMap<String, Vec<Value>> {
-        let (Some(&i), Some(compiled)) = (self.index.get(&viewer), &self.compiled) else {
+        let (Some(i), Some(compiled)) = (self.index.get(viewer), &self.compiled) else {
             return BTreeMap::new();
         };
         self.caps[i].get_or_init(|| compiled.node_caps(i)).clone()
@@ -166,10 +213,94 @@ impl Access {
     /// Whether `viewer` may use `route` (a peer's subnet or exit route); everyone may when
     /// no policy is set.
     pub fn can_access_route(&self, viewer: NodeId, route: &ipnet::IpNet) -> bool {
-        match (&self.compiled, self.index.get(&viewer)) {
+        match (&self.compiled, self.index.get(viewer)) {
             (None, _) => true,
-            (Some(compiled), Some(&i)) => compiled.can_access_route(i, route),
+            (Some(compiled), Some(i)) => compiled.can_access_route(i, route),
             (Some(_), None) => false,
+        }
+    }
+
+    /// The copy of `json` already handed out, if any.
+    fn once(&self, json: SharedJson) -> SharedJson {
+        let mut distinct = self.distinct.lock().unwrap_or_else(|e| e.into_inner());
+        match distinct.get(json.get()) {
+            Some(known) => known.0.clone(),
+            None => {
+                distinct.insert(Distinct(json.clone()));
+                json
+            }
+        }
+    }
+}
+
+/// JSON compared and hashed by its text.
+struct Distinct(SharedJson);
+
+impl PartialEq for Distinct {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Distinct {}
+
+impl std::hash::Hash for Distinct {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.get().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for Distinct {
+    fn borrow(&self) -> &str {
+        self.0.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::policy::TopologyNode;
+
+    fn topology(ids: &[u64]) -> Arc<Topology> {
+        Arc::new(Topology {
+            users: Vec::new(),
+            nodes: ids
+                .iter()
+                .map(|&id| TopologyNode {
+                    id,
+                    name: format!("n{id}"),
+                    user: None,
+                    tags: vec!["tag:a".into()],
+                    ipv4: None,
+                    ipv6: None,
+                    routes: Vec::new(),
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn the_index_finds_dense_and_sparse_ids() {
+        // Dense ids use the table; ids far apart (after many deletions) the sorted list.
+        for ids in [&[3, 1, 2][..], &[7, 1, 1_000_000, 40][..]] {
+            let access = Access::with_topology(topology(ids), None, "https://x");
+            assert!(matches!(
+                (&access.index, ids.len()),
+                (NodeIndex::Dense(_), 3) | (NodeIndex::Sorted(_), 4)
+            ));
+            for &a in ids {
+                assert_eq!(
+                    access.index.get(NodeId(a)),
+                    ids.iter().position(|&x| x == a)
+                );
+                for &b in ids {
+                    assert_eq!(access.can_see(NodeId(a), NodeId(b)), a != b);
+                }
+                for unknown in [0, 5, 999_999, 2_000_000, u64::MAX] {
+                    assert!(!access.can_see(NodeId(a), NodeId(unknown)));
+                    assert!(!access.can_see(NodeId(unknown), NodeId(a)));
+                }
+            }
         }
     }
 }

@@ -89,6 +89,15 @@ struct CompiledApp {
     caps: BTreeMap<String, Vec<Value>>,
 }
 
+/// An SSH rule's sources and destinations, resolved once per compile (not per viewer).
+#[derive(Debug, Clone)]
+struct CompiledSsh {
+    src: Resolved,
+    /// Every node some non-self destination matches.
+    dst_members: FixedBitSet,
+    has_self: bool,
+}
+
 /// `tailcfg.SSHPolicy`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SshPolicy {
@@ -140,6 +149,13 @@ pub struct Compiled {
     topology: Arc<Topology>,
     rules: Vec<CompiledRule>,
     apps: Vec<CompiledApp>,
+    /// One per `policy.ssh` rule, in order.
+    ssh_rules: Vec<CompiledSsh>,
+    /// One per `policy.node_attrs` entry, in order: the nodes its target names.
+    attr_targets: Vec<FixedBitSet>,
+    /// Each node's addresses as text, formatted once: filters and SSH principals list
+    /// them for every viewer.
+    ip_text: Vec<Box<[String]>>,
     /// Untagged nodes per user id.
     user_nodes: HashMap<u64, FixedBitSet>,
     all: FixedBitSet,
@@ -186,6 +202,13 @@ impl Compiled {
             topology: topology.clone(),
             rules: Vec::new(),
             apps: Vec::new(),
+            ssh_rules: Vec::new(),
+            attr_targets: Vec::new(),
+            ip_text: topology
+                .nodes
+                .iter()
+                .map(|node| node.ips().map(|ip| ip.to_string()).collect())
+                .collect(),
             user_nodes,
             all,
             tailnet_routes,
@@ -230,6 +253,26 @@ impl Compiled {
                     caps: app.caps.clone(),
                 });
             }
+        }
+        for rule in policy.ssh.iter().flatten() {
+            let src = compiled.resolve_all(&rule.src);
+            let mut dst_members = FixedBitSet::with_capacity(n);
+            let mut has_self = false;
+            for alias in &rule.dst {
+                match compiled.destination(alias) {
+                    DstKind::SelfNodes => has_self = true,
+                    other => dst_members.union_with(&compiled.dst_kind_members(&other)),
+                }
+            }
+            compiled.ssh_rules.push(CompiledSsh {
+                src,
+                dst_members,
+                has_self,
+            });
+        }
+        for attr in &policy.node_attrs {
+            let target = compiled.resolve_all(&attr.target);
+            compiled.attr_targets.push(target.members);
         }
         compiled
     }
@@ -394,24 +437,24 @@ impl Compiled {
         if src.danger_all {
             return vec!["*".into()];
         }
-        let mut out = BTreeSet::new();
+        let mut literal: Vec<String> = src.prefixes.iter().map(ip_string).collect();
         if src.wildcard {
-            out.extend(TAILNET_SOURCES.iter().map(|s| s.to_string()));
-            out.extend(self.tailnet_routes.iter().map(|r| r.to_string()));
+            literal.extend(TAILNET_SOURCES.iter().map(|s| s.to_string()));
+            literal.extend(self.tailnet_routes.iter().map(|r| r.to_string()));
         }
-        for i in src.nodes.ones() {
-            out.extend(self.node(i).ips().map(|ip| ip.to_string()));
-        }
-        out.extend(src.prefixes.iter().map(ip_string));
-        out.into_iter().collect()
+        let mut out: Vec<&str> = literal.iter().map(String::as_str).collect();
+        out.extend(self.ip_text_of(&src.nodes));
+        sorted_unique(out)
+    }
+
+    /// The addresses of the nodes in `set`, as text.
+    fn ip_text_of<'a>(&'a self, set: &'a FixedBitSet) -> impl Iterator<Item = &'a str> + 'a {
+        set.ones()
+            .flat_map(|i| self.ip_text[i].iter().map(String::as_str))
     }
 
     fn node_ips_of(&self, set: &FixedBitSet) -> Vec<String> {
-        let mut out = BTreeSet::new();
-        for i in set.ones() {
-            out.extend(self.node(i).ips().map(|ip| ip.to_string()));
-        }
-        out.into_iter().collect()
+        sorted_unique(self.ip_text_of(set).collect())
     }
 
     /// Whether node `i` is the target of a prefix destination (its address or its routes).
@@ -424,7 +467,7 @@ impl Compiled {
     /// The packet filter of node `i`: the rules that let traffic in to it.
     pub fn filter(&self, i: usize) -> Vec<FilterRule> {
         let node = self.node(i);
-        let own: Vec<String> = node.ips().map(|ip| ip.to_string()).collect();
+        let own = &self.ip_text[i];
         let mut out = Vec::new();
         for rule in &self.rules {
             let mut dst_ports = Vec::new();
@@ -443,7 +486,7 @@ impl Compiled {
                 match &dst.kind {
                     DstKind::Wildcard => push("*", &dst.ports),
                     DstKind::Nodes(set) if set.contains(i) => {
-                        for ip in &own {
+                        for ip in own.iter() {
                             push(ip, &dst.ports);
                         }
                     }
@@ -658,23 +701,17 @@ impl Compiled {
         let node = self.node(i);
         let mut check_rules = Vec::new();
         let mut accept_rules = Vec::new();
-        for rule in rules {
-            let src = self.resolve_all(&rule.src);
+        for (rule, compiled) in rules.iter().zip(&self.ssh_rules) {
+            let src = &compiled.src;
             let mut principals_nodes = FixedBitSet::with_capacity(self.topology.nodes.len());
-            for dst in &rule.dst {
-                match self.destination(dst) {
-                    DstKind::SelfNodes => {
-                        if let Some(mine) = self.same_user(i) {
-                            let mut s = src.members.clone();
-                            s.intersect_with(mine);
-                            principals_nodes.union_with(&s);
-                        }
-                    }
-                    other => {
-                        if self.dst_kind_members(&other).contains(i) {
-                            principals_nodes.union_with(&src.members);
-                        }
-                    }
+            if compiled.dst_members.contains(i) {
+                principals_nodes.union_with(&src.members);
+            }
+            if compiled.has_self {
+                if let Some(mine) = self.same_user(i) {
+                    let mut s = src.members.clone();
+                    s.intersect_with(mine);
+                    principals_nodes.union_with(&s);
                 }
             }
             let has_localpart = rule
@@ -787,9 +824,8 @@ impl Compiled {
     /// The capabilities `nodeAttrs` give node `i`.
     pub fn node_caps(&self, i: usize) -> BTreeMap<String, Vec<Value>> {
         let mut caps = BTreeMap::new();
-        for attr in &self.policy.node_attrs {
-            let target = self.resolve_all(&attr.target);
-            if !target.members.contains(i) {
+        for (attr, target) in self.policy.node_attrs.iter().zip(&self.attr_targets) {
+            if !target.contains(i) {
                 continue;
             }
             for name in &attr.attr {
@@ -803,6 +839,13 @@ impl Compiled {
         }
         caps
     }
+}
+
+/// Sorted (as text), without duplicates: the order Tailscale lists addresses in.
+fn sorted_unique(mut items: Vec<&str>) -> Vec<String> {
+    items.sort_unstable();
+    items.dedup();
+    items.into_iter().map(str::to_string).collect()
 }
 
 /// Capabilities that bring a reversed companion capability along.
