@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod output;
+pub mod remote;
 pub mod transport;
 
 use crate::config::{self, Config};
@@ -16,9 +17,20 @@ use std::path::Path;
 use transport::Transport;
 
 /// Loads the config the same way `serve` does.
+/// A remote-mode CLI (`HEADSCALE_CLI_ADDRESS` set) needs no config file: without one, the
+/// defaults and the environment are used.
 pub fn load_config(flag: Option<&Path>) -> anyhow::Result<config::Loaded> {
     let path = config::resolve_path(flag);
-    Ok(config::load(&path, &config::process_env)?)
+    match config::load(&path, &config::process_env) {
+        Err(config::ConfigError::NotFound { .. }) if remote_address_in_env() => {
+            Ok(config::load_str("", &path, &config::process_env)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn remote_address_in_env() -> bool {
+    std::env::var("HEADSCALE_CLI_ADDRESS").is_ok_and(|a| !a.trim().is_empty())
 }
 
 /// Turns `--expiration` (a duration such as 1h/90d, or an RFC 3339 time) into a time.

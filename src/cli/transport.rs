@@ -1,5 +1,6 @@
-//! How the CLI reaches the API: HTTP/1.1 over the daemon's unix socket, or, when no daemon
-//! runs, the same router in-process over a read-only view of the store.
+//! How the CLI reaches the API: HTTPS to a remote server when `cli.address` is set, else
+//! HTTP/1.1 over the daemon's unix socket, or, when no daemon runs, the same router
+//! in-process over a read-only view of the store.
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, PolicyMode};
@@ -19,6 +20,8 @@ use tower::ServiceExt;
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 pub enum Transport {
+    /// `cli.address`: a server elsewhere, with an API key.
+    Remote(super::remote::Remote),
     Socket(PathBuf),
     /// No daemon: the API router runs here over the store, read-only.
     InProcess(Router),
@@ -27,6 +30,9 @@ pub enum Transport {
 impl Transport {
     /// The daemon's socket if it answers; otherwise the store, opened directly (reads only).
     pub async fn connect(config: &Config) -> anyhow::Result<Transport> {
+        if let Some(remote) = super::remote::Remote::from_config(&config.cli)? {
+            return Ok(Transport::Remote(remote));
+        }
         let socket = config.unix_socket.clone();
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
             return Ok(Transport::Socket(socket));
@@ -75,6 +81,7 @@ impl Transport {
             .header("content-type", "application/json")
             .body(Body::from(bytes))?;
         let response = match self {
+            Transport::Remote(remote) => remote.send(request).await?,
             Transport::Socket(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket)
                     .await
@@ -94,12 +101,21 @@ impl Transport {
             serde_json::Value::Null
         } else {
             serde_json::from_slice(&body).map_err(|_| {
-                anyhow!(
-                    "unexpected answer ({status}): {}",
-                    String::from_utf8_lossy(&body)
-                )
+                let text = String::from_utf8_lossy(&body);
+                let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                let text: String = text.chars().take(200).collect();
+                anyhow!("unexpected answer ({status}): {text}")
             })?
         };
+        if status == axum::http::StatusCode::UNAUTHORIZED {
+            if let Transport::Remote(remote) = self {
+                let why = value.get("message").and_then(|m| m.as_str()).unwrap_or("");
+                bail!(
+                    "{} refused the API key ({why}): check cli.api_key / HEADSCALE_CLI_API_KEY",
+                    remote.base()
+                );
+            }
+        }
         if !status.is_success() {
             let message = value
                 .get("message")
