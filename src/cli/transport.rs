@@ -21,7 +21,7 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 pub enum Transport {
     /// `cli.address`: a server elsewhere, with an API key.
-    Remote(super::remote::Remote),
+    Remote(Box<super::remote::Remote>),
     Socket(PathBuf),
     /// No daemon: the API router runs here over the store, read-only.
     InProcess(Router),
@@ -31,7 +31,7 @@ impl Transport {
     /// The daemon's socket if it answers; otherwise the store, opened directly (reads only).
     pub async fn connect(config: &Config) -> anyhow::Result<Transport> {
         if let Some(remote) = super::remote::Remote::from_config(&config.cli)? {
-            return Ok(Transport::Remote(remote));
+            return Ok(Transport::Remote(Box::new(remote)));
         }
         let socket = config.unix_socket.clone();
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
