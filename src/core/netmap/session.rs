@@ -25,10 +25,13 @@ pub struct SessionView {
     self_identity: u64,
     peers: HashMap<NodeId, SentPeer>,
     profiles: HashMap<u64, UserProfile>,
-    derp_map: String,
-    dns_config: String,
-    packet_filter: String,
-    ssh_policy: Option<String>,
+    // What was sent is kept as the shared JSON itself, not a copy of its text: a packet
+    // filter can be ~100 KB, and at thousands of sessions copies and their per-tick
+    // comparisons dominated (memory and CPU). The pointer check usually settles it.
+    derp_map: SharedJson,
+    dns_config: SharedJson,
+    packet_filter: SharedJson,
+    ssh_policy: Option<SharedJson>,
     /// The self node's `CapMap` as last sent (capabilities change with the policy).
     self_caps: String,
     domain: String,
@@ -72,10 +75,10 @@ impl SessionView {
             self_identity: own.identity,
             peers: HashMap::new(),
             profiles: HashMap::new(),
-            derp_map: context.derp_map.get().to_owned(),
-            dns_config: context.dns_config.get().to_owned(),
-            packet_filter: filter.get().to_owned(),
-            ssh_policy: ssh_policy.as_ref().map(|p| p.get().to_owned()),
+            derp_map: context.derp_map.clone(),
+            dns_config: context.dns_config.clone(),
+            packet_filter: filter.clone(),
+            ssh_policy: ssh_policy.clone(),
             self_caps: caps_key(&caps),
             domain: context.domain.clone(),
         };
@@ -213,23 +216,24 @@ impl SessionView {
             }
         }
 
-        if context.derp_map.get() != self.derp_map {
-            self.derp_map = context.derp_map.get().to_owned();
+        if !same_json(&context.derp_map, &mut self.derp_map) {
             response.derp_map = Some(context.derp_map.clone());
         }
-        if context.dns_config.get() != self.dns_config {
-            self.dns_config = context.dns_config.get().to_owned();
+        if !same_json(&context.dns_config, &mut self.dns_config) {
             response.dns_config = Some(context.dns_config.clone());
         }
         let filter = context.access.filter(self.viewer);
-        if filter.get() != self.packet_filter {
-            self.packet_filter = filter.get().to_owned();
+        if !same_json(&filter, &mut self.packet_filter) {
             response.packet_filters = Some(BTreeMap::from([("base".to_string(), filter)]));
         }
         let ssh_policy = context.access.ssh_policy(self.viewer);
-        let ssh_text = ssh_policy.as_ref().map(|p| p.get().to_owned());
-        if ssh_text != self.ssh_policy {
-            self.ssh_policy = ssh_text;
+        let same_ssh = match (&ssh_policy, &mut self.ssh_policy) {
+            (Some(now), Some(sent)) => same_json(now, sent),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_ssh {
+            self.ssh_policy = ssh_policy.clone();
             // Policy removed: an empty rule list, so the client drops what it had.
             response.ssh_policy = Some(ssh_policy.unwrap_or_else(|| {
                 SharedJson::new(&serde_json::json!({ "rules": [] })).expect("serialises")
@@ -246,6 +250,17 @@ impl SessionView {
         response.control_time = Some(now.to_rfc3339());
         Delta::Message(Box::new(response))
     }
+}
+
+/// Whether `current` says what `sent` said; either way `sent` becomes `current`, so the
+/// next check is a pointer comparison and older renderings can be freed.
+fn same_json(current: &SharedJson, sent: &mut SharedJson) -> bool {
+    if Arc::ptr_eq(&current.0, &sent.0) {
+        return true;
+    }
+    let same = current.get() == sent.get();
+    *sent = current.clone();
+    same
 }
 
 fn is_empty(response: &MapResponse) -> bool {
