@@ -104,6 +104,7 @@ impl EngineHandle {
         actor: Actor,
         command: Command,
     ) -> Result<Vec<Envelope>, EngineError> {
+        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Message::Command {
@@ -113,7 +114,11 @@ impl EngineHandle {
             })
             .await
             .map_err(|_| EngineError::Stopped)?;
-        answer.await.map_err(|_| EngineError::Stopped)?
+        let outcome = answer.await.map_err(|_| EngineError::Stopped)?;
+        crate::metrics::metrics()
+            .command_seconds
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     /// The latest published state.
@@ -303,8 +308,28 @@ impl Writer {
             }
             return;
         }
-        match self.store.append(&records) {
+        let flush_started = Instant::now();
+        let appended = self.store.append(&records);
+        let metrics = crate::metrics::metrics();
+        metrics
+            .flush_seconds
+            .observe(flush_started.elapsed().as_secs_f64());
+        match appended {
             Ok(()) => {
+                for envelope in &envelopes {
+                    metrics.event(envelope.event.kind());
+                    if let crate::core::Event::NodeRegistered(registration) = &envelope.event {
+                        let method = match registration.register_method {
+                            crate::core::event::RegisterMethod::AuthKey => "authkey",
+                            crate::core::event::RegisterMethod::Cli => "cli",
+                            crate::core::event::RegisterMethod::Oidc => "oidc",
+                        };
+                        metrics
+                            .registrations
+                            .get_or_create(&crate::metrics::MethodLabel { method })
+                            .inc();
+                    }
+                }
                 self.head_hash = prev_hash;
                 self.state = Arc::new(working);
                 let batch = Arc::new(envelopes);

@@ -346,6 +346,14 @@ pub async fn run(
     let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    let metrics_listener = match config.metrics_listen_addr.trim() {
+        "" => None,
+        addr => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen_addr)"))?,
+        ),
+    };
     tracing::info!(
         listen = %config.listen_addr,
         socket = %config.unix_socket.display(),
@@ -376,6 +384,20 @@ pub async fn run(
         );
         tokio::spawn(watch);
     }
+    let metrics_server = metrics_listener.map(|listener| {
+        let router = crate::debug_listener::router(crate::debug_listener::DebugContext {
+            engine: engine.clone(),
+            hub: machine.hub.clone(),
+        });
+        tokio::spawn(
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+        )
+    });
     let mut public = public_router(ctx, &server_key, machine);
     let mut stun_server = None;
     if let Some(derp) = derp {
@@ -417,6 +439,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = unix_server.await;
     let _ = tcp_server.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     if let Some(stun_server) = stun_server {
         let _ = stun_server.await;
     }

@@ -73,6 +73,31 @@ enum HubMessage {
     },
     /// A new `DNSConfig` (the extra-records file changed): every session gets it.
     SetDnsConfig(SharedJson),
+    /// What the `/debug/*` pages show.
+    Inspect(oneshot::Sender<HubInspection>),
+}
+
+/// The hub's live view, for the debug pages.
+pub struct HubInspection {
+    pub sessions: Vec<SessionSummary>,
+    pub primaries: Primaries,
+    /// The access view in force (its policy and topology).
+    pub access: Arc<Access>,
+    pub derp_map: SharedJson,
+    pub dns_config: SharedJson,
+}
+
+/// One live map session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    pub node: u64,
+    pub session: u64,
+    pub compressed: bool,
+    /// Nodes whose changes wait for the next tick (or for room in the session's queue).
+    pub pending_nodes: usize,
+    pub pending_everything: bool,
+    /// Frames queued for the stream and not yet written.
+    pub queued_frames: usize,
 }
 
 /// Presence as the API reads it (`online`, `lastSeen`): written only by the hub.
@@ -187,6 +212,13 @@ impl MapHub {
     /// (`SessionView::delta` re-sends it when it differs from what the session has).
     pub async fn set_dns_config(&self, dns_config: SharedJson) {
         let _ = self.tx.send(HubMessage::SetDnsConfig(dns_config)).await;
+    }
+
+    /// The live sessions, HA primaries and access view (the `/debug/*` pages).
+    pub async fn inspect(&self) -> Option<HubInspection> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(HubMessage::Inspect(reply)).await.ok()?;
+        answer.await.ok()
     }
 
     /// Called when a stream ends (from a drop guard, hence not async).
@@ -326,6 +358,7 @@ impl Hub {
             self.track_timers(id);
         }
         self.reelect();
+        let any_removed = !removed.is_empty();
         for node in removed {
             // Dropping the sender ends the stream of a deleted node.
             self.sessions.remove(&node);
@@ -334,6 +367,9 @@ impl Hub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&node);
+        }
+        if any_removed {
+            self.count_sessions();
         }
     }
 
@@ -350,6 +386,7 @@ impl Hub {
             HubMessage::Close { node, session } => {
                 if self.sessions.get(&node).is_some_and(|s| s.id == session) {
                     self.sessions.remove(&node);
+                    self.count_sessions();
                     self.going_offline
                         .insert(node, Instant::now() + self.options.offline_grace);
                     self.track_timers(node);
@@ -381,6 +418,29 @@ impl Hub {
                 self.context.dns_config = dns_config;
                 self.everything = true;
             }
+            HubMessage::Inspect(reply) => {
+                self.catch_up();
+                let mut sessions: Vec<SessionSummary> = self
+                    .sessions
+                    .iter()
+                    .map(|(node, s)| SessionSummary {
+                        node: node.0,
+                        session: s.id,
+                        compressed: s.compress,
+                        pending_nodes: s.pending.len(),
+                        pending_everything: s.pending_everything,
+                        queued_frames: s.frames.max_capacity() - s.frames.capacity(),
+                    })
+                    .collect();
+                sessions.sort_by_key(|s| s.node);
+                let _ = reply.send(HubInspection {
+                    sessions,
+                    primaries: self.primaries.clone(),
+                    access: self.context.access.clone(),
+                    derp_map: self.context.derp_map.clone(),
+                    dns_config: self.context.dns_config.clone(),
+                });
+            }
         }
     }
 
@@ -405,6 +465,7 @@ impl Hub {
         let (view, response) =
             SessionView::full(node, &self.state, &self.cache, &self.context, now)?;
         let frame = self.encode(&response, compress)?;
+        crate::metrics::metrics().map_message("full", frame.len());
         let (frames_tx, frames_rx) = mpsc::channel(self.options.session_queue.max(1));
         frames_tx.try_send(frame).ok()?;
         let id = self.next_session;
@@ -422,6 +483,7 @@ impl Hub {
                 poke: false,
             },
         );
+        self.count_sessions();
         Some(OpenedSession {
             id,
             frames: frames_rx,
@@ -488,6 +550,9 @@ impl Hub {
         self.render_dirty();
 
         let mut gone = Vec::new();
+        let fanout_started = Instant::now();
+        let mut fanned_out = false;
+        let metrics = crate::metrics::metrics();
         let mut compressor = self.compressor.take();
         for (node, session) in self.sessions.iter_mut() {
             if session.pending.is_empty() && !session.pending_everything && !session.poke {
@@ -514,7 +579,11 @@ impl Hub {
                 Delta::Nothing => {}
                 Delta::Message(response) => {
                     match encode_with(&mut compressor, &response, session.compress) {
-                        Some(frame) => permit.send(frame),
+                        Some(frame) => {
+                            metrics.map_message("delta", frame.len());
+                            fanned_out = true;
+                            permit.send(frame)
+                        }
                         None => gone.push(*node),
                     }
                 }
@@ -522,9 +591,24 @@ impl Hub {
             }
         }
         self.compressor = compressor;
+        if fanned_out {
+            metrics
+                .fanout_seconds
+                .observe(fanout_started.elapsed().as_secs_f64());
+        }
+        let any_gone = !gone.is_empty();
         for node in gone {
             self.sessions.remove(&node);
         }
+        if any_gone {
+            self.count_sessions();
+        }
+    }
+
+    fn count_sessions(&self) {
+        crate::metrics::metrics()
+            .nodes_connected
+            .set(self.sessions.len() as i64);
     }
 
     /// Re-runs the HA election and hands each router its primary subnets (a change is a

@@ -223,6 +223,7 @@ impl http_body::Body for MapBody {
         if this.timer.as_mut().poll(cx).is_ready() {
             let next = tokio::time::Instant::now() + jittered(this.keep_alive);
             this.timer.as_mut().reset(next);
+            crate::metrics::metrics().map_message("keepalive", this.keep_alive_frame.len());
             return Poll::Ready(Some(Ok(Frame::data(this.keep_alive_frame.clone()))));
         }
         Poll::Pending

@@ -226,6 +226,8 @@ impl DerpServer {
 
         let queue = Arc::new(SendQueue::new(self.options.send_queue_len));
         let conn_id = self.register(client_key, queue.clone())?;
+        let metrics = crate::metrics::metrics();
+        metrics.derp_connections.inc();
         tracing::debug!(client = %hex::encode(&client_key[..8]), conn_id, "derp client connected");
         let mut correspondents = HashSet::new();
         let result = tokio::select! {
@@ -233,6 +235,7 @@ impl DerpServer {
             result = self.write_loop(writer, &queue) => result,
         };
         self.unregister(&client_key, conn_id, &correspondents);
+        metrics.derp_connections.dec();
         result
     }
 
@@ -329,6 +332,7 @@ impl DerpServer {
         let mut not_here = NotHereLimiter::new();
         loop {
             let (kind, payload) = read_frame(reader).await?;
+            crate::metrics::metrics().derp_bytes("received", frame::HEADER_LEN + payload.len());
             match ClientFrame::decode(kind, &payload)? {
                 ClientFrame::SendPacket { dst, packet } => {
                     let target = lock(&self.clients).get(&dst).map(|c| c.queue.clone());
@@ -383,6 +387,8 @@ impl DerpServer {
             })
             .await
             .map_err(|_| DerpError::WriteTimeout(timeout))??;
+            let sent: usize = frames.iter().map(Vec::len).sum();
+            crate::metrics::metrics().derp_bytes("sent", sent);
         }
     }
 }

@@ -1,0 +1,203 @@
+//! Prometheus metrics, served on `metrics_listen_addr` at `/metrics`. One process-wide set,
+//! like the tracing subscriber: the shell (engine writer, map hub, streams, DERP) records
+//! into it; the pure core never sees it.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Nodes with an open map stream.
+    pub nodes_connected: Gauge,
+    /// Nodes registered, by method (auth key, CLI, interactive...).
+    pub registrations: Family<MethodLabel, Counter>,
+    /// Events appended to the log, by event type.
+    pub events_appended: Family<TypeLabel, Counter>,
+    /// A command's time from submission to durable acknowledgement (queue, decide, append,
+    /// apply) — what an API call or registration waits for.
+    pub command_seconds: Histogram,
+    /// One group commit's write + fdatasync.
+    pub flush_seconds: Histogram,
+    /// Map messages sent, `full` (a stream's first) or `delta`, and keep-alives.
+    pub map_messages: Family<KindLabel, Counter>,
+    pub map_bytes: Family<KindLabel, Counter>,
+    /// From the hub's tick starting with changes pending to every affected session's
+    /// message being queued.
+    pub fanout_seconds: Histogram,
+    /// Clients connected to the embedded DERP relay.
+    pub derp_connections: Gauge,
+    /// Bytes the embedded DERP relay received from and sent to clients.
+    pub derp_bytes: Family<DirectionLabel, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("headscale");
+        let nodes_connected = Gauge::default();
+        let registrations = Family::default();
+        let events_appended = Family::default();
+        // 50 µs … ~1.6 s
+        let command_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let flush_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let map_messages = Family::default();
+        let map_bytes = Family::default();
+        // 100 µs … ~3.3 s
+        let fanout_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let derp_connections = Gauge::default();
+        let derp_bytes = Family::default();
+        registry.register(
+            "nodes_connected",
+            "Nodes with an open map stream",
+            nodes_connected.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Nodes registered, by method",
+            registrations.clone(),
+        );
+        registry.register(
+            "events_appended",
+            "Events appended to the log, by type",
+            events_appended.clone(),
+        );
+        registry.register(
+            "command_duration_seconds",
+            "Submission to durable acknowledgement of one command",
+            command_seconds.clone(),
+        );
+        registry.register(
+            "log_flush_duration_seconds",
+            "Write and fdatasync of one group commit",
+            flush_seconds.clone(),
+        );
+        registry.register(
+            "map_messages",
+            "Map messages sent: full, delta, keepalive",
+            map_messages.clone(),
+        );
+        registry.register(
+            "map_bytes",
+            "Bytes of map messages on the wire (after compression): full, delta, keepalive",
+            map_bytes.clone(),
+        );
+        registry.register(
+            "map_fanout_duration_seconds",
+            "From a tick with pending changes to every affected session's message queued",
+            fanout_seconds.clone(),
+        );
+        registry.register(
+            "derp_connections",
+            "Clients connected to the embedded DERP relay",
+            derp_connections.clone(),
+        );
+        registry.register(
+            "derp_bytes",
+            "Bytes through the embedded DERP relay: received, sent",
+            derp_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            nodes_connected,
+            registrations,
+            events_appended,
+            command_seconds,
+            flush_seconds,
+            map_messages,
+            map_bytes,
+            fanout_seconds,
+            derp_connections,
+            derp_bytes,
+        }
+    }
+
+    pub fn event(&self, kind: &'static str) {
+        self.events_appended
+            .get_or_create(&TypeLabel { r#type: kind })
+            .inc();
+    }
+
+    pub fn map_message(&self, kind: &'static str, bytes: usize) {
+        self.map_messages.get_or_create(&KindLabel { kind }).inc();
+        self.map_bytes
+            .get_or_create(&KindLabel { kind })
+            .inc_by(bytes as u64);
+    }
+
+    pub fn derp_bytes(&self, direction: &'static str, bytes: usize) {
+        self.derp_bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(bytes as u64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family() {
+        let m = metrics();
+        m.event("UserCreated");
+        m.map_message("full", 100);
+        m.derp_bytes("received", 5);
+        m.registrations
+            .get_or_create(&MethodLabel { method: "cli" })
+            .inc();
+        let text = m.encode();
+        for name in [
+            "headscale_nodes_connected",
+            "headscale_registrations_total{method=\"cli\"}",
+            "headscale_events_appended_total{type=\"UserCreated\"}",
+            "headscale_command_duration_seconds_bucket",
+            "headscale_log_flush_duration_seconds_bucket",
+            "headscale_map_messages_total{kind=\"full\"}",
+            "headscale_map_bytes_total{kind=\"full\"}",
+            "headscale_map_fanout_duration_seconds_bucket",
+            "headscale_derp_connections",
+            "headscale_derp_bytes_total{direction=\"received\"}",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

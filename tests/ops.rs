@@ -1,0 +1,197 @@
+//! The operations surface of the real binary: `/health`, `/version`, `/robots.txt` on the main
+//! listener; Prometheus `/metrics` and the `/debug/*` JSON pages on `metrics_listen_addr`,
+//! checked while two nodes of our own client hold map streams.
+
+mod common;
+
+use common::{free_port, http, TestServer};
+use headscale::client::{self, ControlClient};
+use headscale::tailcfg::{RegisterAuth, RegisterRequest};
+use std::time::{Duration, Instant};
+use x25519_dalek::StaticSecret;
+
+const CAPVER: u16 = 145;
+
+/// A plain GET; status, content type and body text.
+fn get(port: u16, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    // Chunked bodies: good enough to search in; JSON pages are parsed from the first `{`.
+    (status, content_type, body.to_string())
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    let start = body.find('{').expect("a JSON body");
+    let end = body.rfind('}').expect("a JSON body");
+    serde_json::from_str(&body[start..=end]).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// A number from the exposition, e.g. `headscale_nodes_connected`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+}
+
+async fn join_and_stream(server: &TestServer, key: &str, hostname: &str) -> client::MapStream {
+    let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
+    let client = ControlClient::connect(&server.url(), machine, CAPVER)
+        .await
+        .unwrap();
+    let (node_key, _) = client::random_key("nodekey:");
+    let (disco_key, _) = client::random_key("discokey:");
+    let answer = client
+        .register(&RegisterRequest {
+            version: CAPVER.into(),
+            node_key: node_key.clone(),
+            auth: Some(RegisterAuth {
+                auth_key: key.into(),
+            }),
+            hostinfo: Some(headscale::tailcfg::Hostinfo {
+                hostname: hostname.into(),
+                os: "linux".into(),
+                routable_ips: Some(vec!["10.9.0.0/24".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(answer.machine_authorized, "{answer:?}");
+    let request = client.stream_request(&node_key, &disco_key, vec!["192.0.2.1:41641".into()]);
+    let mut stream = client.map_stream(&request).await.unwrap();
+    stream
+        .next_within(Duration::from_secs(10))
+        .await
+        .expect("a full map")
+        .unwrap();
+    stream
+}
+
+#[test]
+fn health_version_and_robots_on_the_main_listener() {
+    let server = TestServer::start();
+    let (status, body) = http(server.port, "GET", "/health", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("pass")));
+    let (status, body) = http(server.port, "GET", "/version", None);
+    assert_eq!(status, 200);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let (status, _, text) = get(server.port, "/robots.txt");
+    assert_eq!(status, 200);
+    assert!(text.contains("Disallow: /"), "{text}");
+    // The metrics listener is off in the default test config: nothing else listens.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_debug_pages_describe_the_live_server() {
+    let metrics_port = free_port();
+    let mut server = TestServer::new("tuning:\n  batch_change_delay: 50ms\n");
+    server.env.push((
+        "HEADSCALE_METRICS_LISTEN_ADDR".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ));
+    server.spawn();
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
+        .trim()
+        .to_string();
+    let mut a = join_and_stream(&server, &key, "alpha").await;
+    let _b = join_and_stream(&server, &key, "beta").await;
+    // alpha hears of beta: one delta.
+    a.next_within(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    server.ok(&["routes", "enable", "--route", "10.9.0.0/24", "--id", "1"]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, content_type, text) = get(metrics_port, "/metrics");
+        assert_eq!(status, 200);
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        if sample(&text, "headscale_nodes_connected") == 2.0
+            && text.contains("headscale_map_messages_total{kind=\"delta\"}")
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sample(&text, "headscale_nodes_connected"), 2.0, "{text}");
+    assert_eq!(
+        sample(&text, "headscale_registrations_total{method=\"authkey\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "headscale_events_appended_total{type=\"UserCreated\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "headscale_map_messages_total{kind=\"full\"}"),
+        2.0
+    );
+    assert!(sample(&text, "headscale_map_messages_total{kind=\"delta\"}") >= 1.0);
+    assert!(sample(&text, "headscale_map_bytes_total{kind=\"full\"}") > 100.0);
+    assert!(sample(&text, "headscale_command_duration_seconds_count") >= 4.0);
+    assert!(sample(&text, "headscale_log_flush_duration_seconds_count") >= 4.0);
+    assert!(sample(&text, "headscale_map_fanout_duration_seconds_count") >= 1.0);
+    assert!(text.contains("headscale_derp_connections"));
+
+    let (status, _, body) = get(metrics_port, "/debug/");
+    assert_eq!(status, 200);
+    let index = json_of(&body);
+    assert!(index["pages"].as_array().unwrap().len() >= 7, "{index}");
+
+    let (_, _, body) = get(metrics_port, "/debug/nodes");
+    let nodes = json_of(&body);
+    assert_eq!(nodes["count"], 2, "{nodes}");
+    assert_eq!(nodes["nodes"][0]["name"], "alpha");
+    assert_eq!(nodes["nodes"][0]["online"], true);
+    assert_eq!(nodes["nodes"][0]["endpoints"][0], "192.0.2.1:41641");
+
+    let (_, _, body) = get(metrics_port, "/debug/sessions");
+    let sessions = json_of(&body);
+    assert_eq!(sessions["count"], 2, "{sessions}");
+
+    let (_, _, body) = get(metrics_port, "/debug/routes");
+    let routes = json_of(&body);
+    assert_eq!(routes["primaries"][0]["prefix"], "10.9.0.0/24", "{routes}");
+    assert_eq!(routes["primaries"][0]["node"], 1);
+
+    let (_, _, body) = get(metrics_port, "/debug/policy");
+    assert_eq!(json_of(&body)["set"], false);
+    let (status, _, body) = get(metrics_port, "/debug/filter?node=1");
+    assert_eq!(status, 200);
+    let filter = json_of(&body);
+    assert_eq!(filter["visiblePeers"], 1, "{filter}");
+    assert!(filter["packetFilter"].is_array(), "{filter}");
+    let (status, _, _) = get(metrics_port, "/debug/filter?node=99");
+    assert_eq!(status, 404);
+    let (status, _, body) = get(metrics_port, "/debug/derp");
+    assert_eq!(status, 200);
+    assert!(json_of(&body)["Regions"].is_object(), "{body}");
+}
