@@ -485,8 +485,8 @@ fn valid_auth_id(key: &str) -> Result<(), ApiError> {
 ///
 /// With a `key` (a registration id `hskey-authreq-…`), as headscale: a made-up machine's
 /// login is queued under that id and echoed back as a node that does not exist yet (id 0,
-/// zero times); `node/register` or `auth/register` then registers it. Without a key (ours),
-/// the node is registered for `user` at once, with `routes` announced.
+/// zero times); `node/register` or `auth/register` then registers it. Without a key, or with
+/// a `nodekey:…` (ours), the node is registered for `user` at once, with `routes` announced.
 pub async fn debug_create(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -501,7 +501,16 @@ pub async fn debug_create(
     };
     let routes = parse_routes(&body.routes)?;
     let machine = MachineKey(random_key());
-    if let Some(auth_id) = body.key.as_deref().filter(|k| !k.is_empty()) {
+    let key = body.key.as_deref().filter(|k| !k.is_empty());
+    // Ours: a `nodekey:…` registers the node at once under that node key.
+    let node_key = match key.filter(|k| k.starts_with("nodekey:")) {
+        Some(text) => Some(
+            NodeKey::parse(text, true)
+                .map_err(|e| ApiError::BadRequest(format!("invalid node key {text:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(auth_id) = key.filter(|_| node_key.is_none()) {
         valid_auth_id(auth_id)?;
         let pending = pending(&ctx)?;
         let node_key = NodeKey(random_key());
@@ -534,7 +543,7 @@ pub async fn debug_create(
             actor,
             Command::RegisterNode {
                 machine_key: machine,
-                node_key: NodeKey(random_key()),
+                node_key: node_key.unwrap_or_else(|| NodeKey(random_key())),
                 hostinfo,
                 auth: RegisterAuth::Admin { user },
                 requested_expiry: None,
