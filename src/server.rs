@@ -226,6 +226,24 @@ pub fn start_map_hub(
     })
 }
 
+/// `GET /version`, in headscale's shape (its `go` object names the platform we run on;
+/// architectures use Go's names so tools that parse them keep working).
+fn version_info() -> serde_json::Value {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    serde_json::json!({
+        "version": VERSION,
+        "commit": "unknown",
+        "buildTime": "unknown",
+        "go": {"version": "none (rust)", "os": std::env::consts::OS, "arch": arch},
+        "dirty": false,
+    })
+}
+
 /// Routes on the main (TCP) listener.
 fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContext) -> Router {
     let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
@@ -235,15 +253,25 @@ fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContex
     Router::new()
         .route(
             "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "pass"})) }),
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/health+json; charset=utf-8",
+                    )],
+                    serde_json::json!({"status": "pass"}).to_string(),
+                )
+            }),
         )
-        .route(
-            "/version",
-            get(|| async { axum::Json(serde_json::json!({"version": VERSION})) }),
-        )
+        .route("/version", get(|| async { axum::Json(version_info()) }))
         .route(
             "/robots.txt",
-            get(|| async { "User-agent: *\nDisallow: /\n" }),
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                    "User-agent: *\nDisallow: /",
+                )
+            }),
         )
         .merge(control::server_key::router(server_key.public()))
         .merge(control::login_page::router(machine.pending.clone()))

@@ -375,10 +375,10 @@ fn tcp_api_needs_a_valid_api_key() {
         .to_string();
     assert!(key.starts_with("hskey-api-"), "{key}");
 
+    // headscale's answer: a plain-text "Unauthorized" (tests/golden/api/auth.*.json).
     let (status, body) = http(server.port, "GET", "/api/v1/user", None);
     assert_eq!(status, 401);
-    assert_eq!(body["code"], 16);
-    assert!(body["message"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(body, Value::Null);
     let (status, _) = http(
         server.port,
         "GET",
@@ -419,7 +419,7 @@ fn tcp_api_needs_a_valid_api_key() {
     let (status, _) = http(server.port, "GET", "/api/v1/user", Some(&key));
     assert_eq!(status, 401);
     let listed = server.json(&["apikeys", "list"]);
-    assert_eq!(listed[0]["prefix"], prefix.as_str());
+    assert_eq!(listed[0]["prefix"], format!("hskey-api-{prefix}-***"));
     server.ok(&["apikeys", "delete", "-p", &prefix]);
     assert!(server
         .json(&["apikeys", "list"])

@@ -74,6 +74,19 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// An error response with an explicit status and gRPC code.
+pub fn status_body(status: StatusCode, code: i32, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            message: message.into(),
+            details: vec![],
+        }),
+    )
+        .into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -94,4 +107,51 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// A JSON request body read the way headscale's gateway reads one: any content type, an empty
+/// body is `{}`, unknown fields are ignored (serde's default), and anything unreadable is a
+/// 400 with the `{code: 3, message, details}` body rather than axum's plain-text rejection.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let first = text.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "invalid request body: expected a JSON object".into(),
+            ));
+        }
+        serde_json::from_slice(text)
+            .map(ApiJson)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    }
+}
+
+/// The TCP listener's answer to a missing, unknown or expired API key: headscale's plain
+/// `401 Unauthorized` (not the JSON error body the API itself uses).
+pub fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        "Unauthorized",
+    )
+        .into_response()
 }

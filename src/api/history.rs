@@ -2,7 +2,7 @@
 //! the whole state at any past point, and the policy document (get, set, check).
 
 use super::wire::{self, EventWire};
-use super::{resolve_at, ApiContext, ApiError};
+use super::{resolve_at, ApiContext, ApiError, ApiJson};
 use crate::core::event::Event;
 use crate::core::ids::NodeId;
 use crate::core::{Actor, Command};
@@ -175,7 +175,7 @@ pub struct PolicyBody {
 pub async fn set_policy(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<PolicyBody>,
+    ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !ctx.policy_in_database {
         return Err(ApiError::BadRequest(
@@ -192,7 +192,7 @@ pub async fn set_policy(
 /// same one-line refusal `PUT /api/v1/policy` gives.
 pub async fn check_policy(
     State(ctx): State<ApiContext>,
-    Json(body): Json<PolicyBody>,
+    ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let state = ctx.state_at(None)?;
     crate::core::policy::check_for_state(&body.policy, &state)

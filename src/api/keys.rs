@@ -2,7 +2,7 @@
 //! and only the hash reaches the log; the full key is in the create response only.
 
 use super::wire::{self, ApiKeyWire, PreAuthKeyWire};
-use super::{parse_id, ApiContext, ApiError};
+use super::{parse_id, ApiContext, ApiError, ApiJson};
 use crate::core::event::Event;
 use crate::core::ids::{ApiKeyId, PreAuthKeyId, UserId};
 use crate::core::{Actor, Command, Timestamp};
@@ -101,9 +101,12 @@ pub struct PreAuthKeyResponse {
 pub async fn create_pre_auth(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<CreatePreAuthBody>,
+    ApiJson(body): ApiJson<CreatePreAuthBody>,
 ) -> Result<Json<PreAuthKeyResponse>, ApiError> {
     let now = ctx.now();
+    for tag in &body.acl_tags {
+        validate_tag(tag)?;
+    }
     let user = match body.user.as_deref() {
         Some(text) => Some(UserId(parse_id("user", text)?)),
         None => None,
@@ -154,18 +157,47 @@ pub struct IdBody {
     prefix: Option<String>,
 }
 
-fn pre_auth_key_id(id: Option<&str>) -> Result<PreAuthKeyId, ApiError> {
-    let id = id.ok_or_else(|| ApiError::BadRequest("missing pre-auth key id".into()))?;
-    Ok(PreAuthKeyId(parse_id("pre-auth key", id)?))
+fn optional_pre_auth_key_id(id: Option<&str>) -> Result<Option<PreAuthKeyId>, ApiError> {
+    match id.filter(|s| !s.is_empty()) {
+        None | Some("0") => Ok(None),
+        Some(id) => Ok(Some(PreAuthKeyId(parse_id("pre-auth key", id)?))),
+    }
+}
+
+/// Expire and delete of a pre-auth key that does not exist succeed, as in headscale.
+fn ignore_not_found<T>(result: Result<T, ApiError>) -> Result<(), ApiError> {
+    match result {
+        Ok(_) | Err(ApiError::NotFound(_)) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
+/// headscale's tag rules for pre-auth keys beyond the `tag:` prefix (which the core checks):
+/// lower case, no spaces.
+fn validate_tag(tag: &str) -> Result<(), ApiError> {
+    if tag.to_lowercase() != tag {
+        return Err(ApiError::BadRequest(format!(
+            "invalid tag {tag:?}: tag should be lowercase"
+        )));
+    }
+    if tag.split_whitespace().count() > 1 {
+        return Err(ApiError::BadRequest(format!(
+            "invalid tag {tag:?}: tags must not contain spaces"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn expire_pre_auth(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<IdBody>,
+    ApiJson(body): ApiJson<IdBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = pre_auth_key_id(body.id.as_deref())?;
-    ctx.execute(actor, Command::ExpirePreAuthKey { id }).await?;
+    // As headscale: a missing or unknown id is not an error (nothing to expire).
+    let Some(id) = optional_pre_auth_key_id(body.id.as_deref())? else {
+        return Ok(Json(serde_json::json!({})));
+    };
+    ignore_not_found(ctx.execute(actor, Command::ExpirePreAuthKey { id }).await)?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -179,8 +211,10 @@ pub async fn delete_pre_auth(
     Extension(actor): Extension<Actor>,
     Query(query): Query<IdQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = pre_auth_key_id(query.id.as_deref())?;
-    ctx.execute(actor, Command::DeletePreAuthKey { id }).await?;
+    let Some(id) = optional_pre_auth_key_id(query.id.as_deref())? else {
+        return Ok(Json(serde_json::json!({})));
+    };
+    ignore_not_found(ctx.execute(actor, Command::DeletePreAuthKey { id }).await)?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -213,7 +247,7 @@ pub struct CreateApiBody {
 pub async fn create_api(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<CreateApiBody>,
+    ApiJson(body): ApiJson<CreateApiBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let expiration = parse_expiration(
         body.expiration.as_deref(),
@@ -240,23 +274,32 @@ fn api_key_id(
     prefix: Option<&str>,
 ) -> Result<ApiKeyId, ApiError> {
     let state = ctx.state_at(None)?;
+    // Listings show `hskey-api-<prefix>-***`; either form names the key.
+    let prefix = prefix.map(|p| {
+        p.strip_prefix("hskey-api-")
+            .and_then(|p| p.strip_suffix("-***"))
+            .unwrap_or(p)
+    });
     match (
-        id.filter(|s| !s.is_empty()),
+        id.filter(|s| !s.is_empty() && *s != "0"),
         prefix.filter(|s| !s.is_empty()),
     ) {
-        (Some(id), _) => Ok(ApiKeyId(parse_id("api key", id)?)),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "provide either id or prefix, not both".into(),
+        )),
+        (Some(id), None) => Ok(ApiKeyId(parse_id("api key", id)?)),
         (None, Some(prefix)) => state
             .api_key_by_prefix(prefix)
             .map(|k| k.id)
             .ok_or_else(|| ApiError::NotFound(format!("api key with prefix {prefix:?} not found"))),
-        (None, None) => Err(ApiError::BadRequest("give an api key prefix or id".into())),
+        (None, None) => Err(ApiError::BadRequest("must provide id or prefix".into())),
     }
 }
 
 pub async fn expire_api(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<IdBody>,
+    ApiJson(body): ApiJson<IdBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = api_key_id(&ctx, body.id.as_deref(), body.prefix.as_deref())?;
     ctx.execute(actor, Command::ExpireApiKey { id }).await?;

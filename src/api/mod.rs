@@ -9,7 +9,7 @@ mod nodes;
 mod users;
 pub mod wire;
 
-pub use error::ApiError;
+pub use error::{ApiError, ApiJson};
 
 use crate::core::{Actor, Command, Envelope, State, Timestamp};
 use crate::engine::EngineHandle;
@@ -18,7 +18,7 @@ use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
@@ -141,7 +141,11 @@ pub fn router(ctx: ApiContext) -> Router {
             axum::routing::delete(keys::delete_api),
         )
         .route("/api/v1/node", get(nodes::list))
-        .route("/api/v1/node/register", post(nodes::register))
+        .route(
+            "/api/v1/node/register",
+            post(nodes::register).get(nodes::get_register),
+        )
+        .route("/api/v1/node/backfillips", post(nodes::backfill_ips))
         .route("/api/v1/auth/register", post(nodes::auth_register))
         .route("/api/v1/auth/approve", post(nodes::auth_approve))
         .route("/api/v1/auth/reject", post(nodes::auth_reject))
@@ -171,6 +175,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/events/verify", get(history::verify))
         .route("/api/v1/events/{seq}", get(history::show_event))
         .route("/api/v1/state", get(history::state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .with_state(ctx)
 }
@@ -183,24 +189,52 @@ pub async fn local_trust(mut request: Request, next: Next) -> Response {
 
 /// Bearer authentication for the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by
 /// prefix and compared by hash in constant time (with a dummy compare for unknown prefixes).
+/// Failures get headscale's plain-text `401 Unauthorized`. Paths outside `/api/` (which reach
+/// this router only through its fallback) pass through unauthenticated.
 pub async fn require_api_key(
     AxumState(ctx): AxumState<ApiContext>,
     mut request: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
     let header = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let token = header
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| ApiError::Unauthorized("missing Bearer API key".into()))?;
-    let state = ctx.state_at(None)?;
-    let id = authenticate_api_key(&state, token, ctx.now())
-        .ok_or_else(|| ApiError::Unauthorized("invalid or expired API key".into()))?;
+    let Some(token) = header.strip_prefix("Bearer ") else {
+        return error::unauthorized();
+    };
+    let state = match ctx.state_at(None) {
+        Ok(state) => state,
+        Err(e) => return e.into_response(),
+    };
+    let Some(id) = authenticate_api_key(&state, token, ctx.now()) else {
+        return error::unauthorized();
+    };
     request.extensions_mut().insert(Actor::ApiKey(id));
-    Ok(next.run(request).await)
+    next.run(request).await
+}
+
+/// Unknown paths: headscale's gateway answers `/api/...` with a JSON 404 (code 5); anything
+/// else is a plain 404.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        error::status_body(axum::http::StatusCode::NOT_FOUND, 5, "Not Found")
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    }
+}
+
+/// A known path with the wrong method: headscale's gateway says 501, code 12 (Unimplemented).
+async fn method_not_allowed() -> Response {
+    error::status_body(
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        12,
+        "Method Not Allowed",
+    )
 }
 
 /// Checks an API key against the state; the key's id when it is valid now.

@@ -3,7 +3,7 @@
 
 use super::keys::lenient_id;
 use super::wire::{self, NodeWire};
-use super::{parse_id, ApiContext, ApiError};
+use super::{parse_id, ApiContext, ApiError, ApiJson};
 use crate::core::event::{Event, NodeHostinfo};
 use crate::core::ids::{NodeId, UserId};
 use crate::core::keys::{MachineKey, NodeKey};
@@ -67,7 +67,12 @@ pub async fn list(
         .filter(|n| user.is_none() || n.user == user)
         .map(|n| {
             let presence = live.then(|| ctx.presence(n.id)).flatten();
-            wire::node(&state, n, now, presence.as_ref())
+            let mut node = wire::node(&state, n, now, presence.as_ref());
+            // As headscale's listing: tagged nodes belong to the "tagged-devices" pseudo-user.
+            if !n.tags.is_empty() {
+                node.user = Some(wire::tagged_devices_user());
+            }
+            node
         })
         .collect();
     Ok(Json(NodeList { nodes }))
@@ -89,6 +94,12 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     node_response(&ctx, node_id(&id)?)
+}
+
+/// `GET /api/v1/node/register`: headscale's gateway reads this as `GET /api/v1/node/{id}`
+/// with the id "register".
+pub async fn get_register() -> ApiError {
+    ApiError::BadRequest("invalid node id \"register\": expected a number".into())
 }
 
 pub async fn delete(
@@ -174,9 +185,27 @@ pub async fn set_tags(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<TagsBody>,
+    ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let id = node_id(&id)?;
+    // As headscale: under a policy, only tags it defines (in `tagOwners`) may be set.
+    let state = ctx.state_at(None)?;
+    if let Some(policy) = &state.policy {
+        if let Ok(policy) = crate::core::policy::checked::Policy::parse(&policy.text) {
+            let unknown: Vec<&str> = body
+                .tags
+                .iter()
+                .filter(|t| t.starts_with("tag:") && !policy.tag_owners.contains_key(*t))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "requested tags [{}] are invalid or not permitted",
+                    unknown.join(" ")
+                )));
+            }
+        }
+    }
     ctx.execute(
         actor,
         Command::SetNodeTags {
@@ -198,7 +227,7 @@ pub async fn move_to_user(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<MoveBody>,
+    ApiJson(body): ApiJson<MoveBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let id = node_id(&id)?;
     let state = ctx.state_at(None)?;
@@ -247,7 +276,7 @@ pub async fn approve_routes(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<RoutesBody>,
+    ApiJson(body): ApiJson<RoutesBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let id = node_id(&id)?;
     let routes = parse_routes(&body.routes)?;
@@ -295,6 +324,7 @@ async fn complete_login(
     key: &str,
     user: Option<&str>,
 ) -> Result<Json<NodeResponse>, ApiError> {
+    valid_auth_id(key.trim())?;
     let pending = pending(ctx)?;
     let Some((id, login)) = pending.find(key.trim()) else {
         return Err(no_pending(key));
@@ -352,7 +382,7 @@ pub struct AuthBody {
 pub async fn auth_register(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<AuthBody>,
+    ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let user = body.user.unwrap_or_default();
     if user.is_empty() {
@@ -365,17 +395,31 @@ pub async fn auth_register(
 pub async fn auth_approve(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<AuthBody>,
+    ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let _approved = complete_login(&ctx, actor, &body.auth_id, body.user.as_deref()).await?;
+    valid_auth_id(body.auth_id.trim())?;
+    let pending = pending(&ctx)?;
+    let Some((_, login)) = pending.find(body.auth_id.trim()) else {
+        return Err(no_pending(&body.auth_id));
+    };
+    // A machine without a node has no owner to approve it for: like headscale, the answer is
+    // success, and the login keeps waiting for `auth register --user`.
+    let known = ctx
+        .state_at(None)?
+        .node_by_machine_key(&login.machine_key)
+        .is_some();
+    if known {
+        let _node = complete_login(&ctx, actor, &body.auth_id, body.user.as_deref()).await?;
+    }
     Ok(Json(serde_json::json!({})))
 }
 
 /// `POST /api/v1/auth/reject`: the waiting client is told it was refused.
 pub async fn auth_reject(
     State(ctx): State<ApiContext>,
-    Json(body): Json<AuthBody>,
+    ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_auth_id(body.auth_id.trim())?;
     let pending = pending(&ctx)?;
     let Some((id, _)) = pending.find(body.auth_id.trim()) else {
         return Err(no_pending(&body.auth_id));
@@ -389,6 +433,23 @@ pub async fn auth_reject(
     Ok(Json(serde_json::json!({})))
 }
 
+#[derive(Deserialize, Default)]
+pub struct BackfillQuery {
+    #[serde(default)]
+    confirmed: bool,
+}
+
+/// `POST /api/v1/node/backfillips?confirmed=true`: every node gets an address from each
+/// configured family at registration and keeps it, so there is never anything to fill in.
+pub async fn backfill_ips(
+    Query(query): Query<BackfillQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !query.confirmed {
+        return Err(ApiError::BadRequest("not confirmed, aborting".into()));
+    }
+    Ok(Json(serde_json::json!({ "changes": [] })))
+}
+
 #[derive(Deserialize)]
 pub struct DebugNodeBody {
     user: String,
@@ -399,11 +460,37 @@ pub struct DebugNodeBody {
     routes: Vec<String>,
 }
 
-/// Registers a made-up node for `user` directly (a test and demo aid: no client is needed).
+/// headscale's registration ids: `hskey-authreq-` and 24 random characters. Ours (from a
+/// client's AuthURL) are the 24 characters alone, and a node key names its login too.
+fn valid_auth_id(key: &str) -> Result<(), ApiError> {
+    let ours = key.len() == 24 && key.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ours || key.starts_with("nodekey:") {
+        return Ok(());
+    }
+    if !key.starts_with("hskey-authreq-") {
+        return Err(ApiError::BadRequest(
+            "auth ID has invalid prefix: expected prefix \"hskey-authreq-\"".into(),
+        ));
+    }
+    if key.len() != 38 {
+        return Err(ApiError::BadRequest(format!(
+            "auth ID has invalid length: expected 38, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/debug/node` (a test and demo aid: no client is needed).
+///
+/// With a `key` (a registration id `hskey-authreq-…`), as headscale: a made-up machine's
+/// login is queued under that id and echoed back as a node that does not exist yet (id 0,
+/// zero times); `node/register` or `auth/register` then registers it. Without a key, or with
+/// a `nodekey:…` (ours), the node is registered for `user` at once, with `routes` announced.
 pub async fn debug_create(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<DebugNodeBody>,
+    ApiJson(body): ApiJson<DebugNodeBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let state = ctx.state_at(None)?;
     let user = find_user(&state, &body.user)?;
@@ -412,24 +499,51 @@ pub async fn debug_create(
         rand::thread_rng().fill_bytes(&mut bytes);
         bytes
     };
-    let node_key = match body.key.as_deref().filter(|k| !k.is_empty()) {
-        Some(text) => NodeKey::parse(text, true)
-            .map_err(|e| ApiError::BadRequest(format!("invalid node key {text:?}: {e}")))?,
-        None => NodeKey(random_key()),
+    let routes = parse_routes(&body.routes)?;
+    let machine = MachineKey(random_key());
+    let key = body.key.as_deref().filter(|k| !k.is_empty());
+    // Ours: a `nodekey:…` registers the node at once under that node key.
+    let node_key = match key.filter(|k| k.starts_with("nodekey:")) {
+        Some(text) => Some(
+            NodeKey::parse(text, true)
+                .map_err(|e| ApiError::BadRequest(format!("invalid node key {text:?}: {e}")))?,
+        ),
+        None => None,
     };
-    let machine = random_key();
+    if let Some(auth_id) = key.filter(|_| node_key.is_none()) {
+        valid_auth_id(auth_id)?;
+        let pending = pending(&ctx)?;
+        let node_key = NodeKey(random_key());
+        pending.insert(
+            auth_id,
+            crate::control::pending::PendingLogin {
+                machine_key: machine,
+                node_key,
+                hostinfo: NodeHostinfo {
+                    hostname: body.name.clone(),
+                    ..Default::default()
+                },
+                ephemeral: false,
+                requested_expiry: None,
+            },
+        );
+        let owner = state.users.get(&user).map(wire::user);
+        return Ok(Json(NodeResponse {
+            node: wire::pending_node(machine, node_key, &body.name, owner, &routes),
+        }));
+    }
     let entropy = rand::thread_rng().next_u64();
     let hostinfo = NodeHostinfo {
         hostname: body.name,
-        advertised_routes: parse_routes(&body.routes)?,
+        advertised_routes: routes,
         ..Default::default()
     };
     let events = ctx
         .execute(
             actor,
             Command::RegisterNode {
-                machine_key: MachineKey(machine),
-                node_key,
+                machine_key: machine,
+                node_key: node_key.unwrap_or_else(|| NodeKey(random_key())),
                 hostinfo,
                 auth: RegisterAuth::Admin { user },
                 requested_expiry: None,
@@ -547,7 +661,7 @@ async fn change_route(
 pub async fn enable_route(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<RouteChangeBody>,
+    ApiJson(body): ApiJson<RouteChangeBody>,
 ) -> Result<Json<NodeList>, ApiError> {
     change_route(ctx, actor, body, true).await
 }
@@ -555,7 +669,7 @@ pub async fn enable_route(
 pub async fn disable_route(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<RouteChangeBody>,
+    ApiJson(body): ApiJson<RouteChangeBody>,
 ) -> Result<Json<NodeList>, ApiError> {
     change_route(ctx, actor, body, false).await
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/user`: create, list (with filters and `at`), rename, delete.
 
 use super::wire::{self, UserWire};
-use super::{parse_id, ApiContext, ApiError};
+use super::{parse_id, ApiContext, ApiError, ApiJson};
 use crate::core::event::Event;
 use crate::core::ids::UserId;
 use crate::core::{Actor, Command};
@@ -70,7 +70,7 @@ pub struct UserResponse {
 pub async fn create(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<CreateBody>,
+    ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let events = ctx
         .execute(

@@ -28,7 +28,21 @@ pub fn user(user: &User) -> UserWire {
         display_name: user.display_name.clone(),
         email: user.email.clone(),
         provider_id: String::new(),
-        provider: "cli".into(),
+        provider: String::new(),
+        profile_pic_url: String::new(),
+    }
+}
+
+/// headscale's stand-in owner for tagged nodes in node listings (its fixed id and names).
+pub fn tagged_devices_user() -> UserWire {
+    UserWire {
+        id: "2147455555".into(),
+        name: "tagged-devices".into(),
+        created_at: ZERO_TIME.into(),
+        display_name: "Tagged Devices".into(),
+        email: String::new(),
+        provider_id: String::new(),
+        provider: String::new(),
         profile_pic_url: String::new(),
     }
 }
@@ -94,7 +108,7 @@ pub struct ApiKeyWire {
 pub fn api_key(key: &ApiKey) -> ApiKeyWire {
     ApiKeyWire {
         id: key.id.to_string(),
-        prefix: key.prefix.clone(),
+        prefix: format!("hskey-api-{}-***", key.prefix),
         expiration: key.expiration.to_rfc3339(),
         created_at: key.created_at.to_rfc3339(),
         last_seen: None,
@@ -151,7 +165,7 @@ pub fn node(
         disco_key: presence
             .and_then(|p| p.disco_key)
             .map(|k| k.to_string())
-            .unwrap_or_default(),
+            .unwrap_or_else(|| format!("discokey:{}", "0".repeat(64))),
         ip_addresses: node
             .ipv4
             .map(|a| a.to_string())
@@ -160,9 +174,13 @@ pub fn node(
             .collect(),
         name: node.hostinfo.hostname.clone(),
         user: node.user.and_then(|id| state.users.get(&id)).map(user),
-        last_seen: presence
-            .and_then(|p| if p.online { Some(now) } else { p.last_seen })
-            .map(Timestamp::to_rfc3339),
+        // Never connected: the registration time, as headscale records it.
+        last_seen: Some(
+            presence
+                .and_then(|p| if p.online { Some(now) } else { p.last_seen })
+                .unwrap_or(node.created_at)
+                .to_rfc3339(),
+        ),
         expiry: node.expiry.map(Timestamp::to_rfc3339),
         pre_auth_key: node
             .auth_key
@@ -179,6 +197,42 @@ pub fn node(
         authorized: node.authorized,
         ephemeral: node.ephemeral,
         expired: node.is_expired(now),
+    }
+}
+
+/// The zero time headscale shows for unset times of a node that does not exist yet.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// headscale's echo of a `debug/node` request: the queued login as a not-yet-node (id 0).
+pub fn pending_node(
+    machine_key: crate::core::keys::MachineKey,
+    node_key: crate::core::keys::NodeKey,
+    name: &str,
+    user: Option<UserWire>,
+    routes: &[ipnet::IpNet],
+) -> NodeWire {
+    NodeWire {
+        id: "0".into(),
+        machine_key: machine_key.to_string(),
+        node_key: node_key.to_string(),
+        disco_key: format!("discokey:{}", "0".repeat(64)),
+        ip_addresses: vec![],
+        name: name.to_string(),
+        user,
+        last_seen: Some(ZERO_TIME.into()),
+        expiry: Some(ZERO_TIME.into()),
+        pre_auth_key: None,
+        created_at: ZERO_TIME.into(),
+        register_method: "REGISTER_METHOD_UNSPECIFIED".into(),
+        given_name: String::new(),
+        online: false,
+        approved_routes: vec![],
+        available_routes: routes.iter().map(|r| r.to_string()).collect(),
+        subnet_routes: vec![],
+        tags: vec![],
+        authorized: false,
+        ephemeral: false,
+        expired: false,
     }
 }
 

@@ -521,6 +521,7 @@ async fn pre_auth_keys(
             output::print_list(format, &items(&value, "preAuthKeys"), PRE_AUTH_KEY_COLUMNS)
         }
         PreAuthKeysCommand::Expire { id } => {
+            require_pre_auth_key(api, *id).await?;
             let value = api
                 .call(
                     Method::POST,
@@ -531,11 +532,27 @@ async fn pre_auth_keys(
             print_one(format, &value, &format!("Pre-auth key {id} expired"))
         }
         PreAuthKeysCommand::Delete { id } => {
+            require_pre_auth_key(api, *id).await?;
             let value = api
                 .call(Method::DELETE, &format!("/api/v1/preauthkey?id={id}"), None)
                 .await?;
             print_one(format, &value, &format!("Pre-auth key {id} deleted"))
         }
+    }
+}
+
+/// The API (like headscale's) answers expire/delete of an unknown pre-auth key with success;
+/// the CLI says plainly that there is no such key.
+async fn require_pre_auth_key(api: &Transport, id: u64) -> anyhow::Result<()> {
+    let value = api.call(Method::GET, "/api/v1/preauthkey", None).await?;
+    let wanted = id.to_string();
+    if items(&value, "preAuthKeys")
+        .iter()
+        .any(|k| k["id"].as_str() == Some(wanted.as_str()))
+    {
+        Ok(())
+    } else {
+        bail!("pre-auth key {id} not found")
     }
 }
 

@@ -102,6 +102,31 @@ impl PendingLogins {
         id
     }
 
+    /// Queues `login` under an id the caller chose (headscale's `debug/node` names its
+    /// registration `hskey-authreq-…`); replaces any login already under that id.
+    pub fn insert(&self, id: &str, login: PendingLogin) {
+        let mut table = self.table();
+        self.expire(&mut table);
+        if table.len() >= MAX_PENDING && !table.contains_key(id) {
+            if let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, e)| e.created)
+                .map(|(id, _)| id.clone())
+            {
+                table.remove(&oldest);
+            }
+        }
+        let (outcome, _) = watch::channel(None);
+        table.insert(
+            id.to_string(),
+            Entry {
+                login,
+                created: Instant::now(),
+                outcome,
+            },
+        );
+    }
+
     /// The login waiting under `key`: a registration id, or the node key it registers.
     pub fn find(&self, key: &str) -> Option<(String, PendingLogin)> {
         let mut table = self.table();
