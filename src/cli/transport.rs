@@ -97,6 +97,16 @@ impl Transport {
         let body = axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| anyhow!("cannot read the answer: {e}"))?;
+        // Like headscale, the server answers a refused key with a plain-text 401.
+        if status == axum::http::StatusCode::UNAUTHORIZED {
+            if let Transport::Remote(remote) = self {
+                bail!(
+                    "{} refused the API key (401 Unauthorized): check cli.api_key / \
+                     HEADSCALE_CLI_API_KEY",
+                    remote.base()
+                );
+            }
+        }
         let value: serde_json::Value = if body.is_empty() {
             serde_json::Value::Null
         } else {
@@ -107,15 +117,6 @@ impl Transport {
                 anyhow!("unexpected answer ({status}): {text}")
             })?
         };
-        if status == axum::http::StatusCode::UNAUTHORIZED {
-            if let Transport::Remote(remote) = self {
-                let why = value.get("message").and_then(|m| m.as_str()).unwrap_or("");
-                bail!(
-                    "{} refused the API key ({why}): check cli.api_key / HEADSCALE_CLI_API_KEY",
-                    remote.base()
-                );
-            }
-        }
         if !status.is_success() {
             let message = value
                 .get("message")
