@@ -93,6 +93,7 @@ pub fn live_context(
         policy_in_database: config.policy.mode == PolicyMode::Database,
         checkpoint_key: read_checkpoint_key(config),
         presence,
+        auth: api::AuthGuard::new(&config.trusted_proxies),
         pending: None,
     }
 }
@@ -309,9 +310,9 @@ async fn serve_tcp(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
@@ -322,8 +323,15 @@ async fn serve_tcp(
             _ = &mut stop => break,
         };
         let _ = tcp.set_nodelay(true);
+        // The peer address travels with each request (API rate limits, logs).
         let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
-            |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
         ));
         let tcp = crate::first_bytes::FirstBytesDeadline::new(tcp, HEADER_READ_TIMEOUT);
         let connection = builder

@@ -114,7 +114,11 @@ pub async fn serve(
             };
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
-                    router.clone().oneshot(request.map(Body::new))
+                    let mut request = request.map(Body::new);
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    router.clone().oneshot(request)
                 },
             );
             let connection = hyper::server::conn::http1::Builder::new()

@@ -235,7 +235,18 @@ pub async fn list_api(
 ) -> Result<Json<ApiKeyList>, ApiError> {
     let state = ctx.state_at(query.at.as_deref())?;
     Ok(Json(ApiKeyList {
-        api_keys: state.api_keys.values().map(wire::api_key).collect(),
+        api_keys: state
+            .api_keys
+            .values()
+            .map(|key| {
+                let mut wire = wire::api_key(key);
+                // Only what this server has seen: `--at` shows no volatile state.
+                if query.at.is_none() {
+                    wire.last_seen = ctx.auth.last_seen(key.id).map(|t| t.to_rfc3339());
+                }
+                wire
+            })
+            .collect(),
     }))
 }
 

@@ -2,6 +2,7 @@
 //! router serves the unix socket (local trust), the TCP listener (Bearer API key) and the
 //! CLI's offline mode, where it runs in-process over a read-only view of the store.
 
+mod auth;
 mod error;
 mod history;
 mod keys;
@@ -9,6 +10,7 @@ mod nodes;
 mod users;
 pub mod wire;
 
+pub use auth::{authenticate_api_key, require_api_key, AuthGuard};
 pub use error::{ApiError, ApiJson};
 
 use crate::core::{Actor, Command, Envelope, State, Timestamp};
@@ -16,7 +18,6 @@ use crate::engine::EngineHandle;
 use crate::store::replay::{load_state, seq_at_time};
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,6 +46,8 @@ pub struct ApiContext {
     pub checkpoint_key: Option<ed25519_dalek::VerifyingKey>,
     /// Live presence (online, last seen) from the map hub; `None` without a daemon.
     pub presence: Option<crate::control::map_hub::PresenceTable>,
+    /// API-key failures per source and each key's last use (volatile).
+    pub auth: AuthGuard,
     /// Interactive logins waiting for `nodes register`; `None` without a daemon.
     pub pending: Option<crate::control::pending::PendingLogins>,
 }
@@ -187,37 +190,6 @@ pub async fn local_trust(mut request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Bearer authentication for the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by
-/// prefix and compared by hash in constant time (with a dummy compare for unknown prefixes).
-/// Failures get headscale's plain-text `401 Unauthorized`. Paths outside `/api/` (which reach
-/// this router only through its fallback) pass through unauthenticated.
-pub async fn require_api_key(
-    AxumState(ctx): AxumState<ApiContext>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if !request.uri().path().starts_with("/api/") {
-        return next.run(request).await;
-    }
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Some(token) = header.strip_prefix("Bearer ") else {
-        return error::unauthorized();
-    };
-    let state = match ctx.state_at(None) {
-        Ok(state) => state,
-        Err(e) => return e.into_response(),
-    };
-    let Some(id) = authenticate_api_key(&state, token, ctx.now()) else {
-        return error::unauthorized();
-    };
-    request.extensions_mut().insert(Actor::ApiKey(id));
-    next.run(request).await
-}
-
 /// Unknown paths: headscale's gateway answers `/api/...` with a JSON 404 (code 5); anything
 /// else is a plain 404.
 async fn not_found(uri: axum::http::Uri) -> Response {
@@ -235,18 +207,6 @@ async fn method_not_allowed() -> Response {
         12,
         "Method Not Allowed",
     )
-}
-
-/// Checks an API key against the state; the key's id when it is valid now.
-pub fn authenticate_api_key(
-    state: &State,
-    token: &str,
-    now: Timestamp,
-) -> Option<crate::core::ids::ApiKeyId> {
-    let (prefix, secret) = crate::secrets::split_key(token, crate::secrets::API_KEY_KIND)?;
-    let key = state.api_key_by_prefix(prefix);
-    let matches = crate::secrets::secret_matches(secret, key.map(|k| &k.secret_hash));
-    key.filter(|k| matches && k.expiration > now).map(|k| k.id)
 }
 
 async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {

@@ -57,6 +57,7 @@ impl Transport {
             policy_in_database: config.policy.mode == PolicyMode::Database,
             checkpoint_key: server::read_checkpoint_key(config),
             presence: None,
+            auth: api::AuthGuard::default(),
             pending: None,
         };
         let router = api::router(ctx).layer(axum::middleware::from_fn(api::local_trust));

@@ -1,0 +1,288 @@
+//! Bearer API keys on the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by prefix
+//! and compared by hash in constant time (with a dummy compare for unknown prefixes).
+//! Repeated failures from one source are answered 429 with `Retry-After` until the source
+//! cools down, so a key cannot be guessed at network speed. When each key was last used is
+//! volatile (kept here, not in the log): recording every API call as an event would bury
+//! the audit trail in reads.
+
+use super::{error, ApiContext};
+use crate::core::ids::ApiKeyId;
+use crate::core::{Actor, State, Timestamp};
+use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Failed attempts a source may make within `FAILURE_WINDOW` before it is made to wait.
+pub const MAX_FAILURES: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How long a source that went over the limit is refused.
+pub const LOCKOUT: Duration = Duration::from_secs(60);
+/// Sources tracked at once; beyond it, stale entries are dropped first (memory stays bounded
+/// whatever a scanner does).
+const MAX_SOURCES: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    window_start: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// Failed attempts per source and last use per key; shared by every request.
+#[derive(Clone, Default)]
+pub struct AuthGuard {
+    inner: Arc<Mutex<Inner>>,
+    /// Peers whose `X-Forwarded-For` names the real source.
+    trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    failures: HashMap<IpAddr, Failures>,
+    last_seen: HashMap<ApiKeyId, Timestamp>,
+}
+
+impl AuthGuard {
+    pub fn new(trusted_proxies: &[String]) -> AuthGuard {
+        let proxies = trusted_proxies
+            .iter()
+            .filter_map(|p| {
+                p.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
+            })
+            .collect();
+        AuthGuard {
+            inner: Arc::default(),
+            trusted_proxies: Arc::new(proxies),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When `key` was last used to authenticate since the server started.
+    pub fn last_seen(&self, key: ApiKeyId) -> Option<Timestamp> {
+        self.lock().last_seen.get(&key).copied()
+    }
+
+    /// How long `source` must still wait, if it is locked out.
+    fn locked_for(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        let inner = self.lock();
+        let until = inner.failures.get(&source)?.locked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Counts a failure; the lockout left if this one crossed the limit.
+    fn fail(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        let mut inner = self.lock();
+        if inner.failures.len() >= MAX_SOURCES && !inner.failures.contains_key(&source) {
+            inner.failures.retain(|_, f| {
+                now.duration_since(f.window_start) < FAILURE_WINDOW
+                    || f.locked_until.is_some_and(|u| u > now)
+            });
+            if inner.failures.len() >= MAX_SOURCES {
+                // Still full of live entries: forget the oldest window.
+                if let Some(oldest) = inner
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.window_start)
+                    .map(|(ip, _)| *ip)
+                {
+                    inner.failures.remove(&oldest);
+                }
+            }
+        }
+        let entry = inner.failures.entry(source).or_insert(Failures {
+            count: 0,
+            window_start: now,
+            locked_until: None,
+        });
+        if now.duration_since(entry.window_start) >= FAILURE_WINDOW {
+            *entry = Failures {
+                count: 0,
+                window_start: now,
+                locked_until: None,
+            };
+        }
+        entry.count += 1;
+        if entry.count > MAX_FAILURES {
+            entry.locked_until = Some(now + LOCKOUT);
+            return Some(LOCKOUT);
+        }
+        None
+    }
+
+    fn succeed(&self, key: ApiKeyId, at: Timestamp) {
+        self.lock().last_seen.insert(key, at);
+    }
+
+    /// The request's source: the peer, or — when the peer is a trusted proxy — the nearest
+    /// untrusted address in `X-Forwarded-For`.
+    fn source(&self, request: &Request) -> IpAddr {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .copied()
+            .unwrap_or(peer)
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = error::status_body(
+        StatusCode::TOO_MANY_REQUESTS,
+        8,
+        &format!("too many failed API key attempts from this address; retry in {seconds} s"),
+    );
+    if let Ok(value) = seconds.to_string().parse() {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The middleware on the TCP listener's `/api/*`.
+pub async fn require_api_key(
+    AxumState(ctx): AxumState<ApiContext>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let guard = &ctx.auth;
+    let source = guard.source(&request);
+    let now = Instant::now();
+    if let Some(wait) = guard.locked_for(source, now) {
+        return too_many(wait);
+    }
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let state = match ctx.state_at(None) {
+        Ok(state) => state,
+        Err(e) => return e.into_response(),
+    };
+    let at = ctx.now();
+    let key = header
+        .strip_prefix("Bearer ")
+        .and_then(|token| authenticate_api_key(&state, token, at));
+    let Some(id) = key else {
+        if let Some(wait) = guard.fail(source, now) {
+            tracing::warn!(%source, "API key failures over the limit; refusing this source for a while");
+            return too_many(wait);
+        }
+        return error::unauthorized();
+    };
+    guard.succeed(id, at);
+    request.extensions_mut().insert(Actor::ApiKey(id));
+    next.run(request).await
+}
+
+/// Checks an API key against the state; the key's id when it is valid now.
+pub fn authenticate_api_key(state: &State, token: &str, now: Timestamp) -> Option<ApiKeyId> {
+    let (prefix, secret) = crate::secrets::split_key(token, crate::secrets::API_KEY_KIND)?;
+    let key = state.api_key_by_prefix(prefix);
+    let matches = crate::secrets::secret_matches(secret, key.map(|k| &k.secret_hash));
+    key.filter(|k| matches && k.expiration > now).map(|k| k.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_locked_out_after_the_limit_and_cools_down() {
+        let guard = AuthGuard::new(&[]);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(guard.fail(ip, t0), None);
+        }
+        assert_eq!(guard.fail(ip, t0), Some(LOCKOUT));
+        assert!(guard.locked_for(ip, t0 + Duration::from_secs(1)).is_some());
+        assert_eq!(guard.locked_for(other, t0), None);
+        assert_eq!(guard.locked_for(ip, t0 + LOCKOUT), None);
+        // A new window starts clean.
+        assert_eq!(guard.fail(ip, t0 + LOCKOUT + FAILURE_WINDOW), None);
+    }
+
+    #[test]
+    fn failures_spread_over_windows_never_lock() {
+        let guard = AuthGuard::new(&[]);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for i in 0..100u64 {
+            let at = t0 + FAILURE_WINDOW.mul_f64(i as f64 / 5.0);
+            assert_eq!(guard.fail(ip, at), None, "attempt {i}");
+        }
+    }
+
+    #[test]
+    fn tracked_sources_stay_bounded() {
+        let guard = AuthGuard::new(&[]);
+        let t0 = Instant::now();
+        for i in 0..(MAX_SOURCES as u32 + 50) {
+            guard.fail(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(guard.lock().failures.len() <= MAX_SOURCES);
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let guard = AuthGuard::new(&["10.0.0.0/8".into()]);
+        let request = |peer: &str, xff: &str| {
+            let mut r = Request::builder()
+                .uri("/api/v1/user")
+                .header("x-forwarded-for", xff)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            r.extensions_mut()
+                .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            r
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Direct peer: the header is the client's own claim, ignored.
+        assert_eq!(
+            guard.source(&request("192.0.2.9:1", "198.51.100.1")),
+            ip("192.0.2.9")
+        );
+        // Behind the proxy: the nearest untrusted hop.
+        assert_eq!(
+            guard.source(&request(
+                "10.1.1.1:1",
+                "203.0.113.5, 198.51.100.1, 10.2.2.2"
+            )),
+            ip("198.51.100.1")
+        );
+    }
+}
