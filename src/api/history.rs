@@ -26,6 +26,10 @@ pub struct EventsQuery {
     node: Option<u64>,
     user: Option<String>,
     limit: Option<usize>,
+    /// Stream: the matching events so far, then new ones as they are appended, as
+    /// server-sent events (`id:` is the seq, `event:` the type, `data:` the event JSON).
+    #[serde(default)]
+    follow: bool,
 }
 
 #[derive(Serialize)]
@@ -35,36 +39,80 @@ pub struct EventList {
     truncated: bool,
 }
 
+/// Which events a query selects (type, node, user).
+struct EventFilter {
+    kinds: Option<Vec<String>>,
+    node: Option<NodeId>,
+    user: Option<crate::core::ids::UserId>,
+}
+
+impl EventFilter {
+    fn from_query(ctx: &ApiContext, query: &EventsQuery) -> Result<EventFilter, ApiError> {
+        let kinds: Option<Vec<String>> = query.kind.as_deref().filter(|k| !k.is_empty()).map(|k| {
+            k.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
+        if let Some(kinds) = &kinds {
+            if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(&k.as_str())) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown event type {bad:?}; known types: {}",
+                    Event::KINDS.join(", ")
+                )));
+            }
+        }
+        let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
+            // A deleted user can still be named by id: their history outlives them.
+            Some(text) => match text.parse::<u64>() {
+                Ok(id) => Some(crate::core::ids::UserId(id)),
+                Err(_) => Some(super::nodes::find_user(&*ctx.state_at(None)?, text)?),
+            },
+            None => None,
+        };
+        Ok(EventFilter {
+            kinds,
+            node: query.node.map(NodeId),
+            user,
+        })
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        if self
+            .kinds
+            .as_ref()
+            .is_some_and(|k| !k.iter().any(|k| k == event.kind()))
+        {
+            return false;
+        }
+        if self.node.is_some_and(|n| event.node() != Some(n)) {
+            return false;
+        }
+        self.user.is_none() || event.user() == self.user
+    }
+}
+
 pub async fn list_events(
     State(ctx): State<ApiContext>,
+    headers: axum::http::HeaderMap,
     Query(query): Query<EventsQuery>,
-) -> Result<Json<EventList>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let filter = EventFilter::from_query(&ctx, &query)?;
+    if query.follow {
+        // A reconnecting EventSource resumes after the last event it saw.
+        let resume = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        return follow_events(&ctx, &query, filter, query.since.or(resume))
+            .map(IntoResponse::into_response);
+    }
     let store = ctx.store();
     let until = match query.until.as_deref().filter(|u| !u.is_empty()) {
         Some(text) => resolve_at(store.as_ref(), text)?,
         None => store.head().seq,
-    };
-    let kinds: Option<Vec<&str>> = query.kind.as_deref().filter(|k| !k.is_empty()).map(|k| {
-        k.split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .collect()
-    });
-    if let Some(kinds) = &kinds {
-        if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(k)) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown event type {bad:?}; known types: {}",
-                Event::KINDS.join(", ")
-            )));
-        }
-    }
-    let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
-        // A deleted user can still be named by id: their history outlives them.
-        Some(text) => match text.parse::<u64>() {
-            Ok(id) => Some(crate::core::ids::UserId(id)),
-            Err(_) => Some(super::nodes::find_user(&*ctx.state_at(None)?, text)?),
-        },
-        None => None,
     };
     let limit = query
         .limit
@@ -74,14 +122,7 @@ pub async fn list_events(
     let mut truncated = false;
     for envelope in read_envelopes(store.as_ref(), query.since.unwrap_or(0) + 1, until) {
         let envelope = envelope?;
-        let event = &envelope.event;
-        if kinds.as_ref().is_some_and(|k| !k.contains(&event.kind())) {
-            continue;
-        }
-        if query.node.is_some_and(|n| event.node() != Some(NodeId(n))) {
-            continue;
-        }
-        if user.is_some() && event.user() != user {
+        if !filter.matches(&envelope.event) {
             continue;
         }
         if events.len() == limit {
@@ -90,7 +131,94 @@ pub async fn list_events(
         }
         events.push(wire::event(&envelope));
     }
-    Ok(Json(EventList { events, truncated }))
+    Ok(Json(EventList { events, truncated }).into_response())
+}
+
+type SseItem = Result<axum::response::sse::Event, std::convert::Infallible>;
+
+/// `?follow=true`: what matches since `since`, then every new matching event. New events
+/// are read back from the store after each publication (the engine's watch channel keeps
+/// only the newest batch, so reading the log is what guarantees nothing is skipped).
+fn follow_events(
+    ctx: &ApiContext,
+    query: &EventsQuery,
+    filter: EventFilter,
+    since: Option<u64>,
+) -> Result<
+    axum::response::sse::Sse<impl futures_util::Stream<Item = SseItem> + Send + 'static>,
+    ApiError,
+> {
+    use axum::response::sse::{KeepAlive, Sse};
+    if query.until.as_deref().is_some_and(|u| !u.is_empty()) || query.limit.is_some() {
+        return Err(ApiError::BadRequest(
+            "follow streams without an end: drop until and limit".into(),
+        ));
+    }
+    let super::Backend::Live(engine) = &ctx.backend else {
+        return Err(ApiError::Unavailable(
+            "following the log needs a running headscale daemon".into(),
+        ));
+    };
+    let store = ctx.store();
+    // Subscribe first: anything appended from here on is noticed.
+    let published = engine.subscribe();
+    let start = since.unwrap_or(0);
+    let head = store.head().seq;
+    if start > head {
+        return Err(ApiError::BadRequest(format!(
+            "since {start} is beyond the end of the log (last seq is {head})"
+        )));
+    }
+    struct Cursor {
+        store: std::sync::Arc<dyn crate::store::EventStore>,
+        published: tokio::sync::watch::Receiver<crate::engine::Published>,
+        filter: EventFilter,
+        /// The last seq read (sent or filtered out).
+        read: u64,
+        ready: std::collections::VecDeque<SseItem>,
+    }
+    let cursor = Cursor {
+        store,
+        published,
+        filter,
+        read: start,
+        ready: Default::default(),
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(item) = cursor.ready.pop_front() {
+                return Some((item, cursor));
+            }
+            let head = cursor.store.head().seq;
+            if head > cursor.read {
+                for envelope in read_envelopes(cursor.store.as_ref(), cursor.read + 1, head) {
+                    let Ok(envelope) = envelope else {
+                        // A record that cannot be read ends the stream; the client sees the
+                        // close and can retry from its Last-Event-ID.
+                        return None;
+                    };
+                    cursor.read = envelope.seq;
+                    if cursor.filter.matches(&envelope.event) {
+                        let data = serde_json::to_string(&wire::event(&envelope))
+                            .unwrap_or_else(|_| "{}".into());
+                        cursor
+                            .ready
+                            .push_back(Ok(axum::response::sse::Event::default()
+                                .id(envelope.seq.to_string())
+                                .event(envelope.event.kind())
+                                .data(data)));
+                    }
+                }
+                cursor.read = cursor.read.max(head);
+                continue;
+            }
+            // Nothing new: wait for the next publication (or the engine stopping).
+            if cursor.published.changed().await.is_err() {
+                return None;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 pub async fn show_event(

@@ -368,6 +368,9 @@ pub enum EventsCommand {
         /// Only events naming this user (name or id).
         #[arg(long)]
         user: Option<String>,
+        /// Keep printing new events as they are appended (needs a running daemon).
+        #[arg(short = 'f', long, conflicts_with = "until")]
+        follow: bool,
     },
     /// Show one event with its chain hashes.
     Show { seq: u64 },

@@ -284,6 +284,34 @@ const EVENT_COLUMNS: &[Column] = &[
     },
 ];
 
+/// `events list --follow`: one line per event as it arrives (a table row for humans, one
+/// JSON object per line with `-o json`, a YAML document each with `-o yaml`).
+async fn follow_events(api: &Transport, format: Format, path: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut header_printed = false;
+    api.follow(path, |data| {
+        let event: Value =
+            serde_json::from_str(data).map_err(|e| anyhow!("the server sent a bad event: {e}"))?;
+        let mut out = std::io::stdout().lock();
+        match format {
+            Format::Human => {
+                let row: Vec<String> = EVENT_COLUMNS.iter().map(|c| (c.cell)(&event)).collect();
+                if !header_printed {
+                    let headers: Vec<&str> = EVENT_COLUMNS.iter().map(|c| c.header).collect();
+                    writeln!(out, "{}", headers.join(" | "))?;
+                    header_printed = true;
+                }
+                writeln!(out, "{}", row.join(" | "))?;
+            }
+            Format::Json | Format::JsonLine => writeln!(out, "{}", serde_json::to_string(&event)?)?,
+            Format::Yaml => write!(out, "---\n{}", serde_yaml_ng::to_string(&event)?)?,
+        }
+        out.flush()?;
+        Ok(())
+    })
+    .await
+}
+
 /// Prints a single object: the wire shape, or `message` for humans.
 fn print_one(format: Format, value: &Value, message: &str) -> anyhow::Result<()> {
     if format == Format::Human {
@@ -879,6 +907,7 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
             kinds,
             node,
             user,
+            follow,
         } => {
             let mut parts = Vec::new();
             if let Some(since) = since {
@@ -895,6 +924,11 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
             }
             if let Some(user) = user {
                 parts.push(format!("user={}", urlencode(user)));
+            }
+            if *follow {
+                parts.push("follow=true".into());
+                return follow_events(api, format, &format!("/api/v1/events{}", query(&parts)))
+                    .await;
             }
             let value = api
                 .call(

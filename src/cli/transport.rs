@@ -64,13 +64,13 @@ impl Transport {
         Ok(Transport::InProcess(router))
     }
 
-    /// Sends one request; a non-2xx answer becomes an error carrying the API's message.
-    pub async fn call(
+    /// Sends one request and returns the raw response (any status).
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<axum::http::Response<Body>> {
         let bytes = match &body {
             Some(value) => serde_json::to_vec(value)?,
             None => Vec::new(),
@@ -81,7 +81,7 @@ impl Transport {
             .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Body::from(bytes))?;
-        let response = match self {
+        Ok(match self {
             Transport::Remote(remote) => remote.send(request).await?,
             Transport::Socket(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket)
@@ -93,7 +93,60 @@ impl Transport {
                 sender.send_request(request).await?.map(Body::new)
             }
             Transport::InProcess(router) => router.clone().oneshot(request).await?,
-        };
+        })
+    }
+
+    /// Follows a server-sent-events answer (`GET path`), calling `on_data` with each
+    /// event's data until the server ends the stream.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut on_data: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use http_body_util::BodyExt;
+        let response = self.send(Method::GET, path, None).await?;
+        if !response.status().is_success() {
+            return self.answer(response).await.map(|_| ());
+        }
+        let mut body = response.into_body();
+        let mut buffer = String::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| anyhow!("the stream broke: {e}"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
+                if !data.is_empty() {
+                    on_data(&data.join("\n"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one request; a non-2xx answer becomes an error carrying the API's message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = self.send(method, path, body).await?;
+        self.answer(response).await
+    }
+
+    /// The JSON of a response, or its error as one line.
+    async fn answer(
+        &self,
+        response: axum::http::Response<Body>,
+    ) -> anyhow::Result<serde_json::Value> {
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES)
             .await
