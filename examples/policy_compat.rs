@@ -253,8 +253,8 @@ fn check_case(case: &Value) -> Result<(), String> {
             .peers(i)
             .into_iter()
             .map(|p| {
-                let node = &topology.nodes[p];
-                (node.name.clone(), peer_view(&compiled, i, node, &primaries))
+                let name = topology.nodes[p].name.clone();
+                (name, peer_view(&compiled, i, &topology, p, &primaries))
             })
             .collect();
         let their_peers: BTreeMap<String, Value> = want["peers"]
@@ -345,14 +345,18 @@ fn primary_routes(topology: &Topology, case: &Value) -> BTreeMap<String, u64> {
     out
 }
 
-/// A peer as the viewer `i` gets it: routes in `AllowedIPs` only where the policy lets the
-/// viewer use them.
+/// A peer as the viewer `i` gets it: a subnet in `AllowedIPs`/`PrimaryRoutes` where it
+/// carries it for that viewer (the primary, or under `via` the first via router, ranked
+/// primary first then by id: every captured node is online), exit routes where the policy
+/// lets the viewer use them.
 fn peer_view(
     compiled: &Compiled,
     viewer: usize,
-    node: &TopologyNode,
+    topology: &Topology,
+    router: usize,
     primaries: &BTreeMap<String, u64>,
 ) -> Value {
+    let node = &topology.nodes[router];
     let addresses: BTreeSet<String> = node
         .ips()
         .map(|ip| match ip {
@@ -362,15 +366,17 @@ fn peer_view(
         .collect();
     let primary: BTreeSet<String> = node
         .subnet_routes()
-        .filter(|r| primaries.get(&r.to_string()) == Some(&node.id))
-        .filter(|r| compiled.can_access_route(viewer, r))
+        .filter(|r| {
+            let ranked = ranked_routers(topology, r, primaries);
+            compiled.shows_route(viewer, router, r, &ranked)
+        })
         .map(|r| r.to_string())
         .collect();
     let mut allowed = addresses.clone();
     allowed.extend(primary.iter().cloned());
     if node.is_exit_node() {
         for route in node.routes.iter().filter(|r| r.prefix_len() == 0) {
-            if compiled.can_access_route(viewer, route) {
+            if compiled.shows_route(viewer, router, route, &[]) {
                 allowed.insert(route.to_string());
             }
         }
@@ -382,6 +388,24 @@ fn peer_view(
         "PrimaryRoutes": primary,
         "Tags": tags,
     })
+}
+
+/// The routers of `route` (node indices), its primary first, then the others by id.
+fn ranked_routers(
+    topology: &Topology,
+    route: &ipnet::IpNet,
+    primaries: &BTreeMap<String, u64>,
+) -> Vec<usize> {
+    let primary = primaries.get(&route.to_string());
+    let mut ranked: Vec<usize> = topology
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.subnet_routes().any(|r| r == route))
+        .map(|(i, _)| i)
+        .collect();
+    ranked.sort_by_key(|&i| (Some(&topology.nodes[i].id) != primary, topology.nodes[i].id));
+    ranked
 }
 
 fn normalise_peer(peer: &Value) -> Value {

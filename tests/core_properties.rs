@@ -1809,6 +1809,7 @@ fn netmap_context() -> headscale::core::netmap::NetmapContext {
             "https://tailscale.com/cap/file-sharing".to_string(),
             Vec::new(),
         )]),
+        ranking: Default::default(),
     }
 }
 

@@ -404,7 +404,11 @@ pub fn check_policy(data: &[u8]) {
         let _ = compiled.ssh(i, "https://headscale.example.com");
         let _ = compiled.node_caps(i);
         for route in &routes {
-            let _ = compiled.can_access_route(i, route);
+            let _ = compiled.route_access(i, route);
+            let ranked: Vec<usize> = (0..n).collect();
+            for router in 0..n {
+                let _ = compiled.shows_route(i, router, route, &ranked);
+            }
         }
     }
 }

@@ -612,13 +612,38 @@ impl Hub {
     }
 
     /// Re-runs the HA election and hands each router its primary subnets (a change is a
-    /// re-render of that router, so its peers get new `PrimaryRoutes`/`AllowedIPs`).
+    /// re-render of that router, so its peers get new `PrimaryRoutes`/`AllowedIPs`), then
+    /// re-ranks each subnet's routers: a router that moves in a ranking may now carry a
+    /// subnet for the viewers `via` steers to it (or stop), so it is re-examined too.
     fn reelect(&mut self) {
-        let elected = {
+        let (elected, ranking) = {
             let table = self.presence.read().unwrap_or_else(|e| e.into_inner());
             let online = |id: NodeId| table.get(&id).is_some_and(|p| p.online);
-            routes::elect(&self.state, &online, &self.primaries)
+            let elected = routes::elect(&self.state, &online, &self.primaries);
+            let ranking = routes::rank(&self.state, &online, &elected);
+            (elected, ranking)
         };
+        if ranking != *self.context.ranking {
+            let mut moved: BTreeSet<NodeId> = BTreeSet::new();
+            let old = &self.context.ranking;
+            for (route, ranked) in ranking.iter() {
+                if old.get(route) != Some(ranked) {
+                    moved.extend(ranked.iter().copied());
+                    moved.extend(old.get(route).into_iter().flatten().copied());
+                }
+            }
+            for (route, ranked) in old.iter() {
+                if !ranking.contains_key(route) {
+                    moved.extend(ranked.iter().copied());
+                }
+            }
+            self.context.ranking = Arc::new(ranking);
+            self.dirty.extend(
+                moved
+                    .into_iter()
+                    .filter(|id| self.state.nodes.contains_key(id)),
+            );
+        }
         if elected == self.primaries {
             return;
         }

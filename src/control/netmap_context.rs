@@ -76,6 +76,7 @@ pub fn netmap_context(
         )),
         domain: config.dns.base_domain.clone(),
         self_caps: self_caps(config),
+        ranking: Arc::default(),
     })
 }
 

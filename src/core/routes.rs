@@ -47,3 +47,30 @@ pub fn primary_routes_of(primaries: &Primaries, node: NodeId) -> Vec<IpNet> {
         .map(|(route, _)| *route)
         .collect()
 }
+
+/// Subnet → the routers that can carry it now: its primary first, then the other online
+/// routers serving it, by id. A viewer whose grants steer a subnet through `via` routers
+/// gets it on the first of them here (the primary when it is one).
+pub type Ranking = BTreeMap<IpNet, Vec<NodeId>>;
+
+/// Ranks the routers of every subnet that has a primary.
+pub fn rank(state: &State, online: &dyn Fn(NodeId) -> bool, primaries: &Primaries) -> Ranking {
+    let mut ranking: Ranking = primaries
+        .iter()
+        .map(|(route, primary)| (*route, vec![*primary]))
+        .collect();
+    for node in state
+        .nodes
+        .values()
+        .filter(|n| n.authorized && online(n.id))
+    {
+        for route in node.subnet_routes() {
+            if let Some(ranked) = ranking.get_mut(&route) {
+                if !ranked.contains(&node.id) {
+                    ranked.push(node.id);
+                }
+            }
+        }
+    }
+    ranking
+}

@@ -210,14 +210,25 @@ impl Access {
         self.caps[i].get_or_init(|| compiled.node_caps(i)).clone()
     }
 
-    /// Whether `viewer` may use `route` (a peer's subnet or exit route); everyone may when
-    /// no policy is set.
-    pub fn can_access_route(&self, viewer: NodeId, route: &ipnet::IpNet) -> bool {
-        match (&self.compiled, self.index.get(viewer)) {
-            (None, _) => true,
-            (Some(compiled), Some(i)) => compiled.can_access_route(i, route),
-            (Some(_), None) => false,
-        }
+    /// Whether `viewer` gets `route` on `router`'s peer entry. `ranked` are the routers
+    /// that can carry the route now, the primary first (`core::routes::Ranking`); a subnet
+    /// sits on one of them per viewer (the primary, or a `via` router), exit routes on
+    /// every exit node the viewer may use. Without a policy: the primary, every exit node.
+    pub fn shows_route(
+        &self,
+        viewer: NodeId,
+        router: NodeId,
+        route: &ipnet::IpNet,
+        ranked: &[NodeId],
+    ) -> bool {
+        let Some(compiled) = &self.compiled else {
+            return route.prefix_len() == 0 || ranked.first() == Some(&router);
+        };
+        let (Some(v), Some(r)) = (self.index.get(viewer), self.index.get(router)) else {
+            return false;
+        };
+        let ranked: Vec<usize> = ranked.iter().filter_map(|id| self.index.get(*id)).collect();
+        compiled.shows_route(v, r, route, &ranked)
     }
 
     /// The copy of `json` already handed out, if any.

@@ -56,4 +56,7 @@ pub struct NetmapContext {
     /// as headscale gives them, file sharing when `taildrop.enabled`. The policy's
     /// `nodeAttrs` are added per node.
     pub self_caps: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    /// The routers that can carry each subnet now, the primary first (elected by the hub,
+    /// `core::routes`): a viewer steered by `via` gets a subnet on the first via router.
+    pub ranking: Arc<crate::core::routes::Ranking>,
 }

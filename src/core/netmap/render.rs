@@ -216,10 +216,25 @@ pub struct Rendered {
     /// The routes in its `AllowedIPs` beyond its own addresses (primary subnets, exit
     /// routes): a viewer the policy keeps from a route gets a variant without it.
     pub routes: Vec<ipnet::IpNet>,
+    /// Every route it could carry (approved subnets, exit routes of an exit node): a viewer
+    /// steered to it by `via` gets a variant with a subnet it is not primary for.
+    pub served: Vec<ipnet::IpNet>,
+}
+
+/// The routes `node` could carry for some viewer: its approved subnets, then both exit
+/// routes when it is an exit node (one alone is not used).
+fn served_routes(node: &Node) -> Vec<ipnet::IpNet> {
+    let routes = node.subnet_routes();
+    let (exit, mut served): (Vec<_>, Vec<_>) =
+        routes.into_iter().partition(|r| r.prefix_len() == 0);
+    if exit.len() == 2 {
+        served.extend(exit);
+    }
+    served
 }
 
 impl Rendered {
-    fn new(node: tailcfg::Node) -> Result<Self, serde_json::Error> {
+    fn new(node: tailcfg::Node, served: Vec<ipnet::IpNet>) -> Result<Self, serde_json::Error> {
         let presence = Arc::new(PresenceFields::of(&node));
         let routes = node
             .allowed_ips
@@ -243,6 +258,7 @@ impl Rendered {
             presence,
             user: identity_only.user,
             routes,
+            served,
         })
     }
 }
@@ -269,7 +285,10 @@ impl PeerCache {
         for id in ids {
             match state.nodes.get(&id) {
                 Some(node) => {
-                    let rendered = Rendered::new(render_node(state, node, &presence(id), now))?;
+                    let rendered = Rendered::new(
+                        render_node(state, node, &presence(id), now),
+                        served_routes(node),
+                    )?;
                     self.nodes.insert(id, rendered);
                 }
                 None => {

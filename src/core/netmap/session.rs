@@ -105,7 +105,7 @@ impl SessionView {
             let Some(rendered) = cache.get(peer.id) else {
                 continue;
             };
-            let (json, identity) = peer_variant(viewer, rendered, context);
+            let (json, identity) = peer_variant(viewer, peer.id, rendered, context);
             response.peers.push(json);
             view.peers.insert(
                 peer.id,
@@ -173,7 +173,7 @@ impl SessionView {
             let rendered = if visible { cache.get(id) } else { None };
             match (rendered, self.peers.get_mut(&id)) {
                 (Some(rendered), None) => {
-                    let (json, identity) = peer_variant(self.viewer, rendered, context);
+                    let (json, identity) = peer_variant(self.viewer, id, rendered, context);
                     response.peers_changed.push(json);
                     self.peers.insert(
                         id,
@@ -185,7 +185,7 @@ impl SessionView {
                 }
                 (Some(rendered), Some(sent)) => {
                     let mut sent_something = true;
-                    let (json, identity) = peer_variant(self.viewer, rendered, context);
+                    let (json, identity) = peer_variant(self.viewer, id, rendered, context);
                     if identity != sent.identity {
                         response.peers_changed.push(json);
                     } else if Arc::ptr_eq(&rendered.presence, &sent.presence) {
@@ -306,44 +306,228 @@ fn with_caps(own: &SharedJson, caps: &Caps) -> SharedJson {
     SharedJson::new(&node).unwrap_or_else(|_| own.clone())
 }
 
-/// The peer as `viewer` gets it: without the routes the policy keeps the viewer from (their
-/// router would drop that traffic anyway; Tailscale leaves them out of `AllowedIPs`). Most
-/// peers have no routes and are shared as rendered; a variant is a re-serialisation with
-/// its own identity, so a policy change that hides or shows a route is a `PeersChanged`.
+/// The peer as `viewer` gets it: with the routes it carries for that viewer (`Access::
+/// shows_route`: a subnet on its primary, or on a `via` router the viewer's grants steer it
+/// to; none the policy keeps the viewer from — Tailscale leaves those out of `AllowedIPs`).
+/// Most peers carry no routes, or the same ones for everyone, and are shared as rendered;
+/// a variant is a re-serialisation with its own identity, so a policy or election change
+/// that moves a route is a `PeersChanged`.
 fn peer_variant(
     viewer: NodeId,
+    peer: NodeId,
     rendered: &super::render::Rendered,
     context: &NetmapContext,
 ) -> (SharedJson, u64) {
-    let hidden: Vec<&ipnet::IpNet> = rendered
-        .routes
+    if rendered.served.is_empty() {
+        return (rendered.json.clone(), rendered.identity);
+    }
+    let shown: Vec<&ipnet::IpNet> = rendered
+        .served
         .iter()
-        .filter(|r| !context.access.can_access_route(viewer, r))
+        .filter(|route| {
+            let ranked = context.ranking.get(*route).map_or(&[][..], Vec::as_slice);
+            context.access.shows_route(viewer, peer, route, ranked)
+        })
         .collect();
-    if hidden.is_empty() {
+    let as_rendered = shown.len() == rendered.routes.len()
+        && shown.iter().all(|route| rendered.routes.contains(route));
+    if as_rendered {
         return (rendered.json.clone(), rendered.identity);
     }
     let Ok(serde_json::Value::Object(mut node)) = serde_json::from_str(rendered.json.get()) else {
         return (rendered.json.clone(), rendered.identity);
     };
-    let hidden_text: Vec<String> = hidden.iter().map(|r| r.to_string()).collect();
-    for field in ["AllowedIPs", "PrimaryRoutes"] {
-        if let Some(serde_json::Value::Array(list)) = node.get_mut(field) {
-            list.retain(|v| {
-                v.as_str()
-                    .is_none_or(|s| !hidden_text.iter().any(|h| h == s))
-            });
-            if list.is_empty() && field == "PrimaryRoutes" {
-                node.remove(field);
-            }
-        }
+    let rendered_text: Vec<String> = rendered.routes.iter().map(|r| r.to_string()).collect();
+    let shown_text: Vec<String> = shown.iter().map(|r| r.to_string()).collect();
+    if let Some(serde_json::Value::Array(list)) = node.get_mut("AllowedIPs") {
+        list.retain(|v| {
+            v.as_str()
+                .is_none_or(|s| !rendered_text.iter().any(|r| r == s))
+        });
+        list.extend(
+            shown_text
+                .iter()
+                .map(|s| serde_json::Value::from(s.as_str())),
+        );
+    }
+    let primary: Vec<serde_json::Value> = shown
+        .iter()
+        .filter(|r| r.prefix_len() != 0)
+        .map(|r| r.to_string().into())
+        .collect();
+    if primary.is_empty() {
+        node.remove("PrimaryRoutes");
+    } else {
+        node.insert("PrimaryRoutes".into(), primary.into());
     }
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     rendered.identity.hash(&mut hasher);
-    hidden_text.hash(&mut hasher);
+    shown_text.hash(&mut hasher);
     match SharedJson::new(&node) {
         Ok(json) => (json, hasher.finish()),
         Err(_) => (rendered.json.clone(), rendered.identity),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{NodeHostinfo, RegisterMethod};
+    use crate::core::netmap::{Access, NodePresence};
+    use crate::core::routes;
+    use crate::core::state::{Node, PolicyDocument};
+    use serde_json::Value;
+
+    const SUBNET: &str = "10.44.0.0/16";
+
+    fn node(id: u64, tag: &str, routes: &[&str]) -> Node {
+        let routes: Vec<ipnet::IpNet> = routes.iter().map(|r| r.parse().unwrap()).collect();
+        Node {
+            id: NodeId(id),
+            machine_key: Default::default(),
+            node_key: Default::default(),
+            user: None,
+            tags: vec![tag.into()],
+            given_name: format!("n{id}"),
+            given_name_by_admin: false,
+            hostinfo: NodeHostinfo {
+                advertised_routes: routes.clone(),
+                ..Default::default()
+            },
+            ipv4: Some(format!("100.64.0.{id}").parse().unwrap()),
+            ipv6: None,
+            expiry: None,
+            register_method: RegisterMethod::Cli,
+            auth_key: None,
+            ephemeral: false,
+            authorized: true,
+            approved_routes: routes,
+            created_at: Timestamp::EPOCH,
+        }
+    }
+
+    /// Two routers of one subnet (1 primary, 2 standby) and a client steered to the standby
+    /// by `via`.
+    fn state() -> State {
+        let mut state = State::default();
+        for n in [
+            node(1, "tag:ra", &[SUBNET]),
+            node(2, "tag:rb", &[SUBNET]),
+            node(3, "tag:c", &[]),
+        ] {
+            state.nodes.insert(n.id, n);
+        }
+        state.policy = Some(PolicyDocument {
+            text: r#"{"tagOwners": {"tag:ra": [], "tag:rb": [], "tag:c": []},
+                "grants": [
+                  {"src": ["tag:c"], "dst": ["tag:ra", "tag:rb"], "ip": ["*"]},
+                  {"src": ["tag:c"], "dst": ["10.44.0.0/16"], "ip": ["*"], "via": ["tag:rb"]}]}"#
+                .into(),
+            updated_at: Timestamp::EPOCH,
+        });
+        state
+    }
+
+    /// The hub's part: elects and ranks with `online`, renders every node.
+    fn render(
+        state: &State,
+        online: &[u64],
+    ) -> (
+        PeerCache,
+        Arc<routes::Ranking>,
+        BTreeMap<NodeId, NodePresence>,
+    ) {
+        let is_online = |id: NodeId| online.contains(&id.0);
+        let primaries = routes::elect(state, &is_online, &routes::Primaries::new());
+        let ranking = routes::rank(state, &is_online, &primaries);
+        let presence: BTreeMap<NodeId, NodePresence> = state
+            .nodes
+            .keys()
+            .map(|&id| {
+                let p = NodePresence {
+                    online: is_online(id),
+                    primary_routes: routes::primary_routes_of(&primaries, id),
+                    ..Default::default()
+                };
+                (id, p)
+            })
+            .collect();
+        let mut cache = PeerCache::default();
+        let lookup = |id: NodeId| presence.get(&id).cloned().unwrap_or_default();
+        cache.refresh_all(state, &lookup, Timestamp::EPOCH).unwrap();
+        (cache, Arc::new(ranking), presence)
+    }
+
+    fn netmap_context(state: &State, ranking: Arc<routes::Ranking>) -> NetmapContext {
+        NetmapContext {
+            derp_map: SharedJson::new(&serde_json::json!({})).unwrap(),
+            dns_config: SharedJson::new(&serde_json::json!({})).unwrap(),
+            access: Arc::new(Access::for_state(state, "https://x")),
+            domain: String::new(),
+            self_caps: BTreeMap::new(),
+            ranking,
+        }
+    }
+
+    /// Peer id → (`AllowedIPs` routes beyond its address, `PrimaryRoutes`).
+    fn routes_of(peers: &[SharedJson]) -> BTreeMap<u64, (Vec<String>, Vec<String>)> {
+        peers
+            .iter()
+            .map(|json| {
+                let peer: Value = serde_json::from_str(json.get()).unwrap();
+                let list = |field: &str| -> Vec<String> {
+                    peer[field]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str())
+                        .filter(|s| !s.starts_with("100.64."))
+                        .map(String::from)
+                        .collect()
+                };
+                let id = peer["ID"].as_u64().unwrap();
+                (id, (list("AllowedIPs"), list("PrimaryRoutes")))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn via_puts_a_subnet_on_the_via_router_and_moves_it_when_routers_come_and_go() {
+        let state = state();
+        let (cache, ranking, _) = render(&state, &[1, 2, 3]);
+        let context = netmap_context(&state, ranking);
+        let (mut view, full) =
+            SessionView::full(NodeId(3), &state, &cache, &context, Timestamp::EPOCH).unwrap();
+        let subnet = || vec![SUBNET.to_string()];
+        assert_eq!(
+            routes_of(&full.peers),
+            BTreeMap::from([(1, (vec![], vec![])), (2, (subnet(), subnet()))])
+        );
+        // The via router goes offline: the client loses the subnet (it may not use the
+        // primary), and gets it back when the router returns.
+        let (cache, ranking, _) = render(&state, &[1, 3]);
+        let offline = netmap_context(&state, ranking);
+        let changed = [NodeId(1), NodeId(2)];
+        let Delta::Message(message) =
+            view.delta(&changed, false, &state, &cache, &offline, Timestamp::EPOCH)
+        else {
+            panic!("the via router's departure must reach the client");
+        };
+        assert_eq!(
+            routes_of(&message.peers_changed),
+            BTreeMap::from([(2, (vec![], vec![]))])
+        );
+        let (cache, ranking, _) = render(&state, &[1, 2, 3]);
+        let back = netmap_context(&state, ranking);
+        let Delta::Message(message) =
+            view.delta(&changed, false, &state, &cache, &back, Timestamp::EPOCH)
+        else {
+            panic!("the via router's return must reach the client");
+        };
+        assert_eq!(
+            routes_of(&message.peers_changed),
+            BTreeMap::from([(2, (subnet(), subnet()))])
+        );
     }
 }

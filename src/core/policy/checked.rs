@@ -32,6 +32,8 @@ pub struct AppRule {
     pub src: Vec<Alias>,
     pub dst: Vec<Alias>,
     pub caps: BTreeMap<String, Vec<Value>>,
+    /// `via` tags of the grant: the capabilities only steer routes (see `route_access.rs`).
+    pub via: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,6 +461,7 @@ impl Context<'_> {
                 src,
                 dst,
                 caps: grant.app.clone(),
+                via,
             });
         }
         Ok(())

@@ -25,16 +25,16 @@ const TAILNET_SOURCES: [&str; 3] = [
 
 /// An alias resolved against the topology.
 #[derive(Debug, Clone)]
-struct Resolved {
+pub(super) struct Resolved {
     /// Nodes named by identity (user, group, tag, autogroup): their addresses are listed.
     nodes: FixedBitSet,
     /// Literal prefixes (IPs, CIDRs, hosts), listed as written.
-    prefixes: Vec<IpNet>,
-    wildcard: bool,
-    danger_all: bool,
+    pub(super) prefixes: Vec<IpNet>,
+    pub(super) wildcard: bool,
+    pub(super) danger_all: bool,
     /// Nodes this set stands for when deciding who sees whom: the identity nodes, nodes
     /// whose addresses fall in a prefix, routers whose routes overlap one, everyone for `*`.
-    members: FixedBitSet,
+    pub(super) members: FixedBitSet,
 }
 
 impl Resolved {
@@ -54,7 +54,7 @@ impl Resolved {
 }
 
 #[derive(Debug, Clone)]
-enum DstKind {
+pub(super) enum DstKind {
     Wildcard,
     Nodes(FixedBitSet),
     Prefix(IpNet),
@@ -63,30 +63,36 @@ enum DstKind {
 }
 
 #[derive(Debug, Clone)]
-struct CompiledDst {
-    kind: DstKind,
+pub(super) struct CompiledDst {
+    pub(super) kind: DstKind,
     ports: Vec<Ports>,
 }
 
 #[derive(Debug, Clone)]
-struct CompiledRule {
-    src: Resolved,
+pub(super) struct CompiledRule {
+    pub(super) src: Resolved,
     src_ips: Vec<String>,
-    dsts: Vec<CompiledDst>,
-    /// Every node some non-self destination matches.
-    dst_members: FixedBitSet,
+    pub(super) dsts: Vec<CompiledDst>,
+    /// Every node some non-self destination matches (for a routed destination under
+    /// `via`, only the routers carrying a via tag).
+    pub(super) dst_members: FixedBitSet,
     has_self: bool,
     protocols: Vec<i32>,
+    /// A grant's `via`: the nodes carrying one of its tags, the only routers its routed
+    /// destinations (subnets, `autogroup:internet`) are reached through.
+    pub(super) via: Option<FixedBitSet>,
 }
 
 #[derive(Debug, Clone)]
-struct CompiledApp {
-    src: Resolved,
+pub(super) struct CompiledApp {
+    pub(super) src: Resolved,
     src_ips: Vec<String>,
-    dst: Vec<DstKind>,
-    dst_members: FixedBitSet,
+    pub(super) dst: Vec<DstKind>,
+    pub(super) dst_members: FixedBitSet,
     has_self: bool,
     caps: BTreeMap<String, Vec<Value>>,
+    /// As for `CompiledRule::via`.
+    pub(super) via: Option<FixedBitSet>,
 }
 
 /// An SSH rule's sources and destinations, resolved once per compile (not per viewer).
@@ -145,10 +151,10 @@ pub struct SshActionOut {
 
 /// A policy compiled against one topology.
 pub struct Compiled {
-    policy: Arc<Policy>,
+    pub(super) policy: Arc<Policy>,
     topology: Arc<Topology>,
-    rules: Vec<CompiledRule>,
-    apps: Vec<CompiledApp>,
+    pub(super) rules: Vec<CompiledRule>,
+    pub(super) apps: Vec<CompiledApp>,
     /// One per `policy.ssh` rule, in order.
     ssh_rules: Vec<CompiledSsh>,
     /// One per `policy.node_attrs` entry, in order: the nodes its target names.
@@ -163,7 +169,7 @@ pub struct Compiled {
     tailnet_routes: Vec<IpNet>,
 }
 
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+pub(super) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
@@ -218,6 +224,7 @@ impl Compiled {
                 &[Alias::Wildcard],
                 &[(Alias::Wildcard, vec![Ports::ALL])],
                 &[],
+                &[],
             );
             compiled.rules.push(rule);
         } else {
@@ -227,12 +234,14 @@ impl Compiled {
                     .iter()
                     .map(|d| (d.alias.clone(), d.ports.clone()))
                     .collect();
-                let compiled_rule = compiled.compile_rule(&rule.src, &dsts, &rule.protocols);
+                let compiled_rule =
+                    compiled.compile_rule(&rule.src, &dsts, &rule.protocols, &rule.via);
                 compiled.rules.push(compiled_rule);
             }
             for app in &policy.apps {
                 let src = compiled.resolve_all(&app.src);
                 let src_ips = compiled.source_ips(&src);
+                let via = compiled.via_set(&app.via);
                 let mut dst_members = FixedBitSet::with_capacity(n);
                 let mut dst = Vec::new();
                 let mut has_self = false;
@@ -240,7 +249,9 @@ impl Compiled {
                     let kind = compiled.destination(alias);
                     match &kind {
                         DstKind::SelfNodes => has_self = true,
-                        other => dst_members.union_with(&compiled.dst_kind_members(other)),
+                        other => {
+                            dst_members.union_with(&compiled.dst_members_via(other, via.as_ref()))
+                        }
                     }
                     dst.push(kind);
                 }
@@ -251,6 +262,7 @@ impl Compiled {
                     dst_members,
                     has_self,
                     caps: app.caps.clone(),
+                    via,
                 });
             }
         }
@@ -277,7 +289,7 @@ impl Compiled {
         compiled
     }
 
-    fn node(&self, i: usize) -> &TopologyNode {
+    pub(super) fn node(&self, i: usize) -> &TopologyNode {
         &self.topology.nodes[i]
     }
 
@@ -286,10 +298,12 @@ impl Compiled {
         src: &[Alias],
         dsts: &[(Alias, Vec<Ports>)],
         protocols: &[i32],
+        via: &[String],
     ) -> CompiledRule {
         let n = self.topology.nodes.len();
         let src = self.resolve_all(src);
         let src_ips = self.source_ips(&src);
+        let via = self.via_set(via);
         let mut dst_members = FixedBitSet::with_capacity(n);
         let mut compiled = Vec::new();
         let mut has_self = false;
@@ -297,7 +311,7 @@ impl Compiled {
             let kind = self.destination(alias);
             match &kind {
                 DstKind::SelfNodes => has_self = true,
-                other => dst_members.union_with(&self.dst_kind_members(other)),
+                other => dst_members.union_with(&self.dst_members_via(other, via.as_ref())),
             }
             compiled.push(CompiledDst {
                 kind,
@@ -311,7 +325,32 @@ impl Compiled {
             dst_members,
             has_self,
             protocols: protocols.to_vec(),
+            via,
         }
+    }
+
+    /// The nodes carrying one of a grant's `via` tags; `None` without `via`.
+    fn via_set(&self, tags: &[String]) -> Option<FixedBitSet> {
+        if tags.is_empty() {
+            return None;
+        }
+        let mut set = FixedBitSet::with_capacity(self.topology.nodes.len());
+        for (i, node) in self.topology.nodes.iter().enumerate() {
+            if node.tags.iter().any(|t| tags.contains(t)) {
+                set.insert(i);
+            }
+        }
+        Some(set)
+    }
+
+    /// The nodes a destination matches, under `via` (routed destinations are then reached
+    /// only through the via routers, so only those are the sources' peers for it).
+    fn dst_members_via(&self, kind: &DstKind, via: Option<&FixedBitSet>) -> FixedBitSet {
+        let mut members = self.dst_kind_members(kind);
+        if let (Some(via), DstKind::Prefix(_) | DstKind::Internet) = (via, kind) {
+            members.intersect_with(via);
+        }
+        members
     }
 
     fn user_set(&self, token: &str) -> FixedBitSet {
@@ -482,6 +521,8 @@ impl Compiled {
                     });
                 }
             };
+            // Under `via`, routed destinations are enforced on the via routers only.
+            let routes_here = rule.via.as_ref().is_none_or(|via| via.contains(i));
             for dst in &rule.dsts {
                 match &dst.kind {
                     DstKind::Wildcard => push("*", &dst.ports),
@@ -490,10 +531,10 @@ impl Compiled {
                             push(ip, &dst.ports);
                         }
                     }
-                    DstKind::Prefix(prefix) if self.prefix_hits(i, prefix) => {
+                    DstKind::Prefix(prefix) if routes_here && self.prefix_hits(i, prefix) => {
                         push(&ip_string(prefix), &dst.ports)
                     }
-                    DstKind::Internet if node.is_exit_node() => {
+                    DstKind::Internet if routes_here && node.is_exit_node() => {
                         for prefix in internet_prefixes() {
                             push(prefix, &dst.ports);
                         }
@@ -543,6 +584,11 @@ impl Compiled {
             }
         }
         for app in &self.apps {
+            // An app grant with `via` only steers routes: Tailscale sends no capability
+            // for it, on the via routers or elsewhere (captured: grant-k12).
+            if app.via.is_some() {
+                continue;
+            }
             let mut dsts = Vec::new();
             for kind in &app.dst {
                 let hit = match kind {
@@ -623,33 +669,6 @@ impl Compiled {
             }
         }
         out
-    }
-
-    /// Whether traffic between node `i` and `route` (a subnet or an exit route) is allowed
-    /// in either direction: a router's routes are only in a viewer's `AllowedIPs` then.
-    pub fn can_access_route(&self, i: usize, route: &IpNet) -> bool {
-        let exit = route.prefix_len() == 0;
-        if self.policy.allow_all {
-            return true;
-        }
-        let to_route = |dst: &DstKind| match dst {
-            DstKind::Wildcard => true,
-            DstKind::Prefix(prefix) => !exit && overlaps(prefix, route),
-            DstKind::Internet => exit,
-            DstKind::Nodes(_) | DstKind::SelfNodes => false,
-        };
-        let from_route = |src: &Resolved| {
-            src.danger_all
-                || (!exit && src.wildcard)
-                || src.prefixes.iter().any(|p| overlaps(p, route))
-        };
-        self.rules.iter().any(|rule| {
-            (rule.src.members.contains(i) && rule.dsts.iter().any(|d| to_route(&d.kind)))
-                || (from_route(&rule.src) && rule.dst_members.contains(i))
-        }) || self.apps.iter().any(|app| {
-            (app.src.members.contains(i) && app.dst.iter().any(to_route))
-                || (from_route(&app.src) && app.dst_members.contains(i))
-        })
     }
 
     /// The untagged nodes of node `i`'s user, if `i` is an untagged node.
