@@ -252,6 +252,8 @@ pub enum NodesCommand {
         #[command(flatten)]
         node: NodeIdArg,
     },
+    /// Give every node an address of each configured family it lacks (asks first).
+    Backfillips,
     /// Expire a node now, at a time, or never (--disable).
     #[command(visible_aliases = ["logout", "exp", "e"])]
     Expire {

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod output;
+pub mod prompt;
 pub mod remote;
 pub mod transport;
 
@@ -394,9 +395,9 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
             }
         }
         Command::Users(command) => users(&api, format, command, cli.force).await?,
-        Command::PreAuthKeys(command) => pre_auth_keys(&api, format, command).await?,
-        Command::ApiKeys(command) => api_keys(&api, format, command).await?,
-        Command::Nodes(command) => nodes(&api, format, command).await?,
+        Command::PreAuthKeys(command) => pre_auth_keys(&api, format, command, cli.force).await?,
+        Command::ApiKeys(command) => api_keys(&api, format, command, cli.force).await?,
+        Command::Nodes(command) => nodes(&api, format, command, cli.force).await?,
         Command::Routes(command) => routes(&api, format, command).await?,
         Command::Policy(command) => policy(&api, format, command).await?,
         Command::Events(command) => events(&api, format, command).await?,
@@ -492,6 +493,11 @@ async fn users(
         }
         UsersCommand::Destroy { id, name } => {
             let id = user_id(api, *id, name.as_deref()).await?;
+            let who = name.clone().unwrap_or_else(|| id.to_string());
+            prompt::confirm(
+                force,
+                &format!("Do you want to remove the user {who:?} ({id}) and their pre-auth keys?"),
+            )?;
             let path = format!(
                 "/api/v1/user/{id}{}",
                 if force { "?force=true" } else { "" }
@@ -506,6 +512,7 @@ async fn pre_auth_keys(
     api: &Transport,
     format: Format,
     command: &PreAuthKeysCommand,
+    force: bool,
 ) -> anyhow::Result<()> {
     match command {
         PreAuthKeysCommand::Create {
@@ -561,6 +568,7 @@ async fn pre_auth_keys(
         }
         PreAuthKeysCommand::Delete { id } => {
             require_pre_auth_key(api, *id).await?;
+            prompt::confirm(force, &format!("Do you want to delete pre-auth key {id}?"))?;
             let value = api
                 .call(Method::DELETE, &format!("/api/v1/preauthkey?id={id}"), None)
                 .await?;
@@ -607,7 +615,12 @@ async fn resolve_user(api: &Transport, user: &str) -> anyhow::Result<String> {
     bail!("user {user:?} not found")
 }
 
-async fn api_keys(api: &Transport, format: Format, command: &ApiKeysCommand) -> anyhow::Result<()> {
+async fn api_keys(
+    api: &Transport,
+    format: Format,
+    command: &ApiKeysCommand,
+    force: bool,
+) -> anyhow::Result<()> {
     match command {
         ApiKeysCommand::Create {
             expiration: lifetime,
@@ -642,13 +655,19 @@ async fn api_keys(api: &Transport, format: Format, command: &ApiKeysCommand) -> 
                 (None, Some(id)) => format!("/api/v1/apikey?id={id}"),
                 (None, None) => bail!("give the key with -p/--prefix or -i/--id"),
             };
+            prompt::confirm(force, "Do you want to delete this API key?")?;
             let value = api.call(Method::DELETE, &path, None).await?;
             print_one(format, &value, "API key deleted")
         }
     }
 }
 
-async fn nodes(api: &Transport, format: Format, command: &NodesCommand) -> anyhow::Result<()> {
+async fn nodes(
+    api: &Transport,
+    format: Format,
+    command: &NodesCommand,
+    force: bool,
+) -> anyhow::Result<()> {
     match command {
         NodesCommand::List { user, at } => {
             let mut parts = vec![at_query(at)];
@@ -670,7 +689,36 @@ async fn nodes(api: &Transport, format: Format, command: &NodesCommand) -> anyho
             let (node, message) = node_message(&value, "registered");
             print_one(format, &node, &message)
         }
+        NodesCommand::Backfillips => {
+            prompt::confirm(
+                force,
+                "Are you sure that you want to assign/remove IPs to/from nodes?",
+            )?;
+            let value = api
+                .call(
+                    Method::POST,
+                    "/api/v1/node/backfillips?confirmed=true",
+                    None,
+                )
+                .await?;
+            let changes = items(&value, "changes");
+            let message = if changes.is_empty() {
+                "Every node already has an address of each configured family".to_string()
+            } else {
+                changes
+                    .iter()
+                    .map(|c| {
+                        c.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| c.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print_one(format, &value, &message)
+        }
         NodesCommand::Delete { node } => {
+            prompt::confirm(force, &format!("Do you want to remove node {}?", node.id))?;
             let value = api
                 .call(Method::DELETE, &format!("/api/v1/node/{}", node.id), None)
                 .await?;
