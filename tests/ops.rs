@@ -195,3 +195,37 @@ async fn metrics_and_debug_pages_describe_the_live_server() {
     assert_eq!(status, 200);
     assert!(json_of(&body)["Regions"].is_object(), "{body}");
 }
+
+/// `examples/headscale.service` is a valid unit (systemd's own checker, with the binary path
+/// pointed at this build). Skipped, loudly, where systemd-analyze is absent.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(probe) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("note: systemd-analyze not installed; the unit was not checked");
+        return;
+    };
+    assert!(probe.status.success());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/headscale.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/headscale serve"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headscale.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/headscale", common::BIN)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.trim().is_empty(),
+        "{printed}"
+    );
+}
