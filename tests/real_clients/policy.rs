@@ -174,7 +174,10 @@ pub fn advertise_tags(version: Version) {
     owner.wait_state("Running", SHORT);
     let node = server.node("tagged").expect("registered");
     assert_eq!(node["tags"], serde_json::json!(["tag:server"]), "{node}");
-    assert!(node["user"].is_null() && node["expiry"].is_null(), "{node}");
+    assert!(
+        node["user"]["name"] == "tagged-devices" && node["expiry"].is_null(),
+        "{node}"
+    );
 
     let stranger = Client::start("refused", version, &Options::default());
     let run = up(&stranger, "bob");

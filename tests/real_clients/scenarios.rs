@@ -145,8 +145,18 @@ fn interactive_login(version: Version) {
         server.nodes().is_empty(),
         "registered before the admin said so"
     );
+    // Not an id at all: headscale's wording; a well-formed id nobody is waiting on: ours.
     let wrong = server.fails(&["nodes", "register", "--user", "alice", "--key", "nope"]);
-    assert!(wrong.contains("no pending registration"), "{wrong}");
+    assert!(wrong.contains("auth ID has invalid prefix"), "{wrong}");
+    let unknown = server.fails(&[
+        "nodes",
+        "register",
+        "--user",
+        "alice",
+        "--key",
+        "AAAAAAAAAAAAAAAAAAAAAAAA",
+    ]);
+    assert!(unknown.contains("no pending registration"), "{unknown}");
 
     let approved = std::time::Instant::now();
     server.ok(&["nodes", "register", "--user", "alice", "--key", &id]);
