@@ -843,6 +843,10 @@ impl Compiled {
     /// The capabilities `nodeAttrs` give node `i`.
     pub fn node_caps(&self, i: usize) -> BTreeMap<String, Vec<Value>> {
         let mut caps = BTreeMap::new();
+        // Top-level `randomizeClientPort`: every node gets the attribute (as Tailscale does).
+        if self.policy.randomize_client_port {
+            caps.insert("randomize-client-port".to_string(), Vec::new());
+        }
         for (attr, target) in self.policy.node_attrs.iter().zip(&self.attr_targets) {
             if !target.contains(i) {
                 continue;

@@ -245,4 +245,20 @@ mod tests {
         assert!(compiled.shows_route(CA, R2, &subnet(), &RANKED));
         assert_eq!(compiled.peers(CA), [R2]);
     }
+
+    #[test]
+    fn randomize_client_port_stamps_every_node() {
+        let on = Compiled::new(
+            Arc::new(Policy::parse(r#"{"randomizeClientPort": true}"#).unwrap()),
+            Arc::new(topology()),
+        );
+        let off = Compiled::new(Arc::new(Policy::parse("{}").unwrap()), Arc::new(topology()));
+        for i in [R1, R2, CA, CB, E1, E2] {
+            assert_eq!(
+                on.node_caps(i).get("randomize-client-port"),
+                Some(&Vec::new())
+            );
+            assert!(!off.node_caps(i).contains_key("randomize-client-port"));
+        }
+    }
 }
