@@ -245,12 +245,14 @@ fn version_info() -> serde_json::Value {
     })
 }
 
-/// Routes on the main (TCP) listener.
+/// Routes on the main (TCP) listener. The API needs a key; its documentation does not.
 fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContext) -> Router {
-    let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
-        ctx,
-        api::require_api_key,
-    ));
+    let api = api::router(ctx.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            ctx,
+            api::require_api_key,
+        ))
+        .merge(api::openapi::router());
     Router::new()
         .route(
             "/health",
@@ -401,7 +403,9 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let local = api::router(ctx.clone()).layer(axum::middleware::from_fn(api::local_trust));
+    let local = api::router(ctx.clone())
+        .layer(axum::middleware::from_fn(api::local_trust))
+        .merge(api::openapi::router());
     let unix_server = tokio::spawn(
         axum::serve(unix, local)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
