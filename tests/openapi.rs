@@ -2,7 +2,8 @@
 //! OpenAPI 3 document (required fields, unique operation ids, declared path parameters, every
 //! `$ref` resolves), the YAML and JSON forms agree, it lists exactly the routes the router
 //! serves (`headscale::api::routes()`), and real answers match their documented schemas. The
-//! docs page and the document are public.
+//! docs page and the document are public; CORS (`api.cors`) is off by default, and when
+//! configured answers preflights from the allowed origins only.
 
 mod common;
 
@@ -528,4 +529,121 @@ fn real_answers_match_their_documented_schemas() {
         conforms(&doc, schema, &value, &at, &mut problems);
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn cors_headers(headers: &BTreeMap<String, String>) -> Vec<&String> {
+    headers
+        .keys()
+        .filter(|h| h.starts_with("access-control-"))
+        .collect()
+}
+
+fn preflight(server: &TestServer, origin: &str) -> (u16, BTreeMap<String, String>, String) {
+    request(
+        server.port,
+        "OPTIONS",
+        "/api/v1/user",
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn no_cors_headers_by_default() {
+    let mut server = TestServer::start();
+    server.wait_healthy();
+    let (status, headers, _) = preflight(&server, "https://admin.example.com");
+    assert_eq!(
+        status, 401,
+        "a preflight is an ordinary request without CORS"
+    );
+    assert!(cors_headers(&headers).is_empty(), "{headers:?}");
+    let (_, headers, _) = request(
+        server.port,
+        "GET",
+        "/api/v1/openapi.json",
+        &[("Origin", "https://admin.example.com")],
+        None,
+    );
+    assert!(cors_headers(&headers).is_empty(), "{headers:?}");
+}
+
+#[test]
+fn cors_answers_preflights_from_allowed_origins_only() {
+    let mut server = TestServer::start_with(
+        "api:\n  cors:\n    allowed_origins: [\"https://admin.example.com\", \"http://localhost:3000\"]\n",
+    );
+    server.wait_healthy();
+    let allowed = "https://admin.example.com";
+    let (status, headers, _) = preflight(&server, allowed);
+    assert!((200..300).contains(&status), "{status} {headers:?}");
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    let methods = headers["access-control-allow-methods"].to_ascii_uppercase();
+    for method in ["GET", "POST", "PUT", "DELETE"] {
+        assert!(methods.contains(method), "{methods}");
+    }
+    let allowed_headers = headers["access-control-allow-headers"].to_ascii_lowercase();
+    assert!(allowed_headers.contains("authorization") && allowed_headers.contains("content-type"));
+    let (_, headers, _) = preflight(&server, "http://localhost:3000");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+
+    // Another origin gets no permission.
+    let (_, headers, _) = preflight(&server, "https://evil.example");
+    assert!(
+        !headers.contains_key("access-control-allow-origin"),
+        "{headers:?}"
+    );
+
+    // Real requests from the allowed origin: the answer (even a refused key) is readable.
+    let key = server.ok(&["apikeys", "create"]).trim().to_string();
+    let bearer = format!("Bearer {key}");
+    let (status, headers, _) = request(
+        server.port,
+        "GET",
+        "/api/v1/user",
+        &[("Origin", allowed), ("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    let (status, headers, _) = request(
+        server.port,
+        "GET",
+        "/api/v1/user",
+        &[("Origin", allowed)],
+        None,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    // Not on the rest of the listener.
+    let (_, headers, _) = request(server.port, "GET", "/health", &[("Origin", allowed)], None);
+    assert!(cors_headers(&headers).is_empty(), "{headers:?}");
+}
+
+#[test]
+fn cors_from_the_environment_with_any_origin() {
+    let mut server = TestServer::new("");
+    server.env.push((
+        "HEADSCALE_API_CORS_ALLOWED_ORIGINS".into(),
+        "[\"*\"]".into(),
+    ));
+    server.spawn();
+    server.wait_healthy();
+    let (_, headers, _) = preflight(&server, "https://anything.example");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(
+        server.log().contains("api.cors.allowed_origins"),
+        "the wildcard is warned about: {}",
+        server.log()
+    );
 }

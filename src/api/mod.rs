@@ -3,6 +3,7 @@
 //! CLI's offline mode, where it runs in-process over a read-only view of the store.
 
 mod auth;
+pub mod cors;
 mod error;
 mod history;
 mod keys;
