@@ -245,12 +245,24 @@ fn version_info() -> serde_json::Value {
     })
 }
 
-/// Routes on the main (TCP) listener.
-fn public_router(ctx: ApiContext, server_key: &ServerKey, machine: MachineContext) -> Router {
-    let api = api::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
-        ctx,
-        api::require_api_key,
-    ));
+/// Routes on the main (TCP) listener. The API needs a key; its documentation does not; CORS
+/// (`api.cors`), when configured, covers both, and answers preflights before the key check.
+fn public_router(
+    ctx: ApiContext,
+    server_key: &ServerKey,
+    machine: MachineContext,
+    cors: Option<tower_http::cors::CorsLayer>,
+) -> Router {
+    let api = api::router(ctx.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            ctx,
+            api::require_api_key,
+        ))
+        .merge(api::openapi::router());
+    let api = match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
     Router::new()
         .route(
             "/health",
@@ -401,7 +413,9 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let local = api::router(ctx.clone()).layer(axum::middleware::from_fn(api::local_trust));
+    let local = api::router(ctx.clone())
+        .layer(axum::middleware::from_fn(api::local_trust))
+        .merge(api::openapi::router());
     let unix_server = tokio::spawn(
         axum::serve(unix, local)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -434,7 +448,11 @@ pub async fn run(
             .into_future(),
         )
     });
-    let mut public = public_router(ctx, &server_key, machine);
+    let cors = api::cors::layer(&config.api.cors);
+    if cors.is_some() {
+        tracing::info!(origins = ?config.api.cors.allowed_origins, "CORS enabled for /api/v1");
+    }
+    let mut public = public_router(ctx, &server_key, machine, cors);
     let mut stun_server = None;
     if let Some(derp) = derp {
         public = public.merge(crate::derp::router(derp.relay));

@@ -29,10 +29,15 @@ pub enum ApiError {
 }
 
 /// headscale's error body (grpc-gateway shape).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody {
+    /// The gRPC status code: 3 invalid argument, 5 not found, 6 already exists, 7 permission
+    /// denied, 8 resource exhausted, 12 unimplemented, 13 internal, 14 unavailable, 16
+    /// unauthenticated.
     pub code: i32,
     pub message: String,
+    /// Always empty.
     pub details: Vec<serde_json::Value>,
 }
 

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 /// At most this many events in one answer; the CLI pages with `since`.
 pub const MAX_EVENTS_PER_PAGE: usize = 100_000;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events after this seq.
     since: Option<u64>,
@@ -32,7 +33,7 @@ pub struct EventsQuery {
     follow: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventList {
     events: Vec<EventWire>,
     /// True when `limit` cut the list short.
@@ -93,6 +94,15 @@ impl EventFilter {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "history",
+    operation_id = "listEvents",
+    summary = "List events of the log, oldest first (with follow=true: a text/event-stream of them, then of new ones)",
+    params(EventsQuery),
+    responses((status = 200, description = "Success", body = EventList), super::openapi::CommonErrors)
+)]
 pub async fn list_events(
     State(ctx): State<ApiContext>,
     headers: axum::http::HeaderMap,
@@ -221,6 +231,15 @@ fn follow_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/{seq}",
+    tag = "history",
+    operation_id = "showEvent",
+    summary = "One event with its hashes",
+    params(("seq" = String, Path, description = "The event's seq number")),
+    responses((status = 200, description = "Success", body = super::openapi::EventDetail), (status = 404, description = "Not found (code 5)", body = super::error::ErrorBody), super::openapi::CommonErrors)
+)]
 pub async fn show_event(
     State(ctx): State<ApiContext>,
     Path(seq): Path<String>,
@@ -245,6 +264,14 @@ pub async fn show_event(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/verify",
+    tag = "history",
+    operation_id = "verifyEvents",
+    summary = "Verify the hash chain and the signed checkpoints",
+    responses((status = 200, description = "Success", body = super::openapi::VerifyResponse), super::openapi::CommonErrors)
+)]
 pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = ctx.store();
     match verify_chain(store.as_ref(), ctx.checkpoint_key.as_ref()) {
@@ -262,11 +289,22 @@ pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Va
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AtQuery {
+    /// The state at a past point: a seq number or an RFC 3339 time.
     at: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/state",
+    tag = "history",
+    operation_id = "getState",
+    summary = "The whole state, now or at a past point",
+    params(AtQuery),
+    responses((status = 200, description = "Success", body = super::openapi::StateResponse), super::openapi::CommonErrors)
+)]
 pub async fn state(
     State(ctx): State<ApiContext>,
     Query(query): Query<AtQuery>,
@@ -279,6 +317,15 @@ pub async fn state(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/policy",
+    tag = "policy",
+    operation_id = "getPolicy",
+    summary = "The policy in force (404 when none is set)",
+    params(AtQuery),
+    responses((status = 200, description = "Success", body = super::openapi::PolicyResponse), (status = 404, description = "Not found (code 5)", body = super::error::ErrorBody), super::openapi::CommonErrors)
+)]
 pub async fn get_policy(
     State(ctx): State<ApiContext>,
     Query(query): Query<AtQuery>,
@@ -295,11 +342,22 @@ pub async fn get_policy(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyRequest)]
 pub struct PolicyBody {
+    /// The policy text (HuJSON).
     policy: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/policy",
+    tag = "policy",
+    operation_id = "setPolicy",
+    summary = "Replace the policy (policy.mode: database)",
+    request_body = PolicyBody,
+    responses((status = 200, description = "Success", body = super::openapi::PolicyResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn set_policy(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -318,6 +376,15 @@ pub async fn set_policy(
 /// `POST /api/v1/policy/check` (headscale's route): whether the policy would be accepted now,
 /// against the live users and nodes, without setting it. `{}` when it would; otherwise the
 /// same one-line refusal `PUT /api/v1/policy` gives.
+#[utoipa::path(
+    post,
+    path = "/api/v1/policy/check",
+    tag = "policy",
+    operation_id = "checkPolicy",
+    summary = "Check a policy against the live tailnet without setting it",
+    request_body = PolicyBody,
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors)
+)]
 pub async fn check_policy(
     State(ctx): State<ApiContext>,
     ApiJson(body): ApiJson<PolicyBody>,

@@ -45,18 +45,30 @@ fn parse_expiration(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PreAuthListQuery {
+    /// Only the keys of this user id (ours).
     user: Option<String>,
+    /// The state at a past point: a seq number or an RFC 3339 time (ours).
     at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreAuthKeyList {
     pre_auth_keys: Vec<PreAuthKeyWire>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/preauthkey",
+    tag = "preauthkeys",
+    operation_id = "listPreAuthKeys",
+    summary = "List pre-auth keys",
+    params(PreAuthListQuery),
+    responses((status = 200, description = "Success", body = PreAuthKeyList), super::openapi::CommonErrors)
+)]
 pub async fn list_pre_auth(
     State(ctx): State<ApiContext>,
     Query(query): Query<PreAuthListQuery>,
@@ -76,9 +88,11 @@ pub async fn list_pre_auth(
     Ok(Json(PreAuthKeyList { pre_auth_keys }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreatePreAuthKeyRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatePreAuthBody {
+    /// The owner's id (a string or a number); none for a key that registers tagged nodes.
     #[serde(default, deserialize_with = "lenient_id")]
     user: Option<String>,
     #[serde(default)]
@@ -87,17 +101,28 @@ pub struct CreatePreAuthBody {
     ephemeral: bool,
     #[serde(default)]
     pre_approved: bool,
+    /// RFC 3339; default: one hour from now.
+    #[schema(format = DateTime)]
     expiration: Option<String>,
     #[serde(default)]
     acl_tags: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreAuthKeyResponse {
     pre_auth_key: PreAuthKeyWire,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/preauthkey",
+    tag = "preauthkeys",
+    operation_id = "createPreAuthKey",
+    summary = "Create a pre-auth key (the full key is shown only here)",
+    request_body = CreatePreAuthBody,
+    responses((status = 200, description = "Success", body = PreAuthKeyResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn create_pre_auth(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -149,10 +174,13 @@ pub async fn create_pre_auth(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = KeyIdRequest)]
 pub struct IdBody {
+    /// The key's id (a string or a number).
     #[serde(default, deserialize_with = "lenient_id")]
     id: Option<String>,
+    /// API keys: the prefix, bare or as listed (`hskey-api-<prefix>-***`).
     #[serde(default)]
     prefix: Option<String>,
 }
@@ -188,6 +216,15 @@ fn validate_tag(tag: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/preauthkey/expire",
+    tag = "preauthkeys",
+    operation_id = "expirePreAuthKey",
+    summary = "Expire a pre-auth key (an unknown id is not an error)",
+    request_body = IdBody,
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn expire_pre_auth(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -201,11 +238,22 @@ pub async fn expire_pre_auth(
     Ok(Json(serde_json::json!({})))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IdQuery {
+    /// The key's id.
     id: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/preauthkey",
+    tag = "preauthkeys",
+    operation_id = "deletePreAuthKey",
+    summary = "Delete a pre-auth key (an unknown id is not an error)",
+    params(IdQuery),
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn delete_pre_auth(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -218,17 +266,28 @@ pub async fn delete_pre_auth(
     Ok(Json(serde_json::json!({})))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AtQuery {
+    /// The state at a past point: a seq number or an RFC 3339 time (ours).
     at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyList {
     api_keys: Vec<ApiKeyWire>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/apikey",
+    tag = "apikeys",
+    operation_id = "listApiKeys",
+    summary = "List API keys",
+    params(AtQuery),
+    responses((status = 200, description = "Success", body = ApiKeyList), super::openapi::CommonErrors)
+)]
 pub async fn list_api(
     State(ctx): State<ApiContext>,
     Query(query): Query<AtQuery>,
@@ -250,11 +309,23 @@ pub async fn list_api(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = CreateApiKeyRequest)]
 pub struct CreateApiBody {
+    /// RFC 3339; default: 90 days from now.
+    #[schema(format = DateTime)]
     expiration: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/apikey",
+    tag = "apikeys",
+    operation_id = "createApiKey",
+    summary = "Create an API key (the full key is shown only here)",
+    request_body = CreateApiBody,
+    responses((status = 200, description = "Success", body = super::openapi::CreateApiKeyResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn create_api(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -307,6 +378,15 @@ fn api_key_id(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/apikey/expire",
+    tag = "apikeys",
+    operation_id = "expireApiKey",
+    summary = "Expire an API key by id or prefix",
+    request_body = IdBody,
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn expire_api(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -317,6 +397,15 @@ pub async fn expire_api(
     Ok(Json(serde_json::json!({})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apikey/{prefix}",
+    tag = "apikeys",
+    operation_id = "deleteApiKey",
+    summary = "Delete an API key by prefix",
+    params(("prefix" = String, Path, description = "The prefix, bare or as listed")),
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn delete_api(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -327,6 +416,15 @@ pub async fn delete_api(
     Ok(Json(serde_json::json!({})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apikey",
+    tag = "apikeys",
+    operation_id = "deleteApiKeyById",
+    summary = "Delete an API key by id (ours)",
+    params(IdQuery),
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn delete_api_by_query(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,

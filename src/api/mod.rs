@@ -3,10 +3,12 @@
 //! CLI's offline mode, where it runs in-process over a read-only view of the store.
 
 mod auth;
+pub mod cors;
 mod error;
 mod history;
 mod keys;
 mod nodes;
+pub mod openapi;
 mod users;
 pub mod wire;
 
@@ -18,9 +20,10 @@ use crate::engine::EngineHandle;
 use crate::store::replay::{load_state, seq_at_time};
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use std::sync::Arc;
 
@@ -115,69 +118,109 @@ pub fn resolve_at(store: &dyn EventStore, at: &str) -> Result<u64, ApiError> {
     Ok(seq_at_time(store, time)?)
 }
 
+/// Every `/api/v1` route as (method, path, handler); [`router`] is built from it, so
+/// [`routes`] is exactly what the router serves (tests/openapi.rs checks the OpenAPI
+/// document against it).
+fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
+    vec![
+        route(Method::GET, "/api/v1/health", health),
+        route(Method::GET, "/api/v1/user", users::list),
+        route(Method::POST, "/api/v1/user", users::create),
+        route(
+            Method::POST,
+            "/api/v1/user/{old_id}/rename/{new_name}",
+            users::rename,
+        ),
+        route(Method::DELETE, "/api/v1/user/{id}", users::delete),
+        route(Method::GET, "/api/v1/preauthkey", keys::list_pre_auth),
+        route(Method::POST, "/api/v1/preauthkey", keys::create_pre_auth),
+        route(Method::DELETE, "/api/v1/preauthkey", keys::delete_pre_auth),
+        route(
+            Method::POST,
+            "/api/v1/preauthkey/expire",
+            keys::expire_pre_auth,
+        ),
+        route(Method::GET, "/api/v1/apikey", keys::list_api),
+        route(Method::POST, "/api/v1/apikey", keys::create_api),
+        route(Method::DELETE, "/api/v1/apikey", keys::delete_api_by_query),
+        route(Method::POST, "/api/v1/apikey/expire", keys::expire_api),
+        route(Method::DELETE, "/api/v1/apikey/{prefix}", keys::delete_api),
+        route(Method::GET, "/api/v1/node", nodes::list),
+        route(Method::POST, "/api/v1/node/register", nodes::register),
+        route(Method::GET, "/api/v1/node/register", nodes::get_register),
+        route(
+            Method::POST,
+            "/api/v1/node/backfillips",
+            nodes::backfill_ips,
+        ),
+        route(Method::POST, "/api/v1/auth/register", nodes::auth_register),
+        route(Method::POST, "/api/v1/auth/approve", nodes::auth_approve),
+        route(Method::POST, "/api/v1/auth/reject", nodes::auth_reject),
+        route(Method::GET, "/api/v1/node/{id}", nodes::get_one),
+        route(Method::DELETE, "/api/v1/node/{id}", nodes::delete),
+        route(Method::POST, "/api/v1/node/{id}/expire", nodes::expire),
+        route(
+            Method::POST,
+            "/api/v1/node/{id}/rename/{new_name}",
+            nodes::rename,
+        ),
+        route(Method::POST, "/api/v1/node/{id}/tags", nodes::set_tags),
+        route(Method::POST, "/api/v1/node/{id}/user", nodes::move_to_user),
+        route(Method::POST, "/api/v1/node/{id}/approve", nodes::approve),
+        route(
+            Method::POST,
+            "/api/v1/node/{id}/approve_routes",
+            nodes::approve_routes,
+        ),
+        route(Method::POST, "/api/v1/debug/node", nodes::debug_create),
+        route(Method::GET, "/api/v1/routes", nodes::list_routes),
+        route(Method::POST, "/api/v1/routes/enable", nodes::enable_route),
+        route(Method::POST, "/api/v1/routes/disable", nodes::disable_route),
+        route(Method::GET, "/api/v1/policy", history::get_policy),
+        route(Method::PUT, "/api/v1/policy", history::set_policy),
+        route(Method::POST, "/api/v1/policy/check", history::check_policy),
+        route(Method::GET, "/api/v1/events", history::list_events),
+        route(Method::GET, "/api/v1/events/verify", history::verify),
+        route(Method::GET, "/api/v1/events/{seq}", history::show_event),
+        route(Method::GET, "/api/v1/state", history::state),
+    ]
+}
+
+/// One entry of [`route_table`]: the method given once, for the table and the router alike.
+fn route<H, T>(
+    method: Method,
+    path: &'static str,
+    handler: H,
+) -> (Method, &'static str, MethodRouter<ApiContext>)
+where
+    H: axum::handler::Handler<T, ApiContext>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a method axum can route");
+    (method, path, axum::routing::on(filter, handler))
+}
+
+/// Every route served under `/api/v1` (method, path): the API's and the public
+/// documentation's ([`openapi::router`]).
+pub fn routes() -> Vec<(String, &'static str)> {
+    route_table()
+        .into_iter()
+        .map(|(method, path, _)| (method.to_string(), path))
+        .chain(
+            openapi::ROUTES
+                .iter()
+                .map(|(method, path)| (method.to_string(), *path)),
+        )
+        .collect()
+}
+
 /// The API's router, without authentication (wrap it with `require_api_key` for TCP).
 pub fn router(ctx: ApiContext) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/user", get(users::list).post(users::create))
-        .route(
-            "/api/v1/user/{old_id}/rename/{new_name}",
-            post(users::rename),
-        )
-        .route("/api/v1/user/{id}", axum::routing::delete(users::delete))
-        .route(
-            "/api/v1/preauthkey",
-            get(keys::list_pre_auth)
-                .post(keys::create_pre_auth)
-                .delete(keys::delete_pre_auth),
-        )
-        .route("/api/v1/preauthkey/expire", post(keys::expire_pre_auth))
-        .route(
-            "/api/v1/apikey",
-            get(keys::list_api)
-                .post(keys::create_api)
-                .delete(keys::delete_api_by_query),
-        )
-        .route("/api/v1/apikey/expire", post(keys::expire_api))
-        .route(
-            "/api/v1/apikey/{prefix}",
-            axum::routing::delete(keys::delete_api),
-        )
-        .route("/api/v1/node", get(nodes::list))
-        .route(
-            "/api/v1/node/register",
-            post(nodes::register).get(nodes::get_register),
-        )
-        .route("/api/v1/node/backfillips", post(nodes::backfill_ips))
-        .route("/api/v1/auth/register", post(nodes::auth_register))
-        .route("/api/v1/auth/approve", post(nodes::auth_approve))
-        .route("/api/v1/auth/reject", post(nodes::auth_reject))
-        .route(
-            "/api/v1/node/{id}",
-            get(nodes::get_one).delete(nodes::delete),
-        )
-        .route("/api/v1/node/{id}/expire", post(nodes::expire))
-        .route("/api/v1/node/{id}/rename/{new_name}", post(nodes::rename))
-        .route("/api/v1/node/{id}/tags", post(nodes::set_tags))
-        .route("/api/v1/node/{id}/user", post(nodes::move_to_user))
-        .route("/api/v1/node/{id}/approve", post(nodes::approve))
-        .route(
-            "/api/v1/node/{id}/approve_routes",
-            post(nodes::approve_routes),
-        )
-        .route("/api/v1/debug/node", post(nodes::debug_create))
-        .route("/api/v1/routes", get(nodes::list_routes))
-        .route("/api/v1/routes/enable", post(nodes::enable_route))
-        .route("/api/v1/routes/disable", post(nodes::disable_route))
-        .route(
-            "/api/v1/policy",
-            get(history::get_policy).put(history::set_policy),
-        )
-        .route("/api/v1/policy/check", post(history::check_policy))
-        .route("/api/v1/events", get(history::list_events))
-        .route("/api/v1/events/verify", get(history::verify))
-        .route("/api/v1/events/{seq}", get(history::show_event))
-        .route("/api/v1/state", get(history::state))
+    route_table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
@@ -209,6 +252,17 @@ async fn method_not_allowed() -> Response {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "server",
+    operation_id = "health",
+    summary = "Whether the server can read its store",
+    responses(
+        (status = 200, description = "Success", body = openapi::HealthResponse),
+        openapi::CommonErrors,
+    )
+)]
 async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
     let ok = ctx.state_at(None).is_ok();
     Json(serde_json::json!({ "databaseConnectivity": ok }))

@@ -16,18 +16,21 @@ use ipnet::IpNet;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only the nodes of this user (a name or an id).
     user: Option<String>,
+    /// The state at a past point: a seq number or an RFC 3339 time (ours).
     at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct NodeList {
     nodes: Vec<NodeWire>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct NodeResponse {
     node: NodeWire,
 }
@@ -50,6 +53,15 @@ fn node_id(text: &str) -> Result<NodeId, ApiError> {
     Ok(NodeId(parse_id("node", text)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/node",
+    tag = "nodes",
+    operation_id = "listNodes",
+    summary = "List nodes (tagged nodes show the tagged-devices user)",
+    params(ListQuery),
+    responses((status = 200, description = "Success", body = NodeList), super::openapi::CommonErrors)
+)]
 pub async fn list(
     State(ctx): State<ApiContext>,
     Query(query): Query<ListQuery>,
@@ -89,6 +101,15 @@ fn node_response(ctx: &ApiContext, id: NodeId) -> Result<Json<NodeResponse>, Api
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/node/{id}",
+    tag = "nodes",
+    operation_id = "getNode",
+    summary = "One node",
+    params(("id" = String, Path, description = "The node's id")),
+    responses((status = 200, description = "Success", body = NodeResponse), (status = 404, description = "Not found (code 5)", body = super::error::ErrorBody), super::openapi::CommonErrors)
+)]
 pub async fn get_one(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
@@ -98,10 +119,27 @@ pub async fn get_one(
 
 /// `GET /api/v1/node/register`: headscale's gateway reads this as `GET /api/v1/node/{id}`
 /// with the id "register".
+#[utoipa::path(
+    get,
+    path = "/api/v1/node/register",
+    tag = "nodes",
+    operation_id = "getNodeRegister",
+    summary = "Always 400: the gateway reads this as GET /api/v1/node/{id} with the id \"register\"",
+    responses(super::openapi::CommonErrors)
+)]
 pub async fn get_register() -> ApiError {
     ApiError::BadRequest("invalid node id \"register\": expected a number".into())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/node/{id}",
+    tag = "nodes",
+    operation_id = "deleteNode",
+    summary = "Delete a node",
+    params(("id" = String, Path, description = "The node's id")),
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn delete(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -112,10 +150,15 @@ pub async fn delete(
     Ok(Json(serde_json::json!({})))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+#[schema(as = ExpireNodeRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpireParams {
+    /// When the node's key expires (RFC 3339); neither this nor `disableExpiry`: now.
+    #[schema(format = DateTime)]
     expiry: Option<String>,
+    /// The node's key never expires.
     #[serde(default)]
     disable_expiry: bool,
 }
@@ -129,6 +172,16 @@ fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/{id}/expire",
+    tag = "nodes",
+    operation_id = "expireNode",
+    summary = "Expire a node now, at a time, or never (query or body)",
+    params(("id" = String, Path, description = "The node's id"), ExpireParams),
+    request_body(content = Option<ExpireParams>, description = "The same fields as the query, optional"),
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn expire(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -164,6 +217,15 @@ pub async fn expire(
     node_response(&ctx, id)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/{id}/rename/{new_name}",
+    tag = "nodes",
+    operation_id = "renameNode",
+    summary = "Rename a node (its given name)",
+    params(("id" = String, Path, description = "The node's id"), ("new_name" = String, Path, description = "The new name")),
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn rename(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -175,12 +237,24 @@ pub async fn rename(
     node_response(&ctx, id)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SetTagsRequest)]
 pub struct TagsBody {
+    /// The complete new tag list (`tag:…`); empty removes every tag.
     #[serde(default)]
     tags: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/{id}/tags",
+    tag = "nodes",
+    operation_id = "setTags",
+    summary = "Set a node's tags",
+    params(("id" = String, Path, description = "The node's id")),
+    request_body = TagsBody,
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn set_tags(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -217,12 +291,24 @@ pub async fn set_tags(
     node_response(&ctx, id)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = MoveNodeRequest)]
 pub struct MoveBody {
+    /// The new owner (a name or an id, as a string or a number).
     #[serde(deserialize_with = "lenient_id")]
     user: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/{id}/user",
+    tag = "nodes",
+    operation_id = "moveNode",
+    summary = "Give a node to another user (ours)",
+    params(("id" = String, Path, description = "The node's id")),
+    request_body = MoveBody,
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn move_to_user(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -239,6 +325,15 @@ pub async fn move_to_user(
     node_response(&ctx, id)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/{id}/approve",
+    tag = "nodes",
+    operation_id = "approveNode",
+    summary = "Approve a node waiting for device approval (ours)",
+    params(("id" = String, Path, description = "The node's id")),
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn approve(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -266,12 +361,24 @@ fn parse_route(text: &str) -> Result<IpNet, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ApproveRoutesRequest)]
 pub struct RoutesBody {
+    /// The complete list of approved prefixes (CIDR).
     #[serde(default)]
     routes: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/{id}/approve_routes",
+    tag = "nodes",
+    operation_id = "approveRoutes",
+    summary = "Set a node's approved routes",
+    params(("id" = String, Path, description = "The node's id")),
+    request_body = RoutesBody,
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn approve_routes(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -285,15 +392,27 @@ pub async fn approve_routes(
     node_response(&ctx, id)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RegisterQuery {
+    /// The owner (a name or an id).
     user: Option<String>,
+    /// The registration id from the login URL, or the node key.
     key: Option<String>,
 }
 
 /// Completes an interactive login: `key` is the registration id from the AuthURL (or the
 /// node key shown on the login page), `user` the owner. The client's waiting follow-up
 /// request is answered at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/register",
+    tag = "nodes",
+    operation_id = "registerNode",
+    summary = "Complete a waiting interactive login for a user",
+    params(RegisterQuery),
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn register(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -370,15 +489,27 @@ async fn complete_login(
 }
 
 /// headscale 0.29's `auth` bodies (`authId`, and `user` for register).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthBody {
+    /// The registration id (`hskey-authreq-…`, ours from the login URL, or a node key).
     auth_id: String,
+    /// The owner (a name or an id): required by register.
     #[serde(default)]
     user: Option<String>,
 }
 
 /// `POST /api/v1/auth/register`: as `node/register`, with a JSON body.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "nodes",
+    operation_id = "authRegister",
+    summary = "Complete a waiting interactive login for a user",
+    request_body = AuthBody,
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn auth_register(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -392,6 +523,15 @@ pub async fn auth_register(
 }
 
 /// `POST /api/v1/auth/approve`: a re-login of a known machine, for its current owner.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/approve",
+    tag = "nodes",
+    operation_id = "authApprove",
+    summary = "Approve a waiting re-login of a known machine",
+    request_body = AuthBody,
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn auth_approve(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -415,6 +555,15 @@ pub async fn auth_approve(
 }
 
 /// `POST /api/v1/auth/reject`: the waiting client is told it was refused.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/reject",
+    tag = "nodes",
+    operation_id = "authReject",
+    summary = "Reject a waiting login",
+    request_body = AuthBody,
+    responses((status = 200, description = "Success", body = super::openapi::Empty), (status = 404, description = "Not found (code 5)", body = super::error::ErrorBody), super::openapi::CommonErrors)
+)]
 pub async fn auth_reject(
     State(ctx): State<ApiContext>,
     ApiJson(body): ApiJson<AuthBody>,
@@ -433,14 +582,25 @@ pub async fn auth_reject(
     Ok(Json(serde_json::json!({})))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BackfillQuery {
+    /// Must be true.
     #[serde(default)]
     confirmed: bool,
 }
 
 /// `POST /api/v1/node/backfillips?confirmed=true`: every node gets an address from each
 /// configured family at registration and keeps it, so there is never anything to fill in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/node/backfillips",
+    tag = "nodes",
+    operation_id = "backfillNodeIps",
+    summary = "Give every node its missing addresses (there never are any)",
+    params(BackfillQuery),
+    responses((status = 200, description = "Success", body = super::openapi::BackfillResponse), super::openapi::CommonErrors)
+)]
 pub async fn backfill_ips(
     Query(query): Query<BackfillQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -450,12 +610,18 @@ pub async fn backfill_ips(
     Ok(Json(serde_json::json!({ "changes": [] })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = DebugCreateNodeRequest)]
 pub struct DebugNodeBody {
+    /// The owner (a name or an id).
     user: String,
+    /// A registration id (`hskey-authreq-…`: queued, as headscale) or a `nodekey:…` (ours:
+    /// registered at once); none: registered at once under a random key.
     #[serde(default)]
     key: Option<String>,
+    /// The node's host name.
     name: String,
+    /// Announced subnet routes (CIDR).
     #[serde(default)]
     routes: Vec<String>,
 }
@@ -487,6 +653,15 @@ fn valid_auth_id(key: &str) -> Result<(), ApiError> {
 /// login is queued under that id and echoed back as a node that does not exist yet (id 0,
 /// zero times); `node/register` or `auth/register` then registers it. Without a key, or with
 /// a `nodekey:…` (ours), the node is registered for `user` at once, with `routes` announced.
+#[utoipa::path(
+    post,
+    path = "/api/v1/debug/node",
+    tag = "nodes",
+    operation_id = "debugCreateNode",
+    summary = "Create a node without a client (tests and demos)",
+    request_body = DebugNodeBody,
+    responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn debug_create(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -562,7 +737,8 @@ pub async fn debug_create(
     node_response(&ctx, id)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Route)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteWire {
     node_id: String,
@@ -574,12 +750,24 @@ pub struct RouteWire {
     enabled: bool,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RoutesQuery {
+    /// Only the routes of this node id.
     node: Option<String>,
+    /// The state at a past point: a seq number or an RFC 3339 time.
     at: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes",
+    tag = "routes",
+    operation_id = "listRoutes",
+    summary = "Every advertised or approved route, per node (ours)",
+    params(RoutesQuery),
+    responses((status = 200, description = "Success", body = super::openapi::RouteList), super::openapi::CommonErrors)
+)]
 pub async fn list_routes(
     State(ctx): State<ApiContext>,
     Query(query): Query<RoutesQuery>,
@@ -620,10 +808,13 @@ pub async fn list_routes(
     Ok(Json(serde_json::json!({ "routes": routes })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = RouteChangeRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteChangeBody {
+    /// The prefix (CIDR).
     route: String,
+    /// Only on this node (a string or a number); none: every node that advertises it.
     #[serde(default, deserialize_with = "lenient_id")]
     node_id: Option<String>,
 }
@@ -658,6 +849,15 @@ async fn change_route(
     Ok(Json(NodeList { nodes }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/routes/enable",
+    tag = "routes",
+    operation_id = "enableRoute",
+    summary = "Approve a route by prefix (ours); the nodes changed",
+    request_body = RouteChangeBody,
+    responses((status = 200, description = "Success", body = NodeList), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn enable_route(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -666,6 +866,15 @@ pub async fn enable_route(
     change_route(ctx, actor, body, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/routes/disable",
+    tag = "routes",
+    operation_id = "disableRoute",
+    summary = "Withdraw a route's approval by prefix (ours); the nodes changed",
+    request_body = RouteChangeBody,
+    responses((status = 200, description = "Success", body = NodeList), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn disable_route(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,

@@ -9,19 +9,33 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only the user with this id.
     id: Option<String>,
+    /// Only the user with this name.
     name: Option<String>,
+    /// Only users with this email.
     email: Option<String>,
+    /// The state at a past point: a seq number or an RFC 3339 time (ours).
     at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserList {
     users: Vec<UserWire>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/user",
+    tag = "users",
+    operation_id = "listUsers",
+    summary = "List users",
+    params(ListQuery),
+    responses((status = 200, description = "Success", body = UserList), super::openapi::CommonErrors)
+)]
 pub async fn list(
     State(ctx): State<ApiContext>,
     Query(query): Query<ListQuery>,
@@ -52,7 +66,8 @@ pub async fn list(
     Ok(Json(UserList { users }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateUserRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateBody {
     name: String,
@@ -62,11 +77,20 @@ pub struct CreateBody {
     email: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserResponse {
     user: UserWire,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/user",
+    tag = "users",
+    operation_id = "createUser",
+    summary = "Create a user",
+    request_body = CreateBody,
+    responses((status = 200, description = "Success", body = UserResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn create(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -103,6 +127,18 @@ fn user_response(ctx: &ApiContext, id: UserId) -> Result<Json<UserResponse>, Api
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/user/{old_id}/rename/{new_name}",
+    tag = "users",
+    operation_id = "renameUser",
+    summary = "Rename a user",
+    params(
+        ("old_id" = String, Path, description = "The user's id"),
+        ("new_name" = String, Path, description = "The new name"),
+    ),
+    responses((status = 200, description = "Success", body = UserResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn rename(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
@@ -114,12 +150,23 @@ pub async fn rename(
     user_response(&ctx, id)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Delete the user's nodes too (ours; without it a user who owns nodes is not deleted).
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/user/{id}",
+    tag = "users",
+    operation_id = "deleteUser",
+    summary = "Delete a user",
+    params(("id" = String, Path, description = "The user's id"), DeleteQuery),
+    responses((status = 200, description = "Success", body = super::openapi::Empty), super::openapi::CommonErrors, super::openapi::WriteErrors)
+)]
 pub async fn delete(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,

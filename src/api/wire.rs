@@ -7,11 +7,13 @@ use crate::core::state::{ApiKey, Node, PreAuthKey, State, User};
 use crate::core::{Envelope, Timestamp};
 use serde::Serialize;
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
+#[schema(as = User)]
 #[serde(rename_all = "camelCase")]
 pub struct UserWire {
     pub id: String,
     pub name: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub display_name: String,
     pub email: String,
@@ -47,7 +49,8 @@ pub fn tagged_devices_user() -> UserWire {
     }
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
+#[schema(as = PreAuthKey)]
 #[serde(rename_all = "camelCase")]
 pub struct PreAuthKeyWire {
     pub user: Option<UserWire>,
@@ -58,7 +61,9 @@ pub struct PreAuthKeyWire {
     pub ephemeral: bool,
     pub used: bool,
     pub pre_approved: bool,
+    #[schema(format = DateTime)]
     pub expiration: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub acl_tags: Vec<String>,
     /// Ours: `active`, `used` or `expired`, so listings say why a key no longer works.
@@ -95,13 +100,17 @@ pub fn pre_auth_key(
     }
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
+#[schema(as = ApiKey)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyWire {
     pub id: String,
     pub prefix: String,
+    #[schema(format = DateTime)]
     pub expiration: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub last_seen: Option<String>,
 }
 
@@ -115,7 +124,8 @@ pub fn api_key(key: &ApiKey) -> ApiKeyWire {
     }
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
+#[schema(as = Node)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeWire {
     pub id: String,
@@ -125,9 +135,12 @@ pub struct NodeWire {
     pub ip_addresses: Vec<String>,
     pub name: String,
     pub user: Option<UserWire>,
+    #[schema(format = DateTime)]
     pub last_seen: Option<String>,
+    #[schema(format = DateTime)]
     pub expiry: Option<String>,
     pub pre_auth_key: Option<PreAuthKeyWire>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub register_method: String,
     pub given_name: String,
@@ -236,10 +249,12 @@ pub fn pending_node(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
 #[serde(rename_all = "camelCase")]
 pub struct EventWire {
     pub seq: String,
+    #[schema(format = DateTime)]
     pub at: String,
     pub actor: String,
     #[serde(rename = "type")]

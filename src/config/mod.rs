@@ -66,6 +66,7 @@ pub struct Config {
     pub taildrop: TaildropConfig,
     pub cli: CliConfig,
     pub tuning: TuningConfig,
+    pub api: ApiConfig,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
@@ -309,6 +310,22 @@ pub struct CliConfig {
     pub insecure: bool,
 }
 
+/// The admin API on the TCP listener (ours; headscale has no such section).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    pub cors: CorsConfig,
+}
+
+/// CORS for browser admin UIs (Headplane, headscale-ui) served from another origin.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorsConfig {
+    /// Origins (`https://admin.example.com`) whose pages may call `/api/v1`; empty (the
+    /// default) sends no CORS headers; `["*"]` allows every origin.
+    pub allowed_origins: Vec<String>,
+}
+
 /// A validated config plus everything worth telling the operator about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -383,6 +400,7 @@ impl Default for Config {
             taildrop: TaildropConfig::default(),
             cli: CliConfig::default(),
             tuning: TuningConfig::default(),
+            api: ApiConfig::default(),
             source_path: None,
         }
     }

@@ -651,3 +651,65 @@ fn tuning_is_read() {
     );
     assert_eq!(tuning.node_offline_grace, std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn api_cors_allowed_origins() {
+    // Off by default: no origin, no CORS headers.
+    let c = load_with("", &[]).unwrap().config;
+    assert!(c.api.cors.allowed_origins.is_empty());
+
+    let yaml = "api:\n  cors:\n    allowed_origins: [\"https://admin.example.com\", \"http://localhost:3000/\"]\n";
+    let loaded = load_with(yaml, &[]).unwrap();
+    assert_eq!(
+        loaded.config.api.cors.allowed_origins,
+        vec!["https://admin.example.com", "http://localhost:3000/"]
+    );
+    assert!(
+        !loaded.warnings.iter().any(|w| w.contains("api.cors")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // From the environment, as every key.
+    let vars = [(
+        "HEADSCALE_API_CORS_ALLOWED_ORIGINS",
+        "[https://ui.example.org]",
+    )];
+    let c = load_with("", &vars).unwrap().config;
+    assert_eq!(c.api.cors.allowed_origins, vec!["https://ui.example.org"]);
+
+    // Any origin: allowed, warned about.
+    let loaded = load_with("api:\n  cors:\n    allowed_origins: [\"*\"]\n", &[]).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("api.cors.allowed_origins is [\"*\"]")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    for (origins, needle) in [
+        ("[\"*\", \"https://a.example\"]", "must be [\"*\"] alone"),
+        (
+            "[admin.example.com]",
+            "entry \"admin.example.com\" must be an origin",
+        ),
+        (
+            "[\"https://a.example/ui\"]",
+            "entry \"https://a.example/ui\"",
+        ),
+        ("[\"ftp://a.example\"]", "entry \"ftp://a.example\""),
+        (
+            "[\"https://a.example:99999\"]",
+            "entry \"https://a.example:99999\"",
+        ),
+        ("[\"https://\"]", "entry \"https:\""),
+    ] {
+        let err = error_text(&format!("api:\n  cors:\n    allowed_origins: {origins}\n"));
+        assert!(
+            err.contains("api.cors.allowed_origins") && err.contains(needle),
+            "{origins}: {err}"
+        );
+    }
+}

@@ -90,6 +90,7 @@ impl Config {
                 ));
             }
         }
+        warnings.extend(self.validate_cors()?);
         if self.noise.private_key_path.as_os_str().is_empty() {
             return Err(self.invalid("noise.private_key_path", "must be set"));
         }
@@ -232,6 +233,42 @@ impl Config {
             ));
         }
         Ok(warnings)
+    }
+
+    /// `api.cors.allowed_origins`: `*` alone, or origins (`scheme://host[:port]`, no path).
+    fn validate_cors(&self) -> Result<Vec<String>, ConfigError> {
+        let key = "api.cors.allowed_origins";
+        let origins = &self.api.cors.allowed_origins;
+        if origins.iter().any(|o| o.trim() == "*") {
+            if origins.len() > 1 {
+                return Err(self.invalid(key, "must be [\"*\"] alone or a list of origins"));
+            }
+            return Ok(vec![format!(
+                "{key} is [\"*\"]: a page on any web site may call the API from a browser \
+                 (it still needs an API key); list your admin UI's origin instead"
+            )]);
+        }
+        for origin in origins {
+            let origin = origin.trim().trim_end_matches('/');
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let valid = rest.is_some_and(|authority| {
+                !authority.is_empty()
+                    && !authority.contains(['/', '?', '#', '@', ' '])
+                    && split_host_port(authority, false).is_ok()
+            });
+            if !valid {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "entry {origin:?} must be an origin like https://admin.example.com \
+                         (scheme, host and optional port; no path)"
+                    ),
+                ));
+            }
+        }
+        Ok(Vec::new())
     }
 
     fn validate_dns(&self, server_host: &str) -> Result<(), ConfigError> {
