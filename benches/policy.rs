@@ -62,6 +62,7 @@ fn state(users: u64, per_user: u64, servers: bool, policy: &str) -> State {
                 display_name: String::new(),
                 email: format!("user{u}@bench.example"),
                 created_at: Timestamp::EPOCH,
+                picture_url: String::new(),
             },
         );
     }

@@ -75,6 +75,7 @@ fn append_through_engine(store: Arc<dyn EventStore>, total: u64) -> (u64, f64) {
                 name: "bench".into(),
                 display_name: String::new(),
                 email: String::new(),
+                picture_url: String::new(),
             },
         ];
         for command in setup {

@@ -81,8 +81,6 @@ const VALUE_DEVIATIONS: &[(&str, &str, &str, &str)] = &[
     ("apikey.list", "lastSeen", "null", "<time>"),
     ("apikey.list.initial", "lastSeen", "null", "<time>"),
     ("apikey.list.after", "lastSeen", "null", "<time>"),
-    // We do not store a user's picture URL (headscale keeps the `pictureUrl` it was given).
-    ("*", "profilePicUrl", "https://example.com/alice.png", ""),
     // A node without expiry: headscale shows the zero time for nodes registered without one
     // and null once expiry is disabled; we show null for both.
     ("*", "expiry", "\"0001-01-01T00:00:00Z\"", "null"),

@@ -198,3 +198,33 @@ async fn a_node_lifecycle_through_the_api_alone() {
     );
     assert_eq!(then["nodes"][0]["givenName"], "flow-router", "{then}");
 }
+
+#[test]
+fn a_users_picture_is_kept() {
+    let server = TestServer::start();
+    server.ok(&[
+        "users",
+        "create",
+        "pia",
+        "--picture-url",
+        "https://example.com/pia.png",
+        "--display-name",
+        "Pia",
+    ]);
+    let users = server.json(&["users", "list"]);
+    assert_eq!(users[0]["profilePicUrl"], "https://example.com/pia.png");
+    assert_eq!(users[0]["displayName"], "Pia");
+    // Recorded as its own event right after the creation, in the same commit.
+    let events = server.json(&["events", "list", "--user", "pia"]);
+    let types: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["UserCreated", "UserProfileChanged"]);
+    // Without one, nothing extra.
+    server.ok(&["users", "create", "quin"]);
+    let events = server.json(&["events", "list", "--user", "quin"]);
+    assert_eq!(events.as_array().unwrap().len(), 1);
+}

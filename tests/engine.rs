@@ -22,6 +22,7 @@ fn create(name: &str) -> Command {
         name: name.into(),
         display_name: String::new(),
         email: String::new(),
+        picture_url: String::new(),
     }
 }
 

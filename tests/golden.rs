@@ -84,6 +84,7 @@ fn lifecycle_script() -> Vec<(Actor, Command)> {
                 name: "alice".into(),
                 display_name: "Alice".into(),
                 email: "alice@example.com".into(),
+                picture_url: String::new(),
             },
         ),
         (
@@ -92,6 +93,7 @@ fn lifecycle_script() -> Vec<(Actor, Command)> {
                 name: "bob".into(),
                 display_name: String::new(),
                 email: String::new(),
+                picture_url: String::new(),
             },
         ),
         (
@@ -100,6 +102,7 @@ fn lifecycle_script() -> Vec<(Actor, Command)> {
                 name: "carol".into(),
                 display_name: String::new(),
                 email: String::new(),
+                picture_url: String::new(),
             },
         ),
         (

@@ -75,6 +75,8 @@ pub struct CreateBody {
     display_name: String,
     #[serde(default)]
     email: String,
+    #[serde(default)]
+    picture_url: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -103,6 +105,7 @@ pub async fn create(
                 name: body.name.trim().to_string(),
                 display_name: body.display_name,
                 email: body.email,
+                picture_url: body.picture_url.trim().to_string(),
             },
         )
         .await?;

@@ -31,7 +31,7 @@ pub fn user(user: &User) -> UserWire {
         email: user.email.clone(),
         provider_id: String::new(),
         provider: String::new(),
-        profile_pic_url: String::new(),
+        profile_pic_url: user.picture_url.clone(),
     }
 }
 

@@ -51,6 +51,8 @@ pub enum Command {
         name: String,
         display_name: String,
         email: String,
+        /// Empty: none.
+        picture_url: String,
     },
     RenameUser {
         id: UserId,
@@ -363,6 +365,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             name,
             display_name,
             email,
+            picture_url,
         } => {
             naming::validate_user_name(name).map_err(|reason| Rejection::InvalidUserName {
                 name: name.clone(),
@@ -371,12 +374,23 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if state.user_by_name(name).is_some() {
                 return Err(Rejection::UserNameTaken(name.clone()));
             }
-            Ok(vec![Event::UserCreated {
-                id: UserId(state.next_ids.user),
+            let id = UserId(state.next_ids.user);
+            let mut events = vec![Event::UserCreated {
+                id,
                 name: name.clone(),
                 display_name: display_name.clone(),
                 email: email.clone(),
-            }])
+            }];
+            // The picture came later than the first schema: its own event, only when given.
+            if !picture_url.is_empty() {
+                events.push(Event::UserProfileChanged {
+                    id,
+                    display_name: display_name.clone(),
+                    email: email.clone(),
+                    picture_url: picture_url.clone(),
+                });
+            }
+            Ok(events)
         }
         Command::RenameUser { id, new_name } => {
             let current = user(state, *id)?;

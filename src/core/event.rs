@@ -229,6 +229,14 @@ pub enum Event {
     PolicyReplaced {
         policy: String,
     },
+    /// A user's profile as shown to admins and in netmaps (display name, email, picture).
+    /// New variants go at the end: older logs keep decoding.
+    UserProfileChanged {
+        id: UserId,
+        display_name: String,
+        email: String,
+        picture_url: String,
+    },
 }
 
 impl Event {
@@ -259,6 +267,7 @@ impl Event {
             Event::NodeDeleted { .. } => "NodeDeleted",
             Event::RoutesApproved { .. } => "RoutesApproved",
             Event::PolicyReplaced { .. } => "PolicyReplaced",
+            Event::UserProfileChanged { .. } => "UserProfileChanged",
         }
     }
 
@@ -288,6 +297,7 @@ impl Event {
         "NodeDeleted",
         "RoutesApproved",
         "PolicyReplaced",
+        "UserProfileChanged",
     ];
 
     /// The node this event is about, if any (for `events list --node`).
@@ -313,6 +323,7 @@ impl Event {
     pub fn user(&self) -> Option<UserId> {
         match self {
             Event::UserCreated { id, .. }
+            | Event::UserProfileChanged { id, .. }
             | Event::UserRenamed { id, .. }
             | Event::UserDeleted { id } => Some(*id),
             Event::PreAuthKeyCreated { user, .. } => *user,

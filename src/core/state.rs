@@ -19,6 +19,9 @@ pub struct User {
     pub display_name: String,
     pub email: String,
     pub created_at: Timestamp,
+    /// `pictureUrl` (set at creation, or by an identity provider later).
+    #[serde(default)]
+    pub picture_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,8 +259,21 @@ impl State {
                         display_name: display_name.clone(),
                         email: email.clone(),
                         created_at: at,
+                        picture_url: String::new(),
                     },
                 );
+            }
+            Event::UserProfileChanged {
+                id,
+                display_name,
+                email,
+                picture_url,
+            } => {
+                if let Some(user) = self.users.get_mut(id) {
+                    user.display_name = display_name.clone();
+                    user.email = email.clone();
+                    user.picture_url = picture_url.clone();
+                }
             }
             Event::UserRenamed { id, name } => {
                 if let Some(user) = self.users.get_mut(id) {

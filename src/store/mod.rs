@@ -28,8 +28,6 @@ pub enum StoreError {
     OutOfOrder { head: u64, got: u64 },
     #[error("the store at {path} is locked by another process (is `headscale serve` running?)")]
     Locked { path: String },
-    #[error("snapshot at {seq} is corrupt: {source}")]
-    CorruptSnapshot { seq: u64, source: DecodeError },
 }
 
 /// The last record of the log.

@@ -13,17 +13,27 @@ use std::collections::HashMap;
 pub fn load_state(store: &dyn EventStore, upto: Option<u64>) -> Result<State, StoreError> {
     let head = store.head();
     let target = upto.unwrap_or(head.seq).min(head.seq);
-    let (mut state, mut prev_hash) = match store.snapshot_at_or_before(target)? {
-        Some((seq, bytes)) if seq > 0 => {
-            let state = decode_snapshot(&bytes)
-                .map_err(|source| StoreError::CorruptSnapshot { seq, source })?;
+    // A snapshot is only a cache of the fold: one that no longer decodes (written by a build
+    // whose `State` had other fields, or damaged) is skipped and the log replayed instead.
+    let snapshot = match store.snapshot_at_or_before(target)? {
+        Some((seq, bytes)) if seq > 0 => match decode_snapshot(&bytes) {
+            Ok(state) => Some((seq, state)),
+            Err(error) => {
+                tracing::warn!(seq, %error, "snapshot unreadable; replaying the log from the start instead");
+                None
+            }
+        },
+        _ => None,
+    };
+    let (mut state, mut prev_hash) = match snapshot {
+        Some((seq, state)) => {
             let record = store.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
                 seq,
                 reason: "the snapshot's record is missing".into(),
             })?;
             (state, record.hash())
         }
-        _ => (State::default(), Digest::default()),
+        None => (State::default(), Digest::default()),
     };
     let from = state.last_seq + 1;
     replay_into(store, &mut state, &mut prev_hash, from, target)?;

@@ -178,6 +178,12 @@ pub struct UserProfile {
     pub login_name: String,
     #[serde(rename = "DisplayName")]
     pub display_name: String,
+    #[serde(
+        rename = "ProfilePicURL",
+        skip_serializing_if = "String::is_empty",
+        default
+    )]
+    pub profile_pic_url: String,
 }
 
 /// `tailcfg.PeerChange`: a patch of the fields that change without a new identity.

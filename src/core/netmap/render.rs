@@ -37,11 +37,13 @@ pub fn user_profile(state: &State, node: &Node) -> UserProfile {
             } else {
                 user.display_name.clone()
             },
+            profile_pic_url: user.picture_url.clone(),
         },
         _ => UserProfile {
             id: TAGGED_DEVICES_USER_ID,
             login_name: "tagged-devices".into(),
             display_name: "tagged-devices".into(),
+            profile_pic_url: String::new(),
         },
     }
 }
