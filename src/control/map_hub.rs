@@ -554,6 +554,9 @@ impl Hub {
         let mut fanned_out = false;
         let metrics = crate::metrics::metrics();
         let mut compressor = self.compressor.take();
+        // Most sessions of one tick get byte-identical messages (one peer's patch, seen by
+        // everyone): compress each distinct message once and share the frame.
+        let mut frames: HashMap<(bool, Vec<u8>), Bytes> = HashMap::new();
         for (node, session) in self.sessions.iter_mut() {
             if session.pending.is_empty() && !session.pending_everything && !session.poke {
                 continue;
@@ -578,7 +581,7 @@ impl Hub {
             ) {
                 Delta::Nothing => {}
                 Delta::Message(response) => {
-                    match encode_with(&mut compressor, &response, session.compress) {
+                    match encode_shared(&mut frames, &mut compressor, &response, session.compress) {
                         Some(frame) => {
                             metrics.map_message("delta", frame.len());
                             fanned_out = true;
@@ -753,22 +756,51 @@ fn encode_with(
             return None;
         }
     };
-    let body = if compress {
-        if compressor.is_none() {
-            *compressor = zstd::bulk::Compressor::new(1).ok();
+    encode_json(compressor, &json, compress)
+}
+
+/// A frame from a message's JSON: zstd-compressed when the client asked for it.
+fn encode_json(
+    compressor: &mut Option<zstd::bulk::Compressor<'static>>,
+    json: &[u8],
+    compress: bool,
+) -> Option<Bytes> {
+    if !compress {
+        return Some(frame(json));
+    }
+    if compressor.is_none() {
+        *compressor = zstd::bulk::Compressor::new(1).ok();
+    }
+    match compressor.as_mut()?.compress(json) {
+        Ok(body) => Some(frame(&body)),
+        Err(error) => {
+            tracing::error!(%error, "zstd failed");
+            None
         }
-        let compressed = compressor.as_mut()?.compress(&json);
-        match compressed {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::error!(%error, "zstd failed");
-                return None;
-            }
+    }
+}
+
+/// `encode_with`, once per distinct message in `frames` (the JSON is the key).
+fn encode_shared(
+    frames: &mut HashMap<(bool, Vec<u8>), Bytes>,
+    compressor: &mut Option<zstd::bulk::Compressor<'static>>,
+    response: &MapResponse,
+    compress: bool,
+) -> Option<Bytes> {
+    let json = match serde_json::to_vec(response) {
+        Ok(json) => json,
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a map response");
+            return None;
         }
-    } else {
-        json
     };
-    Some(frame(&body))
+    let key = (compress, json);
+    if let Some(frame) = frames.get(&key) {
+        return Some(frame.clone());
+    }
+    let frame = encode_json(compressor, &key.1, compress)?;
+    frames.insert(key, frame.clone());
+    Some(frame)
 }
 
 /// Prefixes `body` with its little-endian length.

@@ -184,21 +184,21 @@ impl SessionView {
                     );
                 }
                 (Some(rendered), Some(sent)) => {
-                    let mut sent_something = true;
                     let (json, identity) = peer_variant(self.viewer, id, rendered, context);
+                    // The owner's profile can only differ with a new identity (a move) or a
+                    // tailnet-wide change (a rename); a presence patch alone skips the check.
+                    let owner_may_differ = identity != sent.identity || everything;
                     if identity != sent.identity {
                         response.peers_changed.push(json);
-                    } else if Arc::ptr_eq(&rendered.presence, &sent.presence) {
-                        sent_something = false;
-                    } else if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
-                        response.peers_changed_patch.push(patch);
-                    } else {
-                        sent_something = false;
+                    } else if !Arc::ptr_eq(&rendered.presence, &sent.presence) {
+                        if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
+                            response.peers_changed_patch.push(patch);
+                        }
                     }
                     // Share the current rendering (equal or newer) so old ones can be freed.
                     sent.identity = identity;
                     sent.presence = rendered.presence.clone();
-                    if !sent_something && !everything {
+                    if !owner_may_differ {
                         continue;
                     }
                     // On a tailnet-wide change an unchanged peer's owner may still have been
