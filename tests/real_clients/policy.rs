@@ -70,7 +70,7 @@ pub fn acl_enforced_live() {
         &[
             ("alpha", "alice", Version::Newest, socks.clone()),
             ("beta", "bob", Version::Oldest, socks.clone()),
-            ("gamma", "carol", Version::Newest, Options::default()),
+            ("gamma", "carol", Version::Newest, socks.clone()),
         ],
     );
     let (alpha, beta, gamma) = (&clients[0], &clients[1], &clients[2]);
@@ -110,6 +110,11 @@ pub fn acl_enforced_live() {
     wait_peers_online(gamma, &["alpha"]);
     wait_until(SHORT, "alpha to see beta and gamma", || {
         (peer_names(alpha) == ["beta", "gamma"]).then_some(())
+    });
+    // beta and gamma have consecutive addresses: alpha's filter holds them as one range
+    // (`100.64.0.2-100.64.0.3`, as Tailscale sends sources); both ends must get through.
+    wait_until(LONG, "gamma -> alpha after the edit", || {
+        greeting(gamma, &alpha_ip, port, Duration::from_secs(3))
     });
     assert_eq!(
         greeting(alpha, &beta_ip, port, Duration::from_secs(3)),

@@ -240,7 +240,7 @@ impl Compiled {
             }
             for app in &policy.apps {
                 let src = compiled.resolve_all(&app.src);
-                let src_ips = compiled.source_ips(&src);
+                let src_ips = ranged(compiled.source_ips(&src));
                 let via = compiled.via_set(&app.via);
                 let mut dst_members = FixedBitSet::with_capacity(n);
                 let mut dst = Vec::new();
@@ -302,7 +302,7 @@ impl Compiled {
     ) -> CompiledRule {
         let n = self.topology.nodes.len();
         let src = self.resolve_all(src);
-        let src_ips = self.source_ips(&src);
+        let src_ips = ranged(self.source_ips(&src));
         let via = self.via_set(via);
         let mut dst_members = FixedBitSet::with_capacity(n);
         let mut compiled = Vec::new();
@@ -574,7 +574,7 @@ impl Compiled {
                             }
                         }
                         out.push(FilterRule {
-                            src_ips: self.node_ips_of(&srcs),
+                            src_ips: ranged(self.node_ips_of(&srcs)),
                             dst_ports,
                             ip_proto: rule.protocols.clone(),
                             cap_grant: Vec::new(),
@@ -639,7 +639,7 @@ impl Compiled {
                 if !from.is_empty() {
                     for companion in companions {
                         out.push(FilterRule {
-                            src_ips: self.source_ips(&from),
+                            src_ips: ranged(self.source_ips(&from)),
                             dst_ports: Vec::new(),
                             ip_proto: Vec::new(),
                             cap_grant: vec![CapGrant {
@@ -656,7 +656,7 @@ impl Compiled {
                     srcs.intersect_with(mine);
                     if !srcs.is_clear() {
                         out.push(FilterRule {
-                            src_ips: self.node_ips_of(&srcs),
+                            src_ips: ranged(self.node_ips_of(&srcs)),
                             dst_ports: Vec::new(),
                             ip_proto: Vec::new(),
                             cap_grant: vec![CapGrant {
@@ -864,6 +864,55 @@ impl Compiled {
     }
 }
 
+/// Packet-filter sources as Tailscale sends them: runs of consecutive single addresses
+/// become one `a-b` range (a member-wide rule at 1,000 nodes is one range per family, not
+/// 2,000 addresses). Prefixes, ranges and `*` stay as they are; the order is kept otherwise
+/// (ranges take the place of their first address).
+pub(crate) fn ranged(items: Vec<String>) -> Vec<String> {
+    let mut singles: Vec<std::net::IpAddr> = Vec::new();
+    let mut others: Vec<String> = Vec::new();
+    for item in items {
+        match item.parse::<std::net::IpAddr>() {
+            Ok(ip) => singles.push(ip),
+            Err(_) => others.push(item),
+        }
+    }
+    if singles.len() < 2 {
+        others.extend(singles.iter().map(|ip| ip.to_string()));
+        return sorted_unique(others.iter().map(String::as_str).collect());
+    }
+    singles.sort_unstable();
+    singles.dedup();
+    let number = |ip: &std::net::IpAddr| -> (u8, u128) {
+        match ip {
+            std::net::IpAddr::V4(v4) => (4, u32::from(*v4) as u128),
+            std::net::IpAddr::V6(v6) => (6, u128::from(*v6)),
+        }
+    };
+    let mut start = singles[0];
+    let mut end = singles[0];
+    let mut push = |start: std::net::IpAddr, end: std::net::IpAddr| {
+        others.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    };
+    for ip in singles.into_iter().skip(1) {
+        let (family, n) = number(&ip);
+        let (end_family, end_n) = number(&end);
+        if family == end_family && end_n.checked_add(1) == Some(n) {
+            end = ip;
+        } else {
+            push(start, end);
+            start = ip;
+            end = ip;
+        }
+    }
+    push(start, end);
+    sorted_unique(others.iter().map(String::as_str).collect())
+}
+
 /// Sorted (as text), without duplicates: the order Tailscale lists addresses in.
 fn sorted_unique(mut items: Vec<&str>) -> Vec<String> {
     items.sort_unstable();
@@ -896,4 +945,42 @@ fn node_prefixes(node: &TopologyNode) -> Vec<String> {
 /// What `autogroup:internet` covers on an exit node: every public address.
 fn internet_prefixes() -> &'static [&'static str] {
     &["0.0.0.0/0", "::/0"]
+}
+
+#[cfg(test)]
+mod ranged_tests {
+    use super::ranged;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn consecutive_addresses_become_ranges() {
+        assert_eq!(
+            ranged(strings(&[
+                "100.64.0.3",
+                "100.64.0.1",
+                "100.64.0.2",
+                "100.64.0.9",
+                "fd7a:115c:a1e0::1",
+                "fd7a:115c:a1e0::2",
+                "10.0.0.0/8",
+                "100.64.0.2",
+            ])),
+            strings(&[
+                "10.0.0.0/8",
+                "100.64.0.1-100.64.0.3",
+                "100.64.0.9",
+                "fd7a:115c:a1e0::1-fd7a:115c:a1e0::2",
+            ])
+        );
+        // The last address of a family never runs into the next family.
+        assert_eq!(
+            ranged(strings(&["255.255.255.255", "::", "*"])),
+            strings(&["*", "255.255.255.255", "::"])
+        );
+        assert_eq!(ranged(strings(&["100.64.0.1"])), strings(&["100.64.0.1"]));
+        assert!(ranged(Vec::new()).is_empty());
+    }
 }
