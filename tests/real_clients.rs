@@ -140,27 +140,58 @@ fn main() {
     namespace::enter();
     let start = Instant::now();
     let mut failed = Vec::new();
+    let mut retried = Vec::new();
+    // Real daemons have timing races of their own (seen: a v1.80.3 client that stays in
+    // `Starting` with its DERP connected and no engine status update until the next netmap
+    // change). A scenario that fails is run once more; both attempts print everything, and
+    // the summary names every scenario that needed the second one. A trap-proxy leak is
+    // never retried. REAL_CLIENTS_NO_RETRY=1 turns retries off.
+    let retries = if std::env::var_os("REAL_CLIENTS_NO_RETRY").is_some() {
+        0
+    } else {
+        1
+    };
     for scenario in &selected {
-        println!("scenario {} ...", scenario.name);
-        let _ = std::io::stdout().flush();
-        let began = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&scenario.run));
-        let leaked = trap().take();
-        let seconds = began.elapsed().as_secs_f64();
-        let trapped = if leaked.is_empty() {
-            String::new()
-        } else {
-            format!(": the trap proxy saw {leaked:?}")
-        };
-        if outcome.is_ok() && leaked.is_empty() {
-            println!("scenario {} ... ok ({seconds:.1}s)", scenario.name);
-        } else {
-            println!(
-                "scenario {} ... FAILED ({seconds:.1}s){trapped}",
-                scenario.name
-            );
+        let mut attempt = 0;
+        loop {
+            println!("scenario {} ...", scenario.name);
+            let _ = std::io::stdout().flush();
+            let began = Instant::now();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&scenario.run));
+            let leaked = trap().take();
+            let seconds = began.elapsed().as_secs_f64();
+            if outcome.is_ok() && leaked.is_empty() {
+                if attempt > 0 {
+                    retried.push(scenario.name.clone());
+                    println!("scenario {} ... ok on retry ({seconds:.1}s)", scenario.name);
+                } else {
+                    println!("scenario {} ... ok ({seconds:.1}s)", scenario.name);
+                }
+                break;
+            }
+            if !leaked.is_empty() {
+                println!(
+                    "scenario {} ... FAILED ({seconds:.1}s): the trap proxy saw {leaked:?}",
+                    scenario.name
+                );
+                failed.push(scenario.name.clone());
+                break;
+            }
+            if attempt < retries {
+                attempt += 1;
+                println!(
+                    "scenario {} ... FAILED ({seconds:.1}s); running it once more",
+                    scenario.name
+                );
+                continue;
+            }
+            println!("scenario {} ... FAILED ({seconds:.1}s)", scenario.name);
             failed.push(scenario.name.clone());
+            break;
         }
+    }
+    if !retried.is_empty() {
+        println!("passed only on retry: {}", retried.join(", "));
     }
     println!(
         "real_clients: {} passed, {} failed ({} selected) in {:.1}s",
