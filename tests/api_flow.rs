@@ -6,10 +6,7 @@
 mod common;
 
 use common::TestServer;
-use headscale::client::{self, ControlClient};
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
 use serde_json::{json, Value};
-use x25519_dalek::StaticSecret;
 
 /// One HTTP/1.1 request with an optional JSON body; status and JSON answer.
 fn call(port: u16, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -72,29 +69,8 @@ async fn a_node_lifecycle_through_the_api_alone() {
     let auth_key = created["preAuthKey"]["key"].as_str().unwrap().to_string();
 
     // The node registers with our own control client, announcing a subnet.
-    let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
-    let client = ControlClient::connect(&server.url(), machine, 145)
-        .await
-        .unwrap();
-    let (node_key, _) = client::random_key("nodekey:");
-    let answer = client
-        .register(&RegisterRequest {
-            version: 145u16.into(),
-            node_key: node_key.clone(),
-            auth: Some(RegisterAuth {
-                auth_key: auth_key.clone(),
-            }),
-            hostinfo: Some(headscale::tailcfg::Hostinfo {
-                hostname: "flow-router".into(),
-                os: "linux".into(),
-                routable_ips: Some(vec!["10.20.0.0/24".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(answer.machine_authorized, "{answer:?}");
+    let _router =
+        common::join_with_routes(&server, &auth_key, "flow-router", &["10.20.0.0/24"]).await;
 
     let nodes = ok(port, &api_key, "GET", "/api/v1/node?user=flow", None);
     let node = &nodes["nodes"][0];

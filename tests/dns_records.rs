@@ -6,14 +6,11 @@
 mod common;
 
 use common::TestServer;
-use headscale::client::{self, ClientError, ControlClient, MapStream};
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
+use headscale::client::{ClientError, ControlClient, MapStream};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use x25519_dalek::StaticSecret;
 
-const CAPVER: u16 = 145;
 const WAIT: Duration = Duration::from_secs(10);
 const TUNING: &str = "tuning:\n  batch_change_delay: 50ms\n  map_keepalive_interval: 2s\n";
 
@@ -55,35 +52,15 @@ struct Node {
 
 impl Node {
     async fn join(server: &TestServer, key: &str, hostname: &str) -> Node {
-        let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
-        let client = ControlClient::connect(&server.url(), machine, CAPVER)
-            .await
-            .unwrap();
-        let (node_key, _) = client::random_key("nodekey:");
-        let (disco_key, _) = client::random_key("discokey:");
-        let answer = client
-            .register(&RegisterRequest {
-                version: CAPVER.into(),
-                node_key: node_key.clone(),
-                auth: Some(RegisterAuth {
-                    auth_key: key.into(),
-                }),
-                hostinfo: Some(headscale::tailcfg::Hostinfo {
-                    hostname: hostname.into(),
-                    os: "linux".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(answer.error.is_empty(), "{answer:?}");
-        let request = client.stream_request(&node_key, &disco_key, vec![]);
-        let mut stream = client.map_stream(&request).await.unwrap();
+        let machine = common::join(server, key, hostname).await;
+        let request = machine
+            .client
+            .stream_request(&machine.node_key, &machine.disco_key, vec![]);
+        let mut stream = machine.client.map_stream(&request).await.unwrap();
         let first = stream.next_within(WAIT).await.unwrap().unwrap().response;
         let dns = first.dns_config.expect("the full map has a DNSConfig");
         Node {
-            _client: client,
+            _client: machine.client,
             stream,
             extra_records: extra_records(&dns),
         }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::TestServer;
+use common::{join, join_with_routes, Machine, TestServer};
 use headscale::client::wire::MapResponseIn;
 use headscale::client::{self, ClientError, ControlClient, MapStream, Netmap};
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
+use headscale::tailcfg::RegisterRequest;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use x25519_dalek::StaticSecret;
@@ -27,56 +27,6 @@ fn start() -> (TestServer, String) {
         .trim()
         .to_string();
     (server, key)
-}
-
-struct Machine {
-    client: ControlClient,
-    node_key: String,
-    disco_key: String,
-}
-
-async fn join(server: &TestServer, auth_key: &str, hostname: &str) -> Machine {
-    join_with_routes(server, auth_key, hostname, &[]).await
-}
-
-/// `join`, announcing `routes` (`--advertise-routes`).
-async fn join_with_routes(
-    server: &TestServer,
-    auth_key: &str,
-    hostname: &str,
-    routes: &[&str],
-) -> Machine {
-    let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
-    let client = ControlClient::connect(&server.url(), machine, CAPVER)
-        .await
-        .unwrap();
-    let (node_key, _) = client::random_key("nodekey:");
-    let (disco_key, _) = client::random_key("discokey:");
-    let answer = client
-        .register(&RegisterRequest {
-            version: CAPVER.into(),
-            node_key: node_key.clone(),
-            auth: Some(RegisterAuth {
-                auth_key: auth_key.into(),
-            }),
-            hostinfo: Some(headscale::tailcfg::Hostinfo {
-                hostname: hostname.into(),
-                os: "linux".into(),
-                routable_ips: (!routes.is_empty())
-                    .then(|| routes.iter().map(|r| r.to_string()).collect()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(answer.error.is_empty(), "{answer:?}");
-    assert!(answer.machine_authorized);
-    Machine {
-        client,
-        node_key,
-        disco_key,
-    }
 }
 
 /// Whether a non-keep-alive message carries nothing at all (the server must never send one).

@@ -5,12 +5,8 @@
 mod common;
 
 use common::{free_port, http, TestServer};
-use headscale::client::{self, ControlClient};
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
+use headscale::client;
 use std::time::{Duration, Instant};
-use x25519_dalek::StaticSecret;
-
-const CAPVER: u16 = 145;
 
 /// A plain GET; status, content type and body text.
 fn get(port: u16, path: &str) -> (u16, String, String) {
@@ -50,33 +46,15 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
 }
 
+/// A node announcing 10.9.0.0/24, registered and streaming (its full map read).
 async fn join_and_stream(server: &TestServer, key: &str, hostname: &str) -> client::MapStream {
-    let machine = StaticSecret::random_from_rng(rand::rngs::OsRng);
-    let client = ControlClient::connect(&server.url(), machine, CAPVER)
-        .await
-        .unwrap();
-    let (node_key, _) = client::random_key("nodekey:");
-    let (disco_key, _) = client::random_key("discokey:");
-    let answer = client
-        .register(&RegisterRequest {
-            version: CAPVER.into(),
-            node_key: node_key.clone(),
-            auth: Some(RegisterAuth {
-                auth_key: key.into(),
-            }),
-            hostinfo: Some(headscale::tailcfg::Hostinfo {
-                hostname: hostname.into(),
-                os: "linux".into(),
-                routable_ips: Some(vec!["10.9.0.0/24".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(answer.machine_authorized, "{answer:?}");
-    let request = client.stream_request(&node_key, &disco_key, vec!["192.0.2.1:41641".into()]);
-    let mut stream = client.map_stream(&request).await.unwrap();
+    let machine = common::join_with_routes(server, key, hostname, &["10.9.0.0/24"]).await;
+    let request = machine.client.stream_request(
+        &machine.node_key,
+        &machine.disco_key,
+        vec!["192.0.2.1:41641".into()],
+    );
+    let mut stream = machine.client.map_stream(&request).await.unwrap();
     stream
         .next_within(Duration::from_secs(10))
         .await

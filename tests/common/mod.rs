@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+use headscale::client::{self, ControlClient};
+use headscale::tailcfg::{RegisterAuth, RegisterRequest};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -275,4 +277,59 @@ pub fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, 
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// The capability version our own test client announces.
+pub const CLIENT_CAPVER: u16 = 145;
+
+/// A node registered with our own control client (`headscale::client`), not yet streaming.
+pub struct Machine {
+    pub client: ControlClient,
+    pub node_key: String,
+    pub disco_key: String,
+}
+
+/// Registers a Linux node named `hostname` with an auth key.
+pub async fn join(server: &TestServer, auth_key: &str, hostname: &str) -> Machine {
+    join_with_routes(server, auth_key, hostname, &[]).await
+}
+
+/// `join`, announcing `routes` (`--advertise-routes`).
+pub async fn join_with_routes(
+    server: &TestServer,
+    auth_key: &str,
+    hostname: &str,
+    routes: &[&str],
+) -> Machine {
+    let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+    let client = ControlClient::connect(&server.url(), machine, CLIENT_CAPVER)
+        .await
+        .unwrap();
+    let (node_key, _) = client::random_key("nodekey:");
+    let (disco_key, _) = client::random_key("discokey:");
+    let answer = client
+        .register(&RegisterRequest {
+            version: CLIENT_CAPVER.into(),
+            node_key: node_key.clone(),
+            auth: Some(RegisterAuth {
+                auth_key: auth_key.into(),
+            }),
+            hostinfo: Some(headscale::tailcfg::Hostinfo {
+                hostname: hostname.into(),
+                os: "linux".into(),
+                routable_ips: (!routes.is_empty())
+                    .then(|| routes.iter().map(|r| r.to_string()).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(answer.error.is_empty(), "{answer:?}");
+    assert!(answer.machine_authorized);
+    Machine {
+        client,
+        node_key,
+        disco_key,
+    }
 }
