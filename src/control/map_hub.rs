@@ -749,14 +749,13 @@ fn encode_with(
     response: &MapResponse,
     compress: bool,
 ) -> Option<Bytes> {
-    let json = match serde_json::to_vec(response) {
-        Ok(json) => json,
-        Err(error) => {
-            tracing::error!(%error, "cannot encode a map response");
-            return None;
-        }
-    };
-    encode_json(compressor, &json, compress)
+    encode_json(compressor, &to_json(response)?, compress)
+}
+
+fn to_json(response: &MapResponse) -> Option<Vec<u8>> {
+    serde_json::to_vec(response)
+        .map_err(|error| tracing::error!(%error, "cannot encode a map response"))
+        .ok()
 }
 
 /// A frame from a message's JSON: zstd-compressed when the client asked for it.
@@ -787,14 +786,7 @@ fn encode_shared(
     response: &MapResponse,
     compress: bool,
 ) -> Option<Bytes> {
-    let json = match serde_json::to_vec(response) {
-        Ok(json) => json,
-        Err(error) => {
-            tracing::error!(%error, "cannot encode a map response");
-            return None;
-        }
-    };
-    let key = (compress, json);
+    let key = (compress, to_json(response)?);
     if let Some(frame) = frames.get(&key) {
         return Some(frame.clone());
     }
