@@ -108,7 +108,8 @@ fn unavailable() -> Response {
 async fn nodes(State(ctx): State<DebugContext>) -> Json<Value> {
     let state = ctx.engine.state();
     let presence = ctx.hub.presence();
-    let table = presence.read().unwrap_or_else(|e| e.into_inner()).clone();
+    // Read under the lock rather than copying every node's presence first.
+    let table = presence.read().unwrap_or_else(|e| e.into_inner());
     let nodes: Vec<Value> = state
         .nodes
         .values()
