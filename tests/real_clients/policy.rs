@@ -2,7 +2,7 @@
 //! direction only), peers the policy keeps apart never appear in `status --json`, and a live
 //! policy edit flips the outcome without restarts.
 
-use crate::scenarios::{socks5_connect, wait_peers_online, LONG, SHORT};
+use crate::scenarios::{socks5_connect, tailnet_existing, wait_peers_online, LONG, SHORT};
 use crate::server::Server;
 use crate::tailscale::{Client, Options, Version};
 use crate::wait_until;
@@ -121,30 +121,6 @@ pub fn acl_enforced_live() {
         None,
         "alpha still reached beta after the edit"
     );
-}
-
-/// Clients for users that already exist, each `up` with a fresh key of its user.
-fn tailnet_existing(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Client> {
-    let clients: Vec<Client> = nodes
-        .iter()
-        .map(|(name, _, version, options)| Client::start(name, *version, options))
-        .collect();
-    let ups: Vec<_> = clients
-        .iter()
-        .zip(nodes)
-        .map(|(client, node)| {
-            let key = server.pre_auth_key(node.1, &[]);
-            client.up(&server.url(), &key, LONG)
-        })
-        .collect();
-    for (up, client) in ups.into_iter().zip(&clients) {
-        let run = up.finish(LONG + SHORT);
-        assert!(run.ok, "{}: up failed: {run}", client.name);
-    }
-    for client in &clients {
-        client.wait_state("Running", LONG);
-    }
-    clients
 }
 
 /// `tailscale up --advertise-tags`: a tag the user owns in `tagOwners` makes the node a

@@ -388,6 +388,11 @@ pub fn tailnet(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec
     for user in users {
         server.create_user(user);
     }
+    tailnet_existing(server, nodes)
+}
+
+/// Clients for users that already exist, each `up` with a fresh key of its user, all Running.
+pub fn tailnet_existing(server: &Server, nodes: &[(&str, &str, Version, Options)]) -> Vec<Client> {
     let clients: Vec<Client> = nodes
         .iter()
         .map(|(name, _, version, options)| Client::start(name, *version, options))
