@@ -40,6 +40,9 @@ pub struct ControlContext {
 pub struct Peer {
     pub machine_key: MachineKey,
     pub capability_version: u16,
+    /// The TCP peer of the connection (the listener's `ConnectInfo`), for per-source limits;
+    /// `None` only when a request was built without one (in-process tests).
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 fn bad_request(message: &str) -> Response {
@@ -96,6 +99,10 @@ pub fn validate_upgrade(
 }
 
 pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> Response {
+    let remote = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
     let headers = request.headers();
     let initiation = match validate_upgrade(
         headers.get(header::UPGRADE).map(|v| v.as_bytes()),
@@ -136,6 +143,7 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         let peer = Peer {
             machine_key: accepted.machine_key,
             capability_version: accepted.version,
+            remote,
         };
         tracing::debug!(machine = %peer.machine_key.short(), capver = peer.capability_version, "noise session open");
         // A peer that finishes the handshake but never starts HTTP/2 is closed, not kept.

@@ -27,7 +27,7 @@ impl Version {
 
     pub fn tag(self) -> &'static str {
         match self {
-            Version::Newest => "v1.102.3",
+            Version::Newest => "v1.102.5",
             Version::Oldest => "v1.80.3",
         }
     }
