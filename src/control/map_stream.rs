@@ -6,13 +6,15 @@
 //! OS, advertised routes, requested tags) are recorded when they change.
 
 use super::map_hub::{keep_alive_frame, MapHub, Report};
-use super::register::{hostinfo_from_wire, MIN_CAPABILITY_VERSION};
+use super::register::MIN_CAPABILITY_VERSION;
 use super::upgrade::Peer;
+use crate::core::event::NodeHostinfo;
 use crate::core::ids::NodeId;
 use crate::core::keys::{DiscoKey, NodeKey};
+use crate::core::limits;
 use crate::core::{Actor, Command};
 use crate::engine::EngineHandle;
-use crate::tailcfg::{self, MapRequest};
+use crate::tailcfg::MapRequest;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, State};
 use axum::http::{header, StatusCode};
@@ -49,30 +51,43 @@ fn status(code: StatusCode, message: &str) -> Response {
     (code, format!("{message}\n")).into_response()
 }
 
-/// The client's report, from a map request.
-pub fn report_of(request: &MapRequest) -> Report {
+/// The client's report, from a map request, within the named limits (`core::limits`,
+/// truncating: a registered node's stream keeps working, the excess is dropped and logged at
+/// debug level), and the facts of its Hostinfo worth recording.
+pub fn report_of(request: &MapRequest) -> (Report, Option<NodeHostinfo>) {
     let disco_key = DiscoKey::parse(&request.disco_key, false)
         .ok()
         .filter(|k| k.0 != [0; 32]);
-    let mut home_derp = None;
-    let hostinfo = request.hostinfo.clone().map(|mut hostinfo| {
-        if let Some(object) = hostinfo.as_object_mut() {
-            if let Some(net_info) = object.remove("NetInfo") {
-                home_derp = net_info
-                    .get("PreferredDERP")
-                    .and_then(|v| v.as_u64())
-                    .and_then(|v| u32::try_from(v).ok());
-            }
-        }
-        Arc::new(hostinfo)
-    });
-    Report {
-        endpoints: request.endpoints.clone().filter(|e| !e.is_empty()),
+    let mut cut = Vec::new();
+    let (mut home_derp, mut hostinfo, mut facts) = (None, None, None);
+    if let Some(raw) = &request.hostinfo {
+        let reported = limits::normalise_reported_hostinfo(raw);
+        home_derp = reported.home_derp;
+        hostinfo = Some(Arc::new(reported.shown));
+        facts = reported.facts;
+        cut.extend(reported.cut);
+    }
+    let endpoints = request
+        .endpoints
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(|endpoints| {
+            let (kept, dropped) = limits::normalise_endpoints(endpoints);
+            cut.extend(dropped);
+            kept
+        });
+    if !cut.is_empty() {
+        let cut: Vec<String> = cut.iter().map(ToString::to_string).collect();
+        tracing::debug!(node_key = %request.node_key, ?cut, "map request over the limits: excess dropped");
+    }
+    let report = Report {
+        endpoints,
         disco_key,
         home_derp,
         capability_version: request.version,
         hostinfo,
-    }
+    };
+    (report, facts)
 }
 
 pub async fn map(
@@ -107,27 +122,22 @@ pub async fn map(
     };
     let node_id = node.id;
 
+    let (report, facts) = report_of(&request);
     // Record changed facts (hostname, OS, routes, tags) without holding up the stream.
-    if let Some(raw) = &request.hostinfo {
-        if let Ok(wire) = serde_json::from_value::<tailcfg::Hostinfo>(raw.clone()) {
-            let facts = hostinfo_from_wire(Some(&wire));
-            if facts != node.hostinfo {
-                let engine = context.engine.clone();
-                let machine = peer.machine_key;
-                tokio::spawn(async move {
-                    let command = Command::UpdateHostinfo {
-                        id: node_id,
-                        hostinfo: facts,
-                    };
-                    if let Err(error) = engine.execute(Actor::Machine(machine), command).await {
-                        tracing::warn!(node = node_id.0, %error, "hostinfo not recorded");
-                    }
-                });
+    if let Some(facts) = facts.filter(|f| *f != node.hostinfo) {
+        let engine = context.engine.clone();
+        let machine = peer.machine_key;
+        tokio::spawn(async move {
+            let command = Command::UpdateHostinfo {
+                id: node_id,
+                hostinfo: facts,
+            };
+            if let Err(error) = engine.execute(Actor::Machine(machine), command).await {
+                tracing::warn!(node = node_id.0, %error, "hostinfo not recorded");
             }
-        }
+        });
     }
 
-    let report = report_of(&request);
     let compress = request.compress == "zstd";
     if !request.stream {
         context.hub.report(node_id, report).await;

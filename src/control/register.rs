@@ -10,6 +10,7 @@ use super::upgrade::Peer;
 use crate::core::event::NodeHostinfo;
 use crate::core::ids::{NodeId, PreAuthKeyId};
 use crate::core::keys::NodeKey;
+use crate::core::limits;
 use crate::core::state::{Node, State as TailnetState};
 use crate::core::{Actor, Command, Event, RegisterAuth, Timestamp};
 use crate::engine::{Clock, EngineError, SystemClock};
@@ -38,24 +39,10 @@ fn refuse(message: impl Into<String>) -> Response {
     .into_response()
 }
 
-pub fn hostinfo_from_wire(hostinfo: Option<&tailcfg::Hostinfo>) -> NodeHostinfo {
-    let Some(h) = hostinfo else {
-        return NodeHostinfo::default();
-    };
-    NodeHostinfo {
-        hostname: h.hostname.clone(),
-        os: h.os.clone(),
-        os_version: h.os_version.clone(),
-        client_version: h.ipn_version.clone(),
-        advertised_routes: h
-            .routable_ips
-            .iter()
-            .flatten()
-            .filter_map(|r| r.parse().ok())
-            .collect(),
-        requested_tags: h.request_tags.clone().unwrap_or_default(),
-        ssh_host_keys: h.ssh_host_keys.clone().unwrap_or_default(),
-    }
+/// A registration's Hostinfo, within the named limits; over one, the reason to refuse
+/// (`core::limits`, `Mode::Refuse`).
+fn registered_hostinfo(request: &RegisterRequest) -> Result<NodeHostinfo, limits::OverLimit> {
+    limits::normalise_hostinfo(request.hostinfo.as_ref(), limits::Mode::Refuse).map(|n| n.hostinfo)
 }
 
 /// The pre-auth key an `hskey-auth-…` text names, if its secret matches.
@@ -192,6 +179,13 @@ pub async fn register(
     let Ok(node_key) = NodeKey::parse(&request.node_key, false) else {
         return (StatusCode::BAD_REQUEST, "invalid NodeKey\n").into_response();
     };
+    let hostinfo = match registered_hostinfo(&request) {
+        Ok(hostinfo) => hostinfo,
+        Err(over) => {
+            tracing::debug!(machine = %peer.machine_key.short(), %over, "registration refused");
+            return refuse(format!("registration refused: {over}"));
+        }
+    };
     let now = SystemClock.now();
     let requested_expiry = request
         .expiry
@@ -239,7 +233,7 @@ pub async fn register(
         let command = Command::RegisterNode {
             machine_key: peer.machine_key,
             node_key,
-            hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
+            hostinfo: hostinfo.clone(),
             auth: RegisterAuth::PreAuthKey(key),
             requested_expiry,
             ephemeral: request.ephemeral,
@@ -277,7 +271,7 @@ pub async fn register(
         let id = context.pending.start(PendingLogin {
             machine_key: peer.machine_key,
             node_key,
-            hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
+            hostinfo: hostinfo.clone(),
             ephemeral: request.ephemeral,
             requested_expiry,
         });

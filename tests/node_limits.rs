@@ -1,0 +1,249 @@
+//! What a node or an anonymous client can send, against the real server binary through our
+//! own control client: registrations over the named limits (`core::limits`) are refused with
+//! a readable error, map requests over them are cut, and what peers receive stays within
+//! them; hostinfo events are rate-limited per node (latest wins); full-map and stream-reopen
+//! floods get 429 while other nodes' deltas keep flowing; pending interactive logins are
+//! bounded per source and per machine and are never evicted by a flood.
+
+mod common;
+
+use common::{join, Machine, TestServer, CLIENT_CAPVER};
+use headscale::client::{self, ClientError, ControlClient, MapStream, Netmap};
+use headscale::core::limits;
+use headscale::tailcfg::{Hostinfo, RegisterAuth, RegisterRequest};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const TUNING: &str =
+    "tuning:\n  batch_change_delay: 50ms\n  map_keepalive_interval: 2s\n  node_offline_grace: 1s\n";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn start() -> (TestServer, String) {
+    let server = TestServer::start_with(TUNING);
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
+        .trim()
+        .to_string();
+    (server, key)
+}
+
+/// A map stream and what its client believes.
+struct Watch {
+    stream: MapStream,
+    netmap: Netmap,
+}
+
+impl Watch {
+    async fn open(machine: &Machine) -> Watch {
+        let request = machine.client.stream_request(
+            &machine.node_key,
+            &machine.disco_key,
+            vec!["192.0.2.10:41641".into()],
+        );
+        let stream = machine.client.map_stream(&request).await.unwrap();
+        let mut watch = Watch {
+            stream,
+            netmap: Netmap::new(),
+        };
+        watch.next().await;
+        watch
+    }
+
+    async fn next(&mut self) {
+        let message = self.stream.next_within(WAIT).await.unwrap().unwrap();
+        self.netmap.apply(&message.response).unwrap();
+    }
+
+    /// Applies messages until `done` holds for the netmap.
+    async fn until(&mut self, what: &str, done: impl Fn(&Netmap) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.netmap) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.next().await;
+        }
+    }
+}
+
+async fn anonymous(server: &TestServer) -> ControlClient {
+    let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+    ControlClient::connect(&server.url(), machine, CLIENT_CAPVER)
+        .await
+        .unwrap()
+}
+
+fn register_request(auth_key: Option<&str>, hostinfo: Hostinfo) -> RegisterRequest {
+    RegisterRequest {
+        version: CLIENT_CAPVER.into(),
+        node_key: client::random_key("nodekey:").0,
+        auth: auth_key.map(|k| RegisterAuth { auth_key: k.into() }),
+        hostinfo: Some(hostinfo),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_registrations_are_refused_with_the_field_named() {
+    let (server, key) = start();
+    let base = || Hostinfo {
+        hostname: "box".into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Hostinfo)> = vec![
+        (
+            "Hostname",
+            Hostinfo {
+                hostname: "h".repeat(limits::MAX_HOSTNAME_BYTES + 1),
+                ..base()
+            },
+        ),
+        (
+            "OSVersion",
+            Hostinfo {
+                os_version: "v".repeat(limits::MAX_SHORT_STRING_BYTES + 1),
+                ..base()
+            },
+        ),
+        (
+            "RequestTags",
+            Hostinfo {
+                request_tags: Some(
+                    (0..=limits::MAX_TAGS)
+                        .map(|i| format!("tag:t{i}"))
+                        .collect(),
+                ),
+                ..base()
+            },
+        ),
+        (
+            "sshHostKeys",
+            Hostinfo {
+                ssh_host_keys: Some(vec![String::new(); 10_000]),
+                ..base()
+            },
+        ),
+        (
+            "RoutableIPs",
+            Hostinfo {
+                routable_ips: Some(
+                    (0..=limits::MAX_ROUTES)
+                        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+                        .collect(),
+                ),
+                ..base()
+            },
+        ),
+    ];
+    let client = anonymous(&server).await;
+    for (field, hostinfo) in cases {
+        // With a valid key (nothing recorded) and without one (no pending login kept).
+        for auth in [Some(key.as_str()), None] {
+            let answer = client
+                .register(&register_request(auth, hostinfo.clone()))
+                .await
+                .unwrap();
+            assert!(
+                answer.error.contains(field) && answer.error.contains("at most"),
+                "{field}: {:?}",
+                answer.error
+            );
+            assert!(answer.auth_url.is_empty());
+        }
+    }
+    assert!(server.nodes().is_empty(), "nothing was registered");
+    // Within the limits the same client registers.
+    let answer = client
+        .register(&register_request(Some(&key), base()))
+        .await
+        .unwrap();
+    assert!(answer.error.is_empty(), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_map_requests_are_cut_and_peers_get_at_most_the_limits() {
+    let (server, key) = start();
+    let viewer = join(&server, &key, "viewer").await;
+    let noisy = join(&server, &key, "noisy").await;
+    let mut watch = Watch::open(&viewer).await;
+    watch.until("the noisy peer", |n| !n.peers.is_empty()).await;
+
+    let hostname = format!("noisy{}", "x".repeat(1000));
+    let endpoints: Vec<String> = std::iter::once("not an endpoint".to_string())
+        .chain((0..500).map(|i| format!("192.0.2.7:{}", 1000 + i)))
+        .collect();
+    let hostinfo = json!({
+        "Hostname": hostname,
+        "OS": "linux",
+        "RequestTags": (0..200).map(|i| format!("tag:t{i}")).collect::<Vec<_>>(),
+        "sshHostKeys": (0..100).map(|i| format!("ssh-ed25519 AAAA{i}")).collect::<Vec<_>>(),
+        "RoutableIPs": (0..3000).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)).collect::<Vec<_>>(),
+        "NetInfo": {"PreferredDERP": 1},
+    });
+    noisy
+        .client
+        .lite_update(&noisy.node_key, endpoints, &noisy.disco_key, Some(hostinfo))
+        .await
+        .unwrap();
+
+    watch
+        .until("the noisy peer's new endpoints", |n| {
+            n.peers.values().any(|p| p.endpoints.len() > 1)
+        })
+        .await;
+    let peer = watch
+        .netmap
+        .peers
+        .values()
+        .find(|p| p.endpoints.len() > 1)
+        .unwrap();
+    assert_eq!(peer.endpoints.len(), limits::MAX_ENDPOINTS);
+    assert!(peer.endpoints.iter().all(|e| e.starts_with("192.0.2.7:")));
+    let shown = serde_json::to_vec(&peer.hostinfo).unwrap();
+    assert!(
+        shown.len() <= limits::MAX_HOSTINFO_JSON_BYTES,
+        "{}",
+        shown.len()
+    );
+    let shown_name = peer.hostinfo["Hostname"].as_str().unwrap_or_default();
+    assert!(
+        shown_name.len() <= limits::MAX_HOSTNAME_BYTES,
+        "{}",
+        shown_name.len()
+    );
+    assert!(shown_name.starts_with("noisy"));
+    for (field, limit) in [
+        ("RequestTags", limits::MAX_TAGS),
+        ("sshHostKeys", limits::MAX_SSH_HOST_KEYS),
+        ("RoutableIPs", limits::MAX_ROUTES),
+    ] {
+        let count = peer.hostinfo[field].as_array().map_or(0, Vec::len);
+        assert!(count <= limit, "{field}: {count}");
+    }
+
+    // The recorded facts are within the limits too.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let nodes = server.nodes();
+        let noisy = nodes
+            .iter()
+            .find(|n| n["name"].as_str().is_some_and(|h| h.starts_with("noisy")))
+            .unwrap_or_else(|| panic!("no noisy node in {nodes:?}"));
+        let name = noisy["name"].as_str().unwrap();
+        if name.len() > 10 {
+            assert!(name.len() <= limits::MAX_HOSTNAME_BYTES, "{}", name.len());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hostinfo never recorded: {noisy}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `ClientError::Status` with this status.
+#[allow(dead_code)]
+fn is_status(error: &ClientError, code: u16) -> bool {
+    matches!(error, ClientError::Status { status, .. } if *status == code)
+}
