@@ -242,8 +242,166 @@ async fn oversized_map_requests_are_cut_and_peers_get_at_most_the_limits() {
     }
 }
 
+/// `NodeHostinfoChanged` events recorded for node `id`.
+fn hostinfo_events(server: &TestServer, id: u64) -> usize {
+    let story = server.json(&["events", "list", "--node", &id.to_string()]);
+    story
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "NodeHostinfoChanged")
+        .count()
+}
+
+/// The recorded hostname (`name` in `nodes list`) of node `id`.
+fn recorded_name(server: &TestServer, id: u64) -> String {
+    let nodes = server.nodes();
+    let node = nodes
+        .iter()
+        .find(|n| n["id"].as_str() == Some(&id.to_string()) || n["id"].as_u64() == Some(id));
+    node.and_then(|n| n["name"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_hostname_adds_a_bounded_number_of_events_and_the_latest_wins() {
+    let (server, key) = start();
+    let viewer = join(&server, &key, "viewer").await;
+    let flapper = join(&server, &key, "flapper").await;
+    let mut watch = Watch::open(&viewer).await;
+    watch.until("the flapper", |n| !n.peers.is_empty()).await;
+    let id = *watch.netmap.peers.keys().next().unwrap();
+    let before = hostinfo_events(&server, id);
+
+    let started = Instant::now();
+    for i in 0..1000 {
+        let name = if i == 999 {
+            "flap-final".to_string()
+        } else {
+            format!("flap-{}", i % 2)
+        };
+        let hostinfo = json!({"Hostname": name, "OS": "linux"});
+        flapper
+            .client
+            .lite_update(
+                &flapper.node_key,
+                vec!["192.0.2.8:41641".into()],
+                &flapper.disco_key,
+                Some(hostinfo),
+            )
+            .await
+            .unwrap();
+    }
+    // Peers see the newest hostname from presence (coalesced, not rate-limited by the log).
+    watch
+        .until("the latest hostname", |n| {
+            n.peers
+                .get(&id)
+                .is_some_and(|p| p.hostinfo["Hostname"] == "flap-final")
+        })
+        .await;
+    // The recorded facts catch up within one refill period.
+    let deadline = Instant::now() + Duration::from_secs(limits::HOSTINFO_EVENT_PERIOD_SECS + 10);
+    while recorded_name(&server, id) != "flap-final" {
+        assert!(
+            Instant::now() < deadline,
+            "the latest hostname was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed().as_secs();
+    let added = hostinfo_events(&server, id) - before;
+    let allowed =
+        limits::HOSTINFO_EVENT_BURST as u64 + elapsed / limits::HOSTINFO_EVENT_PERIOD_SECS + 1;
+    assert!(
+        added as u64 <= allowed,
+        "{added} events in {elapsed} s (at most {allowed})"
+    );
+    assert!(added >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_map_and_stream_reopen_floods_get_429_while_other_deltas_flow() {
+    let (server, key) = start();
+    let viewer = join(&server, &key, "viewer").await;
+    let other = join(&server, &key, "other").await;
+    let flooder = join(&server, &key, "flooder").await;
+    let mut watch = Watch::open(&viewer).await;
+    watch.until("both peers", |n| n.peers.len() == 2).await;
+
+    // Non-streaming full maps.
+    let mut one_shot = flooder
+        .client
+        .stream_request(&flooder.node_key, &flooder.disco_key, vec![]);
+    one_shot.stream = false;
+    let started = Instant::now();
+    let (mut served, mut refused) = (0u64, 0u64);
+    for _ in 0..20 {
+        match flooder.client.map_stream(&one_shot).await {
+            Ok(_) => served += 1,
+            Err(error) if is_status(&error, 429) => refused += 1,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let allowed = u64::from(limits::FULL_MAP_BURST)
+        + started.elapsed().as_secs() / limits::FULL_MAP_PERIOD_SECS
+        + 1;
+    assert!(
+        served >= 1 && served <= allowed,
+        "{served} full maps served"
+    );
+    assert!(refused >= 20 - allowed, "{refused} refused");
+
+    // Stream (re)opens; each new stream replaces the previous one.
+    let streaming = flooder
+        .client
+        .stream_request(&flooder.node_key, &flooder.disco_key, vec![]);
+    let started = Instant::now();
+    let (mut opened, mut refused) = (0u64, 0u64);
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        match flooder.client.map_stream(&streaming).await {
+            Ok(stream) => {
+                opened += 1;
+                streams.push(stream);
+            }
+            Err(error) if is_status(&error, 429) => refused += 1,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let allowed = u64::from(limits::STREAM_OPEN_BURST)
+        + started.elapsed().as_secs() / limits::STREAM_OPEN_PERIOD_SECS
+        + 1;
+    assert!(opened >= 1 && opened <= allowed, "{opened} streams opened");
+    assert!(refused >= 40 - allowed, "{refused} refused");
+
+    // Meanwhile another node's change reaches the viewer.
+    other
+        .client
+        .lite_update(
+            &other.node_key,
+            vec!["198.51.100.9:41641".into()],
+            &other.disco_key,
+            None,
+        )
+        .await
+        .unwrap();
+    watch
+        .until("the other node's new endpoint", |n| {
+            n.peers
+                .values()
+                .any(|p| p.endpoints.iter().any(|e| e == "198.51.100.9:41641"))
+        })
+        .await;
+    // The viewer's own stream is unaffected by the flooder's budget.
+    let again = viewer
+        .client
+        .stream_request(&viewer.node_key, &viewer.disco_key, vec![]);
+    assert!(viewer.client.map_stream(&again).await.is_ok());
+}
+
 /// `ClientError::Status` with this status.
-#[allow(dead_code)]
 fn is_status(error: &ClientError, code: u16) -> bool {
     matches!(error, ClientError::Status { status, .. } if *status == code)
 }

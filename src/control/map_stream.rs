@@ -12,7 +12,6 @@ use crate::core::event::NodeHostinfo;
 use crate::core::ids::NodeId;
 use crate::core::keys::{DiscoKey, NodeKey};
 use crate::core::limits;
-use crate::core::{Actor, Command};
 use crate::engine::EngineHandle;
 use crate::tailcfg::MapRequest;
 use axum::body::{Body, Bytes};
@@ -121,21 +120,28 @@ pub async fn map(
         return status(StatusCode::NOT_FOUND, "node not found");
     };
     let node_id = node.id;
+    // M6: the requests that cost the hub a full render are budgeted per node.
+    let admitted = if request.stream {
+        context.hub.admit_stream_open(node_id)
+    } else if !request.omit_peers {
+        context.hub.admit_full_map(node_id)
+    } else {
+        Ok(())
+    };
+    if let Err(wait) = admitted {
+        tracing::debug!(
+            node = node_id.0,
+            stream = request.stream,
+            "map request over the node's budget"
+        );
+        return too_many_requests(wait);
+    }
 
     let (report, facts) = report_of(&request);
-    // Record changed facts (hostname, OS, routes, tags) without holding up the stream.
+    // Record changed facts (hostname, OS, routes, tags) without holding up the stream:
+    // the hub's per-node slot keeps the newest and commits at the limited rate.
     if let Some(facts) = facts.filter(|f| *f != node.hostinfo) {
-        let engine = context.engine.clone();
-        let machine = peer.machine_key;
-        tokio::spawn(async move {
-            let command = Command::UpdateHostinfo {
-                id: node_id,
-                hostinfo: facts,
-            };
-            if let Err(error) = engine.execute(Actor::Machine(machine), command).await {
-                tracing::warn!(node = node_id.0, %error, "hostinfo not recorded");
-            }
-        });
+        context.hub.record_facts(node_id, peer.machine_key, facts);
     }
 
     let compress = request.compress == "zstd";
@@ -166,6 +172,18 @@ pub async fn map(
         },
     };
     stream_response(Body::new(body))
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1). tailscaled treats any non-200 map
+/// answer as a failed poll and retries with backoff.
+fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.max(1).to_string())],
+        "too many map requests from this node; retry later\n",
+    )
+        .into_response()
 }
 
 fn stream_response(body: Body) -> Response {
