@@ -401,6 +401,168 @@ async fn full_map_and_stream_reopen_floods_get_429_while_other_deltas_flow() {
     assert!(viewer.client.map_stream(&again).await.is_ok());
 }
 
+/// The registration id at the end of an AuthURL.
+fn registration_id(answer: &headscale::tailcfg::RegisterResponse) -> String {
+    assert!(answer.error.is_empty(), "{answer:?}");
+    answer.auth_url.rsplit('/').next().unwrap().to_string()
+}
+
+fn interactive(node_key: &str, hostname: &str) -> RegisterRequest {
+    RegisterRequest {
+        version: CLIENT_CAPVER.into(),
+        node_key: node_key.into(),
+        hostinfo: Some(Hostinfo {
+            hostname: hostname.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_login_flood_is_refused_and_evicts_no_genuine_login() {
+    let (server, _key) = start();
+    let genuine = anonymous(&server).await;
+    let genuine_key = client::random_key("nodekey:").0;
+    let first = genuine
+        .register(&interactive(&genuine_key, "genuine"))
+        .await
+        .unwrap();
+    let id = registration_id(&first);
+
+    // A flood from one source: fresh machines, fresh node keys (the test's connections all
+    // come from 127.0.0.1, one source).
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..10 {
+        let flooder = anonymous(&server).await;
+        for _ in 0..limits::MAX_PENDING_LOGINS_PER_MACHINE {
+            let answer = flooder
+                .register(&interactive(&client::random_key("nodekey:").0, "flood"))
+                .await
+                .unwrap();
+            if answer.auth_url.is_empty() {
+                assert!(answer.error.contains("too many logins"), "{answer:?}");
+                refused += 1;
+            } else {
+                accepted += 1;
+            }
+        }
+    }
+    assert_eq!(
+        accepted,
+        limits::MAX_PENDING_LOGINS_PER_SOURCE - 1,
+        "the genuine one counts too"
+    );
+    assert_eq!(
+        refused,
+        10 * limits::MAX_PENDING_LOGINS_PER_MACHINE - accepted
+    );
+
+    // One machine: at most 4 at once.
+    let busy = anonymous(&server).await;
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(
+            busy.register(&interactive(&client::random_key("nodekey:").0, "busy"))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        answers.iter().all(|a| a.auth_url.is_empty()),
+        "the source is full already"
+    );
+
+    // The genuine login is still there: its owner's follow-up is answered once approved.
+    let follow_key = genuine_key.clone();
+    let url = first.auth_url.clone();
+    let waiting = tokio::spawn(async move {
+        let mut request = interactive(&follow_key, "genuine");
+        request.followup = url;
+        genuine.register(&request).await.unwrap()
+    });
+    server.ok(&["nodes", "register", "--user", "alice", "--key", &id]);
+    let answer = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert!(
+        answer.error.is_empty() && answer.machine_authorized,
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_key_pending_elsewhere_is_refused_and_followups_are_bound_to_the_machine() {
+    let (server, _key) = start();
+    let victim = anonymous(&server).await;
+    let victim_key = client::random_key("nodekey:").0;
+    let first = victim
+        .register(&interactive(&victim_key, "victim"))
+        .await
+        .unwrap();
+    let id = registration_id(&first);
+
+    // Another machine asks for a login with the victim's node key (read off the page or a
+    // netmap): refused, so approving "by node key" can only ever mean the victim's login.
+    let attacker = anonymous(&server).await;
+    let copy = attacker
+        .register(&interactive(&victim_key, "victim"))
+        .await
+        .unwrap();
+    assert!(copy.auth_url.is_empty());
+    assert!(
+        copy.error
+            .contains("already waiting for approval from another machine"),
+        "{copy:?}"
+    );
+    // Nor does the attacker learn anything by presenting the victim's URL.
+    let mut spy = interactive(&client::random_key("nodekey:").0, "spy");
+    spy.followup = first.auth_url.clone();
+    let spied = attacker.register(&spy).await.unwrap();
+    assert!(
+        spied.auth_url.is_empty() && !spied.error.is_empty(),
+        "{spied:?}"
+    );
+
+    // The public page opens by id only, and shows where the login came from.
+    let (status, _) = common::http(server.port, "GET", &format!("/register/{victim_key}"), None);
+    assert_eq!(status, 404, "a node key must not reveal the registration");
+    let page = reqwest_page(server.port, &id);
+    assert!(page.contains("127.0.0.1"), "{page}");
+    assert!(page.contains(&victim.machine_key().short()), "{page}");
+
+    // Approval by node key finds exactly the victim's login.
+    server.ok(&["nodes", "register", "--user", "alice", "--key", &victim_key]);
+    let nodes = server.nodes();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["machineKey"], victim.machine_key().to_string());
+
+    // A follow-up that arrives after the approval gets the outcome, not "expired" (P10).
+    let mut late = interactive(&victim_key, "victim");
+    late.followup = first.auth_url.clone();
+    let answer = victim.register(&late).await.unwrap();
+    assert!(
+        answer.error.is_empty() && answer.machine_authorized,
+        "{answer:?}"
+    );
+}
+
+/// The body of `GET /register/<id>` (plain HTTP/1.0 on the test server's port).
+fn reqwest_page(port: u16, id: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /register/{id} HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    out
+}
+
 /// `ClientError::Status` with this status.
 fn is_status(error: &ClientError, code: u16) -> bool {
     matches!(error, ClientError::Status { status, .. } if *status == code)

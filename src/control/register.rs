@@ -5,7 +5,7 @@
 //! for the admin (`pending.rs`).
 
 use super::map_stream::MachineContext;
-use super::pending::{Outcome, PendingLogin};
+use super::pending::{Origin, Outcome, PendingLogin};
 use super::upgrade::Peer;
 use crate::core::event::NodeHostinfo;
 use crate::core::ids::{NodeId, PreAuthKeyId};
@@ -124,8 +124,13 @@ fn registration_id(url: &str) -> &str {
 }
 
 /// A follow-up request: waits for the admin's decision on the pending login.
-async fn follow_up(context: &MachineContext, url: &str) -> Response {
-    let Some(mut outcome) = context.pending.watch(registration_id(url)) else {
+/// Only the machine that started the login is answered (L9): anyone else holding the URL
+/// learns nothing from it.
+async fn follow_up(context: &MachineContext, peer: &Peer, url: &str) -> Response {
+    let Some(mut outcome) = context
+        .pending
+        .watch(registration_id(url), &peer.machine_key)
+    else {
         return refuse("this login has expired or is unknown: run `tailscale up` again");
     };
     let decided = tokio::time::timeout(FOLLOWUP_WAIT, outcome.wait_for(Option::is_some)).await;
@@ -266,16 +271,28 @@ pub async fn register(
     } else if state.node_by_node_key(&node_key).is_some() {
         return refuse("this node key belongs to another machine");
     } else if !request.followup.is_empty() {
-        return follow_up(&context, &request.followup).await;
+        return follow_up(&context, &peer, &request.followup).await;
     } else {
-        let id = context.pending.start(PendingLogin {
+        let login = PendingLogin {
             machine_key: peer.machine_key,
             node_key,
             hostinfo: hostinfo.clone(),
             ephemeral: request.ephemeral,
             requested_expiry,
-        });
-        tracing::info!(machine = %peer.machine_key.short(), %id, "interactive login waiting for an admin");
+        };
+        let origin = Origin {
+            source: peer.remote.map(|a| a.ip()),
+            started: now,
+        };
+        let id = match context.pending.start(login, origin) {
+            Ok(id) => id,
+            Err(refused) => {
+                tracing::debug!(machine = %peer.machine_key.short(), %refused, "interactive login refused");
+                return refuse(refused.to_string());
+            }
+        };
+        // Debug: anyone can start one (L5); the admin sees them on the page and in the API.
+        tracing::debug!(machine = %peer.machine_key.short(), %id, "interactive login waiting for an admin");
         return Json(RegisterResponse {
             auth_url: format!("{}/register/{id}", context.server_url),
             ..Default::default()
