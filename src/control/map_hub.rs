@@ -13,6 +13,12 @@
 //! offline for `node.ephemeral.inactivity_timeout` is deleted (a `NodeDeleted` by the
 //! system), and a node whose key expiry passes is re-rendered so peers see `Expired` at once
 //! (the expiry time itself is already in the log; nothing new is appended).
+//!
+//! Per-node budgets (`core::limits`, `governor` token buckets): presence reports that change
+//! something are applied at most 2/s per node (the rest merge, newest first, into a deferred
+//! report a later tick applies); reported facts wait in one "latest wins" slot per node that
+//! a separate task commits as `UpdateHostinfo` at most once per 10 s after a burst of 3; and
+//! the handle answers whether a node may open a stream or get a one-shot full map now.
 
 use crate::core::command::Command;
 use crate::core::event::Actor;

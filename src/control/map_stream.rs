@@ -4,6 +4,13 @@
 //! interval. A lite update (`Stream:false, OmitPeers:true`) only reports endpoints, disco
 //! key and home DERP and gets an empty 200. The facts in the request's Hostinfo (hostname,
 //! OS, advertised routes, requested tags) are recorded when they change.
+//!
+//! Everything the request reports goes through `core::limits` first (cut, never refused:
+//! the node is registered). The hub's per-node slot records facts at most at the
+//! `limits::HOSTINFO_EVENT_*` rate (the newest wins), and the requests that cost the hub a
+//! full render are budgeted per node: stream (re)opens and non-streaming full maps over
+//! their budget get `429` with `Retry-After` (tailscaled retries a failed poll with
+//! backoff). Lite updates are never refused; the hub coalesces them.
 
 use super::map_hub::{keep_alive_frame, MapHub, Report};
 use super::register::MIN_CAPABILITY_VERSION;

@@ -11,6 +11,7 @@ use crate::core::event::NodeHostinfo;
 use crate::core::ids::{NodeId, PreAuthKeyId};
 use crate::core::keys::NodeKey;
 use crate::core::limits;
+use crate::core::netmap::TAGGED_DEVICES_USER_ID;
 use crate::core::state::{Node, State as TailnetState};
 use crate::core::{Actor, Command, Event, RegisterAuth, Timestamp};
 use crate::engine::{Clock, EngineError, SystemClock};
@@ -28,8 +29,6 @@ use std::time::Duration;
 const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
 /// The oldest client we talk to: capability version 113 (Tailscale 1.80).
 pub const MIN_CAPABILITY_VERSION: u16 = 113;
-/// Tailscale's user id for tagged devices.
-const TAGGED_DEVICES_USER_ID: u64 = 2_147_455_555;
 
 fn refuse(message: impl Into<String>) -> Response {
     Json(RegisterResponse {
