@@ -402,6 +402,56 @@ async fn full_map_and_stream_reopen_floods_get_429_while_other_deltas_flow() {
     assert!(viewer.client.map_stream(&again).await.is_ok());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_floods_are_coalesced_and_the_newest_endpoints_win() {
+    let (server, key) = start();
+    let viewer = join(&server, &key, "viewer").await;
+    let chatty = join(&server, &key, "chatty").await;
+    let mut watch = Watch::open(&viewer).await;
+    watch
+        .until("the chatty peer", |n| !n.peers.is_empty())
+        .await;
+    let id = *watch.netmap.peers.keys().next().unwrap();
+
+    // 300 endpoint changes as fast as one connection sends them, the viewer reading along.
+    let sender = tokio::spawn(async move {
+        for i in 0..300u32 {
+            let endpoint = format!("203.0.113.5:{}", 10_000 + i);
+            chatty
+                .client
+                .lite_update(&chatty.node_key, vec![endpoint], &chatty.disco_key, None)
+                .await
+                .unwrap();
+        }
+        chatty
+    });
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    let last = "203.0.113.5:10299".to_string();
+    while !seen.contains(&last) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the newest endpoint never arrived"
+        );
+        watch.next().await;
+        if let Some(peer) = watch.netmap.peers.get(&id) {
+            seen.extend(peer.endpoints.iter().cloned());
+        }
+    }
+    let _chatty = sender.await.unwrap();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let allowed = elapsed_ms / limits::PRESENCE_UPDATE_PERIOD_MS + 2;
+    eprintln!(
+        "{} distinct endpoint sets seen of 300 in {elapsed_ms} ms",
+        seen.len()
+    );
+    assert!(
+        (seen.len() as u64) <= allowed,
+        "{} presence updates in {elapsed_ms} ms (at most {allowed})",
+        seen.len()
+    );
+}
+
 /// The registration id at the end of an AuthURL.
 fn registration_id(answer: &headscale::tailcfg::RegisterResponse) -> String {
     assert!(answer.error.is_empty(), "{answer:?}");
