@@ -47,7 +47,9 @@ async fn page(State(pending): State<PendingLogins>, Path(id): Path<String>) -> R
     let source = origin
         .source
         .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-    let started = origin.started.to_rfc3339();
+    let started = origin
+        .started
+        .map_or_else(|| "unknown".to_string(), |t| t.to_rfc3339());
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>headscale: machine registration</title>\n\
          <h1>Machine registration</h1>\n\

@@ -52,7 +52,8 @@ pub struct PendingLogin {
 pub struct Origin {
     /// The TCP peer's address (`None` when unknown: in-process requests, admin inserts).
     pub source: Option<IpAddr>,
-    pub started: Timestamp,
+    /// `None` for logins queued by the admin API.
+    pub started: Option<Timestamp>,
 }
 
 /// How a pending login ended.
@@ -260,7 +261,7 @@ impl PendingLogins {
         let mut table = self.table();
         let origin = Origin {
             source: None,
-            started: Timestamp::from_unix_ms(0),
+            started: None,
         };
         table.add(id.to_string(), kept(login), origin);
     }
@@ -375,7 +376,7 @@ mod tests {
     fn from(ip: IpAddr) -> Origin {
         Origin {
             source: Some(ip),
-            started: Timestamp::from_unix_ms(0),
+            started: Some(Timestamp::from_unix_ms(0)),
         }
     }
 

@@ -297,7 +297,7 @@ pub async fn register(
         };
         let origin = Origin {
             source: peer.remote.map(|a| a.ip()),
-            started: now,
+            started: Some(now),
         };
         let id = match context.pending.start(login, origin) {
             Ok(id) => id,
