@@ -205,6 +205,9 @@ pub enum Rejection {
     InvalidPolicy(String),
     #[error("requested tags {0:?} are invalid or not permitted")]
     RequestedTagsNotPermitted(Vec<String>),
+    /// A node key identifies one node: another node already has this one.
+    #[error("node key {} is already in use by another node; log out and log in again to get a new one", .0.short())]
+    NodeKeyInUse(NodeKey),
 }
 
 /// The kind of HTTP answer a rejection deserves.
@@ -226,7 +229,8 @@ impl Rejection {
             UserNameTaken(_)
             | UserHasNodes { .. }
             | NodeNameTaken(_)
-            | AddressSpaceExhausted(_) => RejectionKind::Conflict,
+            | AddressSpaceExhausted(_)
+            | NodeKeyInUse(_) => RejectionKind::Conflict,
             PreAuthKeyExpired(_) | PreAuthKeyUsed(_) | RequestedTagsNotPermitted(_) => {
                 RejectionKind::Forbidden
             }
@@ -330,6 +334,15 @@ fn user(state: &State, id: UserId) -> Result<&super::state::User, Rejection> {
 
 fn node(state: &State, id: NodeId) -> Result<&Node, Rejection> {
     state.nodes.get(&id).ok_or(Rejection::NodeNotFound(id))
+}
+
+/// A node key belongs to at most one node: refuses `key` for `node` (`None`: a new node) when
+/// any other node has it.
+fn node_key_free(state: &State, key: NodeKey, node: Option<NodeId>) -> Result<(), Rejection> {
+    if state.nodes_by_node_key(&key).any(|n| Some(n.id) != node) {
+        return Err(Rejection::NodeKeyInUse(key));
+    }
+    Ok(())
 }
 
 fn checked_tags(tags: &[String]) -> Result<Vec<String>, Rejection> {
@@ -653,6 +666,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if found.node_key == *node_key {
                 return Ok(vec![]);
             }
+            node_key_free(state, *node_key, Some(*id))?;
             Ok(vec![Event::NodeKeyRotated {
                 id: *id,
                 node_key: *node_key,
@@ -847,10 +861,9 @@ fn decide_register(
 
     // A known machine logging in again as the same owner keeps its node, id and addresses.
     let known = state
-        .nodes
-        .values()
+        .nodes_by_machine_key(&reg.machine_key)
         .rev()
-        .find(|n| n.machine_key == reg.machine_key && n.user == owner && n.tags == tags);
+        .find(|n| n.user == owner && n.tags == tags);
     if let Some(existing) = known {
         // Re-login with a key that was already spent on this very node is fine.
         if let Some(key) = auth_key {
@@ -858,6 +871,7 @@ fn decide_register(
                 return Err(Rejection::PreAuthKeyUsed(key.id));
             }
         }
+        node_key_free(state, reg.node_key, Some(existing.id))?;
         let mut events = vec![Event::NodeReauthenticated {
             id: existing.id,
             node_key: reg.node_key,
@@ -879,6 +893,7 @@ fn decide_register(
             return Err(Rejection::PreAuthKeyUsed(key.id));
         }
     }
+    node_key_free(state, reg.node_key, None)?;
 
     let id = NodeId(state.next_ids.node);
     let (ipv4, ipv6) = allocate_addresses(state, core, reg.entropy)?;
