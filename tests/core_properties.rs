@@ -1586,6 +1586,23 @@ impl Invariants {
         prop_assert!(state.last_at >= self.last_at);
         self.last_at = state.last_at;
         for envelope in &driver.envelopes[self.seen..] {
+            // A client-requested expiry never outlives the configured node expiry (M4). The
+            // config is the state's: a config change is a step of its own.
+            let limit = state.config.core.node_expiry_secs;
+            let granted = match &envelope.event {
+                Event::NodeRegistered(reg) => Some(reg.expiry),
+                Event::NodeReauthenticated { expiry, .. } => Some(*expiry),
+                _ => None,
+            };
+            if let Some(granted) = granted.filter(|_| limit > 0) {
+                let latest = envelope.at.0 + limit as i64 * 1000;
+                prop_assert!(
+                    granted.is_none_or(|t| t.0 <= latest),
+                    "expiry {:?} granted at {:?} beyond node.expiry",
+                    granted,
+                    envelope.at
+                );
+            }
             match &envelope.event {
                 Event::NodeExpiryChanged { id, expiry } if expiry.is_some() => {
                     self.admin_expiry.insert(*id);

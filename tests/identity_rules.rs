@@ -60,7 +60,7 @@ impl Tailnet {
                 ephemeral: false,
                 pre_approved: false,
                 tags: vec![],
-                expiration: Timestamp(T0.0 + DAY_MS),
+                expiration: Timestamp(T0.0 + 2 * DAY_MS),
                 prefix: "hskey-auth-test".into(),
                 secret_hash: Digest([2; 32]),
             })
@@ -294,4 +294,41 @@ async fn a_client_presenting_another_nodes_key_is_told_why() {
         .collect();
     assert!(keys.contains(&victim.node_key.as_str()), "{keys:?}");
     assert!(keys.contains(&attacker.node_key.as_str()), "{keys:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// M4: a client-requested key expiry is capped by `node.expiry`.
+// ---------------------------------------------------------------------------------------------
+
+/// 9999-12-31T00:00:00Z, what a modified client asks for so it never re-authenticates.
+const YEAR_9999: Timestamp = Timestamp(253_402_214_400_000);
+
+#[test]
+fn a_requested_expiry_never_outlives_node_expiry() {
+    let mut net = Tailnet::new(7);
+    let limit = Timestamp(T0.0 + 7 * DAY_MS);
+    // New node asking for year 9999: capped at now + 7 days.
+    net.register(1, 0xa1, key_auth(), Some(YEAR_9999)).unwrap();
+    assert_eq!(net.node(1).expiry, Some(limit));
+    // A shorter life than the policy's is granted as asked.
+    let sooner = Timestamp(T0.0 + DAY_MS);
+    net.register(2, 0xb2, key_auth(), Some(sooner)).unwrap();
+    assert_eq!(net.node(2).expiry, Some(sooner));
+    // Re-authentication a day later, asking for 9999 again: capped from the new `now`.
+    net.now = Timestamp(T0.0 + DAY_MS);
+    let events = net.register(2, 0xb2, key_auth(), Some(YEAR_9999)).unwrap();
+    assert!(matches!(events[0], Event::NodeReauthenticated { .. }));
+    assert_eq!(net.node(2).expiry, Some(Timestamp(net.now.0 + 7 * DAY_MS)));
+    // No request: the policy's default.
+    net.register(3, 0xc3, key_auth(), None).unwrap();
+    assert_eq!(net.node(3).expiry, Some(Timestamp(net.now.0 + 7 * DAY_MS)));
+}
+
+#[test]
+fn without_node_expiry_the_client_may_choose() {
+    let mut net = Tailnet::new(0);
+    net.register(1, 0xa1, key_auth(), Some(YEAR_9999)).unwrap();
+    assert_eq!(net.node(1).expiry, Some(YEAR_9999));
+    net.register(2, 0xb2, key_auth(), None).unwrap();
+    assert_eq!(net.node(2).expiry, None);
 }

@@ -95,7 +95,8 @@ pub enum Command {
         node_key: NodeKey,
         hostinfo: NodeHostinfo,
         auth: RegisterAuth,
-        /// Expiry the client asked for; wins over the configured default.
+        /// Expiry the client asked for; wins over the configured default when sooner
+        /// (capped at `now + node.expiry` when that is set).
         requested_expiry: Option<Timestamp>,
         /// The client asked to be ephemeral (`tailscaled --state=mem:`); an ephemeral key
         /// makes the node ephemeral either way.
@@ -849,14 +850,17 @@ fn decide_register(
             _ => vec![],
         }
     };
+    // The client may ask for a shorter life than `node.expiry`, never a longer one (M4:
+    // tailcfg's "the server policy may override").
+    let limit =
+        (core.node_expiry_secs > 0).then(|| now.plus(Duration::from_secs(core.node_expiry_secs)));
     let expiry = if !tags.is_empty() {
         None
-    } else if reg.requested_expiry.is_some_and(|t| t > now) {
-        reg.requested_expiry
-    } else if core.node_expiry_secs > 0 {
-        Some(now.plus(Duration::from_secs(core.node_expiry_secs)))
     } else {
-        None
+        match (reg.requested_expiry.filter(|t| *t > now), limit) {
+            (Some(requested), Some(limit)) => Some(requested.min(limit)),
+            (requested, limit) => requested.or(limit),
+        }
     };
 
     // A known machine logging in again as the same owner keeps its node, id and addresses.
