@@ -332,3 +332,62 @@ fn without_node_expiry_the_client_may_choose() {
     net.register(2, 0xb2, key_auth(), None).unwrap();
     assert_eq!(net.node(2).expiry, None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// P5: `SetNodeTags` checks the policy's `tagOwners` in `decide`, whoever sends it.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn set_tags_under_a_policy_only_takes_defined_tags() {
+    let mut net = Tailnet::new(0);
+    net.register(1, 0xa1, key_auth(), None).unwrap();
+    // No policy: any valid tag.
+    net.run(Command::SetNodeTags {
+        id: NodeId(1),
+        tags: vec!["tag:anything".into()],
+    })
+    .unwrap();
+    net.run(Command::ReplacePolicy {
+        text: r#"{"tagOwners": {"tag:web": ["alice@"], "tag:db": []}}"#.into(),
+    })
+    .unwrap();
+    let before = net.state.clone();
+    let refused = net
+        .run(Command::SetNodeTags {
+            id: NodeId(1),
+            tags: vec!["tag:web".into(), "tag:nope".into(), "tag:other".into()],
+        })
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        Rejection::RequestedTagsNotPermitted(vec!["tag:nope".into(), "tag:other".into()])
+    );
+    // headscale's wording (what `POST /node/{id}/tags` answered before the move).
+    assert_eq!(
+        refused.to_string(),
+        "requested tags [tag:nope tag:other] are invalid or not permitted"
+    );
+    assert_eq!(net.state, before);
+    // Tags the policy defines are fine, owned by someone or not (an admin sets them).
+    net.run(Command::SetNodeTags {
+        id: NodeId(1),
+        tags: vec!["tag:web".into(), "tag:db".into()],
+    })
+    .unwrap();
+    assert_eq!(net.node(1).tags, vec!["tag:db", "tag:web"]);
+    // An unknown node is still "not found" first, an invalid tag still "invalid".
+    assert_eq!(
+        net.run(Command::SetNodeTags {
+            id: NodeId(9),
+            tags: vec!["tag:nope".into()],
+        }),
+        Err(Rejection::NodeNotFound(NodeId(9)))
+    );
+    assert!(matches!(
+        net.run(Command::SetNodeTags {
+            id: NodeId(1),
+            tags: vec!["server".into()],
+        }),
+        Err(Rejection::InvalidTag(_))
+    ));
+}

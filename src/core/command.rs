@@ -204,7 +204,9 @@ pub enum Rejection {
     RouteNotAdvertisedByNode { node: NodeId, route: IpNet },
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
-    #[error("requested tags {0:?} are invalid or not permitted")]
+    /// Tags a client asks for that its user does not own, or tags an admin sets that the
+    /// policy does not define (headscale's wording and status, 400).
+    #[error("requested tags [{}] are invalid or not permitted", .0.join(" "))]
     RequestedTagsNotPermitted(Vec<String>),
     /// A node key identifies one node: another node already has this one.
     #[error("node key {} is already in use by another node; log out and log in again to get a new one", .0.short())]
@@ -232,9 +234,7 @@ impl Rejection {
             | NodeNameTaken(_)
             | AddressSpaceExhausted(_)
             | NodeKeyInUse(_) => RejectionKind::Conflict,
-            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) | RequestedTagsNotPermitted(_) => {
-                RejectionKind::Forbidden
-            }
+            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
             _ => RejectionKind::Invalid,
         }
     }
@@ -608,6 +608,26 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             let tags = checked_tags(tags)?;
             if tags.is_empty() {
                 return Err(Rejection::EmptyTags);
+            }
+            // As headscale: under a policy that defines tags (`tagOwners`), only those may be
+            // set. A policy that defines none leaves tag names to the admin, as no policy
+            // does (headscale then refuses every tag; the frozen v0 golden log tags a node
+            // under such a policy). A stored policy that no longer parses restricts nothing
+            // (it was checked when set).
+            let defining = state
+                .policy
+                .as_ref()
+                .and_then(|doc| crate::core::policy::Policy::parse(&doc.text).ok())
+                .filter(|policy| !policy.tag_owners.is_empty());
+            if let Some(policy) = defining {
+                let undefined: Vec<String> = tags
+                    .iter()
+                    .filter(|tag| !policy.tag_owners.contains_key(*tag))
+                    .cloned()
+                    .collect();
+                if !undefined.is_empty() {
+                    return Err(Rejection::RequestedTagsNotPermitted(undefined));
+                }
             }
             if found.tags == tags {
                 return Ok(vec![]);
