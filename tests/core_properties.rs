@@ -1985,6 +1985,17 @@ proptest! {
             for (viewer, (_, client)) in &sessions {
                 let (_, full) = SessionView::full(*viewer, &state, &fresh, &context, driver.now).unwrap();
                 client.check(&serde_json::to_value(&full).unwrap())?;
+                // M3: an expired or unapproved viewer knows nothing of the tailnet.
+                if state.nodes[viewer].is_revoked(driver.now) {
+                    prop_assert!(client.peers.is_empty(), "revoked {} sees peers", viewer);
+                    prop_assert_eq!(
+                        client.filter.as_ref(),
+                        Some(&serde_json::json!({"base": []})),
+                        "revoked {} has a filter",
+                        viewer
+                    );
+                    prop_assert_eq!(client.dns.as_ref(), Some(&serde_json::json!({})));
+                }
             }
         }
     }

@@ -92,6 +92,12 @@ impl Node {
         self.expiry.is_some_and(|e| e <= now)
     }
 
+    /// Cut off from the tailnet (M3): its key has expired, or it awaits device approval. Its
+    /// map shows only itself, and the DERP relay does not admit its key.
+    pub fn is_revoked(&self, now: Timestamp) -> bool {
+        !self.authorized || self.is_expired(now)
+    }
+
     /// Routes announced and approved: what peers may route through this node.
     pub fn subnet_routes(&self) -> Vec<IpNet> {
         self.approved_routes
