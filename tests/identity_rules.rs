@@ -391,3 +391,59 @@ fn set_tags_under_a_policy_only_takes_defined_tags() {
         Err(Rejection::InvalidTag(_))
     ));
 }
+
+/// M2, decide side: approving a pending login whose node key another node took in the
+/// meantime is refused by the same rule (the pending table's own checks — two pending
+/// logins with one key, a key already registered when the login starts — are the
+/// control plane's, in `control/pending.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_login_whose_node_key_is_taken_is_refused() {
+    use headscale::client::{self, ControlClient};
+    use headscale::tailcfg::{RegisterAuth as WireAuth, RegisterRequest};
+
+    let server = common::TestServer::start();
+    server.ok(&["users", "create", "alice"]);
+    let key = server
+        .ok(&["preauthkeys", "create", "-u", "alice"])
+        .trim()
+        .to_string();
+    let connect = || async {
+        let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+        ControlClient::connect(&server.url(), machine, common::CLIENT_CAPVER)
+            .await
+            .unwrap()
+    };
+    // Machine one starts an interactive login with node key K.
+    let (node_key, _) = client::random_key("nodekey:");
+    let waiting = connect().await;
+    let answer = waiting
+        .register(&RegisterRequest {
+            version: common::CLIENT_CAPVER.into(),
+            node_key: node_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let login = answer.auth_url.rsplit('/').next().unwrap().to_string();
+    assert!(!login.is_empty(), "{answer:?}");
+    // Machine two registers K with a pre-auth key before the admin approves.
+    let other = connect().await;
+    let answer = other
+        .register(&RegisterRequest {
+            version: common::CLIENT_CAPVER.into(),
+            node_key: node_key.clone(),
+            auth: Some(WireAuth { auth_key: key }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(answer.error.is_empty(), "{answer:?}");
+
+    let refused = server.fails(&["auth", "register", "--auth-id", &login, "-u", "alice"]);
+    assert!(
+        refused.contains("already in use by another node"),
+        "{refused}"
+    );
+    let nodes = server.nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+}
