@@ -296,10 +296,7 @@ fn auto_approve(
     if policy.auto_routes.is_empty() && policy.auto_exit.is_empty() {
         return None;
     }
-    let topology = crate::core::policy::Topology {
-        users: crate::core::policy::Topology::from_state(state).users,
-        nodes: Vec::new(),
-    };
+    let topology = crate::core::policy::Topology::users_of(state);
     let (user, tags, ips) = identity;
     let candidate = crate::core::policy::auto_approve::Candidate {
         user: user.map(|u| u.0),
@@ -848,7 +845,7 @@ fn decide_register(
             wanted.dedup();
             let permitted = state.policy.as_ref().and_then(|doc| {
                 let policy = crate::core::policy::Policy::parse(&doc.text).ok()?;
-                let topology = crate::core::policy::Topology::from_state(state);
+                let topology = crate::core::policy::Topology::users_of(state);
                 Some(wanted.iter().all(|tag| {
                     crate::core::policy::tag_owners::user_owns_tag(
                         &policy, &topology, user_id.0, tag,

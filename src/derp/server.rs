@@ -240,6 +240,8 @@ impl DerpServer {
             {
                 tracing::debug!(%error, "derp client went away");
             }
+            // Refused keys are logged (at debug) where they are refused.
+            Err(DerpError::Refused) => {}
             Err(error) => tracing::info!(%error, "derp connection closed"),
         }
         let _ = writer.shutdown().await;
@@ -293,7 +295,8 @@ impl DerpServer {
         let client_key = self.read_client_info(reader).await?;
         if let Some(verify) = &self.verifier {
             if !verify(&client_key) {
-                tracing::info!(client = %hex::encode(&client_key[..8]), "derp client refused: unknown node key");
+                // Anyone can present a fresh key: debug, so refusals cannot flood the log.
+                tracing::debug!(client = %hex::encode(&client_key[..8]), "derp client refused: not the key of an active node");
                 return Err(DerpError::Refused);
             }
         }

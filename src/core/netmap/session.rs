@@ -460,6 +460,7 @@ mod tests {
         ] {
             state.nodes.insert(n.id, n);
         }
+        state.rebuild_index();
         state.policy = Some(PolicyDocument {
             text: r#"{"tagOwners": {"tag:ra": [], "tag:rb": [], "tag:c": []},
                 "grants": [
