@@ -1,8 +1,9 @@
 //! Identity rules that live in `decide` (issue #11): a node key belongs to at most one node
 //! (registration, re-authentication, rotation, approval of a pending login), a
 //! client-requested key expiry is capped by `node.expiry`, and the tag-owner check of
-//! `SetNodeTags`. Mostly pure (`decide` + `apply` on a state built here); one test drives the
-//! real server with our own control client to see the refusal in `RegisterResponse.Error`.
+//! `SetNodeTags`. Mostly pure (`decide` + `apply` on a state built here); two tests drive the
+//! real server with our own control client: the refusal as a client sees it
+//! (`RegisterResponse.Error`) and as an admin approving a pending login sees it.
 
 mod common;
 
