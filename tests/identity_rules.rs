@@ -348,6 +348,16 @@ fn set_tags_under_a_policy_only_takes_defined_tags() {
         tags: vec!["tag:anything".into()],
     })
     .unwrap();
+    // A policy that defines no tags leaves them to the admin too (headscale would refuse).
+    net.run(Command::ReplacePolicy {
+        text: r#"{"acls": []}"#.into(),
+    })
+    .unwrap();
+    net.run(Command::SetNodeTags {
+        id: NodeId(1),
+        tags: vec!["tag:else".into()],
+    })
+    .unwrap();
     net.run(Command::ReplacePolicy {
         text: r#"{"tagOwners": {"tag:web": ["alice@"], "tag:db": []}}"#.into(),
     })

@@ -285,13 +285,9 @@ fn auto_approve(
     if announced.is_empty() {
         return None;
     }
-    let parsed;
     let policy = match policy {
         Some(p) => p,
-        None => {
-            parsed = crate::core::policy::Policy::parse(&state.policy.as_ref()?.text).ok()?;
-            &parsed
-        }
+        None => state.parsed_policy()?,
     };
     if policy.auto_routes.is_empty() && policy.auto_exit.is_empty() {
         return None;
@@ -612,9 +608,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             // under such a policy). A stored policy that no longer parses restricts nothing
             // (it was checked when set).
             let defining = state
-                .policy
-                .as_ref()
-                .and_then(|doc| crate::core::policy::Policy::parse(&doc.text).ok())
+                .parsed_policy()
                 .filter(|policy| !policy.tag_owners.is_empty());
             if let Some(policy) = defining {
                 let undefined: Vec<String> = tags
@@ -843,14 +837,13 @@ fn decide_register(
             let mut wanted = reg.hostinfo.requested_tags.clone();
             wanted.sort();
             wanted.dedup();
-            let permitted = state.policy.as_ref().and_then(|doc| {
-                let policy = crate::core::policy::Policy::parse(&doc.text).ok()?;
+            let permitted = state.parsed_policy().map(|policy| {
                 let topology = crate::core::policy::Topology::users_of(state);
-                Some(wanted.iter().all(|tag| {
+                wanted.iter().all(|tag| {
                     crate::core::policy::tag_owners::user_owns_tag(
-                        &policy, &topology, user_id.0, tag,
+                        policy, &topology, user_id.0, tag,
                     )
-                }))
+                })
             });
             if permitted != Some(true) {
                 return Err(Rejection::RequestedTagsNotPermitted(wanted));

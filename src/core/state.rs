@@ -6,11 +6,13 @@
 use super::event::{CoreConfig, Envelope, Event, NodeHostinfo, RegisterMethod};
 use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use super::keys::{Digest, MachineKey, NodeKey};
+use super::policy::Policy;
 use super::time::Timestamp;
 use imbl::{OrdMap, OrdSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -220,6 +222,13 @@ struct Index {
     user_names: OrdSet<(String, UserId)>,
     pre_auth_key_prefixes: OrdSet<(String, PreAuthKeyId)>,
     api_key_prefixes: OrdSet<(String, ApiKeyId)>,
+    /// The policy in force, parsed once when it is set rather than by every command that
+    /// consults it; `None` without a policy or when the stored text no longer parses.
+    policy: Option<Arc<Policy>>,
+}
+
+fn parse_policy(document: Option<&PolicyDocument>) -> Option<Arc<Policy>> {
+    Policy::parse(&document?.text).ok().map(Arc::new)
 }
 
 /// The index is a function of the maps, so two states with equal maps are equal.
@@ -248,6 +257,7 @@ impl Index {
         for node in state.nodes.values() {
             index.add_node(node);
         }
+        index.policy = parse_policy(state.policy.as_ref());
         index
     }
 
@@ -267,6 +277,7 @@ impl Index {
             && self.user_names == other.user_names
             && self.pre_auth_key_prefixes == other.pre_auth_key_prefixes
             && self.api_key_prefixes == other.api_key_prefixes
+            && self.policy == other.policy
     }
 }
 
@@ -327,6 +338,12 @@ impl State {
     /// Whether the derived lookups match the maps (a check for tests and verification).
     pub fn index_is_consistent(&self) -> bool {
         self.index.same_as(&Index::build(self))
+    }
+
+    /// The policy in force, parsed; `None` when none is set (or, should that ever happen,
+    /// when the stored text no longer parses: it was checked when set).
+    pub fn parsed_policy(&self) -> Option<&Policy> {
+        self.index.policy.as_deref()
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&User> {
@@ -649,6 +666,7 @@ impl State {
                     text: policy.clone(),
                     updated_at: at,
                 });
+                self.index.policy = parse_policy(self.policy.as_ref());
             }
         }
     }
