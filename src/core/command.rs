@@ -285,9 +285,13 @@ fn auto_approve(
     if announced.is_empty() {
         return None;
     }
+    let stored;
     let policy = match policy {
         Some(p) => p,
-        None => state.parsed_policy()?,
+        None => {
+            stored = state.parsed_policy()?;
+            &*stored
+        }
     };
     if policy.auto_routes.is_empty() && policy.auto_exit.is_empty() {
         return None;
@@ -841,7 +845,7 @@ fn decide_register(
                 let topology = crate::core::policy::Topology::users_of(state);
                 wanted.iter().all(|tag| {
                     crate::core::policy::tag_owners::user_owns_tag(
-                        policy, &topology, user_id.0, tag,
+                        &policy, &topology, user_id.0, tag,
                     )
                 })
             });

@@ -223,12 +223,24 @@ struct Index {
     pre_auth_key_prefixes: OrdSet<(String, PreAuthKeyId)>,
     api_key_prefixes: OrdSet<(String, ApiKeyId)>,
     /// The policy in force, parsed once when it is set rather than by every command that
-    /// consults it; `None` without a policy or when the stored text no longer parses.
-    policy: Option<Arc<Policy>>,
+    /// consults it, with the text it was parsed from; `None` without a policy or when the
+    /// stored text no longer parses.
+    policy: Option<Arc<ParsedPolicy>>,
 }
 
-fn parse_policy(document: Option<&PolicyDocument>) -> Option<Arc<Policy>> {
-    Policy::parse(&document?.text).ok().map(Arc::new)
+#[derive(Debug)]
+struct ParsedPolicy {
+    text: String,
+    policy: Arc<Policy>,
+}
+
+fn parse_policy(document: Option<&PolicyDocument>) -> Option<Arc<ParsedPolicy>> {
+    let text = &document?.text;
+    let policy = Arc::new(Policy::parse(text).ok()?);
+    Some(Arc::new(ParsedPolicy {
+        text: text.clone(),
+        policy,
+    }))
 }
 
 /// The index is a function of the maps, so two states with equal maps are equal.
@@ -277,7 +289,8 @@ impl Index {
             && self.user_names == other.user_names
             && self.pre_auth_key_prefixes == other.pre_auth_key_prefixes
             && self.api_key_prefixes == other.api_key_prefixes
-            && self.policy == other.policy
+            && self.policy.as_ref().map(|p| (&p.text, &p.policy))
+                == other.policy.as_ref().map(|p| (&p.text, &p.policy))
     }
 }
 
@@ -341,9 +354,14 @@ impl State {
     }
 
     /// The policy in force, parsed; `None` when none is set (or, should that ever happen,
-    /// when the stored text no longer parses: it was checked when set).
-    pub fn parsed_policy(&self) -> Option<&Policy> {
-        self.index.policy.as_deref()
+    /// when the stored text no longer parses: it was checked when set). Parsed once by
+    /// `apply`; a state whose policy was set by hand (tests, benchmarks) is parsed here.
+    pub fn parsed_policy(&self) -> Option<Arc<Policy>> {
+        let document = self.policy.as_ref()?;
+        match &self.index.policy {
+            Some(parsed) if parsed.text == document.text => Some(parsed.policy.clone()),
+            _ => Policy::parse(&document.text).ok().map(Arc::new),
+        }
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&User> {

@@ -460,7 +460,6 @@ mod tests {
         ] {
             state.nodes.insert(n.id, n);
         }
-        state.rebuild_index();
         state.policy = Some(PolicyDocument {
             text: r#"{"tagOwners": {"tag:ra": [], "tag:rb": [], "tag:c": []},
                 "grants": [
@@ -469,6 +468,7 @@ mod tests {
                 .into(),
             updated_at: Timestamp::EPOCH,
         });
+        state.rebuild_index();
         state
     }
 
