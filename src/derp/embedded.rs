@@ -4,13 +4,13 @@
 //!
 //! With `verify_clients`, only the node key of an authorised, unexpired node is admitted,
 //! and a revocation task closes the connections of keys that stop passing (node deleted,
-//! expired, unapproved, key rotated away): on every publication of the state, and once a
-//! second for expiries that pass with time (M3).
+//! expired, key rotated away): on every publication that may revoke one, and once a second
+//! for expiries that pass with time (M3).
 
 use super::server::{ClientVerifier, DerpOptions, DerpServer};
 use crate::config::Config;
 use crate::core::keys::NodeKey;
-use crate::core::{State, Timestamp};
+use crate::core::{Event, State, Timestamp};
 use crate::engine::{Clock, EngineHandle, Published, SystemClock};
 use anyhow::Context as _;
 use std::sync::{Arc, Weak};
@@ -39,24 +39,57 @@ pub fn node_key_verifier(engine: EngineHandle) -> ClientVerifier {
     Arc::new(move |key| admits(&engine.state(), key, SystemClock.now()))
 }
 
-/// Closes relay connections whose key no longer passes `admits`, after every publication
-/// and every `RECHECK_INTERVAL`; ends when the relay is dropped or the engine stops.
+/// Events after which a connected key may no longer pass `admits`.
+fn may_revoke(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::NodeDeleted { .. }
+            | Event::NodeExpiryChanged { .. }
+            | Event::NodeKeyRotated { .. }
+            | Event::NodeReauthenticated { .. }
+    )
+}
+
+/// Whether a publication needs the relay's connections re-checked: it follows the last one
+/// seen and none of its events can revoke a key, or it does not (the watch channel keeps
+/// only the newest batch, so a gap may hide one that did).
+fn needs_recheck(published: &Published, last_seq: u64) -> bool {
+    let follows = match published.batch.first() {
+        Some(first) => first.seq == last_seq + 1,
+        None => published.state.last_seq == last_seq,
+    };
+    !follows || published.batch.iter().any(|e| may_revoke(&e.event))
+}
+
+/// Closes relay connections whose key no longer passes `admits`: after a publication that
+/// may have revoked one, and every `RECHECK_INTERVAL` (expiries that pass with time). Ends
+/// when the relay is dropped or the engine stops.
 async fn revoke(relay: Weak<DerpServer>, mut published: watch::Receiver<Published>) {
     let mut tick = tokio::time::interval(RECHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seq = published.borrow_and_update().state.last_seq;
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             changed = published.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                false
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => true,
+        };
+        let (state, recheck) = {
+            let current = published.borrow_and_update();
+            let recheck = ticked || needs_recheck(&current, last_seq);
+            last_seq = current.state.last_seq;
+            (current.state.clone(), recheck)
+        };
+        if !recheck {
+            continue;
         }
         let Some(relay) = relay.upgrade() else {
             return;
         };
-        let state = published.borrow_and_update().state.clone();
         let now = SystemClock.now();
         let closed = relay.disconnect_unless(|key| admits(&state, key, now));
         if closed > 0 {
@@ -98,4 +131,63 @@ pub async fn start(
         "embedded DERP relay on"
     );
     Ok(Some(Embedded { relay, stun }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::NodeId;
+    use crate::core::{Actor, Envelope};
+
+    /// A publication of `events` as seqs `first..`, the state at the last of them.
+    fn published(first: u64, events: Vec<Event>) -> Published {
+        let batch: Vec<Envelope> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Envelope {
+                seq: first + i as u64,
+                at: Timestamp::EPOCH,
+                actor: Actor::System,
+                event,
+            })
+            .collect();
+        let mut state = State::default();
+        state.last_seq = first + batch.len() as u64 - 1;
+        Published {
+            state: Arc::new(state),
+            batch: Arc::new(batch),
+        }
+    }
+
+    #[test]
+    fn only_revoking_batches_or_gaps_recheck_the_relay() {
+        let renamed = Event::NodeRenamed {
+            id: NodeId(1),
+            given_name: "n".into(),
+            by_admin: true,
+        };
+        let deleted = Event::NodeDeleted { id: NodeId(1) };
+        // The next batch, nothing that revokes a key: no re-check.
+        assert!(!needs_recheck(&published(5, vec![renamed.clone()]), 4));
+        // A deletion, an expiry, a key change: re-check.
+        assert!(needs_recheck(
+            &published(5, vec![renamed.clone(), deleted]),
+            4
+        ));
+        let expired = Event::NodeExpiryChanged {
+            id: NodeId(1),
+            expiry: Some(Timestamp::EPOCH),
+        };
+        assert!(needs_recheck(&published(5, vec![expired]), 4));
+        // A batch missed in between (the watch keeps only the newest): re-check.
+        assert!(needs_recheck(&published(7, vec![renamed]), 4));
+        // The same state again (nothing new): no re-check.
+        let mut state = State::default();
+        state.last_seq = 4;
+        let same = Published {
+            state: Arc::new(state),
+            batch: Arc::new(Vec::new()),
+        };
+        assert!(!needs_recheck(&same, 4));
+    }
 }
