@@ -215,7 +215,7 @@ impl From<StateFields> for State {
 /// Secondary indexes: (key, id) pairs in ordered sets, so a lookup is O(log N) and, should an
 /// old log hold duplicates (node keys were not unique before M1), the lowest id wins, as the
 /// linear scans these replace did.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct Index {
     node_keys: OrdSet<(NodeKey, NodeId)>,
     machine_keys: OrdSet<(MachineKey, NodeId)>,
@@ -228,7 +228,6 @@ struct Index {
     policy: Option<Arc<ParsedPolicy>>,
 }
 
-#[derive(Debug)]
 struct ParsedPolicy {
     text: String,
     policy: Arc<Policy>,
@@ -241,6 +240,13 @@ fn parse_policy(document: Option<&PolicyDocument>) -> Option<Arc<ParsedPolicy>> 
         text: text.clone(),
         policy,
     }))
+}
+
+/// Derived data: a state's debug output shows the maps, not their index again.
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index { .. }")
+    }
 }
 
 /// The index is a function of the maps, so two states with equal maps are equal.
