@@ -987,7 +987,14 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 .await?;
             output::print_list(format, &items(&value, "events"), EVENT_COLUMNS)?;
             if value.get("truncated").and_then(Value::as_bool) == Some(true) {
-                eprintln!("note: the list was cut short; continue with --since <last seq>");
+                match value.get("nextSince").and_then(Value::as_str) {
+                    Some(next) => {
+                        eprintln!("note: the list was cut short; continue with --since {next}")
+                    }
+                    None => {
+                        eprintln!("note: the list was cut short; continue with --since <last seq>")
+                    }
+                }
             }
             Ok(())
         }

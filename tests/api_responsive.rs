@@ -1,0 +1,218 @@
+//! Long log reads stay off the async runtime (issue #11, code review P1/P2): on a large log,
+//! the API answers a cheap request quickly while `events verify` runs; the follow stream sends
+//! history in bounded chunks instead of reading it all first; and `events list` with a filter
+//! that never matches stops after its scan budget and says where to resume.
+
+mod common;
+
+use common::{http, TestServer};
+use headscale::core::ids::UserId;
+use headscale::core::{Actor, Envelope, Event, Timestamp};
+use headscale::store::disk_store::DiskStore;
+use headscale::store::record::encode_chain;
+use headscale::store::EventStore;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events in the prepared log: more than the 200 000-record scan budget of one page.
+const EVENTS: u64 = 240_000;
+/// Each event's user name is this long, so the whole log's JSON is far larger than a chunk.
+const NAME_LEN: usize = 300;
+
+/// Writes a log of one `UserCreated` and then renames of that user (cheap to replay, large
+/// to read) into the test server's store, before the server starts.
+fn server_with_large_log() -> (TestServer, String) {
+    let mut server = TestServer::new("");
+    let path = server.data_dir().join("db.sled");
+    std::fs::create_dir_all(server.data_dir()).unwrap();
+    {
+        let store = DiskStore::open(&path, 64 << 20).unwrap();
+        let start = Timestamp::from_unix_ms(1_767_225_600_000);
+        let user = UserId(1);
+        let mut prev = Default::default();
+        let batch = 20_000;
+        for first in (1..=EVENTS).step_by(batch as usize) {
+            let envelopes: Vec<Envelope> = (first..(first + batch).min(EVENTS + 1))
+                .map(|seq| Envelope {
+                    seq,
+                    at: Timestamp::from_unix_ms(start.unix_ms() + seq as i64),
+                    actor: Actor::System,
+                    event: if seq == 1 {
+                        Event::UserCreated {
+                            id: user,
+                            name: "ann".into(),
+                            display_name: String::new(),
+                            email: String::new(),
+                        }
+                    } else {
+                        Event::UserRenamed {
+                            id: user,
+                            name: format!("{seq:0>width$}", width = NAME_LEN),
+                        }
+                    },
+                })
+                .collect();
+            let records = encode_chain(&envelopes, prev).unwrap();
+            prev = records.last().unwrap().hash();
+            store.append(&records).unwrap();
+        }
+    }
+    server.spawn();
+    server.wait_healthy();
+    let key = server.ok(&["apikeys", "create"]).trim().to_string();
+    (server, key)
+}
+
+/// The resident memory of a process, from `/proc/<pid>/status`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
+}
+
+#[test]
+fn a_large_log_keeps_the_api_responsive() {
+    let (server, key) = server_with_large_log();
+    let port = server.port;
+
+    // 1. While two `events verify` run (as many as the server has runtime workers on this
+    // machine), a cheap request is answered within 100 ms every time.
+    let verifying = Arc::new(AtomicBool::new(true));
+    let started = Instant::now();
+    let verifiers: Vec<_> = (0..2)
+        .map(|_| {
+            let key = key.clone();
+            std::thread::spawn(move || http(port, "GET", "/api/v1/events/verify", Some(&key)))
+        })
+        .collect();
+    let watcher = {
+        let verifying = verifying.clone();
+        std::thread::spawn(move || {
+            let results: Vec<_> = verifiers.into_iter().map(|v| v.join().unwrap()).collect();
+            verifying.store(false, Ordering::SeqCst);
+            results
+        })
+    };
+    let mut during = Vec::new();
+    while verifying.load(Ordering::SeqCst) {
+        let asked = Instant::now();
+        let (status, body) = http(port, "GET", "/api/v1/user", Some(&key));
+        let took = asked.elapsed();
+        assert_eq!(status, 200, "{body}");
+        // Only answers that came back while a verify was still running count.
+        if verifying.load(Ordering::SeqCst) {
+            during.push(took);
+        }
+    }
+    let verify_took = started.elapsed();
+    for (status, body) in watcher.join().unwrap() {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["ok"], true, "{body}");
+        let events: u64 = body["events"].as_str().unwrap().parse().unwrap();
+        assert!(events > EVENTS, "{body}");
+    }
+    let slowest = during.iter().max().copied().unwrap_or_default();
+    println!(
+        "verify of {EVENTS}+ events took {verify_took:?}; {} cheap requests meanwhile, slowest {slowest:?}",
+        during.len()
+    );
+    assert!(
+        during.len() >= 3,
+        "verify finished too fast to overlap ({verify_took:?}): make the log larger"
+    );
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a cheap request waited {slowest:?} behind events verify"
+    );
+
+    // 2. A filter that matches nothing stops after the scan budget and says where to resume.
+    let (status, page) = http(port, "GET", "/api/v1/events?type=UserDeleted", Some(&key));
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"], serde_json::json!([]), "{page}");
+    assert_eq!(page["truncated"], true, "{page}");
+    assert_eq!(page["nextSince"], "200000", "{page}");
+    let (status, rest) = http(
+        port,
+        "GET",
+        "/api/v1/events?type=UserDeleted&since=200000",
+        Some(&key),
+    );
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["truncated"], false, "{rest}");
+    assert!(rest.get("nextSince").is_none(), "{rest}");
+    // A page cut by `limit` resumes right after its last event.
+    let (_, limited) = http(port, "GET", "/api/v1/events?since=10&limit=5", Some(&key));
+    assert_eq!(limited["events"].as_array().unwrap().len(), 5, "{limited}");
+    assert_eq!(limited["nextSince"], "15", "{limited}");
+
+    // 3. A follow stream from seq 0 sends the first events while the rest is still unread:
+    // with the client not reading on, the server holds about one chunk, not the log (whose
+    // events' JSON is ~100 MB).
+    let pid = server.pid().unwrap();
+    let before = rss_bytes(pid);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/events?follow=true HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let asked = Instant::now();
+    let mut text = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let first_event = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.contains("\nid: 1\n") || text.contains("\r\n\r\nid: 1\n") {
+            break asked.elapsed();
+        }
+    };
+    // Sample the server's memory while the client reads nothing: the server sends until the
+    // socket buffers are full and must then wait, holding at most one chunk.
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let grew = peak.saturating_sub(before);
+    println!("first event after {first_event:?}; server memory grew by {grew} bytes");
+    assert!(
+        grew < 32 << 20,
+        "the follow stream grew the server by {grew} bytes: it read the history at once"
+    );
+    // Reading on, the events arrive in order and without gaps across several chunk borders.
+    let mut next = 1u64;
+    let mut pending = String::new();
+    let mut consume = |text: &str, next: &mut u64| {
+        pending.push_str(text);
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                assert_eq!(id.trim().parse::<u64>().unwrap(), *next, "{block}");
+                *next += 1;
+            }
+        }
+    };
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    consume(body, &mut next);
+    while next <= 5 * 1024 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended at seq {next}");
+        consume(&String::from_utf8_lossy(&buf[..n]), &mut next);
+    }
+}
