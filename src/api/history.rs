@@ -365,6 +365,8 @@ pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Va
             "checkpointsVerified": report.checkpoints_verified,
             "signaturesChecked": ctx.checkpoint_key.is_some(),
         }))),
+        // The store could not be read: no verdict, and the I/O detail goes to the log (I1).
+        Err(error @ crate::store::StoreError::Io(_)) => Err(error.into()),
         Err(error) => Ok(Json(serde_json::json!({
             "ok": false,
             "error": error.to_string(),
