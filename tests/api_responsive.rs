@@ -1,7 +1,8 @@
 //! Long log reads stay off the async runtime (issue #11, code review P1/P2): on a large log,
 //! the API answers a cheap request quickly while `events verify` runs; the follow stream sends
 //! history in bounded chunks instead of reading it all first; and `events list` with a filter
-//! that never matches stops after its scan budget and says where to resume.
+//! that never matches stops after its scan budget and says where to resume; new events still
+//! arrive live once the history is sent.
 
 mod common;
 
@@ -231,5 +232,51 @@ fn a_large_log_keeps_the_api_responsive() {
         let n = stream.read(&mut buf).unwrap();
         assert!(n > 0, "stream ended at seq {next}");
         consume(&String::from_utf8_lossy(&buf[..n]), &mut next);
+    }
+}
+
+/// Reads SSE blocks from `stream` until one with an `id:` arrives; its seq and type.
+fn next_event(stream: &mut std::net::TcpStream, pending: &mut String) -> (u64, String) {
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "));
+            let kind = block.lines().find_map(|l| l.strip_prefix("event: "));
+            if let (Some(id), Some(kind)) = (id, kind) {
+                return (id.trim().parse().unwrap(), kind.trim().to_string());
+            }
+        }
+        let n = stream.read(&mut buf).expect("an event before the timeout");
+        assert!(n > 0, "the stream ended: {pending}");
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[test]
+fn the_follow_stream_delivers_new_events_live() {
+    let server = TestServer::start();
+    let key = server.ok(&["apikeys", "create"]).trim().to_string();
+    let (_, verified) = http(server.port, "GET", "/api/v1/events/verify", Some(&key));
+    let head: u64 = verified["events"].as_str().unwrap().parse().unwrap();
+    // Start one before the head: the first event proves the stream is open and past its
+    // history, so what comes next can only come from the live path.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/events?follow=true&since={} HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {key}\r\nConnection: close\r\n\r\n",
+        head - 1
+    )
+    .unwrap();
+    let mut pending = String::new();
+    assert_eq!(next_event(&mut stream, &mut pending).0, head);
+    for (i, name) in ["live-one", "live-two"].into_iter().enumerate() {
+        server.ok(&["users", "create", name]);
+        let (seq, kind) = next_event(&mut stream, &mut pending);
+        assert_eq!((seq, kind.as_str()), (head + 1 + i as u64, "UserCreated"));
     }
 }
