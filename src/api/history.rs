@@ -20,6 +20,10 @@ pub const MAX_EVENTS_PER_PAGE: usize = 100_000;
 /// the whole log at once.
 pub const MAX_SCANNED_PER_PAGE: u64 = 200_000;
 
+/// An answer stops adding events once their JSON passes this size (at least one event is
+/// always sent), so a page of large events cannot build a response of gigabytes.
+pub const MAX_PAGE_BYTES: usize = 32 << 20;
+
 /// The follow stream reads the log in chunks of at most this many records and sends each
 /// chunk before reading the next, so it holds at most one chunk, whatever the log's length.
 pub const FOLLOW_CHUNK: u64 = 1024;
@@ -47,8 +51,8 @@ pub struct EventsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct EventList {
     events: Vec<EventWire>,
-    /// True when the answer stops before `until` (the `limit`, or the scan budget of
-    /// 200 000 records per request); continue with `since=nextSince`.
+    /// True when the answer stops before `until` (the `limit`, the scan budget of 200 000
+    /// records, or the 32 MiB size budget of one answer); continue with `since=nextSince`.
     truncated: bool,
     /// Where to resume when `truncated`: every record up to this seq has been examined.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,7 +164,8 @@ pub async fn list_events(
 }
 
 /// One page of `list_events`: the events after `since` up to `until` that `filter` selects,
-/// stopping at `limit` matches or after `budget` records read, whichever comes first.
+/// stopping at `limit` matches, after `budget` records read, or once the events' JSON passes
+/// [`MAX_PAGE_BYTES`], whichever comes first.
 fn scan_page(
     store: &dyn EventStore,
     filter: &EventFilter,
@@ -170,16 +175,19 @@ fn scan_page(
     budget: u64,
 ) -> Result<EventList, ApiError> {
     let mut events = Vec::new();
+    let mut bytes = 0;
     // The last seq examined; the page is complete when it reaches `until`.
     let mut examined = since;
     let end = until.min(since.saturating_add(budget));
     for envelope in read_envelopes(store, since + 1, end) {
         let envelope = envelope?;
         if filter.matches(&envelope.event) {
-            if events.len() == limit {
+            if events.len() == limit || bytes >= MAX_PAGE_BYTES {
                 break;
             }
-            events.push(wire::event(&envelope));
+            let event = wire::event(&envelope);
+            bytes += json_len(&event);
+            events.push(event);
         }
         examined = envelope.seq;
     }
@@ -272,6 +280,24 @@ fn follow_events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The length of `value`'s JSON, counted without building it.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing wire types into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// One chunk of the follow stream: the events after `after` up to [`FOLLOW_CHUNK`] records
