@@ -505,3 +505,110 @@ pub async fn check_policy(
         .map_err(|e| ApiError::BadRequest(crate::core::Rejection::InvalidPolicy(e).to_string()))?;
     Ok(Json(serde_json::json!({})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::UserId;
+    use crate::core::{Envelope, Timestamp};
+    use crate::store::memory::MemoryStore;
+    use crate::store::record::encode_chain;
+
+    /// A log of `n` events: one user created, then renamed over and over.
+    fn store_with(n: u64) -> MemoryStore {
+        let envelopes: Vec<Envelope> = (1..=n)
+            .map(|seq| Envelope {
+                seq,
+                at: Timestamp::from_unix_ms(seq as i64),
+                actor: Actor::System,
+                event: if seq == 1 {
+                    Event::UserCreated {
+                        id: UserId(1),
+                        name: "ann".into(),
+                        display_name: String::new(),
+                        email: String::new(),
+                    }
+                } else {
+                    Event::UserRenamed {
+                        id: UserId(1),
+                        name: format!("u{seq}"),
+                    }
+                },
+            })
+            .collect();
+        let store = MemoryStore::new();
+        store
+            .append(&encode_chain(&envelopes, Default::default()).unwrap())
+            .unwrap();
+        store
+    }
+
+    fn only(kind: &str) -> EventFilter {
+        EventFilter {
+            kinds: Some(vec![kind.into()]),
+            node: None,
+            user: None,
+        }
+    }
+
+    const ALL: EventFilter = EventFilter {
+        kinds: None,
+        node: None,
+        user: None,
+    };
+
+    fn seqs(page: &EventList) -> Vec<String> {
+        page.events.iter().map(|e| e.seq.clone()).collect()
+    }
+
+    #[test]
+    fn a_page_cut_by_limit_resumes_after_its_last_event() {
+        let store = store_with(50);
+        let page = scan_page(&store, &ALL, 0, 50, 10, 1000).unwrap();
+        assert_eq!(seqs(&page).len(), 10);
+        assert!(page.truncated);
+        assert_eq!(page.next_since.as_deref(), Some("10"));
+        let rest = scan_page(&store, &ALL, 10, 50, 100, 1000).unwrap();
+        assert_eq!(seqs(&rest).first().map(String::as_str), Some("11"));
+        assert_eq!(seqs(&rest).len(), 40);
+        assert!(!rest.truncated);
+        assert_eq!(rest.next_since, None);
+    }
+
+    #[test]
+    fn a_rare_filter_stops_at_the_scan_budget_and_says_where_to_resume() {
+        let store = store_with(50);
+        let page = scan_page(&store, &only("UserDeleted"), 0, 50, 10, 20).unwrap();
+        assert!(page.events.is_empty());
+        assert!(page.truncated);
+        assert_eq!(page.next_since.as_deref(), Some("20"));
+        // The last stretch ends at `until`: complete.
+        let last = scan_page(&store, &only("UserDeleted"), 40, 50, 10, 20).unwrap();
+        assert!(!last.truncated);
+        // A match at the edge of the budget is included, and resuming goes on after it.
+        let page = scan_page(&store, &only("UserCreated"), 0, 50, 10, 1).unwrap();
+        assert_eq!(seqs(&page), ["1"]);
+        assert_eq!(page.next_since.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn follow_chunks_hold_at_most_a_chunk_and_cover_the_log() {
+        let total = 3 * FOLLOW_CHUNK + 7;
+        let store = store_with(total);
+        let mut after = 0;
+        let mut sent = 0;
+        while after < total {
+            let chunk = read_chunk(&store, &ALL, after).unwrap();
+            assert!(chunk.items.len() as u64 <= FOLLOW_CHUNK);
+            assert_eq!(chunk.head, total);
+            assert!(chunk.read > after);
+            sent += chunk.items.len() as u64;
+            after = chunk.read;
+        }
+        assert_eq!(sent, total);
+        // At the head: nothing, and the cursor stays.
+        let chunk = read_chunk(&store, &ALL, total).unwrap();
+        assert!(chunk.items.is_empty());
+        assert_eq!(chunk.read, total);
+    }
+}
