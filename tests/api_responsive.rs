@@ -113,6 +113,9 @@ fn assert_responsive_during(port: u16, key: &str, path: &str) -> Vec<(u16, serde
         if busy.load(Ordering::SeqCst) {
             during.push(took);
         }
+        // Paced (not a synchronisation): about a hundred requests a second is plenty to
+        // sample, without thousands of connections in TIME_WAIT.
+        std::thread::sleep(Duration::from_millis(10));
     }
     let slow_took = started.elapsed();
     let results = watcher.join().unwrap();
