@@ -294,7 +294,10 @@ fn public_router(
                 .post(control::upgrade::handle)
                 .with_state(control::upgrade::ControlContext {
                     server_key: server_key.clone(),
-                    machine_router: control::machine::router(machine),
+                    machine_router: control::machine::router(
+                        machine,
+                        control::machine::BodyBudget::default(),
+                    ),
                 }),
         )
         .merge(api)

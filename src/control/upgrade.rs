@@ -20,12 +20,27 @@ use tower::ServiceExt;
 
 pub const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 pub const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
-/// Concurrent HTTP/2 streams per Noise connection (map stream, register, lite updates...).
-const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-/// A connection that says nothing for this long is closed.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Concurrent HTTP/2 streams per Noise connection: tailscaled uses one long poll, one
+/// register and the occasional lite update; a 9th stream is refused (`REFUSED_STREAM`).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+/// The server pings a connection it has heard nothing from for this long...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// ...and closes it when the ping is not answered within this. A peer stuck inside a frame
+/// (e.g. a HEADERS block without its CONTINUATION) cannot answer, so stalled stream headers
+/// end the connection within `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a peer has, after the Noise handshake, to send the HTTP/2 preface.
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A Noise session with no open stream for this long is closed (tailscaled keeps its long
+/// poll open, so only idle or abusive sessions reach it).
+pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Flow-control windows: how much request data h2 buffers before the handler reads it.
+/// Bodies are at most 256 KiB (`machine.rs`), so a stream window of 64 KiB costs a few
+/// window updates and bounds a session's unread data to the connection window.
+const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
+/// Response data h2 queues per stream before the handler waits.
+const MAX_SEND_BUFFER_BYTES: usize = 128 * 1024;
 
 /// What the Noise-side router needs to serve one connection.
 #[derive(Clone)]
@@ -43,6 +58,35 @@ pub struct Peer {
     /// The TCP peer of the connection (the listener's `ConnectInfo`), for per-source limits;
     /// `None` only when a request was built without one (in-process tests).
     pub remote: Option<std::net::SocketAddr>,
+}
+
+/// One open HTTP/2 stream of a Noise session, counted while it lives.
+struct OpenStream(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+
+impl OpenStream {
+    fn new(count: std::sync::Arc<tokio::sync::watch::Sender<usize>>) -> Self {
+        count.send_modify(|open| *open += 1);
+        OpenStream(count)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open = open.saturating_sub(1));
+    }
+}
+
+/// Resolves once no stream has been open for `limit` (the session is then closed).
+async fn idle(mut open: tokio::sync::watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if open.wait_for(|n| *n == 0).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(limit, open.wait_for(|n| *n > 0)).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
 }
 
 fn bad_request(message: &str) -> Response {
@@ -152,24 +196,45 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
             PREFACE_TIMEOUT,
         );
         let router = ctx.machine_router.clone();
+        let (open_streams, streams_watch) = tokio::sync::watch::channel(0usize);
+        let open_streams = std::sync::Arc::new(open_streams);
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(peer);
-                router.clone().oneshot(request.map(Body::new))
+                // The stream counts as open until its response body is dropped.
+                let guard = OpenStream::new(open_streams.clone());
+                let response = router.clone().oneshot(request.map(Body::new));
+                async move {
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                            let _ = &guard;
+                            frame
+                        }))
+                    }))
+                }
             },
         );
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .keep_alive_interval(Some(KEEPALIVE_TIMEOUT / 3))
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_send_buf_size(MAX_SEND_BUFFER_BYTES)
+            .keep_alive_interval(Some(KEEPALIVE_INTERVAL))
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .max_header_list_size(64 * 1024)
             .timer(hyper_util::rt::TokioTimer::new());
-        if let Err(error) = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .await
-        {
-            tracing::debug!(%error, machine = %peer.machine_key.short(), "noise session closed");
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, machine = %peer.machine_key.short(), "noise session closed");
+                }
+            }
+            _ = idle(streams_watch, IDLE_SESSION_TIMEOUT) => {
+                tracing::debug!(machine = %peer.machine_key.short(), "noise session idle; closed");
+            }
         }
     });
     response
