@@ -1,7 +1,7 @@
-//! A read deadline for the first bytes of a connection. hyper's header timeout only starts
-//! once it knows the protocol, so a peer that connects and says nothing would otherwise hold
-//! a connection (and a task) forever: used on the TCP listener and inside the Noise channel
-//! (a peer that finishes the handshake but never sends the HTTP/2 preface).
+//! A read deadline for the first bytes of a connection: used inside the Noise channel, where
+//! hyper's HTTP/2 server has no deadline for the preface (a peer that finishes the handshake
+//! but never starts HTTP/2). The public listener serves HTTP/1.1 only, whose header timeout
+//! runs from the first byte, so it needs no such wrapper (`listener.rs`).
 
 use std::time::Duration;
 

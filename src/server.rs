@@ -4,6 +4,7 @@
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
+use crate::conn_limits::ConnLimits;
 use crate::control::extra_records_file::RecordsFile;
 use crate::control::map_hub::{HubOptions, MapHub};
 use crate::control::map_stream::MachineContext;
@@ -25,7 +26,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt as _;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -303,66 +303,37 @@ fn public_router(
         .merge(api)
 }
 
-/// A connection must finish its request headers this long after it starts one; a silent
-/// or trickling peer is closed instead of held forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for open HTTP requests (upgraded Noise sessions are not waited for).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The TCP listener: HTTP/1.1 (with upgrades, for `/ts2021`) and HTTP/2, like `axum::serve`,
-/// plus a header read timeout, which `axum::serve` does not set.
-async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        // The peer address travels with each request (API rate limits, logs).
-        let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
-            move |request: hyper::Request<hyper::body::Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                request
-            },
-        ));
-        let tcp = crate::first_bytes::FirstBytesDeadline::new(tcp, HEADER_READ_TIMEOUT);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended");
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and sizes the public listener's
+/// connection caps to fit it (audit M5).
+fn connection_limits(config: &Config) -> Arc<ConnLimits> {
+    let configured = config.tuning.max_connections;
+    let max = match crate::conn_limits::raise_fd_limit() {
+        Ok(fd) => {
+            let max = crate::conn_limits::fit_to_fd_limit(configured, fd.soft);
+            tracing::info!(
+                soft_before = fd.soft_before,
+                soft = fd.soft,
+                hard = fd.hard,
+                max_connections = max,
+                per_source = config.tuning.max_connections_per_ip,
+                "file descriptor limit"
+            );
+            if max < configured {
+                tracing::warn!(
+                    configured,
+                    max_connections = max,
+                    fd_limit = fd.soft,
+                    "connection cap lowered to fit the file descriptor limit; raise the hard RLIMIT_NOFILE (e.g. LimitNOFILE=) to serve more"
+                );
             }
-        });
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-    }
+            max
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise RLIMIT_NOFILE; connection cap not fitted");
+            configured
+        }
+    };
+    ConnLimits::new(max, config.tuning.max_connections_per_ip)
 }
 
 /// Runs the server until `shutdown` resolves or a SIGTERM/SIGINT arrives.
@@ -370,6 +341,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let connection_limits = connection_limits(&config);
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     // Before the engine, so a bad file stops the start before anything is recorded.
     let extra_records = match &config.dns.extra_records_path {
@@ -464,17 +436,13 @@ pub async fn run(
             stopped(stop_rx.clone()),
         )));
     }
-    let tcp_stopped = stopped(stop_rx.clone());
-    let tcp_server = match tls {
-        Some(acceptor) => tokio::spawn(async move {
-            crate::tls::serve(tcp, acceptor, public, tcp_stopped).await;
-            Ok(())
-        }),
-        None => tokio::spawn(async move {
-            serve_tcp(tcp, public, tcp_stopped).await;
-            Ok::<(), std::io::Error>(())
-        }),
-    };
+    let tcp_server = tokio::spawn(crate::listener::serve(
+        tcp,
+        tls,
+        public,
+        connection_limits,
+        stopped(stop_rx.clone()),
+    ));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -186,3 +186,211 @@ async fn a_ninth_concurrent_stream_is_refused() {
     }
     assert_eq!(resets, vec![(17, 7)], "expected only stream 17 refused");
 }
+
+/// A TCP connection to the server from the loopback address `source` (127.0.0.0/8 is all
+/// loopback on Linux, so each address is a different source to the server's caps).
+async fn connect_from(port: u16, source: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// Reads a response head byte by byte (nothing after it is consumed); `None` on EOF.
+async fn read_head(tcp: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// `/ts2021` from `source` by hand: the Noise stream, or the status line that refused it
+/// (`"closed"` when the connection closed without an answer).
+async fn noise_from(
+    port: u16,
+    server_key: [u8; 32],
+    source: &str,
+) -> Result<NoiseStream<TcpStream>, String> {
+    use base64::Engine as _;
+    use headscale::control::noise;
+    let (initiator, initiation) = noise::initiation(&machine(), &server_key, CAPVER).unwrap();
+    let mut tcp = connect_from(port, source).await;
+    let request = format!(
+        "POST /ts2021 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
+        base64::engine::general_purpose::STANDARD.encode(&initiation)
+    );
+    if tcp.write_all(request.as_bytes()).await.is_err() {
+        return Err("closed".into());
+    }
+    let head = read_head(&mut tcp).await.ok_or("closed")?;
+    let status = head.lines().next().unwrap_or("").to_string();
+    if !status.contains(" 101 ") {
+        return Err(status);
+    }
+    let mut response = [0u8; noise::RESPONSE_LEN];
+    tcp.read_exact(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, receiver) = noise::finish_initiation(initiator, &response).unwrap();
+    Ok(NoiseStream::new(tcp, sender, receiver))
+}
+
+/// A live HTTP/2 session inside Noise from `source` (h2 answers the server's pings, so it
+/// stays open); the returned handle closes it when dropped.
+async fn session_from(port: u16, server_key: [u8; 32], source: &str) -> Option<H2Session> {
+    let noise = noise_from(port, server_key, source).await.ok()?;
+    let (sender, connection) = h2::client::handshake(noise).await.ok()?;
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(H2Session {
+        _sender: sender,
+        task,
+    })
+}
+
+struct H2Session {
+    _sender: h2::client::SendRequest<Bytes>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H2Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `true` when the peer closes `tcp` (EOF or error) within `wait` without sending anything.
+async fn closed_within(tcp: &mut TcpStream, wait: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(wait, tcp.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// Open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+async fn server_key(server: &TestServer) -> [u8; 32] {
+    client::fetch_server_key(&server.url(), CAPVER)
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_hold_with_upgraded_sessions_while_a_new_client_registers() {
+    const PER_SOURCE: usize = 20;
+    const GLOBAL: usize = 60;
+    let server = TestServer::start_with(&format!(
+        "tuning:\n  max_connections: {GLOBAL}\n  max_connections_per_ip: {PER_SOURCE}\n"
+    ));
+    server.create_user("canary");
+    let auth = server.pre_auth_key("canary", &["--reusable"]);
+    let key = server_key(&server).await;
+    let pid = server.pid().unwrap();
+    let baseline = fd_count(pid);
+
+    // One source fills its share with upgraded Noise sessions...
+    let mut first = Vec::new();
+    for _ in 0..PER_SOURCE {
+        first.push(
+            session_from(server.port, key, "127.0.0.2")
+                .await
+                .expect("a session under the per-source cap"),
+        );
+    }
+    // ...and its next connection is closed at once, although the upgrades left hyper.
+    let mut over = connect_from(server.port, "127.0.0.2").await;
+    assert!(
+        closed_within(&mut over, Duration::from_secs(5)).await,
+        "a connection over the per-source cap was not closed"
+    );
+    // Another source is not affected: a new client registers.
+    common::join(&server, &auth, "canary-1").await;
+
+    // Two more sources fill the global cap.
+    let mut second = Vec::new();
+    let mut third = Vec::new();
+    for _ in 0..PER_SOURCE {
+        second.push(session_from(server.port, key, "127.0.0.3").await.unwrap());
+        third.push(session_from(server.port, key, "127.0.0.4").await.unwrap());
+    }
+    let fds = fd_count(pid);
+    assert!(
+        fds <= baseline + GLOBAL + 8,
+        "{fds} descriptors open (baseline {baseline}, cap {GLOBAL})"
+    );
+    assert!(fds <= GLOBAL + headscale::conn_limits::FD_RESERVE);
+    // The global cap is reached: a fifth source waits in the backlog, unanswered.
+    let mut waiting = connect_from(server.port, "127.0.0.5").await;
+    waiting
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(2), read_head(&mut waiting)).await;
+    assert!(early.is_err(), "answered over the global cap: {early:?}");
+    assert!(fd_count(pid) <= baseline + GLOBAL + 8);
+
+    // When one source leaves, the waiting request is served and a new client registers.
+    drop(second);
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut waiting))
+        .await
+        .expect("the waiting connection was not served after places freed")
+        .expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(waiting);
+    common::join(&server, &auth, "canary-2").await;
+    drop((first, third));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_connections_are_closed_by_the_header_deadline() {
+    let server = TestServer::start();
+    let started = Instant::now();
+    // Says nothing at all.
+    let mut silent = connect_from(server.port, "127.0.0.1").await;
+    // Trickles a request line and never finishes its headers (slowloris).
+    let mut trickle = connect_from(server.port, "127.0.0.1").await;
+    trickle
+        .write_all(b"GET /health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // Finishes one request, then stays idle on keep-alive.
+    let mut idle = connect_from(server.port, "127.0.0.1").await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut idle).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 64];
+    let _ = idle.read(&mut body).await;
+    for (name, tcp) in [
+        ("silent", &mut silent),
+        ("trickling", &mut trickle),
+        ("idle keep-alive", &mut idle),
+    ] {
+        assert!(
+            closed_within(tcp, Duration::from_secs(15)).await,
+            "{name} connection still open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    // HTTP/2 prior knowledge is not served on the main listener (nothing needs h2c there).
+    let mut h2c = connect_from(server.port, "127.0.0.1").await;
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_head(&mut h2c).await.unwrap_or_default();
+    assert!(!answer.contains(" 200 "), "{answer}");
+}

@@ -147,6 +147,11 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0);
+    // The connection's place under the listener's caps moves into the upgraded task (M5).
+    let slot = request
+        .extensions()
+        .get::<crate::conn_limits::ConnectionSlot>()
+        .cloned();
     let headers = request.headers();
     let initiation = match validate_upgrade(
         headers.get(header::UPGRADE).map(|v| v.as_bytes()),
@@ -164,6 +169,7 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .body(Body::empty())
         .unwrap_or_default();
     tokio::spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {

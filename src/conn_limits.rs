@@ -1,0 +1,243 @@
+//! Connection accounting for the public listener (audit M5): one global cap shared by plain
+//! and TLS connections, upgraded `/ts2021` and `/derp` connections included, and a per-source
+//! cap (IPv4 per address, IPv6 per /64). Each accepted connection holds a [`ConnPermit`]; the
+//! listener attaches it to every request as a [`ConnectionSlot`], and the upgrade handlers
+//! move a clone into the upgraded task, so the slot is free only when the last user is gone.
+//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit and the global cap lowered to
+//! fit it, minus a reserve for the store, the other listeners and their connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Connections at once on the public listener, unless the fd limit is lower.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections at once from one source (an IPv4 address, an IPv6 /64).
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+/// File descriptors kept out of the connection cap: the store, the unix socket, the metrics
+/// listener and their connections, STUN, the runtime's own.
+pub const FD_RESERVE: usize = 256;
+/// The global cap never goes below this, however low the fd limit.
+const MIN_CONNECTIONS: usize = 16;
+
+/// Whom a per-source limit counts: an IPv4 address or an IPv6 /64 (one host usually gets a
+/// whole /64). IPv4-mapped IPv6 addresses count as their IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceKey {
+    V4([u8; 4]),
+    V6([u8; 8]),
+}
+
+impl SourceKey {
+    pub fn of(ip: IpAddr) -> SourceKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => SourceKey::V4(v4.octets()),
+            IpAddr::V6(v6) => {
+                let mut prefix = [0u8; 8];
+                prefix.copy_from_slice(&v6.octets()[..8]);
+                SourceKey::V6(prefix)
+            }
+        }
+    }
+}
+
+/// The soft and hard `RLIMIT_NOFILE` before and after [`raise_fd_limit`].
+#[derive(Clone, Copy, Debug)]
+pub struct FdLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (logging both).
+pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
+    let (soft_before, hard) = rlimit::Resource::NOFILE.get()?;
+    let soft = rlimit::increase_nofile_limit(u64::MAX)?;
+    Ok(FdLimit {
+        soft_before,
+        soft,
+        hard,
+    })
+}
+
+/// The global cap that fits `fd_soft_limit` descriptors: `configured`, lowered to the limit
+/// minus [`FD_RESERVE`] (but not below a small floor).
+pub fn fit_to_fd_limit(configured: usize, fd_soft_limit: u64) -> usize {
+    let fitting = usize::try_from(fd_soft_limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_RESERVE);
+    configured.min(fitting).max(MIN_CONNECTIONS)
+}
+
+/// The caps and the live counts.
+pub struct ConnLimits {
+    global: Arc<Semaphore>,
+    max: usize,
+    per_source_max: usize,
+    per_source: Mutex<HashMap<SourceKey, usize>>,
+}
+
+impl ConnLimits {
+    pub fn new(max: usize, per_source_max: usize) -> Arc<ConnLimits> {
+        Arc::new(ConnLimits {
+            global: Arc::new(Semaphore::new(max)),
+            max,
+            per_source_max: per_source_max.max(1),
+            per_source: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn per_source_max(&self) -> usize {
+        self.per_source_max
+    }
+
+    /// Connections holding a permit now.
+    pub fn open(&self) -> usize {
+        self.max - self.global.available_permits()
+    }
+
+    /// Waits for a free place under the global cap (callers wait *before* `accept`, so the
+    /// excess waits in the kernel's backlog and costs no descriptor).
+    /// `None` only if the semaphore were closed, which nothing does.
+    pub async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.global.clone().acquire_owned().await.ok()
+    }
+
+    /// Admits a connection from `ip` with its reserved global place, or `None` when its
+    /// source already holds `per_source_max` connections.
+    pub fn admit(self: &Arc<Self>, global: OwnedSemaphorePermit, ip: IpAddr) -> Option<ConnPermit> {
+        let key = SourceKey::of(ip);
+        let mut table = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let count = table.entry(key).or_insert(0);
+        if *count >= self.per_source_max {
+            return None;
+        }
+        *count += 1;
+        Some(ConnPermit {
+            _global: global,
+            key,
+            limits: self.clone(),
+        })
+    }
+
+    /// Connections from `ip`'s source now.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        let table = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        table.get(&SourceKey::of(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// One admitted connection: its place under both caps, given back on drop.
+pub struct ConnPermit {
+    _global: OwnedSemaphorePermit,
+    key: SourceKey,
+    limits: Arc<ConnLimits>,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut table = self
+            .limits
+            .per_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = table.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                table.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The connection a request arrived on, as a request extension: its TCP peer and its permit.
+/// An upgrade handler keeps a clone for as long as the upgraded connection lives.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    pub remote: SocketAddr,
+    permit: Arc<ConnPermit>,
+}
+
+impl ConnectionSlot {
+    pub fn new(remote: SocketAddr, permit: ConnPermit) -> ConnectionSlot {
+        ConnectionSlot {
+            remote,
+            permit: Arc::new(permit),
+        }
+    }
+
+    /// The limits this connection counts against.
+    pub fn limits(&self) -> &Arc<ConnLimits> {
+        &self.permit.limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_slash_64s() {
+        assert_eq!(
+            SourceKey::of(ip("::ffff:192.0.2.1")),
+            SourceKey::of(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            SourceKey::of(ip("2001:db8:1:2::1")),
+            SourceKey::of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            SourceKey::of(ip("2001:db8:1:2::1")),
+            SourceKey::of(ip("2001:db8:1:3::1"))
+        );
+        assert_ne!(
+            SourceKey::of(ip("192.0.2.1")),
+            SourceKey::of(ip("192.0.2.2"))
+        );
+    }
+
+    #[test]
+    fn the_cap_fits_the_fd_limit() {
+        assert_eq!(fit_to_fd_limit(10_000, 1024), 1024 - FD_RESERVE);
+        assert_eq!(fit_to_fd_limit(10_000, 1 << 20), 10_000);
+        assert_eq!(fit_to_fd_limit(10_000, 100), MIN_CONNECTIONS);
+        assert_eq!(fit_to_fd_limit(10_000, u64::MAX), 10_000);
+    }
+
+    #[tokio::test]
+    async fn per_source_and_global_caps_hold_and_permits_come_back() {
+        let limits = ConnLimits::new(3, 2);
+        let a = ip("192.0.2.1");
+        let first = limits.admit(limits.reserve().await.unwrap(), a).unwrap();
+        let second = limits.admit(limits.reserve().await.unwrap(), a).unwrap();
+        // A third from the same source is refused, and its global place is given back.
+        assert!(limits.admit(limits.reserve().await.unwrap(), a).is_none());
+        assert_eq!(limits.open(), 2);
+        let other = limits
+            .admit(limits.reserve().await.unwrap(), ip("192.0.2.9"))
+            .unwrap();
+        assert_eq!(limits.open(), 3);
+        // The global cap is reached: nothing more until a permit is dropped.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), limits.reserve());
+        assert!(waiting.await.is_err());
+        // Slots keep the permit alive while any clone (an upgraded task) lives.
+        let slot = ConnectionSlot::new("192.0.2.1:1".parse().unwrap(), first);
+        let upgraded = slot.clone();
+        drop(slot);
+        assert_eq!(limits.open_from(a), 2);
+        drop(upgraded);
+        assert_eq!(limits.open_from(a), 1);
+        drop((second, other));
+        assert_eq!(limits.open(), 0);
+        assert_eq!(limits.open_from(a), 0);
+    }
+}
