@@ -3,11 +3,17 @@
 //! cap (IPv4 per address, IPv6 per /64). Each accepted connection holds a [`ConnPermit`]; the
 //! listener attaches it to every request as a [`ConnectionSlot`], and the upgrade handlers
 //! move a clone into the upgraded task, so the slot is free only when the last user is gone.
+//! Noise handshakes (`/ts2021`) and DERP upgrades are also metered per source (audit L8): a
+//! token bucket of [`HANDSHAKES_PER_SECOND`] with a burst of [`HANDSHAKE_BURST`], checked
+//! before any X25519 work; over it the upgrade gets `429`.
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit and the global cap lowered to
 //! fit it, minus a reserve for the store, the other listeners and their connections.
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -18,6 +24,13 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
 /// File descriptors kept out of the connection cap: the store, the unix socket, the metrics
 /// listener and their connections, STUN, the runtime's own.
 pub const FD_RESERVE: usize = 256;
+/// Noise handshakes and DERP upgrades per second from one source, sustained...
+pub const HANDSHAKES_PER_SECOND: u32 = 20;
+/// ...and in a burst.
+pub const HANDSHAKE_BURST: u32 = 100;
+/// Forgotten buckets (full again) are dropped every this many checks, so the table holds
+/// only sources seen in the last few seconds.
+const HANDSHAKE_SWEEP_EVERY: u64 = 1024;
 /// The global cap never goes below this, however low the fd limit.
 const MIN_CONNECTIONS: usize = 16;
 
@@ -76,16 +89,33 @@ pub struct ConnLimits {
     max: usize,
     per_source_max: usize,
     per_source: Mutex<HashMap<SourceKey, usize>>,
+    handshakes: DefaultKeyedRateLimiter<SourceKey>,
+    handshake_checks: AtomicU64,
 }
 
 impl ConnLimits {
     pub fn new(max: usize, per_source_max: usize) -> Arc<ConnLimits> {
+        let quota =
+            Quota::per_second(NonZeroU32::new(HANDSHAKES_PER_SECOND).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(HANDSHAKE_BURST).unwrap_or(NonZeroU32::MIN));
         Arc::new(ConnLimits {
             global: Arc::new(Semaphore::new(max)),
             max,
             per_source_max: per_source_max.max(1),
             per_source: Mutex::new(HashMap::new()),
+            handshakes: RateLimiter::keyed(quota),
+            handshake_checks: AtomicU64::new(0),
         })
+    }
+
+    /// Takes one token of `ip`'s source's handshake bucket: `false` when it is empty.
+    pub fn allow_handshake(&self, ip: IpAddr) -> bool {
+        let checks = self.handshake_checks.fetch_add(1, Ordering::Relaxed) + 1;
+        if checks % HANDSHAKE_SWEEP_EVERY == 0 {
+            self.handshakes.retain_recent();
+            self.handshakes.shrink_to_fit();
+        }
+        self.handshakes.check_key(&SourceKey::of(ip)).is_ok()
     }
 
     pub fn max(&self) -> usize {
@@ -175,6 +205,11 @@ impl ConnectionSlot {
     pub fn limits(&self) -> &Arc<ConnLimits> {
         &self.permit.limits
     }
+
+    /// One token of this connection's source's handshake bucket (see [`ConnLimits`]).
+    pub fn allow_handshake(&self) -> bool {
+        self.permit.limits.allow_handshake(self.remote.ip())
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +246,24 @@ mod tests {
         assert_eq!(fit_to_fd_limit(10_000, 1 << 20), 10_000);
         assert_eq!(fit_to_fd_limit(10_000, 100), MIN_CONNECTIONS);
         assert_eq!(fit_to_fd_limit(10_000, u64::MAX), 10_000);
+    }
+
+    #[test]
+    fn handshakes_are_metered_per_source() {
+        let limits = ConnLimits::new(10, 10);
+        let flood = ip("2001:db8:0:1::7");
+        let allowed = (0..HANDSHAKE_BURST + 50)
+            .filter(|_| limits.allow_handshake(flood))
+            .count() as u32;
+        // The burst, plus what refilled while the loop ran (20/s: at most a couple).
+        assert!(
+            (HANDSHAKE_BURST..HANDSHAKE_BURST + 5).contains(&allowed),
+            "{allowed} allowed"
+        );
+        // The same /64 shares the bucket; another source has its own.
+        assert!(!limits.allow_handshake(ip("2001:db8:0:1::8")));
+        assert!(limits.allow_handshake(ip("2001:db8:0:2::7")));
+        assert!(limits.allow_handshake(ip("192.0.2.1")));
     }
 
     #[tokio::test]

@@ -394,3 +394,32 @@ async fn silent_and_idle_connections_are_closed_by_the_header_deadline() {
     let answer = read_head(&mut h2c).await.unwrap_or_default();
     assert!(!answer.contains(" 200 "), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_one_source_gets_429_while_others_connect() {
+    let server = TestServer::start();
+    server.create_user("canary");
+    let auth = server.pre_auth_key("canary", &[]);
+    let key = server_key(&server).await;
+    let burst = headscale::conn_limits::HANDSHAKE_BURST as usize;
+    let started = Instant::now();
+    let (mut upgraded, mut limited) = (0usize, 0usize);
+    for _ in 0..burst + 60 {
+        match noise_from(server.port, key, "127.0.0.6").await {
+            Ok(_) => upgraded += 1,
+            Err(status) if status.contains(" 429 ") => limited += 1,
+            Err(other) => panic!("unexpected answer {other}"),
+        }
+    }
+    // The burst, plus 20/s refilled while the flood ran; the rest is refused.
+    let refilled = (started.elapsed().as_secs_f64() * 20.0).ceil() as usize + 1;
+    assert!(
+        upgraded >= burst && upgraded <= burst + refilled,
+        "{upgraded} upgraded, {limited} refused in {:?}",
+        started.elapsed()
+    );
+    assert!(limited > 0, "no 429 in a flood of {}", burst + 60);
+    // Meanwhile another source completes the handshake and registers.
+    assert!(noise_from(server.port, key, "127.0.0.1").await.is_ok());
+    common::join(&server, &auth, "canary").await;
+}

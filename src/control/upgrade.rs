@@ -89,6 +89,16 @@ async fn idle(mut open: tokio::sync::watch::Receiver<usize>, limit: Duration) {
     }
 }
 
+/// `429` with `Retry-After`: the source's handshake bucket is empty.
+pub fn too_many_handshakes() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        "too many handshakes from this address; retry later\n",
+    )
+        .into_response()
+}
+
 fn bad_request(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
 }
@@ -152,6 +162,10 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .extensions()
         .get::<crate::conn_limits::ConnectionSlot>()
         .cloned();
+    // Per-source handshake budget, before any X25519 work (L8).
+    if slot.as_ref().is_some_and(|slot| !slot.allow_handshake()) {
+        return too_many_handshakes();
+    }
     let headers = request.headers();
     let initiation = match validate_upgrade(
         headers.get(header::UPGRADE).map(|v| v.as_bytes()),
@@ -181,7 +195,8 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::info!(%error, "ts2021 handshake refused");
+                // Debug, not info: anyone can send a bad initiation (L5).
+                tracing::debug!(%error, "ts2021 handshake refused");
                 let _ = io.write_all(&error_frame(&error.to_string())).await;
                 let _ = io.shutdown().await;
                 return;

@@ -50,6 +50,10 @@ async fn upgrade(State(relay): State<Arc<DerpServer>>, mut request: Request) -> 
         .extensions()
         .get::<crate::conn_limits::ConnectionSlot>()
         .cloned();
+    // Per-source upgrade budget, before the relay's key exchange (L8).
+    if slot.as_ref().is_some_and(|slot| !slot.allow_handshake()) {
+        return crate::control::upgrade::too_many_handshakes();
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
     let public = hex::encode(relay.public_key());
     tokio::spawn(async move {
