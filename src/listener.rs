@@ -39,6 +39,7 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut refused_since_log = 0u64;
     let mut last_refusal_log = tokio::time::Instant::now();
+    let mut last_accept_error_log: Option<tokio::time::Instant> = None;
     loop {
         while connections.try_join_next().is_some() {}
         // Wait for a place under the global cap before accepting: the excess waits in the
@@ -55,8 +56,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    // EMFILE and friends: back off instead of spinning; log every 10 s at most.
+                    if last_accept_error_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(%error, "accept failed");
+                        last_accept_error_log = Some(tokio::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -164,12 +164,40 @@ pub async fn load_policy_file(config: &Config, engine: &EngineHandle) -> anyhow:
     Ok(())
 }
 
-/// Binds the unix socket, replacing a stale socket file left by a crash.
+/// Binds the unix socket, replacing a stale socket file left by a crash (audit L7).
+///
+/// The socket is bound inside a fresh private (0700) directory beside its final path, given
+/// its configured mode there, and only then renamed into place: there is no moment when it
+/// exists with the umask's permissions where others can reach it. A socket directory that is
+/// world-writable without the sticky bit is refused (anyone could replace the socket), and a
+/// mode that lets every local user write (connect) is warned about: that user is an admin.
 fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let path = &config.unix_socket;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create socket dir {}", dir.display()))?;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create socket dir {}", dir.display()))?;
+    let dir_mode = std::fs::metadata(&dir)
+        .with_context(|| format!("cannot stat socket dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if !socket_dir_is_safe(dir_mode) {
+        anyhow::bail!(
+            "socket dir {} is writable by everyone and not sticky (mode {:o}): another user could replace the admin socket; use a private directory",
+            dir.display(),
+            dir_mode & 0o7777
+        );
+    }
+    let mode = config.unix_socket_mode()?;
+    if mode & 0o002 != 0 {
+        tracing::warn!(
+            socket = %path.display(),
+            mode = format!("{mode:o}"),
+            "unix_socket_permission lets every local user use the admin socket (full admin rights); 0770 or stricter is advised"
+        );
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -178,12 +206,33 @@ fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener>
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
-    let mode = config.unix_socket_mode()?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot chmod {}", path.display()))?;
-    Ok(listener)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "headscale.sock".into());
+    let private = dir.join(format!(".{name}.{:016x}", rand::random::<u64>()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let bound = (|| {
+        let staged = private.join(&name);
+        let listener = tokio::net::UnixListener::bind(&staged)
+            .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", staged.display()))?;
+        std::fs::rename(&staged, path)
+            .with_context(|| format!("cannot move the socket into {}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
+/// A directory where only its owner (or, with the sticky bit, each file's owner) can remove
+/// or replace entries.
+fn socket_dir_is_safe(mode: u32) -> bool {
+    mode & 0o002 == 0 || mode & 0o1000 != 0
 }
 
 /// The DERP map handed to clients, as JSON.
@@ -414,14 +463,17 @@ pub async fn run(
             engine: engine.clone(),
             hub: machine.hub.clone(),
         });
-        tokio::spawn(
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-        )
+        // The same accept loop as the main listener (header deadline), with small caps.
+        tokio::spawn(crate::listener::serve(
+            listener,
+            None,
+            router,
+            ConnLimits::new(
+                crate::debug_listener::MAX_CONNECTIONS,
+                crate::debug_listener::MAX_CONNECTIONS_PER_SOURCE,
+            ),
+            stopped(stop_rx.clone()),
+        ))
     });
     let cors = api::cors::layer(&config.api.cors);
     if cors.is_some() {
@@ -474,4 +526,62 @@ pub async fn run(
     let _ = std::fs::remove_file(&config.unix_socket);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_dirs_writable_by_all_must_be_sticky() {
+        assert!(socket_dir_is_safe(0o755));
+        assert!(socket_dir_is_safe(0o770));
+        assert!(socket_dir_is_safe(0o1777));
+        assert!(!socket_dir_is_safe(0o777));
+        assert!(!socket_dir_is_safe(0o773));
+    }
+
+    fn config_in(dir: &Path, permission: &str) -> Config {
+        Config {
+            unix_socket: dir.join("sock/headscale.sock"),
+            unix_socket_permission: permission.into(),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_socket_appears_with_its_mode_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "0660");
+        let listener = bind_unix_socket(&config).unwrap();
+        let meta = std::fs::metadata(&config.unix_socket).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        // Only the socket is left in its directory (the private staging dir is gone).
+        let entries: Vec<_> = std::fs::read_dir(dir.path().join("sock"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("headscale.sock")]);
+        // It answers at its final path; a second server is refused.
+        let _client = tokio::net::UnixStream::connect(&config.unix_socket)
+            .await
+            .unwrap();
+        let second = bind_unix_socket(&config).unwrap_err().to_string();
+        assert!(second.contains("already listening"), "{second}");
+        // A stale socket (no listener) is replaced.
+        drop(listener);
+        bind_unix_socket(&config).unwrap();
+    }
+
+    #[test]
+    fn a_world_writable_socket_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("sock");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = bind_unix_socket(&config_in(dir.path(), "0770"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("writable by everyone"), "{error}");
+    }
 }

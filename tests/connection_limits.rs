@@ -423,3 +423,73 @@ async fn a_handshake_flood_from_one_source_gets_429_while_others_connect() {
     assert!(noise_from(server.port, key, "127.0.0.1").await.is_ok());
     common::join(&server, &auth, "canary").await;
 }
+
+/// `GET path` on `port` with `Connection: close`: status and JSON body.
+async fn get_json(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let mut tcp = connect_from(port, "127.0.0.1").await;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debug_listener_times_out_caps_and_pages() {
+    let metrics_port = common::free_port();
+    let mut server = TestServer::new("");
+    server.env.push((
+        "HEADSCALE_METRICS_LISTEN_ADDR".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ));
+    server.spawn();
+    server.create_user("pager");
+    let auth = server.pre_auth_key("pager", &["--reusable"]);
+    for name in ["one", "two", "three"] {
+        common::join(&server, &auth, name).await;
+    }
+    // /debug/filter without ?node= is paged.
+    let (status, page) = get_json(metrics_port, "/debug/filter?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next"], 2);
+    let (_, last) = get_json(metrics_port, "/debug/filter?offset=2&limit=2").await;
+    assert_eq!(last["nodes"].as_array().unwrap().len(), 1);
+    assert!(last["next"].is_null());
+    let (_, default) = get_json(metrics_port, "/debug/filter").await;
+    assert_eq!(
+        default["limit"],
+        headscale::debug_listener::FILTER_PAGE_DEFAULT
+    );
+
+    // A silent peer is closed by the header deadline.
+    let started = Instant::now();
+    let mut silent = connect_from(metrics_port, "127.0.0.1").await;
+    // One source holds at most its share; the next connection is closed at once.
+    let per_source = headscale::debug_listener::MAX_CONNECTIONS_PER_SOURCE;
+    let mut held = Vec::new();
+    for _ in 0..per_source {
+        held.push(connect_from(metrics_port, "127.0.0.7").await);
+    }
+    let mut over = connect_from(metrics_port, "127.0.0.7").await;
+    assert!(
+        closed_within(&mut over, Duration::from_secs(5)).await,
+        "a debug connection over the per-source cap was not closed"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(15)).await,
+        "a silent debug connection was held for {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    drop(held);
+}
