@@ -60,29 +60,46 @@ pub struct Peer {
     pub remote: Option<std::net::SocketAddr>,
 }
 
+/// The streams of one Noise session: how many are open, and how many were ever opened (so a
+/// stream that opens and closes between two looks still counts as activity).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Streams {
+    open: usize,
+    opened: u64,
+}
+
+type StreamCount = std::sync::Arc<tokio::sync::watch::Sender<Streams>>;
+
 /// One open HTTP/2 stream of a Noise session, counted while it lives.
-struct OpenStream(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+struct OpenStream(StreamCount);
 
 impl OpenStream {
-    fn new(count: std::sync::Arc<tokio::sync::watch::Sender<usize>>) -> Self {
-        count.send_modify(|open| *open += 1);
+    fn new(count: StreamCount) -> Self {
+        count.send_modify(|streams| {
+            streams.open += 1;
+            streams.opened += 1;
+        });
         OpenStream(count)
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.send_modify(|open| *open = open.saturating_sub(1));
+        self.0
+            .send_modify(|streams| streams.open = streams.open.saturating_sub(1));
     }
 }
 
-/// Resolves once no stream has been open for `limit` (the session is then closed).
-async fn idle(mut open: tokio::sync::watch::Receiver<usize>, limit: Duration) {
+/// Resolves once no stream has been open, nor opened, for `limit` (the session is then
+/// closed).
+async fn idle(mut streams: tokio::sync::watch::Receiver<Streams>, limit: Duration) {
     loop {
-        if open.wait_for(|n| *n == 0).await.is_err() {
-            return;
-        }
-        match tokio::time::timeout(limit, open.wait_for(|n| *n > 0)).await {
+        let opened = match streams.wait_for(|s| s.open == 0).await {
+            Ok(now) => now.opened,
+            Err(_) => return,
+        };
+        let activity = streams.wait_for(|s| s.open > 0 || s.opened != opened);
+        match tokio::time::timeout(limit, activity).await {
             Ok(Ok(_)) => continue,
             Ok(Err(_)) | Err(_) => return,
         }
@@ -217,7 +234,7 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
             PREFACE_TIMEOUT,
         );
         let router = ctx.machine_router.clone();
-        let (open_streams, streams_watch) = tokio::sync::watch::channel(0usize);
+        let (open_streams, streams_watch) = tokio::sync::watch::channel(Streams::default());
         let open_streams = std::sync::Arc::new(open_streams);
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -259,4 +276,47 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         }
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const SHORT: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn a_session_is_idle_only_without_open_streams_for_the_whole_limit() {
+        let (count, watch) = tokio::sync::watch::channel(Streams::default());
+        let count = Arc::new(count);
+        // A stream stays open longer than the limit: not idle.
+        let stream = OpenStream::new(count.clone());
+        let idle_task = tokio::spawn(idle(watch, SHORT));
+        tokio::time::sleep(SHORT * 3).await;
+        assert!(!idle_task.is_finished(), "idle while a stream was open");
+        // Closed: idle after the limit.
+        let closed = tokio::time::Instant::now();
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(5), idle_task)
+            .await
+            .expect("never idle after the last stream closed")
+            .unwrap();
+        assert!(closed.elapsed() >= SHORT);
+        assert_eq!(count.borrow().open, 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_restarts_the_idle_clock() {
+        let (count, watch) = tokio::sync::watch::channel(Streams::default());
+        let count = Arc::new(count);
+        let idle_task = tokio::spawn(idle(watch, SHORT * 3));
+        tokio::time::sleep(SHORT * 2).await;
+        drop(OpenStream::new(count.clone()));
+        let reopened = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), idle_task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reopened.elapsed() >= SHORT * 3);
+    }
 }
