@@ -2,7 +2,8 @@
 //! with upgrades (`/ts2021` and `/derp` are HTTP/1.1 upgrades; nothing needs h2c here), a
 //! header read deadline that also bounds idle keep-alive connections and slowloris peers,
 //! the connection caps of `conn_limits.rs`, and a graceful drain at shutdown. The debug
-//! listener uses the same loop with its own, smaller caps.
+//! listener uses the same loop with its own, smaller caps; the admin unix socket gets the
+//! same HTTP/1.1 serving (header deadline) under a plain count cap ([`serve_unix`]).
 
 use crate::conn_limits::{ConnLimits, ConnectionSlot};
 use axum::body::Body;
@@ -88,13 +89,13 @@ pub async fn serve(
         let stop = stop_rx.clone();
         match tls.clone() {
             None => {
-                connections.spawn(serve_http(tcp, slot, router, stop));
+                connections.spawn(serve_http(tcp, Some(slot), router, stop));
             }
             Some(acceptor) => {
                 connections.spawn(async move {
                     let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                     match tls.await {
-                        Ok(Ok(tls)) => serve_http(tls, slot, router, stop).await,
+                        Ok(Ok(tls)) => serve_http(tls, Some(slot), router, stop).await,
                         Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -109,22 +110,74 @@ pub async fn serve(
     .await;
 }
 
-/// HTTP/1.1 on one connection; each request carries `ConnectInfo` and the connection's slot.
+/// Connections at once on the admin unix socket (local users only).
+pub const UNIX_MAX_CONNECTIONS: usize = 128;
+
+/// Serves `router` on the unix socket until `shutdown` resolves: HTTP/1.1 with the header
+/// deadline, at most `max` connections (the excess waits in the backlog).
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    max: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "unix socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            serve_http(stream, None, router, stop).await;
+        });
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT * 2, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// HTTP/1.1 on one connection; on TCP each request carries `ConnectInfo` and the
+/// connection's slot.
 async fn serve_http<IO>(
     io: IO,
-    slot: ConnectionSlot,
+    slot: Option<ConnectionSlot>,
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer: SocketAddr = slot.remote;
+    let peer: Option<SocketAddr> = slot.as_ref().map(|slot| slot.remote);
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let mut request = request.map(Body::new);
-            let extensions = request.extensions_mut();
-            extensions.insert(axum::extract::ConnectInfo(peer));
-            extensions.insert(slot.clone());
+            if let Some(slot) = &slot {
+                let extensions = request.extensions_mut();
+                extensions.insert(axum::extract::ConnectInfo(slot.remote));
+                extensions.insert(slot.clone());
+            }
             router.clone().oneshot(request)
         });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -136,7 +189,7 @@ async fn serve_http<IO>(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+                tracing::debug!(%error, ?peer, "connection ended with an error");
             }
             return;
         }

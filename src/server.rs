@@ -21,7 +21,6 @@ use crate::tailcfg::SharedJson;
 use anyhow::Context as _;
 use axum::routing::get;
 use axum::Router;
-use std::future::IntoFuture;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -440,11 +439,12 @@ pub async fn run(
     let local = api::router(ctx.clone())
         .layer(axum::middleware::from_fn(api::local_trust))
         .merge(api::openapi::router());
-    let unix_server = tokio::spawn(
-        axum::serve(unix, local)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let unix_server = tokio::spawn(crate::listener::serve_unix(
+        unix,
+        local,
+        crate::listener::UNIX_MAX_CONNECTIONS,
+        stopped(stop_rx.clone()),
+    ));
     if let Some(file) = extra_records {
         tracing::info!(
             path = %file.path().display(),

@@ -354,7 +354,7 @@ async fn connection_caps_hold_with_upgraded_sessions_while_a_new_client_register
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_and_idle_connections_are_closed_by_the_header_deadline() {
+async fn silent_idle_and_local_connections_are_closed_by_the_header_deadline() {
     let server = TestServer::start();
     let started = Instant::now();
     // Says nothing at all.
@@ -363,6 +363,10 @@ async fn silent_and_idle_connections_are_closed_by_the_header_deadline() {
     let mut trickle = connect_from(server.port, "127.0.0.1").await;
     trickle
         .write_all(b"GET /health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // A silent local client on the admin socket.
+    let mut local = tokio::net::UnixStream::connect(server.socket())
         .await
         .unwrap();
     // Finishes one request, then stays idle on keep-alive.
@@ -385,6 +389,12 @@ async fn silent_and_idle_connections_are_closed_by_the_header_deadline() {
             started.elapsed()
         );
     }
+    let mut byte = [0u8; 1];
+    let local_closed = tokio::time::timeout(Duration::from_secs(15), local.read(&mut byte)).await;
+    assert!(
+        matches!(local_closed, Ok(Ok(0)) | Ok(Err(_))),
+        "silent unix socket client still open: {local_closed:?}"
+    );
     assert!(started.elapsed() >= Duration::from_secs(9));
     // HTTP/2 prior knowledge is not served on the main listener (nothing needs h2c there).
     let mut h2c = connect_from(server.port, "127.0.0.1").await;
