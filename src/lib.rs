@@ -11,7 +11,6 @@ pub mod core;
 pub mod debug_listener;
 pub mod derp;
 pub mod engine;
-pub mod first_bytes;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;

@@ -503,3 +503,47 @@ async fn the_debug_listener_times_out_caps_and_pages() {
     assert!(started.elapsed() >= Duration::from_secs(9));
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_stream_headers_close_the_session_within_the_deadline() {
+    let server = TestServer::start();
+    // A HEADERS frame without END_HEADERS, whose CONTINUATION never comes.
+    let mut block = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    block.extend(frame(0x4, 0, 0, &[]));
+    block.extend(frame(0x1, 0, 1, &post_map_headers()));
+    // Half a frame: a frame header announcing 100 bytes, and 10 of them.
+    let mut half = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    half.extend(frame(0x4, 0, 0, &[]));
+    half.extend(&frame(0x0, 0, 1, &[0; 100])[..19]);
+    let started = Instant::now();
+    let mut sessions = Vec::new();
+    for bytes in [block, half] {
+        let mut noise = noise(&server).await;
+        noise.write_all(&bytes).await.unwrap();
+        noise.flush().await.unwrap();
+        sessions.push(noise);
+    }
+    for (name, noise) in ["header block", "half frame"]
+        .into_iter()
+        .zip(&mut sessions)
+    {
+        let mut sink = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(20), noise.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(_)) => continue, // the server's SETTINGS and the like
+                Err(_) => break false,
+            }
+        };
+        assert!(
+            closed,
+            "{name}: session still open after {:?}",
+            started.elapsed()
+        );
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(16),
+        "closed after {waited:?}"
+    );
+}

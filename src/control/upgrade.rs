@@ -23,14 +23,12 @@ pub const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
 /// Concurrent HTTP/2 streams per Noise connection: tailscaled uses one long poll, one
 /// register and the occasional lite update; a 9th stream is refused (`REFUSED_STREAM`).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
-/// The server pings a connection it has heard nothing from for this long...
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
-/// ...and closes it when the ping is not answered within this. A peer stuck inside a frame
-/// (e.g. a HEADERS block without its CONTINUATION) cannot answer, so stalled stream headers
-/// end the connection within `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a peer has, after the Noise handshake, to send the HTTP/2 preface.
-const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server pings a connection it has heard nothing from for this long (a liveness check
+/// that also spares phones frequent wake-ups)...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and closes it when the ping is not answered within this. Stalled prefaces, frames and
+/// header blocks are cut sooner, by `h2_deadline.rs` (10 s each).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A Noise session with no open stream for this long is closed (tailscaled keeps its long
 /// poll open, so only idle or abusive sessions reach it).
 pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -228,10 +226,11 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
             remote,
         };
         tracing::debug!(machine = %peer.machine_key.short(), capver = peer.capability_version, "noise session open");
-        // A peer that finishes the handshake but never starts HTTP/2 is closed, not kept.
-        let stream = crate::first_bytes::FirstBytesDeadline::new(
+        // A peer that never starts HTTP/2, or stalls inside a frame or a header block, is
+        // closed (10 s per unit), not kept.
+        let stream = super::h2_deadline::H2ReadDeadline::new(
             NoiseStream::new(io, accepted.sender, accepted.receiver),
-            PREFACE_TIMEOUT,
+            super::h2_deadline::UNIT_DEADLINE,
         );
         let router = ctx.machine_router.clone();
         let (open_streams, streams_watch) = tokio::sync::watch::channel(Streams::default());
