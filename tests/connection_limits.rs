@@ -326,6 +326,7 @@ async fn connection_caps_hold_with_upgraded_sessions_while_a_new_client_register
         third.push(session_from(server.port, key, "127.0.0.4").await.unwrap());
     }
     let fds = fd_count(pid);
+    eprintln!("server fds: {baseline} before, {fds} with {GLOBAL} upgraded sessions (the cap)");
     assert!(
         fds <= baseline + GLOBAL + 8,
         "{fds} descriptors open (baseline {baseline}, cap {GLOBAL})"

@@ -232,6 +232,31 @@ mod tests {
         assert_eq!(tracker.completed(), before + 2);
     }
 
+    proptest::proptest! {
+        /// However the bytes are split into reads, the tracker ends in the same place.
+        #[test]
+        fn splitting_never_changes_the_outcome(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(0usize..600, 0..20),
+        ) {
+            let mut whole = FrameTracker::default();
+            whole.feed(PREFACE);
+            whole.feed(&bytes);
+            let mut pieces = FrameTracker::default();
+            pieces.feed(PREFACE);
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| *c <= bytes.len()).collect();
+            cuts.sort_unstable();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                pieces.feed(&bytes[start..cut]);
+                start = cut;
+            }
+            proptest::prop_assert_eq!(whole.mid_unit(), pieces.mid_unit());
+            proptest::prop_assert_eq!(whole.completed(), pieces.completed());
+            proptest::prop_assert_eq!(whole.payload_left, pieces.payload_left);
+        }
+    }
+
     #[tokio::test]
     async fn a_stalled_unit_times_out_and_silence_between_units_does_not() {
         let limit = Duration::from_millis(100);
