@@ -6,10 +6,16 @@
 //! Noise handshakes (`/ts2021`) and DERP upgrades are also metered per source (audit L8): a
 //! token bucket of [`HANDSHAKES_PER_SECOND`] with a burst of [`HANDSHAKE_BURST`], checked
 //! before any X25519 work; over it the upgrade gets `429`.
+//! Behind a trusted proxy (`trusted_proxies`) every client arrives from the proxy's address:
+//! the proxy is then exempt from the per-source connection cap (the global cap still holds),
+//! and handshakes are metered by the nearest untrusted `X-Forwarded-For` hop (not at all when
+//! the proxy sends none: it is trusted to limit its own clients).
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit and the global cap lowered to
 //! fit it, minus a reserve for the store, the other listeners and their connections.
 
+use axum::http::HeaderMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -91,10 +97,53 @@ pub struct ConnLimits {
     per_source: Mutex<HashMap<SourceKey, usize>>,
     handshakes: DefaultKeyedRateLimiter<SourceKey>,
     handshake_checks: AtomicU64,
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// Parses `trusted_proxies` entries (CIDRs or single addresses; others are ignored, as the
+/// API's limiter does).
+pub fn parse_trusted_proxies(entries: &[String]) -> Vec<IpNet> {
+    entries
+        .iter()
+        .filter_map(|p| {
+            p.parse::<IpNet>()
+                .ok()
+                .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect()
+}
+
+/// The client a request comes from: `peer`, or when `peer` is a trusted proxy, the nearest
+/// untrusted `X-Forwarded-For` hop (`None` when the proxy names none).
+pub fn client_source(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| {
+        let ip = ip.to_canonical();
+        trusted.iter().any(|net| net.contains(&ip))
+    };
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded.into_iter().rev().find(|ip| !is_trusted(ip))
 }
 
 impl ConnLimits {
     pub fn new(max: usize, per_source_max: usize) -> Arc<ConnLimits> {
+        ConnLimits::behind(max, per_source_max, Vec::new())
+    }
+
+    /// `new`, with the proxies whose connections carry many clients.
+    pub fn behind(
+        max: usize,
+        per_source_max: usize,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Arc<ConnLimits> {
         let quota =
             Quota::per_second(NonZeroU32::new(HANDSHAKES_PER_SECOND).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(HANDSHAKE_BURST).unwrap_or(NonZeroU32::MIN));
@@ -105,7 +154,21 @@ impl ConnLimits {
             per_source: Mutex::new(HashMap::new()),
             handshakes: RateLimiter::keyed(quota),
             handshake_checks: AtomicU64::new(0),
+            trusted_proxies,
         })
+    }
+
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Takes one handshake token for the client behind `peer` (see the module doc).
+    pub fn allow_handshake_from(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        match client_source(peer, headers, &self.trusted_proxies) {
+            Some(source) => self.allow_handshake(source),
+            None => true,
+        }
     }
 
     /// Takes one token of `ip`'s source's handshake bucket: `false` when it is empty.
@@ -141,6 +204,13 @@ impl ConnLimits {
     /// Admits a connection from `ip` with its reserved global place, or `None` when its
     /// source already holds `per_source_max` connections.
     pub fn admit(self: &Arc<Self>, global: OwnedSemaphorePermit, ip: IpAddr) -> Option<ConnPermit> {
+        if self.is_trusted_proxy(ip) {
+            return Some(ConnPermit {
+                _global: global,
+                key: None,
+                limits: self.clone(),
+            });
+        }
         let key = SourceKey::of(ip);
         let mut table = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
         let count = table.entry(key).or_insert(0);
@@ -150,7 +220,7 @@ impl ConnLimits {
         *count += 1;
         Some(ConnPermit {
             _global: global,
-            key,
+            key: Some(key),
             limits: self.clone(),
         })
     }
@@ -165,21 +235,25 @@ impl ConnLimits {
 /// One admitted connection: its place under both caps, given back on drop.
 pub struct ConnPermit {
     _global: OwnedSemaphorePermit,
-    key: SourceKey,
+    /// `None` for a trusted proxy (not counted per source).
+    key: Option<SourceKey>,
     limits: Arc<ConnLimits>,
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
+        let Some(key) = self.key else {
+            return;
+        };
         let mut table = self
             .limits
             .per_source
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = table.get_mut(&self.key) {
+        if let Some(count) = table.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                table.remove(&self.key);
+                table.remove(&key);
             }
         }
     }
@@ -206,9 +280,12 @@ impl ConnectionSlot {
         &self.permit.limits
     }
 
-    /// One token of this connection's source's handshake bucket (see [`ConnLimits`]).
-    pub fn allow_handshake(&self) -> bool {
-        self.permit.limits.allow_handshake(self.remote.ip())
+    /// One token of the handshake bucket of the client behind this connection (see
+    /// [`ConnLimits::allow_handshake_from`]).
+    pub fn allow_handshake(&self, headers: &HeaderMap) -> bool {
+        self.permit
+            .limits
+            .allow_handshake_from(self.remote.ip(), headers)
     }
 }
 
@@ -264,6 +341,43 @@ mod tests {
         assert!(!limits.allow_handshake(ip("2001:db8:0:1::8")));
         assert!(limits.allow_handshake(ip("2001:db8:0:2::7")));
         assert!(limits.allow_handshake(ip("192.0.2.1")));
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_is_not_capped_per_source_and_forwards_the_client() {
+        let proxy = ip("10.0.0.1");
+        let limits = ConnLimits::behind(10, 1, parse_trusted_proxies(&["10.0.0.0/24".into()]));
+        let one = limits
+            .admit(limits.reserve().await.unwrap(), proxy)
+            .unwrap();
+        let two = limits
+            .admit(limits.reserve().await.unwrap(), proxy)
+            .unwrap();
+        assert_eq!(limits.open(), 2);
+        assert_eq!(limits.open_from(proxy), 0);
+        drop((one, two));
+        assert_eq!(limits.open(), 0);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.7, 10.0.0.2".parse().unwrap());
+        assert_eq!(
+            client_source(proxy, &headers, &limits.trusted_proxies),
+            Some(ip("198.51.100.7"))
+        );
+        // The forwarded client's bucket empties; the proxy's other clients are not affected.
+        let allowed = (0..HANDSHAKE_BURST + 10)
+            .filter(|_| limits.allow_handshake_from(proxy, &headers))
+            .count() as u32;
+        assert!(allowed < HANDSHAKE_BURST + 5);
+        let mut other = HeaderMap::new();
+        other.insert("x-forwarded-for", "198.51.100.8".parse().unwrap());
+        assert!(limits.allow_handshake_from(proxy, &other));
+        // A proxy that names no client is trusted to limit its own.
+        assert!(limits.allow_handshake_from(proxy, &HeaderMap::new()));
+        // An untrusted peer's X-Forwarded-For is ignored.
+        assert_eq!(
+            client_source(ip("192.0.2.1"), &headers, &limits.trusted_proxies),
+            Some(ip("192.0.2.1"))
+        );
     }
 
     #[tokio::test]

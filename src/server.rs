@@ -381,7 +381,18 @@ fn connection_limits(config: &Config) -> Arc<ConnLimits> {
             configured
         }
     };
-    ConnLimits::new(max, config.tuning.max_connections_per_ip)
+    let trusted = crate::conn_limits::parse_trusted_proxies(&config.trusted_proxies);
+    let listen_on_loopback = config
+        .listen_addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|addr| addr.ip().is_loopback());
+    if listen_on_loopback && trusted.is_empty() {
+        tracing::warn!(
+            "listening on loopback without trusted_proxies: behind a same-host proxy every client shares one source, so the per-source connection cap ({}) and handshake rate apply to all of them; list the proxy in trusted_proxies",
+            config.tuning.max_connections_per_ip
+        );
+    }
+    ConnLimits::behind(max, config.tuning.max_connections_per_ip, trusted)
 }
 
 /// Runs the server until `shutdown` resolves or a SIGTERM/SIGINT arrives.

@@ -178,7 +178,10 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .get::<crate::conn_limits::ConnectionSlot>()
         .cloned();
     // Per-source handshake budget, before any X25519 work (L8).
-    if slot.as_ref().is_some_and(|slot| !slot.allow_handshake()) {
+    if slot
+        .as_ref()
+        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
+    {
         return too_many_handshakes();
     }
     let headers = request.headers();

@@ -51,7 +51,10 @@ async fn upgrade(State(relay): State<Arc<DerpServer>>, mut request: Request) -> 
         .get::<crate::conn_limits::ConnectionSlot>()
         .cloned();
     // Per-source upgrade budget, before the relay's key exchange (L8).
-    if slot.as_ref().is_some_and(|slot| !slot.allow_handshake()) {
+    if slot
+        .as_ref()
+        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
+    {
         return crate::control::upgrade::too_many_handshakes();
     }
     let on_upgrade = hyper::upgrade::on(&mut request);
