@@ -26,9 +26,10 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 /// The server pings a connection it has heard nothing from for this long (a liveness check
 /// that also spares phones frequent wake-ups)...
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// ...and closes it when the ping is not answered within this. Stalled prefaces, frames and
-/// header blocks are cut sooner, by `h2_deadline.rs` (10 s each).
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// ...and closes it when the ping is not answered within this (generous: a phone's client may
+/// be slow to run). Stalled prefaces, frames and header blocks are cut sooner, by
+/// `h2_deadline.rs` (10 s each).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A Noise session with no open stream for this long is closed (tailscaled keeps its long
 /// poll open, so only idle or abusive sessions reach it).
 pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
