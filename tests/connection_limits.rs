@@ -548,3 +548,75 @@ async fn stalled_stream_headers_close_the_session_within_the_deadline() {
         "closed after {waited:?}"
     );
 }
+
+/// The server's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_stalled_bodies_stays_within_the_body_budget() {
+    // 320 streams without a declared length each reserve the map limit (256 KiB): 80 MiB
+    // wanted, 64 MiB budget, so at least 64 are refused at once with 503.
+    const SESSIONS: usize = 40;
+    const STREAMS: usize = 8;
+    let server = TestServer::start();
+    let pid = server.pid().unwrap();
+    let baseline = rss(pid);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    let started = Instant::now();
+    for _ in 0..SESSIONS {
+        let session = h2_session(&server).await;
+        for _ in 0..STREAMS {
+            let mut session = session.clone().ready().await.unwrap();
+            let (response, mut body) = session.send_request(post("/machine/map"), false).unwrap();
+            // The start of a body that never ends.
+            let _ = body.send_data(Bytes::from(vec![b' '; 1024]), false);
+            held.push(body);
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(response) = response.await {
+                    let _ = done.send(response.status().as_u16());
+                }
+            });
+        }
+    }
+    let opened = started.elapsed();
+    let mut answers = Vec::new();
+    let mut peak = baseline;
+    while answers.len() < SESSIONS * STREAMS && started.elapsed() < opened + Duration::from_secs(25)
+    {
+        peak = peak.max(rss(pid));
+        if let Ok(Some(status)) =
+            tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
+        {
+            answers.push(status);
+        }
+    }
+    let refused = answers.iter().filter(|status| **status == 503).count();
+    eprintln!(
+        "stalled-body flood: {} streams opened in {opened:?}, {refused} refused 503, RSS {} -> peak {} MiB",
+        SESSIONS * STREAMS,
+        baseline >> 20,
+        peak >> 20
+    );
+    assert!(
+        opened < Duration::from_secs(8),
+        "too slow to test the budget: {opened:?}"
+    );
+    assert!(refused >= SESSIONS * STREAMS - 256, "{answers:?}");
+    // Every admitted body times out (408): nothing waits forever.
+    assert_eq!(answers.len(), SESSIONS * STREAMS, "{answers:?}");
+    assert!(answers
+        .iter()
+        .all(|status| *status == 503 || *status == 408));
+    assert!(peak.saturating_sub(baseline) < 64 << 20);
+    drop(held);
+}
