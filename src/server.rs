@@ -92,7 +92,7 @@ pub fn live_context(
         policy_in_database: config.policy.mode == PolicyMode::Database,
         checkpoint_key: read_checkpoint_key(config),
         presence,
-        auth: api::AuthGuard::new(&config.trusted_proxies),
+        auth: api::AuthGuard::for_listener(&config.listen_addr, &config.trusted_proxies),
         pending: None,
     }
 }

@@ -262,24 +262,7 @@ pub async fn set_tags(
     ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let id = node_id(&id)?;
-    // As headscale: under a policy, only tags it defines (in `tagOwners`) may be set.
-    let state = ctx.state_at(None)?;
-    if let Some(policy) = &state.policy {
-        if let Ok(policy) = crate::core::policy::checked::Policy::parse(&policy.text) {
-            let unknown: Vec<&str> = body
-                .tags
-                .iter()
-                .filter(|t| t.starts_with("tag:") && !policy.tag_owners.contains_key(*t))
-                .map(String::as_str)
-                .collect();
-            if !unknown.is_empty() {
-                return Err(ApiError::BadRequest(format!(
-                    "requested tags [{}] are invalid or not permitted",
-                    unknown.join(" ")
-                )));
-            }
-        }
-    }
+    // Tags the policy does not define are refused by `decide` (`RequestedTagsNotPermitted`).
     ctx.execute(
         actor,
         Command::SetNodeTags {
