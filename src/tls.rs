@@ -18,21 +18,6 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// Warns when the TLS private key can be read by other local users (audit L10).
-fn warn_if_key_is_readable_by_others(key_path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(key_path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o004 != 0 {
-            tracing::warn!(
-                path = %key_path.display(),
-                mode = format!("{mode:o}"),
-                "the TLS private key is readable by every local user; chmod 600 (or 640 for a group) is advised"
-            );
-        }
-    }
-}
-
 /// Builds the acceptor from PEM files (certificate chain, then the private key).
 pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
     let cert_error = |message: String| TlsError::Cert {
@@ -51,7 +36,8 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsErr
         return Err(cert_error("no CERTIFICATE block".into()));
     }
     let key_pem = std::fs::read(key_path).map_err(|e| key_error(e.to_string()))?;
-    warn_if_key_is_readable_by_others(key_path);
+    // L10: the TLS key is a secret file like the others.
+    crate::keyfile::warn_if_readable_by_others(key_path);
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| key_error(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
