@@ -1,0 +1,140 @@
+//! A1: stalled request bodies inside the Noise channel. Many connections, each opening
+//! `/machine/map` streams and sending 1 MiB − 1 byte of body without ever finishing it.
+//! Expected: every stream the server accepted is answered or reset within the body read
+//! deadline (10 s), in-flight body bytes stay within the process budget (RSS bound), and the
+//! canary keeps working.
+
+use crate::harness::{full, ip, scale, Canary, Scenario};
+use crate::{BODY_DEADLINE, MAX_FDS, MAX_RSS_MIB};
+use headscale::client::raw::RawSession;
+use hyper::body::Bytes;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BODY_BYTES: usize = (1 << 20) - 1;
+const CHUNK: usize = 128 * 1024;
+/// Streams the attacker tries per connection (the server allows 8).
+const STREAMS: usize = 32;
+
+#[derive(Default)]
+struct Tally {
+    /// Streams whose body the server started reading (a second chunk was taken).
+    started: AtomicUsize,
+    /// Started streams the server answered or reset.
+    ended: AtomicUsize,
+    /// Streams the server answered or reset before reading any body (e.g. 503 over budget).
+    refused: AtomicUsize,
+    uploaded: AtomicU64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_stalled_bodies_inside_noise() {
+    let mut s = Scenario::start("a1_stalled_bodies", "").await;
+    let canary = Canary::start(&s).await;
+    let connections = scale(20, 200);
+    let tally = Arc::new(Tally::default());
+    let start = Instant::now();
+    let mut sessions = Vec::new();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+        // Spread over a few addresses: this scenario is about the body budget, A9/A10 about
+        // per-IP caps.
+        let source = ip(1, 0, (c % 50) as u8 + 1);
+        let session = match RawSession::connect_from(
+            &s.url(),
+            source,
+            &machine,
+            s.server_key,
+            crate::common::CLIENT_CAPVER,
+        )
+        .await
+        {
+            Ok(session) => Arc::new(session),
+            Err(e) => {
+                eprintln!("a1: connection {c} refused: {e}");
+                continue;
+            }
+        };
+        for _ in 0..STREAMS {
+            let session = session.clone();
+            let tally = tally.clone();
+            tasks.push(tokio::spawn(async move {
+                let Ok((writer, response)) = session.open_post("/machine/map").await else {
+                    return;
+                };
+                let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (tally2, started2) = (tally.clone(), started.clone());
+                let feed = async move {
+                    let chunk = Bytes::from(vec![b' '; CHUNK]);
+                    let mut sent = 0;
+                    let mut chunks = 0;
+                    while sent < BODY_BYTES {
+                        let n = CHUNK.min(BODY_BYTES - sent);
+                        if writer.send(chunk.slice(..n)).await.is_err() {
+                            return;
+                        }
+                        chunks += 1;
+                        if chunks == 2 {
+                            started2.store(true, Ordering::Relaxed);
+                            tally2.started.fetch_add(1, Ordering::Relaxed);
+                        }
+                        sent += n;
+                        tally2.uploaded.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    // Never finish the body: hold the writer.
+                    std::future::pending::<()>().await;
+                    drop(writer);
+                };
+                let feeding = tokio::spawn(feed);
+                let _ = response.await;
+                // Ended by the server (an answer or a reset).
+                if started.load(Ordering::Relaxed) {
+                    tally.ended.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tally.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                feeding.abort();
+            }));
+        }
+        sessions.push(session);
+    }
+    // Give the bodies time to flow, then wait for the deadline.
+    let deadline = start
+        + BODY_DEADLINE
+        + if full() {
+            Duration::from_secs(20)
+        } else {
+            Duration::ZERO
+        };
+    while Instant::now() < deadline
+        && tally.ended.load(Ordering::Relaxed) + tally.refused.load(Ordering::Relaxed) < tasks.len()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = tally.started.load(Ordering::Relaxed);
+    let ended = tally.ended.load(Ordering::Relaxed);
+    let refused = tally.refused.load(Ordering::Relaxed);
+    let uploaded_mib = tally.uploaded.load(Ordering::Relaxed) >> 20;
+    eprintln!(
+        "a1: {} connections, {} streams opened, {started} bodies started, {ended} of them ended by the server, {refused} refused before reading, {uploaded_mib} MiB uploaded",
+        sessions.len(),
+        tasks.len()
+    );
+    let report = canary.finish().await;
+    s.check(ended >= started, || {
+        format!(
+            "{} of {started} stalled streams were still open {BODY_DEADLINE:?} after the attack began (body read deadline 10 s)",
+            started - ended.min(started)
+        )
+    });
+    s.check(started > 0, || {
+        "no stalled body was ever read: the attack did not run".into()
+    });
+    for task in tasks {
+        task.abort();
+    }
+    drop(sessions);
+    s.finish(report, MAX_RSS_MIB, MAX_FDS);
+}
