@@ -20,10 +20,27 @@ mod common;
 #[path = "hostile/harness.rs"]
 mod harness;
 
+#[path = "hostile/derp_client.rs"]
+mod derp_client;
+
+#[path = "hostile/api_output.rs"]
+mod api_output;
 #[path = "hostile/bodies.rs"]
 mod bodies;
+#[path = "hostile/connections.rs"]
+mod connections;
+#[path = "hostile/derp_abuse.rs"]
+mod derp_abuse;
+#[path = "hostile/identity.rs"]
+mod identity;
+#[path = "hostile/logins.rs"]
+mod logins;
+#[path = "hostile/map_floods.rs"]
+mod map_floods;
 #[path = "hostile/node_input.rs"]
 mod node_input;
+#[path = "hostile/revocation.rs"]
+mod revocation;
 
 /// Peak server RSS in every scenario. An idle test server is about 20 MiB; the audit's bound
 /// for A1 (stalled bodies) holds everywhere: the in-flight body budget is 64 MiB.

@@ -1,0 +1,161 @@
+//! A2: register floods with huge Hostinfo (no credentials: each request is a pending
+//! interactive login with a fresh node key), from one machine, from many machines on one
+//! IP, and from many IPs. Expected: Hostinfo capped or refused, pending logins bounded per
+//! machine key (≤ 4) and per source IP (≤ 16), the victim's pending login survives (the
+//! newcomer is refused, nobody is evicted by age), and `/register/<id>` stays fast.
+
+use crate::common::CLIENT_CAPVER;
+use crate::harness::{api, ip, scale, Canary, Scenario, CANARY_IP};
+use crate::{MAX_FDS, MAX_RSS_MIB};
+use headscale::client::raw::RawSession;
+use headscale::client::{self, ControlClient};
+use headscale::tailcfg::RegisterRequest;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// A Hostinfo of about `bytes` of JSON made of empty strings (or short routes), the three
+/// amplifying variants in turn.
+fn huge_hostinfo(variant: usize, bytes: usize) -> Value {
+    match variant % 3 {
+        0 => json!({"Hostname": "flood", "sshHostKeys": vec![""; bytes / 3]}),
+        1 => json!({"Hostname": "flood", "RequestTags": vec![""; bytes / 3]}),
+        _ => json!({"Hostname": "flood", "RoutableIPs": vec!["1.2.3.4/32"; bytes / 13]}),
+    }
+}
+
+/// Sends `count` register requests with fresh node keys over one session; how many got an
+/// AuthURL (a pending login was kept).
+async fn flood_one_machine(s: &Scenario, source: IpAddr, count: usize, bytes: usize) -> usize {
+    let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+    let Ok(session) =
+        RawSession::connect_from(&s.url(), source, &machine, s.server_key, CLIENT_CAPVER).await
+    else {
+        return 0;
+    };
+    let mut accepted = 0;
+    for i in 0..count {
+        let request = json!({
+            "Version": CLIENT_CAPVER,
+            "NodeKey": client::random_key("nodekey:").0,
+            "Hostinfo": huge_hostinfo(i, bytes),
+        });
+        let Ok((status, body)) = session
+            .post(
+                "/machine/register",
+                serde_json::to_vec(&request).unwrap(),
+                1 << 20,
+            )
+            .await
+        else {
+            continue;
+        };
+        let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if status == 200 && answer["AuthURL"].as_str().is_some_and(|u| !u.is_empty()) {
+            accepted += 1;
+        }
+    }
+    accepted
+}
+
+/// `GET /register/<id>`: status and time.
+async fn register_page(s: &Scenario, id: &str) -> (u16, Duration) {
+    let start = Instant::now();
+    let (status, _) = api(
+        s.port(),
+        CANARY_IP,
+        "GET",
+        &format!("/register/{id}"),
+        None,
+        "",
+        None,
+    )
+    .await;
+    (status, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_register_floods_with_huge_hostinfo() {
+    let mut s = Scenario::start("a2_register_floods", "").await;
+    let canary = Canary::start(&s).await;
+    // The victim: a legitimate interactive login, waiting for the admin.
+    let victim = ControlClient::connect(
+        &s.url(),
+        x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng),
+        CLIENT_CAPVER,
+    )
+    .await
+    .unwrap();
+    let answer = victim
+        .register(&RegisterRequest {
+            version: CLIENT_CAPVER.into(),
+            node_key: client::random_key("nodekey:").0,
+            hostinfo: Some(headscale::tailcfg::Hostinfo {
+                hostname: "victim".into(),
+                os: "linux".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let victim_id = answer
+        .auth_url
+        .rsplit_once("/register/")
+        .map(|(_, id)| id.to_string())
+        .expect("an AuthURL");
+
+    // Hostinfo size: 1/4 of the audit's 1 MiB by default (upload time on this box).
+    let bytes = scale(256 << 10, (1 << 20) - 8192);
+    let mut page_times = Vec::new();
+    let one_machine = flood_one_machine(&s, ip(2, 0, 1), scale(100, 1000), bytes).await;
+    page_times.push(register_page(&s, &victim_id).await);
+    let mut one_ip = 0;
+    for _ in 0..scale(40, 400) {
+        one_ip += flood_one_machine(&s, ip(2, 0, 2), 1, bytes).await;
+    }
+    page_times.push(register_page(&s, &victim_id).await);
+    let machines = scale(100, 1000);
+    let mut tasks = Vec::new();
+    for m in 0..machines {
+        let source = ip(2, 1 + (m / 250) as u8, (m % 250) as u8 + 1);
+        tasks.push(flood_one_machine(&s, source, 2, bytes));
+        if tasks.len() == 8 || m + 1 == machines {
+            futures_util::future::join_all(tasks.drain(..)).await;
+            page_times.push(register_page(&s, &victim_id).await);
+        }
+    }
+    drop(tasks);
+    let (status, _) = register_page(&s, &victim_id).await;
+    let (approved, body) = s
+        .admin(
+            "POST",
+            "/api/v1/auth/register",
+            Some(json!({"authId": victim_id, "user": "canary"})),
+        )
+        .await;
+    let report = canary.finish().await;
+    let mut times: Vec<u128> = page_times.iter().map(|(_, t)| t.as_millis()).collect();
+    times.sort_unstable();
+    let p99 = times[(times.len() * 99).div_ceil(100) - 1];
+    eprintln!(
+        "a2: Hostinfo {bytes} B; one machine kept {one_machine} pending logins, one IP kept {one_ip}; /register/<id> p99 {p99} ms over {} samples",
+        times.len()
+    );
+    s.check(one_machine <= 4, || {
+        format!("one machine key holds {one_machine} pending logins, quota 4")
+    });
+    s.check(one_ip <= 16, || {
+        format!("one source IP holds {one_ip} pending logins, quota 16")
+    });
+    s.check(status == 200, || {
+        format!("the victim's login page answered {status} after the flood")
+    });
+    s.check(approved == 200, || {
+        format!("approving the victim's pending login after the flood answered {approved} {body}")
+    });
+    s.check(p99 < 50, || {
+        format!("/register/<id> p99 {p99} ms, bound 50 ms")
+    });
+    s.finish(report, MAX_RSS_MIB, MAX_FDS);
+}
