@@ -34,15 +34,14 @@ async fn a1_stalled_bodies_inside_noise() {
     let canary = Canary::start(&s).await;
     let connections = scale(20, 200);
     let tally = Arc::new(Tally::default());
-    let start = Instant::now();
+    // All connections first, then the streams.
     let mut sessions = Vec::new();
-    let mut tasks = Vec::new();
     for c in 0..connections {
         let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
         // Spread over a few addresses: this scenario is about the body budget, A9/A10 about
         // per-IP caps.
         let source = ip(1, 0, (c % 50) as u8 + 1);
-        let session = match RawSession::connect_from(
+        match RawSession::connect_from(
             &s.url(),
             source,
             &machine,
@@ -51,12 +50,13 @@ async fn a1_stalled_bodies_inside_noise() {
         )
         .await
         {
-            Ok(session) => Arc::new(session),
-            Err(e) => {
-                eprintln!("a1: connection {c} refused: {e}");
-                continue;
-            }
-        };
+            Ok(session) => sessions.push(Arc::new(session)),
+            Err(e) => eprintln!("a1: connection {c} refused: {e}"),
+        }
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for session in &sessions {
         for _ in 0..STREAMS {
             let session = session.clone();
             let tally = tally.clone();
@@ -98,7 +98,6 @@ async fn a1_stalled_bodies_inside_noise() {
                 feeding.abort();
             }));
         }
-        sessions.push(session);
     }
     // Give the bodies time to flow, then wait for the deadline.
     let deadline = start
@@ -122,7 +121,13 @@ async fn a1_stalled_bodies_inside_noise() {
         sessions.len(),
         tasks.len()
     );
+    let finishing = Instant::now();
     let report = canary.finish().await;
+    eprintln!(
+        "a1: attack {:?}, then the canary's last round ended {:?} later",
+        finishing.duration_since(start),
+        finishing.elapsed()
+    );
     s.check(ended >= started, || {
         format!(
             "{} of {started} stalled streams were still open {BODY_DEADLINE:?} after the attack began (body read deadline 10 s)",

@@ -55,33 +55,60 @@ async fn a9_connection_exhaustion() {
     let per_kind = scale(300, 3000);
     let source = |i: usize| ip(9, (i / 100) as u8, (i % 100) as u8 + 1);
     let url = s.url();
+    let port = s.port();
+    let server_key = s.server_key;
+    // Each kind opened 32 at a time.
     let mut held: Vec<TcpStream> = Vec::new();
     let mut sessions = Vec::new();
     let mut opened = [0usize; 5];
-    for i in 0..per_kind {
-        // Idle TCP.
-        if let Ok(tcp) = tcp_from(&url, source(i)).await {
+    for batch in (0..per_kind).collect::<Vec<_>>().chunks(32) {
+        let idle = batch.iter().map(|&i| tcp_from(&url, source(i)));
+        for tcp in futures_util::future::join_all(idle)
+            .await
+            .into_iter()
+            .flatten()
+        {
             held.push(tcp);
             opened[0] += 1;
         }
-        // h2c preface, then nothing.
-        if let Ok(mut tcp) = tcp_from(&url, source(i)).await {
-            if tcp.write_all(PREFACE).await.is_ok() {
-                held.push(tcp);
-                opened[1] += 1;
-            }
+        let url_ref = &url;
+        let prefaces = batch.iter().map(|&i| async move {
+            let mut tcp = tcp_from(url_ref, source(i)).await.ok()?;
+            tcp.write_all(PREFACE).await.ok()?;
+            Some(tcp)
+        });
+        for tcp in futures_util::future::join_all(prefaces)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            held.push(tcp);
+            opened[1] += 1;
         }
         // A stalled DERP handshake: upgraded, no ClientInfo.
-        if let Some(tcp) = derp_client::upgrade(s.port(), source(i)).await {
+        let derps = batch.iter().map(|&i| derp_client::upgrade(port, source(i)));
+        for tcp in futures_util::future::join_all(derps)
+            .await
+            .into_iter()
+            .flatten()
+        {
             held.push(tcp);
             opened[3] += 1;
         }
-    }
-    // Idle Noise sessions.
-    for i in 0..per_kind {
-        let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
-        if let Ok(session) =
-            RawSession::connect_from(&url, source(i), &machine, s.server_key, CLIENT_CAPVER).await
+        // Idle Noise sessions.
+        let noises = batch.iter().map(|&i| {
+            let url = url.clone();
+            async move {
+                let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+                RawSession::connect_from(&url, source(i), &machine, server_key, CLIENT_CAPVER)
+                    .await
+                    .ok()
+            }
+        });
+        for session in futures_util::future::join_all(noises)
+            .await
+            .into_iter()
+            .flatten()
         {
             sessions.push(session);
             opened[2] += 1;
@@ -103,6 +130,14 @@ async fn a9_connection_exhaustion() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The per-IP cap: one more address opens 300 idle connections.
+    let lone: IpAddr = ip(9, 200, 1);
+    let mut crowd = Vec::new();
+    for _ in 0..PER_IP_CAP + 44 {
+        if let Ok(tcp) = tcp_from(&url, lone).await {
+            crowd.push(tcp);
+        }
+    }
     // A new legitimate client, while all that is held.
     let mut legit = Vec::new();
     for n in 0..3 {
@@ -114,15 +149,7 @@ async fn a9_connection_exhaustion() {
         .await;
         legit.push((start.elapsed(), joined.map(|r| r.is_ok()).unwrap_or(false)));
     }
-    // The per-IP cap: one more address opens 300 idle connections.
-    let lone: IpAddr = ip(9, 200, 1);
-    let mut crowd = Vec::new();
-    for _ in 0..PER_IP_CAP + 44 {
-        if let Ok(tcp) = tcp_from(&url, lone).await {
-            crowd.push(tcp);
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut still_open = 0;
     for tcp in crowd.iter_mut() {
         if !is_closed(tcp).await {

@@ -1,14 +1,15 @@
 //! A11: DERP abuse. An unknown key is not admitted; a registered node sending a 1 MiB frame
-//! of an unknown type is closed (only its own connection); a ping flood from a node that
+//! of an unknown type has it skipped and one declaring more than the 1 MiB frame cap is
+//! closed (only its own connection); a ping flood from a node that
 //! never reads and a flood of packets to absent keys do not starve two legitimate nodes
 //! relaying to each other (≥ 95 % of their packets arrive, each within 1 s).
 
-use crate::derp_client::{node_secret, DerpClient};
+use crate::derp_client::{node_secret, read_frame, DerpClient};
 use crate::harness::{ip, register_node_as, scale, Canary, Scenario};
 use crate::{MAX_FDS, MAX_RSS_MIB};
 use crypto_box::aead::OsRng;
 use crypto_box::SecretKey;
-use headscale::derp::frame::ClientFrame;
+use headscale::derp::frame::{self, ClientFrame, MAX_FRAME_LEN};
 use std::time::{Duration, Instant};
 
 /// A node registered with the attacker's key, logged in to DERP from `source`.
@@ -36,14 +37,32 @@ async fn a11_derp_abuse() {
         .is_some();
     s.check(!admitted, || "an unknown key was admitted to DERP".into());
 
+    // Unknown frame types are skipped up to the 1 MiB frame cap (as Tailscale does) and
+    // the connection keeps working; a frame declaring more closes it.
     let mut big = derp_node(&s, "big-frames", 4).await;
-    let mut frame = vec![0x7f];
-    frame.extend_from_slice(&((1u32 << 20) as u32).to_be_bytes());
-    frame.extend(std::iter::repeat_n(0u8, 1 << 20));
-    let _ = big.send_raw(&frame).await;
+    let unknown = |len: usize| {
+        let mut frame = vec![0x7f];
+        frame.extend_from_slice(&(len as u32).to_be_bytes());
+        frame
+    };
+    let mut at_cap = unknown(MAX_FRAME_LEN);
+    at_cap.extend(std::iter::repeat_n(0u8, MAX_FRAME_LEN));
+    let _ = big.send_raw(&at_cap).await;
+    let _ = big.send(ClientFrame::Ping(*b"afterbig")).await;
+    let pong = loop {
+        match read_frame(&mut big.reader, Duration::from_secs(2)).await {
+            Ok(Some((kind, payload))) if kind == frame::kind::PONG => break Some(payload),
+            Ok(Some(_)) => continue,
+            _ => break None,
+        }
+    };
+    s.check(pong.as_deref() == Some(&b"afterbig"[..]), || {
+        format!("after a 1 MiB unknown frame the connection does not answer a ping: {pong:?}")
+    });
+    let _ = big.send_raw(&unknown(MAX_FRAME_LEN + 1)).await;
     let closed = big.closed_within(Duration::from_secs(2)).await;
     s.check(closed, || {
-        "a 1 MiB frame of unknown type did not close its connection".into()
+        "a frame declaring more than 1 MiB did not close its connection".into()
     });
 
     // The floods, while alice sends to bob.

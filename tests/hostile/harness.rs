@@ -285,7 +285,7 @@ impl Scenario {
         self.check(failures.is_empty(), || {
             format!("canary: {}", failures.join("; "))
         });
-        self.check(canary.rounds >= 2, || {
+        self.check(canary.rounds >= CANARY_MIN_ROUNDS as usize, || {
             format!("canary ran only {} rounds", canary.rounds)
         });
         let alive = std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
@@ -520,93 +520,132 @@ impl CanaryReport {
 
 /// A fresh registration with a pre-auth key must succeed within this.
 pub const CANARY_REGISTER_BOUND: Duration = Duration::from_secs(2);
-/// A peer's change (an admin rename) must reach the watcher within this after it commits.
+/// A peer's change (an admin rename) must reach the watcher within this after it commits;
+/// the rename itself (an admin API call) must answer within `CANARY_REGISTER_BOUND`.
 pub const CANARY_PROPAGATE_BOUND: Duration = Duration::from_secs(1);
 /// Pause between canary rounds.
 const CANARY_PAUSE: Duration = Duration::from_millis(200);
 
 /// The canary: a legitimate client registering fresh nodes and a watcher streaming its map
-/// while the admin renames a peer, round after round, until `finish`.
+/// while the admin renames a peer, round after round, until `finish`. It runs on its own
+/// thread and runtime, so the attack's tasks in this process do not delay it.
 pub struct Canary {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<CanaryReport>,
+    rounds: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<CanaryReport>,
+}
+
+/// The canary runs at least this many rounds, even when the attack is over sooner.
+const CANARY_MIN_ROUNDS: u64 = 3;
+
+/// One canary round after another until `stop`.
+async fn canary_rounds(
+    url: String,
+    key: String,
+    port: u16,
+    api_key: String,
+    mut watcher: Streaming,
+    peer: u64,
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+) -> CanaryReport {
+    let mut report = CanaryReport::default();
+    while !stop.load(Ordering::Relaxed) {
+        let round = report.rounds;
+        let start = Instant::now();
+        let hostname = format!("canary-fresh-{round}");
+        match tokio::time::timeout(CANARY_REGISTER_BOUND, register_node(&url, &key, &hostname))
+            .await
+        {
+            Ok(Ok(_)) => report.register_ms.push(start.elapsed().as_millis() as u64),
+            Ok(Err(e)) => report.failures.push(format!("round {round}: {e}")),
+            Err(_) => report.failures.push(format!(
+                "round {round}: registration not within {CANARY_REGISTER_BOUND:?}"
+            )),
+        }
+        let name = format!("canary-peer-{round}");
+        let path = format!("/api/v1/node/{peer}/rename/{name}");
+        let rename = api(port, CANARY_IP, "POST", &path, Some(&api_key), "", None);
+        let (status, text) = tokio::time::timeout(CANARY_REGISTER_BOUND, rename)
+            .await
+            .unwrap_or((0, format!("(no answer within {CANARY_REGISTER_BOUND:?})")));
+        if status != 200 {
+            report
+                .failures
+                .push(format!("round {round}: rename answered {status} {text}"));
+        } else {
+            let prefix = format!("{name}.");
+            match watcher
+                .until(CANARY_PROPAGATE_BOUND, |n| {
+                    n.peers
+                        .get(&peer)
+                        .is_some_and(|p| p.name.starts_with(&prefix))
+                })
+                .await
+            {
+                Ok(took) => report.propagate_ms.push(took.as_millis() as u64),
+                Err(e) => report
+                    .failures
+                    .push(format!("round {round}: the watcher saw no rename: {e}")),
+            }
+        }
+        report.rounds += 1;
+        rounds.store(report.rounds as u64, Ordering::Relaxed);
+        tokio::time::sleep(CANARY_PAUSE).await;
+    }
+    report
 }
 
 impl Canary {
+    /// Sets up the canary's nodes (a peer, and a watcher streaming its map) and starts the
+    /// rounds; returns once the watcher has its full map.
     pub async fn start(scenario: &Scenario) -> Canary {
         let url = scenario.url();
         let key = scenario.canary_key.clone();
         let port = scenario.port();
         let api_key = scenario.api_key.clone();
-        register_node(&url, &key, "canary-peer").await.unwrap();
-        let mut watcher = Streaming::join(&url, &key, "canary-watch").await;
-        let peer = watcher
-            .peer_id("canary-peer")
-            .expect("the watcher sees canary-peer");
         let stop = Arc::new(AtomicBool::new(false));
-        let task = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut report = CanaryReport::default();
-                while !stop.load(Ordering::Relaxed) {
-                    let round = report.rounds;
-                    report.rounds += 1;
-                    let start = Instant::now();
-                    let hostname = format!("canary-fresh-{round}");
-                    match tokio::time::timeout(
-                        CANARY_REGISTER_BOUND,
-                        register_node(&url, &key, &hostname),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => report.register_ms.push(start.elapsed().as_millis() as u64),
-                        Ok(Err(e)) => report.failures.push(format!("round {round}: {e}")),
-                        Err(_) => report.failures.push(format!(
-                            "round {round}: registration not within {CANARY_REGISTER_BOUND:?}"
-                        )),
-                    }
-                    let name = format!("canary-peer-{round}");
-                    let (status, text) = api(
-                        port,
-                        CANARY_IP,
-                        "POST",
-                        &format!("/api/v1/node/{peer}/rename/{name}"),
-                        Some(&api_key),
-                        "",
-                        None,
-                    )
-                    .await;
-                    if status != 200 {
-                        report
-                            .failures
-                            .push(format!("round {round}: rename answered {status} {text}"));
-                    } else {
-                        let prefix = format!("{name}.");
-                        match watcher
-                            .until(CANARY_PROPAGATE_BOUND, |n| {
-                                n.peers
-                                    .get(&peer)
-                                    .is_some_and(|p| p.name.starts_with(&prefix))
-                            })
-                            .await
-                        {
-                            Ok(took) => report.propagate_ms.push(took.as_millis() as u64),
-                            Err(e) => report
-                                .failures
-                                .push(format!("round {round}: the watcher saw no rename: {e}")),
-                        }
-                    }
-                    tokio::time::sleep(CANARY_PAUSE).await;
-                }
-                report
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = {
+            let (stop, rounds) = (stop.clone(), rounds.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    register_node(&url, &key, "canary-peer").await.unwrap();
+                    let watcher = Streaming::join(&url, &key, "canary-watch").await;
+                    let peer = watcher
+                        .peer_id("canary-peer")
+                        .expect("the watcher sees canary-peer");
+                    let _ = ready_tx.send(());
+                    canary_rounds(url, key, port, api_key, watcher, peer, stop, rounds).await
+                })
             })
         };
-        Canary { stop, task }
+        ready_rx.await.expect("the canary's set-up failed");
+        Canary {
+            stop,
+            rounds,
+            thread,
+        }
     }
 
+    /// Stops after the round in progress (and after at least `CANARY_MIN_ROUNDS`, waiting
+    /// at most 10 s for them).
     pub async fn finish(self) -> CanaryReport {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.rounds.load(Ordering::Relaxed) < CANARY_MIN_ROUNDS && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 

@@ -95,6 +95,7 @@ async fn a5_node_key_games() {
 
     // 3. The same pending node key from two machines, then approval by that key.
     let (pending_key, _) = client::random_key("nodekey:");
+    let mut twins_pending = 0;
     for _ in 0..2 {
         let (machine, _) = new_client(&s.url()).await;
         let answer = tokio::time::timeout(
@@ -102,7 +103,9 @@ async fn a5_node_key_games() {
             machine.register(&request(&pending_key, "", None, "twin")),
         )
         .await;
-        eprintln!("a5: interactive twin → {answer:?}");
+        if let Ok(Ok(answer)) = &answer {
+            twins_pending += usize::from(!answer.auth_url.is_empty());
+        }
     }
     let (status, body) = s
         .admin(
@@ -111,8 +114,10 @@ async fn a5_node_key_games() {
             Some(json!({"authId": pending_key, "user": "canary"})),
         )
         .await;
-    s.check((400..500).contains(&status), || {
-        format!("approving an ambiguous pending node key answered {status} {body} (want a 4xx naming the ambiguity)")
+    // Either the second pending login was refused (the key is taken), or approving by a key
+    // two machines wait with is refused as ambiguous.
+    s.check(twins_pending < 2 || (400..500).contains(&status), || {
+        format!("two machines wait with one node key and approving by that key answered {status} {body} (want a 4xx naming the ambiguity)")
     });
 
     // Invariant: at most one node per node key; the victim still holds its key.
