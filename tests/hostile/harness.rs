@@ -14,13 +14,13 @@ use headscale::tailcfg::{RegisterAuth, RegisterRequest};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Scenarios run one at a time (they measure the server under one attack on a shared 2-core
 /// box), whatever `--test-threads` says.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `HOSTILE_FULL=1`: the audit's full scale instead of the default 1/10.
 pub fn full() -> bool {
@@ -141,7 +141,7 @@ pub struct Scenario {
     pub sampler: Sampler,
     violations: Vec<String>,
     started: Instant,
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// A free UDP port on loopback (for STUN).
@@ -166,7 +166,7 @@ impl Scenario {
         extra_yaml: &str,
         spawn: impl FnOnce(&mut TestServer),
     ) -> Scenario {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = SERIAL.lock().await;
         let mut server = TestServer::new(extra_yaml);
         server.env = vec![
             ("HEADSCALE_DERP_SERVER_ENABLED".into(), "true".into()),
@@ -538,17 +538,29 @@ pub struct Canary {
 /// The canary runs at least this many rounds, even when the attack is over sooner.
 const CANARY_MIN_ROUNDS: u64 = 3;
 
-/// One canary round after another until `stop`.
-async fn canary_rounds(
+/// Where the canary registers and whom it asks to rename its peer.
+struct CanaryTarget {
     url: String,
+    /// The `canary` user's reusable pre-auth key.
     key: String,
     port: u16,
     api_key: String,
+}
+
+/// One canary round after another until `stop`.
+async fn canary_rounds(
+    target: CanaryTarget,
     mut watcher: Streaming,
     peer: u64,
     stop: Arc<AtomicBool>,
     rounds: Arc<AtomicU64>,
 ) -> CanaryReport {
+    let CanaryTarget {
+        url,
+        key,
+        port,
+        api_key,
+    } = target;
     let mut report = CanaryReport::default();
     while !stop.load(Ordering::Relaxed) {
         let round = report.rounds;
@@ -600,10 +612,12 @@ impl Canary {
     /// Sets up the canary's nodes (a peer, and a watcher streaming its map) and starts the
     /// rounds; returns once the watcher has its full map.
     pub async fn start(scenario: &Scenario) -> Canary {
-        let url = scenario.url();
-        let key = scenario.canary_key.clone();
-        let port = scenario.port();
-        let api_key = scenario.api_key.clone();
+        let target = CanaryTarget {
+            url: scenario.url(),
+            key: scenario.canary_key.clone(),
+            port: scenario.port(),
+            api_key: scenario.api_key.clone(),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
@@ -615,13 +629,14 @@ impl Canary {
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
-                    register_node(&url, &key, "canary-peer").await.unwrap();
-                    let watcher = Streaming::join(&url, &key, "canary-watch").await;
+                    let (url, key) = (&target.url, &target.key);
+                    register_node(url, key, "canary-peer").await.unwrap();
+                    let watcher = Streaming::join(url, key, "canary-watch").await;
                     let peer = watcher
                         .peer_id("canary-peer")
                         .expect("the watcher sees canary-peer");
                     let _ = ready_tx.send(());
-                    canary_rounds(url, key, port, api_key, watcher, peer, stop, rounds).await
+                    canary_rounds(target, watcher, peer, stop, rounds).await
                 })
             })
         };

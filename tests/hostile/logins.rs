@@ -109,13 +109,13 @@ async fn a2_register_floods_with_huge_hostinfo() {
         .map(|(_, id)| id.to_string())
         .expect("an AuthURL");
 
-    // Hostinfo size: 1/8 of the audit's 1 MiB by default (parse and upload time on this
-    // box); the counts are 1/10 of the audit's.
-    let bytes = scale(128 << 10, (1 << 20) - 8192);
+    // Hostinfo size: 1/4 of the audit's 1 MiB by default (parse and upload time on this
+    // box); about 1/20 of its request count.
+    let bytes = scale(256 << 10, (1 << 20) - 8192);
     let mut page_times = Vec::new();
     let one_machine = flood_one_machine(&s, ip(2, 0, 1), scale(100, 1000), bytes).await;
     page_times.push(register_page(&s, &victim_id).await);
-    let one_ip: usize = futures_util::stream::iter(0..scale(40, 400))
+    let one_ip: usize = futures_util::stream::iter(0..scale(30, 300))
         .map(|_| flood_one_machine(&s, ip(2, 0, 2), 1, bytes))
         .buffer_unordered(8)
         .collect::<Vec<_>>()
@@ -123,7 +123,7 @@ async fn a2_register_floods_with_huge_hostinfo() {
         .into_iter()
         .sum();
     page_times.push(register_page(&s, &victim_id).await);
-    let machines = scale(100, 1000);
+    let machines = scale(30, 1000);
     let mut tasks = Vec::new();
     for m in 0..machines {
         let source = ip(2, 1 + (m / 250) as u8, (m % 250) as u8 + 1);

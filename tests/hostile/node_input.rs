@@ -132,7 +132,6 @@ async fn a3_hostinfo_churn_from_one_node() {
             Some(final_hostinfo),
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (mut observer, peer_messages, largest_hostinfo) = watcher.await.unwrap();
     let latest = observer
@@ -324,6 +323,8 @@ async fn a4_oversized_fields_one_at_a_time() {
                 variant.name
             )
         });
+        // Pacing, not synchronisation: one variant per presence tick, so each is rendered
+        // to the observer on its own.
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -333,7 +334,7 @@ async fn a4_oversized_fields_one_at_a_time() {
     eprintln!("a4: {}", outcomes.join("; "));
     let node = nodes
         .iter()
-        .find(|n| n["id"] == attacker_id.to_string())
+        .find(|n| n["id"].as_str().and_then(|i| i.parse().ok()) == Some(attacker_id))
         .cloned()
         .unwrap_or_default();
     let name_len = node["name"].as_str().unwrap_or("").len();
