@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 const BODY_BYTES: usize = (1 << 20) - 1;
 const CHUNK: usize = 128 * 1024;
-/// Streams the attacker tries per connection (the server allows 8).
+/// Streams the attacker tries per connection (today's server allows 32).
 const STREAMS: usize = 32;
+/// Streams per Noise connection the server allows (limits table). The HTTP/2 client keeps
+/// streams beyond the server's limit queued locally, so only the first `STREAM_CAP` opened
+/// on each connection are certainly on the wire; those are the ones judged.
+const STREAM_CAP: usize = 8;
 
 #[derive(Default)]
 struct Tally {
@@ -26,7 +30,8 @@ struct Tally {
     /// Streams the server answered or reset before reading any body (e.g. 503 over budget).
     refused: AtomicUsize,
     uploaded: AtomicU64,
-    /// Per stream: when it was opened (the server had a slot for it) and when it ended.
+    /// Per judged stream (the first `STREAM_CAP` of each connection): when it was sent and
+    /// when the server ended it.
     streams: std::sync::Mutex<Vec<(Instant, Option<Instant>)>>,
 }
 
@@ -41,7 +46,8 @@ impl Tally {
         self.streams.lock().unwrap()[index].1 = Some(Instant::now());
     }
 
-    /// (streams open for at least `limit`, how many of them the server left open longer).
+    /// (judged streams sent at least `limit` ago, how many of them the server left open
+    /// longer).
     fn overdue(&self, limit: Duration) -> (usize, usize) {
         let streams = self.streams.lock().unwrap();
         let judged: Vec<_> = streams
@@ -85,14 +91,17 @@ async fn a1_stalled_bodies_inside_noise() {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for session in &sessions {
+        let order = Arc::new(AtomicUsize::new(0));
         for _ in 0..STREAMS {
             let session = session.clone();
             let tally = tally.clone();
+            let order = order.clone();
             tasks.push(tokio::spawn(async move {
                 let Ok((writer, response)) = session.open_post("/machine/map").await else {
                     return;
                 };
-                let index = tally.opened();
+                let index =
+                    (order.fetch_add(1, Ordering::Relaxed) < STREAM_CAP).then(|| tally.opened());
                 let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let (tally2, started2) = (tally.clone(), started.clone());
                 let feed = async move {
@@ -119,7 +128,9 @@ async fn a1_stalled_bodies_inside_noise() {
                 let feeding = tokio::spawn(feed);
                 let _ = response.await;
                 // Ended by the server (an answer or a reset).
-                tally.ended(index);
+                if let Some(index) = index {
+                    tally.ended(index);
+                }
                 if started.load(Ordering::Relaxed) {
                     tally.ended.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -162,7 +173,7 @@ async fn a1_stalled_bodies_inside_noise() {
     );
     s.check(overdue == 0, || {
         format!(
-            "{overdue} of {judged} streams open for {BODY_DEADLINE:?} were neither answered nor reset within it (body read deadline 10 s)"
+            "{overdue} of {judged} streams (the first {STREAM_CAP} of each connection) sent {BODY_DEADLINE:?} ago were neither answered nor reset within it (body read deadline 10 s)"
         )
     });
     s.check(judged > 0, || {
