@@ -1,5 +1,6 @@
 //! A1: stalled request bodies inside the Noise channel. Many connections, each opening
-//! `/machine/map` streams and sending 1 MiB − 1 byte of body without ever finishing it.
+//! `/machine/map` streams and sending a large body (255 KiB by default, 1 MiB − 1 byte at
+//! full scale) without ever finishing it.
 //! Expected: every stream the server accepted is answered or reset within the body read
 //! deadline (10 s), in-flight body bytes stay within the process budget (RSS bound), and the
 //! canary keeps working.
@@ -12,7 +13,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BODY_BYTES: usize = (1 << 20) - 1;
+/// Body bytes sent per stream before stalling: by default just under the 256 KiB map body
+/// limit, so the server must wait for the rest (the deadline path, not the size refusal);
+/// the audit's 1 MiB − 1 under `HOSTILE_FULL=1`.
+fn body_bytes() -> usize {
+    if full() {
+        (1 << 20) - 1
+    } else {
+        255 << 10
+    }
+}
 const CHUNK: usize = 128 * 1024;
 /// Streams the attacker tries per connection (today's server allows 32).
 const STREAMS: usize = 32;
@@ -90,26 +100,25 @@ async fn a1_stalled_bodies_inside_noise() {
     }
     let start = Instant::now();
     let mut tasks = Vec::new();
+    // Streams are opened in order, one connection after another, so the first `STREAM_CAP`
+    // of each are the first on the wire.
     for session in &sessions {
-        let order = Arc::new(AtomicUsize::new(0));
-        for _ in 0..STREAMS {
-            let session = session.clone();
+        for n in 0..STREAMS {
+            let Ok((writer, response)) = session.open_post("/machine/map").await else {
+                continue;
+            };
+            let index = (n < STREAM_CAP).then(|| tally.opened());
             let tally = tally.clone();
-            let order = order.clone();
             tasks.push(tokio::spawn(async move {
-                let Ok((writer, response)) = session.open_post("/machine/map").await else {
-                    return;
-                };
-                let index =
-                    (order.fetch_add(1, Ordering::Relaxed) < STREAM_CAP).then(|| tally.opened());
                 let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let (tally2, started2) = (tally.clone(), started.clone());
                 let feed = async move {
                     let chunk = Bytes::from(vec![b' '; CHUNK]);
                     let mut sent = 0;
                     let mut chunks = 0;
-                    while sent < BODY_BYTES {
-                        let n = CHUNK.min(BODY_BYTES - sent);
+                    let body_bytes = body_bytes();
+                    while sent < body_bytes {
+                        let n = CHUNK.min(body_bytes - sent);
                         if writer.send(chunk.slice(..n)).await.is_err() {
                             return;
                         }
