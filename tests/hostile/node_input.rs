@@ -160,6 +160,11 @@ async fn a3_hostinfo_churn_from_one_node() {
     s.check(hostinfo_events <= event_bound, || {
         format!("{hostinfo_events} NodeHostinfoChanged events in {flood_seconds:.1} s, bound {event_bound} (1 per 10 s, burst 3)")
     });
+    s.check(log_growth <= 64 * 1024, || {
+        format!(
+            "events.log grew {log_growth} bytes during the flood (canary included), bound 64 KiB"
+        )
+    });
     s.check(event_bytes <= 64 * 1024, || {
         format!("the node's events take {event_bytes} bytes, bound 64 KiB")
     });
@@ -329,7 +334,26 @@ async fn a4_oversized_fields_one_at_a_time() {
     }
     stop.store(true, Ordering::Relaxed);
     let (observer, _, largest_hostinfo) = watcher.await.unwrap();
+    // The hostname at registration: refused, or stored cut to 255 bytes.
+    let long_name = "n".repeat(4096);
+    let registered = crate::harness::register_node(&s.url(), &s.attacker_key, &long_name).await;
+    outcomes.push(format!(
+        "register with a 4 KiB Hostname → {}",
+        if registered.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        }
+    ));
     let nodes = s.server.nodes();
+    let longest = nodes
+        .iter()
+        .map(|n| n["name"].as_str().unwrap_or("").len())
+        .max()
+        .unwrap_or(0);
+    s.check(longest <= 255, || {
+        format!("a node's stored hostname is {longest} bytes, cap 255")
+    });
     let report = canary.finish().await;
     eprintln!("a4: {}", outcomes.join("; "));
     let node = nodes
