@@ -1,18 +1,25 @@
 //! The on-disk store: the event log in our own fdatasync'd segment file (`events.log`), and
 //! sled for everything that can be rebuilt or is written lazily (`snapshots`, `checkpoints`).
 //! Both live in one directory (`database.sled.path`).
+//!
+//! After a failed append the store recovers in place (`recover`: a rescan of the log through
+//! a fresh file handle), never by opening sled a second time: sled's directory lock belongs
+//! to the open handle, so a second open in the same process is refused.
 
-use super::segment_log::SegmentLog;
+use super::segment_log::{file_opener, LogFileOpener, SegmentLog};
 use super::{Checkpoint, EventStore, Head, StoreError, StoredRecord};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 pub struct DiskStore {
     db: sled::Db,
     snapshots: sled::Tree,
     checkpoints: sled::Tree,
-    log: RwLock<SegmentLog>,
+    log: SegmentLog,
+    /// Published after each durable append; readers never wait on the append's I/O.
     head: RwLock<Head>,
+    /// Serialises appends and recovery (the writer is the only appender anyway).
+    appending: Mutex<()>,
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -21,6 +28,20 @@ fn io(e: sled::Error) -> StoreError {
 
 impl DiskStore {
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<DiskStore, StoreError> {
+        Self::open_with_log(
+            path,
+            cache_capacity_bytes,
+            file_opener(&path.join("events.log")),
+        )
+    }
+
+    /// Opens the store with the event log read and written through `log_file` (tests inject
+    /// faults there); sled still lives at `path`.
+    pub fn open_with_log(
+        path: &Path,
+        cache_capacity_bytes: u64,
+        log_file: LogFileOpener,
+    ) -> Result<DiskStore, StoreError> {
         let locked = || StoreError::Locked {
             path: path.display().to_string(),
         };
@@ -38,27 +59,33 @@ impl DiskStore {
                 other => io(other),
             })?;
         // sled's lock on the directory also guards the log file: one process at a time.
-        let log = SegmentLog::open(&path.join("events.log"))?;
-        let head = match log.last_seq() {
-            0 => Head::default(),
-            seq => {
-                let record = log.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
-                    seq,
-                    reason: "the last record vanished".into(),
-                })?;
-                Head {
-                    seq,
-                    hash: record.hash(),
-                }
-            }
-        };
+        let log = SegmentLog::open_with(log_file, path.join("events.log").display().to_string())?;
+        let head = head_of(&log)?;
         Ok(DiskStore {
             snapshots: db.open_tree("snapshots").map_err(io)?,
             checkpoints: db.open_tree("checkpoints").map_err(io)?,
             db,
-            log: RwLock::new(log),
+            log,
             head: RwLock::new(head),
+            appending: Mutex::new(()),
         })
+    }
+}
+
+/// The head as the log says: its last record's seq and chain hash.
+fn head_of(log: &SegmentLog) -> Result<Head, StoreError> {
+    match log.last_seq() {
+        0 => Ok(Head::default()),
+        seq => {
+            let record = log.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
+                seq,
+                reason: "the last record vanished".into(),
+            })?;
+            Ok(Head {
+                seq,
+                hash: record.hash(),
+            })
+        }
     }
 }
 
@@ -78,8 +105,8 @@ impl EventStore for DiskStore {
         let Some(last) = records.last() else {
             return Ok(());
         };
-        let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
-        let mut prev = head.hash;
+        let _appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut prev = self.head().hash;
         for record in records {
             if record.prev_hash != prev {
                 return Err(StoreError::ChainBroken {
@@ -89,19 +116,24 @@ impl EventStore for DiskStore {
             }
             prev = record.hash();
         }
-        self.log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .append(records)?;
-        *head = Head {
+        self.log.append(records)?;
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = Head {
             seq: last.seq,
             hash: prev,
         };
         Ok(())
     }
 
+    fn recover(&self) -> Result<(), StoreError> {
+        let _appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        self.log.recover()?;
+        let head = head_of(&self.log)?;
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = head;
+        Ok(())
+    }
+
     fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
-        self.log.read().unwrap_or_else(|e| e.into_inner()).read(seq)
+        self.log.read(seq)
     }
 
     fn read_range(
@@ -117,12 +149,7 @@ impl EventStore for DiskStore {
         Box::new(std::iter::from_fn(move || {
             if buffered.is_empty() && next <= to {
                 let last = to.min(next.saturating_add(CHUNK_RECORDS - 1));
-                match self
-                    .log
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .read_range(next, last)
-                {
+                match self.log.read_range(next, last) {
                     Ok(records) => buffered.extend(records.into_iter().map(Ok)),
                     Err(error) => {
                         next = to.saturating_add(1);

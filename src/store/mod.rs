@@ -15,7 +15,7 @@ pub use checkpoint::Checkpoint;
 pub use record::{DecodeError, StoredRecord};
 
 /// Storage failures. A failed write means "maybe not durable": the engine must not
-/// acknowledge anything from that batch and recovers by reopening and replaying.
+/// acknowledge anything from that batch and recovers with `EventStore::recover`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage I/O failed: {0}")]
@@ -43,6 +43,13 @@ pub trait EventStore: Send + Sync {
 
     /// Appends records that continue the chain from `head()`; durable when it returns Ok.
     fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError>;
+
+    /// After a failed append: brings the store back to exactly what was acknowledged (in
+    /// place, without opening anything a second time) so appends can go on; `head()` then
+    /// says what is durable. Fails while the storage still cannot be trusted.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// One record, parsed and checked against its payload hash.
     fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError>;

@@ -1,15 +1,26 @@
 //! The event log file: append-only frames `len u32 | crc32c u32 | seq u64 | record`, written
-//! one batch at a time and made durable with `fdatasync` before the append returns (group
-//! commit). Chosen over sled for the log because sled's `flush` does not fsync (see
-//! ARCHITECTURE.md, "The store"). On open the file is scanned: a torn tail left by a crash is
-//! cut off; damage anywhere else is reported, never silently dropped.
+//! one batch at a time at the known end of the file (positioned writes, never `O_APPEND`) and
+//! made durable with `fdatasync` before the append returns (group commit). Chosen over sled
+//! for the log because sled's `flush` does not fsync (see ARCHITECTURE.md, "The store"). On
+//! open the file is scanned: a torn tail left by a crash is cut off; damage anywhere else is
+//! reported, never silently dropped.
+//!
+//! After any failed append the log is *poisoned*: nothing past the last acknowledged byte can
+//! be trusted (a failed `fdatasync` may have dropped dirty pages that reads still show), so
+//! the next append, or an explicit `recover`, first cuts the file back to that byte through a
+//! fresh file handle and rescans it. Readers never wait on the file I/O of an append: the
+//! index is swapped in under a short lock once the batch is durable.
+//!
+//! All file I/O goes through the small `LogFile` trait so tests can inject faults
+//! (`tests/storage_faults.rs`).
 
 use super::record::{StoredRecord, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 use super::StoreError;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 const FRAME_HEADER_LEN: usize = 4 + 4 + 8;
 /// Read-ahead while indexing the log at open.
@@ -24,9 +35,137 @@ fn crc(seq: u64, body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&seq.to_be_bytes()), body)
 }
 
-pub struct SegmentLog {
-    file: File,
+/// The file operations the log needs: positioned reads and writes, `fdatasync`, truncate and
+/// length. `File` is the real one; tests supply a fault-injecting model.
+#[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
+pub trait LogFile: Send + Sync {
+    /// Writes some of `buf` at `offset`, like `pwrite(2)`; may write fewer bytes.
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize>;
+    fn sync_data(&self) -> std::io::Result<()>;
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+    /// Reads some bytes at `offset`, like `pread(2)`; 0 at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    fn len(&self) -> std::io::Result<u64>;
+}
+
+impl LogFile for File {
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::write_at(self, buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+/// Opens a fresh handle on the log file (creating it): at open and for every rescan.
+pub type LogFileOpener = Arc<dyn Fn() -> std::io::Result<Arc<dyn LogFile>> + Send + Sync>;
+
+/// The opener of a real file at `path` (read-write, created if missing, not `O_APPEND`).
+pub fn file_opener(path: &Path) -> LogFileOpener {
+    let path: PathBuf = path.to_path_buf();
+    Arc::new(move || {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        Ok(Arc::new(file) as Arc<dyn LogFile>)
+    })
+}
+
+fn write_all_at(file: &dyn LogFile, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, offset) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "the log file accepted no bytes",
+                ))
+            }
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn read_exact_at(file: &dyn LogFile, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the log file ended early",
+                ))
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sequential reads through `read_at`, for the scan at open.
+struct Cursor<'a> {
+    file: &'a dyn LogFile,
+    pos: u64,
+}
+
+impl Read for Cursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// What readers see: the file handle and the offsets of every acknowledged record.
+#[derive(Clone)]
+struct Index {
+    file: Arc<dyn LogFile>,
     /// Byte offset of each record's frame; `offsets[seq - 1]`.
+    offsets: Arc<Vec<u64>>,
+    end: u64,
+}
+
+/// The append side, serialised by its own lock (readers never take it).
+struct Tail {
+    file: Arc<dyn LogFile>,
+    /// Records acknowledged so far.
+    last_seq: u64,
+    /// Byte just past the last acknowledged frame: where the next append writes.
+    end: u64,
+    /// Set by any failed append: the next one rescans first.
+    poisoned: bool,
+}
+
+pub struct SegmentLog {
+    name: String,
+    opener: LogFileOpener,
+    tail: Mutex<Tail>,
+    index: RwLock<Index>,
+}
+
+/// The result of scanning a file: frame offsets and the end of the last whole frame.
+struct Scan {
     offsets: Vec<u64>,
     end: u64,
 }
@@ -34,63 +173,96 @@ pub struct SegmentLog {
 impl SegmentLog {
     /// Opens (creating) the log file and indexes it, cutting off a torn tail.
     pub fn open(path: &Path) -> Result<SegmentLog, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len();
-        let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, &file);
-        let mut body = Vec::new();
-        let mut offsets = Vec::new();
-        let mut pos = 0u64;
-        while pos < file_len {
-            let seq = offsets.len() as u64 + 1;
-            match next_frame(&mut reader, file_len - pos, seq, &mut body).map_err(io)? {
-                Frame::Whole(len) => {
-                    offsets.push(pos);
-                    pos += len as u64;
-                }
-                Frame::Torn => {
-                    tracing::warn!(
-                        seq,
-                        offset = pos,
-                        cut = file_len - pos,
-                        "cutting a torn tail off the event log"
-                    );
-                    file.set_len(pos).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    break;
-                }
-                Frame::Corrupt(reason) => {
-                    return Err(StoreError::ChainBroken {
-                        seq,
-                        reason: format!(
-                            "event log {} is damaged at byte {pos}: {reason}",
-                            path.display()
-                        ),
-                    })
-                }
-            }
-        }
+        Self::open_with(file_opener(path), path.display().to_string())
+    }
+
+    /// Opens the log through `opener` (`name` is for messages).
+    pub fn open_with(opener: LogFileOpener, name: String) -> Result<SegmentLog, StoreError> {
+        let file = opener().map_err(io)?;
+        let scan = scan(file.as_ref(), &name)?;
         Ok(SegmentLog {
-            file,
-            offsets,
-            end: pos,
+            tail: Mutex::new(Tail {
+                file: file.clone(),
+                last_seq: scan.offsets.len() as u64,
+                end: scan.end,
+                poisoned: false,
+            }),
+            index: RwLock::new(Index {
+                file,
+                offsets: Arc::new(scan.offsets),
+                end: scan.end,
+            }),
+            name,
+            opener,
         })
     }
 
-    pub fn last_seq(&self) -> u64 {
-        self.offsets.len() as u64
+    fn index(&self) -> Index {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Appends records (which must continue at `last_seq() + 1`) and fdatasyncs.
-    pub fn append(&mut self, records: &[StoredRecord]) -> Result<(), StoreError> {
+    pub fn last_seq(&self) -> u64 {
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .offsets
+            .len() as u64
+    }
+
+    /// Whether a failed append left the log waiting for a rescan.
+    pub fn is_poisoned(&self) -> bool {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner()).poisoned
+    }
+
+    /// Cuts the file back to the last acknowledged byte through a fresh handle, makes that
+    /// durable, rescans it and checks that it still holds exactly the acknowledged records.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        self.rescan(&mut tail)
+    }
+
+    fn rescan(&self, tail: &mut Tail) -> Result<(), StoreError> {
+        let file = (self.opener)().map_err(io)?;
+        let len = file.len().map_err(io)?;
+        if len != tail.end {
+            file.set_len(tail.end).map_err(io)?;
+        }
+        file.sync_data().map_err(io)?;
+        let scan = scan(file.as_ref(), &self.name)?;
+        if scan.offsets.len() as u64 != tail.last_seq || scan.end != tail.end {
+            return Err(StoreError::ChainBroken {
+                seq: (scan.offsets.len() as u64 + 1).min(tail.last_seq),
+                reason: format!(
+                    "event log {} holds {} records ({} bytes) after a rescan, but {} records \
+                     ({} bytes) were acknowledged",
+                    self.name,
+                    scan.offsets.len(),
+                    scan.end,
+                    tail.last_seq,
+                    tail.end
+                ),
+            });
+        }
+        tail.file = file.clone();
+        tail.poisoned = false;
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        index.file = file;
+        index.offsets = Arc::new(scan.offsets);
+        index.end = scan.end;
+        Ok(())
+    }
+
+    /// Appends records (which must continue at `last_seq() + 1`) and fdatasyncs. On any
+    /// failure nothing of the batch counts and the log is poisoned until rescanned.
+    pub fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError> {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.poisoned {
+            self.rescan(&mut tail)?;
+        }
         let mut buffer = Vec::new();
         let mut offsets = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            let expected = self.last_seq() + 1 + i as u64;
+            let expected = tail.last_seq + 1 + i as u64;
             if record.seq != expected {
                 return Err(StoreError::OutOfOrder {
                     head: expected - 1,
@@ -98,41 +270,60 @@ impl SegmentLog {
                 });
             }
             let body = record.to_bytes();
-            offsets.push(self.end + buffer.len() as u64);
+            offsets.push(tail.end + buffer.len() as u64);
             buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
             buffer.extend_from_slice(&crc(record.seq, &body).to_be_bytes());
             buffer.extend_from_slice(&record.seq.to_be_bytes());
             buffer.extend_from_slice(&body);
         }
-        let written = self
-            .file
-            .write_all(&buffer)
-            .and_then(|_| self.file.sync_data());
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let file = tail.file.clone();
+        let written = file
+            .len()
+            .and_then(|len| {
+                if len == tail.end {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "the log file is {len} bytes, expected {}",
+                        tail.end
+                    )))
+                }
+            })
+            .and_then(|_| write_all_at(file.as_ref(), &buffer, tail.end))
+            .and_then(|_| file.sync_data());
         if let Err(error) = written {
-            // Leave the file as the index says; the engine reopens and rescans anyway.
-            let _ = self.file.set_len(self.end);
+            tail.poisoned = true;
+            // Best effort; the rescan before the next append cuts back again and checks.
+            let _ = file.set_len(tail.end);
             return Err(io(error));
         }
-        self.end += buffer.len() as u64;
-        self.offsets.extend(offsets);
+        tail.end += buffer.len() as u64;
+        tail.last_seq += records.len() as u64;
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        Arc::make_mut(&mut index.offsets).extend(offsets);
+        index.end = tail.end;
         Ok(())
     }
 
     /// Reads records `from..=to` with large sequential reads (replay's hot path): whole
-    /// frames in chunks of about `READ_CHUNK_BYTES`, each frame checked as in `read`.
+    /// frames in chunks, each frame checked as in `read`.
     pub fn read_range(&self, from: u64, to: u64) -> Result<Vec<StoredRecord>, StoreError> {
-        let to = to.min(self.last_seq());
+        let index = self.index();
+        let to = to.min(index.offsets.len() as u64);
         let from = from.max(1);
         if from > to {
             return Ok(Vec::new());
         }
-        let start = self.offsets[(from - 1) as usize];
-        let end = match self.offsets.get(to as usize) {
+        let start = index.offsets[(from - 1) as usize];
+        let end = match index.offsets.get(to as usize) {
             Some(&next) => next,
-            None => self.end,
+            None => index.end,
         };
         let mut bytes = vec![0u8; (end - start) as usize];
-        self.file.read_exact_at(&mut bytes, start).map_err(io)?;
+        read_exact_at(index.file.as_ref(), &mut bytes, start).map_err(io)?;
         let mut records = Vec::with_capacity((to - from + 1) as usize);
         let mut pos = 0usize;
         for seq in from..=to {
@@ -158,30 +349,68 @@ impl SegmentLog {
 
     /// Reads one record by seq.
     pub fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
+        let index = self.index();
         let Some(&offset) = seq
             .checked_sub(1)
-            .and_then(|i| self.offsets.get(i as usize))
+            .and_then(|i| index.offsets.get(i as usize))
         else {
             return Ok(None);
         };
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        self.file.read_exact_at(&mut header, offset).map_err(io)?;
-        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let mut body = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut body, offset + FRAME_HEADER_LEN as u64)
-            .map_err(io)?;
-        let stored_crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-        if stored_crc != crc(seq, &body) {
-            return Err(StoreError::ChainBroken {
+        let frame_end = index
+            .offsets
+            .get(seq as usize)
+            .copied()
+            .unwrap_or(index.end);
+        let mut frame = vec![0u8; (frame_end - offset) as usize];
+        read_exact_at(index.file.as_ref(), &mut frame, offset).map_err(io)?;
+        match parse_frame(&frame, seq) {
+            Frame::Whole(len) if len == frame.len() => {
+                StoredRecord::from_bytes(seq, &frame[FRAME_HEADER_LEN..])
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt { seq, source })
+            }
+            _ => Err(StoreError::ChainBroken {
                 seq,
                 reason: "frame checksum mismatch".into(),
-            });
+            }),
         }
-        StoredRecord::from_bytes(seq, &body)
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt { seq, source })
     }
+}
+
+/// Indexes a whole file, cutting a torn tail (and making the cut durable).
+fn scan(file: &dyn LogFile, name: &str) -> Result<Scan, StoreError> {
+    let file_len = file.len().map_err(io)?;
+    let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, Cursor { file, pos: 0 });
+    let mut body = Vec::new();
+    let mut offsets = Vec::new();
+    let mut pos = 0u64;
+    while pos < file_len {
+        let seq = offsets.len() as u64 + 1;
+        match next_frame(&mut reader, file_len - pos, seq, &mut body).map_err(io)? {
+            Frame::Whole(len) => {
+                offsets.push(pos);
+                pos += len as u64;
+            }
+            Frame::Torn => {
+                tracing::warn!(
+                    seq,
+                    offset = pos,
+                    cut = file_len - pos,
+                    "cutting a torn tail off the event log"
+                );
+                file.set_len(pos).map_err(io)?;
+                file.sync_data().map_err(io)?;
+                break;
+            }
+            Frame::Corrupt(reason) => {
+                return Err(StoreError::ChainBroken {
+                    seq,
+                    reason: format!("event log {name} is damaged at byte {pos}: {reason}"),
+                })
+            }
+        }
+    }
+    Ok(Scan { offsets, end: pos })
 }
 
 enum Frame {
@@ -287,7 +516,7 @@ mod tests {
     fn append_reopen_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        let mut log = SegmentLog::open(&path).unwrap();
+        let log = SegmentLog::open(&path).unwrap();
         let batch = records(1, 5, Digest::default());
         log.append(&batch).unwrap();
         assert!(log.append(&records(9, 1, Digest::default())).is_err());
@@ -303,7 +532,7 @@ mod tests {
     fn torn_tails_are_cut_and_damage_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        let mut log = SegmentLog::open(&path).unwrap();
+        let log = SegmentLog::open(&path).unwrap();
         log.append(&records(1, 3, Digest::default())).unwrap();
         drop(log);
         let whole = std::fs::read(&path).unwrap();
