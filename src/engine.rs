@@ -15,7 +15,7 @@ use crate::store::record::{encode_snapshot, StoredRecord};
 use crate::store::replay::load_state;
 use crate::store::{EventStore, StoreError};
 use ed25519_dalek::SigningKey;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -115,6 +115,7 @@ pub struct EngineHandle {
     published: watch::Receiver<Published>,
     store: Arc<dyn EventStore>,
     up: Arc<AtomicBool>,
+    failed_appends: Arc<AtomicU64>,
     deadline: Duration,
 }
 
@@ -156,6 +157,11 @@ impl EngineHandle {
         self.up.load(Ordering::SeqCst)
     }
 
+    /// Appends that failed since start (each one marked the engine down).
+    pub fn failed_appends(&self) -> u64 {
+        self.failed_appends.load(Ordering::SeqCst)
+    }
+
     /// The latest published state.
     pub fn state(&self) -> Arc<State> {
         self.published.borrow().state.clone()
@@ -192,6 +198,7 @@ struct Writer {
     last_snapshot_time: Instant,
     last_checkpoint_seq: u64,
     up: Arc<AtomicBool>,
+    failed_appends: Arc<AtomicU64>,
     /// Set while a background snapshot is being written; no second one starts meanwhile.
     snapshot_running: Arc<AtomicBool>,
 }
@@ -218,6 +225,7 @@ pub fn start(
         .unwrap_or(0);
     let last_checkpoint_seq = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
     let up = Arc::new(AtomicBool::new(true));
+    let failed_appends = Arc::new(AtomicU64::new(0));
     crate::metrics::metrics().engine_up.set(1);
     let deadline = options.command_deadline;
     let writer = Writer {
@@ -232,6 +240,7 @@ pub fn start(
         last_snapshot_time: Instant::now(),
         last_checkpoint_seq,
         up: up.clone(),
+        failed_appends: failed_appends.clone(),
         snapshot_running: Arc::new(AtomicBool::new(false)),
     };
     std::thread::Builder::new()
@@ -249,6 +258,7 @@ pub fn start(
         published,
         store,
         up,
+        failed_appends,
         deadline,
     })
 }
@@ -406,6 +416,7 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, "append failed; nothing in this batch is acknowledged");
+                self.failed_appends.fetch_add(1, Ordering::SeqCst);
                 self.set_up(false);
                 for p in pending {
                     let _ = p.reply.send(Err(EngineError::Store(error.to_string())));

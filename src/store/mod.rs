@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod disk_store;
 pub mod export;
+pub mod faulty_file;
 pub mod memory;
 pub mod record;
 pub mod replay;
