@@ -8,6 +8,8 @@
 //! `STORAGE_FAULT_SAMPLES=N` sets how many op positions are tried per kind of fault.
 //! One more test fills a real 4 MiB tmpfs and frees it again.
 
+mod common;
+
 use headscale::core::{Actor, Command, Event, Timestamp};
 use headscale::engine::{self, Clock, EngineError, EngineHandle, EngineOptions};
 use headscale::store::disk_store::DiskStore;
@@ -317,26 +319,52 @@ impl Drop for Mounted {
     }
 }
 
-/// B2: a real ENOSPC. The whole store lives on a 4 MiB tmpfs; a filler file takes the rest;
-/// appends fail and health goes down; deleting the filler lets the next command commit,
-/// without a restart, and nothing acknowledged is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
-    let base = tempfile::tempdir().unwrap();
-    let mount = base.path().join("small");
+/// Mounts a 4 MiB tmpfs at `base/small`, or fails saying why (never skips silently).
+fn mount_small_tmpfs(base: &std::path::Path) -> Mounted {
+    let mount = base.join("small");
     std::fs::create_dir(&mount).unwrap();
     let status = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(&mount)
         .status();
     match status {
-        Ok(s) if s.success() => {}
+        Ok(s) if s.success() => Mounted(mount),
         other => panic!(
             "cannot mount a 4 MiB tmpfs for the real ENOSPC test (needs root and mount(8)): \
              {other:?}"
         ),
     }
-    let _mounted = Mounted(mount.clone());
+}
+
+/// Fills the file system holding `dir` with a file `dir/filler` (removed to free the space).
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0xa5u8; 64 << 10];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(28), "{e}");
+                break;
+            }
+        }
+    }
+    // Byte-sized writes take the last partial page.
+    while file.write(&[1]).map(|n| n > 0).unwrap_or(false) {}
+    filler
+}
+
+/// B2: a real ENOSPC. The whole store lives on a 4 MiB tmpfs; a filler file takes the rest;
+/// appends fail and health goes down; deleting the filler lets the next command commit,
+/// without a restart, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
+    let base = tempfile::tempdir().unwrap();
+    let mounted = mount_small_tmpfs(base.path());
+    let mount = mounted.0.clone();
     let path = mount.join("db");
     let store: Arc<dyn EventStore> = Arc::new(DiskStore::open(&path, 1 << 20).unwrap());
     let engine = start(store.clone());
@@ -350,25 +378,7 @@ async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
         acked.push(name);
     }
 
-    // Fill the file system.
-    let filler = mount.join("filler");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0xa5u8; 64 << 10];
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(28), "{e}");
-                    break;
-                }
-            }
-        }
-        // Byte-sized writes take the last partial page.
-        while file.write(&[1]).map(|n| n > 0).unwrap_or(false) {}
-    }
+    let filler = fill(&mount);
     let long = "x".repeat(200);
     let mut failed = None;
     for i in 0..200 {
@@ -426,4 +436,63 @@ async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
         );
     }
     assert!(state.user_by_name("still-full").is_none());
+}
+
+/// The daemon's health endpoints follow the engine: with its store on a full tmpfs, a write
+/// fails, `GET /health` answers 503 and `/api/v1/health` 503 `databaseConnectivity: false`;
+/// once space is freed the next write commits and both are 200 again (same 2xx shape).
+#[test]
+fn health_endpoints_report_a_full_disk_and_recover() {
+    let base = tempfile::tempdir().unwrap();
+    let mounted = mount_small_tmpfs(base.path());
+    let db = mounted.0.join("db.sled");
+    let mut server = common::TestServer::with_yaml(|data, port| {
+        let base = common::base_yaml(data, port);
+        let own = format!("{}/db.sled", data.display());
+        assert!(base.contains(&own));
+        format!(
+            "{}derp:\n  server:\n    enabled: false\n    private_key_path: {}/derp.key\n\
+             log:\n  level: warn\n",
+            base.replace(&own, &db.display().to_string()),
+            data.display()
+        )
+    });
+    server.spawn();
+    server.wait_healthy();
+    let key = server.ok(&["apikeys", "create"]).trim().to_string();
+    assert_eq!(
+        common::http(server.port, "GET", "/api/v1/health", Some(&key)),
+        (200, serde_json::json!({"databaseConnectivity": true}))
+    );
+
+    let filler = fill(&mounted.0);
+    let long = "y".repeat(200);
+    let mut failed = false;
+    for i in 0..200 {
+        if !server
+            .cli(&["users", "create", &format!("full{i}-{long}")])
+            .status
+            .success()
+        {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "a write fails on a full file system");
+    let (status, body) = common::http(server.port, "GET", "/health", None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "fail");
+    assert_eq!(
+        common::http(server.port, "GET", "/api/v1/health", Some(&key)),
+        (503, serde_json::json!({"databaseConnectivity": false}))
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    server.create_user("after-space-freed");
+    assert_eq!(common::http(server.port, "GET", "/health", None).0, 200);
+    assert_eq!(
+        common::http(server.port, "GET", "/api/v1/health", Some(&key)),
+        (200, serde_json::json!({"databaseConnectivity": true}))
+    );
+    server.stop();
 }
