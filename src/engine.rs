@@ -14,6 +14,7 @@ use crate::store::checkpoint::Checkpoint;
 use crate::store::record::{encode_snapshot, StoredRecord};
 use crate::store::replay::load_state;
 use crate::store::{EventStore, StoreError};
+use crate::supervise::fatal;
 use ed25519_dalek::SigningKey;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,9 +43,6 @@ impl Clock for SystemClock {
         Timestamp(ms)
     }
 }
-
-/// Exit status when the store cannot be recovered or the writer died.
-pub const EXIT_STORE_FAILED: i32 = 70;
 
 /// When to write snapshots and signed checkpoints, and how long to wait on failures.
 #[derive(Debug, Clone)]
@@ -261,13 +259,6 @@ pub fn start(
         failed_appends,
         deadline,
     })
-}
-
-/// Logs one clear line (also on stderr, in case logging is what broke) and exits non-zero.
-fn fatal(message: &str) -> ! {
-    tracing::error!("{message}");
-    eprintln!("headscale: fatal: {message}");
-    std::process::exit(EXIT_STORE_FAILED)
 }
 
 struct Pending {

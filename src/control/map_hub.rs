@@ -161,7 +161,7 @@ impl MapHub {
         for id in state.nodes.keys() {
             hub.track_timers(*id);
         }
-        tokio::spawn(hub.run(rx));
+        crate::supervise::spawn_critical("map hub", hub.run(rx));
         MapHub { tx, presence }
     }
 
