@@ -2,6 +2,7 @@
 //! `EventStore` trait so the backend (sled today; a replicated one later) never leaks into
 //! the engine. A store never interprets events beyond checking the hash chain.
 
+mod capped;
 pub mod checkpoint;
 pub mod disk_store;
 pub mod export;
