@@ -475,10 +475,11 @@ impl Writer {
 
     fn after_commit(&mut self) {
         let seq = self.state.last_seq;
-        if seq - self.last_checkpoint_seq >= self.options.checkpoint_every_events {
+        if seq.saturating_sub(self.last_checkpoint_seq) >= self.options.checkpoint_every_events {
             self.write_checkpoint();
         }
-        let due_by_count = seq - self.last_snapshot_seq >= self.options.snapshot_every_events;
+        let due_by_count =
+            seq.saturating_sub(self.last_snapshot_seq) >= self.options.snapshot_every_events;
         let due_by_time = self.last_snapshot_time.elapsed() >= self.options.snapshot_every
             && seq > self.last_snapshot_seq;
         if due_by_count || due_by_time {

@@ -42,34 +42,128 @@ impl DiskStore {
         cache_capacity_bytes: u64,
         log_file: LogFileOpener,
     ) -> Result<DiskStore, StoreError> {
-        let locked = || StoreError::Locked {
-            path: path.display().to_string(),
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref err)
-                    if err.kind() == std::io::ErrorKind::WouldBlock
-                        || err.to_string().contains("could not acquire lock") =>
-                {
-                    locked()
+        let (db, snapshots, checkpoints) = match open_sled(path, cache_capacity_bytes) {
+            Ok(opened) => opened,
+            Err(SledOpen::Locked) => return Err(locked(path)),
+            Err(SledOpen::Damaged(reason)) => {
+                // sled holds only caches (snapshots) and lazily written checkpoints, and is
+                // not fsynced: after a power loss it can be damaged while the log is intact.
+                let aside = move_sled_aside(path)?;
+                tracing::error!(
+                    %reason,
+                    moved_to = %aside.display(),
+                    "the sled files next to the event log are unreadable: moved them aside and \
+                     starting with empty snapshots and checkpoints; the state is rebuilt from \
+                     events.log"
+                );
+                match open_sled(path, cache_capacity_bytes) {
+                    Ok(opened) => opened,
+                    Err(SledOpen::Locked) => return Err(locked(path)),
+                    Err(SledOpen::Damaged(reason)) => return Err(StoreError::Io(reason)),
                 }
-                other => io(other),
-            })?;
-        // sled's lock on the directory also guards the log file: one process at a time.
+            }
+        };
         let log = SegmentLog::open_with(log_file, path.join("events.log").display().to_string())?;
         let head = head_of(&log)?;
         Ok(DiskStore {
-            snapshots: db.open_tree("snapshots").map_err(io)?,
-            checkpoints: db.open_tree("checkpoints").map_err(io)?,
+            snapshots,
+            checkpoints,
             db,
             log,
             head: RwLock::new(head),
             appending: Mutex::new(()),
         })
     }
+}
+
+fn locked(path: &Path) -> StoreError {
+    StoreError::Locked {
+        path: path.display().to_string(),
+    }
+}
+
+enum SledOpen {
+    Locked,
+    Damaged(String),
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(err)
+        if err.kind() == std::io::ErrorKind::WouldBlock
+            || err.to_string().contains("could not acquire lock"))
+}
+
+/// Opens sled and reads every snapshot key and checkpoint once, so damage shows here (as
+/// `Damaged`, panics included) rather than later in the engine.
+fn open_sled(path: &Path, cache: u64) -> Result<(sled::Db, sled::Tree, sled::Tree), SledOpen> {
+    let attempt = std::panic::catch_unwind(|| {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache)
+            .open()?;
+        let snapshots = db.open_tree("snapshots")?;
+        let checkpoints = db.open_tree("checkpoints")?;
+        let mut problem = None;
+        for item in snapshots.iter() {
+            let (key, _) = item?;
+            if key.len() != 8 {
+                problem = Some(format!("a snapshot key of {} bytes", key.len()));
+            }
+        }
+        for item in checkpoints.iter() {
+            let (key, value) = item?;
+            if key.len() != 8 {
+                problem = Some(format!("a checkpoint key of {} bytes", key.len()));
+            } else if let Err(reason) = Checkpoint::from_bytes(&value) {
+                problem = Some(reason);
+            }
+        }
+        Ok::<_, sled::Error>((db, snapshots, checkpoints, problem))
+    });
+    match attempt {
+        Ok(Ok((db, snapshots, checkpoints, None))) => Ok((db, snapshots, checkpoints)),
+        Ok(Ok((_, _, _, Some(problem)))) => Err(SledOpen::Damaged(problem)),
+        Ok(Err(e)) if is_lock_error(&e) => Err(SledOpen::Locked),
+        Ok(Err(e)) => Err(SledOpen::Damaged(e.to_string())),
+        Err(_) => Err(SledOpen::Damaged("sled panicked while opening".into())),
+    }
+}
+
+/// Moves every file of `path` except the event log into `<path>.sled-corrupt-<time>`, under
+/// sled's own lock file so a running server's files are never touched.
+fn move_sled_aside(path: &Path) -> Result<std::path::PathBuf, StoreError> {
+    let fail = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+    let lock_path = path.join("db");
+    let lock = if lock_path.exists() {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| fail("cannot open sled's lock file", e))?;
+        if file.try_lock().is_err() {
+            return Err(locked(path));
+        }
+        Some(file)
+    } else {
+        None
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".sled-corrupt-{stamp}"));
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::create_dir_all(&aside).map_err(|e| fail("cannot create the aside directory", e))?;
+    let entries = std::fs::read_dir(path).map_err(|e| fail("cannot list the store", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| fail("cannot list the store", e))?;
+        if entry.file_name() == "events.log" {
+            continue;
+        }
+        std::fs::rename(entry.path(), aside.join(entry.file_name()))
+            .map_err(|e| fail("cannot move a sled file aside", e))?;
+    }
+    // Released only now, and before sled reopens (a second lock in this process would fail).
+    drop(lock);
+    Ok(aside)
 }
 
 /// The head as the log says: its last record's seq and chain hash.
