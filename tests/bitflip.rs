@@ -156,7 +156,11 @@ fn damaged_or_missing_sled_files_are_moved_aside_and_rebuilt_from_the_log() {
         assert_eq!(again, expected, "{what}: second start");
         let moved = aside_dirs(&case);
         let unreadable = !what.contains("deleted");
-        assert_eq!(moved, usize::from(unreadable), "{what}: moved aside once if unreadable");
+        assert_eq!(
+            moved,
+            usize::from(unreadable),
+            "{what}: moved aside once if unreadable"
+        );
         println!("{what}: rebuilt, {moved} moved aside");
     }
 }

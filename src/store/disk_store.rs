@@ -140,7 +140,10 @@ fn move_sled_aside(path: &Path) -> Result<std::path::PathBuf, StoreError> {
             .write(true)
             .open(&lock_path)
             .map_err(|e| fail("cannot open sled's lock file", e))?;
-        if file.try_lock().is_err() {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        let locked_here = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked_here != 0 {
             return Err(locked(path));
         }
         Some(file)
