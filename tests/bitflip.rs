@@ -164,3 +164,173 @@ fn damaged_or_missing_sled_files_are_moved_aside_and_rebuilt_from_the_log() {
         println!("{what}: rebuilt, {moved} moved aside");
     }
 }
+
+/// `(seq, start..end)` of every frame of a log file (`len u32 | crc u32 | seq u64 | body`).
+fn frames(log: &[u8]) -> Vec<(u64, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < log.len() {
+        let len = u32::from_be_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
+        let seq = u64::from_be_bytes(log[pos + 8..pos + 16].try_into().unwrap());
+        out.push((seq, pos..pos + 16 + len));
+        pos += 16 + len;
+    }
+    out
+}
+
+/// `count` bit positions spread over `bits`, plus every bit of the first and last frame
+/// headers (the interesting edges).
+fn sampled_bits(frames: &[(u64, std::ops::Range<usize>)], bits: usize, count: usize) -> Vec<usize> {
+    let mut picks: Vec<usize> = (0..count).map(|i| i * bits / count + (i * 7) % 8).collect();
+    for (_, range) in [frames.first().unwrap(), frames.last().unwrap()] {
+        picks.extend(range.start * 8..(range.start + 16) * 8);
+    }
+    picks.retain(|b| *b < bits);
+    picks.sort_unstable();
+    picks.dedup();
+    picks
+}
+
+fn samples() -> usize {
+    std::env::var("BITFLIP_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+#[test]
+fn a_flipped_bit_in_the_log_gives_the_same_state_or_a_refusal_naming_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine");
+    let expected = build(&pristine, 1200);
+    let last = expected.last_seq;
+    let before_last = load_state(
+        &DiskStore::open(&pristine, 1 << 20).unwrap(),
+        Some(last - 1),
+    )
+    .unwrap();
+    let log = std::fs::read(pristine.join("events.log")).unwrap();
+    let frames = frames(&log);
+    assert_eq!(frames.len() as u64, last);
+    let (mut same, mut cut, mut refused) = (0, 0, 0);
+    let bits = sampled_bits(&frames, log.len() * 8, samples());
+    for (i, bit) in bits.iter().enumerate() {
+        let byte = bit / 8;
+        let (seq, _) = frames
+            .iter()
+            .find(|(_, range)| range.contains(&byte))
+            .unwrap()
+            .clone();
+        let mut damaged = log.clone();
+        damaged[byte] ^= 1 << (bit % 8);
+        // Only the log: no snapshot, so start replays every record.
+        let path = dir.path().join(format!("flip{i}"));
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("events.log"), &damaged).unwrap();
+        let outcome = std::panic::catch_unwind(|| start(&path))
+            .unwrap_or_else(|_| panic!("bit {bit} (record {seq}): start panicked"));
+        match outcome {
+            Ok(state) if state == expected => same += 1,
+            Ok(state) => {
+                // A damaged last frame is indistinguishable from a torn write: cut.
+                assert_eq!(seq, last, "bit {bit}: record {seq} dropped silently");
+                assert_eq!(state, before_last, "bit {bit}: only the last record is cut");
+                cut += 1;
+            }
+            Err(StoreError::ChainBroken { seq: at, reason }) => {
+                assert_eq!(at, seq, "bit {bit}: refusal names record {at}: {reason}");
+                refused += 1;
+            }
+            Err(StoreError::Corrupt { seq: at, source }) => {
+                assert_eq!(at, seq, "bit {bit}: refusal names record {at}: {source}");
+                refused += 1;
+            }
+            Err(other) => panic!("bit {bit} (record {seq}): unexpected refusal {other}"),
+        }
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+    println!(
+        "log bit flips: {} sampled over {} records ({} bytes): {same} identical, {cut} torn \
+         tail cut, {refused} refused naming the right seq",
+        bits.len(),
+        last,
+        log.len()
+    );
+    assert_eq!(same + cut + refused, bits.len());
+    assert!(refused > 0 && cut > 0);
+}
+
+/// Flips one bit of the newest value of sled tree `tree` in a copy of `pristine`, at
+/// sampled bit positions, and checks that start and a commit still work with the state
+/// intact.
+fn flip_sled_values(tree: &str, pristine: &Path, expected: &State, scratch: &Path) -> usize {
+    let value = {
+        let db = sled::open(pristine).unwrap();
+        let value = db
+            .open_tree(tree)
+            .unwrap()
+            .last()
+            .unwrap()
+            .unwrap()
+            .1
+            .to_vec();
+        drop(db);
+        value
+    };
+    let bits = value.len() * 8;
+    let count = samples().min(bits) / 3;
+    let picks: Vec<usize> = (0..count).map(|i| i * bits / count + (i * 5) % 8).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (i, bit) in picks.iter().enumerate() {
+        let path = scratch.join(format!("{tree}{i}"));
+        copy_dir(pristine, &path);
+        {
+            let db = sled::open(&path).unwrap();
+            let t = db.open_tree(tree).unwrap();
+            let (key, value) = t.last().unwrap().unwrap();
+            let mut damaged = value.to_vec();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            t.insert(key, damaged).unwrap();
+            db.flush().unwrap();
+        }
+        let state = std::panic::catch_unwind(|| start(&path))
+            .unwrap_or_else(|_| panic!("{tree} bit {bit}: start panicked"))
+            .unwrap_or_else(|e| panic!("{tree} bit {bit}: start refused: {e}"));
+        assert_eq!(
+            &state, expected,
+            "{tree} bit {bit}: the log decides the state"
+        );
+        // The engine starts on it and commits.
+        let opened = path.clone();
+        let engine = engine::start(
+            Box::new(move || {
+                Ok(Arc::new(DiskStore::open(&opened, 1 << 20)?) as Arc<dyn EventStore>)
+            }),
+            Box::new(FixedClock),
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+            EngineOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{tree} bit {bit}: the engine refused: {e}"));
+        runtime.block_on(async {
+            engine
+                .execute(Actor::LocalSocket, create("after"))
+                .await
+                .unwrap();
+            engine.shutdown().await;
+        });
+        drop(engine);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+    picks.len()
+}
+
+#[test]
+fn flipped_bits_in_a_snapshot_or_a_checkpoint_fall_back_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine");
+    let expected = build(&pristine, 600);
+    let snapshots = flip_sled_values("snapshots", &pristine, &expected, dir.path());
+    let checkpoints = flip_sled_values("checkpoints", &pristine, &expected, dir.path());
+    println!("sled bit flips: {snapshots} in a snapshot, {checkpoints} in a checkpoint");
+    assert!(snapshots > 0 && checkpoints > 0);
+}

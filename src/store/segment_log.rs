@@ -2,8 +2,9 @@
 //! one batch at a time at the known end of the file (positioned writes, never `O_APPEND`) and
 //! made durable with `fdatasync` before the append returns (group commit). Chosen over sled
 //! for the log because sled's `flush` does not fsync (see ARCHITECTURE.md, "The store"). On
-//! open the file is scanned: a torn tail left by a crash is cut off; damage anywhere else is
-//! reported, never silently dropped.
+//! open the file is scanned: damage with no intact later record after it is a torn tail left
+//! by a crash and is cut off; damage followed by an intact later record is reported, naming
+//! the damaged seq, never silently dropped.
 //!
 //! After any failed append the log is *poisoned*: nothing past the last acknowledged byte can
 //! be trusted (a failed `fdatasync` may have dropped dirty pages that reads still show), so
@@ -415,7 +416,8 @@ fn scan(file: &dyn LogFile, name: &str) -> Result<Scan, StoreError> {
 
 enum Frame {
     Whole(usize),
-    /// Incomplete, or damaged with only zeros after it: what a crash mid-append leaves.
+    /// Incomplete or damaged with no intact later record after it: what a crash mid-append
+    /// leaves (zeros, a partial frame, stale blocks past the old end).
     Torn,
     Corrupt(String),
 }
@@ -466,30 +468,60 @@ fn parse_frame(bytes: &[u8], expected_seq: u64) -> Frame {
     let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
     let stored_crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let seq = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    let rest_is_zero = || bytes.iter().all(|b| *b == 0);
     if !(RECORD_HEADER_LEN..=MAX_BODY_LEN).contains(&len) {
-        return if rest_is_zero() {
-            Frame::Torn
-        } else {
-            Frame::Corrupt(format!("impossible frame length {len}"))
-        };
+        return damaged(
+            bytes,
+            expected_seq,
+            format!("impossible frame length {len}"),
+        );
     }
     let Some(body) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
-        return Frame::Torn;
+        return damaged(
+            bytes,
+            expected_seq,
+            format!("a frame of {len} bytes runs past the end of the file"),
+        );
     };
     if stored_crc != crc(seq, body) {
-        // Damage in the last frame (nothing but zeros after it) is a torn write.
-        let after_is_zero = bytes[FRAME_HEADER_LEN + len..].iter().all(|b| *b == 0);
-        return if after_is_zero {
-            Frame::Torn
-        } else {
-            Frame::Corrupt("frame checksum mismatch".into())
-        };
+        return damaged(bytes, expected_seq, "frame checksum mismatch".into());
     }
     if seq != expected_seq {
         return Frame::Corrupt(format!("expected record {expected_seq}, found {seq}"));
     }
     Frame::Whole(FRAME_HEADER_LEN + len)
+}
+
+/// Records further than this past a damaged one are not searched for (a batch is far
+/// smaller; this only bounds the search).
+const MAX_SEQ_DISTANCE: u64 = 1 << 20;
+
+/// A damaged frame at the start of `bytes`: a torn tail (what a crash mid-append leaves:
+/// nothing intact follows, be it zeros, a partial frame or stale garbage) unless an intact
+/// later record follows somewhere after it, which makes it damage to acknowledged data. The
+/// search does not trust the damaged frame's length (a flipped length bit must not hide the
+/// rest of the log).
+fn damaged(bytes: &[u8], expected_seq: u64, reason: String) -> Frame {
+    let intact_later = (1..bytes.len()).find_map(|pos| {
+        let frame = &bytes[pos..];
+        if frame.len() < FRAME_HEADER_LEN {
+            return None;
+        }
+        let seq = u64::from_be_bytes(frame[8..16].try_into().expect("8 bytes"));
+        if seq <= expected_seq || seq - expected_seq > MAX_SEQ_DISTANCE {
+            return None;
+        }
+        let len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        if !(RECORD_HEADER_LEN..=MAX_BODY_LEN).contains(&len) {
+            return None;
+        }
+        let body = frame.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)?;
+        let stored_crc = u32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
+        (stored_crc == crc(seq, body)).then_some(seq)
+    });
+    match intact_later {
+        Some(later) => Frame::Corrupt(format!("{reason}, and record {later} follows intact")),
+        None => Frame::Torn,
+    }
 }
 
 #[cfg(test)]
