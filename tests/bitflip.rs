@@ -3,7 +3,10 @@
 //! the very last frame is a torn tail: cut, leaving the state one event shorter); flipped bits
 //! in a snapshot or a checkpoint never stop the start (the log is replayed); sled's files
 //! deleted, truncated or overwritten are moved aside and everything is rebuilt from the log.
-//! Never a panic, never a silent drop.
+//! Never a panic, never a silent drop. `headscale events salvage` reports and cuts a damaged
+//! log so the server starts again.
+
+mod common;
 
 use headscale::core::{Actor, Command, State, Timestamp};
 use headscale::engine::{self, Clock, EngineOptions};
@@ -333,4 +336,58 @@ fn flipped_bits_in_a_snapshot_or_a_checkpoint_fall_back_to_the_log() {
     let checkpoints = flip_sled_values("checkpoints", &pristine, &expected, dir.path());
     println!("sled bit flips: {snapshots} in a snapshot, {checkpoints} in a checkpoint");
     assert!(snapshots > 0 && checkpoints > 0);
+}
+
+#[test]
+fn events_salvage_reports_then_cuts_a_damaged_log_and_the_server_starts_again() {
+    let mut server = common::TestServer::new("");
+    let path = server.data_dir().join("db.sled");
+    let expected = build(&path, 300);
+    let log_path = path.join("events.log");
+    let log = std::fs::read(&log_path).unwrap();
+    let frames = frames(&log);
+    // Damage record 200's body: records 200.. are beyond repair, 1..=199 are kept.
+    let (_, range) = frames[199].clone();
+    let mut damaged = log.clone();
+    damaged[range.start + 40] ^= 0x10;
+    std::fs::write(&log_path, &damaged).unwrap();
+    let refusal = start(&path).unwrap_err().to_string();
+    assert!(refusal.contains("record 200"), "{refusal}");
+
+    let report = server.json(&["events", "salvage"]);
+    assert_eq!(report["lastGoodSeq"], 199, "{report}");
+    assert_eq!(report["firstBadSeq"], 200, "{report}");
+    assert_eq!(
+        report["cutBytes"],
+        (log.len() - range.start) as u64,
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read(&log_path).unwrap(),
+        damaged,
+        "a report changes nothing"
+    );
+    let human = server.ok(&["events", "salvage"]);
+    assert!(human.contains("would keep records 1..=199"), "{human}");
+
+    let written = server.json(&["events", "salvage", "--write"]);
+    assert_eq!(written["lastGoodSeq"], 199, "{written}");
+    let cut = std::fs::read(written["cutSavedTo"].as_str().unwrap()).unwrap();
+    assert_eq!(cut, damaged[range.start..], "the cut bytes are kept");
+    let original = std::fs::read(written["originalSavedTo"].as_str().unwrap()).unwrap();
+    assert_eq!(original, damaged, "the original file is kept");
+    assert_eq!(std::fs::read(&log_path).unwrap(), log[..range.start]);
+
+    let before = load_state(&DiskStore::open(&path, 1 << 20).unwrap(), None).unwrap();
+    assert_eq!(before.last_seq, 199);
+    assert!(before.user_by_name("user0").is_some());
+    assert!(expected.last_seq > 199);
+    // The server starts on the salvaged log and takes writes.
+    server.spawn();
+    server.create_user("after-salvage");
+    let whole = server.ok(&["events", "verify"]);
+    assert!(whole.contains("ok:"), "{whole}");
+    server.stop();
+    let again = server.ok(&["events", "salvage"]);
+    assert!(again.contains("the event log is whole"), "{again}");
 }

@@ -131,7 +131,7 @@ fn open_sled(path: &Path, cache: u64) -> Result<(sled::Db, sled::Tree, sled::Tre
 
 /// Moves every file of `path` except the event log into `<path>.sled-corrupt-<time>`, under
 /// sled's own lock file so a running server's files are never touched.
-fn move_sled_aside(path: &Path) -> Result<std::path::PathBuf, StoreError> {
+pub(crate) fn move_sled_aside(path: &Path) -> Result<std::path::PathBuf, StoreError> {
     let fail = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
     let lock_path = path.join("db");
     let lock = if lock_path.exists() {

@@ -10,6 +10,7 @@ pub mod faulty_file;
 pub mod memory;
 pub mod record;
 pub mod replay;
+pub mod salvage;
 pub mod segment_log;
 
 use crate::core::keys::Digest;

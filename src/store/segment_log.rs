@@ -378,6 +378,31 @@ impl SegmentLog {
     }
 }
 
+/// The frames of a log held in memory, from the start up to the first damaged one: each
+/// whole frame's `(seq, byte range)`, and the first damage as `(seq, reason)` (`None` when
+/// the bytes end cleanly). For `events salvage`; nothing is changed.
+pub fn salvage_scan(bytes: &[u8]) -> (Vec<(u64, std::ops::Range<usize>)>, Option<(u64, String)>) {
+    let mut frames = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let seq = frames.len() as u64 + 1;
+        match parse_frame(&bytes[pos..], seq) {
+            Frame::Whole(len) => {
+                frames.push((seq, pos..pos + len));
+                pos += len;
+            }
+            Frame::Torn => {
+                return (
+                    frames,
+                    Some((seq, "torn tail (incomplete last write)".into())),
+                )
+            }
+            Frame::Corrupt(reason) => return (frames, Some((seq, reason))),
+        }
+    }
+    (frames, None)
+}
+
 /// Indexes a whole file, cutting a torn tail (and making the cut durable).
 fn scan(file: &dyn LogFile, name: &str) -> Result<Scan, StoreError> {
     let file_len = file.len().map_err(io)?;
