@@ -378,10 +378,13 @@ impl SegmentLog {
     }
 }
 
+/// A whole frame: its seq and byte range in the file.
+pub type FrameSpan = (u64, std::ops::Range<usize>);
+
 /// The frames of a log held in memory, from the start up to the first damaged one: each
 /// whole frame's `(seq, byte range)`, and the first damage as `(seq, reason)` (`None` when
 /// the bytes end cleanly). For `events salvage`; nothing is changed.
-pub fn salvage_scan(bytes: &[u8]) -> (Vec<(u64, std::ops::Range<usize>)>, Option<(u64, String)>) {
+pub fn salvage_scan(bytes: &[u8]) -> (Vec<FrameSpan>, Option<(u64, String)>) {
     let mut frames = Vec::new();
     let mut pos = 0usize;
     while pos < bytes.len() {
