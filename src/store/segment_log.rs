@@ -1,10 +1,11 @@
-//! The event log file: append-only frames `len u32 | crc32c u32 | seq u64 | record`, written
+//! The event log file: append-only frames `len u32 | crc32c u32 | seq u64 | record` (the
+//! seq field's top 16 bits hold the record's index within its batch), written
 //! one batch at a time at the known end of the file (positioned writes, never `O_APPEND`) and
 //! made durable with `fdatasync` before the append returns (group commit). Chosen over sled
 //! for the log because sled's `flush` does not fsync (see ARCHITECTURE.md, "The store"). On
-//! open the file is scanned: damage with no intact later record after it is a torn tail left
-//! by a crash and is cut off; damage followed by an intact later record is reported, naming
-//! the damaged seq, never silently dropped.
+//! open the file is scanned: damage followed by an intact record of a later batch is damage
+//! to acknowledged data and is reported, naming the damaged seq, never silently dropped;
+//! damage confined to the last batch (never acknowledged) is a torn tail and is cut off.
 //!
 //! After any failed append the log is *poisoned*: nothing past the last acknowledged byte can
 //! be trusted (a failed `fdatasync` may have dropped dirty pages that reads still show), so
@@ -32,8 +33,27 @@ fn io(error: std::io::Error) -> StoreError {
     StoreError::Io(error.to_string())
 }
 
-fn crc(seq: u64, body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&seq.to_be_bytes()), body)
+/// The frame's 8-byte seq field also carries the record's index within its group commit in
+/// its top 16 bits (0 for the first record of a batch, and in every frame written before
+/// this field existed). It makes the commit point explicit: a batch is acknowledged only
+/// once its fdatasync returns, and the next batch is written only after that.
+const BATCH_INDEX_SHIFT: u32 = 48;
+const SEQ_MASK: u64 = (1 << BATCH_INDEX_SHIFT) - 1;
+
+/// The seq field as written for record `index` of a batch (saturating at 0xffff).
+fn seq_field(seq: u64, index: usize) -> u64 {
+    seq | ((index.min(0xffff) as u64) << BATCH_INDEX_SHIFT)
+}
+
+/// `(seq, first seq of its batch)` from a seq field.
+fn split_seq_field(field: u64) -> (u64, u64) {
+    let seq = field & SEQ_MASK;
+    (seq, seq.saturating_sub(field >> BATCH_INDEX_SHIFT))
+}
+
+/// Over the raw seq field, so frames written before the batch index existed still check.
+fn crc(seq_field: u64, body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&seq_field.to_be_bytes()), body)
 }
 
 /// The file operations the log needs: positioned reads and writes, `fdatasync`, truncate and
@@ -273,8 +293,9 @@ impl SegmentLog {
             let body = record.to_bytes();
             offsets.push(tail.end + buffer.len() as u64);
             buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            buffer.extend_from_slice(&crc(record.seq, &body).to_be_bytes());
-            buffer.extend_from_slice(&record.seq.to_be_bytes());
+            let field = seq_field(record.seq, i);
+            buffer.extend_from_slice(&crc(field, &body).to_be_bytes());
+            buffer.extend_from_slice(&field.to_be_bytes());
             buffer.extend_from_slice(&body);
         }
         if buffer.is_empty() {
@@ -465,13 +486,13 @@ fn next_frame(
     if header_read {
         let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let stored_crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-        let seq = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
+        let field = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
         if (RECORD_HEADER_LEN..=MAX_BODY_LEN).contains(&len)
             && (FRAME_HEADER_LEN + len) as u64 <= remaining
         {
             body.resize(len, 0);
             reader.read_exact(body)?;
-            if seq == expected_seq && stored_crc == crc(seq, body) {
+            if split_seq_field(field).0 == expected_seq && stored_crc == crc(field, body) {
                 return Ok(Frame::Whole(FRAME_HEADER_LEN + len));
             }
             let mut rest = header.to_vec();
@@ -495,7 +516,8 @@ fn parse_frame(bytes: &[u8], expected_seq: u64) -> Frame {
     }
     let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
     let stored_crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    let seq = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let field = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let (seq, _) = split_seq_field(field);
     if !(RECORD_HEADER_LEN..=MAX_BODY_LEN).contains(&len) {
         return damaged(
             bytes,
@@ -510,7 +532,7 @@ fn parse_frame(bytes: &[u8], expected_seq: u64) -> Frame {
             format!("a frame of {len} bytes runs past the end of the file"),
         );
     };
-    if stored_crc != crc(seq, body) {
+    if stored_crc != crc(field, body) {
         return damaged(bytes, expected_seq, "frame checksum mismatch".into());
     }
     if seq != expected_seq {
@@ -523,19 +545,22 @@ fn parse_frame(bytes: &[u8], expected_seq: u64) -> Frame {
 /// smaller; this only bounds the search).
 const MAX_SEQ_DISTANCE: u64 = 1 << 20;
 
-/// A damaged frame at the start of `bytes`: a torn tail (what a crash mid-append leaves:
-/// nothing intact follows, be it zeros, a partial frame or stale garbage) unless an intact
-/// later record follows somewhere after it, which makes it damage to acknowledged data. The
-/// search does not trust the damaged frame's length (a flipped length bit must not hide the
-/// rest of the log).
+/// A damaged frame at the start of `bytes`: damage to acknowledged data if an intact record
+/// of a *later batch* follows anywhere after it (that batch was written only after the
+/// damaged one was fsynced and acknowledged), else a torn tail: what a crash leaves in the
+/// last, unacknowledged batch (zeros, a partial frame, stale garbage, or later records of the
+/// same batch that reached the disk before earlier ones). The search does not trust the
+/// damaged frame's length (a flipped length bit must not hide the rest of the log). Frames
+/// written before the batch index existed each count as their own batch.
 fn damaged(bytes: &[u8], expected_seq: u64, reason: String) -> Frame {
     let intact_later = (1..bytes.len()).find_map(|pos| {
         let frame = &bytes[pos..];
         if frame.len() < FRAME_HEADER_LEN {
             return None;
         }
-        let seq = u64::from_be_bytes(frame[8..16].try_into().expect("8 bytes"));
-        if seq <= expected_seq || seq - expected_seq > MAX_SEQ_DISTANCE {
+        let field = u64::from_be_bytes(frame[8..16].try_into().expect("8 bytes"));
+        let (seq, batch_start) = split_seq_field(field);
+        if batch_start <= expected_seq || seq - expected_seq > MAX_SEQ_DISTANCE {
             return None;
         }
         let len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
@@ -544,7 +569,7 @@ fn damaged(bytes: &[u8], expected_seq: u64, reason: String) -> Frame {
         }
         let body = frame.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)?;
         let stored_crc = u32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
-        (stored_crc == crc(seq, body)).then_some(seq)
+        (stored_crc == crc(field, body)).then_some(seq)
     });
     match intact_later {
         Some(later) => Frame::Corrupt(format!("{reason}, and record {later} follows intact")),
@@ -593,7 +618,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
         let log = SegmentLog::open(&path).unwrap();
-        log.append(&records(1, 3, Digest::default())).unwrap();
+        // Three batches of one record.
+        for record in records(1, 3, Digest::default()) {
+            log.append(&[record]).unwrap();
+        }
         drop(log);
         let whole = std::fs::read(&path).unwrap();
 
@@ -612,5 +640,50 @@ mod tests {
         std::fs::write(&path, &flipped).unwrap();
         let error = SegmentLog::open(&path).err().unwrap().to_string();
         assert!(error.contains("damaged"), "{error}");
+    }
+
+    #[test]
+    fn damage_confined_to_the_last_batch_is_a_torn_tail_and_earlier_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let log = SegmentLog::open(&path).unwrap();
+        let all = records(1, 6, Digest::default());
+        log.append(&all[..3]).unwrap();
+        log.append(&all[3..]).unwrap();
+        let second_batch = log.index().offsets[3] as usize;
+        let first_batch_second = log.index().offsets[1] as usize;
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+
+        // Power loss in the last batch: its first record never reached the disk, the later
+        // ones did (out-of-order persistence). Nothing of it was acknowledged: cut.
+        let mut lost = whole.clone();
+        lost[second_batch..second_batch + 40].fill(0);
+        std::fs::write(&path, &lost).unwrap();
+        let log = SegmentLog::open(&path).unwrap();
+        assert_eq!(log.last_seq(), 3);
+        assert_eq!(log.read(3).unwrap().unwrap(), all[2]);
+        drop(log);
+        assert_eq!(std::fs::read(&path).unwrap(), whole[..second_batch]);
+
+        // Damage in the first batch, with the second (written after the first was
+        // acknowledged) intact: refused, naming record 2.
+        let mut damaged = whole.clone();
+        damaged[first_batch_second + 30] ^= 0x01;
+        std::fs::write(&path, &damaged).unwrap();
+        match SegmentLog::open(&path) {
+            Err(StoreError::ChainBroken { seq: 2, reason }) => {
+                assert!(reason.contains("record 4 follows intact"), "{reason}")
+            }
+            Err(other) => panic!("wrong refusal: {other}"),
+            Ok(_) => panic!("damage before a later batch must be refused"),
+        }
+
+        // Stale garbage past the end (not zeros) after the last batch: a torn tail.
+        let mut garbage = whole.clone();
+        garbage.extend(std::iter::repeat_n(0x5a, 300));
+        std::fs::write(&path, &garbage).unwrap();
+        assert_eq!(SegmentLog::open(&path).unwrap().last_seq(), 6);
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
     }
 }
