@@ -2,7 +2,8 @@
 //! current state, appended and flushed as one group commit, applied, and only then published
 //! and acknowledged. Nothing a caller or a map stream sees can be lost by a crash. A failed
 //! append stops the batch (nothing in it is acknowledged), marks the engine down (health,
-//! `headscale_engine_up`) and the writer recovers the store in place (`EventStore::recover`)
+//! `headscale_engine_up`; up again after a commit, or a successful `EventStore::probe` while
+//! idle) and the writer recovers the store in place (`EventStore::recover`)
 //! and re-derives its state from what the store then says. If recovery keeps failing for
 //! `EngineOptions::recovery_deadline` the process exits non-zero, so a supervisor restarts
 //! it; a panic in the writer thread does the same. Callers wait at most
@@ -25,6 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const COMMAND_QUEUE_CAPACITY: usize = 4096;
 /// Commands decided and committed together in one flush.
 pub const MAX_BATCH_COMMANDS: usize = 1024;
+/// While down and idle, how often the writer checks whether the store takes writes again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Supplies the current time; the only clock the engine reads.
 pub trait Clock: Send + 'static {
@@ -150,7 +153,8 @@ impl EngineHandle {
         outcome
     }
 
-    /// False from a failed append until a later commit succeeds (health endpoints).
+    /// False from a failed append until a later commit succeeds or the idle writer's probe
+    /// finds the store writable again (health endpoints).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }
@@ -267,8 +271,31 @@ struct Pending {
 }
 
 impl Writer {
+    /// The next message. While the engine is down and idle, probes the store about once a
+    /// second, so health comes back when the storage does even if nothing is written.
+    fn next_message(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Option<Message> {
+        let mut next_probe = Instant::now() + PROBE_EVERY;
+        while !self.up.load(Ordering::SeqCst) {
+            match receiver.try_recv() {
+                Ok(message) => return Some(message),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= next_probe {
+                match self.store.probe() {
+                    Ok(()) => self.set_up(true),
+                    Err(error) => tracing::debug!(%error, "store still not writable"),
+                }
+                next_probe = Instant::now() + PROBE_EVERY;
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        receiver.blocking_recv()
+    }
+
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
-        while let Some(first) = receiver.blocking_recv() {
+        while let Some(first) = self.next_message(&mut receiver) {
             let mut batch = Vec::new();
             let mut shutdown = None;
             match first {

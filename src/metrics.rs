@@ -54,7 +54,8 @@ pub struct Metrics {
     pub derp_connections: Gauge,
     /// Bytes the embedded DERP relay received from and sent to clients.
     pub derp_bytes: Family<DirectionLabel, Counter>,
-    /// 1 while the engine can write its log; 0 from a failed append until a later commit.
+    /// 1 while the engine can write its log; 0 from a failed append until a later commit (or
+    /// a successful write probe while idle).
     pub engine_up: Gauge,
 }
 

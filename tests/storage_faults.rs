@@ -407,6 +407,15 @@ async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
     assert!(!engine.is_up());
 
     std::fs::remove_file(&filler).unwrap();
+    // Health comes back by itself (the idle writer probes the store), before any write.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !engine.is_up() {
+        assert!(
+            Instant::now() < deadline,
+            "health did not come back after space was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = Instant::now();
     let events = tokio::time::timeout(
         Duration::from_secs(1),
@@ -440,7 +449,7 @@ async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
 
 /// The daemon's health endpoints follow the engine: with its store on a full tmpfs, a write
 /// fails, `GET /health` answers 503 and `/api/v1/health` 503 `databaseConnectivity: false`;
-/// once space is freed the next write commits and both are 200 again (same 2xx shape).
+/// once space is freed both are 200 again (same 2xx shape) and the next write commits.
 #[test]
 fn health_endpoints_report_a_full_disk_and_recover() {
     let base = tempfile::tempdir().unwrap();
@@ -488,6 +497,12 @@ fn health_endpoints_report_a_full_disk_and_recover() {
     );
 
     std::fs::remove_file(&filler).unwrap();
+    // Back to 200 without any write (the idle writer probes the store).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::http(server.port, "GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "health did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.create_user("after-space-freed");
     assert_eq!(common::http(server.port, "GET", "/health", None).0, 200);
     assert_eq!(

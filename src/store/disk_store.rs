@@ -265,6 +265,11 @@ impl EventStore for DiskStore {
         Ok(())
     }
 
+    fn probe(&self) -> Result<(), StoreError> {
+        let _appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        self.log.probe()
+    }
+
     fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
         self.log.read(seq)
     }

@@ -54,6 +54,12 @@ pub trait EventStore: Send + Sync {
         Ok(())
     }
 
+    /// Whether a write would work now, without appending a record (health while idle after
+    /// a failure). Ok by default.
+    fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// One record, parsed and checked against its payload hash.
     fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError>;
 

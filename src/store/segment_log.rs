@@ -273,6 +273,28 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Checks that the file takes writes again: rescans if poisoned, then writes a page of
+    /// zeros past the end, fsyncs and cuts it off again (zeros past the end are a torn tail
+    /// anyway, should a crash come in between).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        const PROBE_BYTES: usize = 4096;
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.poisoned {
+            self.rescan(&mut tail)?;
+        }
+        let file = tail.file.clone();
+        let probed = write_all_at(file.as_ref(), &[0u8; PROBE_BYTES], tail.end)
+            .and_then(|_| file.sync_data())
+            .and_then(|_| file.set_len(tail.end))
+            .and_then(|_| file.sync_data());
+        if let Err(error) = probed {
+            tail.poisoned = true;
+            let _ = file.set_len(tail.end);
+            return Err(io(error));
+        }
+        Ok(())
+    }
+
     /// Appends records (which must continue at `last_seq() + 1`) and fdatasyncs. On any
     /// failure nothing of the batch counts and the log is poisoned until rescanned.
     pub fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError> {
