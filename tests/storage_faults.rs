@@ -69,7 +69,7 @@ enum Scenario {
     Armed(Fault),
     /// The file cannot grow past this many bytes until the workload ends.
     Enospc(usize),
-    /// The Nth write fails, and so does every truncate and fsync for 200 ms (recovery
+    /// The Nth write fails, and so does every truncate, fsync and read for 200 ms (recovery
     /// itself keeps failing, then works).
     StuckRecovery(u64),
 }
@@ -101,7 +101,7 @@ async fn iteration(scenario: Scenario, totals: &mut Totals) -> (u64, u64, u64) {
                 nth,
                 sticky: false,
             });
-            for op in [Op::SetLen, Op::Sync] {
+            for op in [Op::SetLen, Op::Sync, Op::Read] {
                 disk.inject(Fault::Fail {
                     op,
                     nth: 1,

@@ -1,6 +1,7 @@
 //! A fault-injecting `LogFile` for tests (audit test plan B1): an in-memory file that keeps
 //! apart what reads see (the page cache) and what would survive a power loss (synced bytes),
-//! and fails chosen operations: the Nth write, fsync or truncate (once, or until cleared),
+//! and fails chosen operations: the Nth write, fsync, truncate or read (once, or until
+//! cleared),
 //! ENOSPC after a byte budget (with a partial write), and an fsync that fails once and
 //! drops the dirty pages ("fsyncgate": reads still show them, the disk never gets them).
 
@@ -15,6 +16,7 @@ pub enum Op {
     Write,
     Sync,
     SetLen,
+    Read,
 }
 
 /// What to inject.
@@ -37,7 +39,7 @@ struct Model {
     dirty: Vec<Range<usize>>,
     /// Dropped by a failed fsync: never reach `synced` unless written again.
     lost: Vec<Range<usize>>,
-    calls: [u64; 3],
+    calls: [u64; 4],
     faults: Vec<Fault>,
     /// ENOSPC once the file would grow past this many bytes.
     capacity: Option<usize>,
@@ -49,6 +51,7 @@ fn index(op: Op) -> usize {
         Op::Write => 0,
         Op::Sync => 1,
         Op::SetLen => 2,
+        Op::Read => 3,
     }
 }
 
@@ -202,7 +205,10 @@ impl LogFile for FaultyDisk {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        let m = self.lock();
+        let mut m = self.lock();
+        if m.call(Op::Read).is_some() {
+            return Err(eio("read"));
+        }
         let offset = (offset as usize).min(m.current.len());
         let n = buf.len().min(m.current.len() - offset);
         buf[..n].copy_from_slice(&m.current[offset..offset + n]);

@@ -94,12 +94,20 @@ pub type LogFileOpener = Arc<dyn Fn() -> std::io::Result<Arc<dyn LogFile>> + Sen
 pub fn file_opener(path: &Path) -> LogFileOpener {
     let path: PathBuf = path.to_path_buf();
     Arc::new(move || {
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)?;
+        if !existed {
+            // A new file's directory entry must be durable before anything in it is
+            // acknowledged.
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
         Ok(Arc::new(file) as Arc<dyn LogFile>)
     })
 }
