@@ -1,7 +1,8 @@
 //! The single writer against an in-memory store: group commit acknowledges only what was
 //! appended, a failed append acknowledges nothing and the writer recovers (and
 //! re-derives its state from the store), callers get a timeout (and given-up commands are skipped) when the writer is
-//! stuck, and a clean shutdown leaves a snapshot and a signed checkpoint.
+//! stuck, a panic in the writer or a critical task ends the process (checked in a child
+//! process), and a clean shutdown leaves a snapshot and a signed checkpoint.
 
 use headscale::core::{Actor, Command, Timestamp};
 use headscale::engine::{self, Clock, EngineError, EngineOptions};
@@ -231,4 +232,128 @@ async fn callers_get_a_timeout_when_the_writer_is_stuck_and_given_up_commands_ar
     // bob was already being written (it may commit); carol's caller had gone: never run.
     assert!(engine.state().user_by_name("carol").is_none());
     assert_eq!(store.inner.head().seq, events[0].seq);
+}
+
+/// A store whose appends panic (a bug in the writer's path).
+#[derive(Clone)]
+struct PanickingStore(MemoryStore);
+
+impl EventStore for PanickingStore {
+    fn head(&self) -> headscale::store::Head {
+        self.0.head()
+    }
+    fn append(
+        &self,
+        _records: &[headscale::store::StoredRecord],
+    ) -> Result<(), headscale::store::StoreError> {
+        panic!("injected panic in append")
+    }
+    fn read(
+        &self,
+        seq: u64,
+    ) -> Result<Option<headscale::store::StoredRecord>, headscale::store::StoreError> {
+        self.0.read(seq)
+    }
+    fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Box<
+        dyn Iterator<Item = Result<headscale::store::StoredRecord, headscale::store::StoreError>>
+            + '_,
+    > {
+        self.0.read_range(from, to)
+    }
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), headscale::store::StoreError> {
+        self.0.put_snapshot(seq, bytes)
+    }
+    fn snapshot_at_or_before(
+        &self,
+        seq: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, headscale::store::StoreError> {
+        self.0.snapshot_at_or_before(seq)
+    }
+    fn put_checkpoint(
+        &self,
+        checkpoint: &headscale::store::Checkpoint,
+    ) -> Result<(), headscale::store::StoreError> {
+        self.0.put_checkpoint(checkpoint)
+    }
+    fn checkpoints(
+        &self,
+    ) -> Result<Vec<headscale::store::Checkpoint>, headscale::store::StoreError> {
+        self.0.checkpoints()
+    }
+}
+
+/// Set in the child process of the supervision tests: which part to make panic.
+const SUPERVISE_CHILD: &str = "HEADSCALE_TEST_SUPERVISE_CHILD";
+
+/// What the child does: make the writer thread or a critical task panic, then wait (the
+/// process must end by itself well before the wait does).
+fn supervised_child(which: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        match which {
+            "writer" => {
+                let store = PanickingStore(MemoryStore::new());
+                let engine = engine::start(
+                    Box::new(move || Ok(Arc::new(store.clone()) as Arc<dyn EventStore>)),
+                    Box::new(FixedClock),
+                    ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+                    EngineOptions::default(),
+                )
+                .unwrap();
+                let _ = engine.execute(Actor::LocalSocket, create("boom")).await;
+            }
+            _ => headscale::supervise::spawn_critical("test", async {
+                panic!("injected panic in a critical task")
+            }),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    });
+}
+
+/// Runs this test binary again as the child for `which`; returns its exit code and stderr.
+fn run_supervised_child(test: &str, which: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(SUPERVISE_CHILD, which)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_panic_in_the_writer_thread_ends_the_process_with_a_clear_line() {
+    if let Ok(which) = std::env::var(SUPERVISE_CHILD) {
+        return supervised_child(&which);
+    }
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_supervised_child(
+        "a_panic_in_the_writer_thread_ends_the_process_with_a_clear_line",
+        "writer",
+    );
+    assert_eq!(code, Some(headscale::supervise::EXIT_CRITICAL), "{stderr}");
+    assert!(
+        stderr.contains("fatal: the engine writer thread panicked"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn a_panic_in_a_critical_task_ends_the_process_with_a_clear_line() {
+    if let Ok(which) = std::env::var(SUPERVISE_CHILD) {
+        return supervised_child(&which);
+    }
+    let (code, stderr) = run_supervised_child(
+        "a_panic_in_a_critical_task_ends_the_process_with_a_clear_line",
+        "task",
+    );
+    assert_eq!(code, Some(headscale::supervise::EXIT_CRITICAL), "{stderr}");
+    assert!(stderr.contains("fatal: the test task panicked"), "{stderr}");
 }
