@@ -234,9 +234,10 @@ async fn callers_get_a_timeout_when_the_writer_is_stuck_and_given_up_commands_ar
     assert_eq!(store.inner.head().seq, events[0].seq);
 }
 
-/// A store whose appends panic (a bug in the writer's path).
+/// A store whose appends panic (a bug in the writer's path), or, with `broken`, fail and
+/// never recover (a disk gone for good).
 #[derive(Clone)]
-struct PanickingStore(MemoryStore);
+struct PanickingStore(MemoryStore, bool);
 
 impl EventStore for PanickingStore {
     fn head(&self) -> headscale::store::Head {
@@ -246,7 +247,17 @@ impl EventStore for PanickingStore {
         &self,
         _records: &[headscale::store::StoredRecord],
     ) -> Result<(), headscale::store::StoreError> {
+        if self.1 {
+            return Err(headscale::store::StoreError::Io(
+                "injected: disk gone".into(),
+            ));
+        }
         panic!("injected panic in append")
+    }
+    fn recover(&self) -> Result<(), headscale::store::StoreError> {
+        Err(headscale::store::StoreError::Io(
+            "injected: still gone".into(),
+        ))
     }
     fn read(
         &self,
@@ -295,13 +306,16 @@ fn supervised_child(which: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         match which {
-            "writer" => {
-                let store = PanickingStore(MemoryStore::new());
+            "writer" | "recovery" => {
+                let store = PanickingStore(MemoryStore::new(), which == "recovery");
                 let engine = engine::start(
                     Box::new(move || Ok(Arc::new(store.clone()) as Arc<dyn EventStore>)),
                     Box::new(FixedClock),
                     ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
-                    EngineOptions::default(),
+                    EngineOptions {
+                        recovery_deadline: std::time::Duration::from_millis(300),
+                        ..EngineOptions::default()
+                    },
                 )
                 .unwrap();
                 let _ = engine.execute(Actor::LocalSocket, create("boom")).await;
@@ -356,4 +370,21 @@ fn a_panic_in_a_critical_task_ends_the_process_with_a_clear_line() {
     );
     assert_eq!(code, Some(headscale::supervise::EXIT_CRITICAL), "{stderr}");
     assert!(stderr.contains("fatal: the test task panicked"), "{stderr}");
+}
+
+#[test]
+fn recovery_that_keeps_failing_ends_the_process_after_its_deadline() {
+    if let Ok(which) = std::env::var(SUPERVISE_CHILD) {
+        return supervised_child(&which);
+    }
+    let (code, stderr) = run_supervised_child(
+        "recovery_that_keeps_failing_ends_the_process_after_its_deadline",
+        "recovery",
+    );
+    assert_eq!(code, Some(headscale::supervise::EXIT_CRITICAL), "{stderr}");
+    assert!(
+        stderr.contains("fatal: the event store could not be recovered"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("still gone"), "{stderr}");
 }
