@@ -1,7 +1,9 @@
 //! The metrics listener (`metrics_listen_addr`): Prometheus `/metrics`, and `/debug/*` JSON
 //! pages for operators and integration harnesses (nodes, live sessions, HA routes, the policy
-//! and each node's packet filter, the DERP map). The debug pages answer loopback callers only:
-//! they show every node's addresses and rules.
+//! and each node's packet filter, the DERP map). The debug pages answer loopback callers only
+//! (IPv4-mapped loopback included): they show every node's addresses and rules. The listener
+//! is served by `listener.rs` (header deadline, [`MAX_CONNECTIONS`]); no page reads a request
+//! body. `/debug/filter` without `?node=` is paged ([`FILTER_PAGE_MAX`] nodes at most).
 
 use crate::control::map_hub::MapHub;
 use crate::core::ids::NodeId;
@@ -15,6 +17,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+
+/// Connections at once on the metrics listener, and from one source.
+pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+/// Nodes per `/debug/filter` page (each costs a pass over every node for its peer count).
+pub const FILTER_PAGE_DEFAULT: usize = 50;
+pub const FILTER_PAGE_MAX: usize = 200;
 
 #[derive(Clone)]
 pub struct DebugContext {
@@ -40,7 +49,7 @@ const PAGES: &[(&str, &str)] = &[
     ("/debug/policy", "the policy in force"),
     (
         "/debug/filter",
-        "each node's packet filter and SSH policy (?node=ID for one)",
+        "each node's packet filter and SSH policy (?node=ID for one; else paged: ?offset=&limit=)",
     ),
     ("/debug/derp", "the DERP map handed to clients"),
     ("/debug/dns", "the DNS config handed to clients"),
@@ -66,7 +75,7 @@ async fn loopback_only(request: Request, next: Next) -> Response {
     let from_loopback = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|info| info.0.ip().is_loopback());
+        .is_some_and(|info| info.0.ip().to_canonical().is_loopback());
     if !from_loopback {
         return (
             StatusCode::FORBIDDEN,
@@ -194,6 +203,9 @@ async fn policy(State(ctx): State<DebugContext>) -> Json<Value> {
 #[derive(Deserialize)]
 struct FilterQuery {
     node: Option<u64>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
 }
 
 async fn filter(State(ctx): State<DebugContext>, Query(query): Query<FilterQuery>) -> Response {
@@ -223,8 +235,27 @@ async fn filter(State(ctx): State<DebugContext>, Query(query): Query<FilterQuery
         )
             .into_response(),
         None => {
-            let all: Vec<Value> = state.nodes.keys().map(|id| view(*id)).collect();
-            Json(json!({"nodes": all})).into_response()
+            let limit = query
+                .limit
+                .unwrap_or(FILTER_PAGE_DEFAULT)
+                .clamp(1, FILTER_PAGE_MAX);
+            let total = state.nodes.len();
+            let page: Vec<Value> = state
+                .nodes
+                .keys()
+                .skip(query.offset)
+                .take(limit)
+                .map(|id| view(*id))
+                .collect();
+            let end = query.offset.saturating_add(page.len());
+            Json(json!({
+                "total": total,
+                "offset": query.offset,
+                "limit": limit,
+                "next": (end < total).then_some(end),
+                "nodes": page,
+            }))
+            .into_response()
         }
     }
 }
@@ -274,6 +305,12 @@ mod tests {
     async fn debug_pages_answer_loopback_only() {
         assert_eq!(status_from("127.0.0.1:5000").await, StatusCode::OK);
         assert_eq!(status_from("[::1]:5000").await, StatusCode::OK);
+        // A dual-stack bind sees IPv4 loopback as IPv4-mapped IPv6.
+        assert_eq!(status_from("[::ffff:127.0.0.1]:5000").await, StatusCode::OK);
+        assert_eq!(
+            status_from("[::ffff:192.0.2.7]:5000").await,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(status_from("192.0.2.7:5000").await, StatusCode::FORBIDDEN);
         assert_eq!(
             status_from("[2001:db8::1]:5000").await,

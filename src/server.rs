@@ -4,6 +4,7 @@
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
+use crate::conn_limits::ConnLimits;
 use crate::control::extra_records_file::RecordsFile;
 use crate::control::map_hub::{HubOptions, MapHub};
 use crate::control::map_stream::MachineContext;
@@ -20,12 +21,10 @@ use crate::tailcfg::SharedJson;
 use anyhow::Context as _;
 use axum::routing::get;
 use axum::Router;
-use std::future::IntoFuture;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt as _;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -93,7 +92,7 @@ pub fn live_context(
         policy_in_database: config.policy.mode == PolicyMode::Database,
         checkpoint_key: read_checkpoint_key(config),
         presence,
-        auth: api::AuthGuard::new(&config.trusted_proxies),
+        auth: api::AuthGuard::for_listener(&config.listen_addr, &config.trusted_proxies),
         pending: None,
     }
 }
@@ -165,12 +164,40 @@ pub async fn load_policy_file(config: &Config, engine: &EngineHandle) -> anyhow:
     Ok(())
 }
 
-/// Binds the unix socket, replacing a stale socket file left by a crash.
+/// Binds the unix socket, replacing a stale socket file left by a crash (audit L7).
+///
+/// The socket is bound inside a fresh private (0700) directory beside its final path, given
+/// its configured mode there, and only then renamed into place: there is no moment when it
+/// exists with the umask's permissions where others can reach it. A socket directory that is
+/// world-writable without the sticky bit is refused (anyone could replace the socket), and a
+/// mode that lets every local user write (connect) is warned about: that user is an admin.
 fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let path = &config.unix_socket;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create socket dir {}", dir.display()))?;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create socket dir {}", dir.display()))?;
+    let dir_mode = std::fs::metadata(&dir)
+        .with_context(|| format!("cannot stat socket dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if !socket_dir_is_safe(dir_mode) {
+        anyhow::bail!(
+            "socket dir {} is writable by everyone and not sticky (mode {:o}): another user could replace the admin socket; use a private directory",
+            dir.display(),
+            dir_mode & 0o7777
+        );
+    }
+    let mode = config.unix_socket_mode()?;
+    if mode & 0o002 != 0 {
+        tracing::warn!(
+            socket = %path.display(),
+            mode = format!("{mode:o}"),
+            "unix_socket_permission lets every local user use the admin socket (full admin rights); 0770 or stricter is advised"
+        );
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -179,12 +206,33 @@ fn bind_unix_socket(config: &Config) -> anyhow::Result<tokio::net::UnixListener>
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
-    let mode = config.unix_socket_mode()?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot chmod {}", path.display()))?;
-    Ok(listener)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "headscale.sock".into());
+    let private = dir.join(format!(".{name}.{:016x}", rand::random::<u64>()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let bound = (|| {
+        let staged = private.join(&name);
+        let listener = tokio::net::UnixListener::bind(&staged)
+            .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", staged.display()))?;
+        std::fs::rename(&staged, path)
+            .with_context(|| format!("cannot move the socket into {}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
+/// A directory where only its owner (or, with the sticky bit, each file's owner) can remove
+/// or replace entries.
+fn socket_dir_is_safe(mode: u32) -> bool {
+    mode & 0o002 == 0 || mode & 0o1000 != 0
 }
 
 /// The DERP map handed to clients, as JSON.
@@ -313,72 +361,57 @@ fn public_router(
                 .post(control::upgrade::handle)
                 .with_state(control::upgrade::ControlContext {
                     server_key: server_key.clone(),
-                    machine_router: control::machine::router(machine),
+                    machine_router: control::machine::router(
+                        machine,
+                        control::machine::BodyBudget::default(),
+                    ),
                 }),
         )
         .merge(api)
 }
 
-/// A connection must finish its request headers this long after it starts one; a silent
-/// or trickling peer is closed instead of held forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for open HTTP requests (upgraded Noise sessions are not waited for).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The TCP listener: HTTP/1.1 (with upgrades, for `/ts2021`) and HTTP/2, like `axum::serve`,
-/// plus a header read timeout, which `axum::serve` does not set.
-async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        // The peer address travels with each request (API rate limits, logs).
-        let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
-            move |request: hyper::Request<hyper::body::Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                request
-            },
-        ));
-        let tcp = crate::first_bytes::FirstBytesDeadline::new(tcp, HEADER_READ_TIMEOUT);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended");
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and sizes the public listener's
+/// connection caps to fit it (audit M5).
+fn connection_limits(config: &Config) -> Arc<ConnLimits> {
+    let configured = config.tuning.max_connections;
+    let max = match crate::conn_limits::raise_fd_limit() {
+        Ok(fd) => {
+            let max = crate::conn_limits::fit_to_fd_limit(configured, fd.soft);
+            tracing::info!(
+                soft_before = fd.soft_before,
+                soft = fd.soft,
+                hard = fd.hard,
+                max_connections = max,
+                per_source = config.tuning.max_connections_per_ip,
+                "file descriptor limit"
+            );
+            if max < configured {
+                tracing::warn!(
+                    configured,
+                    max_connections = max,
+                    fd_limit = fd.soft,
+                    "connection cap lowered to fit the file descriptor limit; raise the hard RLIMIT_NOFILE (e.g. LimitNOFILE=) to serve more"
+                );
             }
-        });
+            max
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise RLIMIT_NOFILE; connection cap not fitted");
+            configured
+        }
+    };
+    let trusted = crate::conn_limits::parse_trusted_proxies(&config.trusted_proxies);
+    let listen_on_loopback = config
+        .listen_addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|addr| addr.ip().is_loopback());
+    if listen_on_loopback && trusted.is_empty() {
+        tracing::warn!(
+            "listening on loopback without trusted_proxies: behind a same-host proxy every client shares one source, so the per-source connection cap ({}) and handshake rate apply to all of them; list the proxy in trusted_proxies",
+            config.tuning.max_connections_per_ip
+        );
     }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-    }
+    ConnLimits::behind(max, config.tuning.max_connections_per_ip, trusted)
 }
 
 /// Runs the server until `shutdown` resolves or a SIGTERM/SIGINT arrives.
@@ -386,6 +419,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let connection_limits = connection_limits(&config);
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     // Before the engine, so a bad file stops the start before anything is recorded.
     let extra_records = match &config.dns.extra_records_path {
@@ -435,11 +469,12 @@ pub async fn run(
     let local = api::router(ctx.clone())
         .layer(axum::middleware::from_fn(api::local_trust))
         .merge(api::openapi::router());
-    let unix_server = tokio::spawn(
-        axum::serve(unix, local)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let unix_server = tokio::spawn(crate::listener::serve_unix(
+        unix,
+        local,
+        crate::listener::UNIX_MAX_CONNECTIONS,
+        stopped(stop_rx.clone()),
+    ));
     if let Some(file) = extra_records {
         tracing::info!(
             path = %file.path().display(),
@@ -458,14 +493,17 @@ pub async fn run(
             engine: engine.clone(),
             hub: machine.hub.clone(),
         });
-        tokio::spawn(
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-        )
+        // The same accept loop as the main listener (header deadline), with small caps.
+        tokio::spawn(crate::listener::serve(
+            listener,
+            None,
+            router,
+            ConnLimits::new(
+                crate::debug_listener::MAX_CONNECTIONS,
+                crate::debug_listener::MAX_CONNECTIONS_PER_SOURCE,
+            ),
+            stopped(stop_rx.clone()),
+        ))
     });
     let cors = api::cors::layer(&config.api.cors);
     if cors.is_some() {
@@ -480,17 +518,13 @@ pub async fn run(
             stopped(stop_rx.clone()),
         )));
     }
-    let tcp_stopped = stopped(stop_rx.clone());
-    let tcp_server = match tls {
-        Some(acceptor) => tokio::spawn(async move {
-            crate::tls::serve(tcp, acceptor, public, tcp_stopped).await;
-            Ok(())
-        }),
-        None => tokio::spawn(async move {
-            serve_tcp(tcp, public, tcp_stopped).await;
-            Ok::<(), std::io::Error>(())
-        }),
-    };
+    let tcp_server = tokio::spawn(crate::listener::serve(
+        tcp,
+        tls,
+        public,
+        connection_limits,
+        stopped(stop_rx.clone()),
+    ));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -522,4 +556,62 @@ pub async fn run(
     let _ = std::fs::remove_file(&config.unix_socket);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_dirs_writable_by_all_must_be_sticky() {
+        assert!(socket_dir_is_safe(0o755));
+        assert!(socket_dir_is_safe(0o770));
+        assert!(socket_dir_is_safe(0o1777));
+        assert!(!socket_dir_is_safe(0o777));
+        assert!(!socket_dir_is_safe(0o773));
+    }
+
+    fn config_in(dir: &Path, permission: &str) -> Config {
+        Config {
+            unix_socket: dir.join("sock/headscale.sock"),
+            unix_socket_permission: permission.into(),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_socket_appears_with_its_mode_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "0660");
+        let listener = bind_unix_socket(&config).unwrap();
+        let meta = std::fs::metadata(&config.unix_socket).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        // Only the socket is left in its directory (the private staging dir is gone).
+        let entries: Vec<_> = std::fs::read_dir(dir.path().join("sock"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("headscale.sock")]);
+        // It answers at its final path; a second server is refused.
+        let _client = tokio::net::UnixStream::connect(&config.unix_socket)
+            .await
+            .unwrap();
+        let second = bind_unix_socket(&config).unwrap_err().to_string();
+        assert!(second.contains("already listening"), "{second}");
+        // A stale socket (no listener) is replaced.
+        drop(listener);
+        bind_unix_socket(&config).unwrap();
+    }
+
+    #[test]
+    fn a_world_writable_socket_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("sock");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = bind_unix_socket(&config_in(dir.path(), "0770"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("writable by everyone"), "{error}");
+    }
 }

@@ -81,6 +81,25 @@ fn start(path: &Path) -> Result<State, StoreError> {
     load_state(&store, None)
 }
 
+/// `DiskStore::open`, waiting up to 5 s for a sled handle this process just dropped (its
+/// background threads may hold sled's lock a moment) to let go.
+fn open_when_unlocked(path: &Path) -> Result<DiskStore, StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match DiskStore::open(path, 1 << 20) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `start` through `open_when_unlocked`.
+fn start_when_unlocked(path: &Path) -> Result<State, StoreError> {
+    load_state(&open_when_unlocked(path)?, None)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -319,7 +338,8 @@ fn flip_sled_values(tree: &str, pristine: &Path, expected: &State, scratch: &Pat
             t.insert(key, damaged).unwrap();
             db.flush().unwrap();
         }
-        let state = std::panic::catch_unwind(|| start(&path))
+        // sled's background threads of the handle just dropped may hold its lock a moment.
+        let state = std::panic::catch_unwind(|| start_when_unlocked(&path))
             .unwrap_or_else(|_| panic!("{tree} bit {bit}: start panicked"))
             .unwrap_or_else(|e| panic!("{tree} bit {bit}: start refused: {e}"));
         assert_eq!(
@@ -329,9 +349,7 @@ fn flip_sled_values(tree: &str, pristine: &Path, expected: &State, scratch: &Pat
         // The engine starts on it and commits.
         let opened = path.clone();
         let engine = engine::start(
-            Box::new(move || {
-                Ok(Arc::new(DiskStore::open(&opened, 1 << 20)?) as Arc<dyn EventStore>)
-            }),
+            Box::new(move || Ok(Arc::new(open_when_unlocked(&opened)?) as Arc<dyn EventStore>)),
             Box::new(FixedClock),
             ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
             EngineOptions::default(),

@@ -447,6 +447,8 @@ const T0: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 const BASE_DOMAIN: &str = "tailnet.example";
+/// 9999-12-31T00:00:00Z, the expiry a modified client asks for to never re-authenticate (M4).
+const YEAR_9999: i64 = 253_402_214_400_000;
 
 /// User names and whether they are valid.
 const USER_NAMES: &[(&str, bool)] = &[
@@ -921,7 +923,7 @@ fn register_op() -> impl Strategy<Value = Op> {
             1 => user_pick().prop_map(Auth::Admin),
             2 => key_pick().prop_map(Auth::Key)
         ],
-        option::of(-DAY..30 * DAY),
+        option::of(prop_oneof![9 => -DAY..30 * DAY, 1 => Just(YEAR_9999 - T0)]),
         any::<u64>(),
     )
         .prop_map(
@@ -1111,10 +1113,13 @@ proptest! {
         let bytes = encode_snapshot(&prefix).unwrap();
         let restored = decode_snapshot(&bytes).unwrap();
         prop_assert_eq!(&restored, &prefix);
+        // The derived lookups are not serialised: decoding rebuilds them.
+        prop_assert!(restored.index_is_consistent());
         prop_assert_eq!(&fold(restored, &all[k..]), &full);
 
         let json: State = serde_json::from_value(full.canonical_json()).unwrap();
         prop_assert_eq!(&json, &full);
+        prop_assert!(json.index_is_consistent());
     }
 
     /// The same through the memory store: batched appends with a proper prev_hash chain, a
@@ -1183,6 +1188,7 @@ struct ModelKey {
 #[derive(Debug, Clone)]
 struct ModelNode {
     machine: u8,
+    node_key: u8,
     user: Option<u64>,
     tags: BTreeSet<String>,
     name: String,
@@ -1309,10 +1315,11 @@ impl Model {
             Op::DeleteKey { id } => self.keys.remove(&id.id()).is_some(),
             Op::Register {
                 machine,
+                node_key,
                 host,
                 auth,
                 ..
-            } => self.register(*machine, HOSTS[*host].1, *auth, now),
+            } => self.register(*machine, *node_key, HOSTS[*host].1, *auth, now),
             Op::DeleteNode { id } => self.nodes.remove(&id.id()).is_some(),
             Op::ExpireNode { id, .. } => self.nodes.contains_key(&id.id()),
             Op::RenameNode { id, name } => {
@@ -1366,7 +1373,7 @@ impl Model {
         }
     }
 
-    fn register(&mut self, machine: u8, label: &str, auth: Auth, now: i64) -> bool {
+    fn register(&mut self, machine: u8, node_key: u8, label: &str, auth: Auth, now: i64) -> bool {
         let (user, tags, key) = match auth {
             Auth::Admin(user) => {
                 let user = user.id();
@@ -1404,8 +1411,19 @@ impl Model {
                 return false;
             }
         }
+        // A node key belongs to one node: no other node may hold it (M1).
+        if self
+            .nodes
+            .iter()
+            .any(|(id, n)| n.node_key == node_key && Some(*id) != existing)
+        {
+            return false;
+        }
         let node = match existing {
-            Some(id) => id,
+            Some(id) => {
+                self.nodes.get_mut(&id).unwrap().node_key = node_key;
+                id
+            }
             None => {
                 let name = self.free_node_name(label);
                 let id = self.next_node;
@@ -1414,6 +1432,7 @@ impl Model {
                     id,
                     ModelNode {
                         machine,
+                        node_key,
                         user,
                         tags,
                         name,
@@ -1458,6 +1477,8 @@ fn compare(model: &Model, state: &State, now: Timestamp) -> Result<(), TestCaseE
     for node in state.nodes.values() {
         let machine = model.nodes[&node.id.0].machine;
         prop_assert_eq!(node.machine_key, MachineKey([machine; 32]));
+        let node_key = model.nodes[&node.id.0].node_key;
+        prop_assert_eq!(node.node_key, NodeKey([node_key; 32]));
     }
 
     let real_keys: BTreeMap<u64, (bool, bool)> = state
@@ -1565,6 +1586,23 @@ impl Invariants {
         prop_assert!(state.last_at >= self.last_at);
         self.last_at = state.last_at;
         for envelope in &driver.envelopes[self.seen..] {
+            // A client-requested expiry never outlives the configured node expiry (M4). The
+            // config is the state's: a config change is a step of its own.
+            let limit = state.config.core.node_expiry_secs;
+            let granted = match &envelope.event {
+                Event::NodeRegistered(reg) => Some(reg.expiry),
+                Event::NodeReauthenticated { expiry, .. } => Some(*expiry),
+                _ => None,
+            };
+            if let Some(granted) = granted.filter(|_| limit > 0) {
+                let latest = envelope.at.0 + limit as i64 * 1000;
+                prop_assert!(
+                    granted.is_none_or(|t| t.0 <= latest),
+                    "expiry {:?} granted at {:?} beyond node.expiry",
+                    granted,
+                    envelope.at
+                );
+            }
             match &envelope.event {
                 Event::NodeExpiryChanged { id, expiry } if expiry.is_some() => {
                     self.admin_expiry.insert(*id);
@@ -1604,6 +1642,21 @@ impl Invariants {
         let api_keys = state.api_keys.keys().map(|i| i.0);
         self.api_keys.check(api_keys, next.api_key, "api key")?;
 
+        // A node key belongs to at most one node (M1), and the derived lookups agree with
+        // the maps.
+        prop_assert!(state.index_is_consistent(), "the state's index drifted");
+        let mut node_keys = HashSet::new();
+        for node in state.nodes.values() {
+            prop_assert!(
+                node_keys.insert(node.node_key),
+                "node key {} held twice",
+                node.node_key
+            );
+            prop_assert_eq!(
+                state.node_by_node_key(&node.node_key).map(|n| n.id),
+                Some(node.id)
+            );
+        }
         let mut names = HashSet::new();
         let mut v4 = HashSet::new();
         let mut v6 = HashSet::new();
@@ -1932,6 +1985,17 @@ proptest! {
             for (viewer, (_, client)) in &sessions {
                 let (_, full) = SessionView::full(*viewer, &state, &fresh, &context, driver.now).unwrap();
                 client.check(&serde_json::to_value(&full).unwrap())?;
+                // M3: an expired or unapproved viewer knows nothing of the tailnet.
+                if state.nodes[viewer].is_revoked(driver.now) {
+                    prop_assert!(client.peers.is_empty(), "revoked {} sees peers", viewer);
+                    prop_assert_eq!(
+                        client.filter.as_ref(),
+                        Some(&serde_json::json!({"base": []})),
+                        "revoked {} has a filter",
+                        viewer
+                    );
+                    prop_assert_eq!(client.dns.as_ref(), Some(&serde_json::json!({})));
+                }
             }
         }
     }

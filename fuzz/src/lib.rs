@@ -277,8 +277,8 @@ pub fn check_upgrade_request(data: &[u8]) {
 /// encoding (the same types, serialized) unchanged.
 pub fn check_control_json(data: &[u8]) {
     use headscale::control::map_stream::report_of;
-    use headscale::control::register::hostinfo_from_wire;
     use headscale::core::keys::{DiscoKey, NodeKey};
+    use headscale::core::limits::{self, Mode};
     use headscale::tailcfg::{Hostinfo, MapRequest, RegisterRequest};
     if let Ok(request) = serde_json::from_slice::<RegisterRequest>(data) {
         let _ = NodeKey::parse(&request.node_key, false);
@@ -287,7 +287,7 @@ pub fn check_control_json(data: &[u8]) {
             .expiry
             .as_deref()
             .and_then(headscale::core::Timestamp::parse_rfc3339);
-        let _ = hostinfo_from_wire(request.hostinfo.as_ref());
+        let _ = limits::normalise_hostinfo(request.hostinfo.as_ref(), Mode::Refuse);
         let value = serde_json::to_value(&request).expect("encodes");
         let again: RegisterRequest = serde_json::from_value(value.clone()).expect("decodes again");
         assert_eq!(serde_json::to_value(&again).expect("encodes"), value);
@@ -295,10 +295,24 @@ pub fn check_control_json(data: &[u8]) {
     if let Ok(request) = serde_json::from_slice::<MapRequest>(data) {
         let _ = NodeKey::parse(&request.node_key, false);
         let _ = DiscoKey::parse(&request.disco_key, false);
-        let _ = report_of(&request);
+        // Whatever a map request carries, what is kept is within the named limits.
+        let (report, facts) = report_of(&request);
+        if let Some(shown) = &report.hostinfo {
+            let len = serde_json::to_vec(shown.as_ref()).expect("encodes").len();
+            assert!(len <= limits::MAX_HOSTINFO_JSON_BYTES);
+        }
+        assert!(report
+            .endpoints
+            .is_none_or(|e| e.len() <= limits::MAX_ENDPOINTS));
+        if let Some(facts) = facts {
+            assert!(facts.hostname.len() <= limits::MAX_HOSTNAME_BYTES);
+            assert!(facts.advertised_routes.len() <= limits::MAX_ROUTES);
+            assert!(facts.requested_tags.len() <= limits::MAX_TAGS);
+            assert!(facts.ssh_host_keys.len() <= limits::MAX_SSH_HOST_KEYS);
+        }
         if let Some(raw) = &request.hostinfo {
             if let Ok(wire) = serde_json::from_value::<Hostinfo>(raw.clone()) {
-                let _ = hostinfo_from_wire(Some(&wire));
+                let _ = limits::normalise_hostinfo(Some(&wire), Mode::Truncate);
             }
         }
         let value = serde_json::to_value(&request).expect("encodes");

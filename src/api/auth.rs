@@ -1,7 +1,10 @@
 //! Bearer API keys on the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by prefix
 //! and compared by hash in constant time (with a dummy compare for unknown prefixes).
-//! Repeated failures from one source are answered 429 with `Retry-After` until the source
-//! cools down, so a key cannot be guessed at network speed. When each key was last used is
+//! Repeated failures from one source (an IPv4 address, or an IPv6 /64) are answered 429 with
+//! `Retry-After` until the source cools down. The secrets are far too long to guess, so this
+//! limiter protects the logs and the CPU, not the keys: a *valid* key is always let through,
+//! even from a locked-out source, so a neighbour behind the same NAT or proxy cannot lock an
+//! admin out (L3). When each key was last used is
 //! volatile (kept here, not in the log): recording every API call as an event would bury
 //! the audit trail in reads.
 
@@ -24,8 +27,11 @@ pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a source that went over the limit is refused.
 pub const LOCKOUT: Duration = Duration::from_secs(60);
-/// Sources tracked at once; beyond it, stale entries are dropped first (memory stays bounded
-/// whatever a scanner does).
+/// Sources tracked at once (memory stays bounded whatever a scanner does). When the table is
+/// full, stale entries are dropped first, then the oldest one still counting; a live lockout
+/// is never dropped. A table full of live lockouts tracks no newcomer until the first of them
+/// ends: the newcomer's failures are answered 401 but not counted (they cost a hash compare
+/// each, and a valid key from anywhere still gets through).
 const MAX_SOURCES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -45,8 +51,22 @@ pub struct AuthGuard {
 
 #[derive(Default)]
 struct Inner {
+    /// Keyed by [`bucket`].
     failures: HashMap<IpAddr, Failures>,
+    /// Set when the table was found full of live lockouts: until then, newcomers are not
+    /// tracked (no point scanning the table again before the first lockout ends).
+    full_until: Option<Instant>,
     last_seen: HashMap<ApiKeyId, Timestamp>,
+}
+
+/// The address a source's failures are counted under: an IPv4 address (IPv4-mapped IPv6
+/// included) as is, an IPv6 address by its /64 (one subscriber's usual allocation, so a host
+/// cannot escape its count by rotating through its 2^64 addresses).
+fn bucket(source: IpAddr) -> IpAddr {
+    match source.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::from(u64::MAX))).into()),
+        v4 => v4,
+    }
 }
 
 impl AuthGuard {
@@ -65,6 +85,16 @@ impl AuthGuard {
         }
     }
 
+    /// [`AuthGuard::new`] for the TCP listener on `listen_addr`, warning once when the listener
+    /// is on loopback and no proxy is trusted: that is the usual reverse-proxy set-up, where
+    /// every client would share the proxy's address and so one failure budget.
+    pub fn for_listener(listen_addr: &str, trusted_proxies: &[String]) -> AuthGuard {
+        if let Some(warning) = proxy_warning(listen_addr, trusted_proxies) {
+            tracing::warn!("{warning}");
+        }
+        AuthGuard::new(trusted_proxies)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -77,29 +107,52 @@ impl AuthGuard {
     /// How long `source` must still wait, if it is locked out.
     fn locked_for(&self, source: IpAddr, now: Instant) -> Option<Duration> {
         let inner = self.lock();
-        let until = inner.failures.get(&source)?.locked_until?;
+        let until = inner.failures.get(&bucket(source))?.locked_until?;
         (until > now).then(|| until - now)
     }
 
-    /// Counts a failure; the lockout left if this one crossed the limit.
+    /// Counts a failure; the lockout left if this one crossed the limit (or the source is
+    /// still locked out).
     fn fail(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        let source = bucket(source);
         let mut inner = self.lock();
         if inner.failures.len() >= MAX_SOURCES && !inner.failures.contains_key(&source) {
-            inner.failures.retain(|_, f| {
-                now.duration_since(f.window_start) < FAILURE_WINDOW
-                    || f.locked_until.is_some_and(|u| u > now)
-            });
+            if inner.full_until.is_some_and(|until| until > now) {
+                return None;
+            }
+            let live = |f: &Failures| f.locked_until.is_some_and(|u| u > now);
+            inner
+                .failures
+                .retain(|_, f| now.duration_since(f.window_start) < FAILURE_WINDOW || live(f));
             if inner.failures.len() >= MAX_SOURCES {
-                // Still full of live entries: forget the oldest window.
-                if let Some(oldest) = inner
+                // Still full: forget the oldest window that is only counting, never a lockout.
+                let oldest = inner
                     .failures
                     .iter()
+                    .filter(|(_, f)| !live(f))
                     .min_by_key(|(_, f)| f.window_start)
-                    .map(|(ip, _)| *ip)
-                {
-                    inner.failures.remove(&oldest);
+                    .map(|(ip, _)| *ip);
+                match oldest {
+                    Some(oldest) => {
+                        inner.failures.remove(&oldest);
+                    }
+                    None => {
+                        // Full of live lockouts: do not track the newcomer.
+                        inner.full_until =
+                            inner.failures.values().filter_map(|f| f.locked_until).min();
+                        return None;
+                    }
                 }
             }
+        }
+        if let Some(until) = inner
+            .failures
+            .get(&source)
+            .and_then(|f| f.locked_until)
+            .filter(|until| *until > now)
+        {
+            // Already locked out: the lockout runs its course, not extended by more failures.
+            return Some(until - now);
         }
         let entry = inner.failures.entry(source).or_insert(Failures {
             count: 0,
@@ -154,6 +207,18 @@ impl AuthGuard {
     }
 }
 
+/// The start-up warning of [`AuthGuard::for_listener`], if it applies.
+fn proxy_warning(listen_addr: &str, trusted_proxies: &[String]) -> Option<String> {
+    let ip = listen_addr.parse::<SocketAddr>().ok()?.ip();
+    (ip.to_canonical().is_loopback() && trusted_proxies.is_empty()).then(|| {
+        format!(
+            "listen_addr {listen_addr} is loopback and trusted_proxies is empty: behind a reverse \
+             proxy every API client counts as the proxy's address, so their API-key failures \
+             share one limit; set trusted_proxies to the proxy's address"
+        )
+    })
+}
+
 fn too_many(wait: Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut response = error::status_body(
@@ -177,11 +242,6 @@ pub async fn require_api_key(
         return next.run(request).await;
     }
     let guard = &ctx.auth;
-    let source = guard.source(&request);
-    let now = Instant::now();
-    if let Some(wait) = guard.locked_for(source, now) {
-        return too_many(wait);
-    }
     let header = request
         .headers()
         .get(AUTHORIZATION)
@@ -196,8 +256,15 @@ pub async fn require_api_key(
         .strip_prefix("Bearer ")
         .and_then(|token| authenticate_api_key(&state, token, at));
     let Some(id) = key else {
+        // Only a failure consults the limiter: a valid key is let through even from a source
+        // that is locked out (the limiter guards the logs and the CPU, not the secrets).
+        let source = guard.source(&request);
+        let now = Instant::now();
+        let was_locked = guard.locked_for(source, now).is_some();
         if let Some(wait) = guard.fail(source, now) {
-            tracing::warn!(%source, "API key failures over the limit; refusing this source for a while");
+            if !was_locked {
+                tracing::warn!(%source, "API key failures over the limit; refusing this source for a while");
+            }
             return too_many(wait);
         }
         return error::unauthorized();
@@ -255,6 +322,94 @@ mod tests {
             guard.fail(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert!(guard.lock().failures.len() <= MAX_SOURCES);
+    }
+
+    #[test]
+    fn ipv6_sources_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let guard = AuthGuard::new(&[]);
+        let t0 = Instant::now();
+        let in_64 = |host: u32| {
+            IpAddr::from(
+                format!("2001:db8:1:2::{host:x}")
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap(),
+            )
+        };
+        for host in 1..=MAX_FAILURES {
+            assert_eq!(guard.fail(in_64(host), t0), None, "host {host}");
+        }
+        // The eleventh failure from yet another address of the same /64 locks the /64.
+        assert_eq!(guard.fail(in_64(0xffff), t0), Some(LOCKOUT));
+        assert!(guard.locked_for(in_64(0xabcd), t0).is_some());
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(guard.locked_for(next_64, t0), None);
+        // An IPv4-mapped IPv6 peer is the IPv4 address it maps.
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            guard.fail(mapped, t0);
+        }
+        assert_eq!(guard.fail(v4, t0), Some(LOCKOUT));
+    }
+
+    #[test]
+    fn live_lockouts_are_never_evicted_and_a_full_table_ignores_newcomers() {
+        let guard = AuthGuard::new(&[]);
+        let t0 = Instant::now();
+        let ip = |i: u32| IpAddr::from(i.to_be_bytes());
+        for i in 0..MAX_SOURCES as u32 {
+            for _ in 0..=MAX_FAILURES {
+                guard.fail(ip(i), t0);
+            }
+        }
+        assert!(guard.locked_for(ip(0), t0).is_some());
+        // A newcomer over the limit is not tracked, and evicts nobody.
+        let newcomer = ip(u32::MAX);
+        for attempt in 0..3 * MAX_FAILURES {
+            assert_eq!(guard.fail(newcomer, t0), None, "attempt {attempt}");
+        }
+        assert_eq!(guard.locked_for(newcomer, t0), None);
+        assert_eq!(guard.lock().failures.len(), MAX_SOURCES);
+        for i in 0..MAX_SOURCES as u32 {
+            assert!(
+                guard.locked_for(ip(i), t0).is_some(),
+                "source {i} lost its lockout"
+            );
+        }
+        // Once the lockouts have run out, the newcomer is counted again.
+        let later = t0 + LOCKOUT;
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(guard.fail(newcomer, later), None);
+        }
+        assert_eq!(guard.fail(newcomer, later), Some(LOCKOUT));
+    }
+
+    #[test]
+    fn a_full_table_evicts_a_counting_entry_before_a_lockout() {
+        let guard = AuthGuard::new(&[]);
+        let t0 = Instant::now();
+        let ip = |i: u32| IpAddr::from(i.to_be_bytes());
+        // The oldest entry is a lockout; all others only count.
+        for _ in 0..=MAX_FAILURES {
+            guard.fail(ip(0), t0);
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        for i in 1..MAX_SOURCES as u32 {
+            guard.fail(ip(i), t1);
+        }
+        guard.fail(ip(u32::MAX), t1);
+        assert_eq!(guard.lock().failures.len(), MAX_SOURCES);
+        assert!(guard.locked_for(ip(0), t1).is_some());
+        assert!(guard.lock().failures.contains_key(&ip(u32::MAX)));
+    }
+
+    #[test]
+    fn a_loopback_listener_without_trusted_proxies_is_warned_about() {
+        assert!(proxy_warning("127.0.0.1:8080", &[]).is_some());
+        assert!(proxy_warning("[::1]:8080", &[]).is_some());
+        assert!(proxy_warning("127.0.0.1:8080", &["127.0.0.1".into()]).is_none());
+        assert!(proxy_warning("0.0.0.0:8080", &[]).is_none());
+        assert!(proxy_warning("[::]:8080", &[]).is_none());
     }
 
     #[test]

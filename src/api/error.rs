@@ -1,6 +1,7 @@
 //! The one place HTTP errors are shaped: every failure becomes a status code and headscale's
 //! error body `{code, message, details}` (gRPC status codes, as headscale's gateway sends).
-//! Internal failures are logged and answered with a generic message.
+//! Internal failures are logged with their detail under a random error id and answered with a
+//! generic message naming only that id (I1: no storage paths or I/O error text reach clients).
 
 use crate::core::command::RejectionKind;
 use crate::engine::EngineError;
@@ -80,6 +81,11 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// What a client is told about an internal failure: nothing but the id the log line carries.
+fn internal_message(error_id: &str) -> String {
+    format!("internal error (error id {error_id}; the server log has the detail)")
+}
+
 /// An error response with an explicit status and gRPC code.
 pub fn status_body(status: StatusCode, code: i32, message: &str) -> Response {
     (
@@ -98,8 +104,9 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Internal(detail) => {
-                tracing::error!(%detail, "internal error answering an API request");
-                format!("internal error: {detail}")
+                let error_id = format!("{:016x}", rand::random::<u64>());
+                tracing::error!(%error_id, %detail, "internal error answering an API request");
+                internal_message(&error_id)
             }
             other => other.to_string(),
         };
@@ -160,4 +167,60 @@ pub fn unauthorized() -> Response {
         "Unauthorized",
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_errors_answer_an_id_and_log_the_detail_under_it() {
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let log = log.clone();
+                move || log.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let detail = "storage I/O failed: open /var/lib/headscale/db.sled/events.log: EIO";
+        let response = tracing::subscriber::with_default(subscriber, || {
+            ApiError::Internal(detail.into()).into_response()
+        });
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], 13);
+        let message = body["message"].as_str().unwrap();
+        assert!(!message.contains("/var/lib"), "{message}");
+        assert!(!message.contains("EIO"), "{message}");
+        let id = message
+            .strip_prefix("internal error (error id ")
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_else(|| panic!("no error id in {message:?}"));
+        assert_eq!(id.len(), 16, "{message}");
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line = logged
+            .lines()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("the log has no line with error id {id}: {logged}"));
+        assert!(line.contains(detail), "{line}");
+    }
 }

@@ -2,17 +2,31 @@
 //! the whole state at any past point, and the policy document (get, set, check).
 
 use super::wire::{self, EventWire};
-use super::{resolve_at, ApiContext, ApiError, ApiJson};
+use super::{blocking, resolve_at, ApiContext, ApiError, ApiJson};
 use crate::core::event::Event;
 use crate::core::ids::NodeId;
 use crate::core::{Actor, Command};
 use crate::store::replay::{read_envelopes, verify_chain};
+use crate::store::EventStore;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 /// At most this many events in one answer; the CLI pages with `since`.
 pub const MAX_EVENTS_PER_PAGE: usize = 100_000;
+
+/// At most this many records are read for one answer, matching or not: a filter that rarely
+/// matches stops here and the answer says where to resume (`nextSince`), so no request scans
+/// the whole log at once.
+pub const MAX_SCANNED_PER_PAGE: u64 = 200_000;
+
+/// An answer stops adding events once their JSON passes this size (at least one event is
+/// always sent), so a page of large events cannot build a response of gigabytes.
+pub const MAX_PAGE_BYTES: usize = 32 << 20;
+
+/// The follow stream reads the log in chunks of at most this many records and sends each
+/// chunk before reading the next, so it holds at most one chunk, whatever the log's length.
+pub const FOLLOW_CHUNK: u64 = 1024;
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -34,10 +48,15 @@ pub struct EventsQuery {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EventList {
     events: Vec<EventWire>,
-    /// True when `limit` cut the list short.
+    /// True when the answer stops before `until` (the `limit`, the scan budget of 200 000
+    /// records, or the 32 MiB size budget of one answer); continue with `since=nextSince`.
     truncated: bool,
+    /// Where to resume when `truncated`: every record up to this seq has been examined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_since: Option<String>,
 }
 
 /// Which events a query selects (type, node, user).
@@ -120,28 +139,64 @@ pub async fn list_events(
             .map(IntoResponse::into_response);
     }
     let store = ctx.store();
-    let until = match query.until.as_deref().filter(|u| !u.is_empty()) {
-        Some(text) => resolve_at(store.as_ref(), text)?,
-        None => store.head().seq,
-    };
+    let since = query.since.unwrap_or(0);
+    let until = query.until.filter(|u| !u.is_empty());
     let limit = query
         .limit
         .unwrap_or(MAX_EVENTS_PER_PAGE)
         .min(MAX_EVENTS_PER_PAGE);
+    let page = blocking(move || {
+        let until = match until {
+            Some(text) => resolve_at(store.as_ref(), &text)?,
+            None => store.head().seq,
+        };
+        scan_page(
+            store.as_ref(),
+            &filter,
+            since,
+            until,
+            limit,
+            MAX_SCANNED_PER_PAGE,
+        )
+    })
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+/// One page of `list_events`: the events after `since` up to `until` that `filter` selects,
+/// stopping at `limit` matches, after `budget` records read, or once the events' JSON passes
+/// [`MAX_PAGE_BYTES`], whichever comes first.
+fn scan_page(
+    store: &dyn EventStore,
+    filter: &EventFilter,
+    since: u64,
+    until: u64,
+    limit: usize,
+    budget: u64,
+) -> Result<EventList, ApiError> {
     let mut events = Vec::new();
-    let mut truncated = false;
-    for envelope in read_envelopes(store.as_ref(), query.since.unwrap_or(0) + 1, until) {
+    let mut bytes = 0;
+    // The last seq examined; the page is complete when it reaches `until`.
+    let mut examined = since;
+    let end = until.min(since.saturating_add(budget));
+    for envelope in read_envelopes(store, since + 1, end) {
         let envelope = envelope?;
-        if !filter.matches(&envelope.event) {
-            continue;
+        if filter.matches(&envelope.event) {
+            if events.len() == limit || bytes >= MAX_PAGE_BYTES {
+                break;
+            }
+            let event = wire::event(&envelope);
+            bytes += json_len(&event);
+            events.push(event);
         }
-        if events.len() == limit {
-            truncated = true;
-            break;
-        }
-        events.push(wire::event(&envelope));
+        examined = envelope.seq;
     }
-    Ok(Json(EventList { events, truncated }).into_response())
+    let truncated = examined < until;
+    Ok(EventList {
+        events,
+        truncated,
+        next_since: truncated.then(|| examined.to_string()),
+    })
 }
 
 type SseItem = Result<axum::response::sse::Event, std::convert::Infallible>;
@@ -180,55 +235,105 @@ fn follow_events(
         )));
     }
     struct Cursor {
-        store: std::sync::Arc<dyn crate::store::EventStore>,
+        store: std::sync::Arc<dyn EventStore>,
         published: tokio::sync::watch::Receiver<crate::engine::Published>,
-        filter: EventFilter,
+        filter: std::sync::Arc<EventFilter>,
         /// The last seq read (sent or filtered out).
         read: u64,
-        ready: std::collections::VecDeque<SseItem>,
+        /// The head as of the last read; more is waiting while `read < head`.
+        head: u64,
+        /// The matching events of the last chunk not sent yet.
+        ready: std::vec::IntoIter<SseItem>,
     }
     let cursor = Cursor {
         store,
         published,
-        filter,
+        filter: std::sync::Arc::new(filter),
         read: start,
-        ready: Default::default(),
+        head,
+        ready: Vec::new().into_iter(),
     };
     let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
         loop {
-            if let Some(item) = cursor.ready.pop_front() {
+            if let Some(item) = cursor.ready.next() {
                 return Some((item, cursor));
             }
-            let head = cursor.store.head().seq;
-            if head > cursor.read {
-                for envelope in read_envelopes(cursor.store.as_ref(), cursor.read + 1, head) {
-                    let Ok(envelope) = envelope else {
-                        // A record that cannot be read ends the stream; the client sees the
-                        // close and can retry from its Last-Event-ID.
-                        return None;
-                    };
-                    cursor.read = envelope.seq;
-                    if cursor.filter.matches(&envelope.event) {
-                        let data = serde_json::to_string(&wire::event(&envelope))
-                            .unwrap_or_else(|_| "{}".into());
-                        cursor
-                            .ready
-                            .push_back(Ok(axum::response::sse::Event::default()
-                                .id(envelope.seq.to_string())
-                                .event(envelope.event.kind())
-                                .data(data)));
-                    }
+            if cursor.read >= cursor.head {
+                // Nothing unread as of the last look: wait for the next publication (or the
+                // engine stopping), then look again. The receiver was subscribed before the
+                // first look, so nothing appended in between goes unnoticed.
+                if cursor.published.changed().await.is_err() {
+                    return None;
                 }
-                cursor.read = cursor.read.max(head);
-                continue;
             }
-            // Nothing new: wait for the next publication (or the engine stopping).
-            if cursor.published.changed().await.is_err() {
-                return None;
-            }
+            let (store, filter, from) = (cursor.store.clone(), cursor.filter.clone(), cursor.read);
+            // A record that cannot be read ends the stream; the client sees the close and can
+            // retry from its Last-Event-ID.
+            let chunk =
+                tokio::task::spawn_blocking(move || read_chunk(store.as_ref(), &filter, from))
+                    .await
+                    .ok()?
+                    .ok()?;
+            cursor.read = chunk.read;
+            cursor.head = chunk.head;
+            cursor.ready = chunk.items.into_iter();
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The length of `value`'s JSON, counted without building it.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing wire types into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// One chunk of the follow stream: the events after `after` up to [`FOLLOW_CHUNK`] records
+/// further (or the head), as SSE items.
+struct Chunk {
+    items: Vec<SseItem>,
+    /// The last seq read.
+    read: u64,
+    /// The head when the chunk was read.
+    head: u64,
+}
+
+fn read_chunk(
+    store: &dyn EventStore,
+    filter: &EventFilter,
+    after: u64,
+) -> Result<Chunk, crate::store::StoreError> {
+    let head = store.head().seq;
+    let to = head.min(after.saturating_add(FOLLOW_CHUNK));
+    let mut items = Vec::new();
+    for envelope in read_envelopes(store, after + 1, to) {
+        let envelope = envelope?;
+        if filter.matches(&envelope.event) {
+            let data =
+                serde_json::to_string(&wire::event(&envelope)).unwrap_or_else(|_| "{}".into());
+            items.push(Ok(axum::response::sse::Event::default()
+                .id(envelope.seq.to_string())
+                .event(envelope.event.kind())
+                .data(data)));
+        }
+    }
+    Ok(Chunk {
+        items,
+        read: to.max(after),
+        head,
+    })
 }
 
 #[utoipa::path(
@@ -248,12 +353,15 @@ pub async fn show_event(
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("invalid seq {seq:?}: expected a number")))?;
     let store = ctx.store();
-    let record = store.read(seq)?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "event {seq} not found (the log ends at {})",
-            store.head().seq
-        ))
-    })?;
+    let record = blocking(move || {
+        store.read(seq)?.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "event {seq} not found (the log ends at {})",
+                store.head().seq
+            ))
+        })
+    })
+    .await?;
     let envelope = record
         .envelope()
         .map_err(|e| ApiError::Internal(format!("event {seq} is corrupt: {e}")))?;
@@ -274,7 +382,8 @@ pub async fn show_event(
 )]
 pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = ctx.store();
-    match verify_chain(store.as_ref(), ctx.checkpoint_key.as_ref()) {
+    let key = ctx.checkpoint_key;
+    match blocking(move || Ok(verify_chain(store.as_ref(), key.as_ref()))).await? {
         Ok(report) => Ok(Json(serde_json::json!({
             "ok": true,
             "events": report.events.to_string(),
@@ -282,6 +391,8 @@ pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Va
             "checkpointsVerified": report.checkpoints_verified,
             "signaturesChecked": ctx.checkpoint_key.is_some(),
         }))),
+        // The store could not be read: no verdict, and the I/O detail goes to the log (I1).
+        Err(error @ crate::store::StoreError::Io(_)) => Err(error.into()),
         Err(error) => Ok(Json(serde_json::json!({
             "ok": false,
             "error": error.to_string(),
@@ -393,4 +504,111 @@ pub async fn check_policy(
     crate::core::policy::check_for_state(&body.policy, &state)
         .map_err(|e| ApiError::BadRequest(crate::core::Rejection::InvalidPolicy(e).to_string()))?;
     Ok(Json(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::UserId;
+    use crate::core::{Envelope, Timestamp};
+    use crate::store::memory::MemoryStore;
+    use crate::store::record::encode_chain;
+
+    /// A log of `n` events: one user created, then renamed over and over.
+    fn store_with(n: u64) -> MemoryStore {
+        let envelopes: Vec<Envelope> = (1..=n)
+            .map(|seq| Envelope {
+                seq,
+                at: Timestamp::from_unix_ms(seq as i64),
+                actor: Actor::System,
+                event: if seq == 1 {
+                    Event::UserCreated {
+                        id: UserId(1),
+                        name: "ann".into(),
+                        display_name: String::new(),
+                        email: String::new(),
+                    }
+                } else {
+                    Event::UserRenamed {
+                        id: UserId(1),
+                        name: format!("u{seq}"),
+                    }
+                },
+            })
+            .collect();
+        let store = MemoryStore::new();
+        store
+            .append(&encode_chain(&envelopes, Default::default()).unwrap())
+            .unwrap();
+        store
+    }
+
+    fn only(kind: &str) -> EventFilter {
+        EventFilter {
+            kinds: Some(vec![kind.into()]),
+            node: None,
+            user: None,
+        }
+    }
+
+    const ALL: EventFilter = EventFilter {
+        kinds: None,
+        node: None,
+        user: None,
+    };
+
+    fn seqs(page: &EventList) -> Vec<String> {
+        page.events.iter().map(|e| e.seq.clone()).collect()
+    }
+
+    #[test]
+    fn a_page_cut_by_limit_resumes_after_its_last_event() {
+        let store = store_with(50);
+        let page = scan_page(&store, &ALL, 0, 50, 10, 1000).unwrap();
+        assert_eq!(seqs(&page).len(), 10);
+        assert!(page.truncated);
+        assert_eq!(page.next_since.as_deref(), Some("10"));
+        let rest = scan_page(&store, &ALL, 10, 50, 100, 1000).unwrap();
+        assert_eq!(seqs(&rest).first().map(String::as_str), Some("11"));
+        assert_eq!(seqs(&rest).len(), 40);
+        assert!(!rest.truncated);
+        assert_eq!(rest.next_since, None);
+    }
+
+    #[test]
+    fn a_rare_filter_stops_at_the_scan_budget_and_says_where_to_resume() {
+        let store = store_with(50);
+        let page = scan_page(&store, &only("UserDeleted"), 0, 50, 10, 20).unwrap();
+        assert!(page.events.is_empty());
+        assert!(page.truncated);
+        assert_eq!(page.next_since.as_deref(), Some("20"));
+        // The last stretch ends at `until`: complete.
+        let last = scan_page(&store, &only("UserDeleted"), 40, 50, 10, 20).unwrap();
+        assert!(!last.truncated);
+        // A match at the edge of the budget is included, and resuming goes on after it.
+        let page = scan_page(&store, &only("UserCreated"), 0, 50, 10, 1).unwrap();
+        assert_eq!(seqs(&page), ["1"]);
+        assert_eq!(page.next_since.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn follow_chunks_hold_at_most_a_chunk_and_cover_the_log() {
+        let total = 3 * FOLLOW_CHUNK + 7;
+        let store = store_with(total);
+        let mut after = 0;
+        let mut sent = 0;
+        while after < total {
+            let chunk = read_chunk(&store, &ALL, after).unwrap();
+            assert!(chunk.items.len() as u64 <= FOLLOW_CHUNK);
+            assert_eq!(chunk.head, total);
+            assert!(chunk.read > after);
+            sent += chunk.items.len() as u64;
+            after = chunk.read;
+        }
+        assert_eq!(sent, total);
+        // At the head: nothing, and the cursor stays.
+        let chunk = read_chunk(&store, &ALL, total).unwrap();
+        assert!(chunk.items.is_empty());
+        assert_eq!(chunk.read, total);
+    }
 }

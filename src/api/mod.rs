@@ -70,18 +70,19 @@ impl ApiContext {
         }
     }
 
-    /// The state now, or at a past point given as a seq or an RFC 3339 time.
+    /// The state now, or at a past point given as a seq or an RFC 3339 time. The live state
+    /// is a pointer copy; a rebuild (`?at=`, or the CLI's offline mode) reads the store and
+    /// replays, so it runs [`off_runtime`].
     pub fn state_at(&self, at: Option<&str>) -> Result<Arc<State>, ApiError> {
         let at = at.map(str::trim).filter(|a| !a.is_empty());
-        match (&self.backend, at) {
-            (Backend::Live(engine), None) => Ok(engine.state()),
-            (_, None) => Ok(Arc::new(load_state(self.store().as_ref(), None)?)),
-            (_, Some(at)) => {
-                let store = self.store();
-                let seq = resolve_at(store.as_ref(), at)?;
-                Ok(Arc::new(load_state(store.as_ref(), Some(seq))?))
-            }
+        if let (Backend::Live(engine), None) = (&self.backend, at) {
+            return Ok(engine.state());
         }
+        let store = self.store();
+        off_runtime(|| {
+            let upto = at.map(|at| resolve_at(store.as_ref(), at)).transpose()?;
+            Ok(Arc::new(load_state(store.as_ref(), upto)?))
+        })
     }
 
     async fn execute(&self, actor: Actor, command: Command) -> Result<Vec<Envelope>, ApiError> {
@@ -97,6 +98,31 @@ impl ApiContext {
     fn now(&self) -> Timestamp {
         (self.now)()
     }
+}
+
+/// Runs `work` (store reads that can take long: a replay, a search over the log) without
+/// holding a runtime worker. On tokio's multi-thread runtime (the server's and the CLI's) the
+/// worker hands its other tasks to a fresh worker for the duration (`block_in_place`), so a
+/// long rebuild never delays other requests; elsewhere (a current-thread runtime, no runtime)
+/// it just runs. For work that can be moved, prefer [`blocking`].
+fn off_runtime<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Runs `work` (log scans, chain verification) on tokio's blocking pool, so the runtime's
+/// workers stay free for other requests while it reads the store.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("a store read on the blocking pool failed: {e}")))?
 }
 
 /// Parses `--at`: a seq number, or an RFC 3339 time mapped to the last seq at or before it.

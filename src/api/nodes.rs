@@ -262,24 +262,7 @@ pub async fn set_tags(
     ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let id = node_id(&id)?;
-    // As headscale: under a policy, only tags it defines (in `tagOwners`) may be set.
-    let state = ctx.state_at(None)?;
-    if let Some(policy) = &state.policy {
-        if let Ok(policy) = crate::core::policy::checked::Policy::parse(&policy.text) {
-            let unknown: Vec<&str> = body
-                .tags
-                .iter()
-                .filter(|t| t.starts_with("tag:") && !policy.tag_owners.contains_key(*t))
-                .map(String::as_str)
-                .collect();
-            if !unknown.is_empty() {
-                return Err(ApiError::BadRequest(format!(
-                    "requested tags [{}] are invalid or not permitted",
-                    unknown.join(" ")
-                )));
-            }
-        }
-    }
+    // Tags the policy does not define are refused by `decide` (`RequestedTagsNotPermitted`).
     ctx.execute(
         actor,
         Command::SetNodeTags {
@@ -429,10 +412,14 @@ fn pending(ctx: &ApiContext) -> Result<&crate::control::pending::PendingLogins, 
         .ok_or_else(|| ApiError::BadRequest("no daemon is running: nothing is pending".into()))
 }
 
-fn no_pending(key: &str) -> ApiError {
-    ApiError::NotFound(format!(
-        "no pending registration with key {key:?} (it may have expired; `tailscale up` shows a new one)"
-    ))
+/// A pending-login lookup that found no single login: unknown (404), or a node key that
+/// names several (M2: refused, never one picked at random).
+fn lookup_error(error: crate::control::pending::LookupError) -> ApiError {
+    use crate::control::pending::LookupError;
+    match error {
+        LookupError::NotFound(_) => ApiError::NotFound(error.to_string()),
+        LookupError::Ambiguous { .. } => ApiError::Conflict(error.to_string()),
+    }
 }
 
 /// Registers the pending login `key` for `user` — or, without a user, for the owner of the
@@ -445,9 +432,7 @@ async fn complete_login(
 ) -> Result<Json<NodeResponse>, ApiError> {
     valid_auth_id(key.trim())?;
     let pending = pending(ctx)?;
-    let Some((id, login)) = pending.find(key.trim()) else {
-        return Err(no_pending(key));
-    };
+    let (id, login) = pending.find(key.trim()).map_err(lookup_error)?;
     let state = ctx.state_at(None)?;
     let owner = match user.filter(|u| !u.is_empty()) {
         Some(user) => find_user(&state, user)?,
@@ -539,9 +524,7 @@ pub async fn auth_approve(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_auth_id(body.auth_id.trim())?;
     let pending = pending(&ctx)?;
-    let Some((_, login)) = pending.find(body.auth_id.trim()) else {
-        return Err(no_pending(&body.auth_id));
-    };
+    let (_, login) = pending.find(body.auth_id.trim()).map_err(lookup_error)?;
     // A machine without a node has no owner to approve it for: like headscale, the answer is
     // success, and the login keeps waiting for `auth register --user`.
     let known = ctx
@@ -570,9 +553,7 @@ pub async fn auth_reject(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_auth_id(body.auth_id.trim())?;
     let pending = pending(&ctx)?;
-    let Some((id, _)) = pending.find(body.auth_id.trim()) else {
-        return Err(no_pending(&body.auth_id));
-    };
+    let (id, _) = pending.find(body.auth_id.trim()).map_err(lookup_error)?;
     pending.finish(
         &id,
         crate::control::pending::Outcome::Rejected(

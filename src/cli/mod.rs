@@ -296,7 +296,7 @@ async fn follow_events(api: &Transport, format: Format, path: &str) -> anyhow::R
         let mut out = std::io::stdout().lock();
         match format {
             Format::Human => {
-                let row: Vec<String> = EVENT_COLUMNS.iter().map(|c| (c.cell)(&event)).collect();
+                let row = output::row(EVENT_COLUMNS, &event);
                 if !header_printed {
                     let headers: Vec<&str> = EVENT_COLUMNS.iter().map(|c| c.header).collect();
                     writeln!(out, "{}", headers.join(" | "))?;
@@ -316,7 +316,7 @@ async fn follow_events(api: &Transport, format: Format, path: &str) -> anyhow::R
 /// Prints a single object: the wire shape, or `message` for humans.
 fn print_one(format: Format, value: &Value, message: &str) -> anyhow::Result<()> {
     if format == Format::Human {
-        println!("{message}");
+        println!("{}", output::escape(message));
         Ok(())
     } else {
         output::print_machine(format, value)
@@ -878,7 +878,7 @@ async fn policy(api: &Transport, format: Format, command: &PolicyCommand) -> any
                 )
                 .await?;
             if format == Format::Human {
-                println!("{}", text(&value, "policy"));
+                println!("{}", output::escape_multiline(&text(&value, "policy")));
                 Ok(())
             } else {
                 output::print_machine(format, &value)
@@ -1024,7 +1024,14 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 .await?;
             output::print_list(format, &items(&value, "events"), EVENT_COLUMNS)?;
             if value.get("truncated").and_then(Value::as_bool) == Some(true) {
-                eprintln!("note: the list was cut short; continue with --since <last seq>");
+                match value.get("nextSince").and_then(Value::as_str) {
+                    Some(next) => {
+                        eprintln!("note: the list was cut short; continue with --since {next}")
+                    }
+                    None => {
+                        eprintln!("note: the list was cut short; continue with --since <last seq>")
+                    }
+                }
             }
             Ok(())
         }
@@ -1033,7 +1040,7 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 .call(Method::GET, &format!("/api/v1/events/{seq}"), None)
                 .await?;
             if format == Format::Human {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                println!("{}", output::human_json(&value)?);
                 Ok(())
             } else {
                 output::print_machine(format, &value)
@@ -1042,7 +1049,10 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
         EventsCommand::Verify => {
             let value = api.call(Method::GET, "/api/v1/events/verify", None).await?;
             if value.get("ok").and_then(Value::as_bool) != Some(true) {
-                bail!("the event log does not verify: {}", text(&value, "error"));
+                bail!(
+                    "the event log does not verify: {}",
+                    output::escape(&text(&value, "error"))
+                );
             }
             let signatures =
                 if value.get("signaturesChecked").and_then(Value::as_bool) == Some(true) {

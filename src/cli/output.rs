@@ -1,5 +1,12 @@
 //! Output formats: `json`, `json-line` and `yaml` print the API's wire shape; `human` prints
 //! an aligned table (lists) or a short line (single objects).
+//!
+//! Much of what is printed comes from clients (a node's hostname, tags, …). Human output is
+//! for a terminal, so every cell and line of it goes through [`escape`]: control characters
+//! (ESC, CR, LF, OSC sequences' BEL, C1 controls) and bidi overrides become visible escapes
+//! and cannot move the cursor, rewrite a row, set the clipboard (OSC 52), plant links
+//! (OSC 8) or reorder text (audit L2). `json`, `json-line` and `yaml` stay raw (programs read
+//! them; JSON escapes C0 controls itself).
 
 use clap::ValueEnum;
 use serde_json::Value;
@@ -25,9 +32,69 @@ pub fn print_machine(format: Format, value: &Value) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::JsonLine => println!("{}", serde_json::to_string(value)?),
         Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
-        Format::Human => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Human => println!("{}", human_json(value)?),
     }
     Ok(())
+}
+
+/// Whether a terminal could act on `c` rather than show it: every control character (C0 with
+/// ESC, CR, LF and TAB; DEL; C1, which some terminals take as 8-bit CSI/OSC) and the marks that
+/// reorder text (LRM, RLM, ALM, the embeddings and overrides U+202A–U+202E, the isolates
+/// U+2066–U+2069).
+fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` safe for one line of a terminal: each character [`acts_on_terminal`] is written as
+/// a visible `\u{..}` escape (ESC is `\u{1b}`, CR `\u{d}`, U+202E `\u{202e}`).
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_except(text, &[])
+}
+
+/// [`escape`] for multi-line text (a policy document): newlines and tabs are kept.
+pub fn escape_multiline(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_except(text, &['\n', '\t'])
+}
+
+fn escape_except<'a>(text: &'a str, keep: &[char]) -> std::borrow::Cow<'a, str> {
+    let unsafe_char = |c: char| acts_on_terminal(c) && !keep.contains(&c);
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Pretty JSON for a terminal: still valid JSON, with what JSON leaves raw but a terminal
+/// would act on (DEL, C1 controls, bidi marks; JSON already escapes C0) written as `\uXXXX`.
+/// Such characters only occur inside strings, where the escape means the same character.
+pub fn human_json(value: &Value) -> anyhow::Result<String> {
+    let text = serde_json::to_string_pretty(value)?;
+    if !text.chars().any(acts_on_terminal) {
+        return Ok(text);
+    }
+    Ok(text
+        .chars()
+        .map(|c| {
+            // Outside strings, pretty JSON has only newlines and spaces.
+            if acts_on_terminal(c) && c != '\n' {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect())
 }
 
 /// Prints a list: as a table for humans, else as the wire array.
@@ -43,9 +110,23 @@ pub fn print_list(format: Format, items: &[Value], columns: &[Column]) -> anyhow
     Ok(())
 }
 
+/// One row of `columns` read from `item`, each cell [`escape`]d (for rows printed one at a
+/// time, like `events list --follow`).
+pub fn row(columns: &[Column], item: &Value) -> Vec<String> {
+    columns
+        .iter()
+        .map(|c| escape(&(c.cell)(item)).into_owned())
+        .collect()
+}
+
+/// The table for humans; every cell is [`escape`]d.
 pub fn render_table(columns: &[Column], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = columns.iter().map(|c| c.header.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -62,8 +143,8 @@ pub fn render_table(columns: &[Column], rows: &[Vec<String>]) -> String {
         out.trim_end().to_string() + "\n"
     };
     let mut out = line(columns.iter().map(|c| c.header).collect());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(|cell| cell.as_ref()).collect()));
     }
     out
 }
@@ -125,6 +206,31 @@ pub fn time(value: &Value, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_controls_and_bidi_marks_are_escaped() {
+        let hostile = "a\u{1b}]52;c;aGk=\u{7}b\rc\u{202e}d\u{2066}e\u{9b}f\u{7f}";
+        assert_eq!(
+            escape(hostile),
+            "a\\u{1b}]52;c;aGk=\\u{7}b\\u{d}c\\u{202e}d\\u{2066}e\\u{9b}f\\u{7f}"
+        );
+        assert!(matches!(
+            escape("plain-name ü"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(escape_multiline("a\n\tb\u{1b}"), "a\n\tb\\u{1b}");
+    }
+
+    #[test]
+    fn human_json_stays_json_without_raw_controls() {
+        let value = serde_json::json!({ "name": "x\u{1b}[2J\u{202e}\u{9b}y" });
+        let text = human_json(&value).unwrap();
+        assert!(
+            !text.chars().any(|c| acts_on_terminal(c) && c != '\n'),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+    }
 
     #[test]
     fn tables_align() {

@@ -9,6 +9,7 @@ pub mod early;
 pub mod frames;
 pub mod loadgen;
 pub mod netmap;
+pub mod raw;
 pub mod wire;
 
 use crate::control::noise::{self, NoiseError, RESPONSE_LEN};

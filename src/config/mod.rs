@@ -277,6 +277,11 @@ pub struct TuningConfig {
     /// A node whose stream dropped stays online this long, so a quick reconnect does not flap.
     #[serde(with = "duration")]
     pub node_offline_grace: Duration,
+    /// Connections at once on the main listener (plain or TLS, upgraded `/ts2021` and
+    /// `/derp` included); lowered at start to fit `RLIMIT_NOFILE`.
+    pub max_connections: usize,
+    /// Connections at once from one source address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for TuningConfig {
@@ -286,6 +291,8 @@ impl Default for TuningConfig {
             node_mapsession_buffered_chan_size: 30,
             map_keepalive_interval: Duration::from_secs(50),
             node_offline_grace: Duration::from_secs(10),
+            max_connections: crate::conn_limits::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: crate::conn_limits::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /register/<id>`: the page an AuthURL opens. It tells the user what to ask their
-//! admin to run; nothing on it is secret (the id only names a login that an admin must still
-//! approve).
+//! admin to run, and shows the machine-key fingerprint, source address and time so the admin
+//! can confirm with the user out of band; nothing on it is secret (the id only names a login
+//! that an admin must still approve). Only a registration id opens it, never a node key.
 
 use super::pending::PendingLogins;
 use axum::extract::{Path, State};
@@ -29,7 +30,8 @@ fn escape(text: &str) -> String {
 }
 
 async fn page(State(pending): State<PendingLogins>, Path(id): Path<String>) -> Response {
-    let Some((id, login)) = pending.find(&id) else {
+    // Only a registration id opens the page: a node key must not reveal one (L9).
+    let Some((login, origin)) = pending.by_id(&id) else {
         return (
             StatusCode::NOT_FOUND,
             Html(
@@ -40,14 +42,24 @@ async fn page(State(pending): State<PendingLogins>, Path(id): Path<String>) -> R
             .into_response();
     };
     let id = escape(&id);
-    let node_key = escape(&login.node_key.to_string());
     let host = escape(&login.hostinfo.hostname);
+    let machine = escape(&login.machine_key.short());
+    let source = origin
+        .source
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    let started = origin
+        .started
+        .map_or_else(|| "unknown".to_string(), |t| t.to_rfc3339());
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>headscale: machine registration</title>\n\
          <h1>Machine registration</h1>\n\
-         <p>Machine <b>{host}</b> is waiting to join. An administrator completes it with:</p>\n\
-         <pre>headscale nodes register --user USERNAME --key {id}</pre>\n\
-         <p>(The node key <code>{node_key}</code> works as <code>--key</code> too.)</p>\n"
+         <p>A machine calling itself <b>{host}</b> is waiting to join. Before approving, check \
+         with its owner that these match their machine:</p>\n\
+         <ul><li>machine key <code>{machine}</code>…</li>\n\
+         <li>connected from <code>{source}</code></li>\n\
+         <li>at <code>{started}</code></li></ul>\n\
+         <p>An administrator completes it with:</p>\n\
+         <pre>headscale nodes register --user USERNAME --key {id}</pre>\n"
     ))
     .into_response()
 }

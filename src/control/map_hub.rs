@@ -13,11 +13,19 @@
 //! offline for `node.ephemeral.inactivity_timeout` is deleted (a `NodeDeleted` by the
 //! system), and a node whose key expiry passes is re-rendered so peers see `Expired` at once
 //! (the expiry time itself is already in the log; nothing new is appended).
+//!
+//! Per-node budgets (`core::limits`, `governor` token buckets): presence reports that change
+//! something are applied at most 2/s per node (the rest merge, newest first, into a deferred
+//! report a later tick applies); reported facts wait in one "latest wins" slot per node that
+//! a separate task commits as `UpdateHostinfo` at most once per 10 s after a burst of 3; and
+//! the handle answers whether a node may open a stream or get a one-shot full map now.
 
 use crate::core::command::Command;
 use crate::core::event::Actor;
+use crate::core::event::NodeHostinfo;
 use crate::core::ids::NodeId;
-use crate::core::keys::DiscoKey;
+use crate::core::keys::{DiscoKey, MachineKey};
+use crate::core::limits;
 use crate::core::netmap::{Access, Delta, NetmapContext, NodePresence, PeerCache, SessionView};
 use crate::core::policy::Topology;
 use crate::core::routes::{self, Primaries};
@@ -26,13 +34,126 @@ use crate::core::State;
 use crate::engine::{Clock, EngineHandle, Published, SystemClock};
 use crate::tailcfg::{MapResponse, SharedJson};
 use axum::body::Bytes;
+use governor::clock::Clock as _;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// Commands from stream handlers to the hub.
 const HUB_QUEUE: usize = 4096;
+/// How long a caller waits for the engine (`limits`: engine command deadline).
+const ENGINE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One token bucket per node (`governor`'s keyed GCRA limiter: well-kept, lock-light, and
+/// its table is trimmed with `retain_recent`).
+type NodeLimiter = governor::DefaultKeyedRateLimiter<NodeId>;
+
+fn limiter(period: Duration, burst: u32) -> NodeLimiter {
+    let quota = governor::Quota::with_period(period)
+        .expect("a non-zero period")
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    governor::RateLimiter::keyed(quota)
+}
+
+/// Whether `node` may do one more of what `limiter` counts; if not, how long until it may.
+fn admit(limiter: &NodeLimiter, node: NodeId) -> Result<(), Duration> {
+    limiter.check_key(&node).map_err(|not_until| {
+        not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+    })
+}
+
+/// The newest facts (hostname, OS, routes, tags, SSH keys) each node wants recorded: one
+/// "latest wins" slot per node, committed by one task at most at the
+/// `limits::HOSTINFO_EVENT_*` rate, so a node that changes its Hostinfo on every request
+/// adds a bounded number of events to the log (and holds one slot, not a task per request).
+struct FactSlots {
+    wanted: Mutex<HashMap<NodeId, (MachineKey, NodeHostinfo)>>,
+    wake: Notify,
+    limiter: NodeLimiter,
+}
+
+impl FactSlots {
+    fn new() -> FactSlots {
+        FactSlots {
+            wanted: Mutex::default(),
+            wake: Notify::new(),
+            limiter: limiter(
+                Duration::from_secs(limits::HOSTINFO_EVENT_PERIOD_SECS),
+                limits::HOSTINFO_EVENT_BURST,
+            ),
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (MachineKey, NodeHostinfo)>> {
+        self.wanted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slots whose node may record now (and still wants something new), taken out.
+    fn due(&self, state: &State) -> Vec<(NodeId, MachineKey, NodeHostinfo)> {
+        let mut slots = self.slots();
+        slots.retain(|id, (_, facts)| state.nodes.get(id).is_some_and(|n| n.hostinfo != *facts));
+        let ready: Vec<NodeId> = slots
+            .keys()
+            .copied()
+            .filter(|id| self.limiter.check_key(id).is_ok())
+            .collect();
+        ready
+            .into_iter()
+            .filter_map(|id| slots.remove(&id).map(|(m, f)| (id, m, f)))
+            .collect()
+    }
+}
+
+/// The task behind `FactSlots`: commits what is due, then waits for a new wish (or, while
+/// some slot still waits for its node's next token, at most a second). Ends with the hub.
+/// It also trims the request limiters' tables (their keys are registered nodes, so they are
+/// bounded anyway; trimming forgets the idle ones).
+async fn record_facts(
+    engine: EngineHandle,
+    slots: Arc<FactSlots>,
+    requests: Arc<RequestLimits>,
+    hub: mpsc::WeakSender<HubMessage>,
+) {
+    loop {
+        let waiting = !slots.slots().is_empty();
+        let pause = if waiting {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        };
+        let _ = tokio::time::timeout(pause, slots.wake.notified()).await;
+        if hub.upgrade().is_none() {
+            return;
+        }
+        let due = slots.due(&engine.state());
+        let commands = due.into_iter().map(|(id, machine, hostinfo)| {
+            let engine = engine.clone();
+            async move {
+                let command = Command::UpdateHostinfo { id, hostinfo };
+                let result = tokio::time::timeout(
+                    ENGINE_DEADLINE,
+                    engine.execute(Actor::Machine(machine), command),
+                )
+                .await;
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::warn!(node = id.0, %error, "hostinfo not recorded"),
+                    Err(_) => tracing::warn!(
+                        node = id.0,
+                        "hostinfo not recorded: the engine did not answer in time"
+                    ),
+                }
+            }
+        });
+        // One batch: the engine commits them together.
+        futures_util::future::join_all(commands).await;
+        slots.limiter.retain_recent();
+        requests.full_maps.retain_recent();
+        requests.stream_opens.retain_recent();
+    }
+}
 
 /// What a client reports about itself on a map request. `None` fields leave the stored value
 /// alone (streaming requests are read-only for what they leave empty).
@@ -118,6 +239,16 @@ pub struct HubOptions {
 pub struct MapHub {
     tx: mpsc::Sender<HubMessage>,
     presence: PresenceTable,
+    facts: Arc<FactSlots>,
+    requests: Arc<RequestLimits>,
+}
+
+/// Per-node budgets for the map requests that cost the hub an O(nodes) render (M6).
+struct RequestLimits {
+    /// Non-streaming full maps (`limits::FULL_MAP_*`).
+    full_maps: NodeLimiter,
+    /// Stream (re)opens (`limits::STREAM_OPEN_*`).
+    stream_opens: NodeLimiter,
 }
 
 impl MapHub {
@@ -157,12 +288,55 @@ impl MapHub {
             going_offline: HashMap::new(),
             options,
             compressor: None,
+            presence_limiter: limiter(Duration::from_millis(limits::PRESENCE_UPDATE_PERIOD_MS), 1),
+            deferred: HashMap::new(),
         };
         for id in state.nodes.keys() {
             hub.track_timers(*id);
         }
         crate::supervise::spawn_critical("map hub", hub.run(rx));
-        MapHub { tx, presence }
+        let facts = Arc::new(FactSlots::new());
+        let requests = Arc::new(RequestLimits {
+            full_maps: limiter(
+                Duration::from_secs(limits::FULL_MAP_PERIOD_SECS),
+                limits::FULL_MAP_BURST,
+            ),
+            stream_opens: limiter(
+                Duration::from_secs(limits::STREAM_OPEN_PERIOD_SECS),
+                limits::STREAM_OPEN_BURST,
+            ),
+        });
+        tokio::spawn(record_facts(
+            engine.clone(),
+            facts.clone(),
+            requests.clone(),
+            tx.downgrade(),
+        ));
+        MapHub {
+            tx,
+            presence,
+            facts,
+            requests,
+        }
+    }
+
+    /// Whether `node` may have one more non-streaming full map now; if not, how long until
+    /// it may (the handler answers 429 with `Retry-After`).
+    pub fn admit_full_map(&self, node: NodeId) -> Result<(), Duration> {
+        admit(&self.requests.full_maps, node)
+    }
+
+    /// Whether `node` may (re)open its map stream now; if not, how long until it may.
+    pub fn admit_stream_open(&self, node: NodeId) -> Result<(), Duration> {
+        admit(&self.requests.stream_opens, node)
+    }
+
+    /// Asks for `facts` to be recorded for `node` (a `Command::UpdateHostinfo` on behalf of
+    /// `machine`): replaces whatever the node wanted before; committed as soon as the node's
+    /// `limits::HOSTINFO_EVENT_*` budget allows, if it still differs from the recorded facts.
+    pub fn record_facts(&self, node: NodeId, machine: MachineKey, facts: NodeHostinfo) {
+        self.facts.slots().insert(node, (machine, facts));
+        self.facts.wake.notify_one();
     }
 
     pub fn presence(&self) -> PresenceTable {
@@ -273,6 +447,10 @@ struct Hub {
     engine: EngineHandle,
     options: HubOptions,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Presence reports per node (`limits::PRESENCE_UPDATE_PERIOD_MS`); the rest wait in
+    /// `deferred`, merged, the newest values winning.
+    presence_limiter: NodeLimiter,
+    deferred: HashMap<NodeId, Report>,
 }
 
 impl Hub {
@@ -410,8 +588,21 @@ impl Hub {
                 let _ = reply.send(frame);
             }
             HubMessage::Report { node, report } => {
-                if self.state.nodes.contains_key(&node) {
+                if !self.state.nodes.contains_key(&node) {
+                    return;
+                }
+                let report = match self.deferred.remove(&node) {
+                    Some(older) => merge_reports(older, report),
+                    None => report,
+                };
+                if !self.changes_presence(node, &report) {
+                    return;
+                }
+                if self.presence_limiter.check_key(&node).is_ok() {
                     self.update_presence(node, |p| apply_report(p, report));
+                } else {
+                    // Coalesced: applied by a later tick, when the node's budget allows.
+                    self.deferred.insert(node, report);
                 }
             }
             HubMessage::SetDnsConfig(dns_config) => {
@@ -452,6 +643,10 @@ impl Hub {
         }
         self.going_offline.remove(&node);
         self.ephemeral_deadlines.remove(&node);
+        let report = match self.deferred.remove(&node) {
+            Some(older) => merge_reports(older, report),
+            None => report,
+        };
         self.update_presence(node, |p| {
             apply_report(p, report);
             p.online = true;
@@ -547,6 +742,7 @@ impl Hub {
             self.reelect();
         }
         self.run_timers(now_instant, now);
+        self.apply_deferred();
         self.render_dirty();
 
         let mut gone = Vec::new();
@@ -606,6 +802,36 @@ impl Hub {
         if any_gone {
             self.count_sessions();
         }
+    }
+
+    /// Whether `report` would change what `node`'s peers are shown.
+    fn changes_presence(&self, node: NodeId, report: &Report) -> bool {
+        let table = self.presence.read().unwrap_or_else(|e| e.into_inner());
+        let current = table.get(&node).cloned().unwrap_or_default();
+        let mut after = current.clone();
+        apply_report(&mut after, report.clone());
+        after != current
+    }
+
+    /// Applies the coalesced presence reports whose node's budget allows it now.
+    fn apply_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let ready: Vec<NodeId> = self
+            .deferred
+            .keys()
+            .copied()
+            .filter(|node| self.presence_limiter.check_key(node).is_ok())
+            .collect();
+        for node in ready {
+            if let Some(report) = self.deferred.remove(&node) {
+                if self.state.nodes.contains_key(&node) {
+                    self.update_presence(node, |p| apply_report(p, report));
+                }
+            }
+        }
+        self.presence_limiter.retain_recent();
     }
 
     fn count_sessions(&self) {
@@ -722,6 +948,21 @@ impl Hub {
         let frame = encode_with(&mut compressor, response, compress);
         self.compressor = compressor;
         frame
+    }
+}
+
+/// `newer` over `older`: what `newer` leaves out keeps `older`'s value.
+fn merge_reports(older: Report, newer: Report) -> Report {
+    Report {
+        endpoints: newer.endpoints.or(older.endpoints),
+        disco_key: newer.disco_key.or(older.disco_key),
+        home_derp: newer.home_derp.or(older.home_derp),
+        capability_version: if newer.capability_version != 0 {
+            newer.capability_version
+        } else {
+            older.capability_version
+        },
+        hostinfo: newer.hostinfo.or(older.hostinfo),
     }
 }
 

@@ -4,15 +4,23 @@
 //! interval. A lite update (`Stream:false, OmitPeers:true`) only reports endpoints, disco
 //! key and home DERP and gets an empty 200. The facts in the request's Hostinfo (hostname,
 //! OS, advertised routes, requested tags) are recorded when they change.
+//!
+//! Everything the request reports goes through `core::limits` first (cut, never refused:
+//! the node is registered). The hub's per-node slot records facts at most at the
+//! `limits::HOSTINFO_EVENT_*` rate (the newest wins), and the requests that cost the hub a
+//! full render are budgeted per node: stream (re)opens and non-streaming full maps over
+//! their budget get `429` with `Retry-After` (tailscaled retries a failed poll with
+//! backoff). Lite updates are never refused; the hub coalesces them.
 
 use super::map_hub::{keep_alive_frame, MapHub, Report};
-use super::register::{hostinfo_from_wire, MIN_CAPABILITY_VERSION};
+use super::register::MIN_CAPABILITY_VERSION;
 use super::upgrade::Peer;
+use crate::core::event::NodeHostinfo;
 use crate::core::ids::NodeId;
 use crate::core::keys::{DiscoKey, NodeKey};
-use crate::core::{Actor, Command};
+use crate::core::limits;
 use crate::engine::EngineHandle;
-use crate::tailcfg::{self, MapRequest};
+use crate::tailcfg::MapRequest;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, State};
 use axum::http::{header, StatusCode};
@@ -49,30 +57,43 @@ fn status(code: StatusCode, message: &str) -> Response {
     (code, format!("{message}\n")).into_response()
 }
 
-/// The client's report, from a map request.
-pub fn report_of(request: &MapRequest) -> Report {
+/// The client's report, from a map request, within the named limits (`core::limits`,
+/// truncating: a registered node's stream keeps working, the excess is dropped and logged at
+/// debug level), and the facts of its Hostinfo worth recording.
+pub fn report_of(request: &MapRequest) -> (Report, Option<NodeHostinfo>) {
     let disco_key = DiscoKey::parse(&request.disco_key, false)
         .ok()
         .filter(|k| k.0 != [0; 32]);
-    let mut home_derp = None;
-    let hostinfo = request.hostinfo.clone().map(|mut hostinfo| {
-        if let Some(object) = hostinfo.as_object_mut() {
-            if let Some(net_info) = object.remove("NetInfo") {
-                home_derp = net_info
-                    .get("PreferredDERP")
-                    .and_then(|v| v.as_u64())
-                    .and_then(|v| u32::try_from(v).ok());
-            }
-        }
-        Arc::new(hostinfo)
-    });
-    Report {
-        endpoints: request.endpoints.clone().filter(|e| !e.is_empty()),
+    let mut cut = Vec::new();
+    let (mut home_derp, mut hostinfo, mut facts) = (None, None, None);
+    if let Some(raw) = &request.hostinfo {
+        let reported = limits::normalise_reported_hostinfo(raw);
+        home_derp = reported.home_derp;
+        hostinfo = Some(Arc::new(reported.shown));
+        facts = reported.facts;
+        cut.extend(reported.cut);
+    }
+    let endpoints = request
+        .endpoints
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(|endpoints| {
+            let (kept, dropped) = limits::normalise_endpoints(endpoints);
+            cut.extend(dropped);
+            kept
+        });
+    if !cut.is_empty() {
+        let cut: Vec<String> = cut.iter().map(ToString::to_string).collect();
+        tracing::debug!(node_key = %request.node_key, ?cut, "map request over the limits: excess dropped");
+    }
+    let report = Report {
+        endpoints,
         disco_key,
         home_derp,
         capability_version: request.version,
         hostinfo,
-    }
+    };
+    (report, facts)
 }
 
 pub async fn map(
@@ -106,28 +127,30 @@ pub async fn map(
         return status(StatusCode::NOT_FOUND, "node not found");
     };
     let node_id = node.id;
-
-    // Record changed facts (hostname, OS, routes, tags) without holding up the stream.
-    if let Some(raw) = &request.hostinfo {
-        if let Ok(wire) = serde_json::from_value::<tailcfg::Hostinfo>(raw.clone()) {
-            let facts = hostinfo_from_wire(Some(&wire));
-            if facts != node.hostinfo {
-                let engine = context.engine.clone();
-                let machine = peer.machine_key;
-                tokio::spawn(async move {
-                    let command = Command::UpdateHostinfo {
-                        id: node_id,
-                        hostinfo: facts,
-                    };
-                    if let Err(error) = engine.execute(Actor::Machine(machine), command).await {
-                        tracing::warn!(node = node_id.0, %error, "hostinfo not recorded");
-                    }
-                });
-            }
-        }
+    // M6: the requests that cost the hub a full render are budgeted per node.
+    let admitted = if request.stream {
+        context.hub.admit_stream_open(node_id)
+    } else if !request.omit_peers {
+        context.hub.admit_full_map(node_id)
+    } else {
+        Ok(())
+    };
+    if let Err(wait) = admitted {
+        tracing::debug!(
+            node = node_id.0,
+            stream = request.stream,
+            "map request over the node's budget"
+        );
+        return too_many_requests(wait);
     }
 
-    let report = report_of(&request);
+    let (report, facts) = report_of(&request);
+    // Record changed facts (hostname, OS, routes, tags) without holding up the stream:
+    // the hub's per-node slot keeps the newest and commits at the limited rate.
+    if let Some(facts) = facts.filter(|f| *f != node.hostinfo) {
+        context.hub.record_facts(node_id, peer.machine_key, facts);
+    }
+
     let compress = request.compress == "zstd";
     if !request.stream {
         context.hub.report(node_id, report).await;
@@ -156,6 +179,18 @@ pub async fn map(
         },
     };
     stream_response(Body::new(body))
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1). tailscaled treats any non-200 map
+/// answer as a failed poll and retries with backoff.
+fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.max(1).to_string())],
+        "too many map requests from this node; retry later\n",
+    )
+        .into_response()
 }
 
 fn stream_response(body: Body) -> Response {

@@ -4,6 +4,7 @@
 //! tailnet-wide context (with the watched extra-records file).
 
 pub mod extra_records_file;
+pub mod h2_deadline;
 pub mod login_page;
 pub mod machine;
 pub mod map_hub;

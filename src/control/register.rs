@@ -5,11 +5,13 @@
 //! for the admin (`pending.rs`).
 
 use super::map_stream::MachineContext;
-use super::pending::{Outcome, PendingLogin};
+use super::pending::{Origin, Outcome, PendingLogin};
 use super::upgrade::Peer;
 use crate::core::event::NodeHostinfo;
 use crate::core::ids::{NodeId, PreAuthKeyId};
 use crate::core::keys::NodeKey;
+use crate::core::limits;
+use crate::core::netmap::TAGGED_DEVICES_USER_ID;
 use crate::core::state::{Node, State as TailnetState};
 use crate::core::{Actor, Command, Event, RegisterAuth, Timestamp};
 use crate::engine::{Clock, EngineError, SystemClock};
@@ -27,8 +29,6 @@ use std::time::Duration;
 const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
 /// The oldest client we talk to: capability version 113 (Tailscale 1.80).
 pub const MIN_CAPABILITY_VERSION: u16 = 113;
-/// Tailscale's user id for tagged devices.
-const TAGGED_DEVICES_USER_ID: u64 = 2_147_455_555;
 
 fn refuse(message: impl Into<String>) -> Response {
     Json(RegisterResponse {
@@ -38,23 +38,28 @@ fn refuse(message: impl Into<String>) -> Response {
     .into_response()
 }
 
-pub fn hostinfo_from_wire(hostinfo: Option<&tailcfg::Hostinfo>) -> NodeHostinfo {
-    let Some(h) = hostinfo else {
-        return NodeHostinfo::default();
-    };
-    NodeHostinfo {
-        hostname: h.hostname.clone(),
-        os: h.os.clone(),
-        os_version: h.os_version.clone(),
-        client_version: h.ipn_version.clone(),
-        advertised_routes: h
-            .routable_ips
-            .iter()
-            .flatten()
-            .filter_map(|r| r.parse().ok())
-            .collect(),
-        requested_tags: h.request_tags.clone().unwrap_or_default(),
-        ssh_host_keys: h.ssh_host_keys.clone().unwrap_or_default(),
+/// A registration's Hostinfo, within the named limits; over one, the reason to refuse
+/// (`core::limits`, `Mode::Refuse`).
+fn registered_hostinfo(request: &RegisterRequest) -> Result<NodeHostinfo, limits::OverLimit> {
+    limits::normalise_hostinfo(request.hostinfo.as_ref(), limits::Mode::Refuse).map(|n| n.hostinfo)
+}
+
+/// How long a registration waits for the engine (the named engine command deadline).
+const ENGINE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `engine.execute` within `ENGINE_DEADLINE`; past it, an error the client is shown in
+/// `RegisterResponse.Error` (the command may still commit: the client's retry then finds
+/// its node).
+async fn execute(
+    engine: &crate::engine::EngineHandle,
+    actor: Actor,
+    command: Command,
+) -> Result<Vec<crate::core::Envelope>, EngineError> {
+    match tokio::time::timeout(ENGINE_DEADLINE, engine.execute(actor, command)).await {
+        Ok(result) => result,
+        Err(_) => Err(EngineError::Store(
+            "the server did not answer within 10 s; try again".into(),
+        )),
     }
 }
 
@@ -137,8 +142,13 @@ fn registration_id(url: &str) -> &str {
 }
 
 /// A follow-up request: waits for the admin's decision on the pending login.
-async fn follow_up(context: &MachineContext, url: &str) -> Response {
-    let Some(mut outcome) = context.pending.watch(registration_id(url)) else {
+/// Only the machine that started the login is answered (L9): anyone else holding the URL
+/// learns nothing from it.
+async fn follow_up(context: &MachineContext, peer: &Peer, url: &str) -> Response {
+    let Some(mut outcome) = context
+        .pending
+        .watch(registration_id(url), &peer.machine_key)
+    else {
         return refuse("this login has expired or is unknown: run `tailscale up` again");
     };
     let decided = tokio::time::timeout(FOLLOWUP_WAIT, outcome.wait_for(Option::is_some)).await;
@@ -192,6 +202,13 @@ pub async fn register(
     let Ok(node_key) = NodeKey::parse(&request.node_key, false) else {
         return (StatusCode::BAD_REQUEST, "invalid NodeKey\n").into_response();
     };
+    let hostinfo = match registered_hostinfo(&request) {
+        Ok(hostinfo) => hostinfo,
+        Err(over) => {
+            tracing::debug!(machine = %peer.machine_key.short(), %over, "registration refused");
+            return refuse(format!("registration refused: {over}"));
+        }
+    };
     let now = SystemClock.now();
     let requested_expiry = request
         .expiry
@@ -212,7 +229,7 @@ pub async fn register(
         let Some(id) = own(&node_key) else {
             return refuse("node not found");
         };
-        if let Err(error) = engine.execute(actor, Command::LogoutNode { id }).await {
+        if let Err(error) = execute(&engine, actor, Command::LogoutNode { id }).await {
             return refuse(error.to_string());
         }
         let state = engine.state();
@@ -239,13 +256,13 @@ pub async fn register(
         let command = Command::RegisterNode {
             machine_key: peer.machine_key,
             node_key,
-            hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
+            hostinfo: hostinfo.clone(),
             auth: RegisterAuth::PreAuthKey(key),
             requested_expiry,
             ephemeral: request.ephemeral,
             entropy,
         };
-        match engine.execute(actor, command).await {
+        match execute(&engine, actor, command).await {
             Ok(events) => match registered_node(&events) {
                 Some(id) => id,
                 None => return refuse("registration recorded nothing"),
@@ -260,10 +277,7 @@ pub async fn register(
         .filter(|old| old.0 != [0; 32])
         .and_then(|old| own(&old))
     {
-        if let Err(error) = engine
-            .execute(actor, Command::RotateNodeKey { id, node_key })
-            .await
-        {
+        if let Err(error) = execute(&engine, actor, Command::RotateNodeKey { id, node_key }).await {
             return refuse(error.to_string());
         }
         id
@@ -272,16 +286,28 @@ pub async fn register(
     } else if state.node_by_node_key(&node_key).is_some() {
         return refuse("this node key belongs to another machine");
     } else if !request.followup.is_empty() {
-        return follow_up(&context, &request.followup).await;
+        return follow_up(&context, &peer, &request.followup).await;
     } else {
-        let id = context.pending.start(PendingLogin {
+        let login = PendingLogin {
             machine_key: peer.machine_key,
             node_key,
-            hostinfo: hostinfo_from_wire(request.hostinfo.as_ref()),
+            hostinfo: hostinfo.clone(),
             ephemeral: request.ephemeral,
             requested_expiry,
-        });
-        tracing::info!(machine = %peer.machine_key.short(), %id, "interactive login waiting for an admin");
+        };
+        let origin = Origin {
+            source: peer.remote.map(|a| a.ip()),
+            started: Some(now),
+        };
+        let id = match context.pending.start(login, origin) {
+            Ok(id) => id,
+            Err(refused) => {
+                tracing::debug!(machine = %peer.machine_key.short(), %refused, "interactive login refused");
+                return refuse(refused.to_string());
+            }
+        };
+        // Debug: anyone can start one (L5); the admin sees them on the page and in the API.
+        tracing::debug!(machine = %peer.machine_key.short(), %id, "interactive login waiting for an admin");
         return Json(RegisterResponse {
             auth_url: format!("{}/register/{id}", context.server_url),
             ..Default::default()

@@ -20,12 +20,26 @@ use tower::ServiceExt;
 
 pub const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 pub const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
-/// Concurrent HTTP/2 streams per Noise connection (map stream, register, lite updates...).
-const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-/// A connection that says nothing for this long is closed.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long a peer has, after the Noise handshake, to send the HTTP/2 preface.
-const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent HTTP/2 streams per Noise connection: tailscaled uses one long poll, one
+/// register and the occasional lite update; a 9th stream is refused (`REFUSED_STREAM`).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+/// The server pings a connection it has heard nothing from for this long (a liveness check
+/// that also spares phones frequent wake-ups)...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and closes it when the ping is not answered within this (generous: a phone's client may
+/// be slow to run). Stalled prefaces, frames and header blocks are cut sooner, by
+/// `h2_deadline.rs` (10 s each).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A Noise session with no open stream for this long is closed (tailscaled keeps its long
+/// poll open, so only idle or abusive sessions reach it).
+pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Flow-control windows: how much request data h2 buffers before the handler reads it.
+/// Bodies are at most 256 KiB (`machine.rs`), so a stream window of 64 KiB costs a few
+/// window updates and bounds a session's unread data to the connection window.
+const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
+/// Response data h2 queues per stream before the handler waits.
+const MAX_SEND_BUFFER_BYTES: usize = 128 * 1024;
 
 /// What the Noise-side router needs to serve one connection.
 #[derive(Clone)]
@@ -43,6 +57,62 @@ pub struct Peer {
     /// The TCP peer of the connection (the listener's `ConnectInfo`), for per-source limits;
     /// `None` only when a request was built without one (in-process tests).
     pub remote: Option<std::net::SocketAddr>,
+}
+
+/// The streams of one Noise session: how many are open, and how many were ever opened (so a
+/// stream that opens and closes between two looks still counts as activity).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Streams {
+    open: usize,
+    opened: u64,
+}
+
+type StreamCount = std::sync::Arc<tokio::sync::watch::Sender<Streams>>;
+
+/// One open HTTP/2 stream of a Noise session, counted while it lives.
+struct OpenStream(StreamCount);
+
+impl OpenStream {
+    fn new(count: StreamCount) -> Self {
+        count.send_modify(|streams| {
+            streams.open += 1;
+            streams.opened += 1;
+        });
+        OpenStream(count)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|streams| streams.open = streams.open.saturating_sub(1));
+    }
+}
+
+/// Resolves once no stream has been open, nor opened, for `limit` (the session is then
+/// closed).
+async fn idle(mut streams: tokio::sync::watch::Receiver<Streams>, limit: Duration) {
+    loop {
+        let opened = match streams.wait_for(|s| s.open == 0).await {
+            Ok(now) => now.opened,
+            Err(_) => return,
+        };
+        let activity = streams.wait_for(|s| s.open > 0 || s.opened != opened);
+        match tokio::time::timeout(limit, activity).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
+/// `429` with `Retry-After`: the source's handshake bucket is empty.
+pub fn too_many_handshakes() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        "too many handshakes from this address; retry later\n",
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
@@ -103,6 +173,18 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0);
+    // The connection's place under the listener's caps moves into the upgraded task (M5).
+    let slot = request
+        .extensions()
+        .get::<crate::conn_limits::ConnectionSlot>()
+        .cloned();
+    // Per-source handshake budget, before any X25519 work (L8).
+    if slot
+        .as_ref()
+        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
+    {
+        return too_many_handshakes();
+    }
     let headers = request.headers();
     let initiation = match validate_upgrade(
         headers.get(header::UPGRADE).map(|v| v.as_bytes()),
@@ -120,6 +202,7 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .body(Body::empty())
         .unwrap_or_default();
     tokio::spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -131,7 +214,8 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::info!(%error, "ts2021 handshake refused");
+                // Debug, not info: anyone can send a bad initiation (L5).
+                tracing::debug!(%error, "ts2021 handshake refused");
                 let _ = io.write_all(&error_frame(&error.to_string())).await;
                 let _ = io.shutdown().await;
                 return;
@@ -146,31 +230,96 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
             remote,
         };
         tracing::debug!(machine = %peer.machine_key.short(), capver = peer.capability_version, "noise session open");
-        // A peer that finishes the handshake but never starts HTTP/2 is closed, not kept.
-        let stream = crate::first_bytes::FirstBytesDeadline::new(
+        // A peer that never starts HTTP/2, or stalls inside a frame or a header block, is
+        // closed (10 s per unit), not kept.
+        let stream = super::h2_deadline::H2ReadDeadline::new(
             NoiseStream::new(io, accepted.sender, accepted.receiver),
-            PREFACE_TIMEOUT,
+            super::h2_deadline::UNIT_DEADLINE,
         );
         let router = ctx.machine_router.clone();
+        let (open_streams, streams_watch) = tokio::sync::watch::channel(Streams::default());
+        let open_streams = std::sync::Arc::new(open_streams);
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(peer);
-                router.clone().oneshot(request.map(Body::new))
+                // The stream counts as open until its response body is dropped.
+                let guard = OpenStream::new(open_streams.clone());
+                let response = router.clone().oneshot(request.map(Body::new));
+                async move {
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                            let _ = &guard;
+                            frame
+                        }))
+                    }))
+                }
             },
         );
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .keep_alive_interval(Some(KEEPALIVE_TIMEOUT / 3))
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_send_buf_size(MAX_SEND_BUFFER_BYTES)
+            .keep_alive_interval(Some(KEEPALIVE_INTERVAL))
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .max_header_list_size(64 * 1024)
             .timer(hyper_util::rt::TokioTimer::new());
-        if let Err(error) = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .await
-        {
-            tracing::debug!(%error, machine = %peer.machine_key.short(), "noise session closed");
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, machine = %peer.machine_key.short(), "noise session closed");
+                }
+            }
+            _ = idle(streams_watch, IDLE_SESSION_TIMEOUT) => {
+                tracing::debug!(machine = %peer.machine_key.short(), "noise session idle; closed");
+            }
         }
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const SHORT: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn a_session_is_idle_only_without_open_streams_for_the_whole_limit() {
+        let (count, watch) = tokio::sync::watch::channel(Streams::default());
+        let count = Arc::new(count);
+        // A stream stays open longer than the limit: not idle.
+        let stream = OpenStream::new(count.clone());
+        let idle_task = tokio::spawn(idle(watch, SHORT));
+        tokio::time::sleep(SHORT * 3).await;
+        assert!(!idle_task.is_finished(), "idle while a stream was open");
+        // Closed: idle after the limit.
+        let closed = tokio::time::Instant::now();
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(5), idle_task)
+            .await
+            .expect("never idle after the last stream closed")
+            .unwrap();
+        assert!(closed.elapsed() >= SHORT);
+        assert_eq!(count.borrow().open, 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_restarts_the_idle_clock() {
+        let (count, watch) = tokio::sync::watch::channel(Streams::default());
+        let count = Arc::new(count);
+        let idle_task = tokio::spawn(idle(watch, SHORT * 3));
+        tokio::time::sleep(SHORT * 2).await;
+        drop(OpenStream::new(count.clone()));
+        let reopened = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), idle_task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reopened.elapsed() >= SHORT * 3);
+    }
 }

@@ -95,7 +95,8 @@ pub enum Command {
         node_key: NodeKey,
         hostinfo: NodeHostinfo,
         auth: RegisterAuth,
-        /// Expiry the client asked for; wins over the configured default.
+        /// Expiry the client asked for; wins over the configured default when sooner
+        /// (capped at `now + node.expiry` when that is set).
         requested_expiry: Option<Timestamp>,
         /// The client asked to be ephemeral (`tailscaled --state=mem:`); an ephemeral key
         /// makes the node ephemeral either way.
@@ -203,8 +204,13 @@ pub enum Rejection {
     RouteNotAdvertisedByNode { node: NodeId, route: IpNet },
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
-    #[error("requested tags {0:?} are invalid or not permitted")]
+    /// Tags a client asks for that its user does not own, or tags an admin sets that the
+    /// policy does not define (headscale's wording and status, 400).
+    #[error("requested tags [{}] are invalid or not permitted", .0.join(" "))]
     RequestedTagsNotPermitted(Vec<String>),
+    /// A node key identifies one node: another node already has this one.
+    #[error("node key {} is already in use by another node; log out and log in again to get a new one", .0.short())]
+    NodeKeyInUse(NodeKey),
 }
 
 /// The kind of HTTP answer a rejection deserves.
@@ -226,10 +232,9 @@ impl Rejection {
             UserNameTaken(_)
             | UserHasNodes { .. }
             | NodeNameTaken(_)
-            | AddressSpaceExhausted(_) => RejectionKind::Conflict,
-            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) | RequestedTagsNotPermitted(_) => {
-                RejectionKind::Forbidden
-            }
+            | AddressSpaceExhausted(_)
+            | NodeKeyInUse(_) => RejectionKind::Conflict,
+            PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
             _ => RejectionKind::Invalid,
         }
     }
@@ -280,21 +285,18 @@ fn auto_approve(
     if announced.is_empty() {
         return None;
     }
-    let parsed;
+    let stored;
     let policy = match policy {
         Some(p) => p,
         None => {
-            parsed = crate::core::policy::Policy::parse(&state.policy.as_ref()?.text).ok()?;
-            &parsed
+            stored = state.parsed_policy()?;
+            &*stored
         }
     };
     if policy.auto_routes.is_empty() && policy.auto_exit.is_empty() {
         return None;
     }
-    let topology = crate::core::policy::Topology {
-        users: crate::core::policy::Topology::from_state(state).users,
-        nodes: Vec::new(),
-    };
+    let topology = crate::core::policy::Topology::users_of(state);
     let (user, tags, ips) = identity;
     let candidate = crate::core::policy::auto_approve::Candidate {
         user: user.map(|u| u.0),
@@ -330,6 +332,15 @@ fn user(state: &State, id: UserId) -> Result<&super::state::User, Rejection> {
 
 fn node(state: &State, id: NodeId) -> Result<&Node, Rejection> {
     state.nodes.get(&id).ok_or(Rejection::NodeNotFound(id))
+}
+
+/// A node key belongs to at most one node: refuses `key` for `node` (`None`: a new node) when
+/// any other node has it.
+fn node_key_free(state: &State, key: NodeKey, node: Option<NodeId>) -> Result<(), Rejection> {
+    if state.nodes_by_node_key(&key).any(|n| Some(n.id) != node) {
+        return Err(Rejection::NodeKeyInUse(key));
+    }
+    Ok(())
 }
 
 fn checked_tags(tags: &[String]) -> Result<Vec<String>, Rejection> {
@@ -595,6 +606,24 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if tags.is_empty() {
                 return Err(Rejection::EmptyTags);
             }
+            // As headscale: under a policy that defines tags (`tagOwners`), only those may be
+            // set. A policy that defines none leaves tag names to the admin, as no policy
+            // does (headscale then refuses every tag; the frozen v0 golden log tags a node
+            // under such a policy). A stored policy that no longer parses restricts nothing
+            // (it was checked when set).
+            let defining = state
+                .parsed_policy()
+                .filter(|policy| !policy.tag_owners.is_empty());
+            if let Some(policy) = defining {
+                let undefined: Vec<String> = tags
+                    .iter()
+                    .filter(|tag| !policy.tag_owners.contains_key(*tag))
+                    .cloned()
+                    .collect();
+                if !undefined.is_empty() {
+                    return Err(Rejection::RequestedTagsNotPermitted(undefined));
+                }
+            }
             if found.tags == tags {
                 return Ok(vec![]);
             }
@@ -653,6 +682,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if found.node_key == *node_key {
                 return Ok(vec![]);
             }
+            node_key_free(state, *node_key, Some(*id))?;
             Ok(vec![Event::NodeKeyRotated {
                 id: *id,
                 node_key: *node_key,
@@ -811,14 +841,13 @@ fn decide_register(
             let mut wanted = reg.hostinfo.requested_tags.clone();
             wanted.sort();
             wanted.dedup();
-            let permitted = state.policy.as_ref().and_then(|doc| {
-                let policy = crate::core::policy::Policy::parse(&doc.text).ok()?;
-                let topology = crate::core::policy::Topology::from_state(state);
-                Some(wanted.iter().all(|tag| {
+            let permitted = state.parsed_policy().map(|policy| {
+                let topology = crate::core::policy::Topology::users_of(state);
+                wanted.iter().all(|tag| {
                     crate::core::policy::tag_owners::user_owns_tag(
                         &policy, &topology, user_id.0, tag,
                     )
-                }))
+                })
             });
             if permitted != Some(true) {
                 return Err(Rejection::RequestedTagsNotPermitted(wanted));
@@ -835,22 +864,24 @@ fn decide_register(
             _ => vec![],
         }
     };
+    // The client may ask for a shorter life than `node.expiry`, never a longer one (M4:
+    // tailcfg's "the server policy may override").
+    let limit =
+        (core.node_expiry_secs > 0).then(|| now.plus(Duration::from_secs(core.node_expiry_secs)));
     let expiry = if !tags.is_empty() {
         None
-    } else if reg.requested_expiry.is_some_and(|t| t > now) {
-        reg.requested_expiry
-    } else if core.node_expiry_secs > 0 {
-        Some(now.plus(Duration::from_secs(core.node_expiry_secs)))
     } else {
-        None
+        match (reg.requested_expiry.filter(|t| *t > now), limit) {
+            (Some(requested), Some(limit)) => Some(requested.min(limit)),
+            (requested, limit) => requested.or(limit),
+        }
     };
 
     // A known machine logging in again as the same owner keeps its node, id and addresses.
     let known = state
-        .nodes
-        .values()
+        .nodes_by_machine_key(&reg.machine_key)
         .rev()
-        .find(|n| n.machine_key == reg.machine_key && n.user == owner && n.tags == tags);
+        .find(|n| n.user == owner && n.tags == tags);
     if let Some(existing) = known {
         // Re-login with a key that was already spent on this very node is fine.
         if let Some(key) = auth_key {
@@ -858,6 +889,7 @@ fn decide_register(
                 return Err(Rejection::PreAuthKeyUsed(key.id));
             }
         }
+        node_key_free(state, reg.node_key, Some(existing.id))?;
         let mut events = vec![Event::NodeReauthenticated {
             id: existing.id,
             node_key: reg.node_key,
@@ -879,6 +911,7 @@ fn decide_register(
             return Err(Rejection::PreAuthKeyUsed(key.id));
         }
     }
+    node_key_free(state, reg.node_key, None)?;
 
     let id = NodeId(state.next_ids.node);
     let (ipv4, ipv6) = allocate_addresses(state, core, reg.entropy)?;

@@ -7,6 +7,7 @@ pub mod event;
 pub mod ids;
 pub mod ipalloc;
 pub mod keys;
+pub mod limits;
 pub mod naming;
 pub mod netmap;
 pub mod policy;

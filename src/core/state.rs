@@ -6,11 +6,13 @@
 use super::event::{CoreConfig, Envelope, Event, NodeHostinfo, RegisterMethod};
 use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use super::keys::{Digest, MachineKey, NodeKey};
+use super::policy::Policy;
 use super::time::Timestamp;
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -92,6 +94,12 @@ impl Node {
         self.expiry.is_some_and(|e| e <= now)
     }
 
+    /// Cut off from the tailnet (M3): its key has expired, or it awaits device approval. Its
+    /// map shows only itself, and the DERP relay does not admit its key.
+    pub fn is_revoked(&self, now: Timestamp) -> bool {
+        !self.authorized || self.is_expired(now)
+    }
+
     /// Routes announced and approved: what peers may route through this node.
     pub fn subnet_routes(&self) -> Vec<IpNet> {
         self.approved_routes
@@ -138,7 +146,12 @@ impl Default for NextIds {
 }
 
 /// Everything the log says, as of `last_seq`.
+///
+/// Change it only through `apply` (code that builds one by hand, as some tests and
+/// benchmarks do, calls `rebuild_index` afterwards): `apply` keeps the derived lookups in
+/// step with the maps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(from = "StateFields")]
 pub struct State {
     /// The seq of the last applied event (0 for the empty log).
     pub last_seq: u64,
@@ -155,7 +168,149 @@ pub struct State {
     pub policy: Option<PolicyDocument>,
     pub config: AppliedConfig,
     pub next_ids: NextIds,
+    /// Derived lookups by key, name and prefix: never serialised (the snapshot and golden
+    /// shapes are the fields above), rebuilt on decode, kept up to date by `apply`.
+    #[serde(skip)]
+    index: Index,
 }
+
+/// `State`'s serialised fields, in the same order: decoding goes through here so that the
+/// derived index is rebuilt whatever decoded the state (a snapshot, `--at`, a test).
+#[derive(Deserialize)]
+struct StateFields {
+    last_seq: u64,
+    last_at: Timestamp,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
+    users: OrdMap<UserId, User>,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
+    pre_auth_keys: OrdMap<PreAuthKeyId, PreAuthKey>,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
+    api_keys: OrdMap<ApiKeyId, ApiKey>,
+    #[serde(deserialize_with = "bounded_map::deserialize")]
+    nodes: OrdMap<NodeId, Node>,
+    policy: Option<PolicyDocument>,
+    config: AppliedConfig,
+    next_ids: NextIds,
+}
+
+impl From<StateFields> for State {
+    fn from(fields: StateFields) -> State {
+        let mut state = State {
+            last_seq: fields.last_seq,
+            last_at: fields.last_at,
+            users: fields.users,
+            pre_auth_keys: fields.pre_auth_keys,
+            api_keys: fields.api_keys,
+            nodes: fields.nodes,
+            policy: fields.policy,
+            config: fields.config,
+            next_ids: fields.next_ids,
+            index: Index::default(),
+        };
+        state.rebuild_index();
+        state
+    }
+}
+
+/// Secondary indexes: (key, id) pairs in ordered sets, so a lookup is O(log N) and, should an
+/// old log hold duplicates (node keys were not unique before M1), the lowest id wins, as the
+/// linear scans these replace did.
+#[derive(Clone, Default)]
+struct Index {
+    node_keys: OrdSet<(NodeKey, NodeId)>,
+    machine_keys: OrdSet<(MachineKey, NodeId)>,
+    user_names: OrdSet<(String, UserId)>,
+    pre_auth_key_prefixes: OrdSet<(String, PreAuthKeyId)>,
+    api_key_prefixes: OrdSet<(String, ApiKeyId)>,
+    /// The policy in force, parsed once when it is set rather than by every command that
+    /// consults it, with the text it was parsed from; `None` without a policy or when the
+    /// stored text no longer parses.
+    policy: Option<Arc<ParsedPolicy>>,
+}
+
+struct ParsedPolicy {
+    text: String,
+    policy: Arc<Policy>,
+}
+
+fn parse_policy(document: Option<&PolicyDocument>) -> Option<Arc<ParsedPolicy>> {
+    let text = &document?.text;
+    let policy = Arc::new(Policy::parse(text).ok()?);
+    Some(Arc::new(ParsedPolicy {
+        text: text.clone(),
+        policy,
+    }))
+}
+
+/// Derived data: a state's debug output shows the maps, not their index again.
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index { .. }")
+    }
+}
+
+/// The index is a function of the maps, so two states with equal maps are equal.
+impl PartialEq for Index {
+    fn eq(&self, _: &Index) -> bool {
+        true
+    }
+}
+
+impl Eq for Index {}
+
+impl Index {
+    fn build(state: &State) -> Index {
+        let mut index = Index::default();
+        for user in state.users.values() {
+            index.user_names.insert((user.name.clone(), user.id));
+        }
+        for key in state.pre_auth_keys.values() {
+            index
+                .pre_auth_key_prefixes
+                .insert((key.prefix.clone(), key.id));
+        }
+        for key in state.api_keys.values() {
+            index.api_key_prefixes.insert((key.prefix.clone(), key.id));
+        }
+        for node in state.nodes.values() {
+            index.add_node(node);
+        }
+        index.policy = parse_policy(state.policy.as_ref());
+        index
+    }
+
+    fn add_node(&mut self, node: &Node) {
+        self.node_keys.insert((node.node_key, node.id));
+        self.machine_keys.insert((node.machine_key, node.id));
+    }
+
+    fn remove_node(&mut self, node: &Node) {
+        self.node_keys.remove(&(node.node_key, node.id));
+        self.machine_keys.remove(&(node.machine_key, node.id));
+    }
+
+    fn same_as(&self, other: &Index) -> bool {
+        self.node_keys == other.node_keys
+            && self.machine_keys == other.machine_keys
+            && self.user_names == other.user_names
+            && self.pre_auth_key_prefixes == other.pre_auth_key_prefixes
+            && self.api_key_prefixes == other.api_key_prefixes
+            && self.policy.as_ref().map(|p| (&p.text, &p.policy))
+                == other.policy.as_ref().map(|p| (&p.text, &p.policy))
+    }
+}
+
+/// The ids paired with `key` in `set`, lowest first.
+fn ids_of<'a, K: Ord + Clone + 'a, I: Ord + Copy + 'a>(
+    set: &'a OrdSet<(K, I)>,
+    key: &K,
+    (lowest, highest): (I, I),
+) -> impl DoubleEndedIterator<Item = I> + 'a {
+    set.range((key.clone(), lowest)..=(key.clone(), highest))
+        .map(|(_, id)| *id)
+}
+
+const ALL_NODES: (NodeId, NodeId) = (NodeId(0), NodeId(u64::MAX));
 
 /// Map deserialization that never trusts the length prefix for preallocation: a damaged
 /// snapshot claiming 2^60 entries must fail to decode, not abort the process.
@@ -193,16 +348,55 @@ mod bounded_map {
 }
 
 impl State {
+    /// Rebuilds the derived lookups from the maps (after changing them other than by
+    /// `apply`).
+    pub fn rebuild_index(&mut self) {
+        self.index = Index::build(self);
+    }
+
+    /// Whether the derived lookups match the maps (a check for tests and verification).
+    pub fn index_is_consistent(&self) -> bool {
+        self.index.same_as(&Index::build(self))
+    }
+
+    /// The policy in force, parsed; `None` when none is set (or, should that ever happen,
+    /// when the stored text no longer parses: it was checked when set). Parsed once by
+    /// `apply`; a state whose policy was set by hand (tests, benchmarks) is parsed here.
+    pub fn parsed_policy(&self) -> Option<Arc<Policy>> {
+        let document = self.policy.as_ref()?;
+        match &self.index.policy {
+            Some(parsed) if parsed.text == document.text => Some(parsed.policy.clone()),
+            _ => Policy::parse(&document.text).ok().map(Arc::new),
+        }
+    }
+
     pub fn user_by_name(&self, name: &str) -> Option<&User> {
-        self.users.values().find(|u| u.name == name)
+        let name = name.to_string();
+        let id = ids_of(&self.index.user_names, &name, (UserId(0), UserId(u64::MAX))).next()?;
+        self.users.get(&id)
     }
 
+    /// The machine's node with the lowest id.
     pub fn node_by_machine_key(&self, key: &MachineKey) -> Option<&Node> {
-        self.nodes.values().find(|n| &n.machine_key == key)
+        self.nodes_by_machine_key(key).next()
     }
 
+    /// Every node of the machine, lowest id first.
+    pub fn nodes_by_machine_key(
+        &self,
+        key: &MachineKey,
+    ) -> impl DoubleEndedIterator<Item = &Node> + '_ {
+        ids_of(&self.index.machine_keys, key, ALL_NODES).filter_map(|id| self.nodes.get(&id))
+    }
+
+    /// The node with this node key (at most one since M1; the lowest id in an older log).
     pub fn node_by_node_key(&self, key: &NodeKey) -> Option<&Node> {
-        self.nodes.values().find(|n| &n.node_key == key)
+        self.nodes_by_node_key(key).next()
+    }
+
+    /// Every node with this node key, lowest id first.
+    pub fn nodes_by_node_key(&self, key: &NodeKey) -> impl DoubleEndedIterator<Item = &Node> + '_ {
+        ids_of(&self.index.node_keys, key, ALL_NODES).filter_map(|id| self.nodes.get(&id))
     }
 
     pub fn nodes_of_user(&self, user: UserId) -> impl Iterator<Item = &Node> {
@@ -210,11 +404,25 @@ impl State {
     }
 
     pub fn pre_auth_key_by_prefix(&self, prefix: &str) -> Option<&PreAuthKey> {
-        self.pre_auth_keys.values().find(|k| k.prefix == prefix)
+        let prefix = prefix.to_string();
+        let id = ids_of(
+            &self.index.pre_auth_key_prefixes,
+            &prefix,
+            (PreAuthKeyId(0), PreAuthKeyId(u64::MAX)),
+        )
+        .next()?;
+        self.pre_auth_keys.get(&id)
     }
 
     pub fn api_key_by_prefix(&self, prefix: &str) -> Option<&ApiKey> {
-        self.api_keys.values().find(|k| k.prefix == prefix)
+        let prefix = prefix.to_string();
+        let id = ids_of(
+            &self.index.api_key_prefixes,
+            &prefix,
+            (ApiKeyId(0), ApiKeyId(u64::MAX)),
+        )
+        .next()?;
+        self.api_keys.get(&id)
     }
 
     /// The state as canonical JSON (sorted maps, fixed field order): the golden `snapshots/`
@@ -251,6 +459,10 @@ impl State {
                 email,
             } => {
                 self.next_ids.user = self.next_ids.user.max(id.0.saturating_add(1));
+                if let Some(old) = self.users.get(id) {
+                    self.index.user_names.remove(&(old.name.clone(), *id));
+                }
+                self.index.user_names.insert((name.clone(), *id));
                 self.users.insert(
                     *id,
                     User {
@@ -277,11 +489,15 @@ impl State {
             }
             Event::UserRenamed { id, name } => {
                 if let Some(user) = self.users.get_mut(id) {
+                    self.index.user_names.remove(&(user.name.clone(), *id));
+                    self.index.user_names.insert((name.clone(), *id));
                     user.name = name.clone();
                 }
             }
             Event::UserDeleted { id } => {
-                self.users.remove(id);
+                if let Some(user) = self.users.remove(id) {
+                    self.index.user_names.remove(&(user.name, *id));
+                }
                 // A deleted user's keys can never register anything again; they go with it.
                 let owned: Vec<PreAuthKeyId> = self
                     .pre_auth_keys
@@ -290,7 +506,7 @@ impl State {
                     .map(|k| k.id)
                     .collect();
                 for key in owned {
-                    self.pre_auth_keys.remove(&key);
+                    self.remove_pre_auth_key(key);
                 }
             }
             Event::PreAuthKeyCreated {
@@ -305,6 +521,10 @@ impl State {
                 expiration,
             } => {
                 self.next_ids.pre_auth_key = self.next_ids.pre_auth_key.max(id.0.saturating_add(1));
+                self.remove_pre_auth_key(*id);
+                self.index
+                    .pre_auth_key_prefixes
+                    .insert((prefix.clone(), *id));
                 self.pre_auth_keys.insert(
                     *id,
                     PreAuthKey {
@@ -335,7 +555,7 @@ impl State {
                 }
             }
             Event::PreAuthKeyDeleted { id } => {
-                self.pre_auth_keys.remove(id);
+                self.remove_pre_auth_key(*id);
             }
             Event::ApiKeyCreated {
                 id,
@@ -344,6 +564,10 @@ impl State {
                 expiration,
             } => {
                 self.next_ids.api_key = self.next_ids.api_key.max(id.0.saturating_add(1));
+                if let Some(old) = self.api_keys.remove(id) {
+                    self.index.api_key_prefixes.remove(&(old.prefix, *id));
+                }
+                self.index.api_key_prefixes.insert((prefix.clone(), *id));
                 self.api_keys.insert(
                     *id,
                     ApiKey {
@@ -361,32 +585,32 @@ impl State {
                 }
             }
             Event::ApiKeyDeleted { id } => {
-                self.api_keys.remove(id);
+                if let Some(old) = self.api_keys.remove(id) {
+                    self.index.api_key_prefixes.remove(&(old.prefix, *id));
+                }
             }
             Event::NodeRegistered(reg) => {
                 self.next_ids.node = self.next_ids.node.max(reg.id.0.saturating_add(1));
-                self.nodes.insert(
-                    reg.id,
-                    Node {
-                        id: reg.id,
-                        machine_key: reg.machine_key,
-                        node_key: reg.node_key,
-                        user: reg.user,
-                        tags: reg.tags.clone(),
-                        given_name: reg.given_name.clone(),
-                        given_name_by_admin: false,
-                        hostinfo: reg.hostinfo.clone(),
-                        ipv4: reg.ipv4,
-                        ipv6: reg.ipv6,
-                        expiry: reg.expiry,
-                        register_method: reg.register_method,
-                        auth_key: reg.auth_key,
-                        ephemeral: reg.ephemeral,
-                        authorized: reg.authorized,
-                        approved_routes: reg.approved_routes.clone(),
-                        created_at: at,
-                    },
-                );
+                self.remove_node(reg.id);
+                self.insert_node(Node {
+                    id: reg.id,
+                    machine_key: reg.machine_key,
+                    node_key: reg.node_key,
+                    user: reg.user,
+                    tags: reg.tags.clone(),
+                    given_name: reg.given_name.clone(),
+                    given_name_by_admin: false,
+                    hostinfo: reg.hostinfo.clone(),
+                    ipv4: reg.ipv4,
+                    ipv6: reg.ipv6,
+                    expiry: reg.expiry,
+                    register_method: reg.register_method,
+                    auth_key: reg.auth_key,
+                    ephemeral: reg.ephemeral,
+                    authorized: reg.authorized,
+                    approved_routes: reg.approved_routes.clone(),
+                    created_at: at,
+                });
             }
             Event::NodeReauthenticated {
                 id,
@@ -396,6 +620,8 @@ impl State {
                 register_method,
             } => {
                 if let Some(node) = self.nodes.get_mut(id) {
+                    self.index.node_keys.remove(&(node.node_key, *id));
+                    self.index.node_keys.insert((*node_key, *id));
                     node.node_key = *node_key;
                     node.expiry = *expiry;
                     node.auth_key = *auth_key;
@@ -404,6 +630,8 @@ impl State {
             }
             Event::NodeKeyRotated { id, node_key } => {
                 if let Some(node) = self.nodes.get_mut(id) {
+                    self.index.node_keys.remove(&(node.node_key, *id));
+                    self.index.node_keys.insert((*node_key, *id));
                     node.node_key = *node_key;
                 }
             }
@@ -450,7 +678,7 @@ impl State {
                 }
             }
             Event::NodeDeleted { id } => {
-                self.nodes.remove(id);
+                self.remove_node(*id);
             }
             Event::RoutesApproved { id, routes } => {
                 if let Some(node) = self.nodes.get_mut(id) {
@@ -462,7 +690,27 @@ impl State {
                     text: policy.clone(),
                     updated_at: at,
                 });
+                self.index.policy = parse_policy(self.policy.as_ref());
             }
+        }
+    }
+}
+
+impl State {
+    fn insert_node(&mut self, node: Node) {
+        self.index.add_node(&node);
+        self.nodes.insert(node.id, node);
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.remove(&id) {
+            self.index.remove_node(&node);
+        }
+    }
+
+    fn remove_pre_auth_key(&mut self, id: PreAuthKeyId) {
+        if let Some(key) = self.pre_auth_keys.remove(&id) {
+            self.index.pre_auth_key_prefixes.remove(&(key.prefix, id));
         }
     }
 }

@@ -45,9 +45,22 @@ async fn upgrade(State(relay): State<Arc<DerpServer>>, mut request: Request) -> 
         )
             .into_response();
     }
+    // The connection's place under the listener's caps moves into the relay's task.
+    let slot = request
+        .extensions()
+        .get::<crate::conn_limits::ConnectionSlot>()
+        .cloned();
+    // Per-source upgrade budget, before the relay's key exchange (L8).
+    if slot
+        .as_ref()
+        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
+    {
+        return crate::control::upgrade::too_many_handshakes();
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
     let public = hex::encode(relay.public_key());
     tokio::spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => relay.serve_connection(TokioIo::new(upgraded)).await,
             Err(error) => tracing::debug!(%error, "derp upgrade did not complete"),

@@ -3,7 +3,8 @@
 //! connected clients (newest connection per key wins), and one task pair per connection that
 //! forwards SendPacket as RecvPacket, answers pings, sends keep-alives and tells recent
 //! correspondents when a client leaves. Every queue and table is bounded; bad input closes
-//! that one connection with a log line.
+//! that one connection with a log line. `disconnect_unless` closes the connections whose key
+//! no longer passes a check (the embedded relay runs it on every publication: M3).
 
 use super::frame::{self, ClientFrame, FrameError, Key, PeerGoneReason, ServerFrame};
 use crate::keyfile::{self, KeyFileError};
@@ -45,6 +46,8 @@ pub enum DerpError {
     Full(usize),
     #[error("write stalled for {0:?}")]
     WriteTimeout(Duration),
+    #[error("the client's key is no longer admitted")]
+    Revoked,
 }
 
 /// Tunables; the defaults follow the Go server.
@@ -120,6 +123,13 @@ struct Client {
     queue: Arc<SendQueue>,
 }
 
+/// Every live connection, registered or replaced by a newer one of the same key (which
+/// still sends): what `disconnect_unless` looks at.
+struct Connection {
+    key: Key,
+    close: Arc<Notify>,
+}
+
 /// A token bucket for PeerGone(not here) replies: 1 per second, burst 3.
 struct NotHereLimiter {
     tokens: f64,
@@ -154,6 +164,7 @@ pub struct DerpServer {
     verifier: Option<ClientVerifier>,
     options: DerpOptions,
     clients: Mutex<HashMap<Key, Client>>,
+    connections: Mutex<HashMap<u64, Connection>>,
     next_conn_id: AtomicU64,
 }
 
@@ -167,6 +178,7 @@ impl DerpServer {
             verifier,
             options,
             clients: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
         }
     }
@@ -189,6 +201,25 @@ impl DerpServer {
         lock(&self.clients).len()
     }
 
+    /// Closes every connection whose key `admit` refuses now (a node deleted, expired or
+    /// unapproved since it logged in); returns how many. `admit` runs outside the relay's
+    /// locks, so forwarding is not held up while it checks.
+    pub fn disconnect_unless(&self, admit: impl Fn(&Key) -> bool) -> usize {
+        let live: Vec<(Key, Arc<Notify>)> = lock(&self.connections)
+            .values()
+            .map(|c| (c.key, c.close.clone()))
+            .collect();
+        let mut closed = 0;
+        for (key, close) in live {
+            if !admit(&key) {
+                // A stored permit: the connection ends even if it is not waiting yet.
+                close.notify_one();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Serves one DERP connection (after the HTTP upgrade) until it ends.
     pub async fn serve_connection<S>(self: Arc<Self>, io: S)
     where
@@ -209,6 +240,8 @@ impl DerpServer {
             {
                 tracing::debug!(%error, "derp client went away");
             }
+            // Refused keys are logged (at debug) where they are refused.
+            Err(DerpError::Refused) => {}
             Err(error) => tracing::info!(%error, "derp connection closed"),
         }
         let _ = writer.shutdown().await;
@@ -226,6 +259,14 @@ impl DerpServer {
 
         let queue = Arc::new(SendQueue::new(self.options.send_queue_len));
         let conn_id = self.register(client_key, queue.clone())?;
+        let close = Arc::new(Notify::new());
+        lock(&self.connections).insert(
+            conn_id,
+            Connection {
+                key: client_key,
+                close: close.clone(),
+            },
+        );
         let metrics = crate::metrics::metrics();
         metrics.derp_connections.inc();
         tracing::debug!(client = %hex::encode(&client_key[..8]), conn_id, "derp client connected");
@@ -233,7 +274,9 @@ impl DerpServer {
         let result = tokio::select! {
             result = self.read_loop(reader, &client_key, &queue, &mut correspondents) => result,
             result = self.write_loop(writer, &queue) => result,
+            () = close.notified() => Err(DerpError::Revoked),
         };
+        lock(&self.connections).remove(&conn_id);
         self.unregister(&client_key, conn_id, &correspondents);
         metrics.derp_connections.dec();
         result
@@ -252,7 +295,8 @@ impl DerpServer {
         let client_key = self.read_client_info(reader).await?;
         if let Some(verify) = &self.verifier {
             if !verify(&client_key) {
-                tracing::info!(client = %hex::encode(&client_key[..8]), "derp client refused: unknown node key");
+                // Anyone can present a fresh key: debug, so refusals cannot flood the log.
+                tracing::debug!(client = %hex::encode(&client_key[..8]), "derp client refused: not the key of an active node");
                 return Err(DerpError::Refused);
             }
         }

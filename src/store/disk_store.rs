@@ -140,19 +140,18 @@ pub(crate) fn move_sled_aside(path: &Path) -> Result<std::path::PathBuf, StoreEr
             .write(true)
             .open(&lock_path)
             .map_err(|e| fail("cannot open sled's lock file", e))?;
-        use std::os::fd::AsRawFd;
         // sled's background threads of the handle that just failed may hold the lock for a
         // moment after it is dropped: wait up to 2 s for it before calling it taken.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let locked_here = loop {
-            // SAFETY: flock on a descriptor we own; no memory is passed.
-            let done = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if done == 0 || std::time::Instant::now() >= deadline {
+            let done =
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+            if done.is_ok() || std::time::Instant::now() >= deadline {
                 break done;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        if locked_here != 0 {
+        if locked_here.is_err() {
             return Err(locked(path));
         }
         Some(file)

@@ -121,18 +121,13 @@ impl Access {
         Access::for_state_with(state, Arc::new(Topology::from_state(state)), server_url)
     }
 
-    /// `for_state` with the topology already derived.
+    /// `for_state` with the topology already derived. The policy is the state's, parsed
+    /// once when it was set (`State::parsed_policy`).
     pub fn for_state_with(state: &State, topology: Arc<Topology>, server_url: &str) -> Access {
-        let policy = state
-            .policy
-            .as_ref()
-            .and_then(|doc| match Policy::parse(&doc.text) {
-                Ok(policy) => Some(Arc::new(policy)),
-                Err(error) => {
-                    tracing::error!(%error, "the stored policy does not parse; allowing all");
-                    None
-                }
-            });
+        let policy = state.parsed_policy();
+        if policy.is_none() && state.policy.is_some() {
+            tracing::error!("the stored policy does not parse; allowing all");
+        }
         Access::with_topology(topology, policy, server_url)
     }
 

@@ -48,34 +48,14 @@ pub fn user_profile(state: &State, node: &Node) -> UserProfile {
     }
 }
 
-/// The node's `Hostinfo` for peers: what the client last reported, or (before it has
-/// reported since a restart) the logged subset.
+/// The node's `Hostinfo` for peers: what the client last reported (already within
+/// `limits::MAX_HOSTINFO_JSON_BYTES`, see `limits::normalise_reported_hostinfo`), or (before it
+/// has reported since a restart) the logged subset.
 fn hostinfo(node: &Node, presence: &NodePresence) -> serde_json::Value {
-    if let Some(reported) = &presence.hostinfo {
-        return reported.as_ref().clone();
+    match &presence.hostinfo {
+        Some(reported) => reported.as_ref().clone(),
+        None => crate::core::limits::bounded_hostinfo_json(&node.hostinfo),
     }
-    let h = &node.hostinfo;
-    let mut out = serde_json::Map::new();
-    let mut text = |key: &str, value: &str| {
-        if !value.is_empty() {
-            out.insert(key.into(), value.into());
-        }
-    };
-    text("Hostname", &h.hostname);
-    text("OS", &h.os);
-    text("OSVersion", &h.os_version);
-    text("IPNVersion", &h.client_version);
-    if !h.advertised_routes.is_empty() {
-        let routes: Vec<String> = h.advertised_routes.iter().map(|r| r.to_string()).collect();
-        out.insert("RoutableIPs".into(), routes.into());
-    }
-    if !h.requested_tags.is_empty() {
-        out.insert("RequestTags".into(), h.requested_tags.clone().into());
-    }
-    if !h.ssh_host_keys.is_empty() {
-        out.insert("sshHostKeys".into(), h.ssh_host_keys.clone().into());
-    }
-    serde_json::Value::Object(out)
 }
 
 /// Renders `node` as every viewer sees it (per-viewer variants arrive with the policy

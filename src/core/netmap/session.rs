@@ -2,6 +2,12 @@
 //! date. Deltas are computed against what was *sent*, not from a list of events, so changes
 //! that pile up while a client is slow coalesce into one message, and a session can never
 //! miss or repeat a change.
+//!
+//! Revocation (M3): a viewer whose key has expired, or that awaits device approval, is told
+//! about itself only — no peers, an empty packet filter, no SSH policy, no DNS config, no
+//! policy capabilities — in its full map and, from the first delta after the change, in
+//! its deltas (the session notices the change itself, so an expiry that passes with time
+//! needs no event). Its self node says why (`Expired`, `MachineAuthorized`).
 
 use super::render::{PeerCache, PresenceFields};
 use super::NetmapContext;
@@ -35,6 +41,17 @@ pub struct SessionView {
     /// The self node's `CapMap` as last sent (capabilities change with the policy).
     self_caps: String,
     domain: String,
+    /// Whether the viewer was revoked (expired or unapproved) when last brought up to date.
+    revoked: bool,
+}
+
+/// What a revoked viewer gets where others get the tailnet's: nothing it could use.
+fn empty_filter() -> SharedJson {
+    SharedJson::new(&Vec::<tailcfg::FilterRule>::new()).expect("an empty list serialises")
+}
+
+fn empty_dns_config() -> SharedJson {
+    SharedJson::new(&serde_json::json!({})).expect("an empty object serialises")
 }
 
 /// The result of bringing a session up to date.
@@ -67,25 +84,34 @@ impl SessionView {
     ) -> Option<(SessionView, MapResponse)> {
         let node = state.nodes.get(&viewer)?;
         let own = cache.get(viewer)?;
-        let filter = context.access.filter(viewer);
-        let ssh_policy = context.access.ssh_policy(viewer);
-        let caps = self_caps(context, viewer);
+        let revoked = node.is_revoked(now);
+        let (filter, ssh_policy, dns_config) = if revoked {
+            (empty_filter(), None, empty_dns_config())
+        } else {
+            (
+                context.access.filter(viewer),
+                context.access.ssh_policy(viewer),
+                context.dns_config.clone(),
+            )
+        };
+        let caps = self_caps(context, viewer, revoked);
         let mut view = SessionView {
             viewer,
             self_identity: own.identity,
             peers: HashMap::new(),
             profiles: HashMap::new(),
             derp_map: context.derp_map.clone(),
-            dns_config: context.dns_config.clone(),
+            dns_config: dns_config.clone(),
             packet_filter: filter.clone(),
             ssh_policy: ssh_policy.clone(),
             self_caps: caps_key(&caps),
             domain: context.domain.clone(),
+            revoked,
         };
         let mut response = MapResponse {
             node: Some(with_caps(&own.json, &caps)),
             derp_map: Some(context.derp_map.clone()),
-            dns_config: Some(context.dns_config.clone()),
+            dns_config: Some(dns_config),
             domain: context.domain.clone(),
             collect_services: Some(false),
             packet_filters: Some(BTreeMap::from([("base".to_string(), filter)])),
@@ -100,7 +126,7 @@ impl SessionView {
         for peer in state
             .nodes
             .values()
-            .filter(|peer| context.access.can_see(viewer, peer.id))
+            .filter(|peer| !revoked && context.access.can_see(viewer, peer.id))
         {
             let Some(rendered) = cache.get(peer.id) else {
                 continue;
@@ -142,6 +168,10 @@ impl SessionView {
             return Delta::ViewerGone;
         };
         let mut response = MapResponse::default();
+        // Revoked or reinstated since the last message: every peer is re-examined.
+        let revoked = viewer.is_revoked(now);
+        let everything = everything || revoked != self.revoked;
+        self.revoked = revoked;
 
         let mut candidates: Vec<NodeId> = if everything {
             let mut all: Vec<NodeId> = state.nodes.keys().copied().collect();
@@ -156,7 +186,7 @@ impl SessionView {
         for id in candidates {
             if id == self.viewer {
                 if let Some(own) = cache.get(id) {
-                    let caps = self_caps(context, self.viewer);
+                    let caps = self_caps(context, self.viewer, revoked);
                     let key = caps_key(&caps);
                     if own.identity != self.self_identity || key != self.self_caps {
                         self.self_identity = own.identity;
@@ -169,7 +199,8 @@ impl SessionView {
                 continue;
             }
             let peer = state.nodes.get(&id);
-            let visible = peer.is_some_and(|peer| context.access.can_see(viewer.id, peer.id));
+            let visible =
+                !revoked && peer.is_some_and(|peer| context.access.can_see(viewer.id, peer.id));
             let rendered = if visible { cache.get(id) } else { None };
             match (rendered, self.peers.get_mut(&id)) {
                 (Some(rendered), None) => {
@@ -219,14 +250,21 @@ impl SessionView {
         if !same_json(&context.derp_map, &mut self.derp_map) {
             response.derp_map = Some(context.derp_map.clone());
         }
-        if !same_json(&context.dns_config, &mut self.dns_config) {
-            response.dns_config = Some(context.dns_config.clone());
+        let (filter, ssh_policy, dns_config) = if revoked {
+            (empty_filter(), None, empty_dns_config())
+        } else {
+            (
+                context.access.filter(self.viewer),
+                context.access.ssh_policy(self.viewer),
+                context.dns_config.clone(),
+            )
+        };
+        if !same_json(&dns_config, &mut self.dns_config) {
+            response.dns_config = Some(dns_config);
         }
-        let filter = context.access.filter(self.viewer);
         if !same_json(&filter, &mut self.packet_filter) {
             response.packet_filters = Some(BTreeMap::from([("base".to_string(), filter)]));
         }
-        let ssh_policy = context.access.ssh_policy(self.viewer);
         let same_ssh = match (&ssh_policy, &mut self.ssh_policy) {
             (Some(now), Some(sent)) => same_json(now, sent),
             (None, None) => true,
@@ -278,9 +316,13 @@ fn is_empty(response: &MapResponse) -> bool {
 
 type Caps = BTreeMap<String, Vec<serde_json::Value>>;
 
-/// The viewer's own capabilities: the tailnet-wide ones plus its `nodeAttrs`.
-fn self_caps(context: &NetmapContext, viewer: NodeId) -> Caps {
+/// The viewer's own capabilities: the tailnet-wide ones plus its `nodeAttrs` (none for a
+/// revoked viewer).
+fn self_caps(context: &NetmapContext, viewer: NodeId, revoked: bool) -> Caps {
     let mut caps = context.self_caps.clone();
+    if revoked {
+        return caps;
+    }
     for (name, values) in context.access.node_caps(viewer) {
         caps.entry(name).or_default().extend(values);
     }
@@ -426,6 +468,7 @@ mod tests {
                 .into(),
             updated_at: Timestamp::EPOCH,
         });
+        state.rebuild_index();
         state
     }
 

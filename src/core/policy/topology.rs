@@ -89,9 +89,9 @@ impl Topology {
 }
 
 impl Topology {
-    /// The tailnet as the policy sees it: every user, and every authorised node (one still
-    /// waiting for device approval is nobody's peer), in id order.
-    pub fn from_state(state: &crate::core::State) -> Topology {
+    /// Only the users (no nodes): enough to resolve the user tokens of `tagOwners` and
+    /// `autoApprovers` without copying every node, as `decide` does per command.
+    pub fn users_of(state: &crate::core::State) -> Topology {
         Topology {
             users: state
                 .users
@@ -102,6 +102,15 @@ impl Topology {
                     email: u.email.clone(),
                 })
                 .collect(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The tailnet as the policy sees it: every user, and every authorised node (one still
+    /// waiting for device approval is nobody's peer), in id order.
+    pub fn from_state(state: &crate::core::State) -> Topology {
+        Topology {
+            users: Topology::users_of(state).users,
             nodes: state
                 .nodes
                 .values()

@@ -1,0 +1,200 @@
+//! The one accept loop of the public listener, plain or TLS (code review P4/P5): HTTP/1.1
+//! with upgrades (`/ts2021` and `/derp` are HTTP/1.1 upgrades; nothing needs h2c here), a
+//! header read deadline that also bounds idle keep-alive connections and slowloris peers,
+//! the connection caps of `conn_limits.rs`, and a graceful drain at shutdown. The debug
+//! listener uses the same loop with its own, smaller caps; the admin unix socket gets the
+//! same HTTP/1.1 serving (header deadline) under a plain count cap ([`serve_unix`]).
+
+use crate::conn_limits::{ConnLimits, ConnectionSlot};
+use axum::body::Body;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+/// A connection must finish each request's headers this long after it starts waiting for
+/// them (from accept, and again after each response): silent, trickling and idle keep-alive
+/// peers are closed instead of held.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not finished the TLS handshake by then is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for open requests (upgraded connections are not waited for).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    limits: Arc<ConnLimits>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut refused_since_log = 0u64;
+    let mut last_refusal_log = tokio::time::Instant::now();
+    let mut last_accept_error_log: Option<tokio::time::Instant> = None;
+    loop {
+        while connections.try_join_next().is_some() {}
+        // Wait for a place under the global cap before accepting: the excess waits in the
+        // kernel's backlog and holds no descriptor.
+        let global = tokio::select! {
+            _ = &mut shutdown => break,
+            global = limits.reserve() => match global {
+                Some(global) => global,
+                None => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning; log every 10 s at most.
+                    if last_accept_error_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(%error, "accept failed");
+                        last_accept_error_log = Some(tokio::time::Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = limits.admit(global, peer.ip()) else {
+            // Over the per-source cap: closed at once. Logged at most once a minute (L5).
+            refused_since_log += 1;
+            if last_refusal_log.elapsed() >= Duration::from_secs(60) {
+                tracing::warn!(
+                    refused = refused_since_log,
+                    last = %peer.ip(),
+                    per_source = limits.per_source_max(),
+                    "connections refused: per-source cap reached"
+                );
+                refused_since_log = 0;
+                last_refusal_log = tokio::time::Instant::now();
+            }
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let slot = ConnectionSlot::new(peer, permit);
+        let router = router.clone();
+        let stop = stop_rx.clone();
+        match tls.clone() {
+            None => {
+                connections.spawn(serve_http(tcp, Some(slot), router, stop));
+            }
+            Some(acceptor) => {
+                connections.spawn(async move {
+                    let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    match tls.await {
+                        Ok(Ok(tls)) => serve_http(tls, Some(slot), router, stop).await,
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT * 2, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Connections at once on the admin unix socket (local users only).
+pub const UNIX_MAX_CONNECTIONS: usize = 128;
+
+/// Serves `router` on the unix socket until `shutdown` resolves: HTTP/1.1 with the header
+/// deadline, at most `max` connections (the excess waits in the backlog).
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    max: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "unix socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            serve_http(stream, None, router, stop).await;
+        });
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT * 2, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// HTTP/1.1 on one connection; on TCP each request carries `ConnectInfo` and the
+/// connection's slot.
+async fn serve_http<IO>(
+    io: IO,
+    slot: Option<ConnectionSlot>,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer: Option<SocketAddr> = slot.as_ref().map(|slot| slot.remote);
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            if let Some(slot) = &slot {
+                let extensions = request.extensions_mut();
+                extensions.insert(axum::extract::ConnectInfo(slot.remote));
+                extensions.insert(slot.clone());
+            }
+            router.clone().oneshot(request)
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, ?peer, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connection).await;
+}
