@@ -104,8 +104,8 @@ fn open_sled(path: &Path, cache: u64) -> Result<(sled::Db, sled::Tree, sled::Tre
         let snapshots = db.open_tree("snapshots")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let mut problem = None;
-        for item in snapshots.iter() {
-            let (key, _) = item?;
+        for key in snapshots.iter().keys() {
+            let key = key?;
             if key.len() != 8 {
                 problem = Some(format!("a snapshot key of {} bytes", key.len()));
             }
