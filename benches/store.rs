@@ -50,6 +50,7 @@ fn append_through_engine(store: Arc<dyn EventStore>, total: u64) -> (u64, f64) {
         snapshot_every_events: u64::MAX,
         snapshot_every: Duration::from_secs(1 << 30),
         checkpoint_every_events: 10_000,
+        ..EngineOptions::default()
     };
     let engine = engine::start(
         Box::new(move || Ok(store.clone())),

@@ -1,7 +1,13 @@
 //! The single writer. Commands arrive on a bounded channel; each batch is decided against the
 //! current state, appended and flushed as one group commit, applied, and only then published
 //! and acknowledged. Nothing a caller or a map stream sees can be lost by a crash. A failed
-//! append stops the batch, and the writer reopens the store and replays before going on.
+//! append stops the batch (nothing in it is acknowledged), marks the engine down (health,
+//! `headscale_engine_up`; up again after a commit, or a successful `EventStore::probe` while
+//! idle) and the writer recovers the store in place (`EventStore::recover`)
+//! and re-derives its state from what the store then says. If recovery keeps failing for
+//! `EngineOptions::recovery_deadline` the process exits non-zero, so a supervisor restarts
+//! it; a panic in the writer thread does the same. Callers wait at most
+//! `EngineOptions::command_deadline` for an answer.
 
 use crate::core::keys::Digest;
 use crate::core::{decide, Actor, Command, Envelope, Rejection, State, Timestamp};
@@ -9,7 +15,9 @@ use crate::store::checkpoint::Checkpoint;
 use crate::store::record::{encode_snapshot, StoredRecord};
 use crate::store::replay::load_state;
 use crate::store::{EventStore, StoreError};
+use crate::supervise::fatal;
 use ed25519_dalek::SigningKey;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,6 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const COMMAND_QUEUE_CAPACITY: usize = 4096;
 /// Commands decided and committed together in one flush.
 pub const MAX_BATCH_COMMANDS: usize = 1024;
+/// While down and idle, how often the writer checks whether the store takes writes again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Supplies the current time; the only clock the engine reads.
 pub trait Clock: Send + 'static {
@@ -37,12 +47,16 @@ impl Clock for SystemClock {
     }
 }
 
-/// When to write snapshots and signed checkpoints.
+/// When to write snapshots and signed checkpoints, and how long to wait on failures.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub snapshot_every_events: u64,
     pub snapshot_every: Duration,
     pub checkpoint_every_events: u64,
+    /// How long the writer keeps retrying a failed recovery before the process exits.
+    pub recovery_deadline: Duration,
+    /// How long `EngineHandle::execute` waits for the writer before answering `Timeout`.
+    pub command_deadline: Duration,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +65,8 @@ impl Default for EngineOptions {
             snapshot_every_events: 100_000,
             snapshot_every: Duration::from_secs(3600),
             checkpoint_every_events: 1000,
+            recovery_deadline: Duration::from_secs(30),
+            command_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -64,6 +80,10 @@ pub enum EngineError {
     Store(String),
     #[error("the server is shutting down")]
     Stopped,
+    /// The writer did not answer in time (storage stuck or overloaded). The command was
+    /// dropped if the writer had not reached it yet; if it had, it may still have committed.
+    #[error("the engine did not answer within {0:?}; the command may not have been applied")]
+    Timeout(Duration),
 }
 
 /// What the writer publishes after each committed batch.
@@ -95,6 +115,9 @@ pub struct EngineHandle {
     sender: mpsc::Sender<Message>,
     published: watch::Receiver<Published>,
     store: Arc<dyn EventStore>,
+    up: Arc<AtomicBool>,
+    failed_appends: Arc<AtomicU64>,
+    deadline: Duration,
 }
 
 impl EngineHandle {
@@ -105,20 +128,40 @@ impl EngineHandle {
         command: Command,
     ) -> Result<Vec<Envelope>, EngineError> {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let timeout = |_| EngineError::Timeout(self.deadline);
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Message::Command {
+        tokio::time::timeout_at(
+            deadline,
+            self.sender.send(Message::Command {
                 command: Box::new(command),
                 actor,
                 reply,
-            })
+            }),
+        )
+        .await
+        .map_err(timeout)?
+        .map_err(|_| EngineError::Stopped)?;
+        // Dropping `answer` on timeout tells the writer to skip the command if not yet begun.
+        let outcome = tokio::time::timeout_at(deadline, answer)
             .await
+            .map_err(timeout)?
             .map_err(|_| EngineError::Stopped)?;
-        let outcome = answer.await.map_err(|_| EngineError::Stopped)?;
         crate::metrics::metrics()
             .command_seconds
             .observe(started.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// False from a failed append until a later commit succeeds or the idle writer's probe
+    /// finds the store writable again (health endpoints).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// Appends that failed since start (each one marked the engine down).
+    pub fn failed_appends(&self) -> u64 {
+        self.failed_appends.load(Ordering::SeqCst)
     }
 
     /// The latest published state.
@@ -147,7 +190,6 @@ impl EngineHandle {
 
 struct Writer {
     store: Arc<dyn EventStore>,
-    opener: StoreOpener,
     clock: Box<dyn Clock>,
     signing_key: SigningKey,
     options: EngineOptions,
@@ -157,6 +199,10 @@ struct Writer {
     last_snapshot_seq: u64,
     last_snapshot_time: Instant,
     last_checkpoint_seq: u64,
+    up: Arc<AtomicBool>,
+    failed_appends: Arc<AtomicU64>,
+    /// Set while a background snapshot is being written; no second one starts meanwhile.
+    snapshot_running: Arc<AtomicBool>,
 }
 
 /// Opens the store, rebuilds the state (snapshot + tail) and starts the writer thread.
@@ -166,6 +212,7 @@ pub fn start(
     signing_key: SigningKey,
     options: EngineOptions,
 ) -> Result<EngineHandle, StoreError> {
+    // The opener runs once: recovery happens in place (`EventStore::recover`).
     let store = opener()?;
     let state = load_state(store.as_ref(), None)?;
     let head = store.head();
@@ -179,9 +226,12 @@ pub fn start(
         .map(|(seq, _)| seq)
         .unwrap_or(0);
     let last_checkpoint_seq = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
+    let up = Arc::new(AtomicBool::new(true));
+    let failed_appends = Arc::new(AtomicU64::new(0));
+    crate::metrics::metrics().engine_up.set(1);
+    let deadline = options.command_deadline;
     let writer = Writer {
         store: store.clone(),
-        opener,
         clock,
         signing_key,
         options,
@@ -191,15 +241,27 @@ pub fn start(
         last_snapshot_seq,
         last_snapshot_time: Instant::now(),
         last_checkpoint_seq,
+        up: up.clone(),
+        failed_appends: failed_appends.clone(),
+        snapshot_running: Arc::new(AtomicBool::new(false)),
     };
     std::thread::Builder::new()
         .name("engine-writer".into())
-        .spawn(move || writer.run(receiver))
+        .spawn(move || {
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(receiver)));
+            if ran.is_err() {
+                fatal("the engine writer thread panicked; exiting so a supervisor restarts us");
+            }
+        })
         .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
     Ok(EngineHandle {
         sender,
         published,
         store,
+        up,
+        failed_appends,
+        deadline,
     })
 }
 
@@ -209,8 +271,31 @@ struct Pending {
 }
 
 impl Writer {
+    /// The next message. While the engine is down and idle, probes the store about once a
+    /// second, so health comes back when the storage does even if nothing is written.
+    fn next_message(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Option<Message> {
+        let mut next_probe = Instant::now() + PROBE_EVERY;
+        while !self.up.load(Ordering::SeqCst) {
+            match receiver.try_recv() {
+                Ok(message) => return Some(message),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= next_probe {
+                match self.store.probe() {
+                    Ok(()) => self.set_up(true),
+                    Err(error) => tracing::debug!(%error, "store still not writable"),
+                }
+                next_probe = Instant::now() + PROBE_EVERY;
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        receiver.blocking_recv()
+    }
+
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
-        while let Some(first) = receiver.blocking_recv() {
+        while let Some(first) = self.next_message(&mut receiver) {
             let mut batch = Vec::new();
             let mut shutdown = None;
             match first {
@@ -260,6 +345,10 @@ impl Writer {
         let mut prev_hash = self.head_hash;
         let mut pending = Vec::with_capacity(batch.len());
         for (command, actor, reply) in batch {
+            if reply.is_closed() {
+                // The caller gave up (deadline or cancelled): never acknowledged, not run.
+                continue;
+            }
             let outcome = match decide(&working, command.as_ref(), now) {
                 Ok(events) => {
                     // Undo point: a command whose events cannot be encoded is refused whole.
@@ -316,6 +405,7 @@ impl Writer {
             .observe(flush_started.elapsed().as_secs_f64());
         match appended {
             Ok(()) => {
+                self.set_up(true);
                 for envelope in &envelopes {
                     metrics.event(envelope.event.kind());
                     if let crate::core::Event::NodeRegistered(registration) = &envelope.event {
@@ -344,6 +434,8 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, "append failed; nothing in this batch is acknowledged");
+                self.failed_appends.fetch_add(1, Ordering::SeqCst);
+                self.set_up(false);
                 for p in pending {
                     let _ = p.reply.send(Err(EngineError::Store(error.to_string())));
                 }
@@ -352,42 +444,69 @@ impl Writer {
         }
     }
 
-    /// Reopens the store and replays, retrying until it works: after a failed flush we cannot
-    /// know what reached the disk, so only what the store now says is true.
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::SeqCst) != up {
+            crate::metrics::metrics().engine_up.set(i64::from(up));
+            if up {
+                tracing::warn!(
+                    seq = self.state.last_seq,
+                    "the event log accepts writes again"
+                );
+            }
+        }
+    }
+
+    /// Brings the store back to what was acknowledged and re-derives the state from it,
+    /// retrying until it works or `recovery_deadline` passes (then the process exits): after
+    /// a failed flush we cannot know what reached the disk, so only what the store now says
+    /// is true.
     fn recover(&mut self) {
-        let mut delay = Duration::from_millis(50);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(20);
         loop {
-            let reopened = (self.opener)().and_then(|store| {
-                let state = load_state(store.as_ref(), None)?;
-                Ok((store, state))
-            });
-            match reopened {
-                Ok((store, state)) => {
-                    self.head_hash = store.head().hash;
-                    self.store = store;
-                    self.state = Arc::new(state);
-                    self.publisher.send_replace(Published {
-                        state: self.state.clone(),
-                        batch: Arc::new(Vec::new()),
-                    });
-                    tracing::warn!(seq = self.state.last_seq, "store reopened and replayed");
-                    return;
-                }
+            match self.store.recover().and_then(|()| self.resync()) {
+                Ok(()) => return,
                 Err(error) => {
-                    tracing::error!(%error, "cannot reopen the store; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    let elapsed = started.elapsed();
+                    if elapsed >= self.options.recovery_deadline {
+                        fatal(&format!(
+                            "the event store could not be recovered for {elapsed:?} (last error: \
+                             {error}); exiting so a supervisor restarts us"
+                        ));
+                    }
+                    tracing::error!(%error, "cannot recover the store; retrying");
+                    let left = self.options.recovery_deadline - elapsed;
+                    std::thread::sleep(delay.min(left));
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
             }
         }
     }
 
+    /// Makes the in-memory state match the store's head, replaying only if they differ.
+    fn resync(&mut self) -> Result<(), StoreError> {
+        let head = self.store.head();
+        if head.seq == self.state.last_seq && head.hash == self.head_hash {
+            return Ok(());
+        }
+        let state = load_state(self.store.as_ref(), None)?;
+        self.head_hash = self.store.head().hash;
+        self.state = Arc::new(state);
+        self.publisher.send_replace(Published {
+            state: self.state.clone(),
+            batch: Arc::new(Vec::new()),
+        });
+        tracing::warn!(seq = self.state.last_seq, "state replayed from the store");
+        Ok(())
+    }
+
     fn after_commit(&mut self) {
         let seq = self.state.last_seq;
-        if seq - self.last_checkpoint_seq >= self.options.checkpoint_every_events {
+        if seq.saturating_sub(self.last_checkpoint_seq) >= self.options.checkpoint_every_events {
             self.write_checkpoint();
         }
-        let due_by_count = seq - self.last_snapshot_seq >= self.options.snapshot_every_events;
+        let due_by_count =
+            seq.saturating_sub(self.last_snapshot_seq) >= self.options.snapshot_every_events;
         let due_by_time = self.last_snapshot_time.elapsed() >= self.options.snapshot_every
             && seq > self.last_snapshot_seq;
         if due_by_count || due_by_time {
@@ -401,11 +520,16 @@ impl Writer {
         if seq == 0 || seq == self.last_snapshot_seq {
             return;
         }
+        // One background snapshot at a time (P2): a slow one is not joined by more.
+        if !inline && self.snapshot_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.last_snapshot_seq = seq;
         self.last_snapshot_time = Instant::now();
         let state = self.state.clone();
         let store = self.store.clone();
-        let work = move || match encode_snapshot(&state) {
+        let running = self.snapshot_running.clone();
+        let encode_and_put = move || match encode_snapshot(&state) {
             Ok(bytes) => {
                 if let Err(error) = store.put_snapshot(seq, &bytes) {
                     tracing::warn!(%error, seq, "snapshot not written");
@@ -416,11 +540,23 @@ impl Writer {
             Err(error) => tracing::warn!(%error, seq, "snapshot not encoded"),
         };
         if inline {
-            work();
-        } else if let Err(error) = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(work)
+            encode_and_put();
+        } else if let Err(error) =
+            std::thread::Builder::new()
+                .name("snapshot".into())
+                .spawn(move || {
+                    /// Clears the flag however the work ends (even by a panic).
+                    struct Done(Arc<AtomicBool>);
+                    impl Drop for Done {
+                        fn drop(&mut self) {
+                            self.0.store(false, Ordering::SeqCst);
+                        }
+                    }
+                    let _done = Done(running);
+                    encode_and_put();
+                })
         {
+            self.snapshot_running.store(false, Ordering::SeqCst);
             tracing::warn!(%error, "cannot start the snapshot thread");
         }
     }

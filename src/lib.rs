@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod supervise;
 pub mod tailcfg;
 pub mod tls;

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub derp_connections: Gauge,
     /// Bytes the embedded DERP relay received from and sent to clients.
     pub derp_bytes: Family<DirectionLabel, Counter>,
+    /// 1 while the engine can write its log; 0 from a failed append until a later commit (or
+    /// a successful write probe while idle).
+    pub engine_up: Gauge,
 }
 
 impl Metrics {
@@ -71,6 +74,12 @@ impl Metrics {
         let fanout_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let derp_connections = Gauge::default();
         let derp_bytes = Family::default();
+        let engine_up = Gauge::default();
+        registry.register(
+            "engine_up",
+            "1 while the engine can write its event log, 0 while appends fail",
+            engine_up.clone(),
+        );
         registry.register(
             "nodes_connected",
             "Nodes with an open map stream",
@@ -133,6 +142,7 @@ impl Metrics {
             fanout_seconds,
             derp_connections,
             derp_bytes,
+            engine_up,
         }
     }
 
@@ -195,6 +205,7 @@ mod tests {
             "headscale_map_fanout_duration_seconds_bucket",
             "headscale_derp_connections",
             "headscale_derp_bytes_total{direction=\"received\"}",
+            "headscale_engine_up",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

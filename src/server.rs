@@ -104,6 +104,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
         snapshot_every_events: sled.snapshot_every_events.max(1),
         snapshot_every: sled.snapshot_interval,
         checkpoint_every_events: sled.checkpoint_every_events.max(1),
+        ..EngineOptions::default()
     }
 }
 
@@ -301,6 +302,7 @@ fn public_router(
     machine: MachineContext,
     cors: Option<tower_http::cors::CorsLayer>,
 ) -> Router {
+    let health_backend = ctx.backend.clone();
     let api = api::router(ctx.clone())
         .layer(axum::middleware::from_fn_with_state(
             ctx,
@@ -314,14 +316,31 @@ fn public_router(
     Router::new()
         .route(
             "/health",
-            get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/health+json; charset=utf-8",
-                    )],
-                    serde_json::json!({"status": "pass"}).to_string(),
-                )
+            get({
+                let backend = health_backend;
+                move || async move {
+                    // `fail` (503) while the engine cannot write its log (H1, L6).
+                    let up = match &backend {
+                        api::Backend::Live(engine) => engine.is_up(),
+                        api::Backend::ReadOnly(_) => true,
+                    };
+                    let (status, body) = if up {
+                        (axum::http::StatusCode::OK, serde_json::json!({"status": "pass"}))
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            serde_json::json!({"status": "fail", "output": "event log writes are failing"}),
+                        )
+                    };
+                    (
+                        status,
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/health+json; charset=utf-8",
+                        )],
+                        body.to_string(),
+                    )
+                }
             }),
         )
         .route("/version", get(|| async { axum::Json(version_info()) }))

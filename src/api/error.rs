@@ -69,6 +69,7 @@ impl From<EngineError> for ApiError {
                 }
             }
             EngineError::Stopped => ApiError::Unavailable(error.to_string()),
+            EngineError::Timeout(_) => ApiError::Unavailable(error.to_string()),
             EngineError::Store(_) => ApiError::Internal(error.to_string()),
         }
     }

@@ -289,9 +289,23 @@ async fn method_not_allowed() -> Response {
         openapi::CommonErrors,
     )
 )]
-async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
-    let ok = ctx.state_at(None).is_ok();
-    Json(serde_json::json!({ "databaseConnectivity": ok }))
+async fn health(AxumState(ctx): AxumState<ApiContext>) -> Response {
+    // A live engine whose appends fail is not connected to its database (503, same shape).
+    let writable = match &ctx.backend {
+        Backend::Live(engine) => engine.is_up(),
+        Backend::ReadOnly(_) => true,
+    };
+    let ok = writable && ctx.state_at(None).is_ok();
+    let status = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "databaseConnectivity": ok })),
+    )
+        .into_response()
 }
 
 /// Parses a decimal id from a path or body field.

@@ -378,6 +378,14 @@ pub enum EventsCommand {
     Show { seq: u64 },
     /// Walk the whole hash chain and check every signed checkpoint.
     Verify,
+    /// Offline repair of a damaged event log (stop the server first): says what would be
+    /// kept (the last good seq) and cut (bytes); with --write, cuts the log after its last
+    /// good record, keeping the cut bytes and the original file beside it.
+    Salvage {
+        /// Write the new log (otherwise only report).
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

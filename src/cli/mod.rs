@@ -383,6 +383,10 @@ async fn auth(api: &Transport, format: Format, command: &AuthCommand) -> anyhow:
 
 /// Runs a command that talks to the API.
 pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
+    if let Command::Events(EventsCommand::Salvage { write }) = &cli.command {
+        // Offline: the server refuses to start on a damaged log, so there is no API.
+        return salvage(config, cli.output, *write);
+    }
     let api = Transport::connect(config).await?;
     let format = cli.output;
     match &cli.command {
@@ -947,8 +951,41 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
     print_one(cli.output, &value, "Policy is valid")
 }
 
+/// `events salvage [--write]` on the store named by the config.
+fn salvage(config: &Config, format: Format, write: bool) -> anyhow::Result<()> {
+    let store = &config.database.sled.path;
+    let report = if write {
+        crate::store::salvage::write(store)?
+    } else {
+        crate::store::salvage::inspect(store)?
+    };
+    let message = match (report.first_bad_seq, &report.reason) {
+        (Some(seq), Some(reason)) if write => format!(
+            "kept records 1..={} ({} bytes); cut {} bytes from record {seq} ({reason}), saved \
+             to {}; the original log is {}; sled's snapshots and checkpoints were moved aside \
+             and will be rebuilt",
+            report.last_good_seq,
+            report.kept_bytes,
+            report.cut_bytes,
+            report.cut_saved_to.as_deref().unwrap_or("-"),
+            report.original_saved_to.as_deref().unwrap_or("-"),
+        ),
+        (Some(seq), Some(reason)) => format!(
+            "would keep records 1..={} ({} bytes) and cut {} bytes from record {seq}: \
+             {reason}\nstop the server and run `headscale events salvage --write` to do it",
+            report.last_good_seq, report.kept_bytes, report.cut_bytes,
+        ),
+        _ => format!(
+            "the event log is whole: {} records, {} bytes; nothing to cut",
+            report.last_good_seq, report.file_bytes
+        ),
+    };
+    print_one(format, &serde_json::to_value(&report)?, &message)
+}
+
 async fn events(api: &Transport, format: Format, command: &EventsCommand) -> anyhow::Result<()> {
     match command {
+        EventsCommand::Salvage { .. } => bail!("events salvage runs offline, on the store"),
         EventsCommand::List {
             since,
             until,

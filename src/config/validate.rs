@@ -223,6 +223,7 @@ impl Config {
                 duration::format(EPHEMERAL_TIMEOUT_MIN)
             ));
         }
+        self.validate_timers()?;
         if self.log.level_name().is_none() {
             return Err(self.invalid(
                 "log.level",
@@ -233,6 +234,38 @@ impl Config {
             ));
         }
         Ok(warnings)
+    }
+
+    /// Timers that drive intervals and loops: zero would panic (`tokio::time::interval`) or
+    /// spin (keep-alives, snapshots, DERP map refresh), so it is refused (L6).
+    fn validate_timers(&self) -> Result<(), ConfigError> {
+        let mut timers = vec![
+            ("tuning.batch_change_delay", self.tuning.batch_change_delay),
+            (
+                "tuning.map_keepalive_interval",
+                self.tuning.map_keepalive_interval,
+            ),
+            (
+                "database.sled.snapshot_interval",
+                self.database.sled.snapshot_interval,
+            ),
+            ("cli.timeout", self.cli.timeout),
+        ];
+        if self.derp.auto_update_enabled {
+            timers.push(("derp.update_frequency", self.derp.update_frequency));
+        }
+        for (key, value) in timers {
+            if value.is_zero() {
+                return Err(self.invalid(key, "must be longer than 0s"));
+            }
+        }
+        if self.tuning.node_mapsession_buffered_chan_size == 0 {
+            return Err(self.invalid(
+                "tuning.node_mapsession_buffered_chan_size",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 
     /// `api.cors.allowed_origins`: `*` alone, or origins (`scheme://host[:port]`, no path).
@@ -408,4 +441,42 @@ fn split_host_port(authority: &str, port_required: bool) -> Result<String, Strin
         return Err(format!("has an invalid host {host:?}"));
     }
     Ok(host)
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use crate::config::load::load_str;
+
+    fn error(yaml: &str) -> String {
+        load_str(yaml, std::path::Path::new("/tmp/t.yaml"), &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn zero_timers_are_refused_with_their_key() {
+        for (yaml, key) in [
+            (
+                "tuning:\n  batch_change_delay: 0s\n",
+                "tuning.batch_change_delay",
+            ),
+            (
+                "tuning:\n  map_keepalive_interval: 0s\n",
+                "tuning.map_keepalive_interval",
+            ),
+            (
+                "database:\n  sled:\n    snapshot_interval: 0s\n",
+                "database.sled.snapshot_interval",
+            ),
+            (
+                "tuning:\n  node_mapsession_buffered_chan_size: 0\n",
+                "tuning.node_mapsession_buffered_chan_size",
+            ),
+        ] {
+            let message = error(yaml);
+            assert!(message.contains(key), "{yaml:?}: {message}");
+        }
+        assert!(!error("tuning:\n  batch_change_delay: 50ms\n").contains("batch_change_delay"));
+    }
 }

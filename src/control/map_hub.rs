@@ -294,7 +294,7 @@ impl MapHub {
         for id in state.nodes.keys() {
             hub.track_timers(*id);
         }
-        tokio::spawn(hub.run(rx));
+        crate::supervise::spawn_critical("map hub", hub.run(rx));
         let facts = Arc::new(FactSlots::new());
         let requests = Arc::new(RequestLimits {
             full_maps: limiter(

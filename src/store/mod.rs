@@ -2,12 +2,15 @@
 //! `EventStore` trait so the backend (sled today; a replicated one later) never leaks into
 //! the engine. A store never interprets events beyond checking the hash chain.
 
+mod capped;
 pub mod checkpoint;
 pub mod disk_store;
 pub mod export;
+pub mod faulty_file;
 pub mod memory;
 pub mod record;
 pub mod replay;
+pub mod salvage;
 pub mod segment_log;
 
 use crate::core::keys::Digest;
@@ -15,7 +18,7 @@ pub use checkpoint::Checkpoint;
 pub use record::{DecodeError, StoredRecord};
 
 /// Storage failures. A failed write means "maybe not durable": the engine must not
-/// acknowledge anything from that batch and recovers by reopening and replaying.
+/// acknowledge anything from that batch and recovers with `EventStore::recover`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage I/O failed: {0}")]
@@ -43,6 +46,19 @@ pub trait EventStore: Send + Sync {
 
     /// Appends records that continue the chain from `head()`; durable when it returns Ok.
     fn append(&self, records: &[StoredRecord]) -> Result<(), StoreError>;
+
+    /// After a failed append: brings the store back to exactly what was acknowledged (in
+    /// place, without opening anything a second time) so appends can go on; `head()` then
+    /// says what is durable. Fails while the storage still cannot be trusted.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether a write would work now, without appending a record (health while idle after
+    /// a failure). Ok by default.
+    fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// One record, parsed and checked against its payload hash.
     fn read(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError>;

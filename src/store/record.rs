@@ -176,12 +176,56 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, DecodeError> {
         return Err(DecodeError::TooLarge(body.len()));
     }
     let config = bincode_config().with_limit::<MAX_SNAPSHOT_LEN>();
-    let (state, read): (State, usize) = bincode::serde::decode_from_slice(body, config)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    // Length prefixes come from the bytes: `Capped` keeps them from sizing allocations.
+    struct CappedState;
+    impl<'de> serde::de::DeserializeSeed<'de> for CappedState {
+        type Value = State;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<State, D::Error> {
+            <State as serde::Deserialize>::deserialize(super::capped::Capped(d))
+        }
+    }
+    // Backstop: a decoder bug must not take the server down; a snapshot is only a cache.
+    let decoded = std::panic::catch_unwind(|| {
+        bincode::serde::seed_decode_from_slice(CappedState, body, config)
+    })
+    .map_err(|_| DecodeError::Malformed("the snapshot decoder panicked".into()))?;
+    let (state, read): (State, usize) =
+        decoded.map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if read != body.len() {
         return Err(DecodeError::Malformed(
             "trailing bytes after the snapshot".into(),
         ));
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_length_prefixes_in_a_snapshot_are_errors_not_panics() {
+        let good = encode_snapshot(&State::default()).unwrap();
+        // version, last_seq 0, last_at 0, then the users map's length prefix.
+        assert_eq!(&good[1..4], &[0, 0, 0]);
+        for prefix in [
+            vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            vec![0xfd, 0, 0, 0, 0, 0, 0, 0, 1],
+            vec![0xfc, 0xff, 0xff, 0xff, 0x0f],
+        ] {
+            let mut bytes = good[..3].to_vec();
+            bytes.extend_from_slice(&prefix);
+            bytes.extend_from_slice(&good[4..]);
+            assert!(decode_snapshot(&bytes).is_err(), "{prefix:?}");
+        }
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/snapshot/");
+        for name in [
+            "crash-imbl-map-alloc-abort",
+            "crash-imbl-map-capacity-overflow",
+        ] {
+            let bytes = std::fs::read(format!("{corpus}{name}")).unwrap();
+            assert!(decode_snapshot(&bytes).is_err(), "{name}");
+        }
+        assert_eq!(decode_snapshot(&good).unwrap(), State::default());
+    }
 }
