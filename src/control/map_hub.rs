@@ -306,12 +306,15 @@ impl MapHub {
                 limits::STREAM_OPEN_BURST,
             ),
         });
-        tokio::spawn(record_facts(
-            engine.clone(),
-            facts.clone(),
-            requests.clone(),
-            tx.downgrade(),
-        ));
+        crate::supervise::spawn_critical(
+            "hostinfo recorder",
+            record_facts(
+                engine.clone(),
+                facts.clone(),
+                requests.clone(),
+                tx.downgrade(),
+            ),
+        );
         MapHub {
             tx,
             presence,
