@@ -443,7 +443,6 @@ pub async fn run(
         _ => None,
     };
 
-    let unix = bind_unix_socket(&config)?;
     let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
@@ -455,6 +454,9 @@ pub async fn run(
                 .with_context(|| format!("cannot listen on {addr} (metrics_listen_addr)"))?,
         ),
     };
+    // The admin socket is bound last: once it answers, every listener is up (scripts and
+    // tests wait for it).
+    let unix = bind_unix_socket(&config)?;
     tracing::info!(
         listen = %config.listen_addr,
         socket = %config.unix_socket.display(),
