@@ -1,6 +1,6 @@
 //! `headscale serve`: wires config, keys, store, engine and listeners together, records
 //! start-up facts, and shuts down cleanly (final snapshot and checkpoint) on SIGTERM/SIGINT.
-//! SIGHUP reloads the policy file.
+//! SIGHUP reloads the policy file and the TLS certificate.
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
@@ -438,9 +438,13 @@ pub async fn run(
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =
         crate::derp::embedded::start(&config, &server_key.secret().to_bytes(), &engine).await?;
-    let tls = match (&config.tls_cert_path, &config.tls_key_path) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+    let certificates = match (&config.tls_cert_path, &config.tls_key_path) {
+        (Some(cert), Some(key)) => Some(crate::tls::TlsCertificates::load(cert, key)?),
         _ => None,
+    };
+    let tls = match &certificates {
+        Some(certificates) => Some(crate::tls::acceptor(certificates.clone())?),
+        None => None,
     };
 
     let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
@@ -540,6 +544,12 @@ pub async fn run(
                 match load_policy_file(&config, &engine).await {
                     Ok(()) => tracing::info!("policy reloaded"),
                     Err(error) => tracing::error!(%error, "policy not reloaded; the previous one stays in force"),
+                }
+                if let Some(certificates) = &certificates {
+                    match certificates.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Err(error) => tracing::error!(%error, "TLS certificate not reloaded; the previous one stays in force"),
+                    }
                 }
             }
         }

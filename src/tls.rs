@@ -1,11 +1,15 @@
 //! TLS on the main listener: loads `tls_cert_path`/`tls_key_path` (PEM) into a rustls acceptor
-//! (ring provider, ALPN `http/1.1`: the DERP client and the `/ts2021` upgrade speak HTTP/1.1).
+//! (ring provider, ALPN `http/1.1`: the DERP client and the `/ts2021` upgrade speak HTTP/1.1),
+//! and re-reads them on SIGHUP so a renewed certificate needs no restart (audit L10).
 //! The accept loop, shared with plain TCP, is `listener.rs`.
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
-use std::sync::Arc;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +22,64 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// Builds the acceptor from PEM files (certificate chain, then the private key).
-pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
+/// The certificate and key in force, re-read from their files on `reload` (SIGHUP, as
+/// `systemctl reload` sends), so a renewed certificate needs no restart. A reload that fails
+/// keeps the pair in force. rustls asks for the pair on every handshake, so the swap takes
+/// effect for the next connection; open ones keep theirs.
+#[derive(Debug)]
+pub struct TlsCertificates {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl TlsCertificates {
+    /// Loads the pair once; an error names the file at fault.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<TlsCertificates>, TlsError> {
+        let current = read_pair(cert_path, key_path)?;
+        Ok(Arc::new(TlsCertificates {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: RwLock::new(Arc::new(current)),
+        }))
+    }
+
+    /// Re-reads both files; on success the new pair serves the next handshakes.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = read_pair(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for TlsCertificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The acceptor for the main listener, serving whatever pair `certificates` holds.
+pub fn acceptor(certificates: Arc<TlsCertificates>) -> Result<TlsAcceptor, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads and checks a PEM pair (certificate chain, then the private key matching its first
+/// certificate).
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_error = |message: String| TlsError::Cert {
         path: cert_path.display().to_string(),
         message,
@@ -39,12 +99,6 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsErr
     // L10: the TLS key is a secret file like the others.
     crate::keyfile::warn_if_readable_by_others(key_path);
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| key_error(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| key_error(format!("does not match the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| key_error(format!("does not match the certificate: {e}")))
 }

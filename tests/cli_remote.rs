@@ -202,3 +202,65 @@ fn a_silent_server_times_out_with_one_line() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     drop(listener);
 }
+
+/// L10: a renewed certificate is served after SIGHUP without a restart; a broken pair is
+/// refused by the reload and the one in force stays.
+#[test]
+fn sighup_reloads_a_renewed_certificate() {
+    let (server, cert) = tls_server();
+    let key = server.ok(&["apikeys", "create"]).trim().to_string();
+    let address = format!("localhost:{}", server.port);
+    let client_dir = tempfile::tempdir().unwrap();
+    let old_ca = client_dir.path().join("old.pem");
+    std::fs::copy(&cert, &old_ca).unwrap();
+    let trusting = |ca: &Path| {
+        let ca = ca.display().to_string();
+        remote(
+            client_dir.path(),
+            &[
+                ("HEADSCALE_CLI_ADDRESS", address.as_str()),
+                ("HEADSCALE_CLI_API_KEY", key.as_str()),
+                ("SSL_CERT_FILE", ca.as_str()),
+            ],
+            &["users", "list", "-o", "json"],
+        )
+    };
+    assert!(trusting(&old_ca).status.success());
+
+    // Renewal: a new pair written over the old files, then SIGHUP (`systemctl reload`).
+    let renewed =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let key_path = cert.with_file_name("tls.key");
+    std::fs::write(&key_path, renewed.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&cert, renewed.cert.pem()).unwrap();
+    let pid = server.pid().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    // The signal is handled asynchronously: poll until the renewed certificate is served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !trusting(&cert).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload: {}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let line = one_error_line(&trusting(&old_ca));
+    assert!(line.contains("certificate"), "the old one is gone: {line}");
+
+    // A key that does not match: the reload is refused, the renewed pair stays in force.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&key_path, other.key_pair.serialize_pem()).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log().contains("TLS certificate not reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal: {}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(trusting(&cert).status.success(), "the pair in force stays");
+}
