@@ -13,7 +13,9 @@
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit and the global cap lowered to
 //! fit it, minus a reserve for the store, the other listeners and their connections.
 
-use axum::http::HeaderMap;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -286,6 +288,36 @@ impl ConnectionSlot {
         self.permit
             .limits
             .allow_handshake_from(self.remote.ip(), headers)
+    }
+}
+
+/// For an upgrade handler (`/ts2021`, `/derp`): the request's [`ConnectionSlot`] (none when
+/// the request did not come through the public listener), to keep for as long as the upgraded
+/// connection lives, after taking one token of its client's handshake bucket (L8). Called
+/// before any key exchange.
+pub fn upgrade_slot(request: &Request) -> Result<Option<ConnectionSlot>, HandshakeRefused> {
+    let slot = request.extensions().get::<ConnectionSlot>().cloned();
+    if slot
+        .as_ref()
+        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
+    {
+        return Err(HandshakeRefused);
+    }
+    Ok(slot)
+}
+
+/// The source's handshake bucket is empty: answered `429` with `Retry-After`.
+#[derive(Debug)]
+pub struct HandshakeRefused;
+
+impl IntoResponse for HandshakeRefused {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            "too many handshakes from this address; retry later\n",
+        )
+            .into_response()
     }
 }
 
