@@ -71,17 +71,9 @@ fn bucket(source: IpAddr) -> IpAddr {
 
 impl AuthGuard {
     pub fn new(trusted_proxies: &[String]) -> AuthGuard {
-        let proxies = trusted_proxies
-            .iter()
-            .filter_map(|p| {
-                p.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
-            })
-            .collect();
         AuthGuard {
             inner: Arc::default(),
-            trusted_proxies: Arc::new(proxies),
+            trusted_proxies: Arc::new(crate::conn_limits::parse_trusted_proxies(trusted_proxies)),
         }
     }
 
@@ -179,30 +171,14 @@ impl AuthGuard {
     }
 
     /// The request's source: the peer, or — when the peer is a trusted proxy — the nearest
-    /// untrusted address in `X-Forwarded-For`.
+    /// untrusted address in `X-Forwarded-For` (the peer when the proxy names none).
     fn source(&self, request: &Request) -> IpAddr {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
-        if !trusted(&peer) {
-            return peer;
-        }
-        let forwarded = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse::<IpAddr>().ok())
-            .collect::<Vec<_>>();
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .copied()
+        crate::conn_limits::client_source(peer, request.headers(), &self.trusted_proxies)
             .unwrap_or(peer)
     }
 }
