@@ -135,6 +135,26 @@ pub fn client_source(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Op
     forwarded.into_iter().rev().find(|ip| !is_trusted(ip))
 }
 
+/// The start-up warning for a listener on loopback with no trusted proxy, if it applies:
+/// that is the usual same-host reverse-proxy set-up, where every client arrives from the
+/// proxy's address and so shares one source's connection cap, handshake rate and API-key
+/// failure limit.
+pub fn proxy_warning(
+    listen_addr: &str,
+    trusted_proxies: &[IpNet],
+    per_source_max: usize,
+) -> Option<String> {
+    let ip = listen_addr.parse::<SocketAddr>().ok()?.ip();
+    (ip.to_canonical().is_loopback() && trusted_proxies.is_empty()).then(|| {
+        format!(
+            "listen_addr {listen_addr} is loopback and trusted_proxies is empty: behind a \
+             same-host reverse proxy every client shares the proxy's address, so the per-source \
+             connection cap ({per_source_max}), the handshake rate and the API-key failure limit \
+             apply to all of them together; set trusted_proxies to the proxy's address"
+        )
+    })
+}
+
 impl ConnLimits {
     pub fn new(max: usize, per_source_max: usize) -> Arc<ConnLimits> {
         ConnLimits::behind(max, per_source_max, Vec::new())
@@ -347,6 +367,19 @@ mod tests {
             SourceKey::of(ip("192.0.2.1")),
             SourceKey::of(ip("192.0.2.2"))
         );
+    }
+
+    #[test]
+    fn a_loopback_listener_without_trusted_proxies_is_warned_about() {
+        let warning = |addr: &str, trusted: &[&str]| {
+            let trusted: Vec<String> = trusted.iter().map(|t| t.to_string()).collect();
+            proxy_warning(addr, &parse_trusted_proxies(&trusted), 256)
+        };
+        assert!(warning("127.0.0.1:8080", &[]).is_some());
+        assert!(warning("[::1]:8080", &[]).is_some());
+        assert!(warning("127.0.0.1:8080", &["127.0.0.1"]).is_none());
+        assert!(warning("0.0.0.0:8080", &[]).is_none());
+        assert!(warning("[::]:8080", &[]).is_none());
     }
 
     #[test]
