@@ -12,7 +12,6 @@ use crypto_box::aead::{Aead, AeadCore, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use headscale::client::{self, ControlClient, MapStream, Netmap};
 use headscale::derp::frame::{self, ClientFrame, ServerFrame};
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,19 +64,9 @@ impl Device {
         let node_key = format!("nodekey:{}", hex::encode(secret.public_key().as_bytes()));
         let (disco_key, _) = client::random_key("discokey:");
         let answer = client
-            .register(&RegisterRequest {
-                version: common::CLIENT_CAPVER.into(),
-                node_key: node_key.clone(),
-                auth: Some(RegisterAuth {
-                    auth_key: auth_key.into(),
-                }),
-                hostinfo: Some(headscale::tailcfg::Hostinfo {
-                    hostname: hostname.into(),
-                    os: "linux".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .register(&common::auth_key_registration(
+                &node_key, auth_key, hostname,
+            ))
             .await
             .unwrap();
         assert!(answer.error.is_empty(), "{answer:?}");

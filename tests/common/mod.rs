@@ -368,3 +368,33 @@ pub fn start_engine(
         options,
     )
 }
+
+// ---- Shared by the DERP and hostile suites (tests/derp.rs, tests/revocation.rs,
+// tests/hostile/harness.rs) ----
+
+/// A free UDP port on loopback (for STUN; bound then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The registration of a Linux node named `hostname` with node key `node_key` and an auth
+/// key, at our client's capability version.
+pub fn auth_key_registration(node_key: &str, auth_key: &str, hostname: &str) -> RegisterRequest {
+    RegisterRequest {
+        version: CLIENT_CAPVER.into(),
+        node_key: node_key.to_string(),
+        auth: Some(RegisterAuth {
+            auth_key: auth_key.into(),
+        }),
+        hostinfo: Some(headscale::tailcfg::Hostinfo {
+            hostname: hostname.into(),
+            os: "linux".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
