@@ -102,8 +102,8 @@ pub struct ConnLimits {
     trusted_proxies: Vec<IpNet>,
 }
 
-/// Parses `trusted_proxies` entries (CIDRs or single addresses; others are ignored, as the
-/// API's limiter does).
+/// Parses `trusted_proxies` entries (CIDRs or single addresses; others are ignored), for the
+/// connection limits and the API-key limiter alike.
 pub fn parse_trusted_proxies(entries: &[String]) -> Vec<IpNet> {
     entries
         .iter()
