@@ -13,7 +13,9 @@
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit and the global cap lowered to
 //! fit it, minus a reserve for the store, the other listeners and their connections.
 
-use axum::http::HeaderMap;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -100,8 +102,8 @@ pub struct ConnLimits {
     trusted_proxies: Vec<IpNet>,
 }
 
-/// Parses `trusted_proxies` entries (CIDRs or single addresses; others are ignored, as the
-/// API's limiter does).
+/// Parses `trusted_proxies` entries (CIDRs or single addresses; others are ignored), for the
+/// connection limits and the API-key limiter alike.
 pub fn parse_trusted_proxies(entries: &[String]) -> Vec<IpNet> {
     entries
         .iter()
@@ -131,6 +133,26 @@ pub fn client_source(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Op
         .filter_map(|part| part.trim().parse::<IpAddr>().ok())
         .collect();
     forwarded.into_iter().rev().find(|ip| !is_trusted(ip))
+}
+
+/// The start-up warning for a listener on loopback with no trusted proxy, if it applies:
+/// that is the usual same-host reverse-proxy set-up, where every client arrives from the
+/// proxy's address and so shares one source's connection cap, handshake rate and API-key
+/// failure limit.
+pub fn proxy_warning(
+    listen_addr: &str,
+    trusted_proxies: &[IpNet],
+    per_source_max: usize,
+) -> Option<String> {
+    let ip = listen_addr.parse::<SocketAddr>().ok()?.ip();
+    (ip.to_canonical().is_loopback() && trusted_proxies.is_empty()).then(|| {
+        format!(
+            "listen_addr {listen_addr} is loopback and trusted_proxies is empty: behind a \
+             same-host reverse proxy every client shares the proxy's address, so the per-source \
+             connection cap ({per_source_max}), the handshake rate and the API-key failure limit \
+             apply to all of them together; set trusted_proxies to the proxy's address"
+        )
+    })
 }
 
 impl ConnLimits {
@@ -289,6 +311,36 @@ impl ConnectionSlot {
     }
 }
 
+/// For an upgrade handler (`/ts2021`, `/derp`): the request's [`ConnectionSlot`] (none when
+/// the request did not come through the public listener), to keep for as long as the upgraded
+/// connection lives, after taking one token of its client's handshake bucket (L8). Called
+/// before any key exchange.
+pub fn upgrade_slot(request: &Request) -> Result<Option<ConnectionSlot>, HandshakeRefused> {
+    let slot = request.extensions().get::<ConnectionSlot>().cloned();
+    if slot
+        .as_ref()
+        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
+    {
+        return Err(HandshakeRefused);
+    }
+    Ok(slot)
+}
+
+/// The source's handshake bucket is empty: answered `429` with `Retry-After`.
+#[derive(Debug)]
+pub struct HandshakeRefused;
+
+impl IntoResponse for HandshakeRefused {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            "too many handshakes from this address; retry later\n",
+        )
+            .into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +367,19 @@ mod tests {
             SourceKey::of(ip("192.0.2.1")),
             SourceKey::of(ip("192.0.2.2"))
         );
+    }
+
+    #[test]
+    fn a_loopback_listener_without_trusted_proxies_is_warned_about() {
+        let warning = |addr: &str, trusted: &[&str]| {
+            let trusted: Vec<String> = trusted.iter().map(|t| t.to_string()).collect();
+            proxy_warning(addr, &parse_trusted_proxies(&trusted), 256)
+        };
+        assert!(warning("127.0.0.1:8080", &[]).is_some());
+        assert!(warning("[::1]:8080", &[]).is_some());
+        assert!(warning("127.0.0.1:8080", &["127.0.0.1"]).is_none());
+        assert!(warning("0.0.0.0:8080", &[]).is_none());
+        assert!(warning("[::]:8080", &[]).is_none());
     }
 
     #[test]

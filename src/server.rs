@@ -92,7 +92,7 @@ pub fn live_context(
         policy_in_database: config.policy.mode == PolicyMode::Database,
         checkpoint_key: read_checkpoint_key(config),
         presence,
-        auth: api::AuthGuard::for_listener(&config.listen_addr, &config.trusted_proxies),
+        auth: api::AuthGuard::new(&config.trusted_proxies),
         pending: None,
     }
 }
@@ -401,15 +401,12 @@ fn connection_limits(config: &Config) -> Arc<ConnLimits> {
         }
     };
     let trusted = crate::conn_limits::parse_trusted_proxies(&config.trusted_proxies);
-    let listen_on_loopback = config
-        .listen_addr
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|addr| addr.ip().is_loopback());
-    if listen_on_loopback && trusted.is_empty() {
-        tracing::warn!(
-            "listening on loopback without trusted_proxies: behind a same-host proxy every client shares one source, so the per-source connection cap ({}) and handshake rate apply to all of them; list the proxy in trusted_proxies",
-            config.tuning.max_connections_per_ip
-        );
+    if let Some(warning) = crate::conn_limits::proxy_warning(
+        &config.listen_addr,
+        &trusted,
+        config.tuning.max_connections_per_ip,
+    ) {
+        tracing::warn!("{warning}");
     }
     ConnLimits::behind(max, config.tuning.max_connections_per_ip, trusted)
 }

@@ -8,22 +8,15 @@
 
 mod common;
 
-use headscale::core::{Actor, Command, State, Timestamp};
-use headscale::engine::{self, Clock, EngineOptions};
+use common::start_engine;
+use headscale::core::{Actor, Command, State};
+use headscale::engine::EngineOptions;
 use headscale::store::disk_store::DiskStore;
 use headscale::store::replay::load_state;
 use headscale::store::{EventStore, StoreError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct FixedClock;
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(1_767_225_600_000)
-    }
-}
 
 fn create(name: &str) -> Command {
     Command::CreateUser {
@@ -40,10 +33,8 @@ fn build(path: &Path, users: usize) -> State {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let path = path.to_path_buf();
-        let engine = engine::start(
+        let engine = start_engine(
             Box::new(move || Ok(Arc::new(DiskStore::open(&path, 1 << 20)?) as Arc<dyn EventStore>)),
-            Box::new(FixedClock),
-            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
             EngineOptions {
                 snapshot_every_events: 500,
                 snapshot_every: Duration::from_secs(1 << 30),
@@ -348,10 +339,8 @@ fn flip_sled_values(tree: &str, pristine: &Path, expected: &State, scratch: &Pat
         );
         // The engine starts on it and commits.
         let opened = path.clone();
-        let engine = engine::start(
+        let engine = start_engine(
             Box::new(move || Ok(Arc::new(open_when_unlocked(&opened)?) as Arc<dyn EventStore>)),
-            Box::new(FixedClock),
-            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
             EngineOptions::default(),
         )
         .unwrap_or_else(|e| panic!("{tree} bit {bit}: the engine refused: {e}"));

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{free_udp_port, TestServer};
 use crypto_box::aead::{Aead, AeadCore, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use headscale::derp::frame::{self, ClientFrame, PeerGoneReason, ServerFrame};
@@ -141,14 +141,6 @@ async fn connect(port: u16, secret: &SecretKey) -> Option<DerpClient> {
     let head = upgrade(&mut stream, "").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     DerpClient::handshake(stream, secret).await
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server with the embedded relay on; `extra_env` adds `HEADSCALE_*` overrides.

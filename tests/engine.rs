@@ -4,36 +4,20 @@
 //! stuck, a panic in the writer or a critical task ends the process (checked in a child
 //! process), and a clean shutdown leaves a snapshot and a signed checkpoint.
 
-use headscale::core::{Actor, Command, Timestamp};
-use headscale::engine::{self, Clock, EngineError, EngineOptions};
+mod common;
+
+use common::{create_user as create, start_engine};
+use headscale::core::Actor;
+use headscale::engine::{self, EngineError, EngineOptions};
 use headscale::store::memory::MemoryStore;
 use headscale::store::replay::{load_state, verify_chain};
 use headscale::store::EventStore;
 use std::sync::Arc;
 
-struct FixedClock;
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(1_767_225_600_000)
-    }
-}
-
-fn create(name: &str) -> Command {
-    Command::CreateUser {
-        name: name.into(),
-        display_name: String::new(),
-        email: String::new(),
-        picture_url: String::new(),
-    }
-}
-
 fn start(store: &MemoryStore) -> engine::EngineHandle {
     let opened = store.clone();
-    engine::start(
+    start_engine(
         Box::new(move || Ok(Arc::new(opened.clone()) as Arc<dyn EventStore>)),
-        Box::new(FixedClock),
-        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
         EngineOptions::default(),
     )
     .unwrap()
@@ -184,10 +168,8 @@ async fn callers_get_a_timeout_when_the_writer_is_stuck_and_given_up_commands_ar
         entered: Arc::default(),
     };
     let opened = store.clone();
-    let engine = engine::start(
+    let engine = start_engine(
         Box::new(move || Ok(Arc::new(opened.clone()) as Arc<dyn EventStore>)),
-        Box::new(FixedClock),
-        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
         EngineOptions {
             command_deadline: std::time::Duration::from_millis(300),
             ..EngineOptions::default()
@@ -308,10 +290,8 @@ fn supervised_child(which: &str) {
         match which {
             "writer" | "recovery" => {
                 let store = PanickingStore(MemoryStore::new(), which == "recovery");
-                let engine = engine::start(
+                let engine = start_engine(
                     Box::new(move || Ok(Arc::new(store.clone()) as Arc<dyn EventStore>)),
-                    Box::new(FixedClock),
-                    ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
                     EngineOptions {
                         recovery_deadline: std::time::Duration::from_millis(300),
                         ..EngineOptions::default()

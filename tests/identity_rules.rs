@@ -242,10 +242,7 @@ async fn a_client_presenting_another_nodes_key_is_told_why() {
 
     let server = common::TestServer::start();
     server.ok(&["users", "create", "alice"]);
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     let victim = common::join(&server, &key, "victim").await;
     let attacker = common::join(&server, &key, "attacker").await;
 

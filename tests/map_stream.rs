@@ -22,10 +22,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn start() -> (TestServer, String) {
     let server = TestServer::start_with(TUNING);
     server.ok(&["users", "create", "alice"]);
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     (server, key)
 }
 
@@ -494,10 +491,7 @@ async fn ephemeral_inactivity_logout_and_expiry_timers() {
         "{TUNING}node:\n  ephemeral:\n    inactivity_timeout: 2s\n"
     ));
     server.ok(&["users", "create", "alice"]);
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     let ephemeral = server
         .ok(&[
             "preauthkeys",
@@ -642,12 +636,7 @@ async fn policy_decides_peers_and_filters_live() {
     for user in ["alice", "bob"] {
         server.ok(&["users", "create", user]);
     }
-    let key = |user: &str| {
-        server
-            .ok(&["preauthkeys", "create", "-u", user, "--reusable"])
-            .trim()
-            .to_string()
-    };
+    let key = |user: &str| server.pre_auth_key(user, &["--reusable"]);
     let (alice_key, bob_key) = (key("alice"), key("bob"));
     let policy_file = |name: &str, text: &str| {
         let path = server.dir.path().join(name);
@@ -878,10 +867,7 @@ async fn auto_approvers_at_registration_and_policy_change() {
         ])
         .trim()
         .to_string();
-    let plain = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let plain = server.pre_auth_key("alice", &["--reusable"]);
     join_with_routes(
         &server,
         &tagged,

@@ -21,10 +21,7 @@ const WAIT: Duration = Duration::from_secs(15);
 fn start() -> (TestServer, String) {
     let server = TestServer::start_with(TUNING);
     server.ok(&["users", "create", "alice"]);
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     (server, key)
 }
 

@@ -12,7 +12,6 @@ use crypto_box::aead::{Aead, AeadCore, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use headscale::client::{self, ControlClient, MapStream, Netmap};
 use headscale::derp::frame::{self, ClientFrame, ServerFrame};
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,19 +64,9 @@ impl Device {
         let node_key = format!("nodekey:{}", hex::encode(secret.public_key().as_bytes()));
         let (disco_key, _) = client::random_key("discokey:");
         let answer = client
-            .register(&RegisterRequest {
-                version: common::CLIENT_CAPVER.into(),
-                node_key: node_key.clone(),
-                auth: Some(RegisterAuth {
-                    auth_key: auth_key.into(),
-                }),
-                hostinfo: Some(headscale::tailcfg::Hostinfo {
-                    hostname: hostname.into(),
-                    os: "linux".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .register(&common::auth_key_registration(
+                &node_key, auth_key, hostname,
+            ))
             .await
             .unwrap();
         assert!(answer.error.is_empty(), "{answer:?}");
@@ -257,10 +246,7 @@ impl Relay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_a_node_cuts_its_map_and_its_relay() {
     let server = start("");
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     let victim = Device::join(&server, &key, "victim").await;
     let peer = Device::join(&server, &key, "peer").await;
     let mut watch = victim.watch().await;
@@ -315,10 +301,7 @@ async fn expiring_a_node_cuts_its_map_and_its_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_node_ends_its_stream_and_its_relay() {
     let server = start("");
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     let doomed = Device::join(&server, &key, "doomed").await;
     let _peer = Device::join(&server, &key, "peer").await;
     let mut watch = doomed.watch().await;
@@ -337,14 +320,8 @@ async fn deleting_a_node_ends_its_stream_and_its_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unapproved_node_cannot_use_the_relay_until_approved() {
     let server = start("node:\n  require_approval: true\n");
-    let approved_key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--pre-approved"])
-        .trim()
-        .to_string();
-    let waiting_key = server
-        .ok(&["preauthkeys", "create", "-u", "alice"])
-        .trim()
-        .to_string();
+    let approved_key = server.pre_auth_key("alice", &["--pre-approved"]);
+    let waiting_key = server.pre_auth_key("alice", &[]);
     let member = Device::join(&server, &approved_key, "member").await;
     let waiting = Device::join(&server, &waiting_key, "waiting").await;
     let _member_watch = member.watch().await;
@@ -378,10 +355,7 @@ async fn an_unapproved_node_cannot_use_the_relay_until_approved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_expiry_cuts_off_when_it_passes() {
     let server = start("");
-    let key = server
-        .ok(&["preauthkeys", "create", "-u", "alice", "--reusable"])
-        .trim()
-        .to_string();
+    let key = server.pre_auth_key("alice", &["--reusable"]);
     let device = Device::join(&server, &key, "device").await;
     let _peer = Device::join(&server, &key, "peer").await;
     let mut watch = device.watch().await;

@@ -10,8 +10,9 @@
 
 mod common;
 
-use headscale::core::{Actor, Command, Event, Timestamp};
-use headscale::engine::{self, Clock, EngineError, EngineHandle, EngineOptions};
+use common::{create_user as create, start_engine};
+use headscale::core::{Actor, Event};
+use headscale::engine::{EngineError, EngineHandle, EngineOptions};
 use headscale::store::disk_store::DiskStore;
 use headscale::store::faulty_file::{Fault, FaultyDisk, Op};
 use headscale::store::replay::{load_state, verify_chain};
@@ -24,23 +25,6 @@ const COMMANDS: usize = 2000;
 /// Commands in flight at once, so the writer forms group commits of varying size.
 const WAVE: usize = 16;
 
-struct FixedClock;
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(1_767_225_600_000)
-    }
-}
-
-fn create(name: &str) -> Command {
-    Command::CreateUser {
-        name: name.into(),
-        display_name: String::new(),
-        email: String::new(),
-        picture_url: String::new(),
-    }
-}
-
 fn options() -> EngineOptions {
     EngineOptions {
         // Snapshots and checkpoints live in sled; this test is about the log.
@@ -52,13 +36,7 @@ fn options() -> EngineOptions {
 }
 
 fn start(store: Arc<dyn EventStore>) -> EngineHandle {
-    engine::start(
-        Box::new(move || Ok(store.clone())),
-        Box::new(FixedClock),
-        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
-        options(),
-    )
-    .unwrap()
+    start_engine(Box::new(move || Ok(store.clone())), options()).unwrap()
 }
 
 /// How a fault is armed and when it is lifted.

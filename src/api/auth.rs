@@ -71,28 +71,10 @@ fn bucket(source: IpAddr) -> IpAddr {
 
 impl AuthGuard {
     pub fn new(trusted_proxies: &[String]) -> AuthGuard {
-        let proxies = trusted_proxies
-            .iter()
-            .filter_map(|p| {
-                p.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
-            })
-            .collect();
         AuthGuard {
             inner: Arc::default(),
-            trusted_proxies: Arc::new(proxies),
+            trusted_proxies: Arc::new(crate::conn_limits::parse_trusted_proxies(trusted_proxies)),
         }
-    }
-
-    /// [`AuthGuard::new`] for the TCP listener on `listen_addr`, warning once when the listener
-    /// is on loopback and no proxy is trusted: that is the usual reverse-proxy set-up, where
-    /// every client would share the proxy's address and so one failure budget.
-    pub fn for_listener(listen_addr: &str, trusted_proxies: &[String]) -> AuthGuard {
-        if let Some(warning) = proxy_warning(listen_addr, trusted_proxies) {
-            tracing::warn!("{warning}");
-        }
-        AuthGuard::new(trusted_proxies)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -179,44 +161,16 @@ impl AuthGuard {
     }
 
     /// The request's source: the peer, or — when the peer is a trusted proxy — the nearest
-    /// untrusted address in `X-Forwarded-For`.
+    /// untrusted address in `X-Forwarded-For` (the peer when the proxy names none).
     fn source(&self, request: &Request) -> IpAddr {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
-        if !trusted(&peer) {
-            return peer;
-        }
-        let forwarded = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse::<IpAddr>().ok())
-            .collect::<Vec<_>>();
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .copied()
+        crate::conn_limits::client_source(peer, request.headers(), &self.trusted_proxies)
             .unwrap_or(peer)
     }
-}
-
-/// The start-up warning of [`AuthGuard::for_listener`], if it applies.
-fn proxy_warning(listen_addr: &str, trusted_proxies: &[String]) -> Option<String> {
-    let ip = listen_addr.parse::<SocketAddr>().ok()?.ip();
-    (ip.to_canonical().is_loopback() && trusted_proxies.is_empty()).then(|| {
-        format!(
-            "listen_addr {listen_addr} is loopback and trusted_proxies is empty: behind a reverse \
-             proxy every API client counts as the proxy's address, so their API-key failures \
-             share one limit; set trusted_proxies to the proxy's address"
-        )
-    })
 }
 
 fn too_many(wait: Duration) -> Response {
@@ -401,15 +355,6 @@ mod tests {
         assert_eq!(guard.lock().failures.len(), MAX_SOURCES);
         assert!(guard.locked_for(ip(0), t1).is_some());
         assert!(guard.lock().failures.contains_key(&ip(u32::MAX)));
-    }
-
-    #[test]
-    fn a_loopback_listener_without_trusted_proxies_is_warned_about() {
-        assert!(proxy_warning("127.0.0.1:8080", &[]).is_some());
-        assert!(proxy_warning("[::1]:8080", &[]).is_some());
-        assert!(proxy_warning("127.0.0.1:8080", &["127.0.0.1".into()]).is_none());
-        assert!(proxy_warning("0.0.0.0:8080", &[]).is_none());
-        assert!(proxy_warning("[::]:8080", &[]).is_none());
     }
 
     #[test]

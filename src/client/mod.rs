@@ -191,11 +191,8 @@ pub async fn noise_connect(
     let (initiator, initiation) = noise::initiation(machine_key, &server.0, capability_version)?;
     let mut tcp = TcpStream::connect(&authority).await?;
     tcp.set_nodelay(true)?;
-    let request = format!(
-        "POST /ts2021 HTTP/1.1\r\nHost: {authority}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
-        base64::engine::general_purpose::STANDARD.encode(&initiation)
-    );
-    tcp.write_all(request.as_bytes()).await?;
+    tcp.write_all(upgrade_request(&authority, &initiation).as_bytes())
+        .await?;
     let head = read_upgrade_head(&mut tcp).await?;
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "101" {
@@ -216,6 +213,25 @@ pub async fn noise_connect(
     }
     let mut frame_head = [0u8; 3];
     tcp.read_exact(&mut frame_head).await?;
+    finish_handshake(tcp, frame_head, initiator).await
+}
+
+/// The `/ts2021` upgrade request carrying the Noise `initiation`.
+fn upgrade_request(authority: &str, initiation: &[u8]) -> String {
+    format!(
+        "POST /ts2021 HTTP/1.1\r\nHost: {authority}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
+        base64::engine::general_purpose::STANDARD.encode(initiation)
+    )
+}
+
+/// After the `101` and the server's first frame header `frame_head`: the rest of its
+/// handshake response and the Noise byte stream, or its error frame's text as
+/// `ClientError::ServerError`.
+async fn finish_handshake(
+    mut tcp: TcpStream,
+    frame_head: [u8; 3],
+    initiator: snow::HandshakeState,
+) -> Result<NoiseStream<TcpStream>, ClientError> {
     let len = u16::from_be_bytes([frame_head[1], frame_head[2]]) as usize;
     match frame_head[0] {
         3 => {
@@ -237,6 +253,32 @@ pub async fn noise_connect(
     tcp.read_exact(&mut response[3..]).await?;
     let (sender, receiver) = noise::finish_initiation(initiator, &response)?;
     Ok(NoiseStream::new(tcp, sender, receiver))
+}
+
+/// HTTP/2 over the Noise stream (after the server's early payload, kept in `early_payload`);
+/// the connection task logs `what` when it ends.
+async fn http2_session<B>(
+    noise: NoiseStream<TcpStream>,
+    early_payload: EarlyPayload,
+    what: &'static str,
+) -> Result<hyper::client::conn::http2::SendRequest<B>, ClientError>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = EarlyPayloadStream::new(noise, early_payload);
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "{what} connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 impl ControlClient {
@@ -262,18 +304,7 @@ impl ControlClient {
         let connect = async {
             let noise = noise_connect(server_url, &machine_key, server, capability_version).await?;
             let early_payload = EarlyPayload::default();
-            let stream = EarlyPayloadStream::new(noise, early_payload.clone());
-            let (sender, connection) =
-                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(64 * 1024)
-                    .handshake(TokioIo::new(stream))
-                    .await?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "control connection ended");
-                }
-            });
+            let sender = http2_session(noise, early_payload.clone(), "control").await?;
             Ok::<_, ClientError>((sender, early_payload))
         };
         let (sender, early_payload) = tokio::time::timeout(CONNECT_TIMEOUT, connect)

@@ -4,14 +4,15 @@
 //! handshake, and an HTTP/2 session whose request bodies are streamed chunk by chunk and
 //! may be left unfinished on purpose (a stalled body never sends `END_STREAM`).
 
-use super::early::{EarlyPayload, EarlyPayloadStream};
-use super::{header, read_upgrade_head, split_url, ClientError, CONNECT_TIMEOUT};
-use crate::control::noise::{self, NoiseError, RESPONSE_LEN};
+use super::early::EarlyPayload;
+use super::{
+    finish_handshake, header, http2_session, read_upgrade_head, split_url, upgrade_request,
+    ClientError, CONNECT_TIMEOUT,
+};
+use crate::control::noise;
 use crate::control::noise_stream::NoiseStream;
 use crate::core::keys::MachineKey;
-use base64::Engine as _;
 use hyper::body::{Bytes, Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -60,11 +61,8 @@ pub async fn handshake_on(
 ) -> Result<Handshake, ClientError> {
     let (authority, _) = split_url(server_url)?;
     let (initiator, initiation) = noise::initiation(machine_key, &server.0, capability_version)?;
-    let request = format!(
-        "POST /ts2021 HTTP/1.1\r\nHost: {authority}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
-        base64::engine::general_purpose::STANDARD.encode(&initiation)
-    );
-    tcp.write_all(request.as_bytes()).await?;
+    tcp.write_all(upgrade_request(&authority, &initiation).as_bytes())
+        .await?;
     let head = match read_upgrade_head(&mut tcp).await {
         Ok(head) => head,
         Err(ClientError::Upgrade(why)) => return Ok(Handshake::Refused(why)),
@@ -81,29 +79,11 @@ pub async fn handshake_on(
     if let Err(error) = tcp.read_exact(&mut frame_head).await {
         return Ok(Handshake::Refused(format!("closed after 101: {error}")));
     }
-    let len = u16::from_be_bytes([frame_head[1], frame_head[2]]) as usize;
-    match frame_head[0] {
-        3 => {
-            let mut message = vec![0u8; len];
-            tcp.read_exact(&mut message).await?;
-            return Ok(Handshake::Refused(
-                String::from_utf8_lossy(&message).into_owned(),
-            ));
-        }
-        2 if len == RESPONSE_LEN - 3 => {}
-        kind => {
-            return Err(ClientError::Noise(NoiseError::Handshake(format!(
-                "unexpected frame type {kind} length {len} in handshake"
-            ))))
-        }
+    match finish_handshake(tcp, frame_head, initiator).await {
+        Ok(noise) => Ok(Handshake::Accepted(Box::new(noise))),
+        Err(ClientError::ServerError(message)) => Ok(Handshake::Refused(message)),
+        Err(other) => Err(other),
     }
-    let mut response = [0u8; RESPONSE_LEN];
-    response[..3].copy_from_slice(&frame_head);
-    tcp.read_exact(&mut response[3..]).await?;
-    let (sender, receiver) = noise::finish_initiation(initiator, &response)?;
-    Ok(Handshake::Accepted(Box::new(NoiseStream::new(
-        tcp, sender, receiver,
-    ))))
 }
 
 /// A request body fed chunk by chunk through a channel; it ends (`END_STREAM`) only when
@@ -156,19 +136,7 @@ impl RawSession {
                 Handshake::Accepted(noise) => *noise,
                 Handshake::Refused(why) => return Err(ClientError::Upgrade(why)),
             };
-            let stream = EarlyPayloadStream::new(noise, EarlyPayload::default());
-            let (sender, connection) =
-                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(64 * 1024)
-                    .handshake(TokioIo::new(stream))
-                    .await?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "raw control connection ended");
-                }
-            });
-            Ok::<_, ClientError>(sender)
+            http2_session(noise, EarlyPayload::default(), "raw control").await
         };
         let sender = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await

@@ -105,16 +105,6 @@ async fn idle(mut streams: tokio::sync::watch::Receiver<Streams>, limit: Duratio
     }
 }
 
-/// `429` with `Retry-After`: the source's handshake bucket is empty.
-pub fn too_many_handshakes() -> Response {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-        "too many handshakes from this address; retry later\n",
-    )
-        .into_response()
-}
-
 fn bad_request(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
 }
@@ -173,18 +163,12 @@ pub async fn handle(State(ctx): State<ControlContext>, mut request: Request) -> 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0);
-    // The connection's place under the listener's caps moves into the upgraded task (M5).
-    let slot = request
-        .extensions()
-        .get::<crate::conn_limits::ConnectionSlot>()
-        .cloned();
-    // Per-source handshake budget, before any X25519 work (L8).
-    if slot
-        .as_ref()
-        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
-    {
-        return too_many_handshakes();
-    }
+    // The connection's place under the listener's caps moves into the upgraded task (M5);
+    // the per-source handshake budget is checked before any X25519 work (L8).
+    let slot = match crate::conn_limits::upgrade_slot(&request) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let headers = request.headers();
     let initiation = match validate_upgrade(
         headers.get(header::UPGRADE).map(|v| v.as_bytes()),

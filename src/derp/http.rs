@@ -45,18 +45,12 @@ async fn upgrade(State(relay): State<Arc<DerpServer>>, mut request: Request) -> 
         )
             .into_response();
     }
-    // The connection's place under the listener's caps moves into the relay's task.
-    let slot = request
-        .extensions()
-        .get::<crate::conn_limits::ConnectionSlot>()
-        .cloned();
-    // Per-source upgrade budget, before the relay's key exchange (L8).
-    if slot
-        .as_ref()
-        .is_some_and(|slot| !slot.allow_handshake(request.headers()))
-    {
-        return crate::control::upgrade::too_many_handshakes();
-    }
+    // The connection's place under the listener's caps moves into the relay's task; the
+    // per-source upgrade budget is checked before the relay's key exchange (L8).
+    let slot = match crate::conn_limits::upgrade_slot(&request) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let public = hex::encode(relay.public_key());
     tokio::spawn(async move {

@@ -333,3 +333,68 @@ pub async fn join_with_routes(
         disco_key,
     }
 }
+
+// ---- Engine-level tests (tests/engine.rs, tests/bitflip.rs, tests/storage_faults.rs) ----
+
+/// A clock stuck at 2026-01-01T00:00:00Z, so what the engine records does not depend on when
+/// the test runs.
+pub struct FixedClock;
+
+impl headscale::engine::Clock for FixedClock {
+    fn now(&self) -> headscale::core::Timestamp {
+        headscale::core::Timestamp(1_767_225_600_000)
+    }
+}
+
+/// `CreateUser` for `name`, every other field empty.
+pub fn create_user(name: &str) -> headscale::core::Command {
+    headscale::core::Command::CreateUser {
+        name: name.into(),
+        display_name: String::new(),
+        email: String::new(),
+        picture_url: String::new(),
+    }
+}
+
+/// `engine::start` on the store `opener` opens, with [`FixedClock`] and a fixed signing key.
+pub fn start_engine(
+    opener: headscale::engine::StoreOpener,
+    options: headscale::engine::EngineOptions,
+) -> Result<headscale::engine::EngineHandle, headscale::store::StoreError> {
+    headscale::engine::start(
+        opener,
+        Box::new(FixedClock),
+        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        options,
+    )
+}
+
+// ---- Shared by the DERP and hostile suites (tests/derp.rs, tests/revocation.rs,
+// tests/hostile/harness.rs) ----
+
+/// A free UDP port on loopback (for STUN; bound then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The registration of a Linux node named `hostname` with node key `node_key` and an auth
+/// key, at our client's capability version.
+pub fn auth_key_registration(node_key: &str, auth_key: &str, hostname: &str) -> RegisterRequest {
+    RegisterRequest {
+        version: CLIENT_CAPVER.into(),
+        node_key: node_key.to_string(),
+        auth: Some(RegisterAuth {
+            auth_key: auth_key.into(),
+        }),
+        hostinfo: Some(headscale::tailcfg::Hostinfo {
+            hostname: hostname.into(),
+            os: "linux".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -10,7 +10,6 @@
 use crate::common::{self, TestServer, CLIENT_CAPVER};
 use headscale::client::{self, ControlClient, Netmap};
 use headscale::core::keys::MachineKey;
-use headscale::tailcfg::{RegisterAuth, RegisterRequest};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,15 +143,6 @@ pub struct Scenario {
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
-/// A free UDP port on loopback (for STUN).
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Scenario {
     /// Starts a server (default test config, DERP relay and STUN on, `verify_clients`) with
     /// `extra_yaml` appended, users `canary` and `attacker`, their keys and an API key.
@@ -172,7 +162,7 @@ impl Scenario {
             ("HEADSCALE_DERP_SERVER_ENABLED".into(), "true".into()),
             (
                 "HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR".into(),
-                format!("127.0.0.1:{}", free_udp_port()),
+                format!("127.0.0.1:{}", common::free_udp_port()),
             ),
             ("HEADSCALE_DERP_SERVER_VERIFY_CLIENTS".into(), "true".into()),
         ];
@@ -390,19 +380,7 @@ pub async fn register_node_as(
         .map_err(|e| format!("connect: {e}"))?;
     let (disco_key, _) = client::random_key("discokey:");
     let answer = client
-        .register(&RegisterRequest {
-            version: CLIENT_CAPVER.into(),
-            node_key: node_key.to_string(),
-            auth: Some(RegisterAuth {
-                auth_key: auth_key.into(),
-            }),
-            hostinfo: Some(headscale::tailcfg::Hostinfo {
-                hostname: hostname.into(),
-                os: "linux".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .register(&common::auth_key_registration(node_key, auth_key, hostname))
         .await
         .map_err(|e| format!("register: {e}"))?;
     if !answer.error.is_empty() || !answer.machine_authorized {
