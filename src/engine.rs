@@ -13,7 +13,8 @@ use crate::core::keys::Digest;
 use crate::core::{decide, Actor, Command, Envelope, Rejection, State, Timestamp};
 use crate::store::checkpoint::Checkpoint;
 use crate::store::record::{encode_snapshot, StoredRecord};
-use crate::store::replay::load_state;
+use crate::store::replay::load_state_with;
+use crate::store::snapshot_sig;
 use crate::store::{EventStore, StoreError};
 use crate::supervise::fatal;
 use ed25519_dalek::SigningKey;
@@ -214,7 +215,9 @@ pub fn start(
 ) -> Result<EngineHandle, StoreError> {
     // The opener runs once: recovery happens in place (`EventStore::recover`).
     let store = opener()?;
-    let state = load_state(store.as_ref(), None)?;
+    // Only a snapshot signed by our key and bound to the log's chain hash is used (L11).
+    let loaded = load_state_with(store.as_ref(), None, Some(&signing_key.verifying_key()))?;
+    let state = loaded.state;
     let head = store.head();
     let (sender, receiver) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (publisher, published) = watch::channel(Published {
@@ -489,7 +492,8 @@ impl Writer {
         if head.seq == self.state.last_seq && head.hash == self.head_hash {
             return Ok(());
         }
-        let state = load_state(self.store.as_ref(), None)?;
+        let trusted = self.signing_key.verifying_key();
+        let state = load_state_with(self.store.as_ref(), None, Some(&trusted))?.state;
         self.head_hash = self.store.head().hash;
         self.state = Arc::new(state);
         self.publisher.send_replace(Published {
@@ -514,7 +518,10 @@ impl Writer {
         }
     }
 
-    /// Encodes and stores a snapshot off the writer thread (or inline at shutdown).
+    /// Encodes, signs and stores a snapshot off the writer thread (or inline at shutdown).
+    /// The signature, by the checkpoint key, covers the seq, the chain hash of that record
+    /// and sha256 of the bytes, so start-up never trusts a snapshot the log does not vouch
+    /// for (audit L11; `store::snapshot_sig`, which also says what it cannot stop).
     fn write_snapshot(&mut self, inline: bool) {
         let seq = self.state.last_seq;
         if seq == 0 || seq == self.last_snapshot_seq {
@@ -527,11 +534,14 @@ impl Writer {
         self.last_snapshot_seq = seq;
         self.last_snapshot_time = Instant::now();
         let state = self.state.clone();
+        let head_hash = self.head_hash;
+        let key = self.signing_key.clone();
         let store = self.store.clone();
         let running = self.snapshot_running.clone();
         let encode_and_put = move || match encode_snapshot(&state) {
             Ok(bytes) => {
-                if let Err(error) = store.put_snapshot(seq, &bytes) {
+                let value = snapshot_sig::sign(&key, seq, head_hash, &bytes);
+                if let Err(error) = store.put_snapshot(seq, &value) {
                     tracing::warn!(%error, seq, "snapshot not written");
                 } else {
                     tracing::debug!(seq, bytes = bytes.len(), "snapshot written");

@@ -12,6 +12,7 @@ pub mod record;
 pub mod replay;
 pub mod salvage;
 pub mod segment_log;
+pub mod snapshot_sig;
 
 use crate::core::keys::Digest;
 pub use checkpoint::Checkpoint;

@@ -2,42 +2,116 @@
 //! mapping a time to a seq, and verifying the whole chain and its signed checkpoints.
 
 use super::record::decode_snapshot;
+use super::snapshot_sig::{authenticate, Authenticity};
 use super::{EventStore, StoreError};
 use crate::core::keys::Digest;
 use crate::core::{Envelope, State, Timestamp};
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 
-/// Rebuilds the state as of `upto` (the head when `None`): the newest snapshot at or before
-/// it, then the tail, checking every chain link on the way.
+/// Rebuilds the state as of `upto` (the head when `None`) by replaying the log from the
+/// start, checking every chain link. Without the server's key no snapshot can be trusted
+/// (audit L11); [`load_state_with`] uses one when given the key.
 pub fn load_state(store: &dyn EventStore, upto: Option<u64>) -> Result<State, StoreError> {
+    load_state_with(store, upto, None).map(|loaded| loaded.state)
+}
+
+/// A rebuilt state, and the snapshot it started from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub state: State,
+    /// The seq and decoded state of the snapshot the replay started from, if any (the
+    /// engine compares it with a full replay in the background).
+    pub snapshot: Option<(u64, State)>,
+}
+
+/// Rebuilds the state as of `upto` (the head when `None`): the newest snapshot at or before
+/// it, when `trusted` is given and it is signed by that key and bound to the log's chain hash
+/// at its seq ([`snapshot_sig`](super::snapshot_sig)), then the tail, checking every chain
+/// link on the way. Any other snapshot (unsigned, badly signed, bound to another chain,
+/// undecodable) is skipped with a warning and the log replayed from the start: a snapshot is
+/// only a cache, never a reason to fail. (An attacker who can read the signing key can still
+/// re-sign; see `snapshot_sig`.)
+pub fn load_state_with(
+    store: &dyn EventStore,
+    upto: Option<u64>,
+    trusted: Option<&VerifyingKey>,
+) -> Result<Loaded, StoreError> {
     let head = store.head();
     let target = upto.unwrap_or(head.seq).min(head.seq);
-    // A snapshot is only a cache of the fold: one that no longer decodes (written by a build
-    // whose `State` had other fields, or damaged) is skipped and the log replayed instead.
-    let snapshot = match store.snapshot_at_or_before(target)? {
-        Some((seq, bytes)) if seq > 0 => match decode_snapshot(&bytes) {
-            Ok(state) => Some((seq, state)),
-            Err(error) => {
-                tracing::warn!(seq, %error, "snapshot unreadable; replaying the log from the start instead");
-                None
-            }
-        },
-        _ => None,
+    let snapshot = match trusted {
+        Some(key) => trusted_snapshot(store, target, key)?,
+        None => None,
     };
-    let (mut state, mut prev_hash) = match snapshot {
-        Some((seq, state)) => {
-            let record = store.read(seq)?.ok_or_else(|| StoreError::ChainBroken {
-                seq,
-                reason: "the snapshot's record is missing".into(),
-            })?;
-            (state, record.hash())
-        }
+    let (mut state, mut prev_hash) = match &snapshot {
+        Some((_, state, hash)) => (state.clone(), *hash),
         None => (State::default(), Digest::default()),
     };
     let from = state.last_seq + 1;
     replay_into(store, &mut state, &mut prev_hash, from, target)?;
-    Ok(state)
+    Ok(Loaded {
+        state,
+        snapshot: snapshot.map(|(seq, state, _)| (seq, state)),
+    })
+}
+
+/// The newest snapshot at or before `target` if it can be trusted: its seq, state and the
+/// chain hash of its record.
+fn trusted_snapshot(
+    store: &dyn EventStore,
+    target: u64,
+    key: &VerifyingKey,
+) -> Result<Option<(u64, State, Digest)>, StoreError> {
+    let Some((seq, value)) = store.snapshot_at_or_before(target)? else {
+        return Ok(None);
+    };
+    if seq == 0 {
+        return Ok(None);
+    }
+    let Some(record) = store.read(seq)? else {
+        tracing::warn!(
+            seq,
+            "the snapshot's record is missing; replaying the log from the start"
+        );
+        return Ok(None);
+    };
+    let record_hash = record.hash();
+    let (verdict, bytes) = authenticate(seq, &value, Some(&record_hash), Some(key));
+    let skip = |why: &str| {
+        tracing::warn!(
+            seq,
+            why,
+            "snapshot not used (audit L11); replaying the log from the start instead"
+        );
+    };
+    match verdict {
+        Authenticity::Signed => {}
+        Authenticity::Unsigned => {
+            skip("it is not signed (written by an older build, or planted)");
+            return Ok(None);
+        }
+        Authenticity::BadSignature(reason) => {
+            skip(&format!("its signature does not verify: {reason}"));
+            return Ok(None);
+        }
+        Authenticity::HeadMismatch | Authenticity::NotChecked => {
+            skip("it is not bound to this log's chain hash at its seq");
+            return Ok(None);
+        }
+    }
+    // A snapshot that no longer decodes (written by a build whose `State` had other fields,
+    // or damaged) is skipped too.
+    match decode_snapshot(bytes) {
+        Ok(state) if state.last_seq == seq => Ok(Some((seq, state, record_hash))),
+        Ok(state) => {
+            skip(&format!("it says seq {} inside", state.last_seq));
+            Ok(None)
+        }
+        Err(error) => {
+            skip(&format!("it is unreadable: {error}"));
+            Ok(None)
+        }
+    }
 }
 
 /// Checks that `record` is the one expected next in the chain and decodes it.

@@ -1,0 +1,162 @@
+//! Snapshots bound to the hash chain (audit L11): a snapshot planted in the store (decodable,
+//! with another state: an extra user) is never used at start — the state equals a full
+//! replay of the log — whether it is unsigned, signed by another key, or signed by the right
+//! key for another log; an unsigned snapshot of an older build is skipped gracefully with an
+//! identical state; the engine's own snapshots are signed and used.
+
+use headscale::core::{Actor, Command, State, Timestamp};
+use headscale::engine::{self, Clock, EngineHandle, EngineOptions};
+use headscale::store::memory::MemoryStore;
+use headscale::store::record::{decode_snapshot, encode_snapshot};
+use headscale::store::replay::{load_state, load_state_with};
+use headscale::store::snapshot_sig::{self, Authenticity};
+use headscale::store::EventStore;
+use std::sync::Arc;
+
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(1_767_225_600_000)
+    }
+}
+
+const KEY: [u8; 32] = [3; 32];
+
+fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&KEY)
+}
+
+fn create(name: &str) -> Command {
+    Command::CreateUser {
+        name: name.into(),
+        display_name: String::new(),
+        email: String::new(),
+        picture_url: String::new(),
+    }
+}
+
+fn start(store: &MemoryStore, signing: [u8; 32]) -> EngineHandle {
+    let opened = store.clone();
+    engine::start(
+        Box::new(move || Ok(Arc::new(opened.clone()) as Arc<dyn EventStore>)),
+        Box::new(FixedClock),
+        ed25519_dalek::SigningKey::from_bytes(&signing),
+        EngineOptions::default(),
+    )
+    .unwrap()
+}
+
+/// A store whose log holds `users` (one event each) and whose clean shutdown left a signed
+/// snapshot and checkpoint at the head, made with `signing`.
+async fn store_with(users: &[&str], signing: [u8; 32]) -> MemoryStore {
+    let store = MemoryStore::new();
+    let engine = start(&store, signing);
+    for user in users {
+        engine
+            .execute(Actor::LocalSocket, create(user))
+            .await
+            .unwrap();
+    }
+    engine.shutdown().await;
+    store
+}
+
+fn snapshot_value(store: &MemoryStore) -> (u64, Vec<u8>) {
+    store.snapshot_at_or_before(u64::MAX).unwrap().unwrap()
+}
+
+fn names(state: &State) -> Vec<String> {
+    state.users.values().map(|u| u.name.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_own_snapshot_is_signed_bound_to_the_head_and_used() {
+    let store = store_with(&["alice", "bob"], KEY).await;
+    let (seq, value) = snapshot_value(&store);
+    assert_eq!(seq, 2);
+    let record_hash = store.read(2).unwrap().unwrap().hash();
+    let trusted = key().verifying_key();
+    let (verdict, bytes) =
+        snapshot_sig::authenticate(seq, &value, Some(&record_hash), Some(&trusted));
+    assert_eq!(verdict, Authenticity::Signed);
+    assert_eq!(names(&decode_snapshot(bytes).unwrap()), ["alice", "bob"]);
+
+    let loaded = load_state_with(&store, None, Some(&trusted)).unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|(seq, _)| *seq), Some(2));
+    assert_eq!(loaded.state, load_state(&store, None).unwrap());
+    let engine = start(&store, KEY);
+    assert_eq!(*engine.state(), loaded.state);
+    engine.shutdown().await;
+}
+
+/// Every way of planting a decodable snapshot with an extra user at the head's seq.
+async fn planted_values(store: &MemoryStore) -> Vec<(&'static str, Vec<u8>)> {
+    // The same seq, but another history: alice and mallory.
+    let other = store_with(&["alice", "mallory"], KEY).await;
+    let (_, signed_for_other_log) = snapshot_value(&other);
+    let (bytes, _) = snapshot_sig::split(&signed_for_other_log);
+    let forged = decode_snapshot(bytes).unwrap();
+    assert_eq!(names(&forged), ["alice", "mallory"]);
+    let unsigned = encode_snapshot(&forged).unwrap();
+    let own_head = store.read(2).unwrap().unwrap().hash();
+    let attacker = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    vec![
+        ("unsigned", unsigned.clone()),
+        (
+            "signed by another key",
+            snapshot_sig::sign(&attacker, 2, own_head, &unsigned),
+        ),
+        ("signed by our key for another log", signed_for_other_log),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_snapshot_is_ignored_at_start() {
+    let trusted = key().verifying_key();
+    for case in 0..3 {
+        let store = store_with(&["alice", "bob"], KEY).await;
+        let full = load_state(&store, None).unwrap();
+        assert_eq!(names(&full), ["alice", "bob"]);
+        let (how, value) = planted_values(&store).await.swap_remove(case);
+        store.put_snapshot(2, &value).unwrap();
+        let loaded = load_state_with(&store, None, Some(&trusted)).unwrap();
+        assert!(loaded.snapshot.is_none(), "{how}: the snapshot was used");
+        assert_eq!(loaded.state, full, "{how}");
+        let engine = start(&store, KEY);
+        assert_eq!(*engine.state(), full, "{how}: the engine started from it");
+        assert!(engine.state().user_by_name("mallory").is_none(), "{how}");
+        // Commands go on from the log's state.
+        engine
+            .execute(Actor::LocalSocket, create("carol"))
+            .await
+            .unwrap();
+        engine.shutdown().await;
+        assert_eq!(*engine.state(), load_state(&store, None).unwrap(), "{how}");
+        assert_eq!(names(&engine.state()), ["alice", "bob", "carol"], "{how}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_snapshot_of_an_older_build_is_skipped_with_an_identical_state() {
+    let store = store_with(&["alice", "bob", "carol"], KEY).await;
+    let full = load_state(&store, None).unwrap();
+    // What an older build wrote: the same state, no signature.
+    store
+        .put_snapshot(3, &encode_snapshot(&full).unwrap())
+        .unwrap();
+    let loaded = load_state_with(&store, None, Some(&key().verifying_key())).unwrap();
+    assert!(loaded.snapshot.is_none());
+    assert_eq!(loaded.state, full);
+    let engine = start(&store, KEY);
+    assert_eq!(*engine.state(), full);
+    engine
+        .execute(Actor::LocalSocket, create("dave"))
+        .await
+        .unwrap();
+    engine.shutdown().await;
+    // The clean shutdown replaced it with a signed snapshot, used at the next start.
+    let loaded = load_state_with(&store, None, Some(&key().verifying_key())).unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|(seq, _)| *seq), Some(4));
+    assert_eq!(names(&loaded.state), ["alice", "bob", "carol", "dave"]);
+}
