@@ -2,13 +2,19 @@
 //! with another state: an extra user) is never used at start — the state equals a full
 //! replay of the log — whether it is unsigned, signed by another key, or signed by the right
 //! key for another log; an unsigned snapshot of an older build is skipped gracefully with an
-//! identical state; the engine's own snapshots are signed and used.
+//! identical state; the engine's own snapshots are signed and used. `events verify` judges
+//! every stored snapshot (ok / unsigned / bad signature / head mismatch / differs from the
+//! log), in the store and end to end through a real server's data directory.
 
+mod common;
+
+use headscale::core::ids::UserId;
 use headscale::core::{Actor, Command, State, Timestamp};
 use headscale::engine::{self, Clock, EngineHandle, EngineOptions};
+use headscale::store::disk_store::DiskStore;
 use headscale::store::memory::MemoryStore;
 use headscale::store::record::{decode_snapshot, encode_snapshot};
-use headscale::store::replay::{load_state, load_state_with};
+use headscale::store::replay::{load_state, load_state_with, verify_chain, SnapshotStatus};
 use headscale::store::snapshot_sig::{self, Authenticity};
 use headscale::store::EventStore;
 use std::sync::Arc;
@@ -159,4 +165,154 @@ async fn an_unsigned_snapshot_of_an_older_build_is_skipped_with_an_identical_sta
     let loaded = load_state_with(&store, None, Some(&key().verifying_key())).unwrap();
     assert_eq!(loaded.snapshot.as_ref().map(|(seq, _)| *seq), Some(4));
     assert_eq!(names(&loaded.state), ["alice", "bob", "carol", "dave"]);
+}
+
+/// `state` plus a user the log never created.
+fn with_mallory(state: &State) -> State {
+    let mut forged = state.clone();
+    let mut user = forged.users.values().next().unwrap().clone();
+    user.id = UserId(999);
+    user.name = "mallory".into();
+    forged.users.insert(user.id, user);
+    forged
+}
+
+fn statuses(
+    store: &MemoryStore,
+    trusted: Option<&ed25519_dalek::VerifyingKey>,
+) -> Vec<(u64, SnapshotStatus)> {
+    verify_chain(store, trusted)
+        .unwrap()
+        .snapshots
+        .into_iter()
+        .map(|s| (s.seq, s.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_verify_judges_every_snapshot() {
+    let store = store_with(&["alice", "bob", "carol"], KEY).await;
+    let trusted = key().verifying_key();
+    let at = |seq| load_state(&store, Some(seq)).unwrap();
+    let head = |seq| store.read(seq).unwrap().unwrap().hash();
+    // An older build's snapshot (same state), a planted one, and the engine's own.
+    store
+        .put_snapshot(1, &encode_snapshot(&at(1)).unwrap())
+        .unwrap();
+    store
+        .put_snapshot(2, &encode_snapshot(&with_mallory(&at(2))).unwrap())
+        .unwrap();
+    let report = verify_chain(&store, Some(&trusted)).unwrap();
+    assert_eq!(report.events, 3);
+    let found: Vec<_> = report
+        .snapshots
+        .iter()
+        .map(|s| (s.seq, s.status.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, SnapshotStatus::Unsigned),
+            (2, SnapshotStatus::DiffersFromLog),
+            (3, SnapshotStatus::Ok)
+        ]
+    );
+    let suspicious: Vec<u64> = report.suspicious_snapshots().map(|s| s.seq).collect();
+    assert_eq!(suspicious, [2]);
+
+    // Signed by another key; signed by ours but with another state (the key was read);
+    // ours for another log; beyond the end of the log.
+    let attacker = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let bytes = encode_snapshot(&at(2)).unwrap();
+    store
+        .put_snapshot(2, &snapshot_sig::sign(&attacker, 2, head(2), &bytes))
+        .unwrap();
+    let forged = encode_snapshot(&with_mallory(&at(3))).unwrap();
+    store
+        .put_snapshot(3, &snapshot_sig::sign(&key(), 3, head(3), &forged))
+        .unwrap();
+    let other = store_with(&["alice", "bob", "carol", "dave"], KEY).await;
+    store.put_snapshot(4, &snapshot_value(&other).1).unwrap();
+    let found = statuses(&store, Some(&trusted));
+    assert!(
+        matches!(&found[1], (2, SnapshotStatus::BadSignature(_))),
+        "{found:?}"
+    );
+    assert_eq!(found[2], (3, SnapshotStatus::DiffersFromLog));
+    assert_eq!(found[3], (4, SnapshotStatus::HeadMismatch));
+    // Without the key, the head binding and the fold are still checked.
+    let found = statuses(&store, None);
+    assert_eq!(found[1], (2, SnapshotStatus::Ok));
+    assert_eq!(found[2], (3, SnapshotStatus::DiffersFromLog));
+    assert_eq!(found[3], (4, SnapshotStatus::HeadMismatch));
+    // Damage is a cache miss, not evidence.
+    store.put_snapshot(2, b"\x01garbage").unwrap();
+    let found = statuses(&store, Some(&trusted));
+    assert!(
+        matches!(&found[1], (2, SnapshotStatus::Unreadable(_))),
+        "{found:?}"
+    );
+    assert!(!found[1].1.is_evidence());
+}
+
+/// Opens the stopped server's store (its sled lock may linger a moment after exit).
+fn open_store(server: &common::TestServer) -> DiskStore {
+    let path = server.data_dir().join("db.sled");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match DiskStore::open(&path, 1 << 20) {
+            Ok(store) => return store,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("cannot open the store: {error}"),
+        }
+    }
+}
+
+fn user_names(server: &common::TestServer) -> Vec<String> {
+    let users = server.json(&["users", "list"]);
+    let mut names: Vec<String> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_snapshot_planted_in_the_data_directory_is_ignored_and_reported() {
+    let mut server = common::TestServer::start();
+    server.create_user("alice");
+    server.create_user("bob");
+    server.stop();
+    let seq = {
+        let store = open_store(&server);
+        let (seq, value) = store.snapshot_at_or_before(u64::MAX).unwrap().unwrap();
+        let (bytes, signature) = snapshot_sig::split(&value);
+        assert!(signature.is_some(), "the server signs its snapshots");
+        let planted = encode_snapshot(&with_mallory(&decode_snapshot(bytes).unwrap())).unwrap();
+        store.put_snapshot(seq, &planted).unwrap();
+        seq
+    };
+    // Offline: reads ignore it, and `events verify` names it.
+    assert_eq!(user_names(&server), ["alice", "bob"]);
+    let line = server.fails(&["events", "verify"]);
+    assert!(
+        line.contains(&format!("snapshot at seq {seq}: differs from the log")),
+        "{line}"
+    );
+    // Started: the state is the log's.
+    server.spawn();
+    assert_eq!(user_names(&server), ["alice", "bob"]);
+    server.stop();
+    // The clean stop wrote a signed snapshot at the new head; the planted one stays
+    // reported until it is pruned.
+    let verify = server.cli(&["events", "verify"]);
+    let out = String::from_utf8_lossy(&verify.stdout).to_string()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(out.contains(&format!("snapshot at seq {seq}")), "{out}");
 }

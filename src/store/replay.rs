@@ -206,14 +206,171 @@ pub struct VerifyReport {
     pub events: u64,
     pub head_hash: Digest,
     pub checkpoints_verified: usize,
+    /// Every stored snapshot, oldest first, checked against the chain and the fold.
+    pub snapshots: Vec<SnapshotReport>,
+}
+
+impl VerifyReport {
+    /// The snapshots that show tampering (or a bug): see [`SnapshotStatus::is_evidence`].
+    pub fn suspicious_snapshots(&self) -> impl Iterator<Item = &SnapshotReport> {
+        self.snapshots.iter().filter(|s| s.status.is_evidence())
+    }
+}
+
+/// One stored snapshot as `events verify` found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotReport {
+    pub seq: u64,
+    pub status: SnapshotStatus,
+}
+
+/// What a stored snapshot is worth (audit L11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// Signed by the server's key (or, without the key, bound to the log's hash) and equal
+    /// to the fold of the log up to its seq.
+    Ok,
+    /// Equal to the fold, but unsigned (an older build's): never used at start.
+    Unsigned,
+    /// Signed, but not by the server's key or not over these bytes.
+    BadSignature(String),
+    /// Signed for another chain hash than the log's at its seq (or beyond the log's end).
+    HeadMismatch,
+    /// Decodes to another state than the fold of the log up to its seq (planted, or signed
+    /// by someone who holds the key).
+    DiffersFromLog,
+    /// Damaged or from a build with another `State` shape: a cache miss, not evidence.
+    Unreadable(String),
+}
+
+impl SnapshotStatus {
+    /// Whether this is evidence of tampering rather than age or damage: the verdict is then
+    /// not ok.
+    pub fn is_evidence(&self) -> bool {
+        matches!(
+            self,
+            SnapshotStatus::BadSignature(_)
+                | SnapshotStatus::HeadMismatch
+                | SnapshotStatus::DiffersFromLog
+        )
+    }
+
+    /// A short word for reports: `ok`, `unsigned`, `bad signature`, `head mismatch`,
+    /// `differs from the log`, `unreadable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SnapshotStatus::Ok => "ok",
+            SnapshotStatus::Unsigned => "unsigned",
+            SnapshotStatus::BadSignature(_) => "bad signature",
+            SnapshotStatus::HeadMismatch => "head mismatch",
+            SnapshotStatus::DiffersFromLog => "differs from the log",
+            SnapshotStatus::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotStatus::BadSignature(detail) | SnapshotStatus::Unreadable(detail) => {
+                write!(f, "{}: {detail}", self.label())
+            }
+            _ => f.write_str(self.label()),
+        }
+    }
+}
+
+/// Judges the stored `value` of the snapshot at `seq` against the log's chain hash at that
+/// seq and `folded`, the fold of the log up to it (`None` for both when the log is shorter).
+/// Without `trusted`, signatures are not checked (only the head binding). Pure.
+pub fn snapshot_status(
+    seq: u64,
+    value: &[u8],
+    record_hash: Option<&Digest>,
+    folded: Option<&State>,
+    trusted: Option<&VerifyingKey>,
+) -> SnapshotStatus {
+    let (authenticity, bytes) = authenticate(seq, value, record_hash, trusted);
+    match authenticity {
+        Authenticity::BadSignature(reason) => return SnapshotStatus::BadSignature(reason),
+        Authenticity::HeadMismatch => return SnapshotStatus::HeadMismatch,
+        Authenticity::Signed | Authenticity::NotChecked | Authenticity::Unsigned => {}
+    }
+    let state = match decode_snapshot(bytes) {
+        Ok(state) => state,
+        Err(error) => return SnapshotStatus::Unreadable(error.to_string()),
+    };
+    if folded != Some(&state) {
+        return SnapshotStatus::DiffersFromLog;
+    }
+    match authenticity {
+        Authenticity::Unsigned => SnapshotStatus::Unsigned,
+        _ => SnapshotStatus::Ok,
+    }
+}
+
+/// At most this many snapshots are checked by `verify_chain` (the disk store keeps three).
+const MAX_SNAPSHOTS_CHECKED: usize = 64;
+
+/// The seqs of the stored snapshots, oldest first.
+fn snapshot_seqs(store: &dyn EventStore) -> Result<Vec<u64>, StoreError> {
+    let mut seqs = Vec::new();
+    let mut below = Some(u64::MAX);
+    while let Some(upto) = below {
+        let Some((seq, _)) = store.snapshot_at_or_before(upto)? else {
+            break;
+        };
+        seqs.push(seq);
+        if seqs.len() == MAX_SNAPSHOTS_CHECKED {
+            break;
+        }
+        below = seq.checked_sub(1);
+    }
+    seqs.reverse();
+    Ok(seqs)
+}
+
+/// Reads the snapshot at `seq` again and judges it (`None` if it was removed meanwhile).
+fn check_stored_snapshot(
+    store: &dyn EventStore,
+    seq: u64,
+    record_hash: Option<&Digest>,
+    folded: Option<&State>,
+    trusted: Option<&VerifyingKey>,
+) -> Result<Option<SnapshotReport>, StoreError> {
+    Ok(match store.snapshot_at_or_before(seq)? {
+        Some((found, value)) if found == seq => Some(SnapshotReport {
+            seq,
+            status: snapshot_status(seq, &value, record_hash, folded, trusted),
+        }),
+        _ => None,
+    })
 }
 
 /// Walks the whole chain: gap-free seqs, links, payload hashes, decodable envelopes,
 /// monotonic times, and every checkpoint's hash and signature. Fails at the first bad record.
+/// Then every stored snapshot is judged ([`snapshot_status`]): its signature, its head hash,
+/// and that it equals the fold of the log up to its seq (so the log is folded up to the
+/// newest snapshot on the way). Blocking: callers on a runtime use `spawn_blocking`.
 pub fn verify_chain(
     store: &dyn EventStore,
     trusted: Option<&VerifyingKey>,
 ) -> Result<VerifyReport, StoreError> {
+    // Listed before the walk: every snapshot is of a durable head, so all are within it.
+    let snapshot_seqs = snapshot_seqs(store)?;
+    let fold_upto = snapshot_seqs.last().copied().unwrap_or(0);
+    let mut pending = snapshot_seqs.into_iter().peekable();
+    let mut snapshots = Vec::new();
+    let mut folded = State::default();
+    while let Some(seq) = pending.next_if_eq(&0) {
+        snapshots.extend(check_stored_snapshot(
+            store,
+            seq,
+            Some(&Digest::default()),
+            Some(&folded),
+            trusted,
+        )?);
+    }
     let checkpoints = store.checkpoints()?;
     let wanted: HashMap<u64, Digest> = checkpoints.iter().map(|c| (c.seq, c.hash)).collect();
     let mut prev_hash = Digest::default();
@@ -234,7 +391,23 @@ pub fn verify_chain(
         if wanted.contains_key(&record.seq) {
             seen_at_checkpoint.insert(record.seq, prev_hash);
         }
+        if record.seq <= fold_upto {
+            folded.apply(&envelope);
+        }
+        while let Some(seq) = pending.next_if_eq(&record.seq) {
+            snapshots.extend(check_stored_snapshot(
+                store,
+                seq,
+                Some(&prev_hash),
+                Some(&folded),
+                trusted,
+            )?);
+        }
         expected += 1;
+    }
+    // Snapshots beyond the end of the log.
+    for seq in pending {
+        snapshots.extend(check_stored_snapshot(store, seq, None, None, trusted)?);
     }
     let mut verified = 0;
     for checkpoint in &checkpoints {
@@ -267,5 +440,6 @@ pub fn verify_chain(
         events: expected - 1,
         head_hash: prev_hash,
         checkpoints_verified: verified,
+        snapshots,
     })
 }
