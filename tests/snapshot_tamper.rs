@@ -4,13 +4,16 @@
 //! key for another log; an unsigned snapshot of an older build is skipped gracefully with an
 //! identical state; the engine's own snapshots are signed and used. `events verify` judges
 //! every stored snapshot (ok / unsigned / bad signature / head mismatch / differs from the
-//! log), in the store and end to end through a real server's data directory.
+//! log), in the store and end to end through a real server's data directory. A snapshot
+//! forged with the signing key itself (the limit of signatures kept beside the data) is
+//! used at start but caught by the background comparison with a full replay: the state is
+//! re-derived from the log and the snapshot dropped.
 
 mod common;
 
 use headscale::core::ids::UserId;
 use headscale::core::{Actor, Command, State, Timestamp};
-use headscale::engine::{self, Clock, EngineHandle, EngineOptions};
+use headscale::engine::{self, Clock, EngineHandle, EngineOptions, SnapshotCheck};
 use headscale::store::disk_store::DiskStore;
 use headscale::store::memory::MemoryStore;
 use headscale::store::record::{decode_snapshot, encode_snapshot};
@@ -43,14 +46,38 @@ fn create(name: &str) -> Command {
 }
 
 fn start(store: &MemoryStore, signing: [u8; 32]) -> EngineHandle {
+    start_with(store, signing, EngineOptions::default())
+}
+
+fn start_with(store: &MemoryStore, signing: [u8; 32], options: EngineOptions) -> EngineHandle {
     let opened = store.clone();
     engine::start(
         Box::new(move || Ok(Arc::new(opened.clone()) as Arc<dyn EventStore>)),
         Box::new(FixedClock),
         ed25519_dalek::SigningKey::from_bytes(&signing),
-        EngineOptions::default(),
+        options,
     )
     .unwrap()
+}
+
+/// Checks the start-up snapshot at once.
+fn checking_at_once() -> EngineOptions {
+    EngineOptions {
+        snapshot_check_delay: std::time::Duration::ZERO,
+        ..EngineOptions::default()
+    }
+}
+
+/// Polls `done` for up to 10 s (a liveness bound, not a speed target).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// A store whose log holds `users` (one event each) and whose clean shutdown left a signed
@@ -315,4 +342,78 @@ fn a_snapshot_planted_in_the_data_directory_is_ignored_and_reported() {
     let out = String::from_utf8_lossy(&verify.stdout).to_string()
         + &String::from_utf8_lossy(&verify.stderr);
     assert!(out.contains(&format!("snapshot at seq {seq}")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genuine_start_up_snapshot_is_confirmed_in_the_background() {
+    let store = store_with(&["alice", "bob"], KEY).await;
+    let engine = start_with(&store, KEY, checking_at_once());
+    eventually("the check", || {
+        engine.snapshot_check() == SnapshotCheck::Matched { seq: 2 }
+    })
+    .await;
+    assert_eq!(*engine.state(), load_state(&store, None).unwrap());
+    engine.shutdown().await;
+    // Without a snapshot there is nothing to compare.
+    let fresh = MemoryStore::new();
+    let engine = start_with(&fresh, KEY, checking_at_once());
+    assert_eq!(engine.snapshot_check(), SnapshotCheck::NotNeeded);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_forged_with_the_signing_key_is_caught_and_dropped() {
+    let store = store_with(&["alice", "bob"], KEY).await;
+    let full = load_state(&store, None).unwrap();
+    // Whoever can read the key can sign a forged snapshot bound to the right head.
+    let head = store.read(2).unwrap().unwrap().hash();
+    let forged = encode_snapshot(&with_mallory(&full)).unwrap();
+    store
+        .put_snapshot(2, &snapshot_sig::sign(&key(), 2, head, &forged))
+        .unwrap();
+    let loaded = load_state_with(&store, None, Some(&key().verifying_key())).unwrap();
+    assert_eq!(
+        loaded.snapshot.map(|(seq, _)| seq),
+        Some(2),
+        "signatures alone cannot tell"
+    );
+    assert!(loaded.state.user_by_name("mallory").is_some());
+    let mismatches_before = headscale::metrics::metrics().snapshot_mismatches.get();
+
+    let engine = start_with(&store, KEY, checking_at_once());
+    eventually("the mismatch and the rebuild", || {
+        engine.snapshot_check() == SnapshotCheck::Mismatched { seq: 2 } && *engine.state() == full
+    })
+    .await;
+    assert!(headscale::metrics::metrics().snapshot_mismatches.get() > mismatches_before);
+    // The forged snapshot is gone, replaced by a fresh signed one of the log's state.
+    eventually("a fresh snapshot", || {
+        store
+            .snapshot_at_or_before(u64::MAX)
+            .unwrap()
+            .is_some_and(|(_, value)| snapshot_sig::split(&value).0 != forged.as_slice())
+    })
+    .await;
+    engine
+        .execute(Actor::LocalSocket, create("carol"))
+        .await
+        .unwrap();
+    engine.shutdown().await;
+    let report = verify_chain(&store, Some(&key().verifying_key())).unwrap();
+    assert!(!report.snapshots.is_empty());
+    assert!(
+        report
+            .snapshots
+            .iter()
+            .all(|s| s.status == SnapshotStatus::Ok),
+        "{:?}",
+        report.snapshots
+    );
+    let engine = start_with(&store, KEY, checking_at_once());
+    assert_eq!(names(&engine.state()), ["alice", "bob", "carol"]);
+    eventually("the next start's check", || {
+        matches!(engine.snapshot_check(), SnapshotCheck::Matched { .. })
+    })
+    .await;
+    engine.shutdown().await;
 }
