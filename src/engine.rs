@@ -277,10 +277,9 @@ pub fn start(
         state: Arc::new(state.clone()),
         batch: Arc::new(Vec::new()),
     });
-    let last_snapshot_seq = store
-        .snapshot_at_or_before(u64::MAX)?
-        .map(|(seq, _)| seq)
-        .unwrap_or(0);
+    // Counted from the snapshot actually used: an unusable one (unsigned, planted, even
+    // far beyond the head) must not hold back the next signed snapshot (L11).
+    let last_snapshot_seq = loaded.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
     let last_checkpoint_seq = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
     let up = Arc::new(AtomicBool::new(true));
     let failed_appends = Arc::new(AtomicU64::new(0));

@@ -417,3 +417,40 @@ async fn a_snapshot_forged_with_the_signing_key_is_caught_and_dropped() {
     .await;
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_planted_beyond_the_head_does_not_hold_back_new_snapshots() {
+    let store = store_with(&["alice", "bob"], KEY).await;
+    let full = load_state(&store, None).unwrap();
+    let far = u64::MAX - 1;
+    store
+        .put_snapshot(far, &encode_snapshot(&with_mallory(&full)).unwrap())
+        .unwrap();
+    let engine = start_with(
+        &store,
+        KEY,
+        EngineOptions {
+            snapshot_every_events: 2,
+            ..EngineOptions::default()
+        },
+    );
+    assert_eq!(*engine.state(), full);
+    for name in ["carol", "dave"] {
+        engine
+            .execute(Actor::LocalSocket, create(name))
+            .await
+            .unwrap();
+    }
+    // Written in the background after the second commit: a signed snapshot at seq 4.
+    eventually("a snapshot at seq 4", || {
+        store
+            .snapshot_at_or_before(4)
+            .unwrap()
+            .is_some_and(|(seq, _)| seq == 4)
+    })
+    .await;
+    engine.shutdown().await;
+    let report = verify_chain(&store, Some(&key().verifying_key())).unwrap();
+    let far_status = report.snapshots.iter().find(|s| s.seq == far).unwrap();
+    assert_eq!(far_status.status, SnapshotStatus::DiffersFromLog);
+}
