@@ -12,7 +12,8 @@ use headscale::core::{Envelope, State, Timestamp};
 use headscale::engine::{self, EngineOptions, SystemClock};
 use headscale::store::disk_store::DiskStore;
 use headscale::store::record::{encode_snapshot, StoredRecord};
-use headscale::store::replay::{load_state, read_envelopes, replay_into};
+use headscale::store::replay::{load_state_with, read_envelopes, replay_into};
+use headscale::store::snapshot_sig;
 use headscale::store::EventStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,7 +192,10 @@ fn main() {
 
     // Start-up with a snapshot: what the engine's clean shutdown leaves (open + snapshot + tail).
     let snapshot = encode_snapshot(&replayed).unwrap();
-    store.put_snapshot(head, &snapshot).unwrap();
+    // Signed as the engine signs it: start-up trusts no other snapshot (L11).
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let signed = snapshot_sig::sign(&key, head, store.head().hash, &snapshot);
+    store.put_snapshot(head, &signed).unwrap();
     drop(store);
     let start = Instant::now();
     let reopened = open(&path);
@@ -199,7 +203,9 @@ fn main() {
     drop(reopened);
     let start = Instant::now();
     let store = open(&path);
-    let from_snapshot = load_state(store.as_ref(), None).unwrap();
+    let loaded = load_state_with(store.as_ref(), None, Some(&key.verifying_key())).unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|(seq, _)| *seq), Some(head));
+    let from_snapshot = loaded.state;
     let startup_with_snapshot = start.elapsed().as_secs_f64();
     assert_eq!(from_snapshot, folded);
     drop(store);

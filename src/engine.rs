@@ -8,17 +8,29 @@
 //! `EngineOptions::recovery_deadline` the process exits non-zero, so a supervisor restarts
 //! it; a panic in the writer thread does the same. Callers wait at most
 //! `EngineOptions::command_deadline` for an answer.
+//!
+//! Snapshots are signed by the checkpoint key and bound to the chain (audit L11,
+//! `store::snapshot_sig`); start-up uses only such a one. Since whoever can read that key
+//! (it sits in the data directory) can still sign a forged snapshot, a start from a snapshot
+//! is followed, `EngineOptions::snapshot_check_delay` later, by a background thread (not on
+//! the tokio runtime) that replays the log up to the snapshot's seq and compares. On a
+//! mismatch it logs one loud error naming the seq, counts
+//! `headscale_snapshot_mismatches_total`, and asks the writer to remove that snapshot and
+//! every later one (all derived from it) and to re-derive its state from the log alone,
+//! then write a fresh snapshot: the live state and the next start follow the log, not the
+//! forgery. The real remedy, an external signing key or a witness, is out of scope.
 
 use crate::core::keys::Digest;
 use crate::core::{decide, Actor, Command, Envelope, Rejection, State, Timestamp};
 use crate::store::checkpoint::Checkpoint;
 use crate::store::record::{encode_snapshot, StoredRecord};
-use crate::store::replay::load_state;
+use crate::store::replay::{load_state_with, replay_into};
+use crate::store::snapshot_sig;
 use crate::store::{EventStore, StoreError};
 use crate::supervise::fatal;
 use ed25519_dalek::SigningKey;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -57,6 +69,9 @@ pub struct EngineOptions {
     pub recovery_deadline: Duration,
     /// How long `EngineHandle::execute` waits for the writer before answering `Timeout`.
     pub command_deadline: Duration,
+    /// After a start from a snapshot, how long to wait before comparing it with a full
+    /// replay in the background (start-up and the first clients come first).
+    pub snapshot_check_delay: Duration,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +82,7 @@ impl Default for EngineOptions {
             checkpoint_every_events: 1000,
             recovery_deadline: Duration::from_secs(30),
             command_deadline: Duration::from_secs(10),
+            snapshot_check_delay: Duration::from_secs(10),
         }
     }
 }
@@ -104,6 +120,31 @@ enum Message {
         reply: Reply,
     },
     Shutdown(oneshot::Sender<()>),
+    /// The start-up snapshot at this seq differs from the log: drop it and every later
+    /// snapshot, and re-derive the state from the log alone.
+    Rebuild(u64),
+}
+
+/// The background comparison of the start-up snapshot with a full replay (audit L11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotCheck {
+    /// The state was replayed from the log alone: nothing to compare.
+    NotNeeded,
+    /// Waiting or replaying.
+    Pending {
+        seq: u64,
+    },
+    Matched {
+        seq: u64,
+    },
+    /// The snapshot differed from the log; it was dropped and the state re-derived.
+    Mismatched {
+        seq: u64,
+    },
+    /// The log could not be replayed (or the engine stopped first): nothing concluded.
+    Abandoned {
+        seq: u64,
+    },
 }
 
 /// Opens (or reopens, after a failure) the store.
@@ -118,9 +159,18 @@ pub struct EngineHandle {
     up: Arc<AtomicBool>,
     failed_appends: Arc<AtomicU64>,
     deadline: Duration,
+    snapshot_check: Arc<Mutex<SnapshotCheck>>,
 }
 
 impl EngineHandle {
+    /// Where the background check of the start-up snapshot stands.
+    pub fn snapshot_check(&self) -> SnapshotCheck {
+        *self
+            .snapshot_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs `command` as `actor`; returns the committed envelopes (possibly none) once durable.
     pub async fn execute(
         &self,
@@ -214,22 +264,28 @@ pub fn start(
 ) -> Result<EngineHandle, StoreError> {
     // The opener runs once: recovery happens in place (`EventStore::recover`).
     let store = opener()?;
-    let state = load_state(store.as_ref(), None)?;
+    // Only a snapshot signed by our key and bound to the log's chain hash is used (L11).
+    let loaded = load_state_with(store.as_ref(), None, Some(&signing_key.verifying_key()))?;
+    let state = loaded.state;
+    let snapshot_check = Arc::new(Mutex::new(match &loaded.snapshot {
+        Some((seq, _)) => SnapshotCheck::Pending { seq: *seq },
+        None => SnapshotCheck::NotNeeded,
+    }));
     let head = store.head();
     let (sender, receiver) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (publisher, published) = watch::channel(Published {
         state: Arc::new(state.clone()),
         batch: Arc::new(Vec::new()),
     });
-    let last_snapshot_seq = store
-        .snapshot_at_or_before(u64::MAX)?
-        .map(|(seq, _)| seq)
-        .unwrap_or(0);
+    // Counted from the snapshot actually used: an unusable one (unsigned, planted, even
+    // far beyond the head) must not hold back the next signed snapshot (L11).
+    let last_snapshot_seq = loaded.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
     let last_checkpoint_seq = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
     let up = Arc::new(AtomicBool::new(true));
     let failed_appends = Arc::new(AtomicU64::new(0));
     crate::metrics::metrics().engine_up.set(1);
     let deadline = options.command_deadline;
+    let check_delay = options.snapshot_check_delay;
     let writer = Writer {
         store: store.clone(),
         clock,
@@ -255,6 +311,16 @@ pub fn start(
             }
         })
         .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
+    if let Some((seq, snapshot)) = loaded.snapshot {
+        spawn_snapshot_check(SnapshotChecker {
+            store: Arc::downgrade(&store),
+            writer: sender.downgrade(),
+            seq,
+            snapshot,
+            delay: check_delay,
+            outcome: snapshot_check.clone(),
+        });
+    }
     Ok(EngineHandle {
         sender,
         published,
@@ -262,6 +328,7 @@ pub fn start(
         up,
         failed_appends,
         deadline,
+        snapshot_check,
     })
 }
 
@@ -305,7 +372,12 @@ impl Writer {
                     reply,
                 } => batch.push((command, actor, reply)),
                 Message::Shutdown(done) => shutdown = Some(done),
+                Message::Rebuild(seq) => {
+                    self.rebuild_from_log(seq);
+                    continue;
+                }
             }
+            let mut rebuild = None;
             while shutdown.is_none() && batch.len() < MAX_BATCH_COMMANDS {
                 match receiver.try_recv() {
                     Ok(Message::Command {
@@ -314,11 +386,15 @@ impl Writer {
                         reply,
                     }) => batch.push((command, actor, reply)),
                     Ok(Message::Shutdown(done)) => shutdown = Some(done),
+                    Ok(Message::Rebuild(seq)) => rebuild = Some(seq),
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
                 self.commit(batch);
+            }
+            if let Some(seq) = rebuild {
+                self.rebuild_from_log(seq);
             }
             if let Some(done) = shutdown {
                 self.stop();
@@ -489,7 +565,8 @@ impl Writer {
         if head.seq == self.state.last_seq && head.hash == self.head_hash {
             return Ok(());
         }
-        let state = load_state(self.store.as_ref(), None)?;
+        let trusted = self.signing_key.verifying_key();
+        let state = load_state_with(self.store.as_ref(), None, Some(&trusted))?.state;
         self.head_hash = self.store.head().hash;
         self.state = Arc::new(state);
         self.publisher.send_replace(Published {
@@ -498,6 +575,39 @@ impl Writer {
         });
         tracing::warn!(seq = self.state.last_seq, "state replayed from the store");
         Ok(())
+    }
+
+    /// The start-up snapshot at `seq` differs from the log (audit L11): waits for a
+    /// background snapshot in flight (written from the same state), removes the snapshots
+    /// from `seq` on, re-derives the state from the log alone, publishes it and writes a
+    /// fresh snapshot. Commands wait meanwhile (as long as a start-up without snapshot).
+    fn rebuild_from_log(&mut self, seq: u64) {
+        let waiting_until = Instant::now() + Duration::from_secs(60);
+        while self.snapshot_running.load(Ordering::SeqCst) && Instant::now() < waiting_until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Err(error) = self.store.remove_snapshots_from(seq) {
+            tracing::error!(%error, seq, "cannot remove the snapshots that differ from the log");
+        }
+        let replayed = match load_state_with(self.store.as_ref(), None, None) {
+            Ok(loaded) => loaded.state,
+            Err(error) => {
+                tracing::error!(%error, seq, "cannot replay the log; keeping the current state");
+                return;
+            }
+        };
+        self.head_hash = self.store.head().hash;
+        self.state = Arc::new(replayed);
+        self.publisher.send_replace(Published {
+            state: self.state.clone(),
+            batch: Arc::new(Vec::new()),
+        });
+        tracing::warn!(
+            seq = self.state.last_seq,
+            "state re-derived from the log alone"
+        );
+        self.last_snapshot_seq = 0;
+        self.write_snapshot(false);
     }
 
     fn after_commit(&mut self) {
@@ -514,7 +624,10 @@ impl Writer {
         }
     }
 
-    /// Encodes and stores a snapshot off the writer thread (or inline at shutdown).
+    /// Encodes, signs and stores a snapshot off the writer thread (or inline at shutdown).
+    /// The signature, by the checkpoint key, covers the seq, the chain hash of that record
+    /// and sha256 of the bytes, so start-up never trusts a snapshot the log does not vouch
+    /// for (audit L11; `store::snapshot_sig`, which also says what it cannot stop).
     fn write_snapshot(&mut self, inline: bool) {
         let seq = self.state.last_seq;
         if seq == 0 || seq == self.last_snapshot_seq {
@@ -527,11 +640,14 @@ impl Writer {
         self.last_snapshot_seq = seq;
         self.last_snapshot_time = Instant::now();
         let state = self.state.clone();
+        let head_hash = self.head_hash;
+        let key = self.signing_key.clone();
         let store = self.store.clone();
         let running = self.snapshot_running.clone();
         let encode_and_put = move || match encode_snapshot(&state) {
             Ok(bytes) => {
-                if let Err(error) = store.put_snapshot(seq, &bytes) {
+                let value = snapshot_sig::sign(&key, seq, head_hash, &bytes);
+                if let Err(error) = store.put_snapshot(seq, &value) {
                     tracing::warn!(%error, seq, "snapshot not written");
                 } else {
                     tracing::debug!(seq, bytes = bytes.len(), "snapshot written");
@@ -571,6 +687,97 @@ impl Writer {
         match self.store.put_checkpoint(&checkpoint) {
             Ok(()) => self.last_checkpoint_seq = seq,
             Err(error) => tracing::warn!(%error, seq, "checkpoint not written"),
+        }
+    }
+}
+
+/// What the background check of a start-up snapshot needs. Weak references: it never
+/// keeps the store open or the writer running after the engine stops.
+struct SnapshotChecker {
+    store: std::sync::Weak<dyn EventStore>,
+    writer: mpsc::WeakSender<Message>,
+    seq: u64,
+    snapshot: State,
+    delay: Duration,
+    outcome: Arc<Mutex<SnapshotCheck>>,
+}
+
+/// Records read per step of the check (the store is held only during a step).
+const CHECK_CHUNK: u64 = 4096;
+
+fn spawn_snapshot_check(checker: SnapshotChecker) {
+    let outcome = checker.outcome.clone();
+    let seq = checker.seq;
+    let started = std::thread::Builder::new()
+        .name("snapshot-check".into())
+        .spawn(move || checker.run());
+    if let Err(error) = started {
+        tracing::warn!(%error, seq, "cannot start the snapshot check");
+        *outcome.lock().unwrap_or_else(|e| e.into_inner()) = SnapshotCheck::Abandoned { seq };
+    }
+}
+
+impl SnapshotChecker {
+    fn set(&self, check: SnapshotCheck) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = check;
+    }
+
+    fn engine_stopped(&self) -> bool {
+        self.writer
+            .upgrade()
+            .is_none_or(|sender| sender.is_closed())
+    }
+
+    fn run(self) {
+        let seq = self.seq;
+        // Deferred, so start-up and the first clients get the CPU; gives up if the engine
+        // stops first.
+        let begin = Instant::now() + self.delay;
+        while Instant::now() < begin {
+            if self.engine_stopped() {
+                return self.set(SnapshotCheck::Abandoned { seq });
+            }
+            std::thread::sleep((begin - Instant::now()).min(Duration::from_millis(50)));
+        }
+        let mut state = State::default();
+        let mut prev_hash = Digest::default();
+        let mut from = 1;
+        while from <= seq {
+            let to = seq.min(from.saturating_add(CHECK_CHUNK - 1));
+            let (Some(store), false) = (self.store.upgrade(), self.engine_stopped()) else {
+                return self.set(SnapshotCheck::Abandoned { seq });
+            };
+            if let Err(error) = replay_into(store.as_ref(), &mut state, &mut prev_hash, from, to) {
+                tracing::warn!(%error, seq, "cannot replay the log to check the start-up snapshot");
+                return self.set(SnapshotCheck::Abandoned { seq });
+            }
+            drop(store);
+            std::thread::yield_now();
+            from = to + 1;
+        }
+        if state == self.snapshot {
+            tracing::debug!(
+                seq,
+                "the start-up snapshot matches a full replay of the log"
+            );
+            return self.set(SnapshotCheck::Matched { seq });
+        }
+        tracing::error!(
+            seq,
+            "SNAPSHOT DIFFERS FROM THE EVENT LOG: the state loaded at start from the signed \
+             snapshot at seq {seq} is not the fold of the log up to it. Someone who can read the \
+             checkpoint signing key may have forged it (or this is a bug). Dropping it and \
+             re-deriving the state from the log; run `headscale events verify` and investigate"
+        );
+        crate::metrics::metrics().snapshot_mismatches.inc();
+        self.set(SnapshotCheck::Mismatched { seq });
+        if let Some(writer) = self.writer.upgrade() {
+            if writer.blocking_send(Message::Rebuild(seq)).is_err() {
+                tracing::warn!(
+                    seq,
+                    "the engine stopped before the state could be re-derived"
+                );
+            }
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Metrics {
     /// 1 while the engine can write its log; 0 from a failed append until a later commit (or
     /// a successful write probe while idle).
     pub engine_up: Gauge,
+    /// Start-up snapshots that differed from a full replay of the log (audit L11): each
+    /// one is evidence of tampering by someone holding the signing key, or a bug.
+    pub snapshot_mismatches: Counter,
 }
 
 impl Metrics {
@@ -75,6 +78,12 @@ impl Metrics {
         let derp_connections = Gauge::default();
         let derp_bytes = Family::default();
         let engine_up = Gauge::default();
+        let snapshot_mismatches = Counter::default();
+        registry.register(
+            "snapshot_mismatches",
+            "Start-up snapshots that differed from a full replay of the log (then discarded)",
+            snapshot_mismatches.clone(),
+        );
         registry.register(
             "engine_up",
             "1 while the engine can write its event log, 0 while appends fail",
@@ -143,6 +152,7 @@ impl Metrics {
             derp_connections,
             derp_bytes,
             engine_up,
+            snapshot_mismatches,
         }
     }
 
@@ -206,6 +216,7 @@ mod tests {
             "headscale_derp_connections",
             "headscale_derp_bytes_total{direction=\"received\"}",
             "headscale_engine_up",
+            "headscale_snapshot_mismatches_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -19,7 +19,8 @@ use headscale::store::record::{
     decode_snapshot, encode_chain, encode_snapshot, sha256, DecodeError, StoredRecord,
     RECORD_HEADER_LEN,
 };
-use headscale::store::replay::{load_state, verify_chain};
+use headscale::store::replay::{load_state, load_state_with, verify_chain};
+use headscale::store::snapshot_sig;
 use headscale::store::EventStore;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::collection::vec;
@@ -1123,7 +1124,8 @@ proptest! {
     }
 
     /// The same through the memory store: batched appends with a proper prev_hash chain, a
-    /// snapshot somewhere, then `load_state` at the head and at every seq, and `verify_chain`.
+    /// snapshot somewhere (signed, as the engine writes them), then `load_state_with` the key
+    /// at the head and at every seq, and `verify_chain`.
     #[test]
     fn store_replay_equals_the_fold(
         variant in 0u8..8,
@@ -1137,11 +1139,19 @@ proptest! {
         let all = &driver.envelopes;
         let n = all.len();
         let store = store_of(all, &batch_sizes);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let trusted = key.verifying_key();
+        let signed = |seq: u64, bytes: &[u8]| {
+            let head = store.read(seq).unwrap().unwrap().hash();
+            snapshot_sig::sign(&key, seq, head, bytes)
+        };
+        let load = |upto| load_state_with(&store, upto, Some(&trusted)).unwrap().state;
         let mut snapshots: Vec<usize> = vec![snapshot_at.index(n) + 1];
         snapshots.extend(second_snapshot.map(|i| i.index(n) + 1));
         for &seq in &snapshots {
             let state = fold(State::default(), &all[..seq]);
-            store.put_snapshot(seq as u64, &encode_snapshot(&state).unwrap()).unwrap();
+            let value = signed(seq as u64, &encode_snapshot(&state).unwrap());
+            store.put_snapshot(seq as u64, &value).unwrap();
         }
         // A snapshot that no longer decodes (an older `State` shape, damage) is only a cache
         // miss: loading replays the log instead.
@@ -1149,19 +1159,21 @@ proptest! {
             let mut bytes = encode_snapshot(&State::default()).unwrap();
             bytes.truncate(bytes.len() / 2);
             bytes.push(0xff);
-            store.put_snapshot(i.index(n) as u64 + 1, &bytes).unwrap();
+            let seq = i.index(n) as u64 + 1;
+            store.put_snapshot(seq, &signed(seq, &bytes)).unwrap();
         }
 
         let full = fold(State::default(), all);
         prop_assert_eq!(&load_state(&store, None).unwrap(), &full);
-        prop_assert_eq!(&load_state(&store, Some(n as u64 + 5)).unwrap(), &full);
+        prop_assert_eq!(&load(None), &full);
+        prop_assert_eq!(&load(Some(n as u64 + 5)), &full);
         let mut expected = State::default();
         for k in 0..=n {
             if k > 0 {
                 expected.apply(&all[k - 1]);
             }
-            let loaded = load_state(&store, Some(k as u64)).unwrap();
-            prop_assert_eq!(&loaded, &expected, "load_state at {} of {}", k, n);
+            let loaded = load(Some(k as u64));
+            prop_assert_eq!(&loaded, &expected, "load_state_with at {} of {}", k, n);
         }
 
         let report = verify_chain(&store, None).unwrap();

@@ -384,13 +384,37 @@ pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Va
     let store = ctx.store();
     let key = ctx.checkpoint_key;
     match blocking(move || Ok(verify_chain(store.as_ref(), key.as_ref()))).await? {
-        Ok(report) => Ok(Json(serde_json::json!({
-            "ok": true,
-            "events": report.events.to_string(),
-            "headHash": report.head_hash.to_hex(),
-            "checkpointsVerified": report.checkpoints_verified,
-            "signaturesChecked": ctx.checkpoint_key.is_some(),
-        }))),
+        Ok(report) => {
+            let snapshots: Vec<_> = report
+                .snapshots
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "seq": s.seq.to_string(),
+                        "status": s.status.label(),
+                        "detail": s.status.to_string(),
+                    })
+                })
+                .collect();
+            // A snapshot that is badly signed, bound to another chain or differs from the
+            // log is evidence of tampering (L11): the verdict is not ok.
+            let suspicious: Vec<_> = report
+                .suspicious_snapshots()
+                .map(|s| format!("snapshot at seq {}: {}", s.seq, s.status))
+                .collect();
+            let mut body = serde_json::json!({
+                "ok": suspicious.is_empty(),
+                "events": report.events.to_string(),
+                "headHash": report.head_hash.to_hex(),
+                "checkpointsVerified": report.checkpoints_verified,
+                "signaturesChecked": ctx.checkpoint_key.is_some(),
+                "snapshots": snapshots,
+            });
+            if !suspicious.is_empty() {
+                body["error"] = suspicious.join("; ").into();
+            }
+            Ok(Json(body))
+        }
         // The store could not be read: no verdict, and the I/O detail goes to the log (I1).
         Err(error @ crate::store::StoreError::Io(_)) => Err(error.into()),
         Err(error) => Ok(Json(serde_json::json!({

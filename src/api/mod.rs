@@ -17,7 +17,7 @@ pub use error::{ApiError, ApiJson};
 
 use crate::core::{Actor, Command, Envelope, State, Timestamp};
 use crate::engine::EngineHandle;
-use crate::store::replay::{load_state, seq_at_time};
+use crate::store::replay::{load_state_with, seq_at_time};
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
 use axum::http::Method;
@@ -79,9 +79,13 @@ impl ApiContext {
             return Ok(engine.state());
         }
         let store = self.store();
+        // Snapshots are used only when signed by the checkpoint key (L11); without a
+        // readable key the log is replayed from the start.
+        let trusted = self.checkpoint_key;
         off_runtime(|| {
             let upto = at.map(|at| resolve_at(store.as_ref(), at)).transpose()?;
-            Ok(Arc::new(load_state(store.as_ref(), upto)?))
+            let loaded = load_state_with(store.as_ref(), upto, trusted.as_ref())?;
+            Ok(Arc::new(loaded.state))
         })
     }
 

@@ -238,8 +238,24 @@ pub struct VerifyResponse {
     pub checkpoints_verified: Option<u64>,
     /// Whether checkpoint signatures were checked (the server's key was readable).
     pub signatures_checked: Option<bool>,
+    /// Every stored snapshot, oldest first, checked against the chain and the fold of the
+    /// log. Only when the chain verifies.
+    pub snapshots: Option<Vec<SnapshotVerdict>>,
     /// What is wrong. Only when not `ok`.
     pub error: Option<String>,
+}
+
+/// One stored snapshot as `events verify` found it.
+#[derive(Serialize, ToSchema)]
+pub struct SnapshotVerdict {
+    /// The seq it is a snapshot of (a decimal string).
+    pub seq: String,
+    /// `ok`, `unsigned`, `bad signature`, `head mismatch`, `differs from the log` or
+    /// `unreadable`; `bad signature`, `head mismatch` and `differs from the log` are evidence
+    /// of tampering and make the verdict not `ok` (see `error`).
+    pub status: String,
+    /// The status with its detail.
+    pub detail: String,
 }
 
 /// `GET /api/v1/state`: the whole state after event `seq`.

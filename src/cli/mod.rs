@@ -1060,8 +1060,20 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 } else {
                     "signatures NOT checked: the checkpoint key is not readable here"
                 };
+            // Each stored snapshot: `seq: status` (L11).
+            let snapshots: Vec<String> = value
+                .get("snapshots")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{}: {}", text(s, "seq"), output::escape(&text(s, "detail"))))
+                .collect();
+            let snapshots = match snapshots.is_empty() {
+                true => "no snapshots".to_string(),
+                false => format!("snapshots {}", snapshots.join(", ")),
+            };
             let message = format!(
-                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures})",
+                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures}); {snapshots}",
                 text(&value, "events"),
                 text(&value, "headHash"),
                 value

@@ -44,18 +44,12 @@ impl Checkpoint {
 
     /// Checks the signature against `trusted` (the server's own key).
     pub fn verify(&self, trusted: &VerifyingKey) -> Result<(), String> {
-        if self.public_key != trusted.to_bytes() {
-            return Err("signed by a different key than the server's".into());
-        }
-        let bytes: [u8; 64] = self
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| "signature is not 64 bytes".to_string())?;
-        let signature = Signature::from_bytes(&bytes);
-        trusted
-            .verify(&message(self.seq, &self.hash, self.at), &signature)
-            .map_err(|_| "bad signature".to_string())
+        verify_signature(
+            trusted,
+            &self.public_key,
+            &self.signature,
+            &message(self.seq, &self.hash, self.at),
+        )
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -68,6 +62,25 @@ impl Checkpoint {
             .map(|(c, _)| c)
             .map_err(|e| format!("cannot decode checkpoint: {e}"))
     }
+}
+
+/// Checks an ed25519 `signature` over `msg` that names `public_key` as its signer against
+/// `trusted` (the server's own key). Shared by checkpoints and signed snapshots.
+pub(crate) fn verify_signature(
+    trusted: &VerifyingKey,
+    public_key: &[u8; 32],
+    signature: &[u8],
+    msg: &[u8],
+) -> Result<(), String> {
+    if *public_key != trusted.to_bytes() {
+        return Err("signed by a different key than the server's".into());
+    }
+    let bytes: [u8; 64] = signature
+        .try_into()
+        .map_err(|_| "signature is not 64 bytes".to_string())?;
+    trusted
+        .verify(msg, &Signature::from_bytes(&bytes))
+        .map_err(|_| "bad signature".to_string())
 }
 
 #[cfg(test)]

@@ -342,6 +342,20 @@ impl EventStore for DiskStore {
         }
     }
 
+    fn remove_snapshots_from(&self, seq: u64) -> Result<(), StoreError> {
+        let keys: Vec<_> = self
+            .snapshots
+            .range(seq.to_be_bytes()..)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        for key in keys {
+            self.snapshots.remove(key).map_err(io)?;
+        }
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         self.checkpoints
             .insert(checkpoint.seq.to_be_bytes(), checkpoint.to_bytes())

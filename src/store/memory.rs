@@ -122,6 +122,11 @@ impl EventStore for MemoryStore {
             .map(|(s, b)| (*s, b.clone())))
     }
 
+    fn remove_snapshots_from(&self, seq: u64) -> Result<(), StoreError> {
+        self.lock().snapshots.retain(|s, _| *s < seq);
+        Ok(())
+    }
+
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         self.lock().checkpoints.push(checkpoint.clone());
         Ok(())

@@ -12,6 +12,7 @@ pub mod record;
 pub mod replay;
 pub mod salvage;
 pub mod segment_log;
+pub mod snapshot_sig;
 
 use crate::core::keys::Digest;
 pub use checkpoint::Checkpoint;
@@ -74,6 +75,14 @@ pub trait EventStore: Send + Sync {
 
     /// The newest snapshot taken at or before `seq`.
     fn snapshot_at_or_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Removes every snapshot taken at or after `seq` (one found to differ from the log,
+    /// and those derived from it). Stores that cannot say so.
+    fn remove_snapshots_from(&self, seq: u64) -> Result<(), StoreError> {
+        Err(StoreError::Io(format!(
+            "this store cannot remove snapshots (from seq {seq})"
+        )))
+    }
 
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
