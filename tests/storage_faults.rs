@@ -413,7 +413,17 @@ async fn a_full_tmpfs_fails_writes_then_heals_when_space_is_freed() {
     drop(engine);
     drop(store);
 
-    let reopened = DiskStore::open(&path, 1 << 20).unwrap();
+    // A background snapshot thread may still hold its clone of the store (and so sled's lock)
+    // for a moment after the shutdown; wait for it rather than racing it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reopened = loop {
+        match DiskStore::open(&path, 1 << 20) {
+            Err(headscale::store::StoreError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            opened => break opened.unwrap(),
+        }
+    };
     verify_chain(&reopened, None).unwrap();
     let state = load_state(&reopened, None).unwrap();
     for name in &acked {
