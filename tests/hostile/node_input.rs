@@ -58,25 +58,53 @@ fn churn_hostinfo(i: usize) -> Value {
     })
 }
 
+/// A registered attacking node holding a map stream, and an observer that sees it as a peer.
+struct Attacker {
+    machine: x25519_dalek::StaticSecret,
+    node_key: String,
+    disco_key: String,
+    _stream: Streaming,
+    observer: Streaming,
+    attacker_id: u64,
+}
+
+impl Attacker {
+    async fn join(s: &Scenario, name: &str) -> Attacker {
+        let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let (node_key, _) = client::random_key("nodekey:");
+        let attacker =
+            register_node_as(&s.url(), machine.clone(), &s.attacker_key, name, &node_key)
+                .await
+                .unwrap();
+        let disco_key = attacker.disco_key.clone();
+        let stream = Streaming::open(attacker).await;
+        let observer = Streaming::join(&s.url(), &s.canary_key, "observer").await;
+        let attacker_id = observer
+            .peer_id(name)
+            .unwrap_or_else(|| panic!("the observer sees {name}"));
+        Attacker {
+            machine,
+            node_key,
+            disco_key,
+            _stream: stream,
+            observer,
+            attacker_id,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a3_hostinfo_churn_from_one_node() {
     let mut s = Scenario::start("a3_hostinfo_churn", "").await;
     let canary = Canary::start(&s).await;
-    let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
-    let (node_key, _) = client::random_key("nodekey:");
-    let attacker = register_node_as(
-        &s.url(),
-        machine.clone(),
-        &s.attacker_key,
-        "churn",
-        &node_key,
-    )
-    .await
-    .unwrap();
-    let disco_key = attacker.disco_key.clone();
-    let _attacker_stream = Streaming::open(attacker).await;
-    let observer = Streaming::join(&s.url(), &s.canary_key, "observer").await;
-    let attacker_id = observer.peer_id("churn").expect("the observer sees churn");
+    let Attacker {
+        machine,
+        node_key,
+        disco_key,
+        _stream: _attacker_stream,
+        observer,
+        attacker_id,
+    } = Attacker::join(&s, "churn").await;
     let head = s.head_seq().await;
     let log_before = s.log_bytes();
 
@@ -277,21 +305,14 @@ fn oversized_variants() -> Vec<Oversized> {
 async fn a4_oversized_fields_one_at_a_time() {
     let mut s = Scenario::start("a4_oversized_fields", "").await;
     let canary = Canary::start(&s).await;
-    let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
-    let (node_key, _) = client::random_key("nodekey:");
-    let attacker = register_node_as(
-        &s.url(),
-        machine.clone(),
-        &s.attacker_key,
-        "wide",
-        &node_key,
-    )
-    .await
-    .unwrap();
-    let disco_key = attacker.disco_key.clone();
-    let _attacker_stream = Streaming::open(attacker).await;
-    let observer = Streaming::join(&s.url(), &s.canary_key, "observer").await;
-    let attacker_id = observer.peer_id("wide").expect("the observer sees wide");
+    let Attacker {
+        machine,
+        node_key,
+        disco_key,
+        _stream: _attacker_stream,
+        observer,
+        attacker_id,
+    } = Attacker::join(&s, "wide").await;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_peer(observer, attacker_id, stop.clone()));
     let connection = ControlClient::connect(&s.url(), machine, crate::common::CLIENT_CAPVER)
