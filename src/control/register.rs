@@ -44,25 +44,6 @@ fn registered_hostinfo(request: &RegisterRequest) -> Result<NodeHostinfo, limits
     limits::normalise_hostinfo(request.hostinfo.as_ref(), limits::Mode::Refuse).map(|n| n.hostinfo)
 }
 
-/// How long a registration waits for the engine (the named engine command deadline).
-const ENGINE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// `engine.execute` within `ENGINE_DEADLINE`; past it, an error the client is shown in
-/// `RegisterResponse.Error` (the command may still commit: the client's retry then finds
-/// its node).
-async fn execute(
-    engine: &crate::engine::EngineHandle,
-    actor: Actor,
-    command: Command,
-) -> Result<Vec<crate::core::Envelope>, EngineError> {
-    match tokio::time::timeout(ENGINE_DEADLINE, engine.execute(actor, command)).await {
-        Ok(result) => result,
-        Err(_) => Err(EngineError::Store(
-            "the server did not answer within 10 s; try again".into(),
-        )),
-    }
-}
-
 /// The pre-auth key an `hskey-auth-…` text names, if its secret matches.
 fn find_pre_auth_key(state: &TailnetState, text: &str) -> Option<PreAuthKeyId> {
     let (prefix, secret) = secrets::split_key(text, secrets::PRE_AUTH_KEY_KIND)?;
@@ -229,7 +210,7 @@ pub async fn register(
         let Some(id) = own(&node_key) else {
             return refuse("node not found");
         };
-        if let Err(error) = execute(&engine, actor, Command::LogoutNode { id }).await {
+        if let Err(error) = engine.execute(actor, Command::LogoutNode { id }).await {
             return refuse(error.to_string());
         }
         let state = engine.state();
@@ -262,7 +243,7 @@ pub async fn register(
             ephemeral: request.ephemeral,
             entropy,
         };
-        match execute(&engine, actor, command).await {
+        match engine.execute(actor, command).await {
             Ok(events) => match registered_node(&events) {
                 Some(id) => id,
                 None => return refuse("registration recorded nothing"),
@@ -277,7 +258,10 @@ pub async fn register(
         .filter(|old| old.0 != [0; 32])
         .and_then(|old| own(&old))
     {
-        if let Err(error) = execute(&engine, actor, Command::RotateNodeKey { id, node_key }).await {
+        if let Err(error) = engine
+            .execute(actor, Command::RotateNodeKey { id, node_key })
+            .await
+        {
             return refuse(error.to_string());
         }
         id
