@@ -32,8 +32,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn data_dir(config: &Config) -> PathBuf {
     config
         .database
-        .sled
-        .path
+        .sled_path()
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
@@ -73,8 +72,13 @@ pub fn core_config(config: &Config) -> CoreConfig {
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, crate::store::StoreError> {
+    if config.database.backend() == Some(crate::config::DatabaseKind::Postgres) {
+        return Err(crate::store::StoreError::Io(
+            "database.type: postgres: the PostgreSQL event store is not built yet".into(),
+        ));
+    }
     Ok(Arc::new(DiskStore::open(
-        &config.database.sled.path,
+        &config.database.sled_path(),
         config.database.sled.cache_capacity_bytes,
     )?))
 }

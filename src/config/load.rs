@@ -137,14 +137,6 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     ("logtail", "logtail"),
     ("auto_update", "client auto-update"),
     (
-        "database.sqlite",
-        "SQLite (this server stores its event log in sled)",
-    ),
-    (
-        "database.postgres",
-        "PostgreSQL (this server stores its event log in sled)",
-    ),
-    (
         "database.gorm",
         "GORM settings (this server stores its event log in sled)",
     ),

@@ -102,14 +102,151 @@ pub enum IpAllocation {
     Random,
 }
 
-/// Storage of the event log. Only sled exists; other headscale types are refused clearly.
+/// Storage of the event log, as headscale's `database` section.
+/// - `sled` (our default): the log lives in the embedded store at `database.sled.path`.
+/// - `sqlite`: `database.sqlite.path` is a headscale database. It is only ever read, to import
+///   it into an empty log on first start; our log lives in the embedded store beside it.
+/// - `postgres`: our log, snapshots and checkpoints live in that PostgreSQL database, in tables
+///   of our own; headscale's tables there are imported into an empty log on first start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// Must be `sled`; kept as text so `sqlite`/`postgres` get a helpful error, not a serde one.
+    /// Kept as text so an unknown type gets a helpful error, not a serde one.
     #[serde(rename = "type")]
     pub kind: String,
     pub sled: SledConfig,
+    pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
+}
+
+/// Which store the log lives in, resolved from `database.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sled,
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseConfig {
+    /// The resolved type; `None` for a type we do not know (refused by validation).
+    pub fn backend(&self) -> Option<DatabaseKind> {
+        match self.kind.as_str() {
+            "sled" => Some(DatabaseKind::Sled),
+            "sqlite" | "sqlite3" => Some(DatabaseKind::Sqlite),
+            "postgres" | "postgresql" => Some(DatabaseKind::Postgres),
+            _ => None,
+        }
+    }
+
+    /// Where the embedded store lives: `database.sled.path` when set; with `type: sqlite` and
+    /// no sled path, beside the headscale file (`db.sqlite` → `db.sled`), so a headscale
+    /// data directory keeps everything in one place.
+    pub fn sled_path(&self) -> PathBuf {
+        if !self.sled.path.as_os_str().is_empty() {
+            return self.sled.path.clone();
+        }
+        match self.backend() {
+            Some(DatabaseKind::Sqlite) if !self.sqlite.path.as_os_str().is_empty() => {
+                let beside = self.sqlite.path.with_extension("sled");
+                if beside == self.sqlite.path {
+                    self.sqlite.path.with_extension("events.sled")
+                } else {
+                    beside
+                }
+            }
+            _ => PathBuf::from(DEFAULT_SLED_PATH),
+        }
+    }
+
+    /// One line for `configtest`: where the log lives and what is imported from where.
+    pub fn describe(&self) -> String {
+        let sled = format!(
+            "sled {} (cache {} MiB)",
+            self.sled_path().display(),
+            self.sled.cache_capacity_bytes / (1024 * 1024)
+        );
+        match self.backend() {
+            Some(DatabaseKind::Sqlite) => format!(
+                "{sled}, importing headscale's {} on first start",
+                self.sqlite.path.display()
+            ),
+            Some(DatabaseKind::Postgres) => format!(
+                "postgres {}@{}:{}/{}",
+                self.postgres.user, self.postgres.host, self.postgres.port, self.postgres.name
+            ),
+            _ => sled,
+        }
+    }
+
+    /// The headscale database to import on first start, if the type names one.
+    pub fn import_source(&self) -> Option<ImportSource> {
+        match self.backend()? {
+            DatabaseKind::Sled => None,
+            DatabaseKind::Sqlite => Some(ImportSource::Sqlite(self.sqlite.path.clone())),
+            DatabaseKind::Postgres => Some(ImportSource::Postgres(self.postgres.clone())),
+        }
+    }
+}
+
+/// A headscale database to read users, keys, nodes and policy from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportSource {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
+/// Where the embedded store lives unless the config says otherwise (headscale's data dir).
+pub const DEFAULT_SLED_PATH: &str = "/var/lib/headscale/db.sled";
+
+/// headscale's `database.sqlite`: the file we import from. Its other keys
+/// (`write_ahead_log`, `wal_autocheckpoint`) tune headscale's own writes; we never write it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub write_ahead_log: bool,
+    pub wal_autocheckpoint: i64,
+}
+
+/// headscale's `database.postgres` keys, read the same way. `pass_file` is ours (a secret
+/// kept out of the config file); `ssl` takes headscale's forms (`false`/`true` or a libpq
+/// `sslmode` such as `require`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub pass: String,
+    pub pass_file: PathBuf,
+    #[serde(deserialize_with = "scalar::text")]
+    pub ssl: String,
+    pub max_open_conns: u32,
+    pub max_idle_conns: u32,
+    pub conn_max_idle_time_secs: u64,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field(
+                "pass",
+                &if self.pass.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("pass_file", &self.pass_file)
+            .field("ssl", &self.ssl)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,6 +573,8 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             kind: "sled".into(),
             sled: SledConfig::default(),
+            sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -443,11 +582,40 @@ impl Default for DatabaseConfig {
 impl Default for SledConfig {
     fn default() -> Self {
         SledConfig {
-            path: "/var/lib/headscale/db.sled".into(),
+            // Empty: resolved by `DatabaseConfig::sled_path` (beside a headscale sqlite file,
+            // or DEFAULT_SLED_PATH).
+            path: PathBuf::new(),
             cache_capacity_bytes: 64 * 1024 * 1024,
             snapshot_every_events: 100_000,
             snapshot_interval: Duration::from_secs(3600),
             checkpoint_every_events: 1000,
+        }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: "/var/lib/headscale/db.sqlite".into(),
+            write_ahead_log: true,
+            wal_autocheckpoint: 1000,
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: "localhost".into(),
+            port: 5432,
+            name: "headscale".into(),
+            user: "headscale".into(),
+            pass: String::new(),
+            pass_file: PathBuf::new(),
+            ssl: "false".into(),
+            max_open_conns: 10,
+            max_idle_conns: 10,
+            conn_max_idle_time_secs: 3600,
         }
     }
 }

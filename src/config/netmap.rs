@@ -175,9 +175,8 @@ impl Config {
             (
                 "data",
                 format!(
-                    "sled {} (cache {} MiB), noise key {}",
-                    self.database.sled.path.display(),
-                    self.database.sled.cache_capacity_bytes / (1024 * 1024),
+                    "{}, noise key {}",
+                    self.database.describe(),
                     self.noise.private_key_path.display()
                 ),
             ),

@@ -276,7 +276,6 @@ node:
         "acme_email",
         "tls_letsencrypt_hostname",
         "logtail",
-        "database.sqlite",
         "database.debug",
         "node.routes",
     ] {
@@ -467,14 +466,60 @@ fn base_domain_must_not_contain_server_url() {
 }
 
 #[test]
-fn database_type_other_than_sled_is_an_error() {
-    let err = error_text("database:\n  type: sqlite\n");
+fn database_type_sqlite_keeps_the_log_beside_the_headscale_file() {
+    let c = load_with(
+        "database:\n  type: sqlite\n  sqlite:\n    path: /srv/hs/db.sqlite\n    write_ahead_log: true\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.database.backend(), Some(super::DatabaseKind::Sqlite));
+    assert_eq!(c.database.sled_path(), PathBuf::from("/srv/hs/db.sled"));
+    assert_eq!(
+        c.database.import_source(),
+        Some(super::ImportSource::Sqlite("/srv/hs/db.sqlite".into()))
+    );
+    // An explicit sled path wins.
+    let c = load_with(
+        "database:\n  type: sqlite\n  sqlite:\n    path: /srv/hs/db.sqlite\n  sled:\n    path: /x/log.sled\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.database.sled_path(), PathBuf::from("/x/log.sled"));
+    // The default is headscale's data dir.
+    let c = load_with("", &[]).unwrap().config;
+    assert_eq!(
+        c.database.sled_path(),
+        PathBuf::from(super::DEFAULT_SLED_PATH)
+    );
+    assert_eq!(c.database.import_source(), None);
+}
+
+#[test]
+fn database_type_postgres_reads_headscales_keys() {
+    let c = load_with(
+        "database:\n  type: postgres\n  postgres:\n    host: db.internal\n    port: 5433\n    name: hs\n    user: hs\n    pass: secret\n    ssl: false\n    max_open_conns: 10\n    max_idle_conns: 10\n    conn_max_idle_time_secs: 3600\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.database.backend(), Some(super::DatabaseKind::Postgres));
+    assert_eq!(c.database.postgres.port, 5433);
+    assert_eq!(c.database.postgres.ssl, "false");
+    assert!(!format!("{:?}", c.database.postgres).contains("secret"));
+    let both = "database:\n  type: postgres\n  postgres:\n    pass: a\n    pass_file: /b\n";
+    assert!(error_text(both).contains("either pass or pass_file"));
+}
+
+#[test]
+fn unknown_database_type_is_an_error() {
+    let err = error_text("database:\n  type: mysql\n");
     assert_eq!(
         err,
-        "config /tmp/test.yaml: database.type \"sqlite\" is not supported: this server \
-         stores its event log in sled (set database.type: sled and database.sled.path)"
+        "config /tmp/test.yaml: database.type \"mysql\" is not a database type: use sled (our \
+         embedded log), sqlite (a headscale database to import) or postgres"
     );
-    assert!(error_text("database:\n  type: postgres\n").contains("sled"));
 }
 
 #[test]

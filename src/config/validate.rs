@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, PolicyMode};
+use super::{
+    duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, DatabaseKind, PolicyMode,
+};
 
 /// Headscale refuses shorter ephemeral timeouts; we only warn so tests can use short ones.
 const EPHEMERAL_TIMEOUT_MIN: Duration = Duration::from_secs(65);
@@ -96,18 +98,35 @@ impl Config {
         }
 
         // Storage.
-        if self.database.kind != "sled" {
-            return Err(self.invalid(
-                "database.type",
-                format!(
-                    "{:?} is not supported: this server stores its event log in sled \
-                     (set database.type: sled and database.sled.path)",
-                    self.database.kind
-                ),
-            ));
-        }
-        if self.database.sled.path.as_os_str().is_empty() {
-            return Err(self.invalid("database.sled.path", "must be set"));
+        match self.database.backend() {
+            None => {
+                return Err(self.invalid(
+                    "database.type",
+                    format!(
+                        "{:?} is not a database type: use sled (our embedded log), sqlite (a \
+                         headscale database to import) or postgres",
+                        self.database.kind
+                    ),
+                ))
+            }
+            Some(DatabaseKind::Sqlite) if self.database.sqlite.path.as_os_str().is_empty() => {
+                return Err(self.invalid("database.sqlite.path", "must be set"));
+            }
+            Some(DatabaseKind::Postgres) => {
+                let pg = &self.database.postgres;
+                if pg.host.is_empty() || pg.name.is_empty() || pg.user.is_empty() {
+                    return Err(
+                        self.invalid("database.postgres", "host, name and user must be set")
+                    );
+                }
+                if !pg.pass.is_empty() && !pg.pass_file.as_os_str().is_empty() {
+                    return Err(self.invalid(
+                        "database.postgres.pass_file",
+                        "set either pass or pass_file, not both",
+                    ));
+                }
+            }
+            Some(_) => {}
         }
 
         // Addresses.
