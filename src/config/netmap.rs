@@ -116,6 +116,14 @@ impl Config {
                 obj(vec![("enabled", J::Bool(self.taildrop.enabled))]),
             ),
             (
+                "logtail",
+                obj(vec![("enabled", J::Bool(self.logtail.enabled))]),
+            ),
+            (
+                "auto_update",
+                obj(vec![("enabled", J::Bool(self.auto_update.enabled))]),
+            ),
+            (
                 "policy",
                 obj(vec![("mode", text(self.policy.mode.as_str()))]),
             ),

@@ -51,6 +51,16 @@ impl Config {
         }
     }
 
+    /// Whether `serve` may start: not while the config asks for a security-relevant feature
+    /// this server lacks ([`Config::missing_features`], e.g. an OIDC issuer). Client commands
+    /// do not call this, so the CLI still works with such a file.
+    pub fn check_can_serve(&self) -> Result<(), ConfigError> {
+        match self.missing_features.first() {
+            Some(missing) => Err(self.invalid(&missing.key, missing.message.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Check the rules headscale enforces (and a few of ours). Returns warnings for values
     /// that work but are unsupported or risky; the first hard problem is an error.
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
@@ -240,6 +250,16 @@ impl Config {
                  allowed here for tests",
                 duration::format(timeout),
                 duration::format(EPHEMERAL_TIMEOUT_MIN)
+            ));
+        }
+        let ha = &self.node.routes.ha;
+        if !ha.probe_interval.is_zero() && *ha != super::HaRoutesConfig::default() {
+            warnings.push(format!(
+                "node.routes.ha asks for HA subnet routers to be probed every {} (timeout {}); \
+                 this server does not probe them: a primary router fails over when its map \
+                 stream drops (after tuning.node_offline_grace)",
+                duration::format(ha.probe_interval),
+                duration::format(ha.probe_timeout)
             ));
         }
         self.validate_timers()?;

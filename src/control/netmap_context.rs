@@ -76,12 +76,14 @@ pub fn netmap_context(
         )),
         domain: config.dns.base_domain.clone(),
         self_caps: self_caps(config),
+        log_tail: config.logtail.enabled,
         ranking: Arc::default(),
     })
 }
 
-/// What headscale gives every node on itself: admin and SSH capabilities, and file
-/// sharing (Taildrop between a user's own devices) when `taildrop.enabled`.
+/// What headscale gives every node on itself: admin and SSH capabilities, file sharing
+/// (Taildrop between a user's own devices) when `taildrop.enabled`, and the tailnet's
+/// auto-update default (`auto_update.enabled`, always sent, `[true]` or `[false]`).
 pub fn self_caps(config: &Config) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
     let mut caps = std::collections::BTreeMap::new();
     caps.insert("https://tailscale.com/cap/is-admin".to_string(), Vec::new());
@@ -92,5 +94,9 @@ pub fn self_caps(config: &Config) -> std::collections::BTreeMap<String, Vec<serd
             Vec::new(),
         );
     }
+    caps.insert(
+        "default-auto-update".to_string(),
+        vec![serde_json::Value::Bool(config.auto_update.enabled)],
+    );
     caps
 }
