@@ -288,6 +288,8 @@ fn write_replacing(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         Some(dir) => dir.to_path_buf(),
         None => PathBuf::from("."),
     };
+    // The first fetch may come before anything else created the data directory.
+    std::fs::create_dir_all(&dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temporary = dir.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
     let written = std::fs::File::create(&temporary)
