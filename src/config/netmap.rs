@@ -200,9 +200,19 @@ impl Config {
             (
                 "derp",
                 format!(
-                    "{embedded}; {} url(s), {} file(s)",
+                    "{embedded}; {} url(s), {} file(s){}",
                     self.derp.urls.len(),
-                    self.derp.paths.len()
+                    self.derp.paths.len(),
+                    if self.derp.auto_update_enabled
+                        && !(self.derp.urls.is_empty() && self.derp.paths.is_empty())
+                    {
+                        format!(
+                            ", refreshed every {}",
+                            duration::format(self.derp.update_frequency)
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             (

@@ -336,6 +336,15 @@ fn https_client() -> Result<HttpsClient, String> {
 /// http), within [`FETCH_TIMEOUT`] and [`MAX_FETCHED_MAP_BYTES`]. A map without regions is
 /// an error: it would silently take every relay of that source away.
 async fn fetch_map(client: &HttpsClient, url: &str) -> Result<DerpMap, String> {
+    fetch_map_within(client, url, FETCH_TIMEOUT).await
+}
+
+/// [`fetch_map`] with the whole-fetch deadline given (tests use a short one).
+async fn fetch_map_within(
+    client: &HttpsClient,
+    url: &str,
+    deadline: Duration,
+) -> Result<DerpMap, String> {
     let work = async {
         let mut uri: Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
         let mut redirects = 0;
@@ -388,9 +397,9 @@ async fn fetch_map(client: &HttpsClient, url: &str) -> Result<DerpMap, String> {
         }
         Ok(parsed)
     };
-    tokio::time::timeout(FETCH_TIMEOUT, work)
+    tokio::time::timeout(deadline, work)
         .await
-        .map_err(|_| format!("no complete answer within {}s", FETCH_TIMEOUT.as_secs()))?
+        .map_err(|_| format!("no complete answer within {}s", deadline.as_secs_f32()))?
 }
 
 /// The absolute URI a redirect's `Location` names (relative ones resolved against `base`).
@@ -498,5 +507,78 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         std::fs::write(&path, "garbage").unwrap();
         assert_eq!(read_cache(&path), FetchedCache::default());
+    }
+
+    /// A plain-HTTP server on loopback answering every connection with `answer` (then
+    /// keeping the connection open, so a short answer stalls the client); returns its URL.
+    async fn serve_once(answer: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = tcp.read(&mut request).await;
+                    let _ = tcp.write_all(&answer).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        format!("http://127.0.0.1:{port}/map")
+    }
+
+    fn answer(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: application/json\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    async fn fetch(answer: Vec<u8>) -> Result<DerpMap, String> {
+        let url = serve_once(answer).await;
+        fetch_map_within(&https_client().unwrap(), &url, Duration::from_secs(2)).await
+    }
+
+    #[tokio::test]
+    async fn fetches_are_bounded_and_checked() {
+        let good =
+            br#"{"Regions":{"5":{"RegionID":5,"Nodes":[{"Name":"5a","HostName":"d.example"}]}}}"#;
+        let map = fetch(answer("200 OK", good)).await.unwrap();
+        assert_eq!(map.regions[&5].nodes[0].host_name, "d.example");
+
+        let error = fetch(answer("503 Service Unavailable", b"down"))
+            .await
+            .unwrap_err();
+        assert!(error.contains("503"), "{error}");
+        let error = fetch(answer("200 OK", b"<html>")).await.unwrap_err();
+        assert!(error.contains("not a DERP map"), "{error}");
+        let error = fetch(answer("200 OK", br#"{"Regions":{}}"#))
+            .await
+            .unwrap_err();
+        assert!(error.contains("no regions"), "{error}");
+        let huge = vec![b' '; MAX_FETCHED_MAP_BYTES + 1];
+        let error = fetch(answer("200 OK", &huge)).await.unwrap_err();
+        assert!(error.contains("larger than"), "{error}");
+        // Headers promising more than ever comes: the whole-fetch deadline ends it.
+        let mut stalled = answer("200 OK", b"{");
+        stalled.truncate(stalled.len() - 1);
+        let stalled = String::from_utf8(stalled)
+            .unwrap()
+            .replace("content-length: 1", "content-length: 100")
+            .into_bytes();
+        let error = fetch(stalled).await.unwrap_err();
+        assert!(error.contains("no complete answer within"), "{error}");
+        // Nobody listening.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{closed}/map");
+        assert!(fetch_map(&https_client().unwrap(), &url).await.is_err());
     }
 }
