@@ -83,7 +83,7 @@ pub fn load_str(
     check_keys(&mut tree, &schema, "", &origin_text, &mut warnings)?;
     let from_env = apply_env(&mut tree, &schema, env, &origin_text)?;
 
-    let mut config = deserialize(tree, &schema, &from_env, &origin_text)?;
+    let mut config = deserialize(tree, &from_env, &origin_text)?;
     config.source_path = Some(origin.to_path_buf());
     config.missing_features.append(&mut missing);
     config.normalize();
@@ -385,39 +385,27 @@ pub fn known_keys() -> Vec<(String, String)> {
     }
 }
 
-/// Deserialize; on failure, retry one user-set key at a time over the defaults to name the
-/// key at fault (value deserialization carries no location of its own).
+/// Deserialize, naming the key at fault on failure (`serde_path_to_error`; a value's own
+/// error carries no location).
 fn deserialize(
     tree: Mapping,
-    schema: &Mapping,
     from_env: &BTreeMap<String, String>,
     origin: &str,
 ) -> Result<Config, ConfigError> {
-    let whole = match serde_yaml_ng::from_value::<Config>(Value::Mapping(tree.clone())) {
-        Ok(config) => return Ok(config),
-        Err(e) => e,
-    };
-    let schema_leaves = leaves(schema, "");
-    for (path, _) in &schema_leaves {
-        let Some(value) = lookup(&tree, path) else {
-            continue;
+    serde_path_to_error::deserialize(Value::Mapping(tree)).map_err(|error| {
+        let path = error.path().to_string();
+        let key = match path.as_str() {
+            "" | "." => "(document)".to_string(),
+            path => path.to_string(),
         };
-        let mut probe = schema.clone();
-        insert_path(&mut probe, path, value.clone());
-        if let Err(e) = serde_yaml_ng::from_value::<Config>(Value::Mapping(probe)) {
-            return Err(ConfigError::BadValue {
-                origin: origin.to_string(),
-                key: path.clone(),
-                from_env: from_env.get(path).cloned(),
-                message: one_line(&e),
-            });
+        // `derp.urls[2]` came from the variable of `derp.urls`, if any.
+        let leaf = key.split('[').next().unwrap_or_default();
+        ConfigError::BadValue {
+            origin: origin.to_string(),
+            from_env: from_env.get(leaf).cloned(),
+            key,
+            message: one_line(error.inner()),
         }
-    }
-    Err(ConfigError::BadValue {
-        origin: origin.to_string(),
-        key: "(document)".into(),
-        from_env: None,
-        message: one_line(&whole),
     })
 }
 

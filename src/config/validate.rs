@@ -163,7 +163,43 @@ impl Config {
         // DNS.
         self.validate_dns(&server.host)?;
 
-        // DERP.
+        self.validate_derp(&mut warnings)?;
+
+        // Policy.
+        match (self.policy.mode, &self.policy.path) {
+            (PolicyMode::File, Some(path)) if !path.exists() => {
+                return Err(self.invalid(
+                    "policy.path",
+                    format!(
+                        "{:?} does not exist (policy.mode is file)",
+                        path.display().to_string()
+                    ),
+                ));
+            }
+            (PolicyMode::Database, Some(path)) => warnings.push(format!(
+                "policy.path {:?} is ignored because policy.mode is database",
+                path.display().to_string()
+            )),
+            _ => {}
+        }
+
+        // Nodes and logging.
+        self.validate_nodes(&mut warnings);
+        self.validate_timers()?;
+        if self.log.level_name().is_none() {
+            return Err(self.invalid(
+                "log.level",
+                format!(
+                    "{:?} must be one of trace, debug, info, warn, error",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// `derp.*`: the embedded relay's settings, the URLs and the refresh period.
+    fn validate_derp(&self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         let derp = &self.derp.server;
         if derp.enabled {
             check_host_port(&derp.stun_listen_addr).map_err(|problem| {
@@ -223,26 +259,11 @@ impl Config {
                     .into(),
             );
         }
+        Ok(())
+    }
 
-        // Policy.
-        match (self.policy.mode, &self.policy.path) {
-            (PolicyMode::File, Some(path)) if !path.exists() => {
-                return Err(self.invalid(
-                    "policy.path",
-                    format!(
-                        "{:?} does not exist (policy.mode is file)",
-                        path.display().to_string()
-                    ),
-                ));
-            }
-            (PolicyMode::Database, Some(path)) => warnings.push(format!(
-                "policy.path {:?} is ignored because policy.mode is database",
-                path.display().to_string()
-            )),
-            _ => {}
-        }
-
-        // Nodes and logging.
+    /// `node.*` beyond the timers: what is accepted but done differently.
+    fn validate_nodes(&self, warnings: &mut Vec<String>) {
         let timeout = self.node.ephemeral.inactivity_timeout;
         if timeout < EPHEMERAL_TIMEOUT_MIN {
             warnings.push(format!(
@@ -262,17 +283,6 @@ impl Config {
                 duration::format(ha.probe_timeout)
             ));
         }
-        self.validate_timers()?;
-        if self.log.level_name().is_none() {
-            return Err(self.invalid(
-                "log.level",
-                format!(
-                    "{:?} must be one of trace, debug, info, warn, error",
-                    self.log.level
-                ),
-            ));
-        }
-        Ok(warnings)
     }
 
     /// Timers that drive intervals and loops: zero would panic (`tokio::time::interval`) or
