@@ -100,3 +100,39 @@ pub fn self_caps(config: &Config) -> std::collections::BTreeMap<String, Vec<serd
     );
     caps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logtail_and_auto_update_reach_every_node_as_headscale_sends_them() {
+        let mut config = Config::default();
+        let context = netmap_context(&config, &serde_json::json!({})).unwrap();
+        assert!(!context.log_tail);
+        assert_eq!(
+            context.self_caps["default-auto-update"],
+            vec![serde_json::Value::Bool(false)]
+        );
+        let off = serde_json::to_value(crate::tailcfg::Debug {
+            disable_log_tail: true,
+        })
+        .unwrap();
+        assert_eq!(off, serde_json::json!({"DisableLogTail": true}));
+
+        config.logtail.enabled = true;
+        config.auto_update.enabled = true;
+        let context = netmap_context(&config, &serde_json::json!({})).unwrap();
+        assert!(context.log_tail);
+        assert_eq!(
+            context.self_caps["default-auto-update"],
+            vec![serde_json::Value::Bool(true)]
+        );
+        // Go's omitempty: logtail allowed is an empty Debug.
+        let on = serde_json::to_value(crate::tailcfg::Debug {
+            disable_log_tail: false,
+        })
+        .unwrap();
+        assert_eq!(on, serde_json::json!({}));
+    }
+}
