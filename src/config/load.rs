@@ -142,11 +142,26 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     ),
     ("database.debug", "database query logging"),
     ("preauth_keys", "revoked pre-auth key retention"),
+    (
+        "tuning.register_cache_max_entries",
+        "a configurable pending-login cap (fixed here: 1024 logins, 16 per source)",
+    ),
+    (
+        "tuning.register_cache_expiration",
+        "a configurable pending-login lifetime (fixed here: 15m)",
+    ),
 ];
 
-/// headscale keys that tune only headscale's own internals (its ORM): whatever their value,
-/// nothing here changes, so they are accepted without a word.
-const IGNORED_KEYS: &[&str] = &["database.gorm"];
+/// headscale keys that tune only headscale's own internals (its ORM, its node store and
+/// notifier workers): whatever their value, nothing here changes, so they are accepted
+/// without a word.
+const IGNORED_KEYS: &[&str] = &[
+    "database.gorm",
+    "tuning.node_store_batch_size",
+    "tuning.node_store_batch_timeout",
+    "tuning.batcher_workers",
+    "tuning.notifier_send_timeout",
+];
 
 /// The OIDC section; a non-empty `issuer` in it asks for logins we cannot do (issue #13).
 const OIDC_KEY: &str = "oidc";

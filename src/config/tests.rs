@@ -262,6 +262,8 @@ database:
   sqlite:
     path: /var/lib/headscale/db.sqlite
   debug: true
+tuning:
+  register_cache_max_entries: 4096
 ";
     let loaded = load_with(yaml, &[]).unwrap();
     for key in [
@@ -270,6 +272,7 @@ database:
         "tls_letsencrypt_hostname",
         "oidc",
         "database.debug",
+        "tuning.register_cache_max_entries",
     ] {
         let warning = loaded
             .warnings
@@ -307,6 +310,10 @@ node:
     ha:
       probe_interval: 10s
       probe_timeout: 5s
+tuning:
+  node_store_batch_size: 100
+  node_store_batch_timeout: 500ms
+  notifier_send_timeout: 800ms
 derp:
   paths: [/dev/null]
 ";
