@@ -290,14 +290,10 @@ fn check_keys(
         }
         if let Some(feature) = unsupported_feature(&path) {
             let off = tree.get(&key).is_none_or(leaves_feature_off);
-            // A set issuer is refused at `serve` (oidc_issuer_wanted); the rest of the section
-            // is then no news.
-            let refused = path == OIDC_KEY
-                && tree
-                    .get(&key)
-                    .and_then(|section| section.get("issuer"))
-                    .is_some_and(|issuer| !leaves_feature_off(issuer));
-            if !off && !refused {
+            // Without an issuer OIDC is off in headscale too, whatever else the section says;
+            // with one, `serve` refuses (oidc_issuer_wanted): either way no warning.
+            let oidc = path == OIDC_KEY;
+            if !off && !oidc {
                 warnings.push(format!(
                     "config key \"{path}\" is for {feature}, which this server does not support \
                      (ignored)"

@@ -255,8 +255,6 @@ fn unsupported_features_warn_as_unsupported() {
 grpc_listen_addr: 127.0.0.1:50443
 acme_email: a@b.c
 tls_letsencrypt_hostname: hs.example.com
-oidc:
-  client_id: only-an-id
 database:
   type: sled
   sqlite:
@@ -270,7 +268,6 @@ tuning:
         "grpc_listen_addr",
         "acme_email",
         "tls_letsencrypt_hostname",
-        "oidc",
         "database.debug",
         "tuning.register_cache_max_entries",
     ] {
@@ -293,8 +290,9 @@ fn placeholders_and_defaults_of_missing_features_do_not_warn() {
 acme_email: \"\"
 tls_letsencrypt_hostname: \"\"
 oidc:
+  only_start_if_oidc_is_available: true
   issuer: \"\"
-  allowed_domains: []
+  allowed_domains: [example.com]
 logtail:
   enabled: true
 auto_update:
