@@ -152,6 +152,12 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Values of unsupported keys that are what this server does anyway: silent.
+const UNSUPPORTED_DEFAULTS: &[(&str, &str)] = &[
+    ("tuning.register_cache_max_entries", "1024"),
+    ("tuning.register_cache_expiration", "15m"),
+];
+
 /// headscale keys that tune only headscale's own internals (its ORM, its node store and
 /// notifier workers): whatever their value, nothing here changes, so they are accepted
 /// without a word.
@@ -289,7 +295,11 @@ fn check_keys(
             continue;
         }
         if let Some(feature) = unsupported_feature(&path) {
-            let off = tree.get(&key).is_none_or(leaves_feature_off);
+            let value = tree.get(&key);
+            let as_here = value
+                .and_then(scalar_or_text)
+                .is_some_and(|text| UNSUPPORTED_DEFAULTS.contains(&(path.as_str(), text.as_str())));
+            let off = as_here || value.is_none_or(leaves_feature_off);
             // Without an issuer OIDC is off in headscale too, whatever else the section says;
             // with one, `serve` refuses (oidc_issuer_wanted): either way no warning.
             let oidc = path == OIDC_KEY;
@@ -490,6 +500,13 @@ fn join(prefix: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{prefix}.{name}")
+    }
+}
+
+fn scalar_or_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.trim().to_string()),
+        other => scalar_text(other),
     }
 }
 

@@ -309,6 +309,8 @@ node:
       probe_interval: 10s
       probe_timeout: 5s
 tuning:
+  register_cache_max_entries: 1024
+  register_cache_expiration: 15m
   node_store_batch_size: 100
   node_store_batch_timeout: 500ms
   notifier_send_timeout: 800ms
