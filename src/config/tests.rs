@@ -335,6 +335,22 @@ derp:
 /// An OIDC issuer is security-relevant: `serve` (and `configtest`) refuse it, naming the
 /// issue; loading still works so client commands can use the same file.
 #[test]
+fn derp_urls_must_be_urls_with_a_host() {
+    assert!(error_text("derp:\n  urls: [\"ftp://x/map\"]\n").contains("must start with http"));
+    let err = error_text("derp:\n  urls: [\"https:// bad host/map\"]\n");
+    assert!(
+        err.contains("derp.urls") && err.contains("not a valid URL"),
+        "{err}"
+    );
+    assert!(error_text("derp:\n  urls: [\"https:///map\"]\n").contains("not a valid URL"));
+    load_with(
+        "derp:\n  urls: [\"https://localhost:8443/derpmap/default\"]\n",
+        &[],
+    )
+    .unwrap();
+}
+
+#[test]
 fn an_oidc_issuer_refuses_to_serve() {
     let yaml = "oidc:\n  only_start_if_oidc_is_available: true\n  issuer: https://sso.example.com\n  client_id: hs\n";
     let loaded = load_with(yaml, &[]).unwrap();

@@ -245,6 +245,13 @@ impl Config {
                     format!("entry {url:?} must start with http:// or https://"),
                 ));
             }
+            let parsed = url.parse::<hyper::Uri>();
+            if parsed.as_ref().map_or(true, |uri| uri.host().is_none()) {
+                return Err(self.invalid(
+                    "derp.urls",
+                    format!("entry {url:?} is not a valid URL with a host"),
+                ));
+            }
         }
         if self.derp.auto_update_enabled && self.derp.update_frequency.is_zero() {
             return Err(self.invalid(
