@@ -113,7 +113,8 @@ const REMOVED_KEYS: &[(&str, &str)] = &[
     ),
     (
         "randomize_client_port",
-        "set \"randomizeClientPort\": true in the policy file",
+        "as in headscale 0.29, set \"randomizeClientPort\": true at the top level of the \
+         policy, or give nodes the randomize-client-port attribute in its nodeAttrs",
     ),
     ("oidc.expiry", "use node.expiry"),
 ];
