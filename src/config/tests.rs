@@ -255,8 +255,6 @@ fn unsupported_features_warn_as_unsupported() {
 grpc_listen_addr: 127.0.0.1:50443
 oidc:
   issuer: https://sso.example.com
-acme_email: a@b.c
-tls_letsencrypt_hostname: hs.example.com
 logtail:
   enabled: false
 database:
@@ -273,8 +271,6 @@ node:
     for key in [
         "grpc_listen_addr",
         "oidc",
-        "acme_email",
-        "tls_letsencrypt_hostname",
         "logtail",
         "database.sqlite",
         "database.debug",
