@@ -110,6 +110,11 @@ pub async fn setup(config: &Config) -> anyhow::Result<Option<Acme>> {
         challenges: Arc::new(Challenges::default()),
         tls_alpn: challenge == AcmeChallenge::TlsAlpn01,
     });
+    // Local checks first: they fail the same way whatever the CA says.
+    let http01 = match challenge {
+        AcmeChallenge::Http01 => Some(bind_http01(&config.tls_letsencrypt_listen).await?),
+        AcmeChallenge::TlsAlpn01 => None,
+    };
     let mut schedule = Schedule::default();
     let now = SystemTime::now();
     match cache.read_certificate(&hostname) {
@@ -146,10 +151,6 @@ pub async fn setup(config: &Config) -> anyhow::Result<Option<Acme>> {
                 anyhow!("cannot set up ACME for {hostname} with the ACME server {directory}: {e}")
             })?;
         Some(account)
-    };
-    let http01 = match challenge {
-        AcmeChallenge::Http01 => Some(bind_http01(&config.tls_letsencrypt_listen).await?),
-        AcmeChallenge::TlsAlpn01 => None,
     };
     Ok(Some(Acme {
         hostname,
