@@ -377,6 +377,24 @@ mod tests {
         assert_eq!(pair.public_key().as_ref(), key.public_key_raw());
     }
 
+    #[test]
+    fn an_autocert_certificate_file_with_a_sec1_key_is_served() {
+        // autocert writes `<host>` as an "EC PRIVATE KEY" (SEC1) block, then the chain.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["hs.example.com".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let sec1 = sec1_from_pkcs8(&key.serialize_der());
+        let file = format!("{}{}", pem_block("EC PRIVATE KEY", &sec1), cert.pem());
+        let parsed = parse_certificate(file.as_bytes(), "hs.example.com").unwrap();
+        assert_eq!(parsed.certified.cert[0].as_ref(), cert.der().as_ref());
+
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheDir::open(dir.path()).unwrap();
+        // autocert's name for an RSA pair is read too when the ECDSA one is absent.
+        std::fs::write(dir.path().join("hs.example.com+rsa"), &file).unwrap();
+        assert!(cache.read_certificate("hs.example.com").unwrap().is_some());
+    }
+
     /// The SEC1 `ECPrivateKey` inside a PKCS#8 key (what autocert's files hold).
     fn sec1_from_pkcs8(pkcs8: &[u8]) -> Vec<u8> {
         use pkcs8::der::Decode as _;
