@@ -332,14 +332,21 @@ fn wait_for_new_certificate(
     }
 }
 
-/// A server config for ACME with `challenge` against `pebble`, HTTP-01 on `http_port`.
-fn acme_server(pebble: &Pebble, challenge: &str, http_port: u16, port: u16) -> TestServer {
+/// A server config for ACME with `challenge` against `pebble`, HTTP-01 on `http_port`,
+/// metrics on `metrics_port`.
+fn acme_server_with_metrics(
+    pebble: &Pebble,
+    challenge: &str,
+    http_port: u16,
+    port: u16,
+    metrics_port: u16,
+) -> TestServer {
     let directory = pebble.directory();
     let mut server = TestServer::with_yaml(|data, _| {
         format!(
             "server_url: https://{HOSTNAME}:{port}\n\
              listen_addr: 127.0.0.1:{port}\n\
-             metrics_listen_addr: \"\"\n\
+             metrics_listen_addr: 127.0.0.1:{metrics_port}\n\
              unix_socket: {data}/headscale.sock\n\
              noise:\n  private_key_path: {data}/noise_private.key\n\
              database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n\
@@ -362,6 +369,26 @@ fn acme_server(pebble: &Pebble, challenge: &str, http_port: u16, port: u16) -> T
         pebble.https_ca().display().to_string(),
     ));
     server
+}
+
+/// A server config for ACME with `challenge` against `pebble`, HTTP-01 on `http_port`.
+fn acme_server(pebble: &Pebble, challenge: &str, http_port: u16, port: u16) -> TestServer {
+    acme_server_with_metrics(pebble, challenge, http_port, port, free_port())
+}
+
+/// The value of the Prometheus sample `name` on the metrics listener.
+fn metric(metrics_port: u16, name: &str) -> f64 {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 fn mode(path: &Path) -> u32 {
@@ -460,7 +487,8 @@ fn a_short_lived_certificate_renews_and_a_failed_renewal_keeps_it() {
     // Renewed with a third of its life left: about 6 s after issuance.
     let mut pebble = Pebble::start(http_port, port, Duration::from_secs(18));
     let root = pebble.issuing_root();
-    let mut server = acme_server(&pebble, "HTTP-01", http_port, port);
+    let metrics_port = free_port();
+    let mut server = acme_server_with_metrics(&pebble, "HTTP-01", http_port, port, metrics_port);
     server.spawn();
     let first = wait_for_new_certificate(&server, &root, None, Duration::from_secs(30));
     let second = wait_for_new_certificate(&server, &root, Some(&first[0]), Duration::from_secs(30));
@@ -479,6 +507,19 @@ fn a_short_lived_certificate_renews_and_a_failed_renewal_keeps_it() {
     }
     let still = served_chain(port, &root).expect("the certificate in force is still served");
     assert_eq!(still[0], second[0]);
+    assert_eq!(
+        metric(metrics_port, "headscale_acme_order_failures_total"),
+        1.0
+    );
+    let expiry = metric(
+        metrics_port,
+        "headscale_acme_certificate_expiry_timestamp_seconds",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now && expiry < now + 18.0, "{expiry} vs {now}");
 }
 
 /// Runs `serve` expecting it to refuse to start; returns its output.
