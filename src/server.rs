@@ -424,6 +424,9 @@ pub async fn run(
         Some(path) => Some(RecordsFile::open(path)?),
         None => None,
     };
+    // ACME (tls_letsencrypt_hostname) refuses to start rather than serve without TLS; also
+    // before the engine, so nothing is recorded for a start that cannot serve.
+    let acme = crate::acme::setup(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let machine = start_map_hub(
         &config,
@@ -436,8 +439,6 @@ pub async fn run(
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =
         crate::derp::embedded::start(&config, &server_key.secret().to_bytes(), &engine).await?;
-    // ACME (tls_letsencrypt_hostname) refuses to start rather than serve without TLS.
-    let acme = crate::acme::setup(&config).await?;
     let certificates = match (&config.tls_cert_path, &config.tls_key_path, &acme) {
         (Some(cert), Some(key), _) => Some(crate::tls::CertificateSource::Files(
             crate::tls::TlsCertificates::load(cert, key)?,

@@ -562,6 +562,10 @@ fn refused(server: &TestServer) -> String {
         std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err(),
         "nothing may listen after a refusal"
     );
+    assert!(
+        !server.data_dir().join("db.sled").exists(),
+        "a start that cannot serve records nothing"
+    );
     out
 }
 

@@ -32,6 +32,8 @@ use tokio::sync::watch;
 /// The renewal loop wakes at least this often, so a clock jump or a suspend cannot make it
 /// oversleep a renewal.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// One whole attempt (account, order, validation, issuance), whatever hangs inside it.
+const ATTEMPT_DEADLINE: Duration = Duration::from_secs(300);
 /// Connections at once on the HTTP-01 listener (only the CA and redirected browsers use it).
 const HTTP01_MAX_CONNECTIONS: usize = 256;
 const HTTP01_MAX_CONNECTIONS_PER_SOURCE: usize = 16;
@@ -227,7 +229,11 @@ impl Acme {
             }
             let attempt = tokio::select! {
                 _ = &mut stop_signal => break,
-                attempt = self.obtain() => attempt,
+                attempt = tokio::time::timeout(ATTEMPT_DEADLINE, self.obtain()) => {
+                    attempt.unwrap_or_else(|_| Err(AcmeError::Other(format!(
+                        "no certificate within {}s", ATTEMPT_DEADLINE.as_secs()
+                    ))))
+                }
             };
             let now = SystemTime::now();
             match attempt {
