@@ -618,3 +618,112 @@ fn configs_that_cannot_get_a_certificate_refuse_to_start() {
     )));
     assert!(out.contains("tls_letsencrypt_cache_dir"), "{out}");
 }
+
+/// The real Go headscale v0.29.2 (`.ci/install-go-headscale`), for the drop-in test.
+fn go_headscale() -> PathBuf {
+    let path = std::env::var_os("HEADSCALE_GO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/headscale-rs/go-headscale-0.29.2/headscale")
+        });
+    assert!(
+        path.exists(),
+        "the Go headscale is not at {}: run `bash .ci/install-go-headscale` (or set HEADSCALE_GO)",
+        path.display()
+    );
+    path
+}
+
+/// Kills the child on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The cache is autocert's layout both ways: the real Go headscale, started on the cache we
+/// filled, serves our certificate without ordering. (The other way, headscale filling it
+/// from pebble, cannot run: golang.org/x/crypto/acme follows the finalize response's
+/// `Location` header, which pebble does not send, so autocert never gets a certificate from
+/// pebble; `cache.rs` unit-tests reading autocert's files instead.)
+#[test]
+fn headscale_serves_the_certificate_we_cached() {
+    let (http_port, port) = (free_port(), free_port());
+    let pebble = Pebble::start(http_port, port, Duration::from_secs(90 * 24 * 3600));
+    let root = pebble.issuing_root();
+    let mut server = acme_server(&pebble, "HTTP-01", http_port, port);
+    server.spawn();
+    let ours = wait_for_new_certificate(&server, &root, None, Duration::from_secs(30));
+    server.stop();
+    let cache = server.data_dir().join("acme");
+
+    let go = server.dir.path().join("go");
+    std::fs::create_dir_all(&go).unwrap();
+    std::fs::write(
+        go.join("derp.yaml"),
+        "regions:\n  900:\n    regionid: 900\n    regioncode: test\n    regionname: Test\n    \
+         nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        \
+         ipv4: 127.0.0.1\n        stunport: -1\n        derpport: 1\n",
+    )
+    .unwrap();
+    let config = format!(
+        "server_url: https://{HOSTNAME}:{port}\n\
+         listen_addr: 127.0.0.1:{port}\n\
+         metrics_listen_addr: 127.0.0.1:0\n\
+         grpc_listen_addr: 127.0.0.1:0\n\
+         disable_check_updates: true\n\
+         noise:\n  private_key_path: {go}/noise_private.key\n\
+         prefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n\
+         derp:\n  server:\n    enabled: false\n  urls: []\n  paths:\n    - {go}/derp.yaml\n  \
+         auto_update_enabled: false\n\
+         database:\n  type: sqlite\n  sqlite:\n    path: {go}/db.sqlite\n\
+         dns:\n  magic_dns: true\n  base_domain: tailnet.example\n  override_local_dns: false\n  \
+         nameservers:\n    global: []\n\
+         unix_socket: {go}/headscale.sock\n\
+         unix_socket_permission: \"0770\"\n\
+         tls_letsencrypt_hostname: {HOSTNAME}\n\
+         tls_letsencrypt_cache_dir: {cache}\n\
+         tls_letsencrypt_challenge_type: HTTP-01\n\
+         tls_letsencrypt_listen: 127.0.0.1:{http_port}\n\
+         acme_url: {directory}\n",
+        go = go.display(),
+        cache = cache.display(),
+        directory = pebble.directory(),
+    );
+    std::fs::write(go.join("config.yaml"), &config).unwrap();
+    let log = std::fs::File::create(go.join("serve.log")).unwrap();
+    let _headscale = Reaped(
+        Command::new(go_headscale())
+            .arg("-c")
+            .arg(go.join("config.yaml"))
+            .arg("serve")
+            .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
+            .env("SSL_CERT_FILE", pebble.https_ca())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let theirs = loop {
+        if let Some(chain) = served_chain(port, &root) {
+            break chain;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Go headscale served no certificate:\n{}",
+            std::fs::read_to_string(go.join("serve.log")).unwrap_or_default(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        theirs[0], ours[0],
+        "headscale serves the certificate we cached"
+    );
+    assert_eq!(pebble.issued(), 1, "and orders nothing");
+}
