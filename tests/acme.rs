@@ -484,7 +484,8 @@ fn tls_alpn01_issues_on_the_main_listener() {
 #[test]
 fn a_short_lived_certificate_renews_and_a_failed_renewal_keeps_it() {
     let (http_port, port) = (free_port(), free_port());
-    // Renewed with a third of its life left: about 6 s after issuance.
+    // Renewed with a third of its life left: about 12 s after issuance, leaving 6 s in
+    // which the old certificate is still valid after a failed renewal.
     let mut pebble = Pebble::start(http_port, port, Duration::from_secs(18));
     let root = pebble.issuing_root();
     let metrics_port = free_port();
