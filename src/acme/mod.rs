@@ -104,7 +104,7 @@ pub async fn setup(config: &Config) -> anyhow::Result<Option<Acme>> {
     };
     let directory = config.acme_directory().to_string();
     let challenge = config.acme_challenge();
-    let cache = CacheDir::open(&config.tls_letsencrypt_cache_dir)
+    let cache = CacheDir::open(&config.acme_cache_dir())
         .context("tls_letsencrypt_cache_dir must be a directory this server can write")?;
     let http = AcmeHttp::new().map_err(|e| anyhow!("ACME: {e}"))?;
     let resolver = Arc::new(AcmeResolver {

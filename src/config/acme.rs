@@ -40,6 +40,16 @@ impl Config {
         }
     }
 
+    /// `tls_letsencrypt_cache_dir`, a relative path taken from the config file's directory
+    /// (headscale's `AbsolutePathFromConfigPath`).
+    pub fn acme_cache_dir(&self) -> std::path::PathBuf {
+        let dir = &self.tls_letsencrypt_cache_dir;
+        match self.source_path.as_ref().and_then(|p| p.parent()) {
+            Some(base) if dir.is_relative() && !dir.as_os_str().is_empty() => base.join(dir),
+            _ => dir.clone(),
+        }
+    }
+
     /// headscale's ACME rules (both certificate sources refused, challenge type), and ours:
     /// a hostname that is a plain DNS name, an `https://` directory, a usable HTTP-01 listener.
     pub(super) fn validate_acme(&self) -> Result<Vec<String>, ConfigError> {
@@ -292,6 +302,22 @@ mod tests {
                 "{yaml:?} → {message}"
             );
         }
+    }
+
+    #[test]
+    fn a_relative_cache_dir_is_beside_the_config_file() {
+        let config = crate::config::load_str(
+            "tls_letsencrypt_cache_dir: cache\n",
+            Path::new("/etc/headscale/config.yaml"),
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.acme_cache_dir(), Path::new("/etc/headscale/cache"));
+        let absolute = load("tls_letsencrypt_cache_dir: /var/lib/hs/cache\n")
+            .unwrap()
+            .config;
+        assert_eq!(absolute.acme_cache_dir(), Path::new("/var/lib/hs/cache"));
     }
 
     #[test]
