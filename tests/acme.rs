@@ -573,7 +573,7 @@ fn refused(server: &TestServer) -> String {
 /// A test server config with ACME on and `extra` appended; the cache is in the temp dir
 /// unless `extra` sets `tls_letsencrypt_cache_dir`.
 fn config_with(extra: &str) -> TestServer {
-    let server = TestServer::new("");
+    let mut server = TestServer::new("");
     let mut yaml = std::fs::read_to_string(&server.config).unwrap();
     yaml.push_str(&format!("tls_letsencrypt_hostname: {HOSTNAME}\n{extra}"));
     if !extra.contains("tls_letsencrypt_cache_dir") {
@@ -583,6 +583,12 @@ fn config_with(extra: &str) -> TestServer {
         ));
     }
     std::fs::write(&server.config, yaml).unwrap();
+    // Some trusted root, so the outcome never depends on the machine's CA bundle.
+    let roots = server.dir.path().join("roots.pem");
+    std::fs::write(&roots, pebble_https_identity().0).unwrap();
+    server
+        .env
+        .push(("SSL_CERT_FILE".into(), roots.display().to_string()));
     server
 }
 
