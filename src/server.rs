@@ -1,6 +1,7 @@
 //! `headscale serve`: wires config, keys, store, engine and listeners together, records
 //! start-up facts, and shuts down cleanly (final snapshot and checkpoint) on SIGTERM/SIGINT.
-//! SIGHUP reloads the policy file and the TLS certificate.
+//! SIGHUP reloads the policy file and the TLS certificate files (ACME certificates renew by
+//! themselves, `acme/`).
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
@@ -429,6 +430,9 @@ pub async fn run(
     // Also before the engine: a bad derp.paths file stops the start; a derp.urls fetch that
     // fails only leaves that URL's last good map (or none) in force.
     let derp_maps = DerpMaps::start(&config, &data_dir(&config)).await?;
+    // ACME (tls_letsencrypt_hostname) refuses to start rather than serve without TLS; also
+    // before the engine, so nothing is recorded for a start that cannot serve.
+    let acme = crate::acme::setup(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let machine = start_map_hub(
         &config,
@@ -442,12 +446,15 @@ pub async fn run(
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =
         crate::derp::embedded::start(&config, &server_key.secret().to_bytes(), &engine).await?;
-    let certificates = match (&config.tls_cert_path, &config.tls_key_path) {
-        (Some(cert), Some(key)) => Some(crate::tls::TlsCertificates::load(cert, key)?),
+    let certificates = match (&config.tls_cert_path, &config.tls_key_path, &acme) {
+        (Some(cert), Some(key), _) => Some(crate::tls::CertificateSource::Files(
+            crate::tls::TlsCertificates::load(cert, key)?,
+        )),
+        (_, _, Some(acme)) => Some(crate::tls::CertificateSource::Acme(acme.resolver())),
         _ => None,
     };
     let tls = match &certificates {
-        Some(certificates) => Some(crate::tls::acceptor(certificates.clone())?),
+        Some(certificates) => Some(crate::tls::acceptor(certificates)?),
         None => None,
     };
 
@@ -473,6 +480,8 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // After listen_addr is bound: TLS-ALPN-01 challenges are answered there.
+    let acme_task = acme.map(|acme| acme.spawn(stop_rx.clone()));
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -554,7 +563,8 @@ pub async fn run(
                 }
                 if let Some(certificates) = &certificates {
                     match certificates.reload() {
-                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Ok(true) => tracing::info!("TLS certificate reloaded"),
+                        Ok(false) => {}
                         Err(error) => tracing::error!(%error, "TLS certificate not reloaded; the previous one stays in force"),
                     }
                 }
@@ -570,6 +580,9 @@ pub async fn run(
     }
     if let Some(stun_server) = stun_server {
         let _ = stun_server.await;
+    }
+    if let Some(acme_task) = acme_task {
+        let _ = acme_task.await;
     }
     engine.shutdown().await;
     let _ = std::fs::remove_file(&config.unix_socket);

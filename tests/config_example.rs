@@ -133,7 +133,7 @@ async fn start_map_server(body: String) -> (String, String, Arc<Mutex<MapServerS
         .with_no_client_auth()
         .with_single_cert(
             vec![certified.cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));

@@ -133,14 +133,6 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
         "the gRPC API (use the REST API or the unix socket)",
     ),
     ("oidc", "OIDC login"),
-    (
-        "acme_*",
-        "ACME certificates (use tls_cert_path and tls_key_path)",
-    ),
-    (
-        "tls_letsencrypt_*",
-        "Let's Encrypt certificates (use tls_cert_path and tls_key_path)",
-    ),
     ("database.debug", "database query logging"),
     ("preauth_keys", "revoked pre-auth key retention"),
     (

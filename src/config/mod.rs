@@ -11,6 +11,7 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+mod acme;
 pub mod duration;
 pub mod extra_records;
 mod load;
@@ -20,6 +21,7 @@ mod scalar;
 mod tests;
 mod validate;
 
+pub use acme::{split_listen, AcmeChallenge, LETS_ENCRYPT_DIRECTORY};
 pub use load::{
     env_var_name, known_keys, load, load_str, process_env, resolve_path, resolve_path_with,
 };
@@ -51,6 +53,19 @@ pub struct Config {
     pub tls_cert_path: Option<PathBuf>,
     #[serde(deserialize_with = "opt_from_str")]
     pub tls_key_path: Option<PathBuf>,
+    /// Built-in ACME (`src/acme/`): the name to get a certificate for; unset = no ACME.
+    #[serde(deserialize_with = "opt_from_str")]
+    pub tls_letsencrypt_hostname: Option<String>,
+    /// Account key and certificates, in golang.org/x/crypto/acme/autocert's layout.
+    pub tls_letsencrypt_cache_dir: PathBuf,
+    /// `HTTP-01` or `TLS-ALPN-01`.
+    pub tls_letsencrypt_challenge_type: String,
+    /// The HTTP-01 listener (Go address syntax, `:http` = every address, port 80).
+    pub tls_letsencrypt_listen: String,
+    /// The ACME directory; empty = Let's Encrypt.
+    pub acme_url: String,
+    /// Contact address given to the ACME server; empty = none.
+    pub acme_email: String,
     /// CIDRs (or single IPs) whose forwarding headers we believe for the client address.
     pub trusted_proxies: Vec<String>,
     /// Accepted for compatibility; we never phone home anyway.
@@ -592,6 +607,12 @@ impl Default for Config {
             unix_socket_permission: "0770".into(),
             tls_cert_path: None,
             tls_key_path: None,
+            tls_letsencrypt_hostname: None,
+            tls_letsencrypt_cache_dir: "/var/www/.cache".into(),
+            tls_letsencrypt_challenge_type: "HTTP-01".into(),
+            tls_letsencrypt_listen: ":http".into(),
+            acme_url: acme::LETS_ENCRYPT_DIRECTORY.into(),
+            acme_email: String::new(),
             trusted_proxies: Vec::new(),
             disable_check_updates: false,
             noise: NoiseConfig::default(),

@@ -144,9 +144,13 @@ impl Config {
             "" => "off".to_string(),
             addr => addr.to_string(),
         };
-        let tls = match &self.tls_cert_path {
-            Some(cert) => format!(" (TLS: {})", cert.display()),
-            None => String::new(),
+        let tls = match (&self.tls_cert_path, &self.tls_letsencrypt_hostname) {
+            (Some(cert), _) => format!(" (TLS: {})", cert.display()),
+            (None, Some(host)) => format!(
+                " (TLS: ACME for {host}, {})",
+                self.tls_letsencrypt_challenge_type
+            ),
+            (None, None) => String::new(),
         };
         let policy = match (&self.policy.mode, &self.policy.path) {
             (PolicyMode::File, Some(path)) => format!("file {}", path.display()),

@@ -253,8 +253,6 @@ fn unknown_keys_warn_with_full_path() {
 fn unsupported_features_warn_as_unsupported() {
     let yaml = "\
 grpc_listen_addr: 127.0.0.1:50443
-acme_email: a@b.c
-tls_letsencrypt_hostname: hs.example.com
 database:
   type: sled
   sqlite:
@@ -266,8 +264,6 @@ tuning:
     let loaded = load_with(yaml, &[]).unwrap();
     for key in [
         "grpc_listen_addr",
-        "acme_email",
-        "tls_letsencrypt_hostname",
         "database.debug",
         "tuning.register_cache_max_entries",
     ] {

@@ -23,7 +23,7 @@ impl Config {
         }
     }
 
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin(),
             key: key.into(),
@@ -94,6 +94,7 @@ impl Config {
             }
             _ => {}
         }
+        warnings.extend(self.validate_acme()?);
         for proxy in &self.trusted_proxies {
             if proxy.parse::<IpNet>().is_err() && proxy.parse::<IpAddr>().is_err() {
                 return Err(self.invalid(
