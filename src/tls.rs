@@ -65,11 +65,22 @@ impl ResolvesServerCert for TlsCertificates {
 
 /// The acceptor for the main listener, serving whatever pair `certificates` holds.
 pub fn acceptor(certificates: Arc<TlsCertificates>) -> Result<TlsAcceptor, TlsError> {
+    acceptor_for(certificates, b"http/1.1")
+}
+
+/// ALPN of `grpc_listen_addr`: gRPC clients (grpc-go) insist on `h2`.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// An acceptor offering the one application protocol `alpn`, over the same pair.
+pub fn acceptor_for(
+    certificates: Arc<TlsCertificates>,
+    alpn: &[u8],
+) -> Result<TlsAcceptor, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -117,14 +117,6 @@ const REMOVED_KEYS: &[(&str, &str)] = &[
 /// Headscale features we do not implement: their keys warn instead of counting as unknown.
 /// A trailing `*` matches any top-level key with that prefix.
 const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
-    (
-        "grpc_listen_addr",
-        "the gRPC API (use the REST API or the unix socket)",
-    ),
-    (
-        "grpc_allow_insecure",
-        "the gRPC API (use the REST API or the unix socket)",
-    ),
     ("oidc", "OIDC login"),
     (
         "acme_*",

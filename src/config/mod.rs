@@ -51,6 +51,11 @@ pub struct Config {
     pub tls_cert_path: Option<PathBuf>,
     #[serde(deserialize_with = "opt_from_str")]
     pub tls_key_path: Option<PathBuf>,
+    /// The gRPC admin API for remote `headscale` CLIs (`HEADSCALE_CLI_ADDRESS`); started when
+    /// TLS is configured or `grpc_allow_insecure` is set, as in headscale.
+    pub grpc_listen_addr: String,
+    /// Serve `grpc_listen_addr` as plaintext HTTP/2 when TLS is not configured.
+    pub grpc_allow_insecure: bool,
     /// CIDRs (or single IPs) whose forwarding headers we believe for the client address.
     pub trusted_proxies: Vec<String>,
     /// Accepted for compatibility; we never phone home anyway.
@@ -394,6 +399,8 @@ impl Default for Config {
             unix_socket_permission: "0770".into(),
             tls_cert_path: None,
             tls_key_path: None,
+            grpc_listen_addr: "127.0.0.1:50443".into(),
+            grpc_allow_insecure: false,
             trusted_proxies: Vec::new(),
             disable_check_updates: false,
             noise: NoiseConfig::default(),

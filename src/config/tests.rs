@@ -252,7 +252,6 @@ fn unknown_keys_warn_with_full_path() {
 #[test]
 fn unsupported_features_warn_as_unsupported() {
     let yaml = "\
-grpc_listen_addr: 127.0.0.1:50443
 oidc:
   issuer: https://sso.example.com
 acme_email: a@b.c
@@ -271,7 +270,6 @@ node:
 ";
     let loaded = load_with(yaml, &[]).unwrap();
     for key in [
-        "grpc_listen_addr",
         "oidc",
         "acme_email",
         "tls_letsencrypt_hostname",
