@@ -3,9 +3,10 @@
 //! header read deadline that also bounds idle keep-alive connections and slowloris peers,
 //! the connection caps of `conn_limits.rs`, and a graceful drain at shutdown. The debug
 //! listener uses the same loop with its own, smaller caps; the admin unix socket gets the
-//! same HTTP/1.1 serving (header deadline) under a plain count cap ([`serve_unix`]), plus
-//! HTTP/2 with prior knowledge for the gRPC clients there (`grpc::authority` mends the
-//! `:authority` grpc-go sends); `grpc_listen_addr` uses the same loop with HTTP/2 only.
+//! same HTTP/1.1 serving (header deadline) under a plain count cap ([`serve_unix`]), or
+//! HTTP/2 with prior knowledge for the gRPC clients there (`grpc::authority` tells them
+//! apart within the header deadline and mends the `:authority` grpc-go sends);
+//! `grpc_listen_addr` uses the main loop and caps with HTTP/2 only.
 
 use crate::conn_limits::{ConnLimits, ConnectionSlot};
 use axum::body::Body;
@@ -34,14 +35,17 @@ pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
 /// The largest header list an HTTP/2 request may send (names + values + 32 per field).
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
-/// Which HTTP versions a listener speaks.
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection is closed (dead peers do not keep their place).
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// Which HTTP version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocols {
-    /// HTTP/1.1 with upgrades: the public and debug listeners.
+    /// HTTP/1.1 with upgrades: the public and debug listeners, REST on the unix socket.
     Http1,
-    /// HTTP/1.1, or HTTP/2 with prior knowledge (h2c): the unix socket (REST and gRPC).
-    Http1AndHttp2,
-    /// HTTP/2 only (TLS with ALPN `h2`, or h2c): `grpc_listen_addr`.
+    /// HTTP/2 (TLS with ALPN `h2`, or prior knowledge): gRPC on `grpc_listen_addr` and on
+    /// the unix socket.
     Http2,
 }
 
@@ -180,8 +184,16 @@ pub async fn serve_unix(
         let stop = stop_rx.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let stream = crate::grpc::authority::AuthorityShim::new(stream);
-            serve_http(stream, None, router, Protocols::Http1AndHttp2, stop).await;
+            let mut stream = crate::grpc::authority::AuthorityShim::new(stream);
+            // The first bytes say which: the HTTP/2 preface (gRPC) or an HTTP/1.1 request.
+            // A client that says nothing within the header deadline is closed.
+            let protocols = match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.is_http2()).await
+            {
+                Ok(Ok(true)) => Protocols::Http2,
+                Ok(Ok(false)) => Protocols::Http1,
+                Ok(Err(_)) | Err(_) => return,
+            };
+            serve_http(stream, None, router, protocols, stop).await;
         });
     }
     let _ = stop_tx.send(true);
@@ -241,19 +253,12 @@ async fn serve_http<IO>(
         drive!(connection, stop, peer);
         return;
     }
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES);
-    if protocols == Protocols::Http2 {
-        builder = builder.http2_only();
-    }
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE)
+        .serve_connection(TokioIo::new(io), service);
     drive!(connection, stop, peer);
 }

@@ -167,7 +167,7 @@ fn the_go_cli_drives_users_keys_nodes_and_policy_over_the_socket() {
     assert_eq!(key["reusable"], true, "{key}");
     let key_id = key["id"].to_string();
     let keys = go.json(&["preauthkeys", "list"]);
-    assert_eq!(ids(&keys, "id"), [key_id.clone()], "{keys}");
+    assert_eq!(ids(&keys, "id"), [key_id.as_str()], "{keys}");
     go.ok(&["preauthkeys", "expire", "-i", &key_id]);
     go.ok(&["preauthkeys", "delete", "-i", &key_id]);
     assert_eq!(go.json(&["preauthkeys", "list"]), Value::Null);
@@ -215,7 +215,7 @@ fn the_go_cli_drives_users_keys_nodes_and_policy_over_the_socket() {
     assert_eq!(node["given_name"], "laptop", "{node}");
     let node_id = node["id"].to_string();
     let nodes = go.json(&["nodes", "list"]);
-    assert_eq!(ids(&nodes, "id"), [node_id.clone()], "{nodes}");
+    assert_eq!(ids(&nodes, "id"), [node_id.as_str()], "{nodes}");
     assert!(go.ok(&["nodes", "list"]).contains("laptop"));
     go.ok(&["nodes", "rename", "-i", &node_id, "work"]);
     go.ok(&["nodes", "tag", "-i", &node_id, "-t", "tag:server"]);

@@ -298,6 +298,24 @@ impl<S> AuthorityShim<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> AuthorityShim<S> {
+    /// Reads until the connection shows what it speaks: true after the HTTP/2 preface,
+    /// false for anything else or an early end. What was read stays buffered for the server.
+    pub async fn is_http2(&mut self) -> io::Result<bool> {
+        use tokio::io::AsyncReadExt as _;
+        while matches!(self.rewriter.mode, Mode::Sniffing) && !self.eof {
+            let mut chunk = [0u8; 1024];
+            let n = self.inner.read(&mut chunk).await?;
+            if n == 0 {
+                self.eof = true;
+            }
+            self.input.extend_from_slice(&chunk[..n]);
+            self.rewriter.feed(&mut self.input, &mut self.output)?;
+        }
+        Ok(matches!(self.rewriter.mode, Mode::Http2))
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityShim<S> {
     fn poll_read(
         self: Pin<&mut Self>,

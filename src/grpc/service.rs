@@ -139,7 +139,7 @@ impl HeadscaleService for Service {
             crate::core::Command::ExpirePreAuthKey { id }
         })
         .await
-            .map_err(status)?;
+        .map_err(status)?;
         Ok(Response::new(ExpirePreAuthKeyResponse {}))
     }
 
@@ -153,7 +153,7 @@ impl HeadscaleService for Service {
             crate::core::Command::DeletePreAuthKey { id }
         })
         .await
-            .map_err(status)?;
+        .map_err(status)?;
         Ok(Response::new(DeletePreAuthKeyResponse {}))
     }
 
