@@ -455,8 +455,13 @@ pub async fn run(
                 "gRPC is served without TLS (grpc_allow_insecure): API keys cross the network in the clear"
             );
         }
+        // Go's ":50443" (headscale's default) means every interface.
+        let addr = match config.grpc_listen_addr.strip_prefix(':') {
+            Some(port) => format!("[::]:{port}"),
+            None => config.grpc_listen_addr.clone(),
+        };
         Some(
-            tokio::net::TcpListener::bind(&config.grpc_listen_addr)
+            tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| {
                     format!(

@@ -239,6 +239,33 @@ fn the_go_cli_drives_users_keys_nodes_and_policy_over_the_socket() {
     go.ok(&["nodes", "delete", "-i", &node_id, "--force"]);
     assert_eq!(go.json(&["nodes", "list"]), Value::Null);
 
+    // auth register / reject, health, backfillips.
+    let (second, third) = (
+        format!("hskey-authreq-{}", "y".repeat(24)),
+        format!("hskey-authreq-{}", "z".repeat(24)),
+    );
+    for (id, name) in [(&second, "desk"), (&third, "phone")] {
+        go.ok(&[
+            "debug",
+            "create-node",
+            "-u",
+            "alice",
+            "-k",
+            id,
+            "--name",
+            name,
+        ]);
+    }
+    let desk = go.json(&["auth", "register", "-u", "alice", "--auth-id", &second]);
+    assert_eq!(desk["given_name"], "desk", "{desk}");
+    go.ok(&["auth", "reject", "--auth-id", &third]);
+    let unknown = go.fails(&["auth", "approve", "--auth-id", &third]);
+    assert!(unknown.contains("NotFound"), "{unknown}");
+    let health = go.json(&["health"]);
+    assert_eq!(health["database_connectivity"], true, "{health}");
+    go.ok(&["nodes", "backfillips", "--force"]);
+    go.ok(&["nodes", "delete", "-i", &desk["id"].to_string(), "--force"]);
+
     // users destroy.
     go.ok(&["users", "destroy", "-i", &bob, "--force"]);
     assert_eq!(ids(&go.json(&["users", "list"]), "name"), ["alice"]);

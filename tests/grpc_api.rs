@@ -17,6 +17,13 @@ use tonic::Code;
 
 type Client = HeadscaleServiceClient<Channel>;
 
+/// A call that must succeed, and the message field of its answer that must be set.
+macro_rules! answer {
+    ($call:expr, $field:ident) => {
+        $call.await.unwrap().into_inner().$field.unwrap()
+    };
+}
+
 /// A client over the unix socket at `path`.
 async fn socket_client(path: PathBuf) -> Client {
     let channel = Endpoint::try_from("http://localhost")
@@ -62,43 +69,34 @@ async fn every_rpc_answers_over_the_unix_socket_with_the_rest_apis_errors() {
     // Health and users.
     let health = c.health(HealthRequest {}).await.unwrap().into_inner();
     assert!(health.database_connectivity);
-    let alice = c
-        .create_user(CreateUserRequest {
+    let alice = answer!(
+        c.create_user(CreateUserRequest {
             name: "alice".into(),
             display_name: "Alice A".into(),
             email: "alice@example.com".into(),
             picture_url: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+        }),
+        user
+    );
     assert_eq!(
         (alice.name.as_str(), alice.display_name.as_str()),
         ("alice", "Alice A")
     );
     assert!(alice.id > 0 && alice.created_at.unwrap().seconds > 1_600_000_000);
-    let bob = c
-        .create_user(CreateUserRequest {
+    let bob = answer!(
+        c.create_user(CreateUserRequest {
             name: "bob".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let renamed = c
-        .rename_user(RenameUserRequest {
+        }),
+        user
+    );
+    let renamed = answer!(
+        c.rename_user(RenameUserRequest {
             old_id: bob.id,
             new_name: "robert".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+        }),
+        user
+    );
     assert_eq!((renamed.id, renamed.name.as_str()), (bob.id, "robert"));
     let all = c
         .list_users(ListUsersRequest::default())
@@ -152,19 +150,16 @@ async fn every_rpc_answers_over_the_unix_socket_with_the_rest_apis_errors() {
         seconds: now_secs() + 30 * 86_400,
         nanos: 0,
     };
-    let pak = c
-        .create_pre_auth_key(CreatePreAuthKeyRequest {
+    let pak = answer!(
+        c.create_pre_auth_key(CreatePreAuthKeyRequest {
             user: alice.id,
             reusable: true,
             ephemeral: false,
             expiration: Some(expiration),
             acl_tags: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pre_auth_key
-        .unwrap();
+        }),
+        pre_auth_key
+    );
     assert!(pak.key.starts_with("hskey-auth-"), "{}", pak.key);
     assert_eq!(pak.expiration, Some(expiration));
     assert_eq!(pak.user.as_ref().unwrap().name, "alice");
@@ -228,51 +223,36 @@ async fn every_rpc_answers_over_the_unix_socket_with_the_rest_apis_errors() {
     );
 
     // Nodes.
-    let node = c
-        .debug_create_node(DebugCreateNodeRequest {
+    let node = answer!(
+        c.debug_create_node(DebugCreateNodeRequest {
             user: "alice".into(),
             key: String::new(),
             name: "laptop".into(),
             routes: vec!["10.1.0.0/24".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(node.given_name, "laptop");
     assert_eq!(node.register_method(), RegisterMethod::Cli);
     assert_eq!(node.available_routes, ["10.1.0.0/24"]);
     assert_eq!(node.ip_addresses.len(), 2, "{:?}", node.ip_addresses);
-    let got = c
-        .get_node(GetNodeRequest { node_id: node.id })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+    let got = answer!(c.get_node(GetNodeRequest { node_id: node.id }), node);
     assert_eq!(got, node);
-    let renamed = c
-        .rename_node(RenameNodeRequest {
+    let renamed = answer!(
+        c.rename_node(RenameNodeRequest {
             node_id: node.id,
             new_name: "work".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(renamed.given_name, "work");
-    let tagged = c
-        .set_tags(SetTagsRequest {
+    let tagged = answer!(
+        c.set_tags(SetTagsRequest {
             node_id: node.id,
             tags: vec!["tag:server".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(tagged.tags, ["tag:server"]);
     let (code, message) = code_and_message(
         c.set_tags(SetTagsRequest {
@@ -285,16 +265,13 @@ async fn every_rpc_answers_over_the_unix_socket_with_the_rest_apis_errors() {
         matches!(code, Code::InvalidArgument | Code::PermissionDenied),
         "{code:?} {message}"
     );
-    let routed = c
-        .set_approved_routes(SetApprovedRoutesRequest {
+    let routed = answer!(
+        c.set_approved_routes(SetApprovedRoutesRequest {
             node_id: node.id,
             routes: vec!["10.1.0.0/24".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(routed.approved_routes, ["10.1.0.0/24"]);
     assert_eq!(routed.subnet_routes, ["10.1.0.0/24"]);
     let (code, message) = code_and_message(
@@ -310,29 +287,23 @@ async fn every_rpc_answers_over_the_unix_socket_with_the_rest_apis_errors() {
         seconds: now_secs() + 7 * 86_400,
         nanos: 0,
     };
-    let expiring = c
-        .expire_node(ExpireNodeRequest {
+    let expiring = answer!(
+        c.expire_node(ExpireNodeRequest {
             node_id: node.id,
             expiry: Some(when),
             disable_expiry: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(expiring.expiry, Some(when));
-    let never = c
-        .expire_node(ExpireNodeRequest {
+    let never = answer!(
+        c.expire_node(ExpireNodeRequest {
             node_id: node.id,
             expiry: None,
             disable_expiry: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(never.expiry, None);
     let listed = c
         .list_nodes(ListNodesRequest {
@@ -377,41 +348,32 @@ async fn every_rpc_answers_over_the_unix_socket_with_the_rest_apis_errors() {
         (auth_id('b'), "two"),
         (auth_id('c'), "three"),
     ] {
-        let pending = c
-            .debug_create_node(DebugCreateNodeRequest {
+        let pending = answer!(
+            c.debug_create_node(DebugCreateNodeRequest {
                 user: "alice".into(),
                 key: id,
                 name: name.into(),
                 routes: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .node
-            .unwrap();
+            }),
+            node
+        );
         assert_eq!(pending.id, 0);
     }
-    let one = c
-        .auth_register(AuthRegisterRequest {
+    let one = answer!(
+        c.auth_register(AuthRegisterRequest {
             user: "alice".into(),
             auth_id: auth_id('a'),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(one.given_name, "one");
-    let two = c
-        .register_node(RegisterNodeRequest {
+    let two = answer!(
+        c.register_node(RegisterNodeRequest {
             user: "robert".into(),
             key: auth_id('b'),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap();
+        }),
+        node
+    );
     assert_eq!(two.user.unwrap().name, "robert");
     c.auth_reject(AuthRejectRequest {
         auth_id: auth_id('c'),

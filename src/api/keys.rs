@@ -439,19 +439,22 @@ pub async fn expire_api(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<IdBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    expire_api_key(&ctx, actor, body.id.as_deref(), body.prefix.as_deref()).await?;
+    let (id, prefix) = (body.id.as_deref(), body.prefix.as_deref());
+    api_key_command(&ctx, actor, id, prefix, |id| Command::ExpireApiKey { id }).await?;
     Ok(Json(serde_json::json!({})))
 }
 
-/// Expires the API key named by `id` or `prefix`; REST and gRPC.
-pub(crate) async fn expire_api_key(
+/// Expires or deletes (`command` says which) the API key named by `id` or `prefix`; REST
+/// and gRPC.
+pub(crate) async fn api_key_command(
     ctx: &ApiContext,
     actor: Actor,
     id: Option<&str>,
     prefix: Option<&str>,
+    command: fn(ApiKeyId) -> Command,
 ) -> Result<(), ApiError> {
     let id = api_key_id(ctx, id, prefix)?;
-    ctx.execute(actor, Command::ExpireApiKey { id }).await?;
+    ctx.execute(actor, command(id)).await?;
     Ok(())
 }
 
@@ -469,20 +472,9 @@ pub async fn delete_api(
     Extension(actor): Extension<Actor>,
     Path(prefix): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    delete_api_key(&ctx, actor, None, Some(&prefix)).await?;
+    let delete = |id| Command::DeleteApiKey { id };
+    api_key_command(&ctx, actor, None, Some(&prefix), delete).await?;
     Ok(Json(serde_json::json!({})))
-}
-
-/// Deletes the API key named by `id` or `prefix`; REST and gRPC.
-pub(crate) async fn delete_api_key(
-    ctx: &ApiContext,
-    actor: Actor,
-    id: Option<&str>,
-    prefix: Option<&str>,
-) -> Result<(), ApiError> {
-    let id = api_key_id(ctx, id, prefix)?;
-    ctx.execute(actor, Command::DeleteApiKey { id }).await?;
-    Ok(())
 }
 
 #[utoipa::path(
@@ -499,6 +491,7 @@ pub async fn delete_api_by_query(
     Extension(actor): Extension<Actor>,
     Query(query): Query<IdQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    delete_api_key(&ctx, actor, query.id.as_deref(), None).await?;
+    let delete = |id| Command::DeleteApiKey { id };
+    api_key_command(&ctx, actor, query.id.as_deref(), None, delete).await?;
     Ok(Json(serde_json::json!({})))
 }

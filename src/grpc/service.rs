@@ -7,8 +7,8 @@ use super::convert;
 use super::proto::headscale_service_server::HeadscaleService;
 use super::proto::*;
 use crate::api::{self, ApiContext, ApiError};
-use crate::core::ids::{NodeId, PreAuthKeyId, UserId};
-use crate::core::Actor;
+use crate::core::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
+use crate::core::{Actor, Command};
 use tonic::{Request, Response, Status};
 
 /// The service over the API's context. Who calls is in each request's extensions: the
@@ -27,6 +27,22 @@ impl Service {
     pub fn server(ctx: ApiContext) -> headscale_service_server::HeadscaleServiceServer<Service> {
         headscale_service_server::HeadscaleServiceServer::new(Service::new(ctx))
             .max_decoding_message_size(api::MAX_REQUEST_BODY_BYTES)
+    }
+}
+
+impl Service {
+    /// Expire or delete an API key named by id (0: none) or prefix (empty: none).
+    async fn api_key_command(
+        &self,
+        actor: Actor,
+        id: u64,
+        prefix: &str,
+        command: fn(ApiKeyId) -> Command,
+    ) -> Result<(), Status> {
+        let id = given(id).map(|id| id.to_string());
+        api::keys::api_key_command(&self.ctx, actor, id.as_deref(), text(prefix), command)
+            .await
+            .map_err(status)
     }
 }
 
@@ -135,8 +151,8 @@ impl HeadscaleService for Service {
     ) -> Answer<ExpirePreAuthKeyResponse> {
         let actor = actor(&request)?;
         let id = given(request.into_inner().id).map(PreAuthKeyId);
-        api::keys::pre_auth_key_command(&self.ctx, actor, id, |id| {
-            crate::core::Command::ExpirePreAuthKey { id }
+        api::keys::pre_auth_key_command(&self.ctx, actor, id, |id| Command::ExpirePreAuthKey {
+            id,
         })
         .await
         .map_err(status)?;
@@ -149,8 +165,8 @@ impl HeadscaleService for Service {
     ) -> Answer<DeletePreAuthKeyResponse> {
         let actor = actor(&request)?;
         let id = given(request.into_inner().id).map(PreAuthKeyId);
-        api::keys::pre_auth_key_command(&self.ctx, actor, id, |id| {
-            crate::core::Command::DeletePreAuthKey { id }
+        api::keys::pre_auth_key_command(&self.ctx, actor, id, |id| Command::DeletePreAuthKey {
+            id,
         })
         .await
         .map_err(status)?;
@@ -343,10 +359,8 @@ impl HeadscaleService for Service {
     ) -> Answer<ExpireApiKeyResponse> {
         let actor = actor(&request)?;
         let r = request.into_inner();
-        let id = given(r.id).map(|id| id.to_string());
-        api::keys::expire_api_key(&self.ctx, actor, id.as_deref(), text(&r.prefix))
-            .await
-            .map_err(status)?;
+        self.api_key_command(actor, r.id, &r.prefix, |id| Command::ExpireApiKey { id })
+            .await?;
         Ok(Response::new(ExpireApiKeyResponse {}))
     }
 
@@ -366,10 +380,8 @@ impl HeadscaleService for Service {
     ) -> Answer<DeleteApiKeyResponse> {
         let actor = actor(&request)?;
         let r = request.into_inner();
-        let id = given(r.id).map(|id| id.to_string());
-        api::keys::delete_api_key(&self.ctx, actor, id.as_deref(), text(&r.prefix))
-            .await
-            .map_err(status)?;
+        self.api_key_command(actor, r.id, &r.prefix, |id| Command::DeleteApiKey { id })
+            .await?;
         Ok(Response::new(DeleteApiKeyResponse {}))
     }
 
