@@ -471,6 +471,10 @@ pub async fn run(
                 })?,
         )
     } else {
+        tracing::info!(
+            addr = %config.grpc_listen_addr,
+            "gRPC for remote CLIs is off: it needs TLS (tls_cert_path) or grpc_allow_insecure; the unix socket serves it locally"
+        );
         None
     };
     let metrics_listener = match config.metrics_listen_addr.trim() {
