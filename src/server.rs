@@ -502,7 +502,7 @@ pub async fn run(
     let local = api::router(ctx.clone())
         .layer(axum::middleware::from_fn(api::local_trust))
         .merge(api::openapi::router());
-    let local = crate::grpc::socket::unix_router(local, ctx.clone());
+    let local = crate::grpc::socket::unix_router(local, ctx.clone())?;
     let unix_server = tokio::spawn(crate::listener::serve_unix(
         unix,
         local,

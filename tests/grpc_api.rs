@@ -24,9 +24,9 @@ macro_rules! answer {
     };
 }
 
-/// A client over the unix socket at `path`.
-async fn socket_client(path: PathBuf) -> Client {
-    let channel = Endpoint::try_from("http://localhost")
+/// A channel over the unix socket at `path`.
+async fn socket_channel(path: PathBuf) -> Channel {
+    Endpoint::try_from("http://localhost")
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
@@ -37,8 +37,12 @@ async fn socket_client(path: PathBuf) -> Client {
             }
         }))
         .await
-        .unwrap();
-    HeadscaleServiceClient::new(channel)
+        .unwrap()
+}
+
+/// A client over the unix socket at `path`.
+async fn socket_client(path: PathBuf) -> Client {
+    HeadscaleServiceClient::new(socket_channel(path).await)
 }
 
 /// A request carrying `authorization` metadata, when given.
@@ -693,4 +697,37 @@ async fn grpc_gos_percent_encoded_socket_authority_is_served() {
     let answer = ListUsersResponse::decode(&data[5..]).unwrap();
     assert_eq!(answer.users.len(), 1);
     assert_eq!(answer.users[0].name, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_offers_grpc_reflection_as_headscale_does() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let server = TestServer::start();
+    let mut client = ServerReflectionClient::new(socket_channel(server.socket()).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"headscale.v1.HeadscaleService"),
+        "{names:?}"
+    );
+}
+
+/// A request stream of one message.
+fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::iter([item])
 }

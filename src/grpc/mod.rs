@@ -16,4 +16,8 @@ pub mod socket;
 pub mod proto {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("headscale.v1");
+
+    /// The encoded descriptors of these files, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/headscale_v1_descriptor.bin"));
 }

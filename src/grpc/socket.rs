@@ -9,12 +9,6 @@ use axum::extract::Request;
 use axum::Router;
 use tower::ServiceExt as _;
 
-/// The service as a router (`/headscale.v1.HeadscaleService/<Rpc>`; other paths answer
-/// `UNIMPLEMENTED`).
-fn grpc_router(ctx: ApiContext) -> Router {
-    tonic::service::Routes::new(Service::server(ctx)).into_axum_router()
-}
-
 /// Whether a request is a gRPC call.
 pub fn is_grpc(request: &Request) -> bool {
     request
@@ -23,23 +17,35 @@ pub fn is_grpc(request: &Request) -> bool {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The unix socket's router: local trust for both APIs, gRPC by content type.
-pub fn unix_router(rest: Router, ctx: ApiContext) -> Router {
-    let grpc = grpc_router(ctx).layer(axum::middleware::from_fn(api::local_trust));
-    Router::new().fallback_service(tower::service_fn(move |request: Request| {
-        let target = if is_grpc(&request) {
-            grpc.clone()
-        } else {
-            rest.clone()
-        };
-        target.oneshot(request)
-    }))
+/// The unix socket's router: local trust for both APIs, gRPC by content type, and gRPC
+/// server reflection (as headscale offers there, for tools such as grpcurl).
+pub fn unix_router(rest: Router, ctx: ApiContext) -> anyhow::Result<Router> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let grpc = tonic::service::Routes::new(Service::server(ctx))
+        .add_service(reflection)
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(api::local_trust));
+    Ok(
+        Router::new().fallback_service(tower::service_fn(move |request: Request| {
+            let target = if is_grpc(&request) {
+                grpc.clone()
+            } else {
+                rest.clone()
+            };
+            target.oneshot(request)
+        })),
+    )
 }
 
-/// `grpc_listen_addr`'s router: every call needs a valid API key.
+/// `grpc_listen_addr`'s router (`/headscale.v1.HeadscaleService/<Rpc>`; other paths answer
+/// `UNIMPLEMENTED`): every call needs a valid API key.
 pub fn remote_router(ctx: ApiContext) -> Router {
-    grpc_router(ctx.clone()).layer(axum::middleware::from_fn_with_state(
-        ctx,
-        super::auth::require_api_key,
-    ))
+    tonic::service::Routes::new(Service::server(ctx.clone()))
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            ctx,
+            super::auth::require_api_key,
+        ))
 }
