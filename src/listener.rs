@@ -253,6 +253,9 @@ async fn serve_http<IO>(
         drive!(connection, stop, peer);
         return;
     }
+    // hyper's HTTP/2 server has no header deadline: the preface, each frame and each header
+    // block get HEADER_READ_TIMEOUT, as inside the Noise channel (audit H2).
+    let io = crate::control::h2_deadline::H2ReadDeadline::new(io, HEADER_READ_TIMEOUT);
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)

@@ -731,3 +731,36 @@ async fn the_socket_offers_grpc_reflection_as_headscale_does() {
 fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::iter([item])
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_stalled_clients_of_grpc_listen_addr_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let grpc_port = free_port();
+    let server = TestServer::start_with(&format!(
+        "grpc_listen_addr: 127.0.0.1:{grpc_port}\ngrpc_allow_insecure: true\n"
+    ));
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", grpc_port))
+        .await
+        .unwrap();
+    // Half a preface, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", grpc_port))
+        .await
+        .unwrap();
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    for (name, stream) in [("silent", &mut silent), ("stalled", &mut stalled)] {
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut sink)).await;
+        assert!(
+            closed.is_ok(),
+            "{name} client still connected after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed before the deadline"
+    );
+    drop(server);
+}
