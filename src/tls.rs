@@ -1,5 +1,6 @@
 //! TLS on the main listener: loads `tls_cert_path`/`tls_key_path` (PEM) into a rustls acceptor
-//! (ring provider, ALPN `http/1.1`: the DERP client and the `/ts2021` upgrade speak HTTP/1.1),
+//! (ring provider, ALPN `http/1.1`: the DERP client and the `/ts2021` upgrade speak HTTP/1.1;
+//! `grpc_listen_addr` gets the same pair with ALPN `h2`, which grpc-go insists on),
 //! and re-reads them on SIGHUP so a renewed certificate needs no restart (audit L10).
 //! The accept loop, shared with plain TCP, is `listener.rs`.
 
