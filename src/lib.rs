@@ -12,6 +12,7 @@ pub mod core;
 pub mod debug_listener;
 pub mod derp;
 pub mod engine;
+pub mod grpc;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;

@@ -3,12 +3,15 @@
 //! header read deadline that also bounds idle keep-alive connections and slowloris peers,
 //! the connection caps of `conn_limits.rs`, and a graceful drain at shutdown. The debug
 //! listener uses the same loop with its own, smaller caps; the admin unix socket gets the
-//! same HTTP/1.1 serving (header deadline) under a plain count cap ([`serve_unix`]).
+//! same HTTP/1.1 serving (header deadline) under a plain count cap ([`serve_unix`]), or
+//! HTTP/2 with prior knowledge for the gRPC clients there (`grpc::authority` tells them
+//! apart within the header deadline and mends the `:authority` grpc-go sends);
+//! `grpc_listen_addr` uses the main loop and caps with HTTP/2 only.
 
 use crate::conn_limits::{ConnLimits, ConnectionSlot};
 use axum::body::Body;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,12 +30,43 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open requests (upgraded connections are not waited for).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Streams one HTTP/2 connection may have open at once (the unix socket, `grpc_listen_addr`).
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
+/// The largest header list an HTTP/2 request may send (names + values + 32 per field).
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection is closed (dead peers do not keep their place).
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// Which HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 with upgrades: the public and debug listeners, REST on the unix socket.
+    Http1,
+    /// HTTP/2 (TLS with ALPN `h2`, or prior knowledge): gRPC on `grpc_listen_addr` and on
+    /// the unix socket.
+    Http2,
+}
+
 /// Serves `router` on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: Arc<ConnLimits>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, tls, router, limits, Protocols::Http1, shutdown).await
+}
+
+/// [`serve`], speaking `protocols`.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    limits: Arc<ConnLimits>,
+    protocols: Protocols,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -89,13 +123,13 @@ pub async fn serve(
         let stop = stop_rx.clone();
         match tls.clone() {
             None => {
-                connections.spawn(serve_http(tcp, Some(slot), router, stop));
+                connections.spawn(serve_http(tcp, Some(slot), router, protocols, stop));
             }
             Some(acceptor) => {
                 connections.spawn(async move {
                     let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                     match tls.await {
-                        Ok(Ok(tls)) => serve_http(tls, Some(slot), router, stop).await,
+                        Ok(Ok(tls)) => serve_http(tls, Some(slot), router, protocols, stop).await,
                         Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -114,7 +148,8 @@ pub async fn serve(
 pub const UNIX_MAX_CONNECTIONS: usize = 128;
 
 /// Serves `router` on the unix socket until `shutdown` resolves: HTTP/1.1 with the header
-/// deadline, at most `max` connections (the excess waits in the backlog).
+/// deadline, or HTTP/2 (gRPC) behind the `:authority` shim; at most `max` connections (the
+/// excess waits in the backlog).
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     router: Router,
@@ -149,7 +184,16 @@ pub async fn serve_unix(
         let stop = stop_rx.clone();
         connections.spawn(async move {
             let _permit = permit;
-            serve_http(stream, None, router, stop).await;
+            let mut stream = crate::grpc::authority::AuthorityShim::new(stream);
+            // The first bytes say which: the HTTP/2 preface (gRPC) or an HTTP/1.1 request.
+            // A client that says nothing within the header deadline is closed.
+            let protocols = match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.is_http2()).await
+            {
+                Ok(Ok(true)) => Protocols::Http2,
+                Ok(Ok(false)) => Protocols::Http1,
+                Ok(Err(_)) | Err(_) => return,
+            };
+            serve_http(stream, None, router, protocols, stop).await;
         });
     }
     let _ = stop_tx.send(true);
@@ -159,12 +203,32 @@ pub async fn serve_unix(
     .await;
 }
 
-/// HTTP/1.1 on one connection; on TCP each request carries `ConnectInfo` and the
+/// Runs one connection until it ends, or until `stop`, then lets it drain for
+/// [`DRAIN_TIMEOUT`].
+macro_rules! drive {
+    ($connection:expr, $stop:expr, $peer:expr) => {{
+        let mut connection = std::pin::pin!($connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, peer = ?$peer, "connection ended with an error");
+                }
+                return;
+            }
+            _ = $stop.wait_for(|stop| *stop) => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, connection).await;
+    }};
+}
+
+/// One connection speaking `protocols`; on TCP each request carries `ConnectInfo` and the
 /// connection's slot.
 async fn serve_http<IO>(
     io: IO,
     slot: Option<ConnectionSlot>,
     router: Router,
+    protocols: Protocols,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -180,21 +244,24 @@ async fn serve_http<IO>(
             }
             router.clone().oneshot(request)
         });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, ?peer, "connection ended with an error");
-            }
-            return;
-        }
-        _ = stop.wait_for(|stop| *stop) => {}
+    if protocols == Protocols::Http1 {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        drive!(connection, stop, peer);
+        return;
     }
-    connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connection).await;
+    // hyper's HTTP/2 server has no header deadline: the preface, each frame and each header
+    // block get HEADER_READ_TIMEOUT, as inside the Noise channel (audit H2).
+    let io = crate::control::h2_deadline::H2ReadDeadline::new(io, HEADER_READ_TIMEOUT);
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE)
+        .serve_connection(TokioIo::new(io), service);
+    drive!(connection, stop, peer);
 }

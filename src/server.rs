@@ -461,6 +461,36 @@ pub async fn run(
     let tcp = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    // gRPC for remote CLIs, as headscale: only with TLS, or when plaintext is allowed.
+    let grpc_listener = if certificates.is_some() || config.grpc_allow_insecure {
+        if certificates.is_none() {
+            tracing::warn!(
+                addr = %config.grpc_listen_addr,
+                "gRPC is served without TLS (grpc_allow_insecure): API keys cross the network in the clear"
+            );
+        }
+        // Go's ":50443" (headscale's default) means every interface.
+        let addr = match config.grpc_listen_addr.strip_prefix(':') {
+            Some(port) => format!("[::]:{port}"),
+            None => config.grpc_listen_addr.clone(),
+        };
+        Some(
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (grpc_listen_addr)",
+                        config.grpc_listen_addr
+                    )
+                })?,
+        )
+    } else {
+        tracing::info!(
+            addr = %config.grpc_listen_addr,
+            "gRPC for remote CLIs is off: it needs TLS (tls_cert_path) or grpc_allow_insecure; the unix socket serves it locally"
+        );
+        None
+    };
     let metrics_listener = match config.metrics_listen_addr.trim() {
         "" => None,
         addr => Some(
@@ -488,6 +518,7 @@ pub async fn run(
     let local = api::router(ctx.clone())
         .layer(axum::middleware::from_fn(api::local_trust))
         .merge(api::openapi::router());
+    let local = crate::grpc::socket::unix_router(local, ctx.clone())?;
     let unix_server = tokio::spawn(crate::listener::serve_unix(
         unix,
         local,
@@ -527,6 +558,27 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
+    let grpc_server = match grpc_listener {
+        Some(listener) => {
+            let tls = match &certificates {
+                Some(certificates) => {
+                    Some(crate::tls::acceptor_for(certificates, crate::tls::ALPN_H2)?)
+                }
+                None => None,
+            };
+            tracing::info!(addr = %config.grpc_listen_addr, tls = tls.is_some(), "serving gRPC");
+            // The public listener's caps: a remote CLI is one more TCP client.
+            Some(tokio::spawn(crate::listener::serve_with(
+                listener,
+                tls,
+                crate::grpc::socket::remote_router(ctx.clone()),
+                connection_limits.clone(),
+                crate::listener::Protocols::Http2,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
     let cors = api::cors::layer(&config.api.cors);
     if cors.is_some() {
         tracing::info!(origins = ?config.api.cors.allowed_origins, "CORS enabled for /api/v1");
@@ -577,6 +629,9 @@ pub async fn run(
     let _ = tcp_server.await;
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
+    }
+    if let Some(grpc_server) = grpc_server {
+        let _ = grpc_server.await;
     }
     if let Some(stun_server) = stun_server {
         let _ = stun_server.await;

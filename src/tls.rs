@@ -2,7 +2,7 @@
 //! (`tls_cert_path`/`tls_key_path`, PEM, re-read on SIGHUP so a renewed certificate needs no
 //! restart, audit L10) or built-in ACME (`tls_letsencrypt_hostname`, `src/acme/`, renewed in
 //! the background). [`server_config`] builds the rustls config (ring provider) for any ALPN
-//! list, so other TLS listeners (gRPC's `h2`) share the certificate; the main listener offers
+//! list, so `grpc_listen_addr` (ALPN `h2`, which grpc-go insists on) shares the certificate; the main listener offers
 //! `http/1.1` (the DERP client and the `/ts2021` upgrade speak HTTP/1.1), plus `acme-tls/1`
 //! when TLS-ALPN-01 challenges are answered. The accept loop, shared with plain TCP, is
 //! `listener.rs`.
@@ -118,6 +118,14 @@ pub fn server_config(
 /// The acceptor for the main listener (ALPN `http/1.1`).
 pub fn acceptor(source: &CertificateSource) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(server_config(source, &[b"http/1.1"])?))
+}
+
+/// ALPN of `grpc_listen_addr`: gRPC clients (grpc-go) insist on `h2`.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// An acceptor offering the application protocol `alpn`, over the same certificate.
+pub fn acceptor_for(source: &CertificateSource, alpn: &[u8]) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(server_config(source, &[alpn])?))
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -354,6 +354,7 @@ fn acme_server_with_metrics(
              derp:\n  server:\n    enabled: false\n\
              policy:\n  mode: database\n\
              log:\n  level: info\n\
+             grpc_listen_addr: 127.0.0.1:0\n\
              tls_letsencrypt_hostname: {HOSTNAME}\n\
              tls_letsencrypt_cache_dir: {data}/acme\n\
              tls_letsencrypt_challenge_type: {challenge}\n\
@@ -575,7 +576,10 @@ fn refused(server: &TestServer) -> String {
 fn config_with(extra: &str) -> TestServer {
     let mut server = TestServer::new("");
     let mut yaml = std::fs::read_to_string(&server.config).unwrap();
-    yaml.push_str(&format!("tls_letsencrypt_hostname: {HOSTNAME}\n{extra}"));
+    // With TLS, gRPC for remote CLIs starts too: on a free port, as tests run in parallel.
+    yaml.push_str(&format!(
+        "grpc_listen_addr: 127.0.0.1:0\ntls_letsencrypt_hostname: {HOSTNAME}\n{extra}"
+    ));
     if !extra.contains("tls_letsencrypt_cache_dir") {
         yaml.push_str(&format!(
             "tls_letsencrypt_cache_dir: {}\n",

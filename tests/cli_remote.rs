@@ -25,6 +25,7 @@ fn tls_server() -> (TestServer, std::path::PathBuf) {
             "{base}\
              tls_cert_path: {cert}\n\
              tls_key_path: {key}\n\
+             grpc_listen_addr: 127.0.0.1:0\n\
              derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
              policy:\n  mode: database\n\
              log:\n  level: warn\n",

@@ -173,17 +173,74 @@ impl AuthGuard {
     }
 }
 
+/// The message of a lockout, REST and gRPC alike.
+pub fn too_many_message(seconds: u64) -> String {
+    format!("too many failed API key attempts from this address; retry in {seconds} s")
+}
+
 fn too_many(wait: Duration) -> Response {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = error::status_body(
-        StatusCode::TOO_MANY_REQUESTS,
-        8,
-        &format!("too many failed API key attempts from this address; retry in {seconds} s"),
-    );
+    let seconds = wait_seconds(wait);
+    let mut response =
+        error::status_body(StatusCode::TOO_MANY_REQUESTS, 8, &too_many_message(seconds));
     if let Ok(value) = seconds.to_string().parse() {
         response.headers_mut().insert(RETRY_AFTER, value);
     }
     response
+}
+
+/// Why a request's API key was refused.
+#[derive(Debug)]
+pub enum KeyRefusal {
+    /// No `authorization` header.
+    Missing,
+    /// An `authorization` header without the `Bearer ` prefix.
+    NotBearer,
+    /// Unknown, expired or malformed.
+    Invalid,
+    /// Too many failures from this source: wait this long.
+    TooMany(Duration),
+    /// The state could not be read.
+    Unavailable(super::ApiError),
+}
+
+/// Checks the `authorization: Bearer <key>` of `request` (REST and gRPC alike): the key's id
+/// when it is valid now (its last use is recorded), else why not, with the failure counted
+/// against the request's source.
+pub fn verify_bearer(ctx: &ApiContext, request: &Request) -> Result<ApiKeyId, KeyRefusal> {
+    let guard = &ctx.auth;
+    let header = match request.headers().get(AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(value.to_str().unwrap_or("")),
+    };
+    let state = ctx.state_at(None).map_err(KeyRefusal::Unavailable)?;
+    let at = ctx.now();
+    let token = header.and_then(|h| h.strip_prefix("Bearer "));
+    let key = token.and_then(|token| authenticate_api_key(&state, token, at));
+    let Some(id) = key else {
+        // Only a failure consults the limiter: a valid key is let through even from a source
+        // that is locked out (the limiter guards the logs and the CPU, not the secrets).
+        let source = guard.source(request);
+        let now = Instant::now();
+        let was_locked = guard.locked_for(source, now).is_some();
+        if let Some(wait) = guard.fail(source, now) {
+            if !was_locked {
+                tracing::warn!(%source, "API key failures over the limit; refusing this source for a while");
+            }
+            return Err(KeyRefusal::TooMany(wait));
+        }
+        return Err(match (header, token) {
+            (None, _) => KeyRefusal::Missing,
+            (Some(_), None) => KeyRefusal::NotBearer,
+            (Some(_), Some(_)) => KeyRefusal::Invalid,
+        });
+    };
+    guard.succeed(id, at);
+    Ok(id)
+}
+
+/// Whole seconds to wait, rounded up (for `Retry-After` and messages).
+pub fn wait_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The middleware on the TCP listener's `/api/*`.
@@ -195,37 +252,17 @@ pub async fn require_api_key(
     if !request.uri().path().starts_with("/api/") {
         return next.run(request).await;
     }
-    let guard = &ctx.auth;
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let state = match ctx.state_at(None) {
-        Ok(state) => state,
-        Err(e) => return e.into_response(),
-    };
-    let at = ctx.now();
-    let key = header
-        .strip_prefix("Bearer ")
-        .and_then(|token| authenticate_api_key(&state, token, at));
-    let Some(id) = key else {
-        // Only a failure consults the limiter: a valid key is let through even from a source
-        // that is locked out (the limiter guards the logs and the CPU, not the secrets).
-        let source = guard.source(&request);
-        let now = Instant::now();
-        let was_locked = guard.locked_for(source, now).is_some();
-        if let Some(wait) = guard.fail(source, now) {
-            if !was_locked {
-                tracing::warn!(%source, "API key failures over the limit; refusing this source for a while");
-            }
-            return too_many(wait);
+    match verify_bearer(&ctx, &request) {
+        Ok(id) => {
+            request.extensions_mut().insert(Actor::ApiKey(id));
+            next.run(request).await
         }
-        return error::unauthorized();
-    };
-    guard.succeed(id, at);
-    request.extensions_mut().insert(Actor::ApiKey(id));
-    next.run(request).await
+        Err(KeyRefusal::Unavailable(error)) => error.into_response(),
+        Err(KeyRefusal::TooMany(wait)) => too_many(wait),
+        Err(KeyRefusal::Missing | KeyRefusal::NotBearer | KeyRefusal::Invalid) => {
+            error::unauthorized()
+        }
+    }
 }
 
 /// Checks an API key against the state; the key's id when it is valid now.

@@ -99,10 +99,13 @@ pub fn status_body(status: StatusCode, code: i32, message: &str) -> Response {
         .into_response()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
+impl ApiError {
+    /// The gRPC status code and the message a client is told: an internal failure is logged
+    /// here under a fresh error id and answered with that id only. REST and gRPC both answer
+    /// through this, so their messages are the same.
+    pub fn code_and_message(&self) -> (i32, String) {
+        let (_, code) = self.status_and_code();
+        let message = match self {
             ApiError::Internal(detail) => {
                 let error_id = format!("{:016x}", rand::random::<u64>());
                 tracing::error!(%error_id, %detail, "internal error answering an API request");
@@ -110,6 +113,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        (code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        let (code, message) = self.code_and_message();
         (
             status,
             Json(ErrorBody {

@@ -465,12 +465,21 @@ pub async fn get_policy(
     State(ctx): State<ApiContext>,
     Query(query): Query<AtQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let state = ctx.state_at(query.at.as_deref())?;
+    let (text, updated_at) = policy_in_force(&ctx, query.at.as_deref())?;
+    Ok(Json(serde_json::json!({
+        "policy": text,
+        "updatedAt": updated_at.to_rfc3339(),
+    })))
+}
+
+/// The policy text in force and when it was set (not found when none is); REST and gRPC.
+pub(crate) fn policy_in_force(
+    ctx: &ApiContext,
+    at: Option<&str>,
+) -> Result<(String, crate::core::Timestamp), ApiError> {
+    let state = ctx.state_at(at)?;
     match &state.policy {
-        Some(policy) => Ok(Json(serde_json::json!({
-            "policy": policy.text,
-            "updatedAt": policy.updated_at.to_rfc3339(),
-        }))),
+        Some(policy) => Ok((policy.text.clone(), policy.updated_at)),
         None => Err(ApiError::NotFound(
             "no policy is set (every node may reach every other)".into(),
         )),
@@ -498,14 +507,23 @@ pub async fn set_policy(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    replace_policy(&ctx, actor, body.policy).await?;
+    get_policy(State(ctx), Query(AtQuery::default())).await
+}
+
+/// Replaces the policy (`policy.mode: database` only); REST and gRPC.
+pub(crate) async fn replace_policy(
+    ctx: &ApiContext,
+    actor: Actor,
+    text: String,
+) -> Result<(), ApiError> {
     if !ctx.policy_in_database {
         return Err(ApiError::BadRequest(
             "the policy is read from a file (policy.mode: file); edit the file and send SIGHUP, or set policy.mode: database".into(),
         ));
     }
-    ctx.execute(actor, Command::ReplacePolicy { text: body.policy })
-        .await?;
-    get_policy(State(ctx), Query(AtQuery::default())).await
+    ctx.execute(actor, Command::ReplacePolicy { text }).await?;
+    Ok(())
 }
 
 /// `POST /api/v1/policy/check` (headscale's route): whether the policy would be accepted now,
@@ -524,10 +542,16 @@ pub async fn check_policy(
     State(ctx): State<ApiContext>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let state = ctx.state_at(None)?;
-    crate::core::policy::check_for_state(&body.policy, &state)
-        .map_err(|e| ApiError::BadRequest(crate::core::Rejection::InvalidPolicy(e).to_string()))?;
+    check_policy_text(&ctx, &body.policy)?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// Whether `text` would be accepted as the policy now; REST and gRPC.
+pub(crate) fn check_policy_text(ctx: &ApiContext, text: &str) -> Result<(), ApiError> {
+    let state = ctx.state_at(None)?;
+    crate::core::policy::check_for_state(text, &state)
+        .map_err(|e| ApiError::BadRequest(crate::core::Rejection::InvalidPolicy(e).to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

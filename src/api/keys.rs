@@ -73,19 +73,28 @@ pub async fn list_pre_auth(
     State(ctx): State<ApiContext>,
     Query(query): Query<PreAuthListQuery>,
 ) -> Result<Json<PreAuthKeyList>, ApiError> {
-    let state = ctx.state_at(query.at.as_deref())?;
     let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
         Some(text) => Some(UserId(parse_id("user", text)?)),
         None => None,
     };
+    let pre_auth_keys = list_pre_auth_keys(&ctx, query.at.as_deref(), user)?;
+    Ok(Json(PreAuthKeyList { pre_auth_keys }))
+}
+
+/// The pre-auth keys (of one user, when given); REST and gRPC.
+pub(crate) fn list_pre_auth_keys(
+    ctx: &ApiContext,
+    at: Option<&str>,
+    user: Option<UserId>,
+) -> Result<Vec<PreAuthKeyWire>, ApiError> {
+    let state = ctx.state_at(at)?;
     let now = ctx.now();
-    let pre_auth_keys = state
+    Ok(state
         .pre_auth_keys
         .values()
         .filter(|k| user.is_none() || k.user == user)
         .map(|k| wire::pre_auth_key(&state, k, now, None))
-        .collect();
-    Ok(Json(PreAuthKeyList { pre_auth_keys }))
+        .collect())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -94,18 +103,18 @@ pub async fn list_pre_auth(
 pub struct CreatePreAuthBody {
     /// The owner's id (a string or a number); none for a key that registers tagged nodes.
     #[serde(default, deserialize_with = "lenient_id")]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(default)]
-    reusable: bool,
+    pub(crate) reusable: bool,
     #[serde(default)]
-    ephemeral: bool,
+    pub(crate) ephemeral: bool,
     #[serde(default)]
-    pre_approved: bool,
+    pub(crate) pre_approved: bool,
     /// RFC 3339; default: one hour from now.
     #[schema(format = DateTime)]
-    expiration: Option<String>,
+    pub(crate) expiration: Option<String>,
     #[serde(default)]
-    acl_tags: Vec<String>,
+    pub(crate) acl_tags: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -128,6 +137,17 @@ pub async fn create_pre_auth(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<CreatePreAuthBody>,
 ) -> Result<Json<PreAuthKeyResponse>, ApiError> {
+    let pre_auth_key = create_pre_auth_key(&ctx, actor, body).await?;
+    Ok(Json(PreAuthKeyResponse { pre_auth_key }))
+}
+
+/// Creates a pre-auth key; the answer holds the full key (the only time it is shown).
+/// REST and gRPC.
+pub(crate) async fn create_pre_auth_key(
+    ctx: &ApiContext,
+    actor: Actor,
+    body: CreatePreAuthBody,
+) -> Result<PreAuthKeyWire, ApiError> {
     let now = ctx.now();
     for tag in &body.acl_tags {
         validate_tag(tag)?;
@@ -169,9 +189,12 @@ pub async fn create_pre_auth(
         .pre_auth_keys
         .get(&id)
         .ok_or_else(|| ApiError::Internal("created key is missing".into()))?;
-    Ok(Json(PreAuthKeyResponse {
-        pre_auth_key: wire::pre_auth_key(&state, created, ctx.now(), Some(&key.full)),
-    }))
+    Ok(wire::pre_auth_key(
+        &state,
+        created,
+        ctx.now(),
+        Some(&key.full),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -230,12 +253,23 @@ pub async fn expire_pre_auth(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<IdBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    // As headscale: a missing or unknown id is not an error (nothing to expire).
-    let Some(id) = optional_pre_auth_key_id(body.id.as_deref())? else {
-        return Ok(Json(serde_json::json!({})));
-    };
-    ignore_not_found(ctx.execute(actor, Command::ExpirePreAuthKey { id }).await)?;
+    let id = optional_pre_auth_key_id(body.id.as_deref())?;
+    pre_auth_key_command(&ctx, actor, id, |id| Command::ExpirePreAuthKey { id }).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// Expires or deletes a pre-auth key (`command` says which). As headscale: a missing or
+/// unknown id is not an error (nothing to do). REST and gRPC.
+pub(crate) async fn pre_auth_key_command(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: Option<PreAuthKeyId>,
+    command: fn(PreAuthKeyId) -> Command,
+) -> Result<(), ApiError> {
+    let Some(id) = id else {
+        return Ok(());
+    };
+    ignore_not_found(ctx.execute(actor, command(id)).await)
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -259,10 +293,8 @@ pub async fn delete_pre_auth(
     Extension(actor): Extension<Actor>,
     Query(query): Query<IdQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(id) = optional_pre_auth_key_id(query.id.as_deref())? else {
-        return Ok(Json(serde_json::json!({})));
-    };
-    ignore_not_found(ctx.execute(actor, Command::DeletePreAuthKey { id }).await)?;
+    let id = optional_pre_auth_key_id(query.id.as_deref())?;
+    pre_auth_key_command(&ctx, actor, id, |id| Command::DeletePreAuthKey { id }).await?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -292,21 +324,29 @@ pub async fn list_api(
     State(ctx): State<ApiContext>,
     Query(query): Query<AtQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
-    let state = ctx.state_at(query.at.as_deref())?;
     Ok(Json(ApiKeyList {
-        api_keys: state
-            .api_keys
-            .values()
-            .map(|key| {
-                let mut wire = wire::api_key(key);
-                // Only what this server has seen: `--at` shows no volatile state.
-                if query.at.is_none() {
-                    wire.last_seen = ctx.auth.last_seen(key.id).map(|t| t.to_rfc3339());
-                }
-                wire
-            })
-            .collect(),
+        api_keys: list_api_keys(&ctx, query.at.as_deref())?,
     }))
+}
+
+/// The API keys, with their last use when `at` is none; REST and gRPC.
+pub(crate) fn list_api_keys(
+    ctx: &ApiContext,
+    at: Option<&str>,
+) -> Result<Vec<ApiKeyWire>, ApiError> {
+    let state = ctx.state_at(at)?;
+    Ok(state
+        .api_keys
+        .values()
+        .map(|key| {
+            let mut wire = wire::api_key(key);
+            // Only what this server has seen: `--at` shows no volatile state.
+            if at.is_none() {
+                wire.last_seen = ctx.auth.last_seen(key.id).map(|t| t.to_rfc3339());
+            }
+            wire
+        })
+        .collect())
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -331,11 +371,18 @@ pub async fn create_api(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<CreateApiBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let expiration = parse_expiration(
-        body.expiration.as_deref(),
-        ctx.now(),
-        DEFAULT_API_KEY_LIFETIME,
-    )?;
+    let key = create_api_key(&ctx, actor, body.expiration.as_deref()).await?;
+    Ok(Json(serde_json::json!({ "apiKey": key })))
+}
+
+/// Creates an API key (RFC 3339 `expiration`, default 90 days); the full key, shown once.
+/// REST and gRPC.
+pub(crate) async fn create_api_key(
+    ctx: &ApiContext,
+    actor: Actor,
+    expiration: Option<&str>,
+) -> Result<String, ApiError> {
+    let expiration = parse_expiration(expiration, ctx.now(), DEFAULT_API_KEY_LIFETIME)?;
     let key = secrets::generate(secrets::API_KEY_KIND);
     ctx.execute(
         actor,
@@ -346,7 +393,7 @@ pub async fn create_api(
         },
     )
     .await?;
-    Ok(Json(serde_json::json!({ "apiKey": key.full })))
+    Ok(key.full)
 }
 
 /// Finds an API key by `prefix` or `id`.
@@ -392,9 +439,23 @@ pub async fn expire_api(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<IdBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = api_key_id(&ctx, body.id.as_deref(), body.prefix.as_deref())?;
-    ctx.execute(actor, Command::ExpireApiKey { id }).await?;
+    let (id, prefix) = (body.id.as_deref(), body.prefix.as_deref());
+    api_key_command(&ctx, actor, id, prefix, |id| Command::ExpireApiKey { id }).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// Expires or deletes (`command` says which) the API key named by `id` or `prefix`; REST
+/// and gRPC.
+pub(crate) async fn api_key_command(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: Option<&str>,
+    prefix: Option<&str>,
+    command: fn(ApiKeyId) -> Command,
+) -> Result<(), ApiError> {
+    let id = api_key_id(ctx, id, prefix)?;
+    ctx.execute(actor, command(id)).await?;
+    Ok(())
 }
 
 #[utoipa::path(
@@ -411,8 +472,8 @@ pub async fn delete_api(
     Extension(actor): Extension<Actor>,
     Path(prefix): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = api_key_id(&ctx, None, Some(&prefix))?;
-    ctx.execute(actor, Command::DeleteApiKey { id }).await?;
+    let delete = |id| Command::DeleteApiKey { id };
+    api_key_command(&ctx, actor, None, Some(&prefix), delete).await?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -430,7 +491,7 @@ pub async fn delete_api_by_query(
     Extension(actor): Extension<Actor>,
     Query(query): Query<IdQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = api_key_id(&ctx, query.id.as_deref(), None)?;
-    ctx.execute(actor, Command::DeleteApiKey { id }).await?;
+    let delete = |id| Command::DeleteApiKey { id };
+    api_key_command(&ctx, actor, query.id.as_deref(), None, delete).await?;
     Ok(Json(serde_json::json!({})))
 }

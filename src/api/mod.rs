@@ -5,14 +5,17 @@
 mod auth;
 pub mod cors;
 mod error;
-mod history;
-mod keys;
-mod nodes;
+pub(crate) mod history;
+pub(crate) mod keys;
+pub(crate) mod nodes;
 pub mod openapi;
-mod users;
+pub(crate) mod users;
 pub mod wire;
 
-pub use auth::{authenticate_api_key, require_api_key, AuthGuard};
+pub use auth::{
+    authenticate_api_key, require_api_key, too_many_message, verify_bearer, wait_seconds,
+    AuthGuard, KeyRefusal,
+};
 pub use error::{ApiError, ApiJson};
 
 use crate::core::{Actor, Command, Envelope, State, Timestamp};
@@ -294,12 +297,7 @@ async fn method_not_allowed() -> Response {
     )
 )]
 async fn health(AxumState(ctx): AxumState<ApiContext>) -> Response {
-    // A live engine whose appends fail is not connected to its database (503, same shape).
-    let writable = match &ctx.backend {
-        Backend::Live(engine) => engine.is_up(),
-        Backend::ReadOnly(_) => true,
-    };
-    let ok = writable && ctx.state_at(None).is_ok();
+    let ok = database_connectivity(&ctx);
     let status = if ok {
         axum::http::StatusCode::OK
     } else {
@@ -310,6 +308,16 @@ async fn health(AxumState(ctx): AxumState<ApiContext>) -> Response {
         Json(serde_json::json!({ "databaseConnectivity": ok })),
     )
         .into_response()
+}
+
+/// Whether the store can be read and written; REST and gRPC. A live engine whose appends
+/// fail is not connected to its database (503, same shape).
+pub(crate) fn database_connectivity(ctx: &ApiContext) -> bool {
+    let writable = match &ctx.backend {
+        Backend::Live(engine) => engine.is_up(),
+        Backend::ReadOnly(_) => true,
+    };
+    writable && ctx.state_at(None).is_ok()
 }
 
 /// Parses a decimal id from a path or body field.

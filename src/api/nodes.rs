@@ -66,13 +66,23 @@ pub async fn list(
     State(ctx): State<ApiContext>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<NodeList>, ApiError> {
-    let state = ctx.state_at(query.at.as_deref())?;
-    let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
+    let nodes = list_nodes(&ctx, query.at.as_deref(), query.user.as_deref())?;
+    Ok(Json(NodeList { nodes }))
+}
+
+/// The nodes (of one user, by name or id, when given); REST and gRPC.
+pub(crate) fn list_nodes(
+    ctx: &ApiContext,
+    at: Option<&str>,
+    user: Option<&str>,
+) -> Result<Vec<NodeWire>, ApiError> {
+    let state = ctx.state_at(at)?;
+    let user = match user.filter(|u| !u.is_empty()) {
         Some(text) => Some(find_user(&state, text)?),
         None => None,
     };
     let now = ctx.now();
-    let live = query.at.is_none();
+    let live = at.is_none();
     let nodes = state
         .nodes
         .values()
@@ -87,18 +97,28 @@ pub async fn list(
             node
         })
         .collect();
-    Ok(Json(NodeList { nodes }))
+    Ok(nodes)
 }
 
 fn node_response(ctx: &ApiContext, id: NodeId) -> Result<Json<NodeResponse>, ApiError> {
+    Ok(Json(NodeResponse {
+        node: node_wire(ctx, id)?,
+    }))
+}
+
+/// One node as the API shows it; REST and gRPC.
+pub(crate) fn node_wire(ctx: &ApiContext, id: NodeId) -> Result<NodeWire, ApiError> {
     let state = ctx.state_at(None)?;
     let node = state
         .nodes
         .get(&id)
         .ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
-    Ok(Json(NodeResponse {
-        node: wire::node(&state, node, ctx.now(), ctx.presence(id).as_ref()),
-    }))
+    Ok(wire::node(
+        &state,
+        node,
+        ctx.now(),
+        ctx.presence(id).as_ref(),
+    ))
 }
 
 #[utoipa::path(
@@ -145,9 +165,18 @@ pub async fn delete(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = node_id(&id)?;
-    ctx.execute(actor, Command::DeleteNode { id }).await?;
+    delete_node(&ctx, actor, node_id(&id)?).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// Deletes a node; REST and gRPC.
+pub(crate) async fn delete_node(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: NodeId,
+) -> Result<(), ApiError> {
+    ctx.execute(actor, Command::DeleteNode { id }).await?;
+    Ok(())
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams, utoipa::ToSchema)]
@@ -192,10 +221,21 @@ pub async fn expire(
     let id = node_id(&id)?;
     let from_body: ExpireParams = optional_body(&body)?;
     let disable = query.disable_expiry || from_body.disable_expiry;
-    let expiry = query
-        .expiry
-        .or(from_body.expiry)
-        .filter(|e| !e.trim().is_empty());
+    let expiry = query.expiry.or(from_body.expiry);
+    let node = expire_node(&ctx, actor, id, expiry, disable).await?;
+    Ok(Json(NodeResponse { node }))
+}
+
+/// Expires a node now (neither argument), at `expiry` (RFC 3339), or never (`disable`);
+/// REST and gRPC.
+pub(crate) async fn expire_node(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: NodeId,
+    expiry: Option<String>,
+    disable: bool,
+) -> Result<NodeWire, ApiError> {
+    let expiry = expiry.filter(|e| !e.trim().is_empty());
     let change = match (disable, expiry) {
         (true, Some(_)) => {
             return Err(ApiError::BadRequest(
@@ -214,7 +254,7 @@ pub async fn expire(
     };
     ctx.execute(actor, Command::ExpireNode { id, change })
         .await?;
-    node_response(&ctx, id)
+    node_wire(ctx, id)
 }
 
 #[utoipa::path(
@@ -231,10 +271,20 @@ pub async fn rename(
     Extension(actor): Extension<Actor>,
     Path((id, new_name)): Path<(String, String)>,
 ) -> Result<Json<NodeResponse>, ApiError> {
-    let id = node_id(&id)?;
+    let node = rename_node(&ctx, actor, node_id(&id)?, new_name).await?;
+    Ok(Json(NodeResponse { node }))
+}
+
+/// Renames a node (its given name); REST and gRPC.
+pub(crate) async fn rename_node(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: NodeId,
+    new_name: String,
+) -> Result<NodeWire, ApiError> {
     ctx.execute(actor, Command::RenameNode { id, new_name })
         .await?;
-    node_response(&ctx, id)
+    node_wire(ctx, id)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -261,17 +311,21 @@ pub async fn set_tags(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
-    let id = node_id(&id)?;
-    // Tags the policy does not define are refused by `decide` (`RequestedTagsNotPermitted`).
-    ctx.execute(
-        actor,
-        Command::SetNodeTags {
-            id,
-            tags: body.tags,
-        },
-    )
-    .await?;
-    node_response(&ctx, id)
+    let node = set_node_tags(&ctx, actor, node_id(&id)?, body.tags).await?;
+    Ok(Json(NodeResponse { node }))
+}
+
+/// Sets a node's tags; REST and gRPC. Tags the policy does not define are refused by
+/// `decide` (`RequestedTagsNotPermitted`).
+pub(crate) async fn set_node_tags(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: NodeId,
+    tags: Vec<String>,
+) -> Result<NodeWire, ApiError> {
+    ctx.execute(actor, Command::SetNodeTags { id, tags })
+        .await?;
+    node_wire(ctx, id)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -368,11 +422,21 @@ pub async fn approve_routes(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RoutesBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
-    let id = node_id(&id)?;
-    let routes = parse_routes(&body.routes)?;
+    let node = approve_node_routes(&ctx, actor, node_id(&id)?, &body.routes).await?;
+    Ok(Json(NodeResponse { node }))
+}
+
+/// Sets a node's approved routes (CIDR prefixes); REST and gRPC.
+pub(crate) async fn approve_node_routes(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: NodeId,
+    routes: &[String],
+) -> Result<NodeWire, ApiError> {
+    let routes = parse_routes(routes)?;
     ctx.execute(actor, Command::ApproveRoutes { id, routes })
         .await?;
-    node_response(&ctx, id)
+    node_wire(ctx, id)
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -403,7 +467,8 @@ pub async fn register(
 ) -> Result<Json<NodeResponse>, ApiError> {
     let key = query.key.unwrap_or_default();
     let user = query.user.unwrap_or_default();
-    complete_login(&ctx, actor, &key, Some(&user)).await
+    let node = complete_login(&ctx, actor, &key, Some(&user)).await?;
+    Ok(Json(NodeResponse { node }))
 }
 
 fn pending(ctx: &ApiContext) -> Result<&crate::control::pending::PendingLogins, ApiError> {
@@ -423,13 +488,13 @@ fn lookup_error(error: crate::control::pending::LookupError) -> ApiError {
 }
 
 /// Registers the pending login `key` for `user` — or, without a user, for the owner of the
-/// machine's existing node (a re-login after logout).
-async fn complete_login(
+/// machine's existing node (a re-login after logout). REST and gRPC.
+pub(crate) async fn complete_login(
     ctx: &ApiContext,
     actor: Actor,
     key: &str,
     user: Option<&str>,
-) -> Result<Json<NodeResponse>, ApiError> {
+) -> Result<NodeWire, ApiError> {
     valid_auth_id(key.trim())?;
     let pending = pending(ctx)?;
     let (id, login) = pending.find(key.trim()).map_err(lookup_error)?;
@@ -470,7 +535,7 @@ async fn complete_login(
         })
         .ok_or_else(|| ApiError::Internal("registration recorded no event".into()))?;
     pending.finish(&id, crate::control::pending::Outcome::Registered(node));
-    node_response(ctx, node)
+    node_wire(ctx, node)
 }
 
 /// headscale 0.29's `auth` bodies (`authId`, and `user` for register).
@@ -500,11 +565,22 @@ pub async fn auth_register(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
-    let user = body.user.unwrap_or_default();
+    let node = auth_register_login(&ctx, actor, &body.auth_id, body.user.as_deref()).await?;
+    Ok(Json(NodeResponse { node }))
+}
+
+/// `auth register`: completes a waiting login for `user` (required); REST and gRPC.
+pub(crate) async fn auth_register_login(
+    ctx: &ApiContext,
+    actor: Actor,
+    auth_id: &str,
+    user: Option<&str>,
+) -> Result<NodeWire, ApiError> {
+    let user = user.unwrap_or_default();
     if user.is_empty() {
         return Err(ApiError::BadRequest("user is required".into()));
     }
-    complete_login(&ctx, actor, &body.auth_id, Some(&user)).await
+    complete_login(ctx, actor, auth_id, Some(user)).await
 }
 
 /// `POST /api/v1/auth/approve`: a re-login of a known machine, for its current owner.
@@ -522,9 +598,20 @@ pub async fn auth_approve(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    valid_auth_id(body.auth_id.trim())?;
-    let pending = pending(&ctx)?;
-    let (_, login) = pending.find(body.auth_id.trim()).map_err(lookup_error)?;
+    auth_approve_login(&ctx, actor, &body.auth_id, body.user.as_deref()).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `auth approve`: a re-login of a known machine, for its current owner; REST and gRPC.
+pub(crate) async fn auth_approve_login(
+    ctx: &ApiContext,
+    actor: Actor,
+    auth_id: &str,
+    user: Option<&str>,
+) -> Result<(), ApiError> {
+    valid_auth_id(auth_id.trim())?;
+    let pending = pending(ctx)?;
+    let (_, login) = pending.find(auth_id.trim()).map_err(lookup_error)?;
     // A machine without a node has no owner to approve it for: like headscale, the answer is
     // success, and the login keeps waiting for `auth register --user`.
     let known = ctx
@@ -532,9 +619,9 @@ pub async fn auth_approve(
         .node_by_machine_key(&login.machine_key)
         .is_some();
     if known {
-        let _node = complete_login(&ctx, actor, &body.auth_id, body.user.as_deref()).await?;
+        let _node = complete_login(ctx, actor, auth_id, user).await?;
     }
-    Ok(Json(serde_json::json!({})))
+    Ok(())
 }
 
 /// `POST /api/v1/auth/reject`: the waiting client is told it was refused.
@@ -551,16 +638,22 @@ pub async fn auth_reject(
     State(ctx): State<ApiContext>,
     ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    valid_auth_id(body.auth_id.trim())?;
-    let pending = pending(&ctx)?;
-    let (id, _) = pending.find(body.auth_id.trim()).map_err(lookup_error)?;
+    auth_reject_login(&ctx, &body.auth_id)?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `auth reject`: the waiting client is told it was refused; REST and gRPC.
+pub(crate) fn auth_reject_login(ctx: &ApiContext, auth_id: &str) -> Result<(), ApiError> {
+    valid_auth_id(auth_id.trim())?;
+    let pending = pending(ctx)?;
+    let (id, _) = pending.find(auth_id.trim()).map_err(lookup_error)?;
     pending.finish(
         &id,
         crate::control::pending::Outcome::Rejected(
             "this login was rejected by an administrator".into(),
         ),
     );
-    Ok(Json(serde_json::json!({})))
+    Ok(())
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -585,26 +678,32 @@ pub struct BackfillQuery {
 pub async fn backfill_ips(
     Query(query): Query<BackfillQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !query.confirmed {
+    let changes = backfill_node_ips(query.confirmed)?;
+    Ok(Json(serde_json::json!({ "changes": changes })))
+}
+
+/// The addresses a backfill would give (none, ever); REST and gRPC.
+pub(crate) fn backfill_node_ips(confirmed: bool) -> Result<Vec<String>, ApiError> {
+    if !confirmed {
         return Err(ApiError::BadRequest("not confirmed, aborting".into()));
     }
-    Ok(Json(serde_json::json!({ "changes": [] })))
+    Ok(Vec::new())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = DebugCreateNodeRequest)]
 pub struct DebugNodeBody {
     /// The owner (a name or an id).
-    user: String,
+    pub(crate) user: String,
     /// A registration id (`hskey-authreq-…`: queued, as headscale) or a `nodekey:…` (ours:
     /// registered at once); none: registered at once under a random key.
     #[serde(default)]
-    key: Option<String>,
+    pub(crate) key: Option<String>,
     /// The node's host name.
-    name: String,
+    pub(crate) name: String,
     /// Announced subnet routes (CIDR).
     #[serde(default)]
-    routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
 }
 
 /// headscale's registration ids: `hskey-authreq-` and 24 random characters. Ours (from a
@@ -648,6 +747,16 @@ pub async fn debug_create(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<DebugNodeBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
+    let node = debug_create_node(&ctx, actor, body).await?;
+    Ok(Json(NodeResponse { node }))
+}
+
+/// The debug node creator (see [`debug_create`]); REST and gRPC.
+pub(crate) async fn debug_create_node(
+    ctx: &ApiContext,
+    actor: Actor,
+    body: DebugNodeBody,
+) -> Result<NodeWire, ApiError> {
     let state = ctx.state_at(None)?;
     let user = find_user(&state, &body.user)?;
     let random_key = || {
@@ -668,7 +777,7 @@ pub async fn debug_create(
     };
     if let Some(auth_id) = key.filter(|_| node_key.is_none()) {
         valid_auth_id(auth_id)?;
-        let pending = pending(&ctx)?;
+        let pending = pending(ctx)?;
         let node_key = NodeKey(random_key());
         pending.insert(
             auth_id,
@@ -684,9 +793,9 @@ pub async fn debug_create(
             },
         );
         let owner = state.users.get(&user).map(wire::user);
-        return Ok(Json(NodeResponse {
-            node: wire::pending_node(machine, node_key, &body.name, owner, &routes),
-        }));
+        return Ok(wire::pending_node(
+            machine, node_key, &body.name, owner, &routes,
+        ));
     }
     let entropy = rand::thread_rng().next_u64();
     let hostinfo = NodeHostinfo {
@@ -715,7 +824,7 @@ pub async fn debug_create(
             _ => None,
         })
         .ok_or_else(|| ApiError::Internal("registration recorded no event".into()))?;
-    node_response(&ctx, id)
+    node_wire(ctx, id)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

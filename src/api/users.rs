@@ -40,43 +40,50 @@ pub async fn list(
     State(ctx): State<ApiContext>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<UserList>, ApiError> {
-    let state = ctx.state_at(query.at.as_deref())?;
     let id = match query.id.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => Some(parse_id("user", text)?),
         None => None,
     };
-    let users = state
+    let users = list_users(
+        &ctx,
+        query.at.as_deref(),
+        id,
+        query.name.as_deref(),
+        query.email.as_deref(),
+    )?;
+    Ok(Json(UserList { users }))
+}
+
+/// The users, filtered by id, name and email (an empty filter matches all); REST and gRPC.
+pub(crate) fn list_users(
+    ctx: &ApiContext,
+    at: Option<&str>,
+    id: Option<u64>,
+    name: Option<&str>,
+    email: Option<&str>,
+) -> Result<Vec<UserWire>, ApiError> {
+    let state = ctx.state_at(at)?;
+    Ok(state
         .users
         .values()
         .filter(|u| id.is_none_or(|id| u.id.0 == id))
-        .filter(|u| {
-            query
-                .name
-                .as_deref()
-                .is_none_or(|n| n.is_empty() || u.name == n)
-        })
-        .filter(|u| {
-            query
-                .email
-                .as_deref()
-                .is_none_or(|e| e.is_empty() || u.email == e)
-        })
+        .filter(|u| name.is_none_or(|n| n.is_empty() || u.name == n))
+        .filter(|u| email.is_none_or(|e| e.is_empty() || u.email == e))
         .map(wire::user)
-        .collect();
-    Ok(Json(UserList { users }))
+        .collect())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = CreateUserRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateBody {
-    name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    display_name: String,
+    pub(crate) display_name: String,
     #[serde(default)]
-    email: String,
+    pub(crate) email: String,
     #[serde(default)]
-    picture_url: String,
+    pub(crate) picture_url: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -98,6 +105,16 @@ pub async fn create(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Json<UserResponse>, ApiError> {
+    let user = create_user(&ctx, actor, body).await?;
+    Ok(Json(UserResponse { user }))
+}
+
+/// Creates a user; REST and gRPC.
+pub(crate) async fn create_user(
+    ctx: &ApiContext,
+    actor: Actor,
+    body: CreateBody,
+) -> Result<UserWire, ApiError> {
     let events = ctx
         .execute(
             actor,
@@ -116,18 +133,16 @@ pub async fn create(
             _ => None,
         })
         .ok_or_else(|| ApiError::Internal("user creation recorded no event".into()))?;
-    user_response(&ctx, id)
+    user_wire(ctx, id)
 }
 
-fn user_response(ctx: &ApiContext, id: UserId) -> Result<Json<UserResponse>, ApiError> {
+fn user_wire(ctx: &ApiContext, id: UserId) -> Result<UserWire, ApiError> {
     let state = ctx.state_at(None)?;
     let user = state
         .users
         .get(&id)
         .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))?;
-    Ok(Json(UserResponse {
-        user: wire::user(user),
-    }))
+    Ok(wire::user(user))
 }
 
 #[utoipa::path(
@@ -148,9 +163,20 @@ pub async fn rename(
     Path((old_id, new_name)): Path<(String, String)>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let id = UserId(parse_id("user", &old_id)?);
+    let user = rename_user(&ctx, actor, id, new_name).await?;
+    Ok(Json(UserResponse { user }))
+}
+
+/// Renames a user; REST and gRPC.
+pub(crate) async fn rename_user(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: UserId,
+    new_name: String,
+) -> Result<UserWire, ApiError> {
     ctx.execute(actor, Command::RenameUser { id, new_name })
         .await?;
-    user_response(&ctx, id)
+    user_wire(ctx, id)
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -177,13 +203,18 @@ pub async fn delete(
     Query(query): Query<DeleteQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = UserId(parse_id("user", &id)?);
-    ctx.execute(
-        actor,
-        Command::DeleteUser {
-            id,
-            force: query.force,
-        },
-    )
-    .await?;
+    delete_user(&ctx, actor, id, query.force).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// Deletes a user (with its nodes when `force`); REST and gRPC.
+pub(crate) async fn delete_user(
+    ctx: &ApiContext,
+    actor: Actor,
+    id: UserId,
+    force: bool,
+) -> Result<(), ApiError> {
+    ctx.execute(actor, Command::DeleteUser { id, force })
+        .await?;
+    Ok(())
 }

@@ -124,14 +124,6 @@ const REMOVED_KEYS: &[(&str, &str)] = &[
 /// placeholders), which says nothing worth a warning. A trailing `*` matches any top-level
 /// key with that prefix.
 const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
-    (
-        "grpc_listen_addr",
-        "the gRPC API (use the REST API or the unix socket)",
-    ),
-    (
-        "grpc_allow_insecure",
-        "the gRPC API (use the REST API or the unix socket)",
-    ),
     ("oidc", "OIDC login"),
     ("database.debug", "database query logging"),
     ("preauth_keys", "revoked pre-auth key retention"),

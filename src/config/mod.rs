@@ -66,6 +66,11 @@ pub struct Config {
     pub acme_url: String,
     /// Contact address given to the ACME server; empty = none.
     pub acme_email: String,
+    /// The gRPC admin API for remote `headscale` CLIs (`HEADSCALE_CLI_ADDRESS`); started when
+    /// TLS is configured or `grpc_allow_insecure` is set, as in headscale.
+    pub grpc_listen_addr: String,
+    /// Serve `grpc_listen_addr` as plaintext HTTP/2 when TLS is not configured.
+    pub grpc_allow_insecure: bool,
     /// CIDRs (or single IPs) whose forwarding headers we believe for the client address.
     pub trusted_proxies: Vec<String>,
     /// Accepted for compatibility; we never phone home anyway.
@@ -613,6 +618,8 @@ impl Default for Config {
             tls_letsencrypt_listen: ":http".into(),
             acme_url: acme::LETS_ENCRYPT_DIRECTORY.into(),
             acme_email: String::new(),
+            grpc_listen_addr: "127.0.0.1:50443".into(),
+            grpc_allow_insecure: false,
             trusted_proxies: Vec::new(),
             disable_check_updates: false,
             noise: NoiseConfig::default(),

@@ -252,7 +252,6 @@ fn unknown_keys_warn_with_full_path() {
 #[test]
 fn unsupported_features_warn_as_unsupported() {
     let yaml = "\
-grpc_listen_addr: 127.0.0.1:50443
 database:
   type: sled
   sqlite:
@@ -262,11 +261,7 @@ tuning:
   register_cache_max_entries: 4096
 ";
     let loaded = load_with(yaml, &[]).unwrap();
-    for key in [
-        "grpc_listen_addr",
-        "database.debug",
-        "tuning.register_cache_max_entries",
-    ] {
+    for key in ["database.debug", "tuning.register_cache_max_entries"] {
         let warning = loaded
             .warnings
             .iter()

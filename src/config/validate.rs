@@ -84,6 +84,12 @@ impl Config {
                 )
             })?;
         }
+        check_host_port(&self.grpc_listen_addr).map_err(|problem| {
+            self.invalid(
+                "grpc_listen_addr",
+                format!("{:?} {problem}", self.grpc_listen_addr),
+            )
+        })?;
         self.unix_socket_mode()?;
         match (&self.tls_cert_path, &self.tls_key_path) {
             (Some(_), None) => {

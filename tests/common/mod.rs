@@ -398,3 +398,16 @@ pub fn auth_key_registration(node_key: &str, auth_key: &str, hostname: &str) -> 
         ..Default::default()
     }
 }
+
+// ---- grpc slice: a self-signed certificate for the TLS tests of grpc_listen_addr ----
+
+/// A self-signed certificate for `localhost` written as PEM into `dir`: (cert path, key
+/// path, the certificate's PEM for a client's trust store).
+pub fn self_signed_localhost(dir: &std::path::Path) -> (PathBuf, PathBuf, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let pem = certified.cert.pem();
+    std::fs::write(&cert, &pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key, pem)
+}

@@ -47,7 +47,7 @@ impl Server {
                 let dir = data.parent().unwrap();
                 ca = Some(write_test_certificates(dir));
                 tls_yaml = format!(
-                    "tls_cert_path: {}\ntls_key_path: {}\n",
+                    "tls_cert_path: {}\ntls_key_path: {}\ngrpc_listen_addr: 127.0.0.1:0\n",
                     dir.join("server.pem").display(),
                     dir.join("server.key").display()
                 );
