@@ -1,0 +1,144 @@
+//! From `database.postgres` to a PostgreSQL connection: libpq's meaning of the keys (a `host`
+//! starting with `/` is the directory of a unix socket), the password from `pass` or
+//! `pass_file`, and `ssl` mapped to no TLS or to TLS through rustls that verifies the server's
+//! certificate against the system's roots (`SSL_CERT_FILE` honoured).
+
+use crate::config::PostgresConfig;
+use crate::store::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::Client;
+
+/// How long opening a connection may take (TCP, TLS and authentication).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the connection is protected.
+#[derive(Clone)]
+pub enum Tls {
+    None,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Everything needed to (re)connect.
+#[derive(Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: Tls,
+    /// `user@host:port/name`, for messages (never the password).
+    pub describe: String,
+}
+
+/// Reads the config (and the password file) once; errors are one line naming the key.
+pub fn target(pg: &PostgresConfig) -> Result<Target, StoreError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&pg.host)
+        .port(pg.port)
+        .dbname(&pg.name)
+        .user(&pg.user)
+        .application_name("headscale-rs")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
+    if let Some(password) = password(pg)? {
+        config.password(password);
+    }
+    let tls = match pg.ssl.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "disable" => {
+            config.ssl_mode(SslMode::Disable);
+            Tls::None
+        }
+        "true" | "require" | "verify-ca" | "verify-full" => {
+            config.ssl_mode(SslMode::Require);
+            Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+                rustls_config()?,
+            ))
+        }
+        other => {
+            return Err(StoreError::Io(format!(
+                "database.postgres.ssl: {other:?} is not supported: use false (disable) or true \
+                 (require: TLS, the server's certificate verified against the system's roots)"
+            )))
+        }
+    };
+    Ok(Target {
+        config,
+        tls,
+        describe: format!("{}@{}:{}/{}", pg.user, pg.host, pg.port, pg.name),
+    })
+}
+
+fn password(pg: &PostgresConfig) -> Result<Option<String>, StoreError> {
+    if !pg.pass.is_empty() {
+        return Ok(Some(pg.pass.clone()));
+    }
+    if pg.pass_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&pg.pass_file).map_err(|e| {
+        StoreError::Io(format!(
+            "database.postgres.pass_file {}: {e}",
+            pg.pass_file.display()
+        ))
+    })?;
+    Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+fn rustls_config() -> Result<rustls::ClientConfig, StoreError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Io(format!("TLS setup: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Io(
+            "database.postgres.ssl: no trusted root certificates found on this system (set \
+             SSL_CERT_FILE to the CA that signed the PostgreSQL server's certificate)"
+                .into(),
+        ));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Opens one connection and drives it on the current runtime; the client reports
+/// `is_closed` once the connection ends.
+pub async fn connect(target: &Target) -> Result<Client, StoreError> {
+    let fail = |e: tokio_postgres::Error| {
+        StoreError::Io(format!(
+            "cannot connect to PostgreSQL {}: {}",
+            target.describe,
+            super::error_text(&e)
+        ))
+    };
+    let client = match &target.tls {
+        Tls::None => {
+            let (client, connection) = target
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(fail)?;
+            tokio::spawn(drive(connection));
+            client
+        }
+        Tls::Rustls(tls) => {
+            let (client, connection) = target.config.connect(tls.clone()).await.map_err(fail)?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    };
+    Ok(client)
+}
+
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!(error = %super::error_text(&error), "PostgreSQL connection ended");
+    }
+}
