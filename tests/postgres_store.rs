@@ -5,15 +5,20 @@
 //! restart, goes unhealthy while PostgreSQL is down (nothing acknowledged lost) and comes back
 //! when it returns; `headscale events verify` and `events salvage` work (or refuse) on it.
 
+mod common;
 #[path = "pg_cluster/mod.rs"]
 mod pg_cluster;
+
+use common::{http, TestServer};
 
 use headscale::store::disk_store::DiskStore;
 use headscale::store::postgres_store::PostgresStore;
 use headscale::store::{EventStore, StoreError};
 use pg_cluster::conformance::{self, records};
 use pg_cluster::PgCluster;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[test]
 fn the_embedded_store_passes_the_conformance_scenario() {
@@ -151,4 +156,207 @@ fn bad_settings_are_refused_with_a_clear_message() {
     missing.pass_file = cluster.socket_dir().join("nope");
     let error = PostgresStore::open(&missing).err().unwrap().to_string();
     assert!(error.contains("database.postgres.pass_file"), "{error}");
+}
+
+/// A test server whose log lives in `cluster` (keys and socket in its data dir).
+fn server_on(cluster: &PgCluster) -> TestServer {
+    let database = cluster.database_yaml();
+    TestServer::with_yaml(|data, port| {
+        format!(
+            "server_url: http://127.0.0.1:{port}\n\
+             listen_addr: 127.0.0.1:{port}\n\
+             metrics_listen_addr: \"\"\n\
+             unix_socket: {data}/headscale.sock\n\
+             noise:\n  private_key_path: {data}/noise_private.key\n\
+             {database}\
+             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
+             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
+             policy:\n  mode: database\n\
+             log:\n  level: warn\n",
+            data = data.display()
+        )
+    })
+}
+
+/// What identifies each node, in id order (not presence, which is volatile).
+fn node_facts(server: &TestServer) -> Vec<serde_json::Value> {
+    let mut nodes: Vec<_> = server
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n["id"], "name": n["givenName"], "ips": n["ipAddresses"],
+                "user": n["user"]["name"], "nodeKey": n["nodeKey"],
+            })
+        })
+        .collect();
+    nodes.sort_by_key(|n| {
+        n["id"]
+            .as_str()
+            .unwrap_or_default()
+            .parse::<u64>()
+            .unwrap_or(0)
+    });
+    nodes
+}
+
+/// Polls `/health` until it answers `status`, for at most 20 s.
+fn wait_health(server: &TestServer, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (got, _) = http(server.port, "GET", "/health", None);
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health stayed {got}, expected {status}: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_server_on_postgres_registers_nodes_keeps_them_across_a_restart_and_verifies() {
+    let cluster = PgCluster::start();
+    let mut server = server_on(&cluster);
+    server.spawn();
+    server.wait_healthy();
+    server.create_user("ann");
+    let key = server.pre_auth_key("ann", &["--reusable"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for name in ["alpha", "beta", "gamma"] {
+            common::join(&server, &key, name).await;
+        }
+    });
+    let before = node_facts(&server);
+    assert_eq!(before.len(), 3);
+    let online = server.ok(&["events", "verify"]);
+    assert!(online.starts_with("ok: "), "{online}");
+    server.stop();
+
+    // The keys live in the data dir beside the Noise key; there is no sled store.
+    let data = server.data_dir();
+    assert!(data.join("checkpoint_signing.key").is_file());
+    assert!(data.join("noise_private.key").is_file());
+    assert!(!data.join("db.sled").exists());
+    let events: i64 = cluster
+        .psql_in(
+            pg_cluster::DATABASE,
+            "SELECT count(*) FROM headscale_rs.events",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(events >= 5, "{events} events in PostgreSQL");
+
+    // Offline, the CLI reads the PostgreSQL log directly.
+    let offline = server.cli(&["events", "verify"]);
+    let stdout = String::from_utf8_lossy(&offline.stdout);
+    let stderr = String::from_utf8_lossy(&offline.stderr);
+    assert!(offline.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("ok: {events} events"))
+            && stdout.contains("signatures checked")
+            && !stdout.contains("0 checkpoint(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("reading the store at postgres hs@"),
+        "{stderr}"
+    );
+    let salvage = server.fails(&["events", "salvage"]);
+    assert!(
+        salvage.contains("does not apply to database.type: postgres"),
+        "{salvage}"
+    );
+
+    // Restarted: the same nodes, ids, names and addresses.
+    server.spawn();
+    server.wait_healthy();
+    assert_eq!(node_facts(&server), before);
+    runtime.block_on(common::join(&server, &key, "delta"));
+    let after = node_facts(&server);
+    assert_eq!(after.len(), 4);
+    assert_eq!(after[..3], before[..]);
+}
+
+#[test]
+fn postgres_stopped_under_load_fails_writes_unacknowledged_and_the_server_heals() {
+    let cluster = PgCluster::start();
+    let mut server = server_on(&cluster);
+    server.spawn();
+    server.wait_healthy();
+    let done = AtomicBool::new(false);
+    // (user name, whether `users create` said it was made)
+    let outcomes = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for writer in 0..2 {
+            let (server, done, outcomes) = (&server, &done, &outcomes);
+            scope.spawn(move || {
+                let mut i = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let name = format!("user-{writer}-{i}");
+                    let made = server.cli(&["users", "create", &name]).status.success();
+                    outcomes.lock().unwrap().push((name, made));
+                    i += 1;
+                }
+            });
+        }
+        let made = |outcomes: &Mutex<Vec<(String, bool)>>| {
+            outcomes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, made)| *made)
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while made(&outcomes) < 5 {
+            assert!(Instant::now() < deadline, "no writes: {}", server.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster.stop_server();
+        wait_health(&server, 503);
+        let failed_while_down = outcomes.lock().unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while outcomes.lock().unwrap().len() < failed_while_down + 3 {
+            assert!(Instant::now() < deadline, "no attempts while down");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster.start_server();
+        wait_health(&server, 200);
+        let healed = made(&outcomes);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while made(&outcomes) < healed + 5 {
+            assert!(
+                Instant::now() < deadline,
+                "no writes after PostgreSQL returned"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    let outcomes = outcomes.into_inner().unwrap();
+    let refused = outcomes.iter().filter(|(_, made)| !made).count();
+    assert!(refused >= 1, "no write failed while PostgreSQL was down");
+    // Every acknowledged user is there; no refused one is.
+    let users = server.json(&["users", "list"]);
+    let names: std::collections::HashSet<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    for (name, made) in &outcomes {
+        assert_eq!(
+            names.contains(name.as_str()),
+            *made,
+            "{name}: acknowledged {made}"
+        );
+    }
+    let verified = server.ok(&["events", "verify"]);
+    assert!(verified.starts_with("ok: "), "{verified}");
 }
