@@ -135,6 +135,64 @@ fn while_postgres_is_down_appends_fail_and_probes_fail_until_it_returns() {
 }
 
 #[test]
+fn an_append_that_commits_after_its_caller_gave_up_is_removed_by_recovery() {
+    let cluster = PgCluster::start();
+    let store =
+        PostgresStore::open_with_write_timeout(&cluster.config(), Duration::from_secs(1)).unwrap();
+    let first = records(1, 5, Default::default());
+    store.append(&first).unwrap();
+    let count = || -> i64 {
+        cluster
+            .psql_in(
+                pg_cluster::DATABASE,
+                "SELECT count(*) FROM headscale_rs.events",
+            )
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let next = records(6, 3, first[4].hash());
+    std::thread::scope(|scope| {
+        // Another session holds the table for 2 s: our append waits, its caller gives up
+        // after 1 s, and the statement commits when the lock goes.
+        let holder = scope.spawn(|| {
+            cluster.psql_in(
+                pg_cluster::DATABASE,
+                "BEGIN; LOCK TABLE headscale_rs.events IN ACCESS EXCLUSIVE MODE; \
+                 SELECT pg_sleep(2); COMMIT;",
+            )
+        });
+        let locked = "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+                      AND relation = 'headscale_rs.events'::regclass";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cluster.psql_in(pg_cluster::DATABASE, locked).trim() != "1" {
+            assert!(Instant::now() < deadline, "the table was never locked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let error = store.append(&next).unwrap_err().to_string();
+        assert!(error.contains("outcome unknown"), "{error}");
+        holder.join().unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() != 8 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned append never committed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Never acknowledged, so recovery takes it out again.
+    store.recover().unwrap();
+    assert_eq!(store.head().seq, 5);
+    assert_eq!(count(), 5);
+    store.probe().unwrap();
+    store.append(&next).unwrap();
+    let log: Vec<_> = store.read_range(1, u64::MAX).map(Result::unwrap).collect();
+    assert_eq!(log[..5], first[..]);
+    assert_eq!(log[5..], next[..]);
+}
+
+#[test]
 fn bad_settings_are_refused_with_a_clear_message() {
     let cluster = PgCluster::start();
     let mut wrong = cluster.config();

@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// Longest wait for one statement on the writer's connection (appends, recovery).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one statement on the writer's connection (appends, recovery), unless
+/// `open_with_write_timeout` says otherwise.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for reads, snapshots and checkpoints (a snapshot can be large).
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Records per query when streaming a range: enough to stream, bounded in memory.
@@ -51,6 +52,8 @@ pub struct PostgresStore {
 struct Session {
     client: Arc<Client>,
     backend_pid: i32,
+    /// `schema::APPEND`, prepared once per session: an append is then one round trip.
+    append: Option<tokio_postgres::Statement>,
 }
 
 /// A batch whose commit outcome is unknown (the connection broke during the append).
@@ -67,6 +70,7 @@ struct Shared {
     /// The acknowledged head.
     head: RwLock<Head>,
     unsure: Mutex<Option<Unsure>>,
+    write_timeout: Duration,
     /// Serialises appends, recovery and probes (the engine's writer is the only appender).
     appending: tokio::sync::Mutex<()>,
 }
@@ -105,6 +109,15 @@ async fn within<T>(
 impl PostgresStore {
     /// Connects, creates our tables if missing and reads the head.
     pub fn open(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        Self::open_with_write_timeout(config, WRITE_TIMEOUT)
+    }
+
+    /// `open`, with appends (and recovery) given up after `write_timeout` (tests make an
+    /// append's outcome unknown this way).
+    pub fn open_with_write_timeout(
+        config: &PostgresConfig,
+        write_timeout: Duration,
+    ) -> Result<PostgresStore, StoreError> {
         let target = connect::target(config)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -127,6 +140,7 @@ impl PostgresStore {
                 reader: Mutex::new(None),
                 head: RwLock::new(Head::default()),
                 unsure: Mutex::new(None),
+                write_timeout,
                 appending: tokio::sync::Mutex::new(()),
             }),
             runtime: handle,
@@ -135,17 +149,18 @@ impl PostgresStore {
         store.run(|shared| async move {
             let mut client = connect::connect(&shared.target).await?;
             within(
-                WRITE_TIMEOUT,
+                shared.write_timeout,
                 "creating tables",
                 schema::ensure(&mut client),
             )
             .await?;
             let backend_pid = backend_pid(&client).await?;
-            let head = within(WRITE_TIMEOUT, "reading the head", read_head(&client)).await?;
+            let head = within(shared.write_timeout, "reading the head", read_head(&client)).await?;
             *shared.head.write().unwrap_or_else(|e| e.into_inner()) = head;
             *lock(&shared.writer) = Some(Session {
                 client: Arc::new(client),
                 backend_pid,
+                append: None,
             });
             Ok(())
         })?;
@@ -216,13 +231,35 @@ impl Shared {
             }
         }
         let client = connect::connect(&self.target).await?;
-        let pid = within(WRITE_TIMEOUT, "session", backend_pid(&client)).await?;
+        let pid = within(self.write_timeout, "session", backend_pid(&client)).await?;
         let client = Arc::new(client);
         *lock(slot) = Some(Session {
             client: client.clone(),
             backend_pid: pid,
+            append: None,
         });
         Ok((client, pid))
+    }
+
+    /// The append statement prepared on the writer's session `client`.
+    async fn append_statement(
+        &self,
+        client: &Client,
+    ) -> Result<tokio_postgres::Statement, StoreError> {
+        if let Some(statement) = lock(&self.writer).as_ref().and_then(|s| s.append.clone()) {
+            return Ok(statement);
+        }
+        let statement = within(self.write_timeout, "prepare", async {
+            client
+                .prepare(schema::APPEND)
+                .await
+                .map_err(|e| io("prepare", &e))
+        })
+        .await?;
+        if let Some(session) = lock(&self.writer).as_mut() {
+            session.append = Some(statement.clone());
+        }
+        Ok(statement)
     }
 
     fn drop_session(&self, slot: &Mutex<Option<Session>>) {
@@ -249,12 +286,19 @@ impl Shared {
             });
         }
         let (client, backend_pid) = self.session(&self.writer).await?;
+        let statement = match self.append_statement(&client).await {
+            Ok(statement) => statement,
+            Err(error) => {
+                self.drop_session(&self.writer);
+                return Err(error);
+            }
+        };
         let seqs: Vec<i64> = records.iter().map(|(seq, _)| *seq).collect();
         let bytes: Vec<&[u8]> = records.iter().map(|(_, b)| b.as_slice()).collect();
         let expected = to_i64(head.seq)?;
         let sent = tokio::time::timeout(
-            WRITE_TIMEOUT,
-            client.execute(schema::APPEND, &[&seqs, &bytes, &expected]),
+            self.write_timeout,
+            client.execute(&statement, &[&seqs, &bytes, &expected]),
         )
         .await;
         let out_of_order = || StoreError::OutOfOrder {
@@ -285,7 +329,8 @@ impl Shared {
                 Err(match outcome {
                     Ok(Err(error)) => io("append (outcome unknown)", &error),
                     _ => StoreError::Io(format!(
-                        "PostgreSQL append: no answer within {WRITE_TIMEOUT:?} (outcome unknown)"
+                        "PostgreSQL append: no answer within {:?} (outcome unknown)",
+                        self.write_timeout
                     )),
                 })
             }
@@ -303,7 +348,7 @@ impl Shared {
             settle(&client, &unsure).await?;
             read_head(&client).await
         };
-        match within(WRITE_TIMEOUT, "recovery", settled).await {
+        match within(self.write_timeout, "recovery", settled).await {
             Ok(head) => {
                 self.set_head(head);
                 Ok(())
@@ -327,7 +372,7 @@ impl Shared {
             let (client, _) = self.session(&self.writer).await?;
             read_head(&client).await
         };
-        match within(WRITE_TIMEOUT, "recovery", reread).await {
+        match within(self.write_timeout, "recovery", reread).await {
             Ok(head) => {
                 if head != self.head() {
                     tracing::warn!(
@@ -356,7 +401,7 @@ impl Shared {
             let (client, _) = self.session(&self.writer).await?;
             read_head(&client).await
         };
-        match within(WRITE_TIMEOUT, "probe", checked).await {
+        match within(self.write_timeout, "probe", checked).await {
             Ok(head) if head == self.head() => Ok(()),
             Ok(head) => Err(StoreError::Io(format!(
                 "the PostgreSQL log's head is {} but {} was acknowledged (another writer?)",
