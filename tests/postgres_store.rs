@@ -218,7 +218,11 @@ fn bad_settings_are_refused_with_a_clear_message() {
 
 /// A test server whose log lives in `cluster` (keys and socket in its data dir).
 fn server_on(cluster: &PgCluster) -> TestServer {
-    let database = cluster.database_yaml();
+    server_on_yaml(&cluster.database_yaml())
+}
+
+/// A test server with `database` as its `database:` section.
+fn server_on_yaml(database: &str) -> TestServer {
     TestServer::with_yaml(|data, port| {
         format!(
             "server_url: http://127.0.0.1:{port}\n\
@@ -417,4 +421,60 @@ fn postgres_stopped_under_load_fails_writes_unacknowledged_and_the_server_heals(
     }
     let verified = server.ok(&["events", "verify"]);
     assert!(verified.starts_with("ok: "), "{verified}");
+}
+
+#[test]
+fn ssl_true_connects_over_tls_and_verifies_the_servers_certificate() {
+    let cluster = PgCluster::start_with_tls();
+    let mut server = server_on_yaml(&cluster.database_yaml_at("localhost", true));
+    server.env.push((
+        "SSL_CERT_FILE".into(),
+        cluster.ca_file().display().to_string(),
+    ));
+    server.spawn();
+    server.wait_healthy();
+    server.create_user("ann");
+    let encrypted = cluster.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE usename = 'hs' AND ssl",
+    );
+    assert_ne!(encrypted.trim(), "0", "no TLS session of ours");
+    let plain = cluster.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE usename = 'hs' AND NOT ssl",
+    );
+    assert_eq!(plain.trim(), "0");
+    server.stop();
+
+    // Trusting another CA, the server's certificate is refused and the server does not start.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_ca = server.dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let log = std::fs::File::create(server.dir.path().join("untrusted.log")).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "-c"])
+        .arg(&server.config)
+        .env("SSL_CERT_FILE", &other_ca)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started although it cannot trust PostgreSQL's certificate");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(server.dir.path().join("untrusted.log")).unwrap();
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL hs@localhost")
+            && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,6 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` into a temp dir, the server run by
 //! `pg_ctl` as the `postgres` user (we run as root, which PostgreSQL refuses), listening only
-//! on a unix socket in that dir (no TCP), password authentication (scram) for a role and
+//! on a unix socket in that dir (no TCP, unless `start_with_tls`: then also 127.0.0.1), password authentication (scram) for a role and
 //! database made for the test. Stopped (`-m immediate`) and removed when dropped, also when a
 //! test panics. Include it with `#[path = "pg_cluster/mod.rs"] mod pg_cluster;`.
 //!
@@ -18,12 +18,13 @@ pub mod conformance;
 pub const USER: &str = "hs";
 pub const DATABASE: &str = "hs";
 pub const PASSWORD: &str = "test-password-1";
-/// The socket's "port" (it names the socket file; there is no TCP listener).
-pub const PORT: u16 = 5432;
-
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// Names the socket file; also the loopback TCP port when `tls` is on.
+    port: u16,
+    /// Also listening on 127.0.0.1:`port` with TLS (`start_with_tls`).
+    tls: bool,
 }
 
 /// Where `initdb`, `pg_ctl` and `psql` are.
@@ -74,8 +75,18 @@ fn as_postgres(bin: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -
 }
 
 impl PgCluster {
-    /// A new cluster, started, with role `USER` / database `DATABASE`.
+    /// A new cluster, started, with role `USER` / database `DATABASE`, on a unix socket only.
     pub fn start() -> PgCluster {
+        Self::start_with(false)
+    }
+
+    /// `start`, also listening on a free loopback port with TLS: a self-signed certificate
+    /// for `localhost`, in `ca_file()`.
+    pub fn start_with_tls() -> PgCluster {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> PgCluster {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("pg").tempdir().unwrap();
         let chown = Command::new("chown")
@@ -84,7 +95,24 @@ impl PgCluster {
             .status()
             .unwrap();
         assert!(chown.success(), "cannot hand the temp dir to postgres");
-        let cluster = PgCluster { dir, bin };
+        let port = if tls {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        } else {
+            5432
+        };
+        let cluster = PgCluster {
+            dir,
+            bin,
+            port,
+            tls,
+        };
+        if tls {
+            cluster.write_certificate();
+        }
         let superuser_pw = cluster.dir.path().join("superuser.pw");
         std::fs::write(&superuser_pw, "superuser-pw\n").unwrap();
         let data = cluster.data();
@@ -112,6 +140,31 @@ impl PgCluster {
         cluster
     }
 
+    /// The server's certificate (self-signed, so also the CA to trust).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    fn write_certificate(&self) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = self.dir.path().join("server.key");
+        std::fs::write(self.ca_file(), certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        let owned = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(self.ca_file())
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(owned.success());
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -134,7 +187,7 @@ impl PgCluster {
     pub fn config(&self) -> headscale::config::PostgresConfig {
         headscale::config::PostgresConfig {
             host: self.socket_dir().display().to_string(),
-            port: PORT,
+            port: self.port,
             name: DATABASE.into(),
             user: USER.into(),
             pass: String::new(),
@@ -146,21 +199,37 @@ impl PgCluster {
 
     /// The `database:` section of a headscale config for this cluster.
     pub fn database_yaml(&self) -> String {
+        self.database_yaml_at(&self.socket_dir().display().to_string(), false)
+    }
+
+    /// The `database:` section reaching the cluster at `host` (a socket dir, or `localhost`
+    /// over TLS when the cluster has it), with `ssl`.
+    pub fn database_yaml_at(&self, host: &str, ssl: bool) -> String {
         format!(
-            "database:\n  type: postgres\n  postgres:\n    host: {}\n    port: {PORT}\n    \
-             name: {DATABASE}\n    user: {USER}\n    pass_file: {}\n    ssl: false\n",
-            self.socket_dir().display(),
+            "database:\n  type: postgres\n  postgres:\n    host: {host}\n    port: {}\n    \
+             name: {DATABASE}\n    user: {USER}\n    pass_file: {}\n    ssl: {ssl}\n",
+            self.port,
             self.pass_file().display()
         )
     }
 
     /// Starts the server (after `stop`), waiting until it accepts connections.
     pub fn start_server(&self) {
-        let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} -c max_connections=40 \
-             -c shared_buffers=16MB",
-            self.socket_dir().display()
+        let mut options = format!(
+            "-k {} -p {} -c max_connections=40 -c shared_buffers=16MB",
+            self.socket_dir().display(),
+            self.port
         );
+        if self.tls {
+            options.push_str(&format!(
+                " -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} \
+                 -c ssl_key_file={}",
+                self.ca_file().display(),
+                self.dir.path().join("server.key").display()
+            ));
+        } else {
+            options.push_str(" -c listen_addresses=''");
+        }
         let log = self.dir.path().join("postgres.log");
         as_postgres(
             &self.bin,
@@ -207,7 +276,7 @@ impl PgCluster {
 
     /// Runs SQL as the superuser in `database`; returns psql's unaligned output.
     pub fn psql_in(&self, database: &str, sql: &str) -> String {
-        let port = PORT.to_string();
+        let port = self.port.to_string();
         let host = self.socket_dir().display().to_string();
         as_postgres(
             &self.bin_psql(),

@@ -1,7 +1,9 @@
 //! From `database.postgres` to a PostgreSQL connection: libpq's meaning of the keys (a `host`
 //! starting with `/` is the directory of a unix socket), the password from `pass` or
 //! `pass_file`, and `ssl` mapped to no TLS or to TLS through rustls that verifies the server's
-//! certificate against the system's roots (`SSL_CERT_FILE` honoured).
+//! certificate and name against the system's roots (`SSL_CERT_FILE` honoured) — stricter
+//! than libpq's `require`, which encrypts without verifying. `prefer`/`allow` are refused: a
+//! connection that may silently go unencrypted is not offered.
 
 use crate::config::PostgresConfig;
 use crate::store::StoreError;
@@ -44,8 +46,14 @@ pub fn target(pg: &PostgresConfig) -> Result<Target, StoreError> {
     if let Some(password) = password(pg)? {
         config.password(password);
     }
+    // As libpq: TLS does not apply to a unix socket (the `ssl` value is still checked).
+    let unix_socket = pg.host.starts_with('/');
     let tls = match pg.ssl.trim().to_ascii_lowercase().as_str() {
         "" | "false" | "disable" => {
+            config.ssl_mode(SslMode::Disable);
+            Tls::None
+        }
+        "true" | "require" | "verify-ca" | "verify-full" if unix_socket => {
             config.ssl_mode(SslMode::Disable);
             Tls::None
         }
