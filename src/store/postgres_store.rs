@@ -419,7 +419,7 @@ impl Shared {
     /// anew when it had closed.
     async fn on_reader<T, F, Fut>(&self, what: &str, query: F) -> Result<T, StoreError>
     where
-        F: Fn(Arc<Client>) -> Fut,
+        F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let attempt = async {
@@ -613,25 +613,22 @@ impl EventStore for PostgresStore {
         let bytes = bytes.to_vec();
         self.run(move |shared| async move {
             shared
-                .on_reader("snapshot", |client| {
-                    let bytes = bytes.clone();
-                    async move {
-                        client
-                            .execute(
-                                "INSERT INTO headscale_rs.snapshots (seq, bytes) VALUES ($1, $2) \
+                .on_reader("snapshot", move |client| async move {
+                    client
+                        .execute(
+                            "INSERT INTO headscale_rs.snapshots (seq, bytes) VALUES ($1, $2) \
                                  ON CONFLICT (seq) DO UPDATE SET bytes = EXCLUDED.bytes",
-                                &[&key, &bytes],
-                            )
-                            .await?;
-                        client
-                            .execute(
-                                "DELETE FROM headscale_rs.snapshots WHERE seq NOT IN \
+                            &[&key, &bytes],
+                        )
+                        .await?;
+                    client
+                        .execute(
+                            "DELETE FROM headscale_rs.snapshots WHERE seq NOT IN \
                                  (SELECT seq FROM headscale_rs.snapshots ORDER BY seq DESC \
                                  LIMIT $1)",
-                                &[&SNAPSHOTS_KEPT],
-                            )
-                            .await
-                    }
+                            &[&SNAPSHOTS_KEPT],
+                        )
+                        .await
                 })
                 .await
         })?;
@@ -679,18 +676,15 @@ impl EventStore for PostgresStore {
         let bytes = checkpoint.to_bytes();
         self.run(move |shared| async move {
             shared
-                .on_reader("checkpoint", |client| {
-                    let bytes = bytes.clone();
-                    async move {
-                        client
-                            .execute(
-                                "INSERT INTO headscale_rs.checkpoints (seq, bytes) \
+                .on_reader("checkpoint", move |client| async move {
+                    client
+                        .execute(
+                            "INSERT INTO headscale_rs.checkpoints (seq, bytes) \
                                  VALUES ($1, $2) \
                                  ON CONFLICT (seq) DO UPDATE SET bytes = EXCLUDED.bytes",
-                                &[&key, &bytes],
-                            )
-                            .await
-                    }
+                            &[&key, &bytes],
+                        )
+                        .await
                 })
                 .await
         })?;

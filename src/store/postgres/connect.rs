@@ -150,3 +150,55 @@ where
         tracing::warn!(error = %super::error_text(&error), "PostgreSQL connection ended");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(host: &str, ssl: &str) -> PostgresConfig {
+        PostgresConfig {
+            host: host.into(),
+            ssl: ssl.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ssl_takes_headscales_forms_and_refuses_maybe_plaintext_modes() {
+        for off in ["false", "disable", "", "FALSE"] {
+            assert!(
+                matches!(target(&pg("db", off)).unwrap().tls, Tls::None),
+                "{off}"
+            );
+        }
+        for bad in ["prefer", "allow", "maybe"] {
+            let error = target(&pg("db", bad)).err().unwrap().to_string();
+            assert!(error.contains("database.postgres.ssl"), "{error}");
+        }
+        // No TLS over a unix socket, as libpq.
+        assert!(matches!(
+            target(&pg("/run/postgresql", "true")).unwrap().tls,
+            Tls::None
+        ));
+    }
+
+    #[test]
+    fn the_password_file_loses_its_line_end_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\r\n").unwrap();
+        let config = PostgresConfig {
+            pass_file: file,
+            ..Default::default()
+        };
+        assert_eq!(password(&config).unwrap().as_deref(), Some("s3cret"));
+        let missing = PostgresConfig {
+            pass_file: dir.path().join("none"),
+            ..Default::default()
+        };
+        let error = password(&missing).unwrap_err().to_string();
+        assert!(error.contains("database.postgres.pass_file"), "{error}");
+        let described = target(&PostgresConfig::default()).unwrap().describe;
+        assert_eq!(described, "headscale@localhost:5432/headscale");
+    }
+}
