@@ -147,7 +147,12 @@ impl PostgresStore {
             _stop: stop,
         };
         store.run(|shared| async move {
-            let mut client = connect::connect(&shared.target).await?;
+            let mut client = within(
+                shared.write_timeout,
+                "connecting",
+                connect::connect(&shared.target),
+            )
+            .await?;
             within(
                 shared.write_timeout,
                 "creating tables",
@@ -230,7 +235,12 @@ impl Shared {
                 return Ok((session.client.clone(), session.backend_pid));
             }
         }
-        let client = connect::connect(&self.target).await?;
+        let client = within(
+            self.write_timeout,
+            "connecting",
+            connect::connect(&self.target),
+        )
+        .await?;
         let pid = within(self.write_timeout, "session", backend_pid(&client)).await?;
         let client = Arc::new(client);
         *lock(slot) = Some(Session {
