@@ -329,6 +329,11 @@ fn a_server_on_postgres_registers_nodes_keeps_them_across_a_restart_and_verifies
         stderr.contains("reading the store at postgres hs@"),
         "{stderr}"
     );
+    let listed = server.ok(&["events", "list"]);
+    assert!(listed.lines().count() >= events as usize, "{listed}");
+    let at = |seq: &str| server.json(&["nodes", "list", "--at", seq]);
+    assert_eq!(at("1").as_array().map(Vec::len), Some(0));
+    assert_eq!(at(&events.to_string()).as_array().map(Vec::len), Some(3));
     let salvage = server.fails(&["events", "salvage"]);
     assert!(
         salvage.contains("does not apply to database.type: postgres"),
