@@ -322,7 +322,9 @@ fn a_server_on_postgres_registers_nodes_keeps_them_across_a_restart_and_verifies
     assert!(
         stdout.starts_with(&format!("ok: {events} events"))
             && stdout.contains("signatures checked")
-            && !stdout.contains("0 checkpoint(s)"),
+            && !stdout.contains("0 checkpoint(s)")
+            // The shutdown snapshot, stored in PostgreSQL, matches the log.
+            && stdout.contains(&format!("snapshots {events}: ok")),
         "{stdout}"
     );
     assert!(
