@@ -193,7 +193,7 @@ fn an_append_that_commits_after_its_caller_gave_up_is_removed_by_recovery() {
 }
 
 #[test]
-fn bad_settings_are_refused_with_a_clear_message() {
+fn bad_settings_and_newer_tables_are_refused_and_existing_tables_need_no_create_right() {
     let cluster = PgCluster::start();
     let mut wrong = cluster.config();
     wrong.pass_file = Default::default();
@@ -214,6 +214,39 @@ fn bad_settings_are_refused_with_a_clear_message() {
     missing.pass_file = cluster.socket_dir().join("nope");
     let error = PostgresStore::open(&missing).err().unwrap().to_string();
     assert!(error.contains("database.postgres.pass_file"), "{error}");
+
+    // Tables of a newer layout are refused, not misread.
+    drop(PostgresStore::open(&cluster.config()).unwrap());
+    let db = pg_cluster::DATABASE;
+    cluster.psql_in(db, "UPDATE headscale_rs.meta SET value = '2'");
+    let error = PostgresStore::open(&cluster.config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("schema version 2"), "{error}");
+    cluster.psql_in(db, "UPDATE headscale_rs.meta SET value = '1'");
+
+    // Once the tables exist, a role that may not create anything can use them.
+    cluster.psql_in(
+        db,
+        "CREATE ROLE limited LOGIN PASSWORD 'limited-pw'; \
+         REVOKE CREATE ON DATABASE hs FROM PUBLIC; \
+         GRANT USAGE ON SCHEMA headscale_rs TO limited; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA headscale_rs TO limited",
+    );
+    let limited = headscale::config::PostgresConfig {
+        user: "limited".into(),
+        pass: "limited-pw".into(),
+        pass_file: Default::default(),
+        ..cluster.config()
+    };
+    let store = PostgresStore::open(&limited).unwrap();
+    store.append(&records(1, 2, Default::default())).unwrap();
+    let denied = cluster.psql_in(
+        db,
+        "SELECT has_database_privilege('limited', 'hs', 'CREATE')",
+    );
+    assert_eq!(denied.trim(), "f");
 }
 
 /// A test server whose log lives in `cluster` (keys and socket in its data dir).

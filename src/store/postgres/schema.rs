@@ -47,7 +47,9 @@ WHERE (SELECT coalesce(max(seq), 0) FROM headscale_rs.events) = $3";
 
 pub const LAST: &str = "SELECT seq, record FROM headscale_rs.events ORDER BY seq DESC LIMIT 1";
 
-/// Creates what is missing and checks the version; idempotent.
+/// Creates what is missing and checks the version; idempotent. Tables that exist are only
+/// read, so a role without CREATE on the database works once they are made (by a first
+/// start with more rights, or by an administrator running the same statements).
 pub async fn ensure(client: &mut Client) -> Result<(), StoreError> {
     let sql = |e: tokio_postgres::Error| {
         StoreError::Io(format!(
@@ -55,6 +57,22 @@ pub async fn ensure(client: &mut Client) -> Result<(), StoreError> {
             super::error_text(&e)
         ))
     };
+    let made = client
+        .query_one("SELECT to_regclass('headscale_rs.meta') IS NOT NULL", &[])
+        .await
+        .map_err(sql)?;
+    if made.get::<_, bool>(0) {
+        let row = client
+            .query_opt(
+                "SELECT value FROM headscale_rs.meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(sql)?;
+        if let Some(row) = row {
+            return check_version(&row.get::<_, String>(0));
+        }
+    }
     let tx = client.transaction().await.map_err(sql)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATE_LOCK])
         .await
@@ -75,7 +93,10 @@ pub async fn ensure(client: &mut Client) -> Result<(), StoreError> {
         .await
         .map_err(sql)?;
     tx.commit().await.map_err(sql)?;
-    let found: String = row.get(0);
+    check_version(&row.get::<_, String>(0))
+}
+
+fn check_version(found: &str) -> Result<(), StoreError> {
     if found != SCHEMA_VERSION.to_string() {
         return Err(StoreError::Io(format!(
             "the headscale_rs tables in PostgreSQL have schema version {found}; this build \
