@@ -48,10 +48,17 @@ pub struct PostgresStore {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// A server process: its pid and start time (a pid alone can be reused after it exits).
+#[derive(Clone)]
+struct Backend {
+    pid: i32,
+    started: String,
+}
+
 /// One connection and the server process behind it.
 struct Session {
     client: Arc<Client>,
-    backend_pid: i32,
+    backend: Backend,
     /// `schema::APPEND`, prepared once per session: an append is then one round trip.
     append: Option<tokio_postgres::Statement>,
 }
@@ -60,7 +67,7 @@ struct Session {
 struct Unsure {
     records: Vec<(i64, Vec<u8>)>,
     /// The server process that ran the append: terminated before we look.
-    backend_pid: i32,
+    backend: Backend,
 }
 
 struct Shared {
@@ -159,22 +166,17 @@ impl PostgresStore {
                 schema::ensure(&mut client),
             )
             .await?;
-            let backend_pid = backend_pid(&client).await?;
+            let backend = backend(&client).await?;
             let head = within(shared.write_timeout, "reading the head", read_head(&client)).await?;
             *shared.head.write().unwrap_or_else(|e| e.into_inner()) = head;
             *lock(&shared.writer) = Some(Session {
                 client: Arc::new(client),
-                backend_pid,
+                backend,
                 append: None,
             });
             Ok(())
         })?;
         Ok(store)
-    }
-
-    /// Where the log lives, for messages (never the password).
-    pub fn describe(&self) -> &str {
-        &self.shared.target.describe
     }
 
     /// Runs `work` on the store's runtime and waits for its answer on this thread.
@@ -195,12 +197,18 @@ impl PostgresStore {
     }
 }
 
-async fn backend_pid(client: &Client) -> Result<i32, StoreError> {
+async fn backend(client: &Client) -> Result<Backend, StoreError> {
     let row = client
-        .query_one("SELECT pg_backend_pid()", &[])
+        .query_one(
+            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .map_err(|e| io("session", &e))?;
-    Ok(row.get(0))
+    Ok(Backend {
+        pid: row.get(0),
+        started: row.get(1),
+    })
 }
 
 /// The last record's seq and chain hash, as the database says.
@@ -229,10 +237,10 @@ impl Shared {
     async fn session(
         &self,
         slot: &Mutex<Option<Session>>,
-    ) -> Result<(Arc<Client>, i32), StoreError> {
+    ) -> Result<(Arc<Client>, Backend), StoreError> {
         if let Some(session) = lock(slot).as_ref() {
             if !session.client.is_closed() {
-                return Ok((session.client.clone(), session.backend_pid));
+                return Ok((session.client.clone(), session.backend.clone()));
             }
         }
         let client = within(
@@ -241,14 +249,14 @@ impl Shared {
             connect::connect(&self.target),
         )
         .await?;
-        let pid = within(self.write_timeout, "session", backend_pid(&client)).await?;
+        let backend = within(self.write_timeout, "session", backend(&client)).await?;
         let client = Arc::new(client);
         *lock(slot) = Some(Session {
             client: client.clone(),
-            backend_pid: pid,
+            backend: backend.clone(),
             append: None,
         });
-        Ok((client, pid))
+        Ok((client, backend))
     }
 
     /// The append statement prepared on the writer's session `client`.
@@ -295,7 +303,7 @@ impl Shared {
                 got: to_u64(first)?,
             });
         }
-        let (client, backend_pid) = self.session(&self.writer).await?;
+        let (client, backend) = self.session(&self.writer).await?;
         let statement = match self.append_statement(&client).await {
             Ok(statement) => statement,
             Err(error) => {
@@ -332,10 +340,7 @@ impl Shared {
             outcome => {
                 // No answer: it may have committed. Settled before anything else is written.
                 self.drop_session(&self.writer);
-                *lock(&self.unsure) = Some(Unsure {
-                    records,
-                    backend_pid,
-                });
+                *lock(&self.unsure) = Some(Unsure { records, backend });
                 Err(match outcome {
                     Ok(Err(error)) => io("append (outcome unknown)", &error),
                     _ => StoreError::Io(format!(
@@ -452,11 +457,18 @@ impl Shared {
 /// Makes sure the unsure batch can no longer commit (its server process is gone), then
 /// removes it if it did: it was never acknowledged.
 async fn settle(client: &Client, unsure: &Unsure) -> Result<(), StoreError> {
-    let alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1";
+    let alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 \
+                 AND backend_start::text = $2";
+    let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 \
+                     AND backend_start::text = $2";
+    let backend = [
+        &unsure.backend.pid as &(dyn tokio_postgres::types::ToSql + Sync),
+        &unsure.backend.started,
+    ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let row = client
-            .query_one(alive, &[&unsure.backend_pid])
+            .query_one(alive, &backend)
             .await
             .map_err(|e| io("recovery", &e))?;
         if row.get::<_, i64>(0) == 0 {
@@ -465,11 +477,11 @@ async fn settle(client: &Client, unsure: &Unsure) -> Result<(), StoreError> {
         if tokio::time::Instant::now() >= deadline {
             return Err(StoreError::Io(format!(
                 "the PostgreSQL session {} of the failed append is still running",
-                unsure.backend_pid
+                unsure.backend.pid
             )));
         }
         client
-            .execute("SELECT pg_terminate_backend($1)", &[&unsure.backend_pid])
+            .execute(terminate, &backend)
             .await
             .map_err(|e| io("recovery", &e))?;
         tokio::time::sleep(Duration::from_millis(50)).await;
