@@ -1,6 +1,9 @@
 //! Store and engine benchmark: group-commit append throughput through the engine, raw store
 //! appends, replay rate, and start-up time with and without a snapshot, on a log of
 //! `BENCH_EVENTS` events (default 1,000,000) about a steady fleet of 1,000 nodes.
+//! The same engine append, raw append and replay on the PostgreSQL store, on a throwaway
+//! cluster (`tests/pg_cluster/`; needs PostgreSQL's server binaries; `BENCH_POSTGRES=0` skips
+//! it), with at most `BENCH_PG_EVENTS` events (default 200,000).
 //! Run: `cargo bench --bench store` (results: benches/BENCHMARKS.md).
 
 use headscale::core::command::{Command, RegisterAuth};
@@ -17,6 +20,9 @@ use headscale::store::snapshot_sig;
 use headscale::store::EventStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/pg_cluster/mod.rs"]
+mod pg_cluster;
 
 const FLEET: u64 = 1000;
 const WRITERS: u64 = 2048;
@@ -125,7 +131,10 @@ fn append_through_engine(store: Arc<dyn EventStore>, total: u64) -> (u64, f64) {
 }
 
 fn raw_append(path: &std::path::Path, total: u64, batch: usize) -> f64 {
-    let store = open(path);
+    raw_append_to(open(path), total, batch)
+}
+
+fn raw_append_to(store: Arc<dyn EventStore>, total: u64, batch: usize) -> f64 {
     let mut prev = Digest::default();
     let mut records = Vec::with_capacity(batch);
     let start = Instant::now();
@@ -235,4 +244,63 @@ fn main() {
     );
     println!("| of which opening the store (indexing the log file) | {open_seconds:.3} s |");
     println!("| peak RSS | {:.0} MiB |", rss_mib());
+
+    if std::env::var("BENCH_POSTGRES").as_deref() != Ok("0") {
+        postgres_rows(total);
+    }
+}
+
+/// Engine append, raw append and replay on PostgreSQL (a throwaway cluster, fsync on).
+fn postgres_rows(total: u64) {
+    use headscale::store::postgres_store::PostgresStore;
+    let total: u64 = std::env::var("BENCH_PG_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+        .min(total);
+    let cluster = pg_cluster::PgCluster::start();
+    let config = cluster.config();
+    let open_pg = || -> Arc<dyn EventStore> { Arc::new(PostgresStore::open(&config).unwrap()) };
+    let store = open_pg();
+    let (appended, seconds) = append_through_engine(store.clone(), total);
+    let head = store.head().seq;
+    drop(store);
+    let start = Instant::now();
+    let store = open_pg();
+    let mut replayed = State::default();
+    replay_into(
+        store.as_ref(),
+        &mut replayed,
+        &mut Digest::default(),
+        1,
+        head,
+    )
+    .unwrap();
+    let replay_seconds = start.elapsed().as_secs_f64();
+    drop(store);
+    // The raw appends go to a second database of their own.
+    cluster.psql(&format!("CREATE DATABASE raw OWNER {}", pg_cluster::USER));
+    let raw_config = headscale::config::PostgresConfig {
+        name: "raw".into(),
+        ..config.clone()
+    };
+    let raw_rate = raw_append_to(
+        Arc::new(PostgresStore::open(&raw_config).unwrap()),
+        total,
+        1000,
+    );
+    println!();
+    println!("| PostgreSQL 15, unix socket, fsync on ({head} events) | result |");
+    println!("|---|---|");
+    println!(
+        "| append through engine (group commit: one INSERT per batch) | {:.0} events/s |",
+        appended as f64 / seconds
+    );
+    println!(
+        "| raw store append, batches of 1000, one commit per batch | {raw_rate:.0} events/s |"
+    );
+    println!(
+        "| replay rate, start-up without snapshot (open + read + verify + decode + apply) | {:.0} events/s ({replay_seconds:.2} s) |",
+        head as f64 / replay_seconds
+    );
 }

@@ -18,6 +18,7 @@ use crate::derp::map_fetch::DerpMaps;
 use crate::engine::{self, Clock, EngineHandle, EngineOptions, SystemClock};
 use crate::keyfile;
 use crate::store::disk_store::DiskStore;
+use crate::store::postgres_store::PostgresStore;
 use crate::store::EventStore;
 use crate::tailcfg::SharedJson;
 use anyhow::Context as _;
@@ -30,11 +31,19 @@ use std::time::Duration;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The directory holding the store and the server's keys.
+/// The directory holding the embedded store and the server's keys. With `database.type:
+/// postgres` and no `database.sled.path`, there is no embedded store: the keys live beside
+/// the Noise key (headscale's data directory), never under a sled path that does not exist.
 pub fn data_dir(config: &Config) -> PathBuf {
-    config
-        .database
-        .sled_path()
+    let postgres_without_sled = config.database.backend()
+        == Some(crate::config::DatabaseKind::Postgres)
+        && config.database.sled.path.as_os_str().is_empty();
+    let beside = if postgres_without_sled {
+        config.noise.private_key_path.clone()
+    } else {
+        config.database.sled_path()
+    };
+    beside
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
@@ -73,16 +82,26 @@ pub fn core_config(config: &Config) -> CoreConfig {
     }
 }
 
+/// Opens the event store the config names: PostgreSQL for `database.type: postgres`, else
+/// the embedded store at `database.sled_path()`.
 pub fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, crate::store::StoreError> {
     if config.database.backend() == Some(crate::config::DatabaseKind::Postgres) {
-        return Err(crate::store::StoreError::Io(
-            "database.type: postgres: the PostgreSQL event store is not built yet".into(),
-        ));
+        return Ok(Arc::new(PostgresStore::open(&config.database.postgres)?));
     }
     Ok(Arc::new(DiskStore::open(
         &config.database.sled_path(),
         config.database.sled.cache_capacity_bytes,
     )?))
+}
+
+/// Where `open_store` finds the log, for messages: the sled path or `postgres user@host…`.
+pub fn store_location(config: &Config) -> String {
+    if config.database.backend() == Some(crate::config::DatabaseKind::Postgres) {
+        let pg = &config.database.postgres;
+        format!("postgres {}@{}:{}/{}", pg.user, pg.host, pg.port, pg.name)
+    } else {
+        config.database.sled_path().display().to_string()
+    }
 }
 
 /// The API context over a running engine.

@@ -925,8 +925,11 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
                 let daemon = tokio::net::UnixStream::connect(&config.unix_socket)
                     .await
                     .is_ok();
-                // Without a daemon, only a store that exists: opening creates one otherwise.
-                if !daemon && !config.database.sled_path().is_dir() {
+                // Without a daemon, only a store that exists: opening creates one otherwise
+                // (a PostgreSQL log is opened where it is).
+                let postgres =
+                    config.database.backend() == Some(crate::config::DatabaseKind::Postgres);
+                if !daemon && !postgres && !config.database.sled_path().is_dir() {
                     return skipped(format!(
                         "no daemon answers on {} and there is no store at {}",
                         config.unix_socket.display(),
@@ -953,6 +956,13 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
 
 /// `events salvage [--write]` on the store named by the config.
 fn salvage(config: &Config, format: Format, write: bool) -> anyhow::Result<()> {
+    if config.database.backend() == Some(crate::config::DatabaseKind::Postgres) {
+        bail!(
+            "events salvage repairs the embedded log file; it does not apply to database.type: \
+             postgres (PostgreSQL keeps its own durability; check the log with `headscale \
+             events verify`)"
+        );
+    }
     let store = &config.database.sled_path();
     let report = if write {
         crate::store::salvage::write(store)?

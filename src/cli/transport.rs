@@ -48,7 +48,7 @@ impl Transport {
         eprintln!(
             "note: no daemon answers on {}; reading the store at {} directly (read-only)",
             socket.display(),
-            config.database.sled_path().display()
+            server::store_location(config)
         );
         let clock = Arc::new(SystemClock);
         let ctx = ApiContext {

@@ -8,6 +8,8 @@ pub mod disk_store;
 pub mod export;
 pub mod faulty_file;
 pub mod memory;
+mod postgres;
+pub mod postgres_store;
 pub mod record;
 pub mod replay;
 pub mod salvage;
