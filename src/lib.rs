@@ -11,6 +11,7 @@ pub mod core;
 pub mod debug_listener;
 pub mod derp;
 pub mod engine;
+pub mod import;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;

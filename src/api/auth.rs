@@ -1,5 +1,6 @@
-//! Bearer API keys on the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by prefix
-//! and compared by hash in constant time (with a dummy compare for unknown prefixes).
+//! Bearer API keys on the TCP listener: `hskey-api-<prefix>-<secret>` (or headscale's legacy
+//! `<prefix>.<secret>`), looked up by prefix and compared by hash in constant time (with a
+//! dummy compare for unknown prefixes); keys imported from headscale are checked by bcrypt.
 //! Repeated failures from one source (an IPv4 address, or an IPv6 /64) are answered 429 with
 //! `Retry-After` until the source cools down. The secrets are far too long to guess, so this
 //! limiter protects the logs and the CPU, not the keys: a *valid* key is always let through,
@@ -206,9 +207,10 @@ pub async fn require_api_key(
         Err(e) => return e.into_response(),
     };
     let at = ctx.now();
-    let key = header
-        .strip_prefix("Bearer ")
-        .and_then(|token| authenticate_api_key(&state, token, at));
+    let key = match header.strip_prefix("Bearer ") {
+        Some(token) => authenticate_api_key(&state, token, at).await,
+        None => None,
+    };
     let Some(id) = key else {
         // Only a failure consults the limiter: a valid key is let through even from a source
         // that is locked out (the limiter guards the logs and the CPU, not the secrets).
@@ -228,11 +230,17 @@ pub async fn require_api_key(
     next.run(request).await
 }
 
-/// Checks an API key against the state; the key's id when it is valid now.
-pub fn authenticate_api_key(state: &State, token: &str, now: Timestamp) -> Option<ApiKeyId> {
-    let (prefix, secret) = crate::secrets::split_key(token, crate::secrets::API_KEY_KIND)?;
+/// Checks an API key against the state; the key's id when it is valid now. Our keys and
+/// headscale's (`hskey-api-…` with a mixed-case prefix, or legacy `<prefix>.<secret>`, bcrypt
+/// hashed) are accepted; a bcrypt check runs off the runtime workers (`secrets::Verifier`).
+pub async fn authenticate_api_key(state: &State, token: &str, now: Timestamp) -> Option<ApiKeyId> {
+    let (prefix, secret) = crate::secrets::split_api_key(token)?;
     let key = state.api_key_by_prefix(prefix);
-    let matches = crate::secrets::secret_matches(secret, key.map(|k| &k.secret_hash));
+    let hash = key.map(|k| state.api_key_hash(k));
+    let key_ref = crate::secrets::KeyRef::Api(key.map_or(0, |k| k.id.0));
+    let matches = crate::secrets::verifier()
+        .matches(key_ref, secret, hash.as_ref())
+        .await;
     key.filter(|k| matches && k.expiration > now).map(|k| k.id)
 }
 

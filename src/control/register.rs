@@ -44,13 +44,25 @@ fn registered_hostinfo(request: &RegisterRequest) -> Result<NodeHostinfo, limits
     limits::normalise_hostinfo(request.hostinfo.as_ref(), limits::Mode::Refuse).map(|n| n.hostinfo)
 }
 
-/// The pre-auth key an `hskey-auth-…` text names, if its secret matches.
-fn find_pre_auth_key(state: &TailnetState, text: &str) -> Option<PreAuthKeyId> {
-    let (prefix, secret) = secrets::split_key(text, secrets::PRE_AUTH_KEY_KIND)?;
-    let key = state.pre_auth_key_by_prefix(prefix);
-    secrets::secret_matches(secret, key.map(|k| &k.secret_hash))
-        .then(|| key.map(|k| k.id))
-        .flatten()
+/// The pre-auth key an `hskey-auth-…` text (or headscale's legacy plaintext key) names, if
+/// its secret matches; bcrypt-hashed imported keys are checked off the runtime workers.
+async fn find_pre_auth_key(state: &TailnetState, text: &str) -> Option<PreAuthKeyId> {
+    match secrets::parse_auth_key(text)? {
+        secrets::PresentedAuthKey::Prefixed { prefix, secret } => {
+            let key = state.pre_auth_key_by_prefix(prefix);
+            let hash = key.map(|k| state.pre_auth_key_hash(k));
+            let key_ref = secrets::KeyRef::PreAuth(key.map_or(0, |k| k.id.0));
+            let matches = secrets::verifier()
+                .matches(key_ref, secret, hash.as_ref())
+                .await;
+            key.filter(|_| matches).map(|k| k.id)
+        }
+        // Legacy keys are stored as the SHA-256 of the whole text under the empty prefix.
+        secrets::PresentedAuthKey::Legacy(whole) => state
+            .pre_auth_keys_with_prefix("")
+            .find(|k| secrets::secret_matches(whole, Some(&k.secret_hash)))
+            .map(|k| k.id),
+    }
 }
 
 fn success(state: &TailnetState, node: &Node, now: Timestamp) -> Response {
@@ -230,7 +242,7 @@ pub async fn register(
         .map(|a| a.auth_key.trim())
         .filter(|k| !k.is_empty());
     let node_id = if let Some(text) = auth_key {
-        let Some(key) = find_pre_auth_key(&state, text) else {
+        let Some(key) = find_pre_auth_key(&state, text).await else {
             return refuse("invalid or unknown auth key");
         };
         let entropy = rand::thread_rng().next_u64();
