@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod postgres;
+pub mod run;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
