@@ -33,6 +33,15 @@ struct GoHeadscale {
 impl GoHeadscale {
     fn start() -> GoHeadscale {
         let dir = tempfile::tempdir().unwrap();
+        let database = format!(
+            "database:\n  type: sqlite\n  sqlite:\n    path: {}/db.sqlite\n    write_ahead_log: true\n",
+            dir.path().display()
+        );
+        GoHeadscale::start_in(dir, &database)
+    }
+
+    /// Starts it in `dir` with `database` (the `database:` section of its config).
+    fn start_in(dir: tempfile::TempDir, database: &str) -> GoHeadscale {
         let port = common::free_port();
         let d = dir.path().display();
         std::fs::write(
@@ -43,7 +52,7 @@ impl GoHeadscale {
         std::fs::write(
             dir.path().join("config.yaml"),
             format!(
-                "server_url: http://127.0.0.1:{port}\nlisten_addr: 127.0.0.1:{port}\nmetrics_listen_addr: 127.0.0.1:0\ngrpc_listen_addr: 127.0.0.1:0\ndisable_check_updates: true\nnoise:\n  private_key_path: {d}/noise_private.key\nprefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n  allocation: sequential\nderp:\n  server:\n    enabled: false\n  urls: []\n  paths: [{d}/derp.yaml]\n  auto_update_enabled: false\nnode:\n  expiry: 0\ndatabase:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n    write_ahead_log: true\nlog:\n  level: warn\npolicy:\n  mode: database\ndns:\n  magic_dns: true\n  base_domain: tailnet.example\n  override_local_dns: false\n  nameservers:\n    global: []\nunix_socket: {d}/headscale.sock\nunix_socket_permission: \"0770\"\n"
+                "server_url: http://127.0.0.1:{port}\nlisten_addr: 127.0.0.1:{port}\nmetrics_listen_addr: 127.0.0.1:0\ngrpc_listen_addr: 127.0.0.1:0\ndisable_check_updates: true\nnoise:\n  private_key_path: {d}/noise_private.key\nprefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n  allocation: sequential\nderp:\n  server:\n    enabled: false\n  urls: []\n  paths: [{d}/derp.yaml]\n  auto_update_enabled: false\nnode:\n  expiry: 0\n{database}log:\n  level: warn\npolicy:\n  mode: database\ndns:\n  magic_dns: true\n  base_domain: tailnet.example\n  override_local_dns: false\n  nameservers:\n    global: []\nunix_socket: {d}/headscale.sock\nunix_socket_permission: \"0770\"\n"
             ),
         )
         .unwrap();
@@ -263,7 +272,10 @@ const POLICY: &str = r#"{
 }"#;
 
 fn go_with_database() -> (GoHeadscale, Made) {
-    let mut go = GoHeadscale::start();
+    go_made_with(GoHeadscale::start())
+}
+
+fn go_made_with(mut go: GoHeadscale) -> (GoHeadscale, Made) {
     std::fs::write(go.dir.path().join("policy.hujson"), POLICY).unwrap();
     let made = make_headscale(&go);
     go.stop();
@@ -512,5 +524,167 @@ async fn serve_imports_a_headscale_database_on_first_start_only() {
         "{log}"
     );
     assert!(log.contains("headscale's database is ignored"), "{log}");
+    ours.stop();
+}
+
+// --- import: postgres cluster ---
+
+/// A throwaway PostgreSQL cluster run as the `postgres` user in a temp dir, reachable only
+/// through a unix socket in that dir (no TCP listener), stopped on drop.
+struct PgCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PgCluster {
+    fn as_postgres(program: &str, args: &[&str]) -> std::process::Output {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--", program])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} as postgres ({e}): PostgreSQL (initdb, pg_ctl, psql) must be installed"));
+        assert!(
+            out.status.success(),
+            "{program} {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn start() -> PgCluster {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let port = common::free_port();
+        let d = dir.path().display().to_string();
+        PgCluster::as_postgres(
+            "initdb",
+            &["-D", &format!("{d}/data"), "-A", "trust", "-U", "postgres"],
+        );
+        let options = format!("-k {d} -c listen_addresses= -p {port}");
+        PgCluster::as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &format!("{d}/data"),
+                "-o",
+                &options,
+                "-l",
+                &format!("{d}/log"),
+                "-w",
+                "start",
+            ],
+        );
+        let cluster = PgCluster { dir, port };
+        cluster.psql("postgres", "CREATE DATABASE headscale");
+        cluster
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let port = self.port.to_string();
+        let host = self.dir.path().display().to_string();
+        let out = PgCluster::as_postgres(
+            "psql",
+            &[
+                "-h", &host, "-p", &port, "-U", "postgres", "-d", db, "-At", "-c", sql,
+            ],
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A digest of every table an import reads, to show it left them alone.
+    fn fingerprint(&self) -> String {
+        ["migrations", "users", "pre_auth_keys", "api_keys", "nodes", "policies"]
+            .iter()
+            .map(|t| {
+                self.psql(
+                    "headscale",
+                    &format!("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {t} t"),
+                )
+            })
+            .collect()
+    }
+
+    fn dsn(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=headscale",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = format!("{}/data", self.dir.path().display());
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "pg_ctl",
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headscale_postgres_database_is_imported_read_only() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!(
+        "database:\n  type: postgres\n  postgres:\n    host: {}\n    port: {}\n    name: headscale\n    user: postgres\n    pass: \"\"\n    ssl: false\n",
+        cluster.dir.path().display(),
+        cluster.port
+    );
+    std::fs::write(dir.path().join("policy.hujson"), POLICY).unwrap();
+    let (go, made) = go_made_with(GoHeadscale::start_in(dir, &database));
+    let before = cluster.fingerprint();
+
+    // Our log in sled; the source named by --db as a DSN.
+    let mut ours = TestServer::new("");
+    let out = ours.ok(&[
+        "import",
+        "headscale",
+        "--db",
+        &cluster.dsn(),
+        "--noise-key",
+        go.noise_key().to_str().unwrap(),
+    ]);
+    let users = list(&made.users).len();
+    let nodes = list(&made.nodes).len();
+    assert!(
+        out.contains(&format!("{users} user(s), {nodes} node(s)")),
+        "{out}"
+    );
+    assert!(out.contains("Noise key copied"), "{out}");
+    assert_eq!(
+        std::fs::read(ours.data_dir().join("noise_private.key")).unwrap(),
+        std::fs::read(go.noise_key()).unwrap()
+    );
+    assert_eq!(
+        cluster.fingerprint(),
+        before,
+        "the headscale database was changed"
+    );
+    let refused = ours.fails(&["import", "headscale", "--db", &cluster.dsn()]);
+    assert!(refused.contains("non-empty log is refused"), "{refused}");
+
+    ours.spawn();
+    ours.wait_healthy();
+    let (status, node_list) = common::http(ours.port, "GET", "/api/v1/node", Some(&made.api_key));
+    assert_eq!(status, 200, "{node_list}");
+    assert_same_nodes(&made.nodes, &node_list);
+    common::join(&ours, &made.reusable_key, "newcomer").await;
     ours.stop();
 }
