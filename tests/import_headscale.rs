@@ -527,6 +527,186 @@ async fn serve_imports_a_headscale_database_on_first_start_only() {
     ours.stop();
 }
 
+/// A fixed headscale database as plain rows: every import event kind, a bcrypt and a legacy
+/// key, an OIDC user, a tagged node and a soft-deleted row.
+fn golden_source() -> headscale::import::Source {
+    fn row(pairs: &[(&str, &str)]) -> headscale::import::Row {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect()
+    }
+    let bcrypt = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+    headscale::import::Source {
+        kind: "sqlite".into(),
+        migrations: vec![headscale::import::convert::REQUIRED_MIGRATION.into()],
+        users: vec![
+            row(&[
+                ("id", "1"),
+                ("name", "alice"),
+                ("display_name", "Alice"),
+                ("email", "alice@example.com"),
+                ("created_at", "2026-01-02 03:04:05.123+00:00"),
+            ]),
+            row(&[
+                ("id", "2"),
+                ("name", "bob@idp"),
+                ("provider", "oidc"),
+                ("provider_identifier", "https://idp.example/bob"),
+                ("profile_pic_url", "https://idp.example/bob.png"),
+                ("created_at", "2026-01-02 03:04:06+00:00"),
+            ]),
+            row(&[
+                ("id", "3"),
+                ("name", "gone"),
+                ("deleted_at", "2026-02-01 00:00:00+00:00"),
+            ]),
+        ],
+        pre_auth_keys: vec![
+            row(&[
+                ("id", "1"),
+                ("prefix", "Ab-d_EF-h1k2"),
+                ("hash", bcrypt),
+                ("user_id", "1"),
+                ("reusable", "1"),
+                ("ephemeral", "0"),
+                ("used", "0"),
+                ("tags", "[]"),
+                ("created_at", "2026-01-03 00:00:00+00:00"),
+                ("expiration", "2026-03-03 00:00:00+00:00"),
+            ]),
+            row(&[
+                ("id", "2"),
+                ("key", "0123456789abcdef0123456789abcdef0123456789abcdef"),
+                ("prefix", ""),
+                ("user_id", "1"),
+                ("reusable", "0"),
+                ("used", "1"),
+                ("ephemeral", "1"),
+                ("created_at", "2026-01-03 00:00:00+00:00"),
+            ]),
+            row(&[
+                ("id", "3"),
+                ("prefix", "TaGgEdKeY_01"),
+                ("hash", bcrypt),
+                ("tags", "[\"tag:server\"]"),
+                ("reusable", "1"),
+                ("created_at", "2026-01-03 00:00:00+00:00"),
+                ("expiration", "2026-03-03 00:00:00+00:00"),
+            ]),
+        ],
+        api_keys: vec![row(&[
+            ("id", "1"),
+            ("prefix", "E9ecQnsclK5N"),
+            ("hash", bcrypt),
+            ("created_at", "2026-01-04 00:00:00+00:00"),
+            ("expiration", "2027-01-04 00:00:00+00:00"),
+        ])],
+        nodes: vec![
+            row(&[
+                ("id", "1"),
+                ("machine_key", &format!("mkey:{}", "11".repeat(32))),
+                ("node_key", &format!("nodekey:{}", "12".repeat(32))),
+                ("ipv4", "100.64.0.1"),
+                ("ipv6", "fd7a:115c:a1e0::1"),
+                ("hostname", "laptop"),
+                ("given_name", "laptop"),
+                ("user_id", "1"),
+                ("register_method", "authkey"),
+                ("auth_key_id", "2"),
+                (
+                    "host_info",
+                    r#"{"Hostname":"laptop","OS":"linux","OSVersion":"6.1","IPNVersion":"1.80.3","RoutableIPs":["10.0.0.0/24"]}"#,
+                ),
+                ("approved_routes", r#"["10.0.0.0/24"]"#),
+                ("expiry", "0001-01-01 00:00:00+00:00"),
+                ("last_seen", "2026-01-05 00:00:00+00:00"),
+                ("created_at", "2026-01-04 00:00:00+00:00"),
+            ]),
+            row(&[
+                ("id", "4"),
+                ("machine_key", &format!("mkey:{}", "41".repeat(32))),
+                ("node_key", &format!("nodekey:{}", "42".repeat(32))),
+                ("ipv4", "100.64.0.4"),
+                ("hostname", "db"),
+                ("given_name", "database"),
+                ("tags", r#"["tag:server"]"#),
+                ("register_method", "cli"),
+                ("expiry", "2026-06-01 00:00:00+00:00"),
+                ("created_at", "2026-01-04 00:00:00+00:00"),
+            ]),
+        ],
+        policies: vec![row(&[
+            ("id", "1"),
+            (
+                "data",
+                r#"{"tagOwners":{"tag:server":["alice@"]},"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#,
+            ),
+        ])],
+        sequences: [("nodes".to_string(), 6), ("users".to_string(), 3)].into(),
+    }
+}
+
+/// The golden log of an import (`events/v0-import.*`, `snapshots/v0-import.json`):
+/// `tests/golden.rs` replays it on every run; this checks that the converter still writes
+/// it (regenerate with `REGENERATE_GOLDEN=1`).
+#[test]
+fn the_import_golden_log_is_what_the_converter_writes() {
+    use headscale::core::{decide, Actor, Command, Envelope, State, Timestamp};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let at = Timestamp(1_767_225_600_000);
+    let converted = headscale::import::convert(&golden_source(), at).unwrap();
+    let events = decide(
+        &State::default(),
+        &Command::Import {
+            events: converted.events,
+        },
+        at,
+    )
+    .unwrap();
+    let envelopes: Vec<Envelope> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Envelope {
+            seq: i as u64 + 1,
+            at,
+            actor: Actor::System,
+            event,
+        })
+        .collect();
+    let twin: String = envelopes
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+    if std::env::var_os("REGENERATE_GOLDEN").is_some() {
+        let records =
+            headscale::store::record::encode_chain(&envelopes, Default::default()).unwrap();
+        std::fs::write(
+            repo.join("events/v0-import.bin"),
+            headscale::store::export::write_log(&records),
+        )
+        .unwrap();
+        std::fs::write(repo.join("events/v0-import.jsonl"), &twin).unwrap();
+        let state = headscale::core::state::fold(State::default(), &envelopes);
+        let json = serde_json::to_string_pretty(&state.canonical_json()).unwrap() + "\n";
+        std::fs::write(repo.join("snapshots/v0-import.json"), json).unwrap();
+    }
+    let committed = std::fs::read_to_string(repo.join("events/v0-import.jsonl")).unwrap();
+    assert_eq!(committed, twin, "the import converter's output changed");
+    let kinds: std::collections::BTreeSet<&str> =
+        envelopes.iter().map(|e| e.event.kind()).collect();
+    for kind in [
+        "UserImported",
+        "PreAuthKeyImported",
+        "ApiKeyImported",
+        "NodeImported",
+        "PolicyReplaced",
+        "Imported",
+    ] {
+        assert!(kinds.contains(kind), "the golden import lacks {kind}");
+    }
+}
+
 // --- import: postgres cluster ---
 
 /// A throwaway PostgreSQL cluster run as the `postgres` user in a temp dir, reachable only

@@ -621,6 +621,12 @@ mod tests {
         assert_eq!(state.next_ids.node, 10);
         assert_eq!(state.next_ids.user, 5);
         assert!(state.index_is_consistent());
+        // The binary snapshot keeps what only an import records.
+        let bytes = crate::store::record::encode_snapshot(&state).unwrap();
+        let decoded = crate::store::record::decode_snapshot(&bytes).unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(decoded.extras, state.extras);
+        assert!(!decoded.extras.is_empty());
     }
 
     #[test]
