@@ -492,6 +492,14 @@ async fn a_headscale_sqlite_database_is_imported_and_keeps_working() {
             .all(|ip| !taken.contains(ip)),
         "{newcomer}"
     );
+    // headscale's mixed-case prefix names its key in `DELETE /api/v1/apikey/{prefix}`; the
+    // key stops working at once (the remembered bcrypt success goes with it).
+    let prefix = &made.api_key["hskey-api-".len().."hskey-api-".len() + 12];
+    let path = format!("/api/v1/apikey/{prefix}");
+    let (status, body) = common::http(ours.port, "DELETE", &path, Some(&made.api_key));
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = common::http(ours.port, "GET", "/api/v1/user", Some(&made.api_key));
+    assert_eq!(status, 401);
     ours.stop();
     assert_eq!(
         sha256_file(&go.db()),
