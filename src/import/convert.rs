@@ -362,7 +362,14 @@ pub fn convert(source: &Source, now: Timestamp) -> Result<Converted, ImportError
     report.skipped = skipped;
     events.push(Event::Imported(Box::new(ImportSummary {
         source: source.kind.clone(),
-        schema: source.migrations.iter().max().cloned().unwrap_or_default(),
+        // Migration ids are timestamps (`202606181200-…`); `SCHEMA_INIT` is not one.
+        schema: source
+            .migrations
+            .iter()
+            .filter(|m| m.starts_with(|c: char| c.is_ascii_digit()))
+            .max()
+            .cloned()
+            .unwrap_or_default(),
         users: report.users,
         nodes: report.nodes,
         pre_auth_keys: report.pre_auth_keys,
@@ -503,7 +510,7 @@ mod tests {
     fn source() -> Source {
         Source {
             kind: "sqlite".into(),
-            migrations: vec![REQUIRED_MIGRATION.into()],
+            migrations: vec!["SCHEMA_INIT".into(), REQUIRED_MIGRATION.into()],
             users: vec![
                 row(&[
                     ("id", "1"),
@@ -616,6 +623,8 @@ mod tests {
             Some(key.id)
         );
         assert_eq!(state.extras.identities[&UserId(1)].provider, "oidc");
+        let import = state.extras.import.as_ref().unwrap();
+        assert_eq!(import.schema, REQUIRED_MIGRATION);
         assert!(state.policy.as_ref().unwrap().text.contains("accept"));
         // Counters continue after the highest id ever handed out (sequence 9 for nodes).
         assert_eq!(state.next_ids.node, 10);
