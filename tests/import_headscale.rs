@@ -27,6 +27,7 @@ fn go_binary() -> PathBuf {
 /// The real Go headscale on loopback with a throwaway config (SQLite, policy in database).
 struct GoHeadscale {
     dir: tempfile::TempDir,
+    port: u16,
     child: Option<Child>,
 }
 
@@ -69,6 +70,7 @@ impl GoHeadscale {
             .unwrap();
         let go = GoHeadscale {
             dir,
+            port,
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -532,6 +534,138 @@ async fn serve_imports_a_headscale_database_on_first_start_only() {
         "{log}"
     );
     assert!(log.contains("headscale's database is ignored"), "{log}");
+    ours.stop();
+}
+
+/// A machine registered with the Go headscale by our own client (same protocol tailscaled
+/// speaks), kept to come back to us with the same machine and node key.
+struct Registered {
+    machine: x25519_dalek::StaticSecret,
+    node_key: String,
+    disco_key: String,
+    addresses: Vec<String>,
+}
+
+async fn register_with(url: &str, auth_key: &str, hostname: &str) -> Registered {
+    use headscale::tailcfg::{Hostinfo, RegisterAuth, RegisterRequest};
+    let machine = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+    let client =
+        headscale::client::ControlClient::connect(url, machine.clone(), common::CLIENT_CAPVER)
+            .await
+            .unwrap();
+    let (node_key, _) = headscale::client::random_key("nodekey:");
+    let (disco_key, _) = headscale::client::random_key("discokey:");
+    let answer = client
+        .register(&RegisterRequest {
+            version: common::CLIENT_CAPVER.into(),
+            node_key: node_key.clone(),
+            // Go decodes every key field: an unset one is the zero key, as tailscaled sends.
+            old_node_key: format!("nodekey:{}", "0".repeat(64)),
+            auth: Some(RegisterAuth {
+                auth_key: auth_key.into(),
+            }),
+            hostinfo: Some(Hostinfo {
+                hostname: hostname.into(),
+                os: "linux".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        answer.error.is_empty() && answer.auth_url.is_empty(),
+        "{answer:?}"
+    );
+    let request = client.stream_request(&node_key, &disco_key, vec![]);
+    let mut stream = client.map_stream(&request).await.unwrap();
+    let first = stream
+        .next_within(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .unwrap();
+    let addresses = first.response.node.expect("self node").addresses;
+    Registered {
+        machine,
+        node_key,
+        disco_key,
+        addresses,
+    }
+}
+
+/// Machines that registered with headscale come back to us after the switch with the same
+/// machine and node key: no new login, same addresses and node, and they see each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_registered_with_headscale_keep_working_after_the_switch() {
+    use headscale::tailcfg::RegisterRequest;
+    let mut go = GoHeadscale::start();
+    go.cli(&["users", "create", "alice"]);
+    let key = go.key(&[
+        "preauthkeys",
+        "create",
+        "-u",
+        "1",
+        "--reusable",
+        "--expiration",
+        "1h",
+    ]);
+    let url = format!("http://127.0.0.1:{}", go.port);
+    let one = register_with(&url, &key, "one").await;
+    let two = register_with(&url, &key, "two").await;
+    let go_nodes = go.json(&["nodes", "list"]);
+    go.stop();
+
+    let mut ours = our_server(&go, &go.db());
+    ours.spawn();
+    ours.wait_healthy();
+    let client = headscale::client::ControlClient::connect(
+        &ours.url(),
+        one.machine.clone(),
+        common::CLIENT_CAPVER,
+    )
+    .await
+    .unwrap();
+    // tailscaled's start: a registration with its node key and no auth key.
+    let answer = client
+        .register(&RegisterRequest {
+            version: common::CLIENT_CAPVER.into(),
+            node_key: one.node_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(answer.error.is_empty(), "{answer:?}");
+    assert!(
+        answer.auth_url.is_empty(),
+        "asked to log in again: {answer:?}"
+    );
+    assert!(
+        answer.machine_authorized && !answer.node_key_expired,
+        "{answer:?}"
+    );
+    let request = client.stream_request(&one.node_key, &one.disco_key, vec![]);
+    let mut stream = client.map_stream(&request).await.unwrap();
+    let first = stream
+        .next_within(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .unwrap()
+        .response;
+    let me = first.node.expect("self node");
+    assert_eq!(me.addresses, one.addresses);
+    let go_id = list(&go_nodes)
+        .iter()
+        .find(|n| n["node_key"] == one.node_key.as_str())
+        .and_then(|n| n["id"].as_u64())
+        .unwrap();
+    assert_eq!(me.id, go_id, "same node id");
+    let peers = first.peers.unwrap_or_default();
+    assert!(
+        peers
+            .iter()
+            .any(|p| p.key == two.node_key && p.addresses == two.addresses),
+        "the other machine is a peer with its addresses: {peers:?}"
+    );
     ours.stop();
 }
 
