@@ -135,17 +135,17 @@ pub async fn import_on_first_start(config: &Config, engine: &EngineHandle) -> an
     let Some(source) = config.database.import_source() else {
         return Ok(());
     };
-    let origin = crate::import::run::Origin::from_config(&source)?;
     let seq = engine.state().last_seq;
     if seq != 0 {
         tracing::info!(
-            source = %origin.describe(),
+            source = %crate::import::run::describe(&source),
             log = %log_location(config),
             seq,
             "our event log already holds events: headscale's database is ignored (it was imported on the first start, or never needed)"
         );
         return Ok(());
     }
+    let origin = crate::import::run::Origin::from_config(&source)?;
     if !origin.exists() {
         tracing::info!(source = %origin.describe(), log = %log_location(config), "no headscale database to import: starting with an empty log");
         return Ok(());

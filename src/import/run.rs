@@ -76,6 +76,17 @@ impl Origin {
     }
 }
 
+/// For messages, without connecting or reading a password file.
+pub fn describe(source: &ImportSource) -> String {
+    match source {
+        ImportSource::Sqlite(path) => format!("SQLite {}", path.display()),
+        ImportSource::Postgres(config) => format!(
+            "PostgreSQL {}:{} database {}",
+            config.host, config.port, config.name
+        ),
+    }
+}
+
 /// Reads `origin` and appends it to the (empty) log behind `engine`.
 pub async fn import(engine: &EngineHandle, origin: &Origin) -> anyhow::Result<Report> {
     let last_seq = engine.state().last_seq;
