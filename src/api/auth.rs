@@ -248,6 +248,55 @@ pub async fn authenticate_api_key(state: &State, token: &str, now: Timestamp) ->
 mod tests {
     use super::*;
 
+    /// A state holding one imported (bcrypt) API key.
+    fn with_imported_key(prefix: &str, secret: &str, expiration: Option<Timestamp>) -> State {
+        use crate::core::event::{Envelope, Event, ImportedApiKey, SecretHash};
+        let mut state = State::default();
+        state.apply(&Envelope {
+            seq: 1,
+            at: Timestamp(1),
+            actor: Actor::System,
+            event: Event::ApiKeyImported(Box::new(ImportedApiKey {
+                id: ApiKeyId(3),
+                prefix: prefix.into(),
+                hash: SecretHash::Bcrypt(bcrypt::hash(secret, 4).unwrap()),
+                created_at: Timestamp(1),
+                expiration,
+            })),
+        });
+        state
+    }
+
+    #[tokio::test]
+    async fn headscale_api_keys_authenticate_in_both_forms() {
+        let now = Timestamp(1_000);
+        let secret = "x".repeat(64);
+        // Current form: a mixed-case prefix with a dash inside, cut at 12 characters.
+        let state = with_imported_key("Ab-dEF_h1k2z", &secret, None);
+        let key = format!("hskey-api-Ab-dEF_h1k2z-{secret}");
+        assert_eq!(
+            authenticate_api_key(&state, &key, now).await,
+            Some(ApiKeyId(3))
+        );
+        let lower = format!("hskey-api-ab-def_h1k2z-{secret}");
+        assert_eq!(authenticate_api_key(&state, &lower, now).await, None);
+        let wrong = format!("hskey-api-Ab-dEF_h1k2z-{}", "y".repeat(64));
+        assert_eq!(authenticate_api_key(&state, &wrong, now).await, None);
+        // Legacy form `<7>.<secret>`; a NULL expiration never expires.
+        let state = with_imported_key("abcdefg", "legacysecret", None);
+        let far = Timestamp(4_000_000_000_000);
+        assert_eq!(
+            authenticate_api_key(&state, "abcdefg.legacysecret", far).await,
+            Some(ApiKeyId(3))
+        );
+        // An expired one is refused.
+        let state = with_imported_key("abcdefg", "legacysecret", Some(Timestamp(10)));
+        assert_eq!(
+            authenticate_api_key(&state, "abcdefg.legacysecret", now).await,
+            None
+        );
+    }
+
     #[test]
     fn a_source_is_locked_out_after_the_limit_and_cools_down() {
         let guard = AuthGuard::new(&[]);

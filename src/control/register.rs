@@ -316,3 +316,58 @@ pub async fn register(
         None => refuse("node not found"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{Envelope, ImportedPreAuthKey, SecretHash};
+    use crate::store::record::sha256;
+
+    fn imported(state: &mut TailnetState, id: u64, prefix: &str, hash: SecretHash) {
+        state.apply(&Envelope {
+            seq: state.last_seq + 1,
+            at: Timestamp(1),
+            actor: Actor::System,
+            event: Event::PreAuthKeyImported(Box::new(ImportedPreAuthKey {
+                id: PreAuthKeyId(id),
+                user: None,
+                prefix: prefix.into(),
+                hash,
+                reusable: true,
+                ephemeral: false,
+                used: false,
+                used_by: None,
+                tags: vec!["tag:x".into()],
+                created_at: Timestamp(1),
+                expiration: None,
+            })),
+        });
+    }
+
+    #[tokio::test]
+    async fn headscale_pre_auth_keys_are_found_in_every_form() {
+        let mut state = TailnetState::default();
+        let secret = "s".repeat(64);
+        let bcrypt = SecretHash::Bcrypt(bcrypt::hash(&secret, 4).unwrap());
+        imported(&mut state, 1, "-bCdEf_hIjK1", bcrypt);
+        let legacy = "0123456789abcdef0123456789abcdef0123456789abcdef";
+        imported(
+            &mut state,
+            2,
+            "",
+            SecretHash::Sha256(sha256(legacy.as_bytes())),
+        );
+        let key = format!("hskey-auth--bCdEf_hIjK1-{secret}");
+        assert_eq!(find_pre_auth_key(&state, &key).await, Some(PreAuthKeyId(1)));
+        let wrong = format!("hskey-auth--bCdEf_hIjK1-{}", "t".repeat(64));
+        assert_eq!(find_pre_auth_key(&state, &wrong).await, None);
+        assert_eq!(
+            find_pre_auth_key(&state, legacy).await,
+            Some(PreAuthKeyId(2))
+        );
+        assert_eq!(
+            find_pre_auth_key(&state, &legacy.replace('0', "1")).await,
+            None
+        );
+    }
+}
