@@ -157,6 +157,7 @@ pub async fn import_on_first_start(config: &Config, engine: &EngineHandle) -> an
         source = %origin.describe(),
         log = %log_location(config),
         skipped = ?report.skipped,
+        renamed = ?report.renamed,
         "imported headscale's database: {report}; from now on we run on our own event log and never write headscale's database"
     );
     Ok(())

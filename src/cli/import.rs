@@ -82,6 +82,9 @@ pub async fn run(config: &Config, format: Format, command: &ImportCommand) -> an
             for line in &report.skipped {
                 println!("  skipped {line}");
             }
+            for line in &report.renamed {
+                println!("  renamed {line}");
+            }
             if let Some(noise) = noise {
                 println!(
                     "Noise key {noise}: {}",
@@ -100,6 +103,7 @@ pub async fn run(config: &Config, format: Format, command: &ImportCommand) -> an
                 "apiKeys": report.api_keys,
                 "policy": report.policy,
                 "skipped": report.skipped,
+                "renamed": report.renamed,
                 "noiseKey": noise,
             }),
         )?,

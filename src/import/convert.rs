@@ -44,6 +44,8 @@ pub struct Report {
     pub policy: bool,
     /// One line per row left out: table, id and why.
     pub skipped: Vec<String>,
+    /// One line per node imported under another given name than headscale's.
+    pub renamed: Vec<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -309,9 +311,9 @@ pub fn convert(source: &Source, now: Timestamp) -> Result<Converted, ImportError
             continue;
         }
         match node(row, id, &users, &keys) {
-            Ok(node) => {
+            Ok(mut node) => {
                 let reg = &node.registration;
-                if !node_keys.insert(reg.node_key) {
+                if node_keys.contains(&reg.node_key) {
                     skips.add("nodes", row, "its node key is another node's");
                     continue;
                 }
@@ -325,12 +327,21 @@ pub fn convert(source: &Source, now: Timestamp) -> Result<Converted, ImportError
                     skips.add("nodes", row, "its address is another node's");
                     continue;
                 }
-                if names.contains(&reg.given_name) {
-                    skips.add("nodes", row, "its given name is another node's");
-                    continue;
-                }
+                node_keys.insert(reg.node_key);
                 addresses.extend(ips);
-                names.insert(reg.given_name.clone());
+                // Given names are unique here (they are DNS names); a clash is resolved the
+                // way a new node's name is, never by leaving the node behind.
+                if names.contains(&reg.given_name) {
+                    let taken: HashSet<&str> = names.iter().map(String::as_str).collect();
+                    let unique = naming::unique_name(&reg.given_name, &taken);
+                    report.renamed.push(format!(
+                        "nodes id {id}: given name {:?} is another node's; imported as {unique:?}",
+                        reg.given_name
+                    ));
+                    node.registration.given_name = unique;
+                    node.given_name_by_admin = true;
+                }
+                names.insert(node.registration.given_name.clone());
                 report.nodes += 1;
                 events.push(Event::NodeImported(Box::new(node)));
             }
@@ -653,6 +664,21 @@ mod tests {
             Timestamp(2),
         );
         assert!(matches!(again, Err(crate::core::Rejection::LogNotEmpty(_))));
+    }
+
+    #[test]
+    fn a_given_name_clash_renames_the_node_instead_of_leaving_it_behind() {
+        let mut source = source();
+        source.nodes = vec![
+            node_row(5, "1", "100.64.0.5", &[("given_name", "twin")]),
+            node_row(9, "1", "100.64.0.9", &[("given_name", "twin")]),
+        ];
+        let converted = convert(&source, Timestamp(1)).unwrap();
+        assert_eq!(converted.report.nodes, 2);
+        assert_eq!(converted.report.renamed.len(), 1, "{:?}", converted.report);
+        let state = imported(converted.events);
+        assert_eq!(state.nodes[&NodeId(5)].given_name, "twin");
+        assert_eq!(state.nodes[&NodeId(9)].given_name, "twin-1");
     }
 
     #[test]
