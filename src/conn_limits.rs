@@ -196,7 +196,7 @@ impl ConnLimits {
     /// Takes one token of `ip`'s source's handshake bucket: `false` when it is empty.
     pub fn allow_handshake(&self, ip: IpAddr) -> bool {
         let checks = self.handshake_checks.fetch_add(1, Ordering::Relaxed) + 1;
-        if checks % HANDSHAKE_SWEEP_EVERY == 0 {
+        if checks.is_multiple_of(HANDSHAKE_SWEEP_EVERY) {
             self.handshakes.retain_recent();
             self.handshakes.shrink_to_fit();
         }

@@ -1,6 +1,7 @@
 //! A self-hosted Tailscale control server built on an append-only, hash-chained event log.
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod acme;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -60,6 +60,10 @@ pub struct Metrics {
     /// Start-up snapshots that differed from a full replay of the log (audit L11): each
     /// one is evidence of tampering by someone holding the signing key, or a bug.
     pub snapshot_mismatches: Counter,
+    /// ACME orders (first or renewal) that failed; the certificate in force stays (acme/).
+    pub acme_order_failures: Counter,
+    /// When the ACME certificate in force expires (Unix seconds); 0 before the first one.
+    pub acme_certificate_expiry: Gauge,
 }
 
 impl Metrics {
@@ -139,6 +143,18 @@ impl Metrics {
             "Bytes through the embedded DERP relay: received, sent",
             derp_bytes.clone(),
         );
+        let acme_order_failures = Counter::default();
+        let acme_certificate_expiry = Gauge::default();
+        registry.register(
+            "acme_order_failures",
+            "ACME certificate orders (first or renewal) that failed",
+            acme_order_failures.clone(),
+        );
+        registry.register(
+            "acme_certificate_expiry_timestamp_seconds",
+            "When the ACME certificate in force expires (Unix time)",
+            acme_certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             nodes_connected,
@@ -153,6 +169,8 @@ impl Metrics {
             derp_bytes,
             engine_up,
             snapshot_mismatches,
+            acme_order_failures,
+            acme_certificate_expiry,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `headscale serve`: wires config, keys, store, engine and listeners together, records
 //! start-up facts, and shuts down cleanly (final snapshot and checkpoint) on SIGTERM/SIGINT.
-//! SIGHUP reloads the policy file and the TLS certificate.
+//! SIGHUP reloads the policy file and the TLS certificate files (ACME certificates renew by
+//! themselves, `acme/`).
 
 use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
@@ -13,6 +14,7 @@ use crate::control::{self, server_key::ServerKey};
 use crate::core::event::{Allocation, CoreConfig};
 use crate::core::keys::Digest;
 use crate::core::{Actor, Command};
+use crate::derp::map_fetch::DerpMaps;
 use crate::engine::{self, Clock, EngineHandle, EngineOptions, SystemClock};
 use crate::keyfile;
 use crate::store::disk_store::DiskStore;
@@ -295,23 +297,20 @@ fn socket_dir_is_safe(mode: u32) -> bool {
     mode & 0o002 == 0 || mode & 0o1000 != 0
 }
 
-/// The DERP map handed to clients, as JSON.
-fn derp_map_json(config: &Config) -> anyhow::Result<serde_json::Value> {
-    let map = crate::derp::map::derp_map(config)?;
-    Ok(serde_json::to_value(map)?)
-}
-
 /// How long an interactive login waits for an admin (headscale: 15 min).
 const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Starts the map-stream fan-out and returns what the `/machine/*` handlers share.
-/// `file_records` are the records of `dns.extra_records_path` as read at start.
+/// `file_records` are the records of `dns.extra_records_path` as read at start, `derp_map`
+/// the DERP map built at start (`derp::map_fetch`).
 pub fn start_map_hub(
     config: &Config,
     engine: &EngineHandle,
     file_records: Option<&[ExtraRecord]>,
+    derp_map: &crate::tailcfg::derp::DerpMap,
 ) -> anyhow::Result<MachineContext> {
-    let mut context = control::netmap_context::netmap_context(config, &derp_map_json(config)?)?;
+    let mut context =
+        control::netmap_context::netmap_context(config, &serde_json::to_value(derp_map)?)?;
     if let Some(records) = file_records {
         context.dns_config =
             SharedJson::new(&control::netmap_context::dns_config_with(config, records))?;
@@ -476,6 +475,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.check_can_serve()?;
     let connection_limits = connection_limits(&config);
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     // Before the engine, so a bad file stops the start before anything is recorded.
@@ -483,11 +483,18 @@ pub async fn run(
         Some(path) => Some(RecordsFile::open(path)?),
         None => None,
     };
+    // Also before the engine: a bad derp.paths file stops the start; a derp.urls fetch that
+    // fails only leaves that URL's last good map (or none) in force.
+    let derp_maps = DerpMaps::start(&config, &data_dir(&config)).await?;
+    // ACME (tls_letsencrypt_hostname) refuses to start rather than serve without TLS; also
+    // before the engine, so nothing is recorded for a start that cannot serve.
+    let acme = crate::acme::setup(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let machine = start_map_hub(
         &config,
         &engine,
         extra_records.as_ref().map(RecordsFile::records),
+        derp_maps.current(),
     )?;
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
@@ -495,12 +502,15 @@ pub async fn run(
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =
         crate::derp::embedded::start(&config, &server_key.secret().to_bytes(), &engine).await?;
-    let certificates = match (&config.tls_cert_path, &config.tls_key_path) {
-        (Some(cert), Some(key)) => Some(crate::tls::TlsCertificates::load(cert, key)?),
+    let certificates = match (&config.tls_cert_path, &config.tls_key_path, &acme) {
+        (Some(cert), Some(key), _) => Some(crate::tls::CertificateSource::Files(
+            crate::tls::TlsCertificates::load(cert, key)?,
+        )),
+        (_, _, Some(acme)) => Some(crate::tls::CertificateSource::Acme(acme.resolver())),
         _ => None,
     };
     let tls = match &certificates {
-        Some(certificates) => Some(crate::tls::acceptor(certificates.clone())?),
+        Some(certificates) => Some(crate::tls::acceptor(certificates)?),
         None => None,
     };
 
@@ -526,6 +536,8 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // After listen_addr is bound: TLS-ALPN-01 challenges are answered there.
+    let acme_task = acme.map(|acme| acme.spawn(stop_rx.clone()));
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -550,6 +562,9 @@ pub async fn run(
             stopped(stop_rx.clone()),
         );
         tokio::spawn(watch);
+    }
+    if derp_maps.needs_refresh() {
+        tokio::spawn(derp_maps.run(machine.hub.clone(), stopped(stop_rx.clone())));
     }
     let metrics_server = metrics_listener.map(|listener| {
         let router = crate::debug_listener::router(crate::debug_listener::DebugContext {
@@ -604,7 +619,8 @@ pub async fn run(
                 }
                 if let Some(certificates) = &certificates {
                     match certificates.reload() {
-                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Ok(true) => tracing::info!("TLS certificate reloaded"),
+                        Ok(false) => {}
                         Err(error) => tracing::error!(%error, "TLS certificate not reloaded; the previous one stays in force"),
                     }
                 }
@@ -620,6 +636,9 @@ pub async fn run(
     }
     if let Some(stun_server) = stun_server {
         let _ = stun_server.await;
+    }
+    if let Some(acme_task) = acme_task {
+        let _ = acme_task.await;
     }
     engine.shutdown().await;
     let _ = std::fs::remove_file(&config.unix_socket);

@@ -1,7 +1,11 @@
-//! TLS on the main listener: loads `tls_cert_path`/`tls_key_path` (PEM) into a rustls acceptor
-//! (ring provider, ALPN `http/1.1`: the DERP client and the `/ts2021` upgrade speak HTTP/1.1),
-//! and re-reads them on SIGHUP so a renewed certificate needs no restart (audit L10).
-//! The accept loop, shared with plain TCP, is `listener.rs`.
+//! TLS on the main listener. The certificate comes from a [`CertificateSource`]: files
+//! (`tls_cert_path`/`tls_key_path`, PEM, re-read on SIGHUP so a renewed certificate needs no
+//! restart, audit L10) or built-in ACME (`tls_letsencrypt_hostname`, `src/acme/`, renewed in
+//! the background). [`server_config`] builds the rustls config (ring provider) for any ALPN
+//! list, so other TLS listeners (gRPC's `h2`) share the certificate; the main listener offers
+//! `http/1.1` (the DERP client and the `/ts2021` upgrade speak HTTP/1.1), plus `acme-tls/1`
+//! when TLS-ALPN-01 challenges are answered. The accept loop, shared with plain TCP, is
+//! `listener.rs`.
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -63,14 +67,57 @@ impl ResolvesServerCert for TlsCertificates {
     }
 }
 
-/// The acceptor for the main listener, serving whatever pair `certificates` holds.
-pub fn acceptor(certificates: Arc<TlsCertificates>) -> Result<TlsAcceptor, TlsError> {
+/// Where the served certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    /// `tls_cert_path`/`tls_key_path`, re-read by [`CertificateSource::reload`].
+    Files(Arc<TlsCertificates>),
+    /// Built-in ACME; the certificate changes by itself when renewed.
+    Acme(Arc<crate::acme::AcmeResolver>),
+}
+
+impl CertificateSource {
+    /// SIGHUP: re-reads certificate files; an ACME certificate needs nothing (`Ok(false)`).
+    /// `Ok(true)` when files were re-read.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        match self {
+            CertificateSource::Files(files) => files.reload().map(|()| true),
+            CertificateSource::Acme(_) => Ok(false),
+        }
+    }
+
+    fn resolver(&self) -> Arc<dyn ResolvesServerCert> {
+        match self {
+            CertificateSource::Files(files) => files.clone(),
+            CertificateSource::Acme(acme) => acme.clone(),
+        }
+    }
+}
+
+/// A rustls server config serving `source`'s current certificate (every handshake asks it),
+/// offering `alpn` in order, plus `acme-tls/1` when TLS-ALPN-01 challenges are answered.
+pub fn server_config(
+    source: &CertificateSource,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .with_cert_resolver(source.resolver());
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if let CertificateSource::Acme(acme) = source {
+        if acme.answers_tls_alpn() {
+            config
+                .alpn_protocols
+                .push(crate::acme::challenge::ACME_TLS_ALPN.to_vec());
+        }
+    }
+    Ok(Arc::new(config))
+}
+
+/// The acceptor for the main listener (ALPN `http/1.1`).
+pub fn acceptor(source: &CertificateSource) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(server_config(source, &[b"http/1.1"])?))
 }
 
 fn provider() -> Arc<CryptoProvider> {

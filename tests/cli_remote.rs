@@ -19,7 +19,7 @@ fn tls_server() -> (TestServer, std::path::PathBuf) {
         let cert = data.join("tls.crt");
         let key = data.join("tls.key");
         std::fs::write(&cert, certified.cert.pem()).unwrap();
-        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
         cert_path = Some(cert.clone());
         format!(
             "{base}\
@@ -232,7 +232,7 @@ fn sighup_reloads_a_renewed_certificate() {
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
     let key_path = cert.with_file_name("tls.key");
-    std::fs::write(&key_path, renewed.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&key_path, renewed.signing_key.serialize_pem()).unwrap();
     std::fs::write(&cert, renewed.cert.pem()).unwrap();
     let pid = server.pid().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGHUP) };
@@ -251,7 +251,7 @@ fn sighup_reloads_a_renewed_certificate() {
 
     // A key that does not match: the reload is refused, the renewed pair stays in force.
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(&key_path, other.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&key_path, other.signing_key.serialize_pem()).unwrap();
     unsafe { libc::kill(pid, libc::SIGHUP) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !server.log().contains("TLS certificate not reloaded") {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+mod acme;
 pub mod duration;
 pub mod extra_records;
 mod load;
@@ -20,6 +21,7 @@ mod scalar;
 mod tests;
 mod validate;
 
+pub use acme::{split_listen, AcmeChallenge, LETS_ENCRYPT_DIRECTORY};
 pub use load::{
     env_var_name, known_keys, load, load_str, process_env, resolve_path, resolve_path_with,
 };
@@ -51,6 +53,19 @@ pub struct Config {
     pub tls_cert_path: Option<PathBuf>,
     #[serde(deserialize_with = "opt_from_str")]
     pub tls_key_path: Option<PathBuf>,
+    /// Built-in ACME (`src/acme/`): the name to get a certificate for; unset = no ACME.
+    #[serde(deserialize_with = "opt_from_str")]
+    pub tls_letsencrypt_hostname: Option<String>,
+    /// Account key and certificates, in golang.org/x/crypto/acme/autocert's layout.
+    pub tls_letsencrypt_cache_dir: PathBuf,
+    /// `HTTP-01` or `TLS-ALPN-01`.
+    pub tls_letsencrypt_challenge_type: String,
+    /// The HTTP-01 listener (Go address syntax, `:http` = every address, port 80).
+    pub tls_letsencrypt_listen: String,
+    /// The ACME directory; empty = Let's Encrypt.
+    pub acme_url: String,
+    /// Contact address given to the ACME server; empty = none.
+    pub acme_email: String,
     /// CIDRs (or single IPs) whose forwarding headers we believe for the client address.
     pub trusted_proxies: Vec<String>,
     /// Accepted for compatibility; we never phone home anyway.
@@ -64,12 +79,26 @@ pub struct Config {
     pub log: LogConfig,
     pub node: NodeConfig,
     pub taildrop: TaildropConfig,
+    pub logtail: LogtailConfig,
+    pub auto_update: AutoUpdateConfig,
     pub cli: CliConfig,
     pub tuning: TuningConfig,
     pub api: ApiConfig,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
+    /// Security-relevant features the config asks for and this server lacks (an OIDC
+    /// issuer): `serve` refuses to start while any is listed ([`Config::check_can_serve`]),
+    /// but client commands may still use the file. Never a config key.
+    #[serde(skip)]
+    pub missing_features: Vec<MissingFeature>,
+}
+
+/// A key asking for a security-relevant feature we do not have, and why that stops `serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFeature {
+    pub key: String,
+    pub message: String,
 }
 
 /// TS2021 Noise identity of the server.
@@ -388,6 +417,36 @@ pub struct NodeConfig {
     pub ephemeral: EphemeralConfig,
     /// New nodes wait for an admin before they get a netmap.
     pub require_approval: bool,
+    pub routes: NodeRoutesConfig,
+}
+
+/// headscale's `node.routes`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeRoutesConfig {
+    pub ha: HaRoutesConfig,
+}
+
+/// headscale's HA subnet-router health probing (`node.routes.ha`). Accepted, not done: a
+/// primary router fails over when its map stream drops (after `tuning.node_offline_grace`),
+/// not when it stops answering pings. Values other than headscale's defaults are warned about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HaRoutesConfig {
+    /// Zero disables probing (in headscale).
+    #[serde(with = "duration")]
+    pub probe_interval: Duration,
+    #[serde(with = "duration")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HaRoutesConfig {
+    fn default() -> Self {
+        HaRoutesConfig {
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -438,6 +497,23 @@ impl Default for TuningConfig {
 #[serde(default)]
 pub struct TaildropConfig {
     /// When false the `file-sharing` capability is withheld from every node.
+    pub enabled: bool,
+}
+
+/// headscale's `logtail`: whether clients may upload their logs to Tailscale's log service.
+/// Off (the default) sends every client `Debug.DisableLogTail`, as headscale does.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogtailConfig {
+    pub enabled: bool,
+}
+
+/// headscale's `auto_update`: the tailnet's default for client auto-updates, sent to every
+/// node as the `default-auto-update` capability (`[true]` or `[false]`, always present, as
+/// headscale sends it). Clients keep a choice made locally.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoUpdateConfig {
     pub enabled: bool,
 }
 
@@ -531,6 +607,12 @@ impl Default for Config {
             unix_socket_permission: "0770".into(),
             tls_cert_path: None,
             tls_key_path: None,
+            tls_letsencrypt_hostname: None,
+            tls_letsencrypt_cache_dir: "/var/www/.cache".into(),
+            tls_letsencrypt_challenge_type: "HTTP-01".into(),
+            tls_letsencrypt_listen: ":http".into(),
+            acme_url: acme::LETS_ENCRYPT_DIRECTORY.into(),
+            acme_email: String::new(),
             trusted_proxies: Vec::new(),
             disable_check_updates: false,
             noise: NoiseConfig::default(),
@@ -542,10 +624,13 @@ impl Default for Config {
             log: LogConfig::default(),
             node: NodeConfig::default(),
             taildrop: TaildropConfig::default(),
+            logtail: LogtailConfig::default(),
+            auto_update: AutoUpdateConfig::default(),
             cli: CliConfig::default(),
             tuning: TuningConfig::default(),
             api: ApiConfig::default(),
             source_path: None,
+            missing_features: Vec::new(),
         }
     }
 }
@@ -703,6 +788,7 @@ impl Default for NodeConfig {
             expiry: Duration::ZERO,
             ephemeral: EphemeralConfig::default(),
             require_approval: false,
+            routes: NodeRoutesConfig::default(),
         }
     }
 }

@@ -116,6 +116,14 @@ impl Config {
                 obj(vec![("enabled", J::Bool(self.taildrop.enabled))]),
             ),
             (
+                "logtail",
+                obj(vec![("enabled", J::Bool(self.logtail.enabled))]),
+            ),
+            (
+                "auto_update",
+                obj(vec![("enabled", J::Bool(self.auto_update.enabled))]),
+            ),
+            (
                 "policy",
                 obj(vec![("mode", text(self.policy.mode.as_str()))]),
             ),
@@ -136,9 +144,13 @@ impl Config {
             "" => "off".to_string(),
             addr => addr.to_string(),
         };
-        let tls = match &self.tls_cert_path {
-            Some(cert) => format!(" (TLS: {})", cert.display()),
-            None => String::new(),
+        let tls = match (&self.tls_cert_path, &self.tls_letsencrypt_hostname) {
+            (Some(cert), _) => format!(" (TLS: {})", cert.display()),
+            (None, Some(host)) => format!(
+                " (TLS: ACME for {host}, {})",
+                self.tls_letsencrypt_challenge_type
+            ),
+            (None, None) => String::new(),
         };
         let policy = match (&self.policy.mode, &self.policy.path) {
             (PolicyMode::File, Some(path)) => format!("file {}", path.display()),
@@ -192,9 +204,19 @@ impl Config {
             (
                 "derp",
                 format!(
-                    "{embedded}; {} url(s), {} file(s)",
+                    "{embedded}; {} url(s), {} file(s){}",
                     self.derp.urls.len(),
-                    self.derp.paths.len()
+                    self.derp.paths.len(),
+                    if self.derp.auto_update_enabled
+                        && !(self.derp.urls.is_empty() && self.derp.paths.is_empty())
+                    {
+                        format!(
+                            ", refreshed every {}",
+                            duration::format(self.derp.update_frequency)
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             (

@@ -23,7 +23,7 @@ impl Config {
         }
     }
 
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin(),
             key: key.into(),
@@ -48,6 +48,16 @@ impl Config {
                 "unix_socket_permission",
                 format!("{text:?} must be an octal file mode such as 0770"),
             )),
+        }
+    }
+
+    /// Whether `serve` may start: not while the config asks for a security-relevant feature
+    /// this server lacks ([`Config::missing_features`], e.g. an OIDC issuer). Client commands
+    /// do not call this, so the CLI still works with such a file.
+    pub fn check_can_serve(&self) -> Result<(), ConfigError> {
+        match self.missing_features.first() {
+            Some(missing) => Err(self.invalid(&missing.key, missing.message.clone())),
+            None => Ok(()),
         }
     }
 
@@ -84,6 +94,7 @@ impl Config {
             }
             _ => {}
         }
+        warnings.extend(self.validate_acme()?);
         for proxy in &self.trusted_proxies {
             if proxy.parse::<IpNet>().is_err() && proxy.parse::<IpAddr>().is_err() {
                 return Err(self.invalid(
@@ -153,7 +164,43 @@ impl Config {
         // DNS.
         self.validate_dns(&server.host)?;
 
-        // DERP.
+        self.validate_derp(&mut warnings)?;
+
+        // Policy.
+        match (self.policy.mode, &self.policy.path) {
+            (PolicyMode::File, Some(path)) if !path.exists() => {
+                return Err(self.invalid(
+                    "policy.path",
+                    format!(
+                        "{:?} does not exist (policy.mode is file)",
+                        path.display().to_string()
+                    ),
+                ));
+            }
+            (PolicyMode::Database, Some(path)) => warnings.push(format!(
+                "policy.path {:?} is ignored because policy.mode is database",
+                path.display().to_string()
+            )),
+            _ => {}
+        }
+
+        // Nodes and logging.
+        self.validate_nodes(&mut warnings);
+        self.validate_timers()?;
+        if self.log.level_name().is_none() {
+            return Err(self.invalid(
+                "log.level",
+                format!(
+                    "{:?} must be one of trace, debug, info, warn, error",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// `derp.*`: the embedded relay's settings, the URLs and the refresh period.
+    fn validate_derp(&self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         let derp = &self.derp.server;
         if derp.enabled {
             check_host_port(&derp.stun_listen_addr).map_err(|problem| {
@@ -199,6 +246,13 @@ impl Config {
                     format!("entry {url:?} must start with http:// or https://"),
                 ));
             }
+            let parsed = url.parse::<hyper::Uri>();
+            if parsed.as_ref().map_or(true, |uri| uri.host().is_none()) {
+                return Err(self.invalid(
+                    "derp.urls",
+                    format!("entry {url:?} is not a valid URL with a host"),
+                ));
+            }
         }
         if self.derp.auto_update_enabled && self.derp.update_frequency.is_zero() {
             return Err(self.invalid(
@@ -213,26 +267,11 @@ impl Config {
                     .into(),
             );
         }
+        Ok(())
+    }
 
-        // Policy.
-        match (self.policy.mode, &self.policy.path) {
-            (PolicyMode::File, Some(path)) if !path.exists() => {
-                return Err(self.invalid(
-                    "policy.path",
-                    format!(
-                        "{:?} does not exist (policy.mode is file)",
-                        path.display().to_string()
-                    ),
-                ));
-            }
-            (PolicyMode::Database, Some(path)) => warnings.push(format!(
-                "policy.path {:?} is ignored because policy.mode is database",
-                path.display().to_string()
-            )),
-            _ => {}
-        }
-
-        // Nodes and logging.
+    /// `node.*` beyond the timers: what is accepted but done differently.
+    fn validate_nodes(&self, warnings: &mut Vec<String>) {
         let timeout = self.node.ephemeral.inactivity_timeout;
         if timeout < EPHEMERAL_TIMEOUT_MIN {
             warnings.push(format!(
@@ -242,17 +281,16 @@ impl Config {
                 duration::format(EPHEMERAL_TIMEOUT_MIN)
             ));
         }
-        self.validate_timers()?;
-        if self.log.level_name().is_none() {
-            return Err(self.invalid(
-                "log.level",
-                format!(
-                    "{:?} must be one of trace, debug, info, warn, error",
-                    self.log.level
-                ),
+        let ha = &self.node.routes.ha;
+        if !ha.probe_interval.is_zero() && *ha != super::HaRoutesConfig::default() {
+            warnings.push(format!(
+                "node.routes.ha asks for HA subnet routers to be probed every {} (timeout {}); \
+                 this server does not probe them: a primary router fails over when its map \
+                 stream drops (after tuning.node_offline_grace)",
+                duration::format(ha.probe_interval),
+                duration::format(ha.probe_timeout)
             ));
         }
-        Ok(warnings)
     }
 
     /// Timers that drive intervals and loops: zero would panic (`tokio::time::interval`) or

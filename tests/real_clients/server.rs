@@ -138,7 +138,8 @@ fn write_test_certificates(dir: &Path) -> PathBuf {
     params
         .subject_alt_names
         .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    let certificate = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let certificate = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("server.pem"), certificate.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
