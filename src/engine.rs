@@ -303,6 +303,7 @@ pub fn start(
     };
     std::thread::Builder::new()
         .name("engine-writer".into())
+        .stack_size(WRITER_STACK_BYTES)
         .spawn(move || {
             let ran =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(receiver)));
@@ -701,6 +702,11 @@ struct SnapshotChecker {
     delay: Duration,
     outcome: Arc<Mutex<SnapshotCheck>>,
 }
+
+/// Stack of the writer thread. Folding events into the persistent maps recurses (imbl's
+/// B-trees); without optimisation (debug builds) 2 MiB, the default, overflowed at ~70 nodes.
+/// Reserved address space, not memory: pages are touched only as deep as the code goes.
+const WRITER_STACK_BYTES: usize = 64 << 20;
 
 /// Records read per step of the check (the store is held only during a step).
 const CHECK_CHUNK: u64 = 4096;

@@ -13,6 +13,7 @@ pub mod debug_listener;
 pub mod derp;
 pub mod engine;
 pub mod grpc;
+pub mod import;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;

@@ -133,8 +133,59 @@ pub fn engine_options(config: &Config) -> EngineOptions {
     }
 }
 
-/// Starts the engine and records the start-up facts.
+/// Starts the engine and records the start-up facts. With `database.type: sqlite|postgres`
+/// and an empty log, the headscale database is imported first (`import_on_first_start`).
 pub async fn start_engine(config: &Config, options: EngineOptions) -> anyhow::Result<EngineHandle> {
+    let engine = open_engine(config, options)?;
+    import_on_first_start(config, &engine).await?;
+    record_start(config, &engine).await?;
+    Ok(engine)
+}
+
+/// Where the event log lives, for messages.
+pub fn log_location(config: &Config) -> String {
+    match config.database.backend() {
+        Some(crate::config::DatabaseKind::Postgres) => config.database.describe(),
+        _ => config.database.sled_path().display().to_string(),
+    }
+}
+
+/// `serve` on a headscale config: an empty log takes in headscale's database once (one log
+/// line); a log that already holds events ignores it (one log line saying so).
+pub async fn import_on_first_start(config: &Config, engine: &EngineHandle) -> anyhow::Result<()> {
+    let Some(source) = config.database.import_source() else {
+        return Ok(());
+    };
+    let seq = engine.state().last_seq;
+    if seq != 0 {
+        tracing::info!(
+            source = %crate::import::run::describe(&source),
+            log = %log_location(config),
+            seq,
+            "our event log already holds events: headscale's database is ignored (it was imported on the first start, or never needed)"
+        );
+        return Ok(());
+    }
+    let origin = crate::import::run::Origin::from_config(&source)?;
+    if !origin.exists() {
+        tracing::info!(source = %origin.describe(), log = %log_location(config), "no headscale database to import: starting with an empty log");
+        return Ok(());
+    }
+    let report = crate::import::run::import(engine, &origin)
+        .await
+        .with_context(|| format!("importing headscale's database ({})", origin.describe()))?;
+    tracing::info!(
+        source = %origin.describe(),
+        log = %log_location(config),
+        skipped = ?report.skipped,
+        renamed = ?report.renamed,
+        "imported headscale's database: {report}; from now on we run on our own event log and never write headscale's database"
+    );
+    Ok(())
+}
+
+/// Starts the engine over the configured store, without recording anything.
+pub fn open_engine(config: &Config, options: EngineOptions) -> anyhow::Result<EngineHandle> {
     let dir = data_dir(config);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
@@ -151,6 +202,11 @@ pub async fn start_engine(config: &Config, options: EngineOptions) -> anyhow::Re
         signing_key,
         options,
     )?;
+    Ok(engine)
+}
+
+/// `ServerStarted`, the config in force and, in file mode, the policy file.
+pub async fn record_start(config: &Config, engine: &EngineHandle) -> anyhow::Result<()> {
     engine
         .execute(
             Actor::System,
@@ -169,8 +225,8 @@ pub async fn start_engine(config: &Config, options: EngineOptions) -> anyhow::Re
             },
         )
         .await?;
-    load_policy_file(config, &engine).await?;
-    Ok(engine)
+    load_policy_file(config, engine).await?;
+    Ok(())
 }
 
 /// In file mode, records the policy file's content when it differs from the one in force.

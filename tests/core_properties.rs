@@ -5,7 +5,8 @@
 
 use headscale::core::command::normalize_routes;
 use headscale::core::event::{
-    Allocation, CoreConfig, NodeHostinfo, NodeRegistration, RegisterMethod,
+    Allocation, CoreConfig, ImportSummary, ImportedApiKey, ImportedNode, ImportedPreAuthKey,
+    ImportedUser, NodeHostinfo, NodeRegistration, RegisterMethod, SecretHash,
 };
 use headscale::core::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use headscale::core::keys::{Digest, MachineKey, NodeKey};
@@ -319,6 +320,114 @@ fn event() -> impl Strategy<Value = Event> {
                 picture_url,
             }
         ),
+        // --- import (headscale databases): the import events ---
+        (any::<u64>(), text(), text(), timestamp(), text(), text()).prop_map(
+            |(id, name, email, created_at, provider, provider_identifier)| {
+                Event::UserImported(Box::new(ImportedUser {
+                    id: UserId(id),
+                    display_name: name.clone(),
+                    name,
+                    email,
+                    picture_url: String::new(),
+                    created_at,
+                    provider,
+                    provider_identifier,
+                }))
+            }
+        ),
+        (
+            (
+                any::<u64>(),
+                option::of(any::<u64>()),
+                text(),
+                secret_hash()
+            ),
+            (
+                any::<[bool; 3]>(),
+                option::of(any::<u64>()),
+                vec(text(), 0..3)
+            ),
+            (timestamp(), option::of(timestamp())),
+        )
+            .prop_map(
+                |(
+                    (id, user, prefix, hash),
+                    ([reusable, ephemeral, used], used_by, tags),
+                    (created_at, expiration),
+                )| {
+                    Event::PreAuthKeyImported(Box::new(ImportedPreAuthKey {
+                        id: PreAuthKeyId(id),
+                        user: user.map(UserId),
+                        prefix,
+                        hash,
+                        reusable,
+                        ephemeral,
+                        used,
+                        used_by: used_by.map(NodeId),
+                        tags,
+                        created_at,
+                        expiration,
+                    }))
+                }
+            ),
+        (
+            any::<u64>(),
+            text(),
+            secret_hash(),
+            timestamp(),
+            option::of(timestamp())
+        )
+            .prop_map(|(id, prefix, hash, created_at, expiration)| {
+                Event::ApiKeyImported(Box::new(ImportedApiKey {
+                    id: ApiKeyId(id),
+                    prefix,
+                    hash,
+                    created_at,
+                    expiration,
+                }))
+            }),
+        (
+            registration(),
+            timestamp(),
+            option::of(timestamp()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(registration, created_at, last_seen, given_name_by_admin)| {
+                    Event::NodeImported(Box::new(ImportedNode {
+                        registration,
+                        created_at,
+                        last_seen,
+                        given_name_by_admin,
+                    }))
+                }
+            ),
+        (text(), any::<[u64; 5]>(), any::<[u64; 4]>(), any::<bool>()).prop_map(
+            |(schema, [users, nodes, pre_auth_keys, api_keys, skipped], next, policy)| {
+                Event::Imported(Box::new(ImportSummary {
+                    source: "sqlite".into(),
+                    schema,
+                    users,
+                    nodes,
+                    pre_auth_keys,
+                    api_keys,
+                    policy,
+                    skipped,
+                    next_user: next[0],
+                    next_node: next[1],
+                    next_pre_auth_key: next[2],
+                    next_api_key: next[3],
+                }))
+            }
+        ),
+    ]
+}
+
+/// Either hash kind of a key secret (import).
+fn secret_hash() -> impl Strategy<Value = SecretHash> {
+    prop_oneof![
+        digest().prop_map(SecretHash::Sha256),
+        text().prop_map(SecretHash::Bcrypt),
     ]
 }
 

@@ -370,9 +370,11 @@ fn regenerate() {
     let envelopes = run_script(lifecycle_script());
     let kinds: std::collections::BTreeSet<&str> =
         envelopes.iter().map(|e| e.event.kind()).collect();
+    // The import events have their own golden log (`v0-import`, written by
+    // tests/import_headscale.rs), since an import only goes into an empty log.
     let missing: Vec<&&str> = Event::KINDS
         .iter()
-        .filter(|k| !kinds.contains(**k))
+        .filter(|k| !kinds.contains(**k) && !k.ends_with("Imported"))
         .collect();
     assert!(
         missing.is_empty(),

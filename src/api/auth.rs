@@ -1,5 +1,6 @@
-//! Bearer API keys on the TCP listener: `hskey-api-<prefix>-<secret>`, looked up by prefix
-//! and compared by hash in constant time (with a dummy compare for unknown prefixes).
+//! Bearer API keys on the TCP listener: `hskey-api-<prefix>-<secret>` (or headscale's legacy
+//! `<prefix>.<secret>`), looked up by prefix and compared by hash in constant time (with a
+//! dummy compare for unknown prefixes); keys imported from headscale are checked by bcrypt.
 //! Repeated failures from one source (an IPv4 address, or an IPv6 /64) are answered 429 with
 //! `Retry-After` until the source cools down. The secrets are far too long to guess, so this
 //! limiter protects the logs and the CPU, not the keys: a *valid* key is always let through,
@@ -206,20 +207,36 @@ pub enum KeyRefusal {
 /// Checks the `authorization: Bearer <key>` of `request` (REST and gRPC alike): the key's id
 /// when it is valid now (its last use is recorded), else why not, with the failure counted
 /// against the request's source.
-pub fn verify_bearer(ctx: &ApiContext, request: &Request) -> Result<ApiKeyId, KeyRefusal> {
+pub fn verify_bearer<'a>(
+    ctx: &'a ApiContext,
+    request: &Request,
+) -> impl std::future::Future<Output = Result<ApiKeyId, KeyRefusal>> + Send + 'a {
+    // Everything needed from the request is taken before the future: a request body is not
+    // `Sync`, so a future holding `&Request` would not be `Send`.
+    let header: Option<String> = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or("").to_string());
+    let source = ctx.auth.source(request);
+    async move { verify_token(ctx, header.as_deref(), source).await }
+}
+
+async fn verify_token(
+    ctx: &ApiContext,
+    header: Option<&str>,
+    source: IpAddr,
+) -> Result<ApiKeyId, KeyRefusal> {
     let guard = &ctx.auth;
-    let header = match request.headers().get(AUTHORIZATION) {
-        None => None,
-        Some(value) => Some(value.to_str().unwrap_or("")),
-    };
     let state = ctx.state_at(None).map_err(KeyRefusal::Unavailable)?;
     let at = ctx.now();
     let token = header.and_then(|h| h.strip_prefix("Bearer "));
-    let key = token.and_then(|token| authenticate_api_key(&state, token, at));
+    let key = match token {
+        Some(token) => authenticate_api_key(&state, token, at).await,
+        None => None,
+    };
     let Some(id) = key else {
         // Only a failure consults the limiter: a valid key is let through even from a source
         // that is locked out (the limiter guards the logs and the CPU, not the secrets).
-        let source = guard.source(request);
         let now = Instant::now();
         let was_locked = guard.locked_for(source, now).is_some();
         if let Some(wait) = guard.fail(source, now) {
@@ -252,7 +269,7 @@ pub async fn require_api_key(
     if !request.uri().path().starts_with("/api/") {
         return next.run(request).await;
     }
-    match verify_bearer(&ctx, &request) {
+    match verify_bearer(&ctx, &request).await {
         Ok(id) => {
             request.extensions_mut().insert(Actor::ApiKey(id));
             next.run(request).await
@@ -265,17 +282,72 @@ pub async fn require_api_key(
     }
 }
 
-/// Checks an API key against the state; the key's id when it is valid now.
-pub fn authenticate_api_key(state: &State, token: &str, now: Timestamp) -> Option<ApiKeyId> {
-    let (prefix, secret) = crate::secrets::split_key(token, crate::secrets::API_KEY_KIND)?;
+/// Checks an API key against the state; the key's id when it is valid now. Our keys and
+/// headscale's (`hskey-api-…` with a mixed-case prefix, or legacy `<prefix>.<secret>`, bcrypt
+/// hashed) are accepted; a bcrypt check runs off the runtime workers (`secrets::Verifier`).
+pub async fn authenticate_api_key(state: &State, token: &str, now: Timestamp) -> Option<ApiKeyId> {
+    let (prefix, secret) = crate::secrets::split_api_key(token)?;
     let key = state.api_key_by_prefix(prefix);
-    let matches = crate::secrets::secret_matches(secret, key.map(|k| &k.secret_hash));
+    let hash = key.map(|k| state.api_key_hash(k));
+    let key_ref = crate::secrets::KeyRef::Api(key.map_or(0, |k| k.id.0));
+    let matches = crate::secrets::verifier()
+        .matches(key_ref, secret, hash.as_ref())
+        .await;
     key.filter(|k| matches && k.expiration > now).map(|k| k.id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state holding one imported (bcrypt) API key.
+    fn with_imported_key(prefix: &str, secret: &str, expiration: Option<Timestamp>) -> State {
+        use crate::core::event::{Envelope, Event, ImportedApiKey, SecretHash};
+        let mut state = State::default();
+        state.apply(&Envelope {
+            seq: 1,
+            at: Timestamp(1),
+            actor: Actor::System,
+            event: Event::ApiKeyImported(Box::new(ImportedApiKey {
+                id: ApiKeyId(3),
+                prefix: prefix.into(),
+                hash: SecretHash::Bcrypt(bcrypt::hash(secret, 4).unwrap()),
+                created_at: Timestamp(1),
+                expiration,
+            })),
+        });
+        state
+    }
+
+    #[tokio::test]
+    async fn headscale_api_keys_authenticate_in_both_forms() {
+        let now = Timestamp(1_000);
+        let secret = "x".repeat(64);
+        // Current form: a mixed-case prefix with a dash inside, cut at 12 characters.
+        let state = with_imported_key("Ab-dEF_h1k2z", &secret, None);
+        let key = format!("hskey-api-Ab-dEF_h1k2z-{secret}");
+        assert_eq!(
+            authenticate_api_key(&state, &key, now).await,
+            Some(ApiKeyId(3))
+        );
+        let lower = format!("hskey-api-ab-def_h1k2z-{secret}");
+        assert_eq!(authenticate_api_key(&state, &lower, now).await, None);
+        let wrong = format!("hskey-api-Ab-dEF_h1k2z-{}", "y".repeat(64));
+        assert_eq!(authenticate_api_key(&state, &wrong, now).await, None);
+        // Legacy form `<7>.<secret>`; a NULL expiration never expires.
+        let state = with_imported_key("abcdefg", "legacysecret", None);
+        let far = Timestamp(4_000_000_000_000);
+        assert_eq!(
+            authenticate_api_key(&state, "abcdefg.legacysecret", far).await,
+            Some(ApiKeyId(3))
+        );
+        // An expired one is refused.
+        let state = with_imported_key("abcdefg", "legacysecret", Some(Timestamp(10)));
+        assert_eq!(
+            authenticate_api_key(&state, "abcdefg.legacysecret", now).await,
+            None
+        );
+    }
 
     #[test]
     fn a_source_is_locked_out_after_the_limit_and_cools_down() {

@@ -404,10 +404,13 @@ fn api_key_id(
 ) -> Result<ApiKeyId, ApiError> {
     let state = ctx.state_at(None)?;
     // Listings show `hskey-api-<prefix>-***`; either form names the key.
-    let prefix = prefix.map(|p| {
-        p.strip_prefix("hskey-api-")
-            .and_then(|p| p.strip_suffix("-***"))
-            .unwrap_or(p)
+    // headscale's prefixes are 12 base64url characters (mixed case, may contain `-`): after
+    // `hskey-api-` the prefix is the next 12 characters, not the text up to a `-`.
+    let prefix = prefix.map(|p| match p.strip_prefix("hskey-api-") {
+        Some(rest) if rest.is_char_boundary(secrets::PREFIX_LEN.min(rest.len())) => {
+            &rest[..secrets::PREFIX_LEN.min(rest.len())]
+        }
+        _ => p,
     });
     match (
         id.filter(|s| !s.is_empty() && *s != "0"),

@@ -70,6 +70,9 @@ pub enum Command {
     /// Debugging aids.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Bring another server's database into an empty event log (offline).
+    #[command(subcommand)]
+    Import(super::import::ImportCommand),
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! Every failure ends as one readable line on stderr and a non-zero exit (see `main.rs`).
 
 pub mod args;
+pub mod import;
 pub mod output;
 pub mod prompt;
 pub mod remote;
@@ -386,6 +387,10 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     if let Command::Events(EventsCommand::Salvage { write }) = &cli.command {
         // Offline: the server refuses to start on a damaged log, so there is no API.
         return salvage(config, cli.output, *write);
+    }
+    if let Command::Import(command) = &cli.command {
+        // Offline: writes the first batch of an empty log, with no server running.
+        return import::run(config, cli.output, command).await;
     }
     let api = Transport::connect(config).await?;
     let format = cli.output;

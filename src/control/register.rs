@@ -44,13 +44,25 @@ fn registered_hostinfo(request: &RegisterRequest) -> Result<NodeHostinfo, limits
     limits::normalise_hostinfo(request.hostinfo.as_ref(), limits::Mode::Refuse).map(|n| n.hostinfo)
 }
 
-/// The pre-auth key an `hskey-auth-…` text names, if its secret matches.
-fn find_pre_auth_key(state: &TailnetState, text: &str) -> Option<PreAuthKeyId> {
-    let (prefix, secret) = secrets::split_key(text, secrets::PRE_AUTH_KEY_KIND)?;
-    let key = state.pre_auth_key_by_prefix(prefix);
-    secrets::secret_matches(secret, key.map(|k| &k.secret_hash))
-        .then(|| key.map(|k| k.id))
-        .flatten()
+/// The pre-auth key an `hskey-auth-…` text (or headscale's legacy plaintext key) names, if
+/// its secret matches; bcrypt-hashed imported keys are checked off the runtime workers.
+async fn find_pre_auth_key(state: &TailnetState, text: &str) -> Option<PreAuthKeyId> {
+    match secrets::parse_auth_key(text)? {
+        secrets::PresentedAuthKey::Prefixed { prefix, secret } => {
+            let key = state.pre_auth_key_by_prefix(prefix);
+            let hash = key.map(|k| state.pre_auth_key_hash(k));
+            let key_ref = secrets::KeyRef::PreAuth(key.map_or(0, |k| k.id.0));
+            let matches = secrets::verifier()
+                .matches(key_ref, secret, hash.as_ref())
+                .await;
+            key.filter(|_| matches).map(|k| k.id)
+        }
+        // Legacy keys are stored as the SHA-256 of the whole text under the empty prefix.
+        secrets::PresentedAuthKey::Legacy(whole) => state
+            .pre_auth_keys_with_prefix("")
+            .find(|k| secrets::secret_matches(whole, Some(&k.secret_hash)))
+            .map(|k| k.id),
+    }
 }
 
 fn success(state: &TailnetState, node: &Node, now: Timestamp) -> Response {
@@ -230,7 +242,7 @@ pub async fn register(
         .map(|a| a.auth_key.trim())
         .filter(|k| !k.is_empty());
     let node_id = if let Some(text) = auth_key {
-        let Some(key) = find_pre_auth_key(&state, text) else {
+        let Some(key) = find_pre_auth_key(&state, text).await else {
             return refuse("invalid or unknown auth key");
         };
         let entropy = rand::thread_rng().next_u64();
@@ -302,5 +314,60 @@ pub async fn register(
     match state.nodes.get(&node_id) {
         Some(node) => success(&state, node, SystemClock.now()),
         None => refuse("node not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{Envelope, ImportedPreAuthKey, SecretHash};
+    use crate::store::record::sha256;
+
+    fn imported(state: &mut TailnetState, id: u64, prefix: &str, hash: SecretHash) {
+        state.apply(&Envelope {
+            seq: state.last_seq + 1,
+            at: Timestamp(1),
+            actor: Actor::System,
+            event: Event::PreAuthKeyImported(Box::new(ImportedPreAuthKey {
+                id: PreAuthKeyId(id),
+                user: None,
+                prefix: prefix.into(),
+                hash,
+                reusable: true,
+                ephemeral: false,
+                used: false,
+                used_by: None,
+                tags: vec!["tag:x".into()],
+                created_at: Timestamp(1),
+                expiration: None,
+            })),
+        });
+    }
+
+    #[tokio::test]
+    async fn headscale_pre_auth_keys_are_found_in_every_form() {
+        let mut state = TailnetState::default();
+        let secret = "s".repeat(64);
+        let bcrypt = SecretHash::Bcrypt(bcrypt::hash(&secret, 4).unwrap());
+        imported(&mut state, 1, "-bCdEf_hIjK1", bcrypt);
+        let legacy = "0123456789abcdef0123456789abcdef0123456789abcdef";
+        imported(
+            &mut state,
+            2,
+            "",
+            SecretHash::Sha256(sha256(legacy.as_bytes())),
+        );
+        let key = format!("hskey-auth--bCdEf_hIjK1-{secret}");
+        assert_eq!(find_pre_auth_key(&state, &key).await, Some(PreAuthKeyId(1)));
+        let wrong = format!("hskey-auth--bCdEf_hIjK1-{}", "t".repeat(64));
+        assert_eq!(find_pre_auth_key(&state, &wrong).await, None);
+        assert_eq!(
+            find_pre_auth_key(&state, legacy).await,
+            Some(PreAuthKeyId(2))
+        );
+        assert_eq!(
+            find_pre_auth_key(&state, &legacy.replace('0', "1")).await,
+            None
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! state, turned into the events that record the outcome, or refused with a `Rejection`.
 //! Pure: time, entropy and hashed secrets come in with the command.
 
-use super::event::{CoreConfig, Event, NodeHostinfo, NodeRegistration, RegisterMethod};
+use super::event::{
+    Actor, CoreConfig, Envelope, Event, NodeHostinfo, NodeRegistration, RegisterMethod,
+};
 use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use super::ipalloc::{allocate_v4, allocate_v6};
 use super::keys::{Digest, MachineKey, NodeKey};
@@ -156,6 +158,11 @@ pub enum Command {
     ReplacePolicy {
         text: String,
     },
+    /// Brings a headscale database over (`src/import/` turns its rows into these events):
+    /// only into an empty log, only import events, and its policy must be valid here.
+    Import {
+        events: Vec<Event>,
+    },
 }
 
 /// Why a command was refused. Variants are part of the API contract: each maps to one HTTP
@@ -211,6 +218,11 @@ pub enum Rejection {
     /// A node key identifies one node: another node already has this one.
     #[error("node key {} is already in use by another node; log out and log in again to get a new one", .0.short())]
     NodeKeyInUse(NodeKey),
+    /// An import goes only into a log with nothing in it.
+    #[error("the event log already holds {0} event(s): a second import into a non-empty log is refused (start from an empty data directory)")]
+    LogNotEmpty(u64),
+    #[error("invalid import: {0}")]
+    InvalidImport(String),
 }
 
 /// The kind of HTTP answer a rejection deserves.
@@ -233,7 +245,8 @@ impl Rejection {
             | UserHasNodes { .. }
             | NodeNameTaken(_)
             | AddressSpaceExhausted(_)
-            | NodeKeyInUse(_) => RejectionKind::Conflict,
+            | NodeKeyInUse(_)
+            | LogNotEmpty(_) => RejectionKind::Conflict,
             PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
             _ => RejectionKind::Invalid,
         }
@@ -688,6 +701,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
                 node_key: *node_key,
             }])
         }
+        Command::Import { events } => decide_import(state, events),
         Command::ReplacePolicy { text } => {
             if state.policy.as_ref().is_some_and(|p| p.text == *text) {
                 return Ok(vec![]);
@@ -987,4 +1001,42 @@ fn allocate_addresses(
         None => None,
     };
     Ok((ipv4, ipv6))
+}
+
+/// `Command::Import`: the events as given, into an empty log only; anything but import events
+/// is refused, and so is a policy that would not be accepted here (the policy in force is
+/// always valid).
+fn decide_import(state: &State, events: &[Event]) -> Result<Vec<Event>, Rejection> {
+    if state.last_seq != 0 {
+        return Err(Rejection::LogNotEmpty(state.last_seq));
+    }
+    let mut imported = state.clone();
+    for event in events {
+        match event {
+            Event::UserImported(_)
+            | Event::PreAuthKeyImported(_)
+            | Event::ApiKeyImported(_)
+            | Event::NodeImported(_)
+            | Event::PolicyReplaced { .. }
+            | Event::Imported(_) => {}
+            other => {
+                return Err(Rejection::InvalidImport(format!(
+                    "{} is not an import event",
+                    other.kind()
+                )))
+            }
+        }
+        imported.apply(&Envelope {
+            seq: 0,
+            at: Timestamp::EPOCH,
+            actor: Actor::System,
+            event: event.clone(),
+        });
+    }
+    if let Some(policy) = &imported.policy {
+        crate::core::policy::check_for_state(&policy.text, &imported).map_err(|e| {
+            Rejection::InvalidImport(format!("headscale's policy is not valid here: {e}"))
+        })?;
+    }
+    Ok(events.to_vec())
 }

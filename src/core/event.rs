@@ -237,6 +237,105 @@ pub enum Event {
         email: String,
         picture_url: String,
     },
+    /// A user brought over from a headscale database, with its original creation time and
+    /// identity-provider binding (so OIDC logins find the same user again).
+    UserImported(Box<ImportedUser>),
+    /// A pre-auth key brought over from headscale: its hash may be bcrypt, its expiry may be
+    /// absent, and it may already be spent.
+    PreAuthKeyImported(Box<ImportedPreAuthKey>),
+    /// An API key brought over from headscale (bcrypt hash; optional expiry).
+    ApiKeyImported(Box<ImportedApiKey>),
+    /// A node brought over from headscale with its original id, keys, addresses and times.
+    NodeImported(Box<ImportedNode>),
+    /// Marks the end of an import batch: where it came from, what it held, and where the id
+    /// counters continue (after the highest id the source ever handed out, deleted rows too).
+    Imported(Box<ImportSummary>),
+}
+
+/// How a key's secret is checked. Our own keys store SHA-256 (the secrets are 64 random
+/// characters, so a fast hash is enough); keys imported from headscale keep its bcrypt hash,
+/// which cannot be converted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SecretHash {
+    Sha256(Digest),
+    /// A modular-crypt bcrypt string (`$2a$10$…`).
+    Bcrypt(String),
+}
+
+/// `UserImported`'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedUser {
+    pub id: UserId,
+    pub name: String,
+    pub display_name: String,
+    pub email: String,
+    pub picture_url: String,
+    pub created_at: Timestamp,
+    /// headscale's `provider` (`oidc`, or empty for CLI-made users).
+    pub provider: String,
+    /// headscale's `provider_identifier` (the OIDC issuer + subject), empty when none.
+    pub provider_identifier: String,
+}
+
+/// `PreAuthKeyImported`'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedPreAuthKey {
+    pub id: PreAuthKeyId,
+    pub user: Option<UserId>,
+    /// Empty for headscale's legacy plaintext keys (looked up by hash instead).
+    pub prefix: String,
+    pub hash: SecretHash,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    pub used: bool,
+    /// The node a spent one-off key registered, when the source says.
+    pub used_by: Option<NodeId>,
+    pub tags: Vec<String>,
+    pub created_at: Timestamp,
+    /// `None`: never expires.
+    pub expiration: Option<Timestamp>,
+}
+
+/// `ApiKeyImported`'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedApiKey {
+    pub id: ApiKeyId,
+    /// 12 characters (`hskey-api-` keys) or 7 (legacy `prefix.secret` keys); mixed case.
+    pub prefix: String,
+    pub hash: SecretHash,
+    pub created_at: Timestamp,
+    /// `None`: never expires.
+    pub expiration: Option<Timestamp>,
+}
+
+/// `NodeImported`'s fields: the registration plus what only an import knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedNode {
+    pub registration: NodeRegistration,
+    pub created_at: Timestamp,
+    pub last_seen: Option<Timestamp>,
+    /// The given name differs from the one the hostname would give (an admin renamed it).
+    pub given_name_by_admin: bool,
+}
+
+/// Counters of one import and where ids continue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    /// `sqlite` or `postgres`.
+    pub source: String,
+    /// The newest headscale migration id the source database records.
+    pub schema: String,
+    pub users: u64,
+    pub nodes: u64,
+    pub pre_auth_keys: u64,
+    pub api_keys: u64,
+    pub policy: bool,
+    /// Rows left out (soft-deleted or unparsable), as shown in the import's report.
+    pub skipped: u64,
+    pub next_user: u64,
+    pub next_node: u64,
+    pub next_pre_auth_key: u64,
+    pub next_api_key: u64,
 }
 
 impl Event {
@@ -268,6 +367,11 @@ impl Event {
             Event::RoutesApproved { .. } => "RoutesApproved",
             Event::PolicyReplaced { .. } => "PolicyReplaced",
             Event::UserProfileChanged { .. } => "UserProfileChanged",
+            Event::UserImported(_) => "UserImported",
+            Event::PreAuthKeyImported(_) => "PreAuthKeyImported",
+            Event::ApiKeyImported(_) => "ApiKeyImported",
+            Event::NodeImported(_) => "NodeImported",
+            Event::Imported(_) => "Imported",
         }
     }
 
@@ -298,12 +402,18 @@ impl Event {
         "RoutesApproved",
         "PolicyReplaced",
         "UserProfileChanged",
+        "UserImported",
+        "PreAuthKeyImported",
+        "ApiKeyImported",
+        "NodeImported",
+        "Imported",
     ];
 
     /// The node this event is about, if any (for `events list --node`).
     pub fn node(&self) -> Option<NodeId> {
         match self {
             Event::NodeRegistered(reg) => Some(reg.id),
+            Event::NodeImported(node) => Some(node.registration.id),
             Event::PreAuthKeyUsed { node, .. } => Some(*node),
             Event::NodeReauthenticated { id, .. }
             | Event::NodeKeyRotated { id, .. }
@@ -328,6 +438,9 @@ impl Event {
             | Event::UserDeleted { id } => Some(*id),
             Event::PreAuthKeyCreated { user, .. } => *user,
             Event::NodeRegistered(reg) => reg.user,
+            Event::UserImported(user) => Some(user.id),
+            Event::PreAuthKeyImported(key) => key.user,
+            Event::NodeImported(node) => node.registration.user,
             Event::NodeMoved { user, .. } => Some(*user),
             _ => None,
         }

@@ -3,14 +3,17 @@
 //! rebuilds exactly the state the server had at that point. Persistent maps (`imbl`) make a
 //! clone O(1), which is how the engine publishes a new state after every batch.
 
-use super::event::{CoreConfig, Envelope, Event, NodeHostinfo, RegisterMethod};
+use super::event::{
+    CoreConfig, Envelope, Event, ImportSummary, NodeHostinfo, RegisterMethod, SecretHash,
+};
 use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use super::keys::{Digest, MachineKey, NodeKey};
 use super::policy::Policy;
 use super::time::Timestamp;
 use imbl::{OrdMap, OrdSet};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -150,7 +153,7 @@ impl Default for NextIds {
 /// Change it only through `apply` (code that builds one by hand, as some tests and
 /// benchmarks do, calls `rebuild_index` afterwards): `apply` keeps the derived lookups in
 /// step with the maps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(from = "StateFields")]
 pub struct State {
     /// The seq of the last applied event (0 for the empty log).
@@ -168,10 +171,72 @@ pub struct State {
     pub policy: Option<PolicyDocument>,
     pub config: AppliedConfig,
     pub next_ids: NextIds,
+    /// What only an import from headscale records (bcrypt hashes, OIDC identities, ...).
+    /// Left out of the readable form while empty, so states without an import keep their
+    /// golden JSON; always present in the binary snapshot (bincode has no optional fields).
+    pub extras: Extras,
     /// Derived lookups by key, name and prefix: never serialised (the snapshot and golden
     /// shapes are the fields above), rebuilt on decode, kept up to date by `apply`.
     #[serde(skip)]
     index: Index,
+}
+
+/// A user's binding to an identity provider, as headscale recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// `oidc` for users made by an OIDC login.
+    pub provider: String,
+    /// The issuer and subject headscale matched on login.
+    pub provider_identifier: String,
+}
+
+/// Facts only imports record, kept beside the main maps so that the shape of `User`,
+/// `PreAuthKey`, `ApiKey` and `Node` (and every snapshot of a log without an import) is
+/// unchanged. Entries go with the user, key or node they describe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Extras {
+    /// OIDC identities of imported users, so a later OIDC login finds the same user.
+    pub identities: OrdMap<UserId, Identity>,
+    /// Pre-auth keys whose secret is checked otherwise than by `secret_hash` (bcrypt).
+    pub pre_auth_key_hashes: OrdMap<PreAuthKeyId, SecretHash>,
+    /// API keys whose secret is checked otherwise than by `secret_hash` (bcrypt).
+    pub api_key_hashes: OrdMap<ApiKeyId, SecretHash>,
+    /// When an imported node was last seen by headscale (until it connects to us).
+    pub node_last_seen: OrdMap<NodeId, Timestamp>,
+    /// The import this log started from, if any.
+    pub import: Option<ImportSummary>,
+}
+
+impl Extras {
+    pub fn is_empty(&self) -> bool {
+        self == &Extras::default()
+    }
+}
+
+/// A key expiry of "never" (headscale's NULL expiration), far enough away that every
+/// comparison treats it as the future, and still a valid RFC 3339 time.
+pub const NEVER_EXPIRES: Timestamp = Timestamp(253_402_300_799_000);
+
+/// Serialised as derived would, except that the readable form (JSON: golden snapshots,
+/// `/api/v1/state`) leaves `extras` out while it is empty.
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let with_extras = !serializer.is_human_readable() || !self.extras.is_empty();
+        let mut fields = serializer.serialize_struct("State", 9 + usize::from(with_extras))?;
+        fields.serialize_field("last_seq", &self.last_seq)?;
+        fields.serialize_field("last_at", &self.last_at)?;
+        fields.serialize_field("users", &self.users)?;
+        fields.serialize_field("pre_auth_keys", &self.pre_auth_keys)?;
+        fields.serialize_field("api_keys", &self.api_keys)?;
+        fields.serialize_field("nodes", &self.nodes)?;
+        fields.serialize_field("policy", &self.policy)?;
+        fields.serialize_field("config", &self.config)?;
+        fields.serialize_field("next_ids", &self.next_ids)?;
+        if with_extras {
+            fields.serialize_field("extras", &self.extras)?;
+        }
+        fields.end()
+    }
 }
 
 /// `State`'s serialised fields, in the same order: decoding goes through here so that the
@@ -191,6 +256,8 @@ struct StateFields {
     policy: Option<PolicyDocument>,
     config: AppliedConfig,
     next_ids: NextIds,
+    #[serde(default)]
+    extras: Extras,
 }
 
 impl From<StateFields> for State {
@@ -205,6 +272,7 @@ impl From<StateFields> for State {
             policy: fields.policy,
             config: fields.config,
             next_ids: fields.next_ids,
+            extras: fields.extras,
             index: Index::default(),
         };
         state.rebuild_index();
@@ -498,6 +566,7 @@ impl State {
                 if let Some(user) = self.users.remove(id) {
                     self.index.user_names.remove(&(user.name, *id));
                 }
+                self.extras.identities.remove(id);
                 // A deleted user's keys can never register anything again; they go with it.
                 let owned: Vec<PreAuthKeyId> = self
                     .pre_auth_keys
@@ -567,6 +636,7 @@ impl State {
                 if let Some(old) = self.api_keys.remove(id) {
                     self.index.api_key_prefixes.remove(&(old.prefix, *id));
                 }
+                self.extras.api_key_hashes.remove(id);
                 self.index.api_key_prefixes.insert((prefix.clone(), *id));
                 self.api_keys.insert(
                     *id,
@@ -588,6 +658,7 @@ impl State {
                 if let Some(old) = self.api_keys.remove(id) {
                     self.index.api_key_prefixes.remove(&(old.prefix, *id));
                 }
+                self.extras.api_key_hashes.remove(id);
             }
             Event::NodeRegistered(reg) => {
                 self.next_ids.node = self.next_ids.node.max(reg.id.0.saturating_add(1));
@@ -692,6 +763,138 @@ impl State {
                 });
                 self.index.policy = parse_policy(self.policy.as_ref());
             }
+            Event::UserImported(user) => self.apply_user_imported(user),
+            Event::PreAuthKeyImported(key) => self.apply_pre_auth_key_imported(key),
+            Event::ApiKeyImported(key) => self.apply_api_key_imported(key),
+            Event::NodeImported(node) => self.apply_node_imported(node),
+            Event::Imported(summary) => {
+                let next = &mut self.next_ids;
+                next.user = next.user.max(summary.next_user);
+                next.node = next.node.max(summary.next_node);
+                next.pre_auth_key = next.pre_auth_key.max(summary.next_pre_auth_key);
+                next.api_key = next.api_key.max(summary.next_api_key);
+                self.extras.import = Some((**summary).clone());
+            }
+        }
+    }
+
+    fn apply_user_imported(&mut self, user: &super::event::ImportedUser) {
+        let id = user.id;
+        self.next_ids.user = self.next_ids.user.max(id.0.saturating_add(1));
+        if let Some(old) = self.users.get(&id) {
+            self.index.user_names.remove(&(old.name.clone(), id));
+        }
+        self.index.user_names.insert((user.name.clone(), id));
+        self.users.insert(
+            id,
+            User {
+                id,
+                name: user.name.clone(),
+                display_name: user.display_name.clone(),
+                email: user.email.clone(),
+                created_at: user.created_at,
+                picture_url: user.picture_url.clone(),
+            },
+        );
+        if user.provider.is_empty() && user.provider_identifier.is_empty() {
+            self.extras.identities.remove(&id);
+        } else {
+            self.extras.identities.insert(
+                id,
+                Identity {
+                    provider: user.provider.clone(),
+                    provider_identifier: user.provider_identifier.clone(),
+                },
+            );
+        }
+    }
+
+    fn apply_pre_auth_key_imported(&mut self, key: &super::event::ImportedPreAuthKey) {
+        let id = key.id;
+        self.next_ids.pre_auth_key = self.next_ids.pre_auth_key.max(id.0.saturating_add(1));
+        self.remove_pre_auth_key(id);
+        self.index
+            .pre_auth_key_prefixes
+            .insert((key.prefix.clone(), id));
+        let secret_hash = match &key.hash {
+            SecretHash::Sha256(digest) => *digest,
+            SecretHash::Bcrypt(_) => {
+                self.extras.pre_auth_key_hashes.insert(id, key.hash.clone());
+                Digest::default()
+            }
+        };
+        self.pre_auth_keys.insert(
+            id,
+            PreAuthKey {
+                id,
+                user: key.user,
+                prefix: key.prefix.clone(),
+                secret_hash,
+                reusable: key.reusable,
+                ephemeral: key.ephemeral,
+                // headscale's keys need no approval step: they register authorised nodes.
+                pre_approved: true,
+                tags: key.tags.clone(),
+                created_at: key.created_at,
+                expiration: key.expiration.unwrap_or(NEVER_EXPIRES),
+                used: key.used,
+                used_by: key.used_by,
+            },
+        );
+    }
+
+    fn apply_api_key_imported(&mut self, key: &super::event::ImportedApiKey) {
+        let id = key.id;
+        self.next_ids.api_key = self.next_ids.api_key.max(id.0.saturating_add(1));
+        if let Some(old) = self.api_keys.remove(&id) {
+            self.index.api_key_prefixes.remove(&(old.prefix, id));
+        }
+        self.extras.api_key_hashes.remove(&id);
+        self.index.api_key_prefixes.insert((key.prefix.clone(), id));
+        let secret_hash = match &key.hash {
+            SecretHash::Sha256(digest) => *digest,
+            SecretHash::Bcrypt(_) => {
+                self.extras.api_key_hashes.insert(id, key.hash.clone());
+                Digest::default()
+            }
+        };
+        self.api_keys.insert(
+            id,
+            ApiKey {
+                id,
+                prefix: key.prefix.clone(),
+                secret_hash,
+                created_at: key.created_at,
+                expiration: key.expiration.unwrap_or(NEVER_EXPIRES),
+            },
+        );
+    }
+
+    fn apply_node_imported(&mut self, node: &super::event::ImportedNode) {
+        let reg = &node.registration;
+        self.next_ids.node = self.next_ids.node.max(reg.id.0.saturating_add(1));
+        self.remove_node(reg.id);
+        self.insert_node(Node {
+            id: reg.id,
+            machine_key: reg.machine_key,
+            node_key: reg.node_key,
+            user: reg.user,
+            tags: reg.tags.clone(),
+            given_name: reg.given_name.clone(),
+            given_name_by_admin: node.given_name_by_admin,
+            hostinfo: reg.hostinfo.clone(),
+            ipv4: reg.ipv4,
+            ipv6: reg.ipv6,
+            expiry: reg.expiry,
+            register_method: reg.register_method,
+            auth_key: reg.auth_key,
+            ephemeral: reg.ephemeral,
+            authorized: reg.authorized,
+            approved_routes: reg.approved_routes.clone(),
+            created_at: node.created_at,
+        });
+        if let Some(seen) = node.last_seen {
+            self.extras.node_last_seen.insert(reg.id, seen);
         }
     }
 }
@@ -706,12 +909,46 @@ impl State {
         if let Some(node) = self.nodes.remove(&id) {
             self.index.remove_node(&node);
         }
+        self.extras.node_last_seen.remove(&id);
     }
 
     fn remove_pre_auth_key(&mut self, id: PreAuthKeyId) {
         if let Some(key) = self.pre_auth_keys.remove(&id) {
             self.index.pre_auth_key_prefixes.remove(&(key.prefix, id));
         }
+        self.extras.pre_auth_key_hashes.remove(&id);
+    }
+
+    /// How the pre-auth key's secret is checked.
+    pub fn pre_auth_key_hash(&self, key: &PreAuthKey) -> SecretHash {
+        self.extras
+            .pre_auth_key_hashes
+            .get(&key.id)
+            .cloned()
+            .unwrap_or(SecretHash::Sha256(key.secret_hash))
+    }
+
+    /// How the API key's secret is checked.
+    pub fn api_key_hash(&self, key: &ApiKey) -> SecretHash {
+        self.extras
+            .api_key_hashes
+            .get(&key.id)
+            .cloned()
+            .unwrap_or(SecretHash::Sha256(key.secret_hash))
+    }
+
+    /// Every pre-auth key listed under `prefix`, lowest id first (headscale's legacy
+    /// plaintext keys all have the empty prefix).
+    pub fn pre_auth_keys_with_prefix<'a>(
+        &'a self,
+        prefix: &str,
+    ) -> impl Iterator<Item = &'a PreAuthKey> + 'a {
+        ids_of(
+            &self.index.pre_auth_key_prefixes,
+            &prefix.to_string(),
+            (PreAuthKeyId(0), PreAuthKeyId(u64::MAX)),
+        )
+        .filter_map(|id| self.pre_auth_keys.get(&id))
     }
 }
 

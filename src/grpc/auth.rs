@@ -34,7 +34,7 @@ pub async fn require_api_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match api::verify_bearer(&ctx, &request) {
+    match api::verify_bearer(&ctx, &request).await {
         Ok(id) => {
             request.extensions_mut().insert(Actor::ApiKey(id));
             next.run(request).await

@@ -1,0 +1,148 @@
+//! Reads a headscale PostgreSQL database inside one read-only transaction (`BEGIN READ
+//! ONLY`: the server refuses any write). Each row comes back as `row_to_json`, so columns are
+//! taken by name and every type arrives as text, the same plain rows the SQLite reader gives.
+
+use super::{Row, Source, TABLES};
+use crate::config::PostgresConfig;
+
+/// Connection settings from a DSN (`postgres://…` or `host=… dbname=…`).
+pub fn config_from_dsn(dsn: &str) -> anyhow::Result<tokio_postgres::Config> {
+    dsn.parse::<tokio_postgres::Config>()
+        .map_err(|e| anyhow::anyhow!("invalid PostgreSQL connection string: {e}"))
+}
+
+/// Connection settings from headscale's `database.postgres` keys.
+pub fn config_from(postgres: &PostgresConfig) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&postgres.host)
+        .port(postgres.port)
+        .dbname(&postgres.name)
+        .user(&postgres.user);
+    let password = if !postgres.pass_file.as_os_str().is_empty() {
+        std::fs::read_to_string(&postgres.pass_file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", postgres.pass_file.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    } else {
+        postgres.pass.clone()
+    };
+    if !password.is_empty() {
+        config.password(password);
+    }
+    match postgres.ssl.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "disable" => {}
+        other => anyhow::bail!(
+            "database.postgres.ssl: {other:?}: importing over TLS is not supported yet; import over a unix socket or a trusted local connection with ssl: false"
+        ),
+    }
+    Ok(config)
+}
+
+/// A JSON value of `row_to_json` as text: strings as they are (`bytea` arrives as `\x…` hex
+/// and is decoded), numbers and booleans as written, NULL as `None`.
+fn json_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => match s.strip_prefix("\\x").map(hex::decode) {
+            Some(Ok(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            _ => Some(s.clone()),
+        },
+        other => Some(other.to_string()),
+    }
+}
+
+async fn rows(
+    transaction: &tokio_postgres::Transaction<'_>,
+    table: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let found = transaction
+        .query(
+            &format!("SELECT row_to_json(t)::text FROM \"{table}\" t"),
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {table}: {e}"))?;
+    let mut rows = Vec::with_capacity(found.len());
+    for row in found {
+        let text: String = row.get(0);
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("reading {table}: {e}"))?;
+        rows.push(
+            object
+                .iter()
+                .map(|(k, v)| (k.clone(), json_text(v)))
+                .collect(),
+        );
+    }
+    Ok(rows)
+}
+
+/// Reads everything an import needs; the connection is closed afterwards.
+pub async fn read(config: &tokio_postgres::Config) -> anyhow::Result<Source> {
+    let (mut client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let result = read_with(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+async fn read_with(client: &mut tokio_postgres::Client) -> anyhow::Result<Source> {
+    let transaction = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start a read-only transaction: {e}"))?;
+    let existing: Vec<String> = transaction
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !existing.iter().any(|t| t == "migrations") {
+        anyhow::bail!("not a headscale database (no migrations table)");
+    }
+    let mut source = Source {
+        kind: "postgres".into(),
+        ..Source::default()
+    };
+    source.migrations = rows(&transaction, "migrations")
+        .await?
+        .into_iter()
+        .filter_map(|row| row.get("id").cloned().flatten())
+        .collect();
+    for table in TABLES {
+        if existing.iter().any(|t| t == table) {
+            let found = rows(&transaction, table).await?;
+            if let Some(slot) = source.table_mut(table) {
+                *slot = found;
+            }
+        }
+    }
+    let sequences = transaction
+        .query(
+            "SELECT sequencename::text, last_value FROM pg_sequences WHERE schemaname = current_schema()",
+            &[],
+        )
+        .await?;
+    for row in sequences {
+        let name: String = row.get(0);
+        let last: Option<i64> = row.get(1);
+        if let (Some(table), Some(last)) = (name.strip_suffix("_id_seq"), last) {
+            source
+                .sequences
+                .insert(table.to_string(), u64::try_from(last).unwrap_or(0));
+        }
+    }
+    transaction.commit().await?;
+    Ok(source)
+}
