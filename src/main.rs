@@ -22,8 +22,10 @@ fn init_tracing(level: &str, json: bool) {
 
 fn main() {
     let cli = Cli::parse();
+    let format = cli.output;
     if let Err(error) = run(cli) {
-        eprintln!("Error: {}", one_line(&error));
+        // `{"error": …}` with a machine format, as headscale's CLI does.
+        eprintln!("{}", cli::output::error_text(format, &one_line(&error)));
         std::process::exit(1);
     }
 }

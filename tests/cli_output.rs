@@ -1,0 +1,357 @@
+//! Our CLI prints what headscale's Go CLI prints, so scripts written for headscale keep
+//! working: `tests/golden/cli/*.txt` are the outputs the real Go headscale v0.29.2 CLI gave
+//! against the real Go server for the command sequence `tests/golden/cli/cases.txt`
+//! (re-record with `bash tests/golden/cli/record.sh`); this test runs the same sequence with
+//! our CLI against our server and compares exit status and stdout byte for byte, and for a
+//! failing command its stderr, after normalising only what differs between any two runs:
+//! - times (`seconds`/`nanos`; the zero time `-62135596800` is kept, and the Go structs leave
+//!   out `nanos` when it is 0, which is compared as equal),
+//! - random key material: machine, node and disco keys (all-zero keys are kept), and the
+//!   prefixes and secrets of `hskey-auth-…`/`hskey-api-…` keys,
+//! - the text of an error (its shape — `{"error": …}`, `error: …` — and the exit status are
+//!   compared; the wording is ours).
+//!
+//! One deviation is the server's, not the CLI's, and is the same as in `tests/api_contract.rs`:
+//! headscale 0.29.2 gives a node registered without expiry the zero time as its `expiry`
+//! (and nil once expiry is disabled); we have no expiry (nil) for both. So a zero-time
+//! `expiry` in a golden may be absent in ours.
+
+mod common;
+
+use common::TestServer;
+use std::path::PathBuf;
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cli")
+}
+
+struct Case {
+    name: String,
+    args: Vec<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let dir = golden_dir();
+    let text = std::fs::read_to_string(dir.join("cases.txt")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap().to_string();
+            let args = words
+                .map(|w| w.replace("{{dir}}", dir.to_str().unwrap()))
+                .collect();
+            Case { name, args }
+        })
+        .collect()
+}
+
+/// One recorded run: exit status, stdout, stderr.
+#[derive(Debug, PartialEq)]
+struct Run {
+    rc: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn recorded(name: &str) -> Run {
+    let path = golden_dir().join(format!("{name}.txt"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run tests/golden/cli/record.sh)", path.display()));
+    let rest = text
+        .strip_prefix("rc: ")
+        .expect("a golden starts with `rc: `");
+    let (rc, rest) = rest.split_once('\n').unwrap();
+    let rest = rest.strip_prefix("--- stdout\n").unwrap();
+    let (stdout, stderr) = rest.split_once("--- stderr\n").unwrap();
+    Run {
+        rc: rc.parse().unwrap(),
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+    }
+}
+
+const ZERO_TIME: &str = "-62135596800";
+
+/// Replaces each number after `key` (`"seconds": `, `seconds: `, …) by `<key>` unless it is the
+/// zero time; after a JSON `seconds`, also drops a following `nanos` (Go omits a zero one).
+fn times(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let json = rest.find("\"seconds\":");
+        let yaml = rest.find("seconds: ");
+        let (at, key_len, is_json) = match (json, yaml) {
+            (Some(j), Some(y)) if j < y => (j, "\"seconds\":".len(), true),
+            (Some(j), None) => (j, "\"seconds\":".len(), true),
+            (_, Some(y)) => (y, "seconds: ".len(), false),
+            (None, None) => break,
+        };
+        out.push_str(&rest[..at + key_len]);
+        rest = &rest[at + key_len..];
+        let space = rest.len() - rest.trim_start_matches(' ').len();
+        out.push_str(&rest[..space]);
+        rest = &rest[space..];
+        let digits = rest
+            .char_indices()
+            .take_while(|(i, c)| c.is_ascii_digit() || (*i == 0 && *c == '-'))
+            .count();
+        let number = &rest[..digits];
+        rest = &rest[digits..];
+        if number == ZERO_TIME {
+            out.push_str(number);
+            continue;
+        }
+        out.push_str("<S>");
+        if is_json {
+            // `,` + whitespace + `"nanos":` + optional space + digits.
+            let after_comma = rest.strip_prefix(',').map(|r| r.trim_start());
+            if let Some(r) = after_comma.and_then(|r| r.strip_prefix("\"nanos\":")) {
+                let r = r.trim_start_matches(' ');
+                rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+        } else if let Some(nl) = rest.find('\n') {
+            // YAML always has `nanos: N` on the next line.
+            let next = &rest[nl + 1..];
+            let trimmed = next.trim_start_matches(' ');
+            if let Some(r) = trimmed.strip_prefix("nanos: ") {
+                let indent = next.len() - trimmed.len();
+                out.push_str(&rest[..nl + 1 + indent]);
+                out.push_str("nanos: <N>");
+                rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `mkey:`/`nodekey:`/`discokey:` + 64 hex → `<hex>` (all-zero keys are kept).
+fn machine_keys(text: &str) -> String {
+    let mut out = text.to_string();
+    for kind in ["mkey:", "nodekey:", "discokey:"] {
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(kind) {
+            let start = at + kind.len();
+            result.push_str(&rest[..start]);
+            let hex: String = rest[start..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            if hex.len() == 64 && hex.chars().any(|c| c != '0') {
+                result.push_str("<hex>");
+            } else {
+                result.push_str(&hex);
+            }
+            rest = &rest[start + hex.len()..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
+/// `hskey-<kind>-<12 chars>-<secret or ***>` → `hskey-<kind>-<prefix>-<secret or ***>`.
+fn secrets(text: &str) -> String {
+    let key_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("hskey-") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let kind = ["hskey-auth-", "hskey-api-"]
+            .into_iter()
+            .find(|k| tail.starts_with(k));
+        let Some(kind) = kind else {
+            out.push_str("hskey-");
+            rest = &tail["hskey-".len()..];
+            continue;
+        };
+        let body = &tail[kind.len()..];
+        let prefix_len = body.chars().take(12).count();
+        let after = &body[prefix_len..];
+        out.push_str(kind);
+        out.push_str("<prefix>-");
+        let after = after.strip_prefix('-').unwrap_or(after);
+        if let Some(r) = after.strip_prefix("***") {
+            out.push_str("***");
+            rest = r;
+        } else {
+            out.push_str("<secret>");
+            rest = after.trim_start_matches(key_char);
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The error text of a failing command, keeping its shape.
+fn error_text(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("note:"))
+        .map(|line| {
+            for key in ["\"error\": \"", "\"error\":\"", "error: ", "Error: "] {
+                if let Some(at) = line.find(key) {
+                    let end = if key.ends_with('"') {
+                        line.rfind('"')
+                            .filter(|e| *e >= at + key.len())
+                            .unwrap_or(line.len())
+                    } else {
+                        line.len()
+                    };
+                    return format!("{}{}<E>{}", &line[..at], key, &line[end..]);
+                }
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn normalise(text: &str) -> String {
+    secrets(&machine_keys(&times(text)))
+}
+
+/// The golden with headscale's zero-time node `expiry` read as nil (the deviation above), in
+/// each of the three renderings.
+fn zero_expiry_as_nil(text: &str) -> String {
+    let mut out = text.replace("\"expiry\":{\"seconds\":-62135596800},", "");
+    // Pretty JSON: the member's three lines, at any depth.
+    let mut lines: Vec<&str> = out.lines().collect();
+    let mut i = 0;
+    while i + 2 < lines.len() {
+        let indent = &lines[i][..lines[i].len() - lines[i].trim_start().len()];
+        if lines[i].trim_start() == "\"expiry\": {"
+            && lines[i + 1].trim() == "\"seconds\": -62135596800"
+            && lines[i + 2] == format!("{indent}}},")
+        {
+            lines.drain(i..i + 3);
+        } else {
+            i += 1;
+        }
+    }
+    let trailing = if out.ends_with('\n') { "\n" } else { "" };
+    out = lines.join("\n") + trailing;
+    // YAML: `expiry:` with the zero time under it becomes `expiry: null`.
+    let mut result = Vec::new();
+    let lines: Vec<&str> = out.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim_start() == "expiry:"
+            && lines.get(i + 1).map(|l| l.trim()) == Some("seconds: -62135596800")
+            && lines.get(i + 2).map(|l| l.trim()) == Some("nanos: 0")
+        {
+            result.push(format!("{} null", lines[i]));
+            i += 3;
+        } else {
+            result.push(lines[i].to_string());
+            i += 1;
+        }
+    }
+    result.join("\n") + trailing
+}
+
+#[test]
+fn normalisers_keep_shape_and_drop_run_specific_values() {
+    assert_eq!(
+        times("{\"seconds\":17,\"nanos\":5},{\"seconds\": 18}\n\"expiry\": {\"seconds\": -62135596800}"),
+        "{\"seconds\":<S>},{\"seconds\": <S>}\n\"expiry\": {\"seconds\": -62135596800}"
+    );
+    assert_eq!(
+        times("{\n\t\"seconds\": 17,\n\t\"nanos\": 5\n}"),
+        "{\n\t\"seconds\": <S>\n}"
+    );
+    assert_eq!(
+        times(
+            "  x:\n    seconds: 17\n    nanos: 5\n  y:\n    seconds: -62135596800\n    nanos: 0\n"
+        ),
+        "  x:\n    seconds: <S>\n    nanos: <N>\n  y:\n    seconds: -62135596800\n    nanos: 0\n"
+    );
+    let zero = format!("discokey:{}", "0".repeat(64));
+    assert_eq!(
+        machine_keys(&format!("mkey:{} {zero}", "ab".repeat(32))),
+        format!("mkey:<hex> {zero}")
+    );
+    assert_eq!(
+        secrets("\"hskey-auth-Ab_-c1234567-***\" hskey-api-abcdefghijkl-XYZ_-09\""),
+        "\"hskey-auth-<prefix>-***\" hskey-api-<prefix>-<secret>\""
+    );
+    assert_eq!(
+        zero_expiry_as_nil(
+            "{\n\t\"a\": 1,\n\t\"expiry\": {\n\t\t\"seconds\": -62135596800\n\t},\n\t\"b\": 2\n}\n"
+        ),
+        "{\n\t\"a\": 1,\n\t\"b\": 2\n}\n"
+    );
+    assert_eq!(
+        zero_expiry_as_nil(
+            "- id: 1\n  expiry:\n    seconds: -62135596800\n    nanos: 0\n  x: 2\n\n"
+        ),
+        "- id: 1\n  expiry: null\n  x: 2\n\n"
+    );
+    assert_eq!(
+        zero_expiry_as_nil("{\"a\":1,\"expiry\":{\"seconds\":-62135596800},\"b\":2}\n"),
+        "{\"a\":1,\"b\":2}\n"
+    );
+    assert_eq!(
+        error_text("{\n\t\"error\": \"x \\\"y\\\"\"\n}\nerror: z\n"),
+        "{\n\t\"error\": \"<E>\"\n}\nerror: <E>"
+    );
+}
+
+#[test]
+fn cli_output_matches_the_go_cli() {
+    let server = TestServer::start();
+    let mut mismatches = Vec::new();
+    let cases = cases();
+    assert!(cases.len() > 50, "cases.txt lost its cases");
+    for case in &cases {
+        let want = recorded(&case.name);
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        let out = server.cli(&args);
+        let got = Run {
+            rc: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        let mut problems = Vec::new();
+        if got.rc != want.rc {
+            problems.push(format!(
+                "exit status {} (headscale: {}); stderr: {}",
+                got.rc,
+                want.rc,
+                got.stderr.trim()
+            ));
+        }
+        let (got_out, want_out) = (normalise(&got.stdout), normalise(&want.stdout));
+        if got_out != want_out && got_out != zero_expiry_as_nil(&want_out) {
+            problems.push(format!(
+                "stdout differs\n--- headscale\n{want_out}\n--- ours\n{got_out}"
+            ));
+        }
+        if want.rc != 0 {
+            let (got_err, want_err) = (error_text(&got.stderr), error_text(&want.stderr));
+            if got_err != want_err {
+                problems.push(format!(
+                    "stderr differs\n--- headscale\n{want_err}\n--- ours\n{got_err}"
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            mismatches.push(format!(
+                "MISMATCH {} (`headscale {}`): {}",
+                case.name,
+                case.args.join(" "),
+                problems.join("\n")
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} cases differ from the Go CLI:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n\n")
+    );
+}
