@@ -74,7 +74,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let loaded = cli::load_config(cli.config.as_deref())?;
+    let loaded = match &cli.command {
+        Command::Serve | Command::Configtest => cli::load_config(cli.config.as_deref())?,
+        // A client of the server: a headscale config with server-only keys must not stop it.
+        _ => cli::load_client_config(cli.config.as_deref())?,
+    };
     let config = loaded.config;
     let runtime = tokio::runtime::Runtime::new()?;
     match &cli.command {

@@ -355,3 +355,133 @@ fn cli_output_matches_the_go_cli() {
         mismatches.join("\n\n")
     );
 }
+
+/// headscale 0.29.2's own config (its example's server-only keys: `database.type: sqlite`,
+/// `derp.urls`, the gRPC listener, …) with `unix_socket` pointing at `socket`.
+fn headscale_config(dir: &std::path::Path, socket: &std::path::Path) -> PathBuf {
+    let path = dir.join("headscale-config.yaml");
+    let data = dir.display();
+    std::fs::write(
+        &path,
+        format!(
+            "server_url: https://hs.example.com\n\
+             listen_addr: 127.0.0.1:0\n\
+             metrics_listen_addr: 127.0.0.1:0\n\
+             grpc_listen_addr: 127.0.0.1:0\n\
+             grpc_allow_insecure: false\n\
+             noise:\n  private_key_path: {data}/noise_private.key\n\
+             prefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n  allocation: sequential\n\
+             derp:\n  server:\n    enabled: false\n  urls:\n    - https://controlplane.tailscale.com/derpmap/default\n  auto_update_enabled: true\n  update_frequency: 3h\n\
+             disable_check_updates: false\n\
+             trusted_proxies: []\n\
+             node:\n  expiry: 0\n  ephemeral:\n    inactivity_timeout: 30m\n\
+             database:\n  type: sqlite\n  debug: false\n  gorm:\n    prepare_stmt: true\n    parameterized_queries: true\n    skip_err_record_not_found: true\n    slow_threshold: 1000\n  sqlite:\n    path: {data}/db.sqlite\n    write_ahead_log: true\n    wal_autocheckpoint: 1000\n\
+             acme_url: https://acme-v02.api.letsencrypt.org/directory\n\
+             acme_email: \"\"\n\
+             tls_letsencrypt_hostname: \"\"\n\
+             tls_letsencrypt_cache_dir: {data}/cache\n\
+             tls_letsencrypt_challenge_type: HTTP-01\n\
+             tls_letsencrypt_listen: \":http\"\n\
+             tls_cert_path: \"\"\n\
+             tls_key_path: \"\"\n\
+             log:\n  level: info\n  format: text\n\
+             policy:\n  mode: file\n  path: \"\"\n\
+             dns:\n  magic_dns: true\n  base_domain: example.com\n  override_local_dns: true\n  nameservers:\n    global:\n      - 1.1.1.1\n\
+             unix_socket: {socket}\n\
+             unix_socket_permission: \"0770\"\n\
+             logtail:\n  enabled: false\n\
+             taildrop:\n  enabled: true\n",
+            socket = socket.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The CLI reads a headscale config as headscale's CLI does: as a client it needs only the
+/// socket (or `cli.address`), so server-only keys our server would refuse do not stop it;
+/// without a daemon, reading the store directly needs a valid server config and says so.
+#[test]
+fn a_headscale_config_serves_the_client_as_is() {
+    let mut server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = headscale_config(dir.path(), &server.socket());
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["users", "create", "ann", "-o", "json-line"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("{\"id\":1,\"name\":\"ann\","),
+        "{out:?}"
+    );
+    let out = cli(&["users", "list", "-o", "yaml"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("- id: 1\n  name: ann\n"));
+
+    // `serve` and `configtest` still judge it as a server config.
+    let out = cli(&["configtest"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database.type"));
+
+    // No daemon: the store would be read directly, which this config cannot describe.
+    server.stop();
+    let out = cli(&["users", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no daemon answers") && stderr.contains("database.type"),
+        "{stderr}"
+    );
+    let out = cli(&["users", "list", "-o", "json-line"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("{\"error\":\"no daemon answers"),
+        "{stderr}"
+    );
+}
+
+/// `HEADSCALE_CLI_ADDRESS`, `_API_KEY`, `_INSECURE` and `_TIMEOUT` as headscale reads them
+/// (viper: `HEADSCALE_CLI_INSECURE=1` is true), over a headscale config.
+#[test]
+fn the_cli_environment_overrides_a_headscale_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = headscale_config(dir.path(), &dir.path().join("headscale.sock"));
+    let env = |name: &str| {
+        match name {
+            "HEADSCALE_CLI_ADDRESS" => Some("hs.example.com:50443"),
+            "HEADSCALE_CLI_API_KEY" => Some("hskey-api-abcdefghijkl-secret"),
+            "HEADSCALE_CLI_INSECURE" => Some("1"),
+            "HEADSCALE_CLI_TIMEOUT" => Some("7s"),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    let loaded = headscale::config::load_client(&config, &env).unwrap();
+    let cli = &loaded.config.cli;
+    assert_eq!(cli.address.as_deref(), Some("hs.example.com:50443"));
+    assert_eq!(
+        cli.api_key.as_deref(),
+        Some("hskey-api-abcdefghijkl-secret")
+    );
+    assert!(cli.insecure);
+    assert_eq!(cli.timeout, std::time::Duration::from_secs(7));
+    let off = |name: &str| (name == "HEADSCALE_CLI_INSECURE").then(|| "false".to_string());
+    assert!(
+        !headscale::config::load_client(&config, &off)
+            .unwrap()
+            .config
+            .cli
+            .insecure
+    );
+    // The same file is refused as a server config, with the key named.
+    let error = headscale::config::load(&config, &env).unwrap_err();
+    assert!(error.to_string().contains("database.type"), "{error}");
+}

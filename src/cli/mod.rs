@@ -34,6 +34,20 @@ pub fn load_config(flag: Option<&Path>) -> anyhow::Result<config::Loaded> {
     }
 }
 
+/// Loads the config for a command that talks to a server, as headscale's CLI reads it: only
+/// what a client needs must make sense (`unix_socket`, `cli.*`), so a headscale config —
+/// `database.type: sqlite`, keys only a server uses — works unchanged. The commands that open
+/// the store themselves (no daemon: offline reads, `events salvage`) validate it then.
+pub fn load_client_config(flag: Option<&Path>) -> anyhow::Result<config::Loaded> {
+    let path = config::resolve_path(flag);
+    match config::load_client(&path, &config::process_env) {
+        Err(config::ConfigError::NotFound { .. }) if remote_address_in_env() => Ok(
+            config::load_str_unvalidated("", &path, &config::process_env)?,
+        ),
+        other => Ok(other?),
+    }
+}
+
 fn remote_address_in_env() -> bool {
     std::env::var("HEADSCALE_CLI_ADDRESS").is_ok_and(|a| !a.trim().is_empty())
 }
@@ -401,6 +415,7 @@ async fn auth(api: &Transport, format: Format, command: &AuthCommand) -> anyhow:
 pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     if let Command::Events(EventsCommand::Salvage { write }) = &cli.command {
         // Offline: the server refuses to start on a damaged log, so there is no API.
+        config.validate()?;
         return salvage(config, cli.output, *write);
     }
     let api = Transport::connect(config).await?;
@@ -1026,7 +1041,7 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
         eprintln!("note: {why}; checked the file alone (its tests were not run)");
         Ok(false)
     };
-    let checked = match load_config(cli.config.as_deref()) {
+    let checked = match load_client_config(cli.config.as_deref()) {
         Err(error) => skipped(format!(
             "no config ({})",
             error.to_string().replace('\n', " ")

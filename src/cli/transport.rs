@@ -37,6 +37,15 @@ impl Transport {
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
             return Ok(Transport::Socket(socket));
         }
+        // Reading the store here needs what `serve` needs of the config; a client-only config
+        // (headscale's, with `database.type: sqlite`) says so instead of guessing a store.
+        config.validate().map_err(|e| {
+            anyhow!(
+                "no daemon answers on {}, and without one the store is read directly, which \
+                 needs a valid server config: {e}",
+                socket.display()
+            )
+        })?;
         let store = match server::open_store(config) {
             Ok(store) => store,
             Err(StoreError::Locked { path }) => bail!(
