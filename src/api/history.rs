@@ -480,7 +480,8 @@ pub async fn get_policy(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = PolicyRequest)]
 pub struct PolicyBody {
-    /// The policy text (HuJSON).
+    /// The policy text (HuJSON). Absent or empty on `PUT` clears the policy, as in headscale.
+    #[serde(default)]
     policy: String,
 }
 
@@ -503,8 +504,13 @@ pub async fn set_policy(
             "the policy is read from a file (policy.mode: file); edit the file and send SIGHUP, or set policy.mode: database".into(),
         ));
     }
+    let cleared = body.policy.trim().is_empty();
     ctx.execute(actor, Command::ReplacePolicy { text: body.policy })
         .await?;
+    if cleared {
+        // headscale answers a cleared policy with an empty one.
+        return Ok(Json(serde_json::json!({ "policy": "" })));
+    }
     get_policy(State(ctx), Query(AtQuery::default())).await
 }
 

@@ -9,6 +9,7 @@ mod history;
 mod keys;
 mod nodes;
 pub mod openapi;
+pub mod request_log;
 mod users;
 pub mod wire;
 
@@ -254,6 +255,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_log::mark_actor))
         .with_state(ctx)
 }
 
