@@ -240,8 +240,26 @@ fn older_request_shapes_work_or_fail_loudly() {
         1
     );
 
-    // The routes API before 0.26 (route ids) is gone: a JSON 404, not a quiet success.
+    // MoveNode before 0.28 sent the new owner in the query; a body and a query that disagree
+    // are refused.
+    server.ok(&["debug", "create-node", "--name", "n1", "-u", "alice"]);
+    let (status, body) = call(&server, "POST", "/api/v1/node/1/user?user=bob", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["node"]["user"]["name"], "bob");
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/node/1/user?user=bob",
+        Some("{\"user\": \"alice\"}"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("user"), "{body}");
+
+    // The routes API before 0.26 (route ids) and GetUser by name (0.23) are gone: a JSON
+    // 404 (or 501 for a method the path lacks, as headscale's gateway answers), never a quiet
+    // success.
     for (method, path) in [
+        ("GET", "/api/v1/user/alice"),
         ("GET", "/api/v1/node/1/routes"),
         ("POST", "/api/v1/routes/1/enable"),
         ("POST", "/api/v1/routes/1/disable"),
@@ -249,9 +267,10 @@ fn older_request_shapes_work_or_fail_loudly() {
     ] {
         let (status, answer) = call(&server, method, path, None);
         assert!(
-            (400..500).contains(&status),
+            (400..500).contains(&status) || status == 501,
             "{method} {path} → {status} {answer}"
         );
+        assert!(answer["code"].is_number(), "a JSON error: {answer}");
     }
 
     // Every refusal is in the log at info: method, path (never the query), status, reason,
