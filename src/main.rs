@@ -45,16 +45,7 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Version => {
-            let version = server::VERSION;
-            match cli.output {
-                Format::Human => println!("{version}"),
-                format => {
-                    cli::output::print_machine(format, &serde_json::json!({ "version": version }))?
-                }
-            }
-            return Ok(());
-        }
+        Command::Version => return cli::output::print_version(cli.output),
         Command::Completion { shell } => {
             clap_complete::generate(
                 *shell,

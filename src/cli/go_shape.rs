@@ -37,6 +37,30 @@ pub struct Field {
     pub json: &'static str,
     pub yaml: String,
     pub value: GoValue,
+    /// The JSON tag says `omitempty` (every protobuf field does).
+    pub omit_empty: bool,
+}
+
+impl Field {
+    /// A field tagged `json:"<json>,omitempty"`, its YAML key the name without underscores.
+    pub fn omitempty(json: &'static str, value: GoValue) -> Field {
+        Field {
+            json,
+            yaml: json.replace('_', ""),
+            value,
+            omit_empty: true,
+        }
+    }
+
+    /// A field tagged `json:"<json>"`, whose Go name lower-cased is `yaml`.
+    pub fn always(json: &'static str, yaml: &str, value: GoValue) -> Field {
+        Field {
+            json,
+            yaml: yaml.into(),
+            value,
+            omit_empty: false,
+        }
+    }
 }
 
 impl GoValue {
@@ -179,6 +203,31 @@ pub fn messages(kind: Message, items: &[Value]) -> anyhow::Result<GoValue> {
     Ok(GoValue::Seq(items))
 }
 
+/// headscale's `types.VersionInfo` (tags without `omitempty`) from `/version`'s JSON.
+pub fn version_info(value: &Value) -> GoValue {
+    let text = |v: &Value, key: &str| GoValue::Str(v[key].as_str().unwrap_or("").to_string());
+    let go = &value["go"];
+    GoValue::Struct(vec![
+        Field::always("version", "version", text(value, "version")),
+        Field::always("commit", "commit", text(value, "commit")),
+        Field::always("buildTime", "buildtime", text(value, "buildTime")),
+        Field::always(
+            "go",
+            "go",
+            GoValue::Struct(vec![
+                Field::always("version", "version", text(go, "version")),
+                Field::always("os", "os", text(go, "os")),
+                Field::always("arch", "arch", text(go, "arch")),
+            ]),
+        ),
+        Field::always(
+            "dirty",
+            "dirty",
+            GoValue::Bool(value["dirty"].as_bool().unwrap_or(false)),
+        ),
+    ])
+}
+
 /// The CLI's `map[string]string{"Result": text}` answers.
 pub fn result(text: &str) -> GoValue {
     GoValue::Map(vec![("Result".into(), GoValue::Str(text.into()))])
@@ -210,11 +259,7 @@ fn read_message(schema: &'static [Proto], value: &Value) -> anyhow::Result<GoVal
         let raw = value.get(camel(name)).or_else(|| value.get(*name));
         let field = read_field(*kind, raw.unwrap_or(&Value::Null))
             .map_err(|e| anyhow::anyhow!("the server sent a bad {name}: {e}"))?;
-        fields.push(Field {
-            json: name,
-            yaml: name.replace('_', ""),
-            value: field,
-        });
+        fields.push(Field::omitempty(name, field));
     }
     Ok(GoValue::Struct(fields))
 }
@@ -279,16 +324,11 @@ fn timestamp(text: &str) -> anyhow::Result<GoValue> {
     let at = chrono::DateTime::parse_from_rfc3339(text)
         .map_err(|e| anyhow::anyhow!("{text:?} is not an RFC 3339 time: {e}"))?;
     Ok(GoValue::Struct(vec![
-        Field {
-            json: "seconds",
-            yaml: "seconds".into(),
-            value: GoValue::Int(at.timestamp()),
-        },
-        Field {
-            json: "nanos",
-            yaml: "nanos".into(),
-            value: GoValue::Int(i64::from(at.timestamp_subsec_nanos())),
-        },
+        Field::omitempty("seconds", GoValue::Int(at.timestamp())),
+        Field::omitempty(
+            "nanos",
+            GoValue::Int(i64::from(at.timestamp_subsec_nanos())),
+        ),
     ]))
 }
 
@@ -335,7 +375,7 @@ fn write_json(out: &mut String, value: &GoValue, depth: Option<usize>) {
         GoValue::Struct(fields) => {
             let present: Vec<(&str, &GoValue)> = fields
                 .iter()
-                .filter(|f| !f.value.is_empty())
+                .filter(|f| !(f.omit_empty && f.value.is_empty()))
                 .map(|f| (f.json, &f.value))
                 .collect();
             write_object(out, &present, depth, inner, colon);
@@ -947,6 +987,20 @@ mod tests {
         assert_eq!(to_yaml(&GoValue::Null), "null\n");
         assert_eq!(to_yaml(&messages(Message::User, &[]).unwrap()), "[]\n");
         assert_eq!(to_yaml(&result("Node deleted")), "Result: Node deleted\n");
+        let version = version_info(&json!({
+            "version": "v0.29.2", "commit": "unknown", "buildTime": "unknown",
+            "go": {"version": "go1.26.8", "os": "linux", "arch": "amd64"}, "dirty": false
+        }));
+        // The shape headscale 0.29.2 printed for `version -o json-line` / `-o yaml` (its
+        // binary said "dev" where this says v0.29.2).
+        assert_eq!(
+            to_json(&version, false),
+            r#"{"version":"v0.29.2","commit":"unknown","buildTime":"unknown","go":{"version":"go1.26.8","os":"linux","arch":"amd64"},"dirty":false}"#
+        );
+        assert_eq!(
+            to_yaml(&version),
+            "version: v0.29.2\ncommit: unknown\nbuildtime: unknown\ngo:\n    version: go1.26.8\n    os: linux\n    arch: amd64\ndirty: false\n"
+        );
     }
 
     #[test]

@@ -77,14 +77,26 @@ pub fn print_go(format: Format, value: &GoValue) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `headscale version`: our version for humans; with a machine format, headscale's
+/// `VersionInfo` with what `/version` reports (headscale's API level, ours as build metadata).
+pub fn print_version(format: Format) -> anyhow::Result<()> {
+    let info = crate::server::version_info();
+    match format {
+        Format::Human => println!("{}", crate::server::VERSION),
+        Format::ApiJson => print_machine(format, &info)?,
+        _ => print_go(format, &go_shape::version_info(&info))?,
+    }
+    Ok(())
+}
+
 /// An error as the Go CLI reports it: `Error: …` for humans; with a machine format,
 /// `{"error": "…"}` in that format (on stderr, like the line).
 pub fn error_text(format: Format, message: &str) -> String {
-    let value = GoValue::Struct(vec![go_shape::Field {
-        json: "error",
-        yaml: "error".into(),
-        value: GoValue::Str(message.to_string()),
-    }]);
+    let value = GoValue::Struct(vec![go_shape::Field::always(
+        "error",
+        "error",
+        GoValue::Str(message.to_string()),
+    )]);
     match format {
         Format::Human => format!("Error: {message}"),
         Format::Json | Format::ApiJson => go_shape::to_json(&value, true),
