@@ -303,13 +303,18 @@ fn normalisers_keep_shape_and_drop_run_specific_values() {
 #[test]
 fn cli_output_matches_the_go_cli() {
     let server = TestServer::start();
+    let mismatches = replay(&cases(), |args| server.cli(args));
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+/// Runs every case through `run` and compares with its golden; one line per mismatch.
+fn replay(cases: &[Case], mut run: impl FnMut(&[&str]) -> std::process::Output) -> Vec<String> {
     let mut mismatches = Vec::new();
-    let cases = cases();
     assert!(cases.len() > 50, "cases.txt lost its cases");
-    for case in &cases {
+    for case in cases {
         let want = recorded(&case.name);
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-        let out = server.cli(&args);
+        let out = run(&args);
         let got = Run {
             rc: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -347,13 +352,15 @@ fn cli_output_matches_the_go_cli() {
             ));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} of {} cases differ from the Go CLI:\n{}",
-        mismatches.len(),
-        cases.len(),
-        mismatches.join("\n\n")
-    );
+    if !mismatches.is_empty() {
+        let total = format!(
+            "{} of {} cases differ from the Go CLI:",
+            mismatches.len(),
+            cases.len()
+        );
+        mismatches.insert(0, total);
+    }
+    mismatches
 }
 
 /// headscale 0.29.2's own config (its example's server-only keys: `database.type: sqlite`,
@@ -484,4 +491,126 @@ fn the_cli_environment_overrides_a_headscale_config() {
     // The same file is refused as a server config, with the key named.
     let error = headscale::config::load(&config, &env).unwrap_err();
     assert!(error.to_string().contains("database.type"), "{error}");
+}
+
+/// The real Go headscale v0.29.2 binary (`.ci/install-go-headscale` builds it).
+fn go_headscale() -> PathBuf {
+    let path = match std::env::var_os("HEADSCALE_GO") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let cache = std::env::var_os("HEADSCALE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/headscale-rs")
+                });
+            cache.join("go-headscale-0.29.2/headscale")
+        }
+    };
+    assert!(
+        path.is_file(),
+        "the Go headscale v0.29.2 binary is not at {} (run `bash .ci/install-go-headscale`, or \
+         set HEADSCALE_GO)",
+        path.display()
+    );
+    path
+}
+
+/// The Go server, stopped when dropped.
+struct GoServer(std::process::Child);
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Our CLI in remote mode against the real Go server's REST API (`HEADSCALE_CLI_ADDRESS`,
+/// `HEADSCALE_CLI_API_KEY`, with the Go server's own config file): the same goldens, so what
+/// our CLI prints for headscale's answers is what headscale's CLI prints, whatever our server
+/// does. The first case (the API key) is made with the Go CLI.
+#[test]
+fn our_cli_against_the_go_server_prints_what_the_go_cli_prints() {
+    let go = go_headscale();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let data = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("derp.yaml"),
+        "regions:\n  900:\n    regionid: 900\n    regioncode: test\n    regionname: Test\n    \
+         nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        \
+         ipv4: 127.0.0.1\n        stunport: -1\n        derpport: 1\n",
+    )
+    .unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_url: http://127.0.0.1:{port}\nlisten_addr: 127.0.0.1:{port}\n\
+             metrics_listen_addr: 127.0.0.1:0\ngrpc_listen_addr: 127.0.0.1:0\n\
+             grpc_allow_insecure: false\ndisable_check_updates: true\n\
+             noise:\n  private_key_path: {data}/noise_private.key\n\
+             prefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n  allocation: sequential\n\
+             derp:\n  server:\n    enabled: false\n  urls: []\n  paths:\n    - {data}/derp.yaml\n  auto_update_enabled: false\n\
+             node:\n  expiry: 0\n\
+             database:\n  type: sqlite\n  sqlite:\n    path: {data}/db.sqlite\n    write_ahead_log: true\n\
+             log:\n  level: warn\n  format: text\n\
+             policy:\n  mode: database\n\
+             dns:\n  magic_dns: true\n  base_domain: tailnet.example\n  override_local_dns: false\n  nameservers:\n    global: []\n\
+             unix_socket: {data}/headscale.sock\nunix_socket_permission: \"0770\"\n\
+             logtail:\n  enabled: false\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let _server = GoServer(
+        std::process::Command::new(&go)
+            .arg("-c")
+            .arg(&config)
+            .arg("serve")
+            .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let up = || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && common::http(port, "GET", "/health", None).0 == 200
+    };
+    while !up() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Go server did not start: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let cases = cases();
+    assert_eq!(cases[0].name, "apikeys.create.admin");
+    let out = std::process::Command::new(&go)
+        .arg("-c")
+        .arg(&config)
+        .args(&cases[0].args)
+        .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let address = format!("http://127.0.0.1:{port}");
+    let mismatches = replay(&cases[1..], |args| {
+        std::process::Command::new(common::BIN)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .env("HEADSCALE_CLI_ADDRESS", &address)
+            .env("HEADSCALE_CLI_API_KEY", &key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    });
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
 }

@@ -651,6 +651,22 @@ async fn require_pre_auth_key(api: &Transport, id: u64) -> anyhow::Result<()> {
     }
 }
 
+/// The bare prefix of API key `id`, from the listing (`hskey-api-<prefix>-***`).
+async fn api_key_prefix(api: &Transport, id: u64) -> anyhow::Result<String> {
+    let value = api.call(Method::GET, "/api/v1/apikey", None).await?;
+    let wanted = id.to_string();
+    let key = items(&value, "apiKeys")
+        .into_iter()
+        .find(|k| text(k, "id") == wanted)
+        .ok_or_else(|| anyhow!("API key {id} not found"))?;
+    let listed = text(&key, "prefix");
+    Ok(listed
+        .strip_prefix("hskey-api-")
+        .and_then(|p| p.strip_suffix("-***"))
+        .unwrap_or(&listed)
+        .to_string())
+}
+
 /// A user given by name or id, as the id string the API wants.
 async fn resolve_user(api: &Transport, user: &str) -> anyhow::Result<String> {
     let value = api
@@ -721,11 +737,14 @@ async fn api_keys(
             print_shared(format, Message::Empty, &value, "API key expired")
         }
         ApiKeysCommand::Delete { prefix, id } => {
-            let path = match (prefix, id) {
-                (Some(prefix), _) => format!("/api/v1/apikey/{}", urlencode(prefix)),
-                (None, Some(id)) => format!("/api/v1/apikey?id={id}"),
+            let prefix = match (prefix, id) {
+                (Some(prefix), _) => prefix.clone(),
+                // headscale's gateway deletes by prefix only (DELETE /api/v1/apikey/{prefix}):
+                // find the key's prefix first, so this works against headscale too.
+                (None, Some(id)) => api_key_prefix(api, *id).await?,
                 (None, None) => bail!("give the key with -p/--prefix or -i/--id"),
             };
+            let path = format!("/api/v1/apikey/{}", urlencode(&prefix));
             prompt::confirm(force, "Do you want to delete this API key?")?;
             let value = api.call(Method::DELETE, &path, None).await?;
             print_shared(format, Message::Empty, &value, "API key deleted")
@@ -817,12 +836,20 @@ async fn nodes(
                 ),
                 None => None,
             };
-            let body = json!({ "expiry": expiry, "disableExpiry": disable });
+            // Query parameters, as headscale's gateway maps ExpireNode (it has no body: a
+            // body would be ignored there, and the node expired now).
+            let mut parts = Vec::new();
+            if let Some(expiry) = &expiry {
+                parts.push(format!("expiry={}", urlencode(expiry)));
+            }
+            if *disable {
+                parts.push("disableExpiry=true".to_string());
+            }
             let value = api
                 .call(
                     Method::POST,
-                    &format!("/api/v1/node/{}/expire", node.id),
-                    Some(body),
+                    &format!("/api/v1/node/{}/expire{}", node.id, query(&parts)),
+                    None,
                 )
                 .await?;
             let (node, message) = node_message(

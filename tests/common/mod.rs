@@ -163,7 +163,7 @@ impl TestServer {
         key["key"].as_str().unwrap().to_string()
     }
 
-    /// `nodes list -o json` as a list.
+    /// `nodes list -o api-json` as a list.
     pub fn nodes(&self) -> Vec<serde_json::Value> {
         match self.json(&["nodes", "list"]) {
             serde_json::Value::Array(nodes) => nodes,
