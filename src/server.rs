@@ -13,6 +13,7 @@ use crate::control::{self, server_key::ServerKey};
 use crate::core::event::{Allocation, CoreConfig};
 use crate::core::keys::Digest;
 use crate::core::{Actor, Command};
+use crate::derp::map_fetch::DerpMaps;
 use crate::engine::{self, Clock, EngineHandle, EngineOptions, SystemClock};
 use crate::keyfile;
 use crate::store::disk_store::DiskStore;
@@ -32,8 +33,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn data_dir(config: &Config) -> PathBuf {
     config
         .database
-        .sled
-        .path
+        .sled_path()
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
@@ -73,8 +73,13 @@ pub fn core_config(config: &Config) -> CoreConfig {
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, crate::store::StoreError> {
+    if config.database.backend() == Some(crate::config::DatabaseKind::Postgres) {
+        return Err(crate::store::StoreError::Io(
+            "database.type: postgres: the PostgreSQL event store is not built yet".into(),
+        ));
+    }
     Ok(Arc::new(DiskStore::open(
-        &config.database.sled.path,
+        &config.database.sled_path(),
         config.database.sled.cache_capacity_bytes,
     )?))
 }
@@ -235,23 +240,20 @@ fn socket_dir_is_safe(mode: u32) -> bool {
     mode & 0o002 == 0 || mode & 0o1000 != 0
 }
 
-/// The DERP map handed to clients, as JSON.
-fn derp_map_json(config: &Config) -> anyhow::Result<serde_json::Value> {
-    let map = crate::derp::map::derp_map(config)?;
-    Ok(serde_json::to_value(map)?)
-}
-
 /// How long an interactive login waits for an admin (headscale: 15 min).
 const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Starts the map-stream fan-out and returns what the `/machine/*` handlers share.
-/// `file_records` are the records of `dns.extra_records_path` as read at start.
+/// `file_records` are the records of `dns.extra_records_path` as read at start, `derp_map`
+/// the DERP map built at start (`derp::map_fetch`).
 pub fn start_map_hub(
     config: &Config,
     engine: &EngineHandle,
     file_records: Option<&[ExtraRecord]>,
+    derp_map: &crate::tailcfg::derp::DerpMap,
 ) -> anyhow::Result<MachineContext> {
-    let mut context = control::netmap_context::netmap_context(config, &derp_map_json(config)?)?;
+    let mut context =
+        control::netmap_context::netmap_context(config, &serde_json::to_value(derp_map)?)?;
     if let Some(records) = file_records {
         context.dns_config =
             SharedJson::new(&control::netmap_context::dns_config_with(config, records))?;
@@ -423,6 +425,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.check_can_serve()?;
     let connection_limits = connection_limits(&config);
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     // Before the engine, so a bad file stops the start before anything is recorded.
@@ -430,11 +433,15 @@ pub async fn run(
         Some(path) => Some(RecordsFile::open(path)?),
         None => None,
     };
+    // Also before the engine: a bad derp.paths file stops the start; a derp.urls fetch that
+    // fails only leaves that URL's last good map (or none) in force.
+    let derp_maps = DerpMaps::start(&config, &data_dir(&config)).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let machine = start_map_hub(
         &config,
         &engine,
         extra_records.as_ref().map(RecordsFile::records),
+        derp_maps.current(),
     )?;
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
@@ -498,6 +505,9 @@ pub async fn run(
             stopped(stop_rx.clone()),
         );
         tokio::spawn(watch);
+    }
+    if derp_maps.needs_refresh() {
+        tokio::spawn(derp_maps.run(machine.hub.clone(), stopped(stop_rx.clone())));
     }
     let metrics_server = metrics_listener.map(|listener| {
         let router = crate::debug_listener::router(crate::debug_listener::DebugContext {

@@ -1892,6 +1892,7 @@ fn netmap_context() -> headscale::core::netmap::NetmapContext {
             "https://tailscale.com/cap/file-sharing".to_string(),
             Vec::new(),
         )]),
+        log_tail: false,
         ranking: Default::default(),
     }
 }

@@ -15,6 +15,8 @@ mod common;
 mod dns;
 #[path = "real_clients/lifecycle.rs"]
 mod lifecycle;
+#[path = "real_clients/migration.rs"]
+mod migration;
 #[path = "real_clients/namespace.rs"]
 mod namespace;
 #[path = "real_clients/policy.rs"]

@@ -1081,11 +1081,11 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
                     .await
                     .is_ok();
                 // Without a daemon, only a store that exists: opening creates one otherwise.
-                if !daemon && !config.database.sled.path.is_dir() {
+                if !daemon && !config.database.sled_path().is_dir() {
                     return skipped(format!(
                         "no daemon answers on {} and there is no store at {}",
                         config.unix_socket.display(),
-                        config.database.sled.path.display()
+                        config.database.sled_path().display()
                     ));
                 }
                 let api = match Transport::connect(&config).await {
@@ -1115,7 +1115,7 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
 
 /// `events salvage [--write]` on the store named by the config.
 fn salvage(config: &Config, format: Format, write: bool) -> anyhow::Result<()> {
-    let store = &config.database.sled.path;
+    let store = &config.database.sled_path();
     let report = if write {
         crate::store::salvage::write(store)?
     } else {

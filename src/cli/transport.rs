@@ -57,7 +57,7 @@ impl Transport {
         eprintln!(
             "note: no daemon answers on {}; reading the store at {} directly (read-only)",
             socket.display(),
-            config.database.sled.path.display()
+            config.database.sled_path().display()
         );
         let clock = Arc::new(SystemClock);
         let ctx = ApiContext {

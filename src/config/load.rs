@@ -102,11 +102,15 @@ pub fn load_str_unvalidated(
 
     reject_removed_keys(&tree, &origin_text)?;
     move_deprecated_keys(&mut tree, &mut warnings);
+    let mut missing = oidc_issuer_wanted(&tree, env)
+        .into_iter()
+        .collect::<Vec<_>>();
     check_keys(&mut tree, &schema, "", &origin_text, &mut warnings)?;
     let from_env = apply_env(&mut tree, &schema, env, &origin_text)?;
 
-    let mut config = deserialize(tree, &schema, &from_env, &origin_text)?;
+    let mut config = deserialize(tree, &from_env, &origin_text)?;
     config.source_path = Some(origin.to_path_buf());
+    config.missing_features.append(&mut missing);
     config.normalize();
     Ok(Loaded { config, warnings })
 }
@@ -133,13 +137,16 @@ const REMOVED_KEYS: &[(&str, &str)] = &[
     ),
     (
         "randomize_client_port",
-        "set \"randomizeClientPort\": true in the policy file",
+        "as in headscale 0.29, set \"randomizeClientPort\": true at the top level of the \
+         policy, or give nodes the randomize-client-port attribute in its nodeAttrs",
     ),
     ("oidc.expiry", "use node.expiry"),
 ];
 
-/// Headscale features we do not implement: their keys warn instead of counting as unknown.
-/// A trailing `*` matches any top-level key with that prefix.
+/// Headscale features we do not implement: their keys warn instead of counting as unknown,
+/// unless their value leaves the feature off (`""`, `false`, `0`, empty: the example's
+/// placeholders), which says nothing worth a warning. A trailing `*` matches any top-level
+/// key with that prefix.
 const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     (
         "grpc_listen_addr",
@@ -158,24 +165,37 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
         "tls_letsencrypt_*",
         "Let's Encrypt certificates (use tls_cert_path and tls_key_path)",
     ),
-    ("logtail", "logtail"),
-    ("auto_update", "client auto-update"),
-    (
-        "database.sqlite",
-        "SQLite (this server stores its event log in sled)",
-    ),
-    (
-        "database.postgres",
-        "PostgreSQL (this server stores its event log in sled)",
-    ),
-    (
-        "database.gorm",
-        "GORM settings (this server stores its event log in sled)",
-    ),
     ("database.debug", "database query logging"),
     ("preauth_keys", "revoked pre-auth key retention"),
-    ("node.routes", "HA subnet-router health probing"),
+    (
+        "tuning.register_cache_max_entries",
+        "a configurable pending-login cap (fixed here: 1024 logins, 16 per source)",
+    ),
+    (
+        "tuning.register_cache_expiration",
+        "a configurable pending-login lifetime (fixed here: 15m)",
+    ),
 ];
+
+/// Values of unsupported keys that are what this server does anyway: silent.
+const UNSUPPORTED_DEFAULTS: &[(&str, &str)] = &[
+    ("tuning.register_cache_max_entries", "1024"),
+    ("tuning.register_cache_expiration", "15m"),
+];
+
+/// headscale keys that tune only headscale's own internals (its ORM, its node store and
+/// notifier workers): whatever their value, nothing here changes, so they are accepted
+/// without a word.
+const IGNORED_KEYS: &[&str] = &[
+    "database.gorm",
+    "tuning.node_store_batch_size",
+    "tuning.node_store_batch_timeout",
+    "tuning.batcher_workers",
+    "tuning.notifier_send_timeout",
+];
+
+/// The OIDC section; a non-empty `issuer` in it asks for logins we cannot do (issue #13).
+const OIDC_KEY: &str = "oidc";
 
 /// The old top-level name of `node.ephemeral.inactivity_timeout`.
 const DEPRECATED_EPHEMERAL_KEY: &str = "ephemeral_node_inactivity_timeout";
@@ -218,6 +238,51 @@ fn move_deprecated_keys(tree: &mut Mapping, warnings: &mut Vec<String>) {
     }
 }
 
+/// A non-empty `oidc.issuer` (in the file or `$HEADSCALE_OIDC_ISSUER`) asks for OIDC logins,
+/// which headscale would require before it serves (`only_start_if_oidc_is_available`).
+/// Serving without them would silently leave its users unable to log in, or an admin
+/// believing logins are checked by their identity provider: refused until issue #13.
+fn oidc_issuer_wanted(
+    tree: &Mapping,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<super::MissingFeature> {
+    let key = format!("{OIDC_KEY}.issuer");
+    let from_env = env(&env_var_name(&key)).filter(|v| !v.trim().is_empty());
+    let issuer = match from_env {
+        Some(issuer) => issuer,
+        None => match lookup(tree, &key) {
+            Some(Value::String(issuer)) if !issuer.trim().is_empty() => issuer.clone(),
+            Some(value) if !leaves_feature_off(value) => {
+                serde_yaml_ng::to_string(value).unwrap_or_default()
+            }
+            _ => return None,
+        },
+    };
+    Some(super::MissingFeature {
+        key,
+        message: format!(
+            "is {:?}: OIDC login is not implemented by this server yet (issue #13), and \
+             serving without it would leave OIDC users unable to log in; remove the oidc \
+             section and register nodes with pre-auth keys or `headscale nodes register`",
+            issuer.trim()
+        ),
+    })
+}
+
+/// Whether a value leaves a feature off: nothing, `false`, `0`, `""`, an empty list or
+/// mapping, or a mapping of only such values.
+fn leaves_feature_off(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.trim().is_empty(),
+        Value::Sequence(items) => items.is_empty(),
+        Value::Mapping(entries) => entries.values().all(leaves_feature_off),
+        Value::Tagged(tagged) => leaves_feature_off(&tagged.value),
+    }
+}
+
 fn unsupported_feature(path: &str) -> Option<&'static str> {
     UNSUPPORTED_KEYS.iter().find_map(|(pattern, feature)| {
         let hit = match pattern.strip_suffix('*') {
@@ -250,11 +315,25 @@ fn check_keys(
             continue;
         };
         let path = join(prefix, name);
+        if IGNORED_KEYS.contains(&path.as_str()) {
+            tree.remove(&key);
+            continue;
+        }
         if let Some(feature) = unsupported_feature(&path) {
-            warnings.push(format!(
-                "config key \"{path}\" is for {feature}, which this server does not support \
-                 (ignored)"
-            ));
+            let value = tree.get(&key);
+            let as_here = value
+                .and_then(scalar_or_text)
+                .is_some_and(|text| UNSUPPORTED_DEFAULTS.contains(&(path.as_str(), text.as_str())));
+            let off = as_here || value.is_none_or(leaves_feature_off);
+            // Without an issuer OIDC is off in headscale too, whatever else the section says;
+            // with one, `serve` refuses (oidc_issuer_wanted): either way no warning.
+            let oidc = path == OIDC_KEY;
+            if !off && !oidc {
+                warnings.push(format!(
+                    "config key \"{path}\" is for {feature}, which this server does not support \
+                     (ignored)"
+                ));
+            }
             tree.remove(&key);
             continue;
         }
@@ -363,39 +442,27 @@ pub fn known_keys() -> Vec<(String, String)> {
     }
 }
 
-/// Deserialize; on failure, retry one user-set key at a time over the defaults to name the
-/// key at fault (value deserialization carries no location of its own).
+/// Deserialize, naming the key at fault on failure (`serde_path_to_error`; a value's own
+/// error carries no location).
 fn deserialize(
     tree: Mapping,
-    schema: &Mapping,
     from_env: &BTreeMap<String, String>,
     origin: &str,
 ) -> Result<Config, ConfigError> {
-    let whole = match serde_yaml_ng::from_value::<Config>(Value::Mapping(tree.clone())) {
-        Ok(config) => return Ok(config),
-        Err(e) => e,
-    };
-    let schema_leaves = leaves(schema, "");
-    for (path, _) in &schema_leaves {
-        let Some(value) = lookup(&tree, path) else {
-            continue;
+    serde_path_to_error::deserialize(Value::Mapping(tree)).map_err(|error| {
+        let path = error.path().to_string();
+        let key = match path.as_str() {
+            "" | "." => "(document)".to_string(),
+            path => path.to_string(),
         };
-        let mut probe = schema.clone();
-        insert_path(&mut probe, path, value.clone());
-        if let Err(e) = serde_yaml_ng::from_value::<Config>(Value::Mapping(probe)) {
-            return Err(ConfigError::BadValue {
-                origin: origin.to_string(),
-                key: path.clone(),
-                from_env: from_env.get(path).cloned(),
-                message: one_line(&e),
-            });
+        // `derp.urls[2]` came from the variable of `derp.urls`, if any.
+        let leaf = key.split('[').next().unwrap_or_default();
+        ConfigError::BadValue {
+            origin: origin.to_string(),
+            from_env: from_env.get(leaf).cloned(),
+            key,
+            message: one_line(error.inner()),
         }
-    }
-    Err(ConfigError::BadValue {
-        origin: origin.to_string(),
-        key: "(document)".into(),
-        from_env: None,
-        message: one_line(&whole),
     })
 }
 
@@ -469,6 +536,13 @@ fn join(prefix: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{prefix}.{name}")
+    }
+}
+
+fn scalar_or_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.trim().to_string()),
+        other => scalar_text(other),
     }
 }
 

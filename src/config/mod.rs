@@ -65,12 +65,26 @@ pub struct Config {
     pub log: LogConfig,
     pub node: NodeConfig,
     pub taildrop: TaildropConfig,
+    pub logtail: LogtailConfig,
+    pub auto_update: AutoUpdateConfig,
     pub cli: CliConfig,
     pub tuning: TuningConfig,
     pub api: ApiConfig,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
+    /// Security-relevant features the config asks for and this server lacks (an OIDC
+    /// issuer): `serve` refuses to start while any is listed ([`Config::check_can_serve`]),
+    /// but client commands may still use the file. Never a config key.
+    #[serde(skip)]
+    pub missing_features: Vec<MissingFeature>,
+}
+
+/// A key asking for a security-relevant feature we do not have, and why that stops `serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFeature {
+    pub key: String,
+    pub message: String,
 }
 
 /// TS2021 Noise identity of the server.
@@ -103,14 +117,151 @@ pub enum IpAllocation {
     Random,
 }
 
-/// Storage of the event log. Only sled exists; other headscale types are refused clearly.
+/// Storage of the event log, as headscale's `database` section.
+/// - `sled` (our default): the log lives in the embedded store at `database.sled.path`.
+/// - `sqlite`: `database.sqlite.path` is a headscale database. It is only ever read, to import
+///   it into an empty log on first start; our log lives in the embedded store beside it.
+/// - `postgres`: our log, snapshots and checkpoints live in that PostgreSQL database, in tables
+///   of our own; headscale's tables there are imported into an empty log on first start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// Must be `sled`; kept as text so `sqlite`/`postgres` get a helpful error, not a serde one.
+    /// Kept as text so an unknown type gets a helpful error, not a serde one.
     #[serde(rename = "type")]
     pub kind: String,
     pub sled: SledConfig,
+    pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
+}
+
+/// Which store the log lives in, resolved from `database.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sled,
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseConfig {
+    /// The resolved type; `None` for a type we do not know (refused by validation).
+    pub fn backend(&self) -> Option<DatabaseKind> {
+        match self.kind.as_str() {
+            "sled" => Some(DatabaseKind::Sled),
+            "sqlite" | "sqlite3" => Some(DatabaseKind::Sqlite),
+            "postgres" | "postgresql" => Some(DatabaseKind::Postgres),
+            _ => None,
+        }
+    }
+
+    /// Where the embedded store lives: `database.sled.path` when set; with `type: sqlite` and
+    /// no sled path, beside the headscale file (`db.sqlite` → `db.sled`), so a headscale
+    /// data directory keeps everything in one place.
+    pub fn sled_path(&self) -> PathBuf {
+        if !self.sled.path.as_os_str().is_empty() {
+            return self.sled.path.clone();
+        }
+        match self.backend() {
+            Some(DatabaseKind::Sqlite) if !self.sqlite.path.as_os_str().is_empty() => {
+                let beside = self.sqlite.path.with_extension("sled");
+                if beside == self.sqlite.path {
+                    self.sqlite.path.with_extension("events.sled")
+                } else {
+                    beside
+                }
+            }
+            _ => PathBuf::from(DEFAULT_SLED_PATH),
+        }
+    }
+
+    /// One line for `configtest`: where the log lives and what is imported from where.
+    pub fn describe(&self) -> String {
+        let sled = format!(
+            "sled {} (cache {} MiB)",
+            self.sled_path().display(),
+            self.sled.cache_capacity_bytes / (1024 * 1024)
+        );
+        match self.backend() {
+            Some(DatabaseKind::Sqlite) => format!(
+                "{sled}, importing headscale's {} on first start",
+                self.sqlite.path.display()
+            ),
+            Some(DatabaseKind::Postgres) => format!(
+                "postgres {}@{}:{}/{}",
+                self.postgres.user, self.postgres.host, self.postgres.port, self.postgres.name
+            ),
+            _ => sled,
+        }
+    }
+
+    /// The headscale database to import on first start, if the type names one.
+    pub fn import_source(&self) -> Option<ImportSource> {
+        match self.backend()? {
+            DatabaseKind::Sled => None,
+            DatabaseKind::Sqlite => Some(ImportSource::Sqlite(self.sqlite.path.clone())),
+            DatabaseKind::Postgres => Some(ImportSource::Postgres(self.postgres.clone())),
+        }
+    }
+}
+
+/// A headscale database to read users, keys, nodes and policy from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportSource {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
+/// Where the embedded store lives unless the config says otherwise (headscale's data dir).
+pub const DEFAULT_SLED_PATH: &str = "/var/lib/headscale/db.sled";
+
+/// headscale's `database.sqlite`: the file we import from. Its other keys
+/// (`write_ahead_log`, `wal_autocheckpoint`) tune headscale's own writes; we never write it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub write_ahead_log: bool,
+    pub wal_autocheckpoint: i64,
+}
+
+/// headscale's `database.postgres` keys, read the same way. `pass_file` is ours (a secret
+/// kept out of the config file); `ssl` takes headscale's forms (`false`/`true` or a libpq
+/// `sslmode` such as `require`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub pass: String,
+    pub pass_file: PathBuf,
+    #[serde(deserialize_with = "scalar::text")]
+    pub ssl: String,
+    pub max_open_conns: u32,
+    pub max_idle_conns: u32,
+    pub conn_max_idle_time_secs: u64,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field(
+                "pass",
+                &if self.pass.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("pass_file", &self.pass_file)
+            .field("ssl", &self.ssl)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +403,36 @@ pub struct NodeConfig {
     pub ephemeral: EphemeralConfig,
     /// New nodes wait for an admin before they get a netmap.
     pub require_approval: bool,
+    pub routes: NodeRoutesConfig,
+}
+
+/// headscale's `node.routes`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeRoutesConfig {
+    pub ha: HaRoutesConfig,
+}
+
+/// headscale's HA subnet-router health probing (`node.routes.ha`). Accepted, not done: a
+/// primary router fails over when its map stream drops (after `tuning.node_offline_grace`),
+/// not when it stops answering pings. Values other than headscale's defaults are warned about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HaRoutesConfig {
+    /// Zero disables probing (in headscale).
+    #[serde(with = "duration")]
+    pub probe_interval: Duration,
+    #[serde(with = "duration")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HaRoutesConfig {
+    fn default() -> Self {
+        HaRoutesConfig {
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +483,23 @@ impl Default for TuningConfig {
 #[serde(default)]
 pub struct TaildropConfig {
     /// When false the `file-sharing` capability is withheld from every node.
+    pub enabled: bool,
+}
+
+/// headscale's `logtail`: whether clients may upload their logs to Tailscale's log service.
+/// Off (the default) sends every client `Debug.DisableLogTail`, as headscale does.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogtailConfig {
+    pub enabled: bool,
+}
+
+/// headscale's `auto_update`: the tailnet's default for client auto-updates, sent to every
+/// node as the `default-auto-update` capability (`[true]` or `[false]`, always present, as
+/// headscale sends it). Clients keep a choice made locally.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoUpdateConfig {
     pub enabled: bool,
 }
 
@@ -406,10 +604,13 @@ impl Default for Config {
             log: LogConfig::default(),
             node: NodeConfig::default(),
             taildrop: TaildropConfig::default(),
+            logtail: LogtailConfig::default(),
+            auto_update: AutoUpdateConfig::default(),
             cli: CliConfig::default(),
             tuning: TuningConfig::default(),
             api: ApiConfig::default(),
             source_path: None,
+            missing_features: Vec::new(),
         }
     }
 }
@@ -437,6 +638,8 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             kind: "sled".into(),
             sled: SledConfig::default(),
+            sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -444,11 +647,40 @@ impl Default for DatabaseConfig {
 impl Default for SledConfig {
     fn default() -> Self {
         SledConfig {
-            path: "/var/lib/headscale/db.sled".into(),
+            // Empty: resolved by `DatabaseConfig::sled_path` (beside a headscale sqlite file,
+            // or DEFAULT_SLED_PATH).
+            path: PathBuf::new(),
             cache_capacity_bytes: 64 * 1024 * 1024,
             snapshot_every_events: 100_000,
             snapshot_interval: Duration::from_secs(3600),
             checkpoint_every_events: 1000,
+        }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: "/var/lib/headscale/db.sqlite".into(),
+            write_ahead_log: true,
+            wal_autocheckpoint: 1000,
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: "localhost".into(),
+            port: 5432,
+            name: "headscale".into(),
+            user: "headscale".into(),
+            pass: String::new(),
+            pass_file: PathBuf::new(),
+            ssl: "false".into(),
+            max_open_conns: 10,
+            max_idle_conns: 10,
+            conn_max_idle_time_secs: 3600,
         }
     }
 }
@@ -536,6 +768,7 @@ impl Default for NodeConfig {
             expiry: Duration::ZERO,
             ephemeral: EphemeralConfig::default(),
             require_approval: false,
+            routes: NodeRoutesConfig::default(),
         }
     }
 }

@@ -116,6 +116,14 @@ impl Config {
                 obj(vec![("enabled", J::Bool(self.taildrop.enabled))]),
             ),
             (
+                "logtail",
+                obj(vec![("enabled", J::Bool(self.logtail.enabled))]),
+            ),
+            (
+                "auto_update",
+                obj(vec![("enabled", J::Bool(self.auto_update.enabled))]),
+            ),
+            (
                 "policy",
                 obj(vec![("mode", text(self.policy.mode.as_str()))]),
             ),
@@ -175,9 +183,8 @@ impl Config {
             (
                 "data",
                 format!(
-                    "sled {} (cache {} MiB), noise key {}",
-                    self.database.sled.path.display(),
-                    self.database.sled.cache_capacity_bytes / (1024 * 1024),
+                    "{}, noise key {}",
+                    self.database.describe(),
                     self.noise.private_key_path.display()
                 ),
             ),
@@ -193,9 +200,19 @@ impl Config {
             (
                 "derp",
                 format!(
-                    "{embedded}; {} url(s), {} file(s)",
+                    "{embedded}; {} url(s), {} file(s){}",
                     self.derp.urls.len(),
-                    self.derp.paths.len()
+                    self.derp.paths.len(),
+                    if self.derp.auto_update_enabled
+                        && !(self.derp.urls.is_empty() && self.derp.paths.is_empty())
+                    {
+                        format!(
+                            ", refreshed every {}",
+                            duration::format(self.derp.update_frequency)
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             (

@@ -25,6 +25,12 @@ where
         .map_err(|e| serde::de::Error::custom(format!("invalid value {text:?}: {e}")))
 }
 
+/// Any scalar (a string, a bool, a number) as text: headscale's viper reads such keys with
+/// `GetString`, so `ssl: false` and `ssl: "disable"` are both valid there.
+pub(super) fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    ScalarText::deserialize(deserializer).map(|ScalarText(text)| text)
+}
+
 /// Any scalar, as text.
 struct ScalarText(String);
 

@@ -253,32 +253,23 @@ fn unknown_keys_warn_with_full_path() {
 fn unsupported_features_warn_as_unsupported() {
     let yaml = "\
 grpc_listen_addr: 127.0.0.1:50443
-oidc:
-  issuer: https://sso.example.com
 acme_email: a@b.c
 tls_letsencrypt_hostname: hs.example.com
-logtail:
-  enabled: false
 database:
   type: sled
   sqlite:
     path: /var/lib/headscale/db.sqlite
-  debug: false
-node:
-  routes:
-    ha:
-      probe_interval: 10s
+  debug: true
+tuning:
+  register_cache_max_entries: 4096
 ";
     let loaded = load_with(yaml, &[]).unwrap();
     for key in [
         "grpc_listen_addr",
-        "oidc",
         "acme_email",
         "tls_letsencrypt_hostname",
-        "logtail",
-        "database.sqlite",
         "database.debug",
-        "node.routes",
+        "tuning.register_cache_max_entries",
     ] {
         let warning = loaded
             .warnings
@@ -288,6 +279,99 @@ node:
         assert!(warning.contains("does not support"), "{warning}");
         assert!(!warning.contains("unknown"), "{warning}");
     }
+    assert!(loaded.config.missing_features.is_empty());
+}
+
+/// headscale's example leaves features it does not use empty, false or at their defaults:
+/// none of that is worth a warning, and `database.gorm` tunes only headscale's ORM.
+#[test]
+fn placeholders_and_defaults_of_missing_features_do_not_warn() {
+    let yaml = "\
+acme_email: \"\"
+tls_letsencrypt_hostname: \"\"
+oidc:
+  only_start_if_oidc_is_available: true
+  issuer: \"\"
+  allowed_domains: [example.com]
+logtail:
+  enabled: true
+auto_update:
+  enabled: true
+database:
+  type: sled
+  debug: false
+  gorm:
+    prepare_stmt: true
+    slow_threshold: 1000
+node:
+  routes:
+    ha:
+      probe_interval: 10s
+      probe_timeout: 5s
+tuning:
+  register_cache_max_entries: 1024
+  register_cache_expiration: 15m
+  node_store_batch_size: 100
+  node_store_batch_timeout: 500ms
+  notifier_send_timeout: 800ms
+derp:
+  paths: [/dev/null]
+";
+    let loaded = load_with(yaml, &[]).unwrap();
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    assert!(loaded.config.logtail.enabled);
+    assert!(loaded.config.auto_update.enabled);
+    loaded.config.check_can_serve().unwrap();
+
+    // Probing asked for with other timers (or off): warned about once, or silent.
+    let tuned = "node:\n  routes:\n    ha:\n      probe_interval: 3s\n      probe_timeout: 1s\nderp:\n  paths: [/dev/null]\n";
+    let warnings = load_with(tuned, &[]).unwrap().warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("node.routes.ha") && warnings[0].contains("3s"));
+    let off = "node:\n  routes:\n    ha:\n      probe_interval: 0s\nderp:\n  paths: [/dev/null]\n";
+    assert_eq!(load_with(off, &[]).unwrap().warnings, Vec::<String>::new());
+}
+
+/// An OIDC issuer is security-relevant: `serve` (and `configtest`) refuse it, naming the
+/// issue; loading still works so client commands can use the same file.
+#[test]
+fn derp_urls_must_be_urls_with_a_host() {
+    assert!(error_text("derp:\n  urls: [\"ftp://x/map\"]\n").contains("must start with http"));
+    let err = error_text("derp:\n  urls: [\"https:// bad host/map\"]\n");
+    assert!(
+        err.contains("derp.urls") && err.contains("not a valid URL"),
+        "{err}"
+    );
+    assert!(error_text("derp:\n  urls: [\"https:///map\"]\n").contains("not a valid URL"));
+    load_with(
+        "derp:\n  urls: [\"https://localhost:8443/derpmap/default\"]\n",
+        &[],
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_oidc_issuer_refuses_to_serve() {
+    let yaml = "oidc:\n  only_start_if_oidc_is_available: true\n  issuer: https://sso.example.com\n  client_id: hs\n";
+    let loaded = load_with(yaml, &[]).unwrap();
+    assert!(
+        loaded.warnings.iter().all(|w| !w.contains("oidc")),
+        "{:?}",
+        loaded.warnings
+    );
+    let error = loaded.config.check_can_serve().unwrap_err().to_string();
+    assert!(error.contains("oidc.issuer"), "{error}");
+    assert!(error.contains("issue #13"), "{error}");
+    assert!(error.contains("https://sso.example.com"), "{error}");
+
+    let from_env = load_with("", &[("HEADSCALE_OIDC_ISSUER", "https://idp.example")]).unwrap();
+    let error = from_env.config.check_can_serve().unwrap_err().to_string();
+    assert!(error.contains("https://idp.example"), "{error}");
+    load_with("", &[("HEADSCALE_OIDC_ISSUER", " ")])
+        .unwrap()
+        .config
+        .check_can_serve()
+        .unwrap();
 }
 
 #[test]
@@ -467,14 +551,60 @@ fn base_domain_must_not_contain_server_url() {
 }
 
 #[test]
-fn database_type_other_than_sled_is_an_error() {
-    let err = error_text("database:\n  type: sqlite\n");
+fn database_type_sqlite_keeps_the_log_beside_the_headscale_file() {
+    let c = load_with(
+        "database:\n  type: sqlite\n  sqlite:\n    path: /srv/hs/db.sqlite\n    write_ahead_log: true\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.database.backend(), Some(super::DatabaseKind::Sqlite));
+    assert_eq!(c.database.sled_path(), PathBuf::from("/srv/hs/db.sled"));
+    assert_eq!(
+        c.database.import_source(),
+        Some(super::ImportSource::Sqlite("/srv/hs/db.sqlite".into()))
+    );
+    // An explicit sled path wins.
+    let c = load_with(
+        "database:\n  type: sqlite\n  sqlite:\n    path: /srv/hs/db.sqlite\n  sled:\n    path: /x/log.sled\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.database.sled_path(), PathBuf::from("/x/log.sled"));
+    // The default is headscale's data dir.
+    let c = load_with("", &[]).unwrap().config;
+    assert_eq!(
+        c.database.sled_path(),
+        PathBuf::from(super::DEFAULT_SLED_PATH)
+    );
+    assert_eq!(c.database.import_source(), None);
+}
+
+#[test]
+fn database_type_postgres_reads_headscales_keys() {
+    let c = load_with(
+        "database:\n  type: postgres\n  postgres:\n    host: db.internal\n    port: 5433\n    name: hs\n    user: hs\n    pass: secret\n    ssl: false\n    max_open_conns: 10\n    max_idle_conns: 10\n    conn_max_idle_time_secs: 3600\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.database.backend(), Some(super::DatabaseKind::Postgres));
+    assert_eq!(c.database.postgres.port, 5433);
+    assert_eq!(c.database.postgres.ssl, "false");
+    assert!(!format!("{:?}", c.database.postgres).contains("secret"));
+    let both = "database:\n  type: postgres\n  postgres:\n    pass: a\n    pass_file: /b\n";
+    assert!(error_text(both).contains("either pass or pass_file"));
+}
+
+#[test]
+fn unknown_database_type_is_an_error() {
+    let err = error_text("database:\n  type: mysql\n");
     assert_eq!(
         err,
-        "config /tmp/test.yaml: database.type \"sqlite\" is not supported: this server \
-         stores its event log in sled (set database.type: sled and database.sled.path)"
+        "config /tmp/test.yaml: database.type \"mysql\" is not a database type: use sled (our \
+         embedded log), sqlite (a headscale database to import) or postgres"
     );
-    assert!(error_text("database:\n  type: postgres\n").contains("sled"));
 }
 
 #[test]
@@ -595,7 +725,9 @@ fn netmap_relevant_json_is_canonical_and_selective() {
     assert!(!json.contains(": ") && !json.contains(", "), "{json}");
     assert!(!json.contains('\n'));
     assert!(
-        json.starts_with("{\"derp\":{\"paths\":[],\"server\":{\"automatically_add"),
+        json.starts_with(
+            "{\"auto_update\":{\"enabled\":false},\"derp\":{\"paths\":[],\"server\":{\"automatically_add"
+        ),
         "{json}"
     );
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();

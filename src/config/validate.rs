@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, PolicyMode};
+use super::{
+    duration, tailscale_v4_range, tailscale_v6_range, Config, ConfigError, DatabaseKind, PolicyMode,
+};
 
 /// Headscale refuses shorter ephemeral timeouts; we only warn so tests can use short ones.
 const EPHEMERAL_TIMEOUT_MIN: Duration = Duration::from_secs(65);
@@ -46,6 +48,16 @@ impl Config {
                 "unix_socket_permission",
                 format!("{text:?} must be an octal file mode such as 0770"),
             )),
+        }
+    }
+
+    /// Whether `serve` may start: not while the config asks for a security-relevant feature
+    /// this server lacks ([`Config::missing_features`], e.g. an OIDC issuer). Client commands
+    /// do not call this, so the CLI still works with such a file.
+    pub fn check_can_serve(&self) -> Result<(), ConfigError> {
+        match self.missing_features.first() {
+            Some(missing) => Err(self.invalid(&missing.key, missing.message.clone())),
+            None => Ok(()),
         }
     }
 
@@ -96,18 +108,35 @@ impl Config {
         }
 
         // Storage.
-        if self.database.kind != "sled" {
-            return Err(self.invalid(
-                "database.type",
-                format!(
-                    "{:?} is not supported: this server stores its event log in sled \
-                     (set database.type: sled and database.sled.path)",
-                    self.database.kind
-                ),
-            ));
-        }
-        if self.database.sled.path.as_os_str().is_empty() {
-            return Err(self.invalid("database.sled.path", "must be set"));
+        match self.database.backend() {
+            None => {
+                return Err(self.invalid(
+                    "database.type",
+                    format!(
+                        "{:?} is not a database type: use sled (our embedded log), sqlite (a \
+                         headscale database to import) or postgres",
+                        self.database.kind
+                    ),
+                ))
+            }
+            Some(DatabaseKind::Sqlite) if self.database.sqlite.path.as_os_str().is_empty() => {
+                return Err(self.invalid("database.sqlite.path", "must be set"));
+            }
+            Some(DatabaseKind::Postgres) => {
+                let pg = &self.database.postgres;
+                if pg.host.is_empty() || pg.name.is_empty() || pg.user.is_empty() {
+                    return Err(
+                        self.invalid("database.postgres", "host, name and user must be set")
+                    );
+                }
+                if !pg.pass.is_empty() && !pg.pass_file.as_os_str().is_empty() {
+                    return Err(self.invalid(
+                        "database.postgres.pass_file",
+                        "set either pass or pass_file, not both",
+                    ));
+                }
+            }
+            Some(_) => {}
         }
 
         // Addresses.
@@ -134,7 +163,43 @@ impl Config {
         // DNS.
         self.validate_dns(&server.host)?;
 
-        // DERP.
+        self.validate_derp(&mut warnings)?;
+
+        // Policy.
+        match (self.policy.mode, &self.policy.path) {
+            (PolicyMode::File, Some(path)) if !path.exists() => {
+                return Err(self.invalid(
+                    "policy.path",
+                    format!(
+                        "{:?} does not exist (policy.mode is file)",
+                        path.display().to_string()
+                    ),
+                ));
+            }
+            (PolicyMode::Database, Some(path)) => warnings.push(format!(
+                "policy.path {:?} is ignored because policy.mode is database",
+                path.display().to_string()
+            )),
+            _ => {}
+        }
+
+        // Nodes and logging.
+        self.validate_nodes(&mut warnings);
+        self.validate_timers()?;
+        if self.log.level_name().is_none() {
+            return Err(self.invalid(
+                "log.level",
+                format!(
+                    "{:?} must be one of trace, debug, info, warn, error",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// `derp.*`: the embedded relay's settings, the URLs and the refresh period.
+    fn validate_derp(&self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         let derp = &self.derp.server;
         if derp.enabled {
             check_host_port(&derp.stun_listen_addr).map_err(|problem| {
@@ -180,6 +245,13 @@ impl Config {
                     format!("entry {url:?} must start with http:// or https://"),
                 ));
             }
+            let parsed = url.parse::<hyper::Uri>();
+            if parsed.as_ref().map_or(true, |uri| uri.host().is_none()) {
+                return Err(self.invalid(
+                    "derp.urls",
+                    format!("entry {url:?} is not a valid URL with a host"),
+                ));
+            }
         }
         if self.derp.auto_update_enabled && self.derp.update_frequency.is_zero() {
             return Err(self.invalid(
@@ -194,26 +266,11 @@ impl Config {
                     .into(),
             );
         }
+        Ok(())
+    }
 
-        // Policy.
-        match (self.policy.mode, &self.policy.path) {
-            (PolicyMode::File, Some(path)) if !path.exists() => {
-                return Err(self.invalid(
-                    "policy.path",
-                    format!(
-                        "{:?} does not exist (policy.mode is file)",
-                        path.display().to_string()
-                    ),
-                ));
-            }
-            (PolicyMode::Database, Some(path)) => warnings.push(format!(
-                "policy.path {:?} is ignored because policy.mode is database",
-                path.display().to_string()
-            )),
-            _ => {}
-        }
-
-        // Nodes and logging.
+    /// `node.*` beyond the timers: what is accepted but done differently.
+    fn validate_nodes(&self, warnings: &mut Vec<String>) {
         let timeout = self.node.ephemeral.inactivity_timeout;
         if timeout < EPHEMERAL_TIMEOUT_MIN {
             warnings.push(format!(
@@ -223,17 +280,16 @@ impl Config {
                 duration::format(EPHEMERAL_TIMEOUT_MIN)
             ));
         }
-        self.validate_timers()?;
-        if self.log.level_name().is_none() {
-            return Err(self.invalid(
-                "log.level",
-                format!(
-                    "{:?} must be one of trace, debug, info, warn, error",
-                    self.log.level
-                ),
+        let ha = &self.node.routes.ha;
+        if !ha.probe_interval.is_zero() && *ha != super::HaRoutesConfig::default() {
+            warnings.push(format!(
+                "node.routes.ha asks for HA subnet routers to be probed every {} (timeout {}); \
+                 this server does not probe them: a primary router fails over when its map \
+                 stream drops (after tuning.node_offline_grace)",
+                duration::format(ha.probe_interval),
+                duration::format(ha.probe_timeout)
             ));
         }
-        Ok(warnings)
     }
 
     /// Timers that drive intervals and loops: zero would panic (`tokio::time::interval`) or

@@ -183,6 +183,8 @@ enum HubMessage {
     },
     /// A new `DNSConfig` (the extra-records file changed): every session gets it.
     SetDnsConfig(SharedJson),
+    /// A new DERP map (`derp.urls` or `derp.paths` changed): every session gets it.
+    SetDerpMap(SharedJson),
     /// What the `/debug/*` pages show.
     Inspect(oneshot::Sender<HubInspection>),
 }
@@ -378,6 +380,13 @@ impl MapHub {
     /// (`SessionView::delta` re-sends it when it differs from what the session has).
     pub async fn set_dns_config(&self, dns_config: SharedJson) {
         let _ = self.tx.send(HubMessage::SetDnsConfig(dns_config)).await;
+    }
+
+    /// Replaces the tailnet's DERP map (`derp/map_fetch.rs`); like the DNS config, a
+    /// tailnet-wide netmap change, not an event: each live session gets the new `DERPMap` in
+    /// the next batch (`SessionView::delta` sends it when it differs from what it sent).
+    pub async fn set_derp_map(&self, derp_map: SharedJson) {
+        let _ = self.tx.send(HubMessage::SetDerpMap(derp_map)).await;
     }
 
     /// The live sessions, HA primaries and access view (the `/debug/*` pages).
@@ -599,6 +608,10 @@ impl Hub {
             }
             HubMessage::SetDnsConfig(dns_config) => {
                 self.context.dns_config = dns_config;
+                self.everything = true;
+            }
+            HubMessage::SetDerpMap(derp_map) => {
+                self.context.derp_map = derp_map;
                 self.everything = true;
             }
             HubMessage::Inspect(reply) => {

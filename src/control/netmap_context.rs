@@ -76,12 +76,14 @@ pub fn netmap_context(
         )),
         domain: config.dns.base_domain.clone(),
         self_caps: self_caps(config),
+        log_tail: config.logtail.enabled,
         ranking: Arc::default(),
     })
 }
 
-/// What headscale gives every node on itself: admin and SSH capabilities, and file
-/// sharing (Taildrop between a user's own devices) when `taildrop.enabled`.
+/// What headscale gives every node on itself: admin and SSH capabilities, file sharing
+/// (Taildrop between a user's own devices) when `taildrop.enabled`, and the tailnet's
+/// auto-update default (`auto_update.enabled`, always sent, `[true]` or `[false]`).
 pub fn self_caps(config: &Config) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
     let mut caps = std::collections::BTreeMap::new();
     caps.insert("https://tailscale.com/cap/is-admin".to_string(), Vec::new());
@@ -92,5 +94,45 @@ pub fn self_caps(config: &Config) -> std::collections::BTreeMap<String, Vec<serd
             Vec::new(),
         );
     }
+    caps.insert(
+        "default-auto-update".to_string(),
+        vec![serde_json::Value::Bool(config.auto_update.enabled)],
+    );
     caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logtail_and_auto_update_reach_every_node_as_headscale_sends_them() {
+        let mut config = Config::default();
+        let context = netmap_context(&config, &serde_json::json!({})).unwrap();
+        assert!(!context.log_tail);
+        assert_eq!(
+            context.self_caps["default-auto-update"],
+            vec![serde_json::Value::Bool(false)]
+        );
+        let off = serde_json::to_value(crate::tailcfg::Debug {
+            disable_log_tail: true,
+        })
+        .unwrap();
+        assert_eq!(off, serde_json::json!({"DisableLogTail": true}));
+
+        config.logtail.enabled = true;
+        config.auto_update.enabled = true;
+        let context = netmap_context(&config, &serde_json::json!({})).unwrap();
+        assert!(context.log_tail);
+        assert_eq!(
+            context.self_caps["default-auto-update"],
+            vec![serde_json::Value::Bool(true)]
+        );
+        // Go's omitempty: logtail allowed is an empty Debug.
+        let on = serde_json::to_value(crate::tailcfg::Debug {
+            disable_log_tail: false,
+        })
+        .unwrap();
+        assert_eq!(on, serde_json::json!({}));
+    }
 }

@@ -1,10 +1,18 @@
-//! The DERP map handed to clients: the regions of the `derp.paths` files (YAML or JSON in
-//! headscale's format, field names matched case-insensitively) merged with the embedded
-//! relay's own region, which is built from `server_url` and `derp.server.*` and wins over a
-//! file region with the same id. `derp.urls` (maps fetched over HTTP) is not supported yet.
+//! The DERP map handed to clients, built the way headscale 0.29 builds it: the maps of
+//! `derp.urls` (fetched by `map_fetch.rs`; this module never does I/O on them), then the
+//! `derp.paths` files (YAML or JSON in headscale's format, field names matched
+//! case-insensitively), merged by region id with the later source winning; the nodes of each
+//! region shuffled in an order fixed by `dns.base_domain` (so one tailnet's clients spread
+//! over a region's relays the same way every time); and last the embedded relay's own
+//! region from `server_url` and `derp.server.*`, which wins over any region with its id.
+//! Merging, parsing and the on-disk cache of fetched maps are pure and unit-tested here.
 
 use crate::config::Config;
 use crate::tailcfg::derp::{DerpMap, DerpNode, DerpRegion};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use sha2::Digest;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
@@ -12,10 +20,12 @@ use std::path::Path;
 /// A DERP map file larger than this is refused.
 const MAX_MAP_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The cache of fetched maps is refused (and the URLs fetched afresh) above this size: one
+/// fetched map is at most `map_fetch::MAX_FETCHED_MAP_BYTES` (4 MiB) and a config names few.
+pub const MAX_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DerpMapError {
-    #[error("derp.urls is not supported yet; use derp.paths")]
-    UrlsUnsupported,
     #[error("DERP map file {path}: {source}")]
     Io {
         path: String,
@@ -29,26 +39,82 @@ pub enum DerpMapError {
     StunAddr(String),
 }
 
-/// The map clients get, per the config.
+/// The map clients get from the `derp.paths` files and the embedded region alone (no
+/// fetched maps).
 pub fn derp_map(config: &Config) -> Result<DerpMap, DerpMapError> {
-    if !config.derp.urls.is_empty() {
-        return Err(DerpMapError::UrlsUnsupported);
-    }
+    merge(config, &[], &load_files(config)?)
+}
+
+/// Reads every `derp.paths` file, in order.
+pub fn load_files(config: &Config) -> Result<Vec<DerpMap>, DerpMapError> {
+    config
+        .derp
+        .paths
+        .iter()
+        .map(|path| load_file(path))
+        .collect()
+}
+
+/// headscale's merge: `fetched` (the `derp.urls` maps, in config order) then `files`, a
+/// region of a later map replacing one with the same id; then each region's nodes shuffled
+/// by the tailnet's seed; then the embedded region on top. `omitDefaultRegions` is kept if
+/// any source sets it and `HomeParams` from the last source that has them (headscale drops
+/// both; clients ignore the first and use the second for home selection).
+pub fn merge(
+    config: &Config,
+    fetched: &[DerpMap],
+    files: &[DerpMap],
+) -> Result<DerpMap, DerpMapError> {
     let mut map = DerpMap::default();
-    for path in &config.derp.paths {
-        let file = load_file(path)?;
-        map.omit_default_regions |= file.omit_default_regions;
-        if file.home_params.is_some() {
-            map.home_params = file.home_params;
+    for source in fetched.iter().chain(files) {
+        map.omit_default_regions |= source.omit_default_regions;
+        if source.home_params.is_some() {
+            map.home_params = source.home_params.clone();
         }
-        map.regions.extend(file.regions);
+        map.regions
+            .extend(source.regions.iter().map(|(id, r)| (*id, r.clone())));
     }
+    shuffle_nodes(&mut map, &config.dns.base_domain);
     let server = &config.derp.server;
     if server.enabled && server.automatically_add_embedded_derp_region {
         let region = embedded_region(config)?;
         map.regions.insert(region.region_id, region);
     }
     Ok(map)
+}
+
+/// Reorders each region's nodes with a generator seeded by `seed` (the base domain), as
+/// headscale does: deterministic for one tailnet, different between tailnets.
+fn shuffle_nodes(map: &mut DerpMap, seed: &str) {
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes.copy_from_slice(&digest);
+    let mut rng = rand::rngs::StdRng::from_seed(seed_bytes);
+    // BTreeMap: regions in id order, so the same input always gives the same output.
+    for region in map.regions.values_mut() {
+        region.nodes.shuffle(&mut rng);
+    }
+}
+
+/// What `map_fetch` keeps on disk between runs: the last map each URL answered with.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FetchedCache {
+    /// URL → its last good map.
+    pub maps: BTreeMap<String, DerpMap>,
+}
+
+impl FetchedCache {
+    /// Parses the cache file's text; `Err` says why it is unusable (it is then ignored).
+    pub fn parse(text: &str) -> Result<FetchedCache, String> {
+        if text.len() > MAX_CACHE_BYTES {
+            return Err(format!("larger than {MAX_CACHE_BYTES} bytes"));
+        }
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
 }
 
 /// The embedded relay's region: reachable at the `server_url` host and port.
@@ -148,9 +214,13 @@ pub fn load_file(path: &Path) -> Result<DerpMap, DerpMapError> {
 /// Tailscale's JSON form (`{"Regions": {"900": {"RegionID": 900, ...}}}`).
 pub fn parse_map(text: &str) -> Result<DerpMap, String> {
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-    let json = canonical(yaml)?;
-    if !json.is_object() {
+    let mut json = canonical(yaml)?;
+    let Some(object) = json.as_object_mut() else {
         return Err("expected a mapping with a `regions` key".into());
+    };
+    // A null region is left out, as headscale's merge drops nil regions.
+    if let Some(serde_json::Value::Object(regions)) = object.get_mut("Regions") {
+        regions.retain(|_, region| !region.is_null());
     }
     let mut map: DerpMap = serde_json::from_value(json).map_err(|e| e.to_string())?;
     for (id, region) in map.regions.iter_mut() {
@@ -318,11 +388,104 @@ mod tests {
         assert_eq!(map.regions[&900].nodes[0].region_id, 900);
     }
 
+    fn region(id: u32, code: &str, nodes: &[&str]) -> DerpRegion {
+        DerpRegion {
+            region_id: id,
+            region_code: code.into(),
+            nodes: nodes
+                .iter()
+                .map(|name| DerpNode {
+                    name: (*name).into(),
+                    region_id: id,
+                    host_name: format!("{name}.example"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn map_of(regions: Vec<DerpRegion>) -> DerpMap {
+        DerpMap {
+            regions: regions.into_iter().map(|r| (r.region_id, r)).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// headscale's order: URLs in order, then files; the later source wins a region id;
+    /// the embedded region wins over everything.
     #[test]
-    fn urls_are_not_supported_yet() {
-        let config =
-            config("derp:\n  urls: [https://controlplane.tailscale.com/derpmap/default]\n");
-        let err = derp_map(&config).unwrap_err().to_string();
-        assert_eq!(err, "derp.urls is not supported yet; use derp.paths");
+    fn later_sources_win_and_the_embedded_region_wins_last() {
+        let config = config(
+            "server_url: http://127.0.0.1:8080\nderp:\n  server:\n    enabled: true\n    \
+             stun_listen_addr: 127.0.0.1:3479\n    region_id: 999\n",
+        );
+        let first_url = map_of(vec![region(1, "url1", &["1a"]), region(2, "url1", &["2a"])]);
+        let second_url = map_of(vec![
+            region(2, "url2", &["2a"]),
+            region(999, "url2", &["x"]),
+        ]);
+        let file = map_of(vec![region(1, "file", &["1a"]), region(3, "file", &["3a"])]);
+        let map = merge(&config, &[first_url, second_url], &[file]).unwrap();
+        let codes: Vec<(u32, &str)> = map
+            .regions
+            .iter()
+            .map(|(id, r)| (*id, r.region_code.as_str()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![(1, "file"), (2, "url2"), (3, "file"), (999, "headscale")]
+        );
+        // Without the embedded relay, a fetched region 999 stays.
+        let plain = crate::config::Config::default();
+        let map = merge(&plain, &[map_of(vec![region(999, "url", &["x"])])], &[]).unwrap();
+        assert_eq!(map.regions[&999].region_code, "url");
+    }
+
+    #[test]
+    fn nodes_are_shuffled_per_tailnet_deterministically() {
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        let source = map_of(vec![region(1, "r", &names), region(2, "s", &names)]);
+        let order = |domain: &str| {
+            let mut config = crate::config::Config::default();
+            config.dns.base_domain = domain.into();
+            let map = merge(&config, std::slice::from_ref(&source), &[]).unwrap();
+            map.regions
+                .values()
+                .map(|r| r.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        let one = order("one.example");
+        assert_eq!(one, order("one.example"));
+        assert_ne!(one, order("two.example"));
+        for nodes in &one {
+            let mut sorted = nodes.clone();
+            sorted.sort();
+            assert_eq!(sorted, names);
+        }
+    }
+
+    /// A fetched body in Tailscale's JSON (null regions dropped, as headscale does).
+    #[test]
+    fn fetched_json_with_a_null_region() {
+        let map = parse_map(
+            r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"nyc","Nodes":[{"Name":"1a",
+            "HostName":"derp1.example","CanPort80":true}]},"2":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(map.regions.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(map.regions[&1].nodes[0].can_port_80);
+    }
+
+    #[test]
+    fn the_cache_round_trips_and_refuses_garbage() {
+        let mut cache = FetchedCache::default();
+        cache.maps.insert(
+            "https://derp.example/map".into(),
+            map_of(vec![region(7, "c", &["7a"])]),
+        );
+        assert_eq!(FetchedCache::parse(&cache.to_json()).unwrap(), cache);
+        assert!(FetchedCache::parse("{\"maps\": [").is_err());
+        assert!(FetchedCache::parse(&" ".repeat(MAX_CACHE_BYTES + 1)).is_err());
     }
 }

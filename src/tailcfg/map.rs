@@ -107,7 +107,8 @@ fn is_zero(value: &u32) -> bool {
 /// `tailcfg.Debug`: only the switch that keeps clients from uploading logs to Tailscale.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Debug {
-    #[serde(rename = "DisableLogTail")]
+    /// Left out when false (Go's `omitempty`): the client only ever acts on `true`.
+    #[serde(rename = "DisableLogTail", skip_serializing_if = "is_false")]
     pub disable_log_tail: bool,
 }
 

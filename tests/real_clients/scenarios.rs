@@ -84,6 +84,10 @@ pub fn default_list() -> Vec<Scenario> {
         "magic_dns_and_extra_records",
         crate::dns::magic_dns_and_extra_records,
     ));
+    list.push(scenario(
+        "migrate_from_go_headscale",
+        crate::migration::migrate_from_go_headscale,
+    ));
     list
 }
 

@@ -56,6 +56,9 @@ pub struct NetmapContext {
     /// as headscale gives them, file sharing when `taildrop.enabled`. The policy's
     /// `nodeAttrs` are added per node.
     pub self_caps: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    /// `logtail.enabled`: clients may upload logs to Tailscale's log service; when false
+    /// every full map carries `Debug.DisableLogTail`, as headscale sends it.
+    pub log_tail: bool,
     /// The routers that can carry each subnet now, the primary first (elected by the hub,
     /// `core::routes`): a viewer steered by `via` gets a subnet on the first via router.
     pub ranking: Arc<crate::core::routes::Ranking>,

@@ -118,7 +118,7 @@ impl SessionView {
             ssh_policy,
             control_time: Some(now.to_rfc3339()),
             debug: Some(tailcfg::Debug {
-                disable_log_tail: true,
+                disable_log_tail: !context.log_tail,
             }),
             ..Default::default()
         };
@@ -509,6 +509,7 @@ mod tests {
             access: Arc::new(Access::for_state(state, "https://x")),
             domain: String::new(),
             self_caps: BTreeMap::new(),
+            log_tail: false,
             ranking,
         }
     }
