@@ -364,7 +364,8 @@ fn replay(cases: &[Case], mut run: impl FnMut(&[&str]) -> std::process::Output) 
 }
 
 /// headscale 0.29.2's own config (its example's server-only keys: `database.type: sqlite`,
-/// `derp.urls`, the gRPC listener, …) with `unix_socket` pointing at `socket`.
+/// `derp.urls`, the gRPC listener, …, and an OIDC issuer, which our `serve` refuses until
+/// issue #13) with `unix_socket` pointing at `socket`.
 fn headscale_config(dir: &std::path::Path, socket: &std::path::Path) -> PathBuf {
     let path = dir.join("headscale-config.yaml");
     let data = dir.display();
@@ -393,7 +394,8 @@ fn headscale_config(dir: &std::path::Path, socket: &std::path::Path) -> PathBuf 
              tls_key_path: \"\"\n\
              log:\n  level: info\n  format: text\n\
              policy:\n  mode: file\n  path: \"\"\n\
-             dns:\n  magic_dns: true\n  base_domain: example.com\n  override_local_dns: true\n  nameservers:\n    global:\n      - 1.1.1.1\n\
+             dns:\n  magic_dns: true\n  base_domain: tailnet.example\n  override_local_dns: true\n  nameservers:\n    global:\n      - 1.1.1.1\n\
+             oidc:\n  only_start_if_oidc_is_available: true\n  issuer: https://sso.example.com\n  client_id: headscale\n\
              unix_socket: {socket}\n\
              unix_socket_permission: \"0770\"\n\
              logtail:\n  enabled: false\n\
@@ -432,25 +434,44 @@ fn a_headscale_config_serves_the_client_as_is() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("- id: 1\n  name: ann\n"));
 
-    // `serve` and `configtest` still judge it as a server config.
+    // `serve` and `configtest` still judge it as a server config (the OIDC issuer).
     let out = cli(&["configtest"]);
     assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database.type"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oidc.issuer"));
 
-    // No daemon: the store would be read directly, which this config cannot describe.
+    // No daemon: reading the store directly needs a store; a client never creates one.
     server.stop();
     let out = cli(&["users", "list"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("no daemon answers") && stderr.contains("database.type"),
+        stderr.contains("no daemon answers") && stderr.contains("there is no store at"),
         "{stderr}"
     );
+    assert!(!dir.path().join("db.sled").exists());
     let out = cli(&["users", "list", "-o", "json-line"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with("{\"error\":\"no daemon answers"),
+        "{stderr}"
+    );
+
+    // A config whose server-only part is invalid (here a MagicDNS domain that would swallow
+    // the server's host, which headscale refuses too) still serves the client…
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("base_domain: tailnet.example", "base_domain: example.com");
+    std::fs::write(&config, text).unwrap();
+    server.spawn();
+    let out = cli(&["users", "list", "-o", "json-line"]);
+    assert!(out.status.success(), "{out:?}");
+    // …and without a daemon says why the store cannot be read.
+    server.stop();
+    let out = cli(&["users", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no daemon answers") && stderr.contains("dns.base_domain"),
         "{stderr}"
     );
 }
@@ -488,9 +509,10 @@ fn the_cli_environment_overrides_a_headscale_config() {
             .cli
             .insecure
     );
-    // The same file is refused as a server config, with the key named.
-    let error = headscale::config::load(&config, &env).unwrap_err();
-    assert!(error.to_string().contains("database.type"), "{error}");
+    // The same file is refused for serving, with the key named.
+    let loaded = headscale::config::load(&config, &env).unwrap();
+    let error = loaded.config.check_can_serve().unwrap_err();
+    assert!(error.to_string().contains("oidc.issuer"), "{error}");
 }
 
 /// The real Go headscale v0.29.2 binary (`.ci/install-go-headscale` builds it).

@@ -46,6 +46,17 @@ impl Transport {
                 socket.display()
             )
         })?;
+        // Reads never create a store: a client config whose server has not run here yet
+        // (headscale's, before the first `serve` imports it) has nothing to read.
+        let store_path = config.database.sled_path();
+        if !store_path.is_dir() {
+            bail!(
+                "no daemon answers on {}, and there is no store at {} to read directly (is \
+                 the server running, and is this its config?)",
+                socket.display(),
+                store_path.display()
+            );
+        }
         let store = match server::open_store(config) {
             Ok(store) => store,
             Err(StoreError::Locked { path }) => bail!(
