@@ -22,8 +22,10 @@ fn init_tracing(level: &str, json: bool) {
 
 fn main() {
     let cli = Cli::parse();
+    let format = cli.output;
     if let Err(error) = run(cli) {
-        eprintln!("Error: {}", one_line(&error));
+        // `{"error": …}` with a machine format, as headscale's CLI does.
+        eprintln!("{}", cli::output::error_text(format, &one_line(&error)));
         std::process::exit(1);
     }
 }
@@ -43,16 +45,7 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Version => {
-            let version = server::VERSION;
-            match cli.output {
-                Format::Human => println!("{version}"),
-                format => {
-                    cli::output::print_machine(format, &serde_json::json!({ "version": version }))?
-                }
-            }
-            return Ok(());
-        }
+        Command::Version => return cli::output::print_version(cli.output),
         Command::Completion { shell } => {
             clap_complete::generate(
                 *shell,
@@ -72,7 +65,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let loaded = cli::load_config(cli.config.as_deref())?;
+    let loaded = match &cli.command {
+        Command::Serve | Command::Configtest => cli::load_config(cli.config.as_deref())?,
+        // A client of the server: a headscale config with server-only keys must not stop it.
+        _ => cli::load_client_config(cli.config.as_deref())?,
+    };
     let config = loaded.config;
     let runtime = tokio::runtime::Runtime::new()?;
     match &cli.command {

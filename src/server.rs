@@ -354,9 +354,15 @@ pub fn start_map_hub(
     })
 }
 
+/// The headscale release whose API and CLI we implement, as `/version` reports it.
+pub const HEADSCALE_API_LEVEL: &str = "v0.29.2";
+
 /// `GET /version`, in headscale's shape (its `go` object names the platform we run on;
-/// architectures use Go's names so tools that parse them keep working).
-fn version_info() -> serde_json::Value {
+/// architectures use Go's names so tools that parse them keep working). `version` is the
+/// headscale API level with our own version as semver build metadata
+/// (`v0.29.2+headscale-rs.0.1.0`): tools that gate features on headscale's version (Headplane
+/// hides tags and sends old request bodies below 0.28) see the API we serve.
+pub fn version_info() -> serde_json::Value {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -364,7 +370,7 @@ fn version_info() -> serde_json::Value {
         other => other,
     };
     serde_json::json!({
-        "version": VERSION,
+        "version": format!("{HEADSCALE_API_LEVEL}+headscale-rs.{VERSION}"),
         "commit": "unknown",
         "buildTime": "unknown",
         "go": {"version": "none (rust)", "os": std::env::consts::OS, "arch": arch},
@@ -386,6 +392,7 @@ fn public_router(
             ctx,
             api::require_api_key,
         ))
+        .layer(axum::middleware::from_fn(api::request_log::log_requests))
         .merge(api::openapi::router());
     let api = match cors {
         Some(cors) => api.layer(cors),
@@ -592,6 +599,7 @@ pub async fn run(
     };
     let local = api::router(ctx.clone())
         .layer(axum::middleware::from_fn(api::local_trust))
+        .layer(axum::middleware::from_fn(api::request_log::log_requests))
         .merge(api::openapi::router());
     let local = crate::grpc::socket::unix_router(local, ctx.clone())?;
     let unix_server = tokio::spawn(crate::listener::serve_unix(

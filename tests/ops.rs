@@ -70,7 +70,11 @@ fn health_version_and_robots_on_the_main_listener() {
     assert_eq!((status, body["status"].as_str()), (200, Some("pass")));
     let (status, body) = http(server.port, "GET", "/version", None);
     assert_eq!(status, 200);
-    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    // headscale's API level, ours as build metadata (tests/api_compat_old.rs checks more).
+    assert_eq!(
+        body["version"],
+        format!("v0.29.2+headscale-rs.{}", env!("CARGO_PKG_VERSION"))
+    );
     let (status, _, text) = get(server.port, "/robots.txt");
     assert_eq!(status, 200);
     assert!(text.contains("Disallow: /"), "{text}");

@@ -489,7 +489,8 @@ pub(crate) fn policy_in_force(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = PolicyRequest)]
 pub struct PolicyBody {
-    /// The policy text (HuJSON).
+    /// The policy text (HuJSON). Absent or empty on `PUT` clears the policy, as in headscale.
+    #[serde(default)]
     policy: String,
 }
 
@@ -507,7 +508,12 @@ pub async fn set_policy(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let cleared = body.policy.trim().is_empty();
     replace_policy(&ctx, actor, body.policy).await?;
+    if cleared {
+        // headscale answers a cleared policy with an empty one.
+        return Ok(Json(serde_json::json!({ "policy": "" })));
+    }
     get_policy(State(ctx), Query(AtQuery::default())).await
 }
 

@@ -206,6 +206,78 @@ pub struct IdBody {
     /// API keys: the prefix, bare or as listed (`hskey-api-<prefix>-***`).
     #[serde(default)]
     prefix: Option<String>,
+    /// Pre-auth keys, headscale before 0.28 (and Headplane for those): the key itself, full
+    /// or as listed, instead of its id.
+    #[serde(default)]
+    key: Option<String>,
+    /// With `key` (before 0.28): the owner's id, or name before 0.26. Must match.
+    #[serde(default, deserialize_with = "lenient_id")]
+    user: Option<String>,
+}
+
+/// A pre-auth key named the way headscale before 0.28 named it (`{user, key}`): by the key
+/// (`hskey-auth-<prefix>-<secret>`, or `-***` as listed) and, optionally, its owner. Such a
+/// request must never pass as a no-op: an unknown key is 404 and a wrong owner 400.
+fn pre_auth_key_by_key(
+    ctx: &ApiContext,
+    key: &str,
+    user: Option<&str>,
+) -> Result<PreAuthKeyId, ApiError> {
+    let state = ctx.state_at(None)?;
+    let prefix = key
+        .trim()
+        .strip_prefix("hskey-auth-")
+        .and_then(|rest| rest.get(..12))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "key: {:?} is not a pre-auth key (hskey-auth-<prefix>-<secret>); name the key by id",
+                key.chars().take(24).collect::<String>()
+            ))
+        })?;
+    let found = state
+        .pre_auth_keys
+        .values()
+        .find(|k| k.prefix == prefix)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("pre-auth key hskey-auth-{prefix}-*** not found"))
+        })?;
+    if let Some(user) = user.filter(|u| !u.is_empty() && *u != "0") {
+        let owner = found.user.and_then(|id| state.users.get(&id));
+        let matches = owner.is_some_and(|o| o.id.to_string() == user || o.name == user);
+        if !matches {
+            return Err(ApiError::BadRequest(format!(
+                "user: pre-auth key hskey-auth-{prefix}-*** does not belong to user {user:?}"
+            )));
+        }
+    }
+    Ok(found.id)
+}
+
+/// The pre-auth key a request names: by `id` (0.28+), or by `key` (+ `user`) as before; both
+/// must then agree. `None`: neither (headscale answers that with success).
+fn requested_pre_auth_key(
+    ctx: &ApiContext,
+    id: Option<&str>,
+    key: Option<&str>,
+    user: Option<&str>,
+) -> Result<Option<PreAuthKeyId>, ApiError> {
+    let by_id = optional_pre_auth_key_id(id)?;
+    match key.filter(|k| !k.trim().is_empty()) {
+        Some(key) => {
+            let by_key = pre_auth_key_by_key(ctx, key, user)?;
+            if by_id.is_some_and(|id| id != by_key) {
+                return Err(ApiError::BadRequest(
+                    "id and key name different pre-auth keys".into(),
+                ));
+            }
+            Ok(Some(by_key))
+        }
+        None if by_id.is_none() && user.is_some_and(|u| !u.is_empty()) => Err(ApiError::BadRequest(
+            "user alone does not name a pre-auth key: give id (or key, as before headscale 0.28)"
+                .into(),
+        )),
+        None => Ok(by_id),
+    }
 }
 
 fn optional_pre_auth_key_id(id: Option<&str>) -> Result<Option<PreAuthKeyId>, ApiError> {
@@ -253,7 +325,14 @@ pub async fn expire_pre_auth(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<IdBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = optional_pre_auth_key_id(body.id.as_deref())?;
+    // As headscale: a missing or unknown id is not an error (nothing to expire); the older
+    // `{user, key}` names the key too, and must find it.
+    let id = requested_pre_auth_key(
+        &ctx,
+        body.id.as_deref(),
+        body.key.as_deref(),
+        body.user.as_deref(),
+    )?;
     pre_auth_key_command(&ctx, actor, id, |id| Command::ExpirePreAuthKey { id }).await?;
     Ok(Json(serde_json::json!({})))
 }
@@ -277,6 +356,10 @@ pub(crate) async fn pre_auth_key_command(
 pub struct IdQuery {
     /// The key's id.
     id: Option<String>,
+    /// Pre-auth keys: the key itself instead of the id (as before headscale 0.28).
+    key: Option<String>,
+    /// With `key`: its owner's id or name; must match.
+    user: Option<String>,
 }
 
 #[utoipa::path(
@@ -293,7 +376,12 @@ pub async fn delete_pre_auth(
     Extension(actor): Extension<Actor>,
     Query(query): Query<IdQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = optional_pre_auth_key_id(query.id.as_deref())?;
+    let id = requested_pre_auth_key(
+        &ctx,
+        query.id.as_deref(),
+        query.key.as_deref(),
+        query.user.as_deref(),
+    )?;
     pre_auth_key_command(&ctx, actor, id, |id| Command::DeletePreAuthKey { id }).await?;
     Ok(Json(serde_json::json!({})))
 }

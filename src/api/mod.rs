@@ -9,6 +9,7 @@ pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod nodes;
 pub mod openapi;
+pub mod request_log;
 pub(crate) mod users;
 pub mod wire;
 
@@ -257,6 +258,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_log::mark_actor))
         .with_state(ctx)
 }
 

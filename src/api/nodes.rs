@@ -332,7 +332,15 @@ pub(crate) async fn set_node_tags(
 #[schema(as = MoveNodeRequest)]
 pub struct MoveBody {
     /// The new owner (a name or an id, as a string or a number).
-    #[serde(deserialize_with = "lenient_id")]
+    #[serde(default, deserialize_with = "lenient_id")]
+    user: Option<String>,
+}
+
+/// headscale's MoveNode (0.23–0.27) sent the new owner as a query parameter.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MoveQuery {
+    /// The new owner, as headscale before 0.28 sent it (`?user=`).
     user: Option<String>,
 }
 
@@ -342,7 +350,7 @@ pub struct MoveBody {
     tag = "nodes",
     operation_id = "moveNode",
     summary = "Give a node to another user (ours)",
-    params(("id" = String, Path, description = "The node's id")),
+    params(("id" = String, Path, description = "The node's id"), MoveQuery),
     request_body = MoveBody,
     responses((status = 200, description = "Success", body = NodeResponse), super::openapi::CommonErrors, super::openapi::WriteErrors)
 )]
@@ -350,13 +358,20 @@ pub async fn move_to_user(
     State(ctx): State<ApiContext>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
+    Query(query): Query<MoveQuery>,
     ApiJson(body): ApiJson<MoveBody>,
 ) -> Result<Json<NodeResponse>, ApiError> {
     let id = node_id(&id)?;
     let state = ctx.state_at(None)?;
-    let user_text = body
-        .user
-        .ok_or_else(|| ApiError::BadRequest("missing user".into()))?;
+    let user_text = match (body.user, query.user.filter(|u| !u.is_empty())) {
+        (Some(body), Some(query)) if body != query => {
+            return Err(ApiError::BadRequest(
+                "user is given twice (query and body) with different values".into(),
+            ))
+        }
+        (Some(user), _) | (None, Some(user)) => user,
+        (None, None) => return Err(ApiError::BadRequest("missing user".into())),
+    };
     let user = find_user(&state, &user_text)?;
     ctx.execute(actor, Command::MoveNode { id, user }).await?;
     node_response(&ctx, id)

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod import;
+pub mod go_shape;
 pub mod output;
 pub mod prompt;
 pub mod remote;
@@ -13,7 +14,10 @@ use crate::core::Timestamp;
 use anyhow::{anyhow, bail, Context as _};
 use args::*;
 use axum::http::Method;
-use output::{list, text, time, user_name, yes_no, Column, Format};
+use go_shape::Message;
+use output::{
+    list, print_shared, print_shared_list, text, time, user_name, yes_no, Column, Format,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 use transport::Transport;
@@ -27,6 +31,20 @@ pub fn load_config(flag: Option<&Path>) -> anyhow::Result<config::Loaded> {
         Err(config::ConfigError::NotFound { .. }) if remote_address_in_env() => {
             Ok(config::load_str("", &path, &config::process_env)?)
         }
+        other => Ok(other?),
+    }
+}
+
+/// Loads the config for a command that talks to a server, as headscale's CLI reads it: only
+/// what a client needs must make sense (`unix_socket`, `cli.*`), so a headscale config —
+/// `database.type: sqlite`, keys only a server uses — works unchanged. The commands that open
+/// the store themselves (no daemon: offline reads, `events salvage`) validate it then.
+pub fn load_client_config(flag: Option<&Path>) -> anyhow::Result<config::Loaded> {
+    let path = config::resolve_path(flag);
+    match config::load_client(&path, &config::process_env) {
+        Err(config::ConfigError::NotFound { .. }) if remote_address_in_env() => Ok(
+            config::load_str_unvalidated("", &path, &config::process_env)?,
+        ),
         other => Ok(other?),
     }
 }
@@ -305,7 +323,9 @@ async fn follow_events(api: &Transport, format: Format, path: &str) -> anyhow::R
                 }
                 writeln!(out, "{}", row.join(" | "))?;
             }
-            Format::Json | Format::JsonLine => writeln!(out, "{}", serde_json::to_string(&event)?)?,
+            Format::Json | Format::JsonLine | Format::ApiJson => {
+                writeln!(out, "{}", serde_json::to_string(&event)?)?
+            }
             Format::Yaml => write!(out, "---\n{}", serde_yaml_ng::to_string(&event)?)?,
         }
         out.flush()?;
@@ -363,21 +383,31 @@ async fn auth(api: &Transport, format: Format, command: &AuthCommand) -> anyhow:
                 .call(Method::POST, "/api/v1/auth/register", Some(body))
                 .await?;
             let (node, message) = node_message(&value, "registered");
-            print_one(format, &node, &message)
+            print_shared(format, Message::Node, &node, &message)
         }
         AuthCommand::Approve { auth_id } => {
             let body = json!({ "authId": auth_id });
             let value = api
                 .call(Method::POST, "/api/v1/auth/approve", Some(body))
                 .await?;
-            print_one(format, &value, &format!("Login {auth_id} approved"))
+            print_shared(
+                format,
+                Message::Empty,
+                &value,
+                &format!("Login {auth_id} approved"),
+            )
         }
         AuthCommand::Reject { auth_id } => {
             let body = json!({ "authId": auth_id });
             let value = api
                 .call(Method::POST, "/api/v1/auth/reject", Some(body))
                 .await?;
-            print_one(format, &value, &format!("Login {auth_id} rejected"))
+            print_shared(
+                format,
+                Message::Empty,
+                &value,
+                &format!("Login {auth_id} rejected"),
+            )
         }
     }
 }
@@ -386,10 +416,12 @@ async fn auth(api: &Transport, format: Format, command: &AuthCommand) -> anyhow:
 pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     if let Command::Events(EventsCommand::Salvage { write }) = &cli.command {
         // Offline: the server refuses to start on a damaged log, so there is no API.
+        config.validate()?;
         return salvage(config, cli.output, *write);
     }
     if let Command::Import(command) = &cli.command {
         // Offline: writes the first batch of an empty log, with no server running.
+        config.validate()?;
         return import::run(config, cli.output, command).await;
     }
     let api = Transport::connect(config).await?;
@@ -398,7 +430,8 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Health => {
             let value = api.call(Method::GET, "/api/v1/health", None).await?;
             let ok = value.get("databaseConnectivity").and_then(Value::as_bool) == Some(true);
-            print_one(format, &value, if ok { "healthy" } else { "unhealthy" })?;
+            let message = if ok { "healthy" } else { "unhealthy" };
+            print_shared(format, Message::Health, &value, message)?;
             if !ok {
                 bail!("the server reports it is unhealthy");
             }
@@ -422,8 +455,9 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
                 .call(Method::POST, "/api/v1/debug/node", Some(body))
                 .await?;
             let node = field(&value, "node");
-            print_one(
+            print_shared(
                 format,
+                Message::Node,
                 &node,
                 &format!(
                     "Node {} created (id {})",
@@ -458,8 +492,9 @@ async fn users(
             });
             let value = api.call(Method::POST, "/api/v1/user", Some(body)).await?;
             let user = field(&value, "user");
-            print_one(
+            print_shared(
                 format,
+                Message::User,
                 &user,
                 &format!(
                     "User {} created (id {})",
@@ -487,15 +522,16 @@ async fn users(
             let value = api
                 .call(Method::GET, &format!("/api/v1/user{}", query(&parts)), None)
                 .await?;
-            output::print_list(format, &items(&value, "users"), USER_COLUMNS)
+            print_shared_list(format, Message::User, &items(&value, "users"), USER_COLUMNS)
         }
         UsersCommand::Rename { id, name, new_name } => {
             let id = user_id(api, *id, name.as_deref()).await?;
             let path = format!("/api/v1/user/{id}/rename/{}", urlencode(new_name));
             let value = api.call(Method::POST, &path, None).await?;
             let user = field(&value, "user");
-            print_one(
+            print_shared(
                 format,
+                Message::User,
                 &user,
                 &format!("User {id} renamed to {}", text(&user, "name")),
             )
@@ -512,7 +548,12 @@ async fn users(
                 if force { "?force=true" } else { "" }
             );
             let value = api.call(Method::DELETE, &path, None).await?;
-            print_one(format, &value, &format!("User {id} destroyed"))
+            print_shared(
+                format,
+                Message::Empty,
+                &value,
+                &format!("User {id} destroyed"),
+            )
         }
     }
 }
@@ -548,7 +589,7 @@ async fn pre_auth_keys(
                 .call(Method::POST, "/api/v1/preauthkey", Some(body))
                 .await?;
             let key = field(&value, "preAuthKey");
-            print_one(format, &key, &text(&key, "key"))
+            print_shared(format, Message::PreAuthKey, &key, &text(&key, "key"))
         }
         PreAuthKeysCommand::List { user, at } => {
             let mut parts = vec![at_query(at)];
@@ -562,7 +603,12 @@ async fn pre_auth_keys(
                     None,
                 )
                 .await?;
-            output::print_list(format, &items(&value, "preAuthKeys"), PRE_AUTH_KEY_COLUMNS)
+            print_shared_list(
+                format,
+                Message::PreAuthKey,
+                &items(&value, "preAuthKeys"),
+                PRE_AUTH_KEY_COLUMNS,
+            )
         }
         PreAuthKeysCommand::Expire { id } => {
             require_pre_auth_key(api, *id).await?;
@@ -573,7 +619,12 @@ async fn pre_auth_keys(
                     Some(json!({ "id": id.to_string() })),
                 )
                 .await?;
-            print_one(format, &value, &format!("Pre-auth key {id} expired"))
+            print_shared(
+                format,
+                Message::Empty,
+                &value,
+                &format!("Pre-auth key {id} expired"),
+            )
         }
         PreAuthKeysCommand::Delete { id } => {
             require_pre_auth_key(api, *id).await?;
@@ -581,7 +632,12 @@ async fn pre_auth_keys(
             let value = api
                 .call(Method::DELETE, &format!("/api/v1/preauthkey?id={id}"), None)
                 .await?;
-            print_one(format, &value, &format!("Pre-auth key {id} deleted"))
+            print_shared(
+                format,
+                Message::Empty,
+                &value,
+                &format!("Pre-auth key {id} deleted"),
+            )
         }
     }
 }
@@ -599,6 +655,22 @@ async fn require_pre_auth_key(api: &Transport, id: u64) -> anyhow::Result<()> {
     } else {
         bail!("pre-auth key {id} not found")
     }
+}
+
+/// The bare prefix of API key `id`, from the listing (`hskey-api-<prefix>-***`).
+async fn api_key_prefix(api: &Transport, id: u64) -> anyhow::Result<String> {
+    let value = api.call(Method::GET, "/api/v1/apikey", None).await?;
+    let wanted = id.to_string();
+    let key = items(&value, "apiKeys")
+        .into_iter()
+        .find(|k| text(k, "id") == wanted)
+        .ok_or_else(|| anyhow!("API key {id} not found"))?;
+    let listed = text(&key, "prefix");
+    Ok(listed
+        .strip_prefix("hskey-api-")
+        .and_then(|p| p.strip_suffix("-***"))
+        .unwrap_or(&listed)
+        .to_string())
 }
 
 /// A user given by name or id, as the id string the API wants.
@@ -636,7 +708,14 @@ async fn api_keys(
         } => {
             let body = json!({ "expiration": expiration(lifetime, now())? });
             let value = api.call(Method::POST, "/api/v1/apikey", Some(body)).await?;
-            print_one(format, &value, &text(&value, "apiKey"))
+            let key = text(&value, "apiKey");
+            match format {
+                // The Go CLI prints the key string itself.
+                Format::Json | Format::JsonLine | Format::Yaml => {
+                    output::print_go(format, &go_shape::GoValue::Str(key))
+                }
+                _ => print_one(format, &value, &key),
+            }
         }
         ApiKeysCommand::List { at } => {
             let value = api
@@ -646,7 +725,12 @@ async fn api_keys(
                     None,
                 )
                 .await?;
-            output::print_list(format, &items(&value, "apiKeys"), API_KEY_COLUMNS)
+            print_shared_list(
+                format,
+                Message::ApiKey,
+                &items(&value, "apiKeys"),
+                API_KEY_COLUMNS,
+            )
         }
         ApiKeysCommand::Expire { prefix, id } => {
             if prefix.is_none() && id.is_none() {
@@ -656,17 +740,20 @@ async fn api_keys(
             let value = api
                 .call(Method::POST, "/api/v1/apikey/expire", Some(body))
                 .await?;
-            print_one(format, &value, "API key expired")
+            print_shared(format, Message::Empty, &value, "API key expired")
         }
         ApiKeysCommand::Delete { prefix, id } => {
-            let path = match (prefix, id) {
-                (Some(prefix), _) => format!("/api/v1/apikey/{}", urlencode(prefix)),
-                (None, Some(id)) => format!("/api/v1/apikey?id={id}"),
+            let prefix = match (prefix, id) {
+                (Some(prefix), _) => prefix.clone(),
+                // headscale's gateway deletes by prefix only (DELETE /api/v1/apikey/{prefix}):
+                // find the key's prefix first, so this works against headscale too.
+                (None, Some(id)) => api_key_prefix(api, *id).await?,
                 (None, None) => bail!("give the key with -p/--prefix or -i/--id"),
             };
+            let path = format!("/api/v1/apikey/{}", urlencode(&prefix));
             prompt::confirm(force, "Do you want to delete this API key?")?;
             let value = api.call(Method::DELETE, &path, None).await?;
-            print_one(format, &value, "API key deleted")
+            print_shared(format, Message::Empty, &value, "API key deleted")
         }
     }
 }
@@ -686,7 +773,7 @@ async fn nodes(
             let value = api
                 .call(Method::GET, &format!("/api/v1/node{}", query(&parts)), None)
                 .await?;
-            output::print_list(format, &items(&value, "nodes"), NODE_COLUMNS)
+            print_shared_list(format, Message::Node, &items(&value, "nodes"), NODE_COLUMNS)
         }
         NodesCommand::Register { user, key } => {
             let path = format!(
@@ -696,7 +783,7 @@ async fn nodes(
             );
             let value = api.call(Method::POST, &path, None).await?;
             let (node, message) = node_message(&value, "registered");
-            print_one(format, &node, &message)
+            print_shared(format, Message::Node, &node, &message)
         }
         NodesCommand::Backfillips => {
             prompt::confirm(
@@ -724,14 +811,21 @@ async fn nodes(
                     .collect::<Vec<_>>()
                     .join("\n")
             };
-            print_one(format, &value, &message)
+            print_shared(format, Message::BackfillNodeIps, &value, &message)
         }
         NodesCommand::Delete { node } => {
             prompt::confirm(force, &format!("Do you want to remove node {}?", node.id))?;
             let value = api
                 .call(Method::DELETE, &format!("/api/v1/node/{}", node.id), None)
                 .await?;
-            print_one(format, &value, &format!("Node {} deleted", node.id))
+            let message = format!("Node {} deleted", node.id);
+            match format {
+                // The Go CLI answers `{"Result": "Node deleted"}`.
+                Format::Json | Format::JsonLine | Format::Yaml => {
+                    output::print_go(format, &go_shape::result("Node deleted"))
+                }
+                _ => print_one(format, &value, &message),
+            }
         }
         NodesCommand::Expire {
             node,
@@ -748,12 +842,20 @@ async fn nodes(
                 ),
                 None => None,
             };
-            let body = json!({ "expiry": expiry, "disableExpiry": disable });
+            // Query parameters, as headscale's gateway maps ExpireNode (it has no body: a
+            // body would be ignored there, and the node expired now).
+            let mut parts = Vec::new();
+            if let Some(expiry) = &expiry {
+                parts.push(format!("expiry={}", urlencode(expiry)));
+            }
+            if *disable {
+                parts.push("disableExpiry=true".to_string());
+            }
             let value = api
                 .call(
                     Method::POST,
-                    &format!("/api/v1/node/{}/expire", node.id),
-                    Some(body),
+                    &format!("/api/v1/node/{}/expire{}", node.id, query(&parts)),
+                    None,
                 )
                 .await?;
             let (node, message) = node_message(
@@ -764,13 +866,13 @@ async fn nodes(
                     "expiry set"
                 },
             );
-            print_one(format, &node, &message)
+            print_shared(format, Message::Node, &node, &message)
         }
         NodesCommand::Rename { node, new_name } => {
             let path = format!("/api/v1/node/{}/rename/{}", node.id, urlencode(new_name));
             let value = api.call(Method::POST, &path, None).await?;
             let (node, message) = node_message(&value, "renamed");
-            print_one(format, &node, &message)
+            print_shared(format, Message::Node, &node, &message)
         }
         NodesCommand::Move { node, user } => {
             let value = api
@@ -792,7 +894,7 @@ async fn nodes(
                 )
                 .await?;
             let (node, message) = node_message(&value, "tagged");
-            print_one(format, &node, &message)
+            print_shared(format, Message::Node, &node, &message)
         }
         NodesCommand::Approve { node } => {
             let value = api
@@ -805,7 +907,12 @@ async fn nodes(
             let (node, message) = node_message(&value, "approved");
             print_one(format, &node, &message)
         }
-        NodesCommand::ListRoutes { id, at } => list_routes(api, format, *id, at).await,
+        NodesCommand::ListRoutes { id, at } => match format {
+            Format::Json | Format::JsonLine | Format::Yaml => {
+                node_routes_go(api, format, *id, at).await
+            }
+            _ => list_routes(api, format, *id, at).await,
+        },
         NodesCommand::ApproveRoutes { node, routes } => {
             let value = api
                 .call(
@@ -820,9 +927,45 @@ async fn nodes(
                 text(&node, "givenName"),
                 list(&node, "approvedRoutes")
             );
-            print_one(format, &node, &message)
+            print_shared(format, Message::Node, &node, &message)
         }
     }
+}
+
+/// `nodes list-routes -o json|json-line|yaml` as the Go CLI answers it: the nodes (whole)
+/// that announce, have approved or serve a route; with `-i`, only that node if it exists
+/// (headscale then falls back to all nodes, and so do we).
+async fn node_routes_go(
+    api: &Transport,
+    format: Format,
+    id: Option<u64>,
+    at: &AtArg,
+) -> anyhow::Result<()> {
+    let value = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/node{}", query(&[at_query(at)])),
+            None,
+        )
+        .await?;
+    let mut nodes = items(&value, "nodes");
+    if let Some(id) = id.filter(|id| *id != 0) {
+        let wanted = id.to_string();
+        if let Some(node) = nodes.iter().find(|n| text(n, "id") == wanted) {
+            nodes = vec![node.clone()];
+        }
+    }
+    let has_routes = |node: &Value| {
+        ["subnetRoutes", "approvedRoutes", "availableRoutes"]
+            .iter()
+            .any(|key| {
+                node.get(*key)
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| !r.is_empty())
+            })
+    };
+    nodes.retain(has_routes);
+    output::print_go(format, &go_shape::messages(Message::Node, &nodes)?)
 }
 
 async fn list_routes(
@@ -882,11 +1025,17 @@ async fn policy(api: &Transport, format: Format, command: &PolicyCommand) -> any
                     None,
                 )
                 .await?;
-            if format == Format::Human {
-                println!("{}", output::escape_multiline(&text(&value, "policy")));
-                Ok(())
-            } else {
-                output::print_machine(format, &value)
+            match format {
+                Format::Human => {
+                    println!("{}", output::escape_multiline(&text(&value, "policy")));
+                    Ok(())
+                }
+                // The Go CLI prints the policy text itself whatever the format.
+                Format::Json | Format::JsonLine | Format::Yaml => {
+                    println!("{}", text(&value, "policy"));
+                    Ok(())
+                }
+                Format::ApiJson => output::print_machine(format, &value),
             }
         }
         PolicyCommand::Set { file } => {
@@ -899,7 +1048,14 @@ async fn policy(api: &Transport, format: Format, command: &PolicyCommand) -> any
                     Some(json!({ "policy": policy })),
                 )
                 .await?;
-            print_one(format, &value, "Policy updated")
+            match format {
+                // The Go CLI prints this line whatever the format.
+                Format::ApiJson => output::print_machine(format, &value),
+                _ => {
+                    println!("Policy updated.");
+                    Ok(())
+                }
+            }
         }
         PolicyCommand::Check { .. } => unreachable!("policy check is handled in main"),
     }
@@ -918,7 +1074,7 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
         eprintln!("note: {why}; checked the file alone (its tests were not run)");
         Ok(false)
     };
-    let checked = match load_config(cli.config.as_deref()) {
+    let checked = match load_client_config(cli.config.as_deref()) {
         Err(error) => skipped(format!(
             "no config ({})",
             error.to_string().replace('\n', " ")
@@ -956,7 +1112,14 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
         }
     }?;
     let value = json!({ "valid": true, "checkedAgainstTailnet": checked });
-    print_one(cli.output, &value, "Policy is valid")
+    match cli.output {
+        // The Go CLI prints this line whatever the format.
+        Format::ApiJson => output::print_machine(cli.output, &value),
+        _ => {
+            println!("Policy is valid");
+            Ok(())
+        }
+    }
 }
 
 /// `events salvage [--write]` on the store named by the config.

@@ -1,5 +1,8 @@
-//! Output formats: `json`, `json-line` and `yaml` print the API's wire shape; `human` prints
-//! an aligned table (lists) or a short line (single objects).
+//! Output formats. For the commands headscale has too, `json`, `json-line` and `yaml` print
+//! exactly what headscale's Go CLI prints (the Go structs' shape, [`super::go_shape`]), so
+//! scripts written for headscale keep working; `api-json` prints the `/api/v1` wire shape
+//! with this server's extra fields. Our own commands (events, routes, …) print the wire shape
+//! in all three. `human` prints an aligned table (lists) or a short line (single objects).
 //!
 //! Much of what is printed comes from clients (a node's hostname, tags, …). Human output is
 //! for a terminal, so every cell and line of it goes through [`escape`]: control characters
@@ -8,6 +11,7 @@
 //! (OSC 8) or reorder text (audit L2). `json`, `json-line` and `yaml` stay raw (programs read
 //! them; JSON escapes C0 controls itself).
 
+use super::go_shape::{self, GoValue, Message};
 use clap::ValueEnum;
 use serde_json::Value;
 
@@ -15,10 +19,90 @@ use serde_json::Value;
 pub enum Format {
     #[default]
     Human,
+    /// headscale's `-o json` (Go struct JSON, tab-indented).
     Json,
+    /// headscale's `-o json-line` (the same, on one line).
     #[value(name = "json-line")]
     JsonLine,
+    /// headscale's `-o yaml` (yaml.v3 of the Go structs).
     Yaml,
+    /// The `/api/v1` wire shape with this server's extra fields, pretty-printed.
+    #[value(name = "api-json")]
+    ApiJson,
+}
+
+/// Prints what a command shared with headscale answers: for `json`, `json-line` and `yaml`
+/// the Go CLI's rendering of `kind` read from the API answer `value`; `api-json` prints
+/// `value` itself; `human` prints `message`.
+pub fn print_shared(
+    format: Format,
+    kind: Message,
+    value: &Value,
+    message: &str,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Human => {
+            println!("{}", escape(message));
+            Ok(())
+        }
+        Format::ApiJson => print_machine(format, value),
+        _ => print_go(format, &go_shape::message(kind, value)?),
+    }
+}
+
+/// [`print_shared`] for a list answer; `human` prints a table of `columns`.
+pub fn print_shared_list(
+    format: Format,
+    kind: Message,
+    items: &[Value],
+    columns: &[Column],
+) -> anyhow::Result<()> {
+    match format {
+        Format::Human | Format::ApiJson => print_list(format, items, columns),
+        _ => print_go(format, &go_shape::messages(kind, items)?),
+    }
+}
+
+/// Prints a Go value as the Go CLI does: `fmt.Println` of the marshalled text (so YAML,
+/// which ends in a newline already, is followed by an empty line).
+pub fn print_go(format: Format, value: &GoValue) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", go_shape::to_json(value, true)),
+        Format::JsonLine => println!("{}", go_shape::to_json(value, false)),
+        Format::Yaml => println!("{}", go_shape::to_yaml(value)),
+        Format::Human | Format::ApiJson => {
+            anyhow::bail!("internal: {format:?} is not one of the Go CLI's formats")
+        }
+    }
+    Ok(())
+}
+
+/// `headscale version`: our version for humans; with a machine format, headscale's
+/// `VersionInfo` with what `/version` reports (headscale's API level, ours as build metadata).
+pub fn print_version(format: Format) -> anyhow::Result<()> {
+    let info = crate::server::version_info();
+    match format {
+        Format::Human => println!("{}", crate::server::VERSION),
+        Format::ApiJson => print_machine(format, &info)?,
+        _ => print_go(format, &go_shape::version_info(&info))?,
+    }
+    Ok(())
+}
+
+/// An error as the Go CLI reports it: `Error: …` for humans; with a machine format,
+/// `{"error": "…"}` in that format (on stderr, like the line).
+pub fn error_text(format: Format, message: &str) -> String {
+    let value = GoValue::Struct(vec![go_shape::Field::always(
+        "error",
+        "error",
+        GoValue::Str(message.to_string()),
+    )]);
+    match format {
+        Format::Human => format!("Error: {message}"),
+        Format::Json | Format::ApiJson => go_shape::to_json(&value, true),
+        Format::JsonLine => go_shape::to_json(&value, false),
+        Format::Yaml => go_shape::to_yaml(&value),
+    }
 }
 
 /// A table column: header and how to read the cell from one item.
@@ -29,7 +113,7 @@ pub struct Column {
 
 pub fn print_machine(format: Format, value: &Value) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Json | Format::ApiJson => println!("{}", serde_json::to_string_pretty(value)?),
         Format::JsonLine => println!("{}", serde_json::to_string(value)?),
         Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
         Format::Human => println!("{}", human_json(value)?),

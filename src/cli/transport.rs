@@ -37,6 +37,26 @@ impl Transport {
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
             return Ok(Transport::Socket(socket));
         }
+        // Reading the store here needs what `serve` needs of the config; a client-only config
+        // (headscale's, with `database.type: sqlite`) says so instead of guessing a store.
+        config.validate().map_err(|e| {
+            anyhow!(
+                "no daemon answers on {}, and without one the store is read directly, which \
+                 needs a valid server config: {e}",
+                socket.display()
+            )
+        })?;
+        // Reads never create a store: a client config whose server has not run here yet
+        // (headscale's, before the first `serve` imports it) has nothing to read.
+        let store_path = config.database.sled_path();
+        if !store_path.is_dir() {
+            bail!(
+                "no daemon answers on {}, and there is no store at {} to read directly (is \
+                 the server running, and is this its config?)",
+                socket.display(),
+                store_path.display()
+            );
+        }
         let store = match server::open_store(config) {
             Ok(store) => store,
             Err(StoreError::Locked { path }) => bail!(

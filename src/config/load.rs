@@ -33,7 +33,11 @@ pub fn resolve_path_with(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<Strin
 
 /// Read, check, override from `env` and validate the config at `path`.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
+    load_str(&read(path)?, path, env)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ConfigError::NotFound {
                 path: path.to_path_buf(),
@@ -44,12 +48,33 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
                 source,
             }
         }
-    })?;
-    load_str(&text, path, env)
+    })
 }
 
 /// [`load`] for text already in memory; `origin` names it in messages and `source_path`.
 pub fn load_str(
+    yaml: &str,
+    origin: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let mut loaded = load_str_unvalidated(yaml, origin, env)?;
+    loaded.warnings.extend(loaded.config.validate()?);
+    Ok(loaded)
+}
+
+/// [`load`] for a CLI that only talks to a server (its socket or `cli.address`): read,
+/// checked key by key and overridden from `env`, but not validated as a server config, so a
+/// config only a server could refuse (headscale's `database.type: sqlite`, …) still serves
+/// the client. Whoever then opens the store itself calls [`Config::validate`] first.
+pub fn load_client(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    load_str_unvalidated(&read(path)?, path, env)
+}
+
+/// [`load_str`] without [`Config::validate`].
+pub fn load_str_unvalidated(
     yaml: &str,
     origin: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -87,7 +112,6 @@ pub fn load_str(
     config.source_path = Some(origin.to_path_buf());
     config.missing_features.append(&mut missing);
     config.normalize();
-    warnings.extend(config.validate()?);
     Ok(Loaded { config, warnings })
 }
 
@@ -357,6 +381,8 @@ fn apply_env(
             }
             // Empty means unset for typed keys, as with viper.
             _ if raw.trim().is_empty() => continue,
+            // viper reads booleans with Go's strconv.ParseBool: `HEADSCALE_CLI_INSECURE=1`.
+            Value::Bool(_) if go_bool(&raw).is_some() => Value::Bool(go_bool(&raw) == Some(true)),
             _ => serde_yaml_ng::from_str::<Value>(&raw).map_err(|e| ConfigError::BadValue {
                 origin: origin.to_string(),
                 key: path.clone(),
@@ -370,6 +396,15 @@ fn apply_env(
         used.insert(path, var);
     }
     Ok(used)
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(text: &str) -> Option<bool> {
+    match text.trim() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// `dns.base_domain` → `HEADSCALE_DNS_BASE_DOMAIN`.

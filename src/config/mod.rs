@@ -23,7 +23,8 @@ mod validate;
 
 pub use acme::{split_listen, AcmeChallenge, LETS_ENCRYPT_DIRECTORY};
 pub use load::{
-    env_var_name, known_keys, load, load_str, process_env, resolve_path, resolve_path_with,
+    env_var_name, known_keys, load, load_client, load_str, load_str_unvalidated, process_env,
+    resolve_path, resolve_path_with,
 };
 use scalar::opt_from_str;
 

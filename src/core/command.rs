@@ -706,6 +706,16 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             if state.policy.as_ref().is_some_and(|p| p.text == *text) {
                 return Ok(vec![]);
             }
+            // An empty policy clears it (headscale 0.29: none set, every node may reach
+            // every other); how the Terraform provider deletes a policy.
+            if text.trim().is_empty() {
+                return Ok(match state.policy {
+                    Some(_) => vec![Event::PolicyReplaced {
+                        policy: String::new(),
+                    }],
+                    None => vec![],
+                });
+            }
             // A policy that does not parse, names undefined things or fails its own tests
             // is refused; the one in force stays.
             let policy = crate::core::policy::check_for_state(text, state)

@@ -756,6 +756,11 @@ impl State {
                     node.approved_routes = routes.clone();
                 }
             }
+            // An empty policy (never written before it meant "clear") removes the policy.
+            Event::PolicyReplaced { policy } if policy.trim().is_empty() => {
+                self.policy = None;
+                self.index.policy = None;
+            }
             Event::PolicyReplaced { policy } => {
                 self.policy = Some(PolicyDocument {
                     text: policy.clone(),

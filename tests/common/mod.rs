@@ -163,7 +163,7 @@ impl TestServer {
         key["key"].as_str().unwrap().to_string()
     }
 
-    /// `nodes list -o json` as a list.
+    /// `nodes list -o api-json` as a list.
     pub fn nodes(&self) -> Vec<serde_json::Value> {
         match self.json(&["nodes", "list"]) {
             serde_json::Value::Array(nodes) => nodes,
@@ -230,10 +230,11 @@ impl TestServer {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Runs the CLI with `-o json` and parses the output.
+    /// Runs the CLI with `-o api-json` (the API's wire shape with our extra fields; `-o json`
+    /// is headscale's Go-struct shape, tests/cli_output.rs) and parses the output.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
+        all.extend(["-o", "api-json"]);
         let out = self.ok(&all);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
     }
