@@ -2,8 +2,8 @@
 //! Every failure ends as one readable line on stderr and a non-zero exit (see `main.rs`).
 
 pub mod args;
-pub mod import;
 pub mod go_shape;
+pub mod import;
 pub mod output;
 pub mod prompt;
 pub mod remote;
