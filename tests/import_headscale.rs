@@ -850,6 +850,12 @@ fn the_import_golden_log_is_what_the_converter_writes() {
     }
     let committed = std::fs::read_to_string(repo.join("events/v0-import.jsonl")).unwrap();
     assert_eq!(committed, twin, "the import converter's output changed");
+    // An imported OIDC user shows its identity in the API, as in headscale.
+    let state = headscale::core::state::fold(State::default(), &envelopes);
+    let bob = state.users.values().find(|u| u.name == "bob@idp").unwrap();
+    let wire = serde_json::to_value(headscale::api::wire::user(&state, bob)).unwrap();
+    assert_eq!(wire["provider"], "oidc", "{wire}");
+    assert_eq!(wire["providerId"], "https://idp.example/bob", "{wire}");
     let kinds: std::collections::BTreeSet<&str> =
         envelopes.iter().map(|e| e.event.kind()).collect();
     for kind in [

@@ -807,7 +807,10 @@ pub(crate) async fn debug_create_node(
                 requested_expiry: None,
             },
         );
-        let owner = state.users.get(&user).map(wire::user);
+        let owner = state
+            .users
+            .get(&user)
+            .map(|owner| wire::user(&state, owner));
         return Ok(wire::pending_node(
             machine, node_key, &body.name, owner, &routes,
         ));

@@ -69,7 +69,7 @@ pub(crate) fn list_users(
         .filter(|u| id.is_none_or(|id| u.id.0 == id))
         .filter(|u| name.is_none_or(|n| n.is_empty() || u.name == n))
         .filter(|u| email.is_none_or(|e| e.is_empty() || u.email == e))
-        .map(wire::user)
+        .map(|user| wire::user(&state, user))
         .collect())
 }
 
@@ -142,7 +142,7 @@ fn user_wire(ctx: &ApiContext, id: UserId) -> Result<UserWire, ApiError> {
         .users
         .get(&id)
         .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))?;
-    Ok(wire::user(user))
+    Ok(wire::user(&state, user))
 }
 
 #[utoipa::path(

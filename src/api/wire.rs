@@ -22,15 +22,20 @@ pub struct UserWire {
     pub profile_pic_url: String,
 }
 
-pub fn user(user: &User) -> UserWire {
+/// A user as the API shows it; `provider`/`providerId` come from an imported headscale user's
+/// OIDC identity (kept beside the user in `State.extras`).
+pub fn user(state: &State, user: &User) -> UserWire {
+    let identity = state.extras.identities.get(&user.id);
     UserWire {
         id: user.id.to_string(),
         name: user.name.clone(),
         created_at: user.created_at.to_rfc3339(),
         display_name: user.display_name.clone(),
         email: user.email.clone(),
-        provider_id: String::new(),
-        provider: String::new(),
+        provider_id: identity
+            .map(|i| i.provider_identifier.clone())
+            .unwrap_or_default(),
+        provider: identity.map(|i| i.provider.clone()).unwrap_or_default(),
         profile_pic_url: user.picture_url.clone(),
     }
 }
@@ -84,7 +89,10 @@ pub fn pre_auth_key(
         "active"
     };
     PreAuthKeyWire {
-        user: key.user.and_then(|id| state.users.get(&id)).map(user),
+        user: key
+            .user
+            .and_then(|id| state.users.get(&id))
+            .map(|u| user(state, u)),
         id: key.id.to_string(),
         key: full
             .map(str::to_string)
@@ -186,7 +194,10 @@ pub fn node(
             .chain(node.ipv6.map(|a| a.to_string()))
             .collect(),
         name: node.hostinfo.hostname.clone(),
-        user: node.user.and_then(|id| state.users.get(&id)).map(user),
+        user: node
+            .user
+            .and_then(|id| state.users.get(&id))
+            .map(|u| user(state, u)),
         // Never connected: the registration time, as headscale records it.
         last_seen: Some(
             presence
