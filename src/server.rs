@@ -171,9 +171,17 @@ pub async fn import_on_first_start(config: &Config, engine: &EngineHandle) -> an
         tracing::info!(source = %origin.describe(), log = %log_location(config), "no headscale database to import: starting with an empty log");
         return Ok(());
     }
-    let report = crate::import::run::import(engine, &origin)
-        .await
-        .with_context(|| format!("importing headscale's database ({})", origin.describe()))?;
+    let report = match crate::import::run::import(engine, &origin).await {
+        Ok(report) => report,
+        Err(error) if error.is::<crate::import::postgres::NoHeadscaleTables>() => {
+            tracing::info!(source = %origin.describe(), log = %log_location(config), "no headscale tables in the database: starting with an empty log");
+            return Ok(());
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("importing headscale's database ({})", origin.describe()))
+        }
+    };
     tracing::info!(
         source = %origin.describe(),
         log = %log_location(config),

@@ -22,22 +22,11 @@ const PEBBLE_VERSION: &str = "v2.10.3";
 const HOSTNAME: &str = "hs.acme.test";
 
 fn pebble_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PEBBLE") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("HEADSCALE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/headscale-rs")
-        });
-    let path = cache.join("pebble").join(PEBBLE_VERSION).join("pebble");
-    assert!(
-        path.exists(),
-        "pebble {PEBBLE_VERSION} is not installed at {}: run `bash .ci/install-pebble` (or set PEBBLE)",
-        path.display()
-    );
-    path
+    common::cached_tool(
+        "PEBBLE",
+        &format!("pebble/{PEBBLE_VERSION}/pebble"),
+        ".ci/install-pebble",
+    )
 }
 
 /// Answers every A query with 127.0.0.1 and every other query with no records (DNS over
@@ -630,22 +619,6 @@ fn configs_that_cannot_get_a_certificate_refuse_to_start() {
     assert!(out.contains("tls_letsencrypt_cache_dir"), "{out}");
 }
 
-/// The real Go headscale v0.29.2 (`.ci/install-go-headscale`), for the drop-in test.
-fn go_headscale() -> PathBuf {
-    let path = std::env::var_os("HEADSCALE_GO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/headscale-rs/go-headscale-0.29.2/headscale")
-        });
-    assert!(
-        path.exists(),
-        "the Go headscale is not at {}: run `bash .ci/install-go-headscale` (or set HEADSCALE_GO)",
-        path.display()
-    );
-    path
-}
-
 /// Kills the child on drop.
 struct Reaped(Child);
 
@@ -708,7 +681,7 @@ fn headscale_serves_the_certificate_we_cached() {
     std::fs::write(go.join("config.yaml"), &config).unwrap();
     let log = std::fs::File::create(go.join("serve.log")).unwrap();
     let _headscale = Reaped(
-        Command::new(go_headscale())
+        Command::new(common::go_headscale())
             .arg("-c")
             .arg(go.join("config.yaml"))
             .arg("serve")

@@ -515,28 +515,6 @@ fn the_cli_environment_overrides_a_headscale_config() {
     assert!(error.to_string().contains("oidc.issuer"), "{error}");
 }
 
-/// The real Go headscale v0.29.2 binary (`.ci/install-go-headscale` builds it).
-fn go_headscale() -> PathBuf {
-    let path = match std::env::var_os("HEADSCALE_GO") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let cache = std::env::var_os("HEADSCALE_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/headscale-rs")
-                });
-            cache.join("go-headscale-0.29.2/headscale")
-        }
-    };
-    assert!(
-        path.is_file(),
-        "the Go headscale v0.29.2 binary is not at {} (run `bash .ci/install-go-headscale`, or \
-         set HEADSCALE_GO)",
-        path.display()
-    );
-    path
-}
-
 /// The Go server, stopped when dropped.
 struct GoServer(std::process::Child);
 
@@ -553,7 +531,7 @@ impl Drop for GoServer {
 /// does. The first case (the API key) is made with the Go CLI.
 #[test]
 fn our_cli_against_the_go_server_prints_what_the_go_cli_prints() {
-    let go = go_headscale();
+    let go = common::go_headscale();
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let data = dir.path().display().to_string();

@@ -9,71 +9,34 @@ mod common;
 use common::{free_port, TestServer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-/// The Go binary; a clear failure when it is not installed.
-fn go_headscale() -> PathBuf {
-    if let Some(path) = std::env::var_os("HEADSCALE_GO") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("HEADSCALE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/headscale-rs")
-        });
-    let path = cache.join("go-headscale-0.29.2/headscale");
-    assert!(
-        path.exists(),
-        "the Go headscale v0.29.2 binary is missing at {}: run `bash .ci/install-go-headscale` (or set HEADSCALE_GO)",
-        path.display()
-    );
-    path
-}
-
-/// The Go CLI, run in `dir` with `config` and `env`.
+/// The Go CLI with `config` and `env` (through `common::go_cli_*`).
 struct GoCli {
-    binary: PathBuf,
-    dir: PathBuf,
     config: PathBuf,
     env: Vec<(&'static str, String)>,
 }
 
 impl GoCli {
+    /// The environment of every call: ours plus a timeout that fits a loaded machine.
+    fn env(&self) -> Vec<(&str, &str)> {
+        let mut env = vec![("HEADSCALE_CLI_TIMEOUT", "10s")];
+        env.extend(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        env
+    }
+
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.binary)
-            .arg("-c")
-            .arg(&self.config)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
-            .env("HEADSCALE_CLI_TIMEOUT", "10s")
-            .envs(self.env.iter().map(|(k, v)| (*k, v)))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        common::go_cli_output(&self.config, args, &self.env())
     }
 
     /// Expects success; stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "Go `headscale {}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::go_cli_ok(&self.config, args, &self.env())
     }
 
     /// `-o json`, parsed.
     fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.ok(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("Go `headscale {}`: not JSON ({e}): {out}", args.join(" ")))
+        common::go_cli_json(&self.config, args, &self.env())
     }
 
     /// Expects failure; stderr and stdout together.
@@ -117,13 +80,11 @@ const POLICY: &str = r#"{"tagOwners": {"tag:server": ["alice@"]}, "acls": [{"act
 
 #[test]
 fn the_go_cli_drives_users_keys_nodes_and_policy_over_the_socket() {
-    let binary = go_headscale();
+    common::go_headscale(); // fails at once, naming the install script, when missing
     let server = TestServer::start();
     let dir = server.dir.path().to_path_buf();
     let go = GoCli {
-        binary,
         config: go_config(&dir, &server.socket()),
-        dir: dir.clone(),
         env: vec![],
     };
 
@@ -277,7 +238,7 @@ fn the_go_cli_drives_users_keys_nodes_and_policy_over_the_socket() {
 
 #[test]
 fn the_go_cli_works_remotely_over_tls_with_an_api_key() {
-    let binary = go_headscale();
+    common::go_headscale(); // fails at once, naming the install script, when missing
     let grpc_port = free_port();
     let certs = tempfile::tempdir().unwrap();
     let (cert, key, _) = common::self_signed_localhost(certs.path());
@@ -290,10 +251,8 @@ fn the_go_cli_works_remotely_over_tls_with_an_api_key() {
     let api_key = server.ok(&["apikeys", "create"]).trim().to_string();
     let dir = server.dir.path().to_path_buf();
     let remote = |api_key: &str| GoCli {
-        binary: binary.clone(),
         // No socket on this side: everything goes over the network.
         config: go_config(&dir, &dir.join("no-such.sock")),
-        dir: dir.clone(),
         env: vec![
             ("HEADSCALE_CLI_ADDRESS", format!("127.0.0.1:{grpc_port}")),
             ("HEADSCALE_CLI_API_KEY", api_key.to_string()),

@@ -12,18 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn go_binary() -> PathBuf {
-    let path = std::env::var_os("HEADSCALE_GO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/root/.cache/headscale-rs/go-headscale-0.29.2/headscale".into());
-    assert!(
-        path.is_file(),
-        "the Go headscale v0.29.2 binary is missing at {}: build it with `bash .ci/install-go-headscale` (or set HEADSCALE_GO)",
-        path.display()
-    );
-    path
-}
-
 /// The real Go headscale on loopback with a throwaway config (SQLite, policy in database).
 struct GoHeadscale {
     dir: tempfile::TempDir,
@@ -58,7 +46,7 @@ impl GoHeadscale {
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let child = Command::new(go_binary())
+        let child = Command::new(common::go_headscale())
             .arg("-c")
             .arg(dir.path().join("config.yaml"))
             .arg("serve")
@@ -106,30 +94,15 @@ impl GoHeadscale {
 
     /// Runs the Go CLI; stdout on success.
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(go_binary())
-            .arg("-c")
-            .arg(self.dir.path().join("config.yaml"))
-            .args(args)
-            .arg("--force")
-            .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "Go `headscale {}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let mut all = args.to_vec();
+        all.push("--force");
+        common::go_cli_ok(&self.dir.path().join("config.yaml"), &all, &[])
     }
 
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.cli(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+        all.push("--force");
+        common::go_cli_json(&self.dir.path().join("config.yaml"), &all, &[])
     }
 
     /// The last line the CLI printed (a created key).

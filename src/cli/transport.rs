@@ -47,9 +47,11 @@ impl Transport {
             )
         })?;
         // Reads never create a store: a client config whose server has not run here yet
-        // (headscale's, before the first `serve` imports it) has nothing to read.
+        // (headscale's, before the first `serve` imports it) has nothing to read. A
+        // PostgreSQL log is read where it is.
+        let postgres = config.database.backend() == Some(crate::config::DatabaseKind::Postgres);
         let store_path = config.database.sled_path();
-        if !store_path.is_dir() {
+        if !postgres && !store_path.is_dir() {
             bail!(
                 "no daemon answers on {}, and there is no store at {} to read directly (is \
                  the server running, and is this its config?)",

@@ -4,6 +4,7 @@
 
 use super::{Row, Source, TABLES};
 use crate::config::PostgresConfig;
+use crate::store::postgres::connect::{self, Target};
 
 /// Connection settings from a DSN (`postgres://…` or `host=… dbname=…`).
 pub fn config_from_dsn(dsn: &str) -> anyhow::Result<tokio_postgres::Config> {
@@ -11,32 +12,38 @@ pub fn config_from_dsn(dsn: &str) -> anyhow::Result<tokio_postgres::Config> {
         .map_err(|e| anyhow::anyhow!("invalid PostgreSQL connection string: {e}"))
 }
 
-/// Connection settings from headscale's `database.postgres` keys.
-pub fn config_from(postgres: &PostgresConfig) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config = tokio_postgres::Config::new();
+/// Connection settings from headscale's `database.postgres` keys: the same target (password
+/// file, `ssl` with rustls, timeouts) our PostgreSQL store connects with.
+pub fn target_from(postgres: &PostgresConfig) -> anyhow::Result<Target> {
+    connect::target(postgres).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A DSN's settings, without TLS (as libpq's default for a local socket).
+pub fn target_from_dsn(dsn: &str) -> anyhow::Result<Target> {
+    let config = config_from_dsn(dsn)?;
+    let describe = format!(
+        "{}@{}/{}",
+        config.get_user().unwrap_or("?"),
+        hosts(&config).join(","),
+        config.get_dbname().unwrap_or("?")
+    );
+    Ok(Target {
+        config,
+        tls: connect::Tls::None,
+        describe,
+    })
+}
+
+/// The hosts of a connection config, for messages (sockets as their directory).
+pub fn hosts(config: &tokio_postgres::Config) -> Vec<String> {
     config
-        .host(&postgres.host)
-        .port(postgres.port)
-        .dbname(&postgres.name)
-        .user(&postgres.user);
-    let password = if !postgres.pass_file.as_os_str().is_empty() {
-        std::fs::read_to_string(&postgres.pass_file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", postgres.pass_file.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_string()
-    } else {
-        postgres.pass.clone()
-    };
-    if !password.is_empty() {
-        config.password(password);
-    }
-    match postgres.ssl.trim().to_ascii_lowercase().as_str() {
-        "" | "false" | "disable" => {}
-        other => anyhow::bail!(
-            "database.postgres.ssl: {other:?}: importing over TLS is not supported yet; import over a unix socket or a trusted local connection with ssl: false"
-        ),
-    }
-    Ok(config)
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect()
 }
 
 /// A JSON value of `row_to_json` as text: strings as they are (`bytea` arrives as `\x…` hex
@@ -79,16 +86,11 @@ async fn rows(
 }
 
 /// Reads everything an import needs; the connection is closed afterwards.
-pub async fn read(config: &tokio_postgres::Config) -> anyhow::Result<Source> {
-    let (mut client, connection) = config
-        .connect(tokio_postgres::NoTls)
+pub async fn read(target: &Target) -> anyhow::Result<Source> {
+    let mut client = connect::connect(target)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let result = read_with(&mut client).await;
-    drop(client);
-    let _ = driver.await;
-    result
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    read_with(&mut client).await
 }
 
 async fn read_with(client: &mut tokio_postgres::Client) -> anyhow::Result<Source> {
@@ -109,7 +111,7 @@ async fn read_with(client: &mut tokio_postgres::Client) -> anyhow::Result<Source
         .map(|r| r.get(0))
         .collect();
     if !existing.iter().any(|t| t == "migrations") {
-        anyhow::bail!("not a headscale database (no migrations table)");
+        return Err(NoHeadscaleTables.into());
     }
     let mut source = Source {
         kind: "postgres".into(),
@@ -146,3 +148,9 @@ async fn read_with(client: &mut tokio_postgres::Client) -> anyhow::Result<Source
     transaction.commit().await?;
     Ok(source)
 }
+
+/// The database holds no headscale tables: a fresh database for our own log, where the first
+/// start has nothing to import (an explicit `headscale import` still refuses it).
+#[derive(Debug, thiserror::Error)]
+#[error("not a headscale database (no migrations table)")]
+pub struct NoHeadscaleTables;

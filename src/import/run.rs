@@ -6,20 +6,21 @@ use super::{convert, describe_source, postgres, sqlite, Report, Source};
 use crate::config::ImportSource;
 use crate::core::{Actor, Command};
 use crate::engine::{Clock, EngineHandle, SystemClock};
+use crate::store::postgres::connect::Target;
 use std::path::PathBuf;
 
 /// A headscale database to read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Origin {
     Sqlite(PathBuf),
-    Postgres(Box<tokio_postgres::Config>),
+    Postgres(Box<Target>),
 }
 
 impl Origin {
     /// From `--db`: a PostgreSQL DSN or URL, else a SQLite path.
     pub fn from_flag(text: &str) -> anyhow::Result<Origin> {
         Ok(match describe_source(text) {
-            "postgres" => Origin::Postgres(Box::new(postgres::config_from_dsn(text)?)),
+            "postgres" => Origin::Postgres(Box::new(postgres::target_from_dsn(text)?)),
             _ => Origin::Sqlite(PathBuf::from(text)),
         })
     }
@@ -29,7 +30,7 @@ impl Origin {
         Ok(match source {
             ImportSource::Sqlite(path) => Origin::Sqlite(path.clone()),
             ImportSource::Postgres(config) => {
-                Origin::Postgres(Box::new(postgres::config_from(config)?))
+                Origin::Postgres(Box::new(postgres::target_from(config)?))
             }
         })
     }
@@ -38,21 +39,11 @@ impl Origin {
     pub fn describe(&self) -> String {
         match self {
             Origin::Sqlite(path) => format!("SQLite {}", path.display()),
-            Origin::Postgres(config) => {
-                let hosts: Vec<String> = config
-                    .get_hosts()
-                    .iter()
-                    .map(|h| match h {
-                        tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-                    })
-                    .collect();
-                format!(
-                    "PostgreSQL {} database {}",
-                    hosts.join(","),
-                    config.get_dbname().unwrap_or("?")
-                )
-            }
+            Origin::Postgres(target) => format!(
+                "PostgreSQL {} database {}",
+                postgres::hosts(&target.config).join(","),
+                target.config.get_dbname().unwrap_or("?")
+            ),
         }
     }
 

@@ -8,7 +8,7 @@ pub mod disk_store;
 pub mod export;
 pub mod faulty_file;
 pub mod memory;
-mod postgres;
+pub mod postgres;
 pub mod postgres_store;
 pub mod record;
 pub mod replay;

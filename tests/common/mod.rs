@@ -412,3 +412,75 @@ pub fn self_signed_localhost(dir: &std::path::Path) -> (PathBuf, PathBuf, String
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     (cert, key, pem)
 }
+
+// ---- tools built once by `.ci/install-*` (the real Go headscale, pebble) ----
+
+/// A binary a `.ci/install-*` script builds into the cache (`$HEADSCALE_CACHE`, default
+/// `~/.cache/headscale-rs`): `$variable` when set, else `<cache>/<relative>`; a clear failure
+/// naming `script` when it is missing.
+pub fn cached_tool(variable: &str, relative: &str, script: &str) -> PathBuf {
+    let path = match std::env::var_os(variable) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::var_os("HEADSCALE_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                    .join(".cache/headscale-rs")
+            })
+            .join(relative),
+    };
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash {script}` (or set {variable})",
+        path.display()
+    );
+    path
+}
+
+/// The real Go headscale v0.29.2 (server and CLI).
+pub fn go_headscale() -> PathBuf {
+    cached_tool(
+        "HEADSCALE_GO",
+        "go-headscale-0.29.2/headscale",
+        ".ci/install-go-headscale",
+    )
+}
+
+/// Runs the Go CLI with `config` and `env` (no update check, no prompts' stdin).
+pub fn go_cli_output(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(go_headscale())
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs the Go CLI and expects success; its stdout.
+pub fn go_cli_ok(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = go_cli_output(config, args, env);
+    assert!(
+        out.status.success(),
+        "Go `headscale {}` failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the Go CLI with `-o json` and parses its output.
+pub fn go_cli_json(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = go_cli_ok(config, &all, env);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("Go `headscale {}`: not JSON ({e}): {out}", args.join(" ")))
+}

@@ -14,26 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The Go headscale binary: `HEADSCALE_GO`, or where `.ci/install-go-headscale` puts it.
-fn go_binary() -> PathBuf {
-    let path = std::env::var_os("HEADSCALE_GO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("HEADSCALE_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/headscale-rs")
-                });
-            cache.join("go-headscale-0.29.2/headscale")
-        });
-    assert!(
-        path.is_file(),
-        "no Go headscale at {} (run `bash .ci/install-go-headscale` or set HEADSCALE_GO)",
-        path.display()
-    );
-    path
-}
-
 /// A headscale 0.29 config as a headscale user has it (sqlite database, Noise key and socket
 /// in the data dir, policy in the database), with a DERP map file that needs no network:
 /// one region whose relay does not exist, so clients talk directly (same namespace).
@@ -73,7 +53,6 @@ fn headscale_config(data: &Path, port: u16) -> String {
 
 /// The Go headscale server on a config file, with its CLI.
 struct GoHeadscale {
-    binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -81,9 +60,8 @@ struct GoHeadscale {
 
 impl GoHeadscale {
     fn start(config: &Path, log: PathBuf, port: u16) -> GoHeadscale {
-        let binary = go_binary();
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&binary)
+        let child = Command::new(common::go_headscale())
             .arg("-c")
             .arg(config)
             .arg("serve")
@@ -94,7 +72,6 @@ impl GoHeadscale {
             .spawn()
             .unwrap();
         let go = GoHeadscale {
-            binary,
             config: config.to_path_buf(),
             log,
             child: Some(child),
@@ -106,31 +83,12 @@ impl GoHeadscale {
         go
     }
 
-    /// Runs the Go CLI; returns stdout, panicking on failure.
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&self.config)
-            .args(args)
-            .env("HEADSCALE_DISABLE_CHECK_UPDATES", "true")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "Go `headscale {}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::go_cli_ok(&self.config, args, &[])
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.cli(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+        common::go_cli_json(&self.config, args, &[])
     }
 
     /// SIGTERM, then waits for it to exit (SIGKILL after 20 s).
