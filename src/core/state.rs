@@ -213,6 +213,18 @@ impl Extras {
     }
 }
 
+/// The SHA-256 an imported key keeps in its main record; a bcrypt hash goes to `keep_beside`
+/// (the key's entry in `State.extras`) and leaves the main record's digest empty.
+fn split_secret_hash(hash: &SecretHash, keep_beside: impl FnOnce(SecretHash)) -> Digest {
+    match hash {
+        SecretHash::Sha256(digest) => *digest,
+        SecretHash::Bcrypt(_) => {
+            keep_beside(hash.clone());
+            Digest::default()
+        }
+    }
+}
+
 /// A key expiry of "never" (headscale's NULL expiration), far enough away that every
 /// comparison treats it as the future, and still a valid RFC 3339 time.
 pub const NEVER_EXPIRES: Timestamp = Timestamp(253_402_300_799_000);
@@ -821,13 +833,9 @@ impl State {
         self.index
             .pre_auth_key_prefixes
             .insert((key.prefix.clone(), id));
-        let secret_hash = match &key.hash {
-            SecretHash::Sha256(digest) => *digest,
-            SecretHash::Bcrypt(_) => {
-                self.extras.pre_auth_key_hashes.insert(id, key.hash.clone());
-                Digest::default()
-            }
-        };
+        let secret_hash = split_secret_hash(&key.hash, |bcrypt| {
+            self.extras.pre_auth_key_hashes.insert(id, bcrypt);
+        });
         self.pre_auth_keys.insert(
             id,
             PreAuthKey {
@@ -856,13 +864,9 @@ impl State {
         }
         self.extras.api_key_hashes.remove(&id);
         self.index.api_key_prefixes.insert((key.prefix.clone(), id));
-        let secret_hash = match &key.hash {
-            SecretHash::Sha256(digest) => *digest,
-            SecretHash::Bcrypt(_) => {
-                self.extras.api_key_hashes.insert(id, key.hash.clone());
-                Digest::default()
-            }
-        };
+        let secret_hash = split_secret_hash(&key.hash, |bcrypt| {
+            self.extras.api_key_hashes.insert(id, bcrypt);
+        });
         self.api_keys.insert(
             id,
             ApiKey {
