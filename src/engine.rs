@@ -703,9 +703,10 @@ struct SnapshotChecker {
     outcome: Arc<Mutex<SnapshotCheck>>,
 }
 
-/// Stack of the writer thread. Folding events into the persistent maps recurses (imbl's
-/// B-trees); without optimisation (debug builds) 2 MiB, the default, overflowed at ~70 nodes.
-/// Reserved address space, not memory: pages are touched only as deep as the code goes.
+/// Stack of the writer thread: a margin over the default 2 MiB for folding events into the
+/// persistent maps (imbl's B-trees take large frames for our map values; unoptimised they
+/// overflowed 2 MiB past 64 nodes, which `[profile.dev] opt-level = 1` fixes for every
+/// thread). Reserved address space, not memory: pages are touched only as deep as the code goes.
 const WRITER_STACK_BYTES: usize = 64 << 20;
 
 /// Records read per step of the check (the store is held only during a step).
