@@ -16,6 +16,7 @@ pub mod duration;
 pub mod extra_records;
 mod load;
 mod netmap;
+mod oidc;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ pub use load::{
     env_var_name, known_keys, load, load_client, load_str, load_str_unvalidated, process_env,
     resolve_path, resolve_path_with,
 };
+pub use oidc::{OidcConfig, PkceConfig, PkceMethod};
 use scalar::opt_from_str;
 
 /// Where the config lives when neither `--config` nor `HEADSCALE_CONFIG` says otherwise.
@@ -90,6 +92,8 @@ pub struct Config {
     pub cli: CliConfig,
     pub tuning: TuningConfig,
     pub api: ApiConfig,
+    /// Logins through an OpenID Connect provider (headscale's `oidc:` section).
+    pub oidc: OidcConfig,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
@@ -637,6 +641,7 @@ impl Default for Config {
             cli: CliConfig::default(),
             tuning: TuningConfig::default(),
             api: ApiConfig::default(),
+            oidc: OidcConfig::default(),
             source_path: None,
             missing_features: Vec::new(),
         }
