@@ -91,10 +91,12 @@ pub fn default_list() -> Vec<Scenario> {
     list
 }
 
-/// Scenarios written ahead of the server features they need (none today); run them by
-/// name or with `REAL_CLIENTS=pending`.
+/// Scenarios written ahead of the server features they need (OIDC login, issue #13); run
+/// them by name or with `REAL_CLIENTS=pending`.
 pub fn pending_list() -> Vec<Scenario> {
-    Vec::new()
+    let mut list = Vec::new();
+    per_version(&mut list, "oidc_login", crate::oidc::oidc_login);
+    list
 }
 
 pub const SHORT: Duration = Duration::from_secs(20);
