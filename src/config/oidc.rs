@@ -31,15 +31,19 @@ pub struct OidcConfig {
     #[serde(deserialize_with = "super::scalar::opt_from_str")]
     pub client_secret_path: Option<PathBuf>,
     /// Scopes asked for.
+    #[serde(deserialize_with = "text_list")]
     pub scope: Vec<String>,
     /// Extra query parameters for the authorization request (`domain_hint`, `prompt`, ...).
     #[serde(deserialize_with = "text_map")]
     pub extra_params: BTreeMap<String, String>,
     /// Email domains allowed to log in; empty = any.
+    #[serde(deserialize_with = "text_list")]
     pub allowed_domains: Vec<String>,
     /// Email addresses allowed to log in; empty = any.
+    #[serde(deserialize_with = "text_list")]
     pub allowed_users: Vec<String>,
     /// Groups (the `groups` claim) of which a user must be in one; empty = any.
+    #[serde(deserialize_with = "text_list")]
     pub allowed_groups: Vec<String>,
     /// Email-based rules (and the user's email) count only when `email_verified` is true.
     pub email_verified_required: bool,
@@ -264,6 +268,31 @@ fn text_map<'de, D: Deserializer<'de>>(
             Ok((key, text))
         })
         .collect()
+}
+
+/// A list of text, or one string split on white space (`scope: openid profile email`), as
+/// viper's `GetStringSlice` reads a string; scalar entries are taken as text.
+fn text_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    use serde_yaml_ng::Value;
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(text.split_whitespace().map(String::from).collect()),
+        Some(Value::Sequence(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::String(text) => Ok(text),
+                Value::Bool(b) => Ok(b.to_string()),
+                Value::Number(n) => Ok(n.to_string()),
+                _ => Err(serde::de::Error::custom(format!(
+                    "entry {index} must be text, not a list or a mapping"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(serde::de::Error::custom(
+            "must be a list of text (or one space-separated string)",
+        )),
+    }
 }
 
 /// Go's `os.ExpandEnv`: `$NAME` (letters, digits, `_`) and `${NAME}` become the variable's

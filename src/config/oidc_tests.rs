@@ -530,3 +530,105 @@ fn expand_env_is_gos_os_expand_env() {
         assert_eq!(expand_env(input, &env), expected, "{input:?}");
     }
 }
+
+/// Shapes the section may take that headscale (viper) accepts, and ones it cannot be.
+#[test]
+fn edge_cases_of_the_sections_shape() {
+    // An empty section, or empty sub-keys, are headscale's defaults.
+    for yaml in [
+        "oidc:\n",
+        "oidc:\n  pkce:\n  extra_params:\n  scope:\n",
+        "oidc: {}\n",
+    ] {
+        assert_eq!(oidc_of(yaml, &[]), OidcConfig::default(), "{yaml}");
+    }
+    // A section that is not a mapping.
+    for yaml in [
+        "oidc: true\n",
+        "oidc: https://sso.example.com\n",
+        "oidc: [a]\n",
+    ] {
+        let error = error_of(yaml, &[]);
+        assert!(
+            error.contains("oidc") && error.contains("expected a section of keys"),
+            "{error}"
+        );
+    }
+    // Lists written as one string are split on white space (viper's GetStringSlice);
+    // scalars in lists and as the secret are text.
+    let yaml = "oidc:\n  issuer: https://sso.example.com\n  client_id: 1234\n  \
+                client_secret: 987654\n  scope: \"openid  email\"\n  allowed_domains: a.example\n  \
+                allowed_users: []\n  allowed_groups: [42, admins]\n";
+    let oidc = oidc_of(yaml, &[]);
+    assert_eq!(oidc.client_id, "1234");
+    assert_eq!(oidc.client_secret, "987654");
+    assert_eq!(oidc.scope, vec!["openid", "email"]);
+    assert_eq!(oidc.allowed_domains, vec!["a.example"]);
+    assert!(oidc.allowed_users.is_empty());
+    assert_eq!(oidc.allowed_groups, vec!["42", "admins"]);
+    for (yaml, key) in [
+        ("oidc:\n  allowed_groups: [[a]]\n", "oidc.allowed_groups"),
+        ("oidc:\n  scope: {openid: true}\n", "oidc.scope"),
+        ("oidc:\n  pkce: S256\n", "oidc.pkce"),
+    ] {
+        let error = error_of(yaml, &[]);
+        assert!(error.contains(key), "{yaml}: {error}");
+    }
+}
+
+/// `""` is unset for both secret keys, as headscale compares them with "": either may be
+/// left empty beside the other.
+#[test]
+fn an_empty_secret_key_does_not_count_as_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{SECRET}\r\n")).unwrap();
+    let yaml = format!(
+        "{ON}  client_secret: \"\"\n  client_secret_path: \"{}\"\n",
+        file.display()
+    );
+    assert_eq!(oidc_of(&yaml, &[]).client_secret, SECRET);
+    let yaml = format!("{ON}  client_secret: {SECRET}\n  client_secret_path: \"\"\n");
+    let oidc = oidc_of(&yaml, &[]);
+    assert_eq!(oidc.client_secret, SECRET);
+    assert_eq!(oidc.client_secret_path, None);
+    // White space inside a secret is kept; only the ends are trimmed.
+    std::fs::write(&file, " a b\tc \n").unwrap();
+    let yaml = format!("{ON}  client_secret_path: {}\n", file.display());
+    assert_eq!(oidc_of(&yaml, &[]).client_secret, "a b\tc");
+    // A path whose variables are all unset and leave nothing is an unreadable "".
+    let error = error_of(&format!("{ON}  client_secret_path: $NOPE\n"), &[]);
+    assert!(
+        error.contains("oidc.client_secret_path \"\": cannot read"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_issuer_with_a_query_or_fragment_is_refused() {
+    for issuer in [
+        "https://sso.example.com/?tenant=a",
+        "https://sso.example.com#x",
+    ] {
+        let yaml = format!("oidc:\n  issuer: \"{issuer}\"\n  client_id: hs\n");
+        let error = error_of(&yaml, &[]);
+        assert!(
+            error.contains("oidc.issuer") && error.contains("query or a fragment"),
+            "{error}"
+        );
+    }
+}
+
+/// Loading twice gives the same result, and validating a loaded config again passes:
+/// the resolved secret beside its path is not mistaken for the exclusive pair.
+#[test]
+fn a_loaded_config_validates_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let yaml = format!("{ON}  client_secret_path: {}\n", file.display());
+    let loaded = load_with(&yaml, &[]).unwrap();
+    assert_eq!(loaded.config.oidc.client_secret, SECRET);
+    assert_eq!(loaded.config.validate().unwrap(), Vec::<String>::new());
+    assert_eq!(load_with(&yaml, &[]).unwrap().config, loaded.config);
+}

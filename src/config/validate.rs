@@ -297,6 +297,13 @@ impl Config {
                 format!("{issuer:?} must not contain white space"),
             ));
         }
+        // OpenID Connect Discovery appends its path to the issuer: no query, no fragment.
+        if issuer.contains(['?', '#']) {
+            return Err(self.invalid(
+                "oidc.issuer",
+                format!("{issuer:?} must not have a query or a fragment"),
+            ));
+        }
         if oidc.client_id.trim().is_empty() {
             return Err(self.invalid("oidc.client_id", "must be set when oidc.issuer is set"));
         }
