@@ -17,6 +17,8 @@ pub mod import;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;
+pub mod oidc;
+pub mod outbound_tls;
 pub mod secrets;
 pub mod server;
 pub mod store;

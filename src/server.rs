@@ -509,7 +509,6 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.check_can_serve()?;
     let connection_limits = connection_limits(&config);
     let server_key = ServerKey::load_or_create(&config.noise.private_key_path)?;
     // Before the engine, so a bad file stops the start before anything is recorded.

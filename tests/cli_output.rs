@@ -364,8 +364,8 @@ fn replay(cases: &[Case], mut run: impl FnMut(&[&str]) -> std::process::Output) 
 }
 
 /// headscale 0.29.2's own config (its example's server-only keys: `database.type: sqlite`,
-/// `derp.urls`, the gRPC listener, …, and an OIDC issuer, which our `serve` refuses until
-/// issue #13) with `unix_socket` pointing at `socket`.
+/// `derp.urls`, the gRPC listener, …, and an OIDC section) with `unix_socket` pointing at
+/// `socket`.
 fn headscale_config(dir: &std::path::Path, socket: &std::path::Path) -> PathBuf {
     let path = dir.join("headscale-config.yaml");
     let data = dir.display();
@@ -509,10 +509,9 @@ fn the_cli_environment_overrides_a_headscale_config() {
             .cli
             .insecure
     );
-    // The same file is refused for serving, with the key named.
+    // The same file, OIDC section included, also loads as a server config.
     let loaded = headscale::config::load(&config, &env).unwrap();
-    let error = loaded.config.check_can_serve().unwrap_err();
-    assert!(error.to_string().contains("oidc.issuer"), "{error}");
+    assert_eq!(loaded.config.oidc.issuer, "https://sso.example.com");
 }
 
 /// The Go server, stopped when dropped.

@@ -3,8 +3,8 @@
 //! local HTTPS server (a self-signed certificate the server trusts through `SSL_CERT_FILE`):
 //! `configtest` has nothing to warn about, `serve` serves, a client gets the fetched DERP
 //! regions, a changed map reaches a connected map stream, a failing URL keeps the last good
-//! map (also across a restart), and an OIDC issuer refuses to start. Nothing leaves the
-//! machine.
+//! map (also across a restart), and its OIDC block loads (the secret given inline or by its
+//! systemd-credential path, never both). Nothing leaves the machine.
 
 mod common;
 
@@ -247,10 +247,12 @@ fn example_server(map_url: &str, cert_pem: &str) -> (TestServer, u16) {
 }
 
 /// `configtest` on the example: success, and no warning outside the other slices' keys.
-fn assert_configtest_is_quiet(config: &PathBuf) {
+/// Returns what it printed.
+fn assert_configtest_is_quiet(config: &PathBuf, env: &[(&str, &Path)]) -> String {
     let out = Command::new(BIN)
         .args(["configtest", "-c"])
         .arg(config)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -262,7 +264,9 @@ fn assert_configtest_is_quiet(config: &PathBuf) {
         .filter(|line| !OTHER_SLICES.iter().any(|key| line.contains(key)))
         .collect();
     assert!(ours.is_empty(), "configtest warned: {ours:#?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("config OK"), "{stdout}");
+    stdout
 }
 
 fn debug_derp_regions(metrics: u16) -> Vec<u32> {
@@ -276,7 +280,7 @@ async fn the_example_config_serves_fetched_derp_maps_and_keeps_the_last_good_one
     let (map_url, cert, maps) =
         start_map_server(derp_map_json(&[(901, "one"), (902, "two")])).await;
     let (mut server, metrics) = example_server(&map_url, &cert);
-    assert_configtest_is_quiet(&server.config);
+    assert_configtest_is_quiet(&server.config, &[]);
 
     server.spawn();
     server.wait_healthy();
@@ -349,47 +353,93 @@ async fn the_example_config_serves_fetched_derp_maps_and_keeps_the_last_good_one
     server.stop();
 }
 
-/// The example's own OIDC block, uncommented: `serve` and `configtest` refuse, naming the
-/// issue; nothing is started.
-#[test]
-fn the_example_with_its_oidc_block_refuses_to_start() {
-    let server = TestServer::with_yaml(|data, port| {
-        let text = example_for(
-            data,
-            port,
-            free_port(),
-            "https://localhost:1/derpmap/default",
-        );
-        let mut out = String::new();
-        let mut in_oidc = false;
-        for line in text.lines() {
-            if line == "# oidc:" {
-                in_oidc = true;
-            } else if in_oidc && !line.starts_with('#') {
-                in_oidc = false;
-            }
-            match line.strip_prefix("# ").filter(|_| in_oidc) {
-                Some(uncommented) => out.push_str(uncommented),
-                None => out.push_str(line),
-            }
-            out.push('\n');
+/// The example with its own OIDC block uncommented, minus the lines `drop` names.
+fn example_with_oidc(data: &Path, port: u16, drop: &str) -> String {
+    let text = example_for(
+        data,
+        port,
+        free_port(),
+        "https://localhost:1/derpmap/default",
+    );
+    let mut out = String::new();
+    let mut in_oidc = false;
+    for line in text.lines() {
+        if line == "# oidc:" {
+            in_oidc = true;
+        } else if in_oidc && !line.starts_with('#') {
+            in_oidc = false;
         }
-        assert!(out.contains("\noidc:\n"), "no oidc block found");
-        out
-    });
-    for command in ["serve", "configtest"] {
-        let out = Command::new(BIN)
-            .args([command, "-c"])
-            .arg(&server.config)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{command} started: {stderr}");
-        assert!(
-            stderr.contains("oidc.issuer") && stderr.contains("issue #13"),
-            "{command}: {stderr}"
-        );
-        assert!(!server.socket().exists());
+        match line.strip_prefix("# ").filter(|_| in_oidc) {
+            Some(uncommented) if !drop.is_empty() && uncommented.trim().starts_with(drop) => {}
+            Some(uncommented) => out.push_str(uncommented),
+            None => out.push_str(line),
+        }
+        out.push('\n');
     }
+    assert!(out.contains("\noidc:\n"), "no oidc block found");
+    out
+}
+
+/// The example's own OIDC block, uncommented: it sets both `client_secret` and
+/// `client_secret_path`, which headscale refuses, and so do we (naming both keys, never the
+/// secret); with either one of them it loads without a warning, the path expanded from
+/// `$CREDENTIALS_DIRECTORY` as systemd's `LoadCredential` sets it. Nothing is started (the
+/// issuer is a placeholder).
+#[test]
+fn the_example_with_its_oidc_block_loads_with_one_secret() {
+    const PLACEHOLDER_SECRET: &str = "your-oidc-client-secret";
+    let both = TestServer::with_yaml(|data, port| example_with_oidc(data, port, ""));
+    let out = Command::new(BIN)
+        .args(["configtest", "-c"])
+        .arg(&both.config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "configtest accepted both: {stderr}");
+    assert!(
+        stderr.contains("oidc.client_secret and oidc.client_secret_path are mutually exclusive"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PLACEHOLDER_SECRET), "{stderr}");
+
+    let inline =
+        TestServer::with_yaml(|data, port| example_with_oidc(data, port, "client_secret_path:"));
+    let stdout = assert_configtest_is_quiet(&inline.config, &[]);
+    assert!(
+        stdout.contains(
+            "https://your-oidc.issuer.com/path, client \"your-oidc-client-id\", secret set"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(PLACEHOLDER_SECRET), "{stdout}");
+
+    let from_file =
+        TestServer::with_yaml(|data, port| example_with_oidc(data, port, "client_secret:"));
+    let credentials = from_file.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("oidc_client_secret"), "from-a-file\n").unwrap();
+    let stdout = assert_configtest_is_quiet(
+        &from_file.config,
+        &[("CREDENTIALS_DIRECTORY", credentials.as_path())],
+    );
+    assert!(
+        stdout.contains("secret from ${CREDENTIALS_DIRECTORY}/oidc_client_secret"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("from-a-file"), "{stdout}");
+    // Without the credential the file cannot be read: one line naming the expanded path.
+    let out = Command::new(BIN)
+        .args(["configtest", "-c"])
+        .arg(&from_file.config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("oidc.client_secret_path \"/oidc_client_secret\": cannot read"),
+        "{stderr}"
+    );
 }

@@ -46,10 +46,7 @@ impl AcmeHttp {
     /// A client trusting the system roots; none found is an error (we could never verify the
     /// ACME server).
     pub fn new() -> Result<AcmeHttp, AcmeError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
+        let roots = crate::outbound_tls::system_roots();
         if roots.is_empty() {
             return Err(AcmeError::Other(
                 "no trusted root certificates found on this system to verify the ACME server \
@@ -57,12 +54,7 @@ impl AcmeHttp {
                     .into(),
             ));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AcmeError::Other(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::outbound_tls::client_config(roots).map_err(AcmeError::Other)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()

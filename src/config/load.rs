@@ -1,6 +1,7 @@
 //! Reading a config: the file or text, removed keys (fatal), deprecated, unknown and
 //! unsupported keys (warned about, never dropped silently), `HEADSCALE_*` environment
-//! overrides, and the key schema derived from the defaults (`known_keys`, `env_var_name`).
+//! overrides, the key schema derived from the defaults (`known_keys`, `env_var_name`), and
+//! the files a server config points at that are read at load (`oidc.client_secret_path`).
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -58,8 +59,21 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
     let mut loaded = load_str_unvalidated(yaml, origin, env)?;
+    resolve_oidc_secret(&mut loaded.config, env)?;
     loaded.warnings.extend(loaded.config.validate()?);
     Ok(loaded)
+}
+
+/// headscale reads the OIDC client secret file when it loads a server config; a client of
+/// the server ([`load_client`]) never needs the secret, so it never reads the file.
+fn resolve_oidc_secret(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    config
+        .oidc
+        .resolve_client_secret(env)
+        .map_err(|(key, message)| config.invalid(key, message))
 }
 
 /// [`load`] for a CLI that only talks to a server (its socket or `cli.address`): read,
@@ -102,15 +116,11 @@ pub fn load_str_unvalidated(
 
     reject_removed_keys(&tree, &origin_text)?;
     move_deprecated_keys(&mut tree, &mut warnings);
-    let mut missing = oidc_issuer_wanted(&tree, env)
-        .into_iter()
-        .collect::<Vec<_>>();
     check_keys(&mut tree, &schema, "", &origin_text, &mut warnings)?;
     let from_env = apply_env(&mut tree, &schema, env, &origin_text)?;
 
     let mut config = deserialize(tree, &from_env, &origin_text)?;
     config.source_path = Some(origin.to_path_buf());
-    config.missing_features.append(&mut missing);
     config.normalize();
     Ok(Loaded { config, warnings })
 }
@@ -129,11 +139,11 @@ const REMOVED_KEYS: &[(&str, &str)] = &[
     ),
     (
         "oidc.strip_email_domain",
-        "usernames keep the full email address (and OIDC is not supported by this server)",
+        "removed in headscale 0.26: usernames keep the full email address",
     ),
     (
         "oidc.map_legacy_users",
-        "legacy user mapping is gone (and OIDC is not supported by this server)",
+        "removed in headscale 0.26: legacy users are no longer mapped to OIDC identities",
     ),
     (
         "randomize_client_port",
@@ -148,7 +158,6 @@ const REMOVED_KEYS: &[(&str, &str)] = &[
 /// placeholders), which says nothing worth a warning. A trailing `*` matches any top-level
 /// key with that prefix.
 const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
-    ("oidc", "OIDC login"),
     ("database.debug", "database query logging"),
     ("preauth_keys", "revoked pre-auth key retention"),
     (
@@ -177,9 +186,6 @@ const IGNORED_KEYS: &[&str] = &[
     "tuning.batcher_workers",
     "tuning.notifier_send_timeout",
 ];
-
-/// The OIDC section; a non-empty `issuer` in it asks for logins we cannot do (issue #13).
-const OIDC_KEY: &str = "oidc";
 
 /// The old top-level name of `node.ephemeral.inactivity_timeout`.
 const DEPRECATED_EPHEMERAL_KEY: &str = "ephemeral_node_inactivity_timeout";
@@ -220,37 +226,6 @@ fn move_deprecated_keys(tree: &mut Mapping, warnings: &mut Vec<String>) {
             "config key \"{DEPRECATED_EPHEMERAL_KEY}\" is deprecated and ignored; use {new_key}"
         ));
     }
-}
-
-/// A non-empty `oidc.issuer` (in the file or `$HEADSCALE_OIDC_ISSUER`) asks for OIDC logins,
-/// which headscale would require before it serves (`only_start_if_oidc_is_available`).
-/// Serving without them would silently leave its users unable to log in, or an admin
-/// believing logins are checked by their identity provider: refused until issue #13.
-fn oidc_issuer_wanted(
-    tree: &Mapping,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<super::MissingFeature> {
-    let key = format!("{OIDC_KEY}.issuer");
-    let from_env = env(&env_var_name(&key)).filter(|v| !v.trim().is_empty());
-    let issuer = match from_env {
-        Some(issuer) => issuer,
-        None => match lookup(tree, &key) {
-            Some(Value::String(issuer)) if !issuer.trim().is_empty() => issuer.clone(),
-            Some(value) if !leaves_feature_off(value) => {
-                serde_yaml_ng::to_string(value).unwrap_or_default()
-            }
-            _ => return None,
-        },
-    };
-    Some(super::MissingFeature {
-        key,
-        message: format!(
-            "is {:?}: OIDC login is not implemented by this server yet (issue #13), and \
-             serving without it would leave OIDC users unable to log in; remove the oidc \
-             section and register nodes with pre-auth keys or `headscale nodes register`",
-            issuer.trim()
-        ),
-    })
 }
 
 /// Whether a value leaves a feature off: nothing, `false`, `0`, `""`, an empty list or
@@ -309,10 +284,7 @@ fn check_keys(
                 .and_then(scalar_or_text)
                 .is_some_and(|text| UNSUPPORTED_DEFAULTS.contains(&(path.as_str(), text.as_str())));
             let off = as_here || value.is_none_or(leaves_feature_off);
-            // Without an issuer OIDC is off in headscale too, whatever else the section says;
-            // with one, `serve` refuses (oidc_issuer_wanted): either way no warning.
-            let oidc = path == OIDC_KEY;
-            if !off && !oidc {
+            if !off {
                 warnings.push(format!(
                     "config key \"{path}\" is for {feature}, which this server does not support \
                      (ignored)"
@@ -381,6 +353,13 @@ fn apply_env(
             }
             // Empty means unset for typed keys, as with viper.
             _ if raw.trim().is_empty() => continue,
+            // viper's GetStringSlice splits a variable on white space
+            // (`HEADSCALE_OIDC_SCOPE="openid profile email"`); `[a, b]` is read as YAML.
+            Value::Sequence(_) if !raw.trim_start().starts_with('[') => Value::Sequence(
+                raw.split_whitespace()
+                    .map(|item| Value::String(item.to_string()))
+                    .collect(),
+            ),
             // viper reads booleans with Go's strconv.ParseBool: `HEADSCALE_CLI_INSECURE=1`.
             Value::Bool(_) if go_bool(&raw).is_some() => Value::Bool(go_bool(&raw) == Some(true)),
             _ => serde_yaml_ng::from_str::<Value>(&raw).map_err(|e| ConfigError::BadValue {

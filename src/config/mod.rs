@@ -17,6 +17,8 @@ pub mod extra_records;
 mod load;
 mod netmap;
 mod oidc;
+#[cfg(test)]
+mod oidc_tests;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,7 @@ pub use load::{
     env_var_name, known_keys, load, load_client, load_str, load_str_unvalidated, process_env,
     resolve_path, resolve_path_with,
 };
-pub use oidc::{OidcConfig, PkceConfig, PkceMethod};
+pub use oidc::{expand_env, OidcConfig, PkceConfig, PkceMethod, MAX_CLIENT_SECRET_FILE_BYTES};
 use scalar::opt_from_str;
 
 /// Where the config lives when neither `--config` nor `HEADSCALE_CONFIG` says otherwise.
@@ -97,18 +99,6 @@ pub struct Config {
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
-    /// Security-relevant features the config asks for and this server lacks (an OIDC
-    /// issuer): `serve` refuses to start while any is listed ([`Config::check_can_serve`]),
-    /// but client commands may still use the file. Never a config key.
-    #[serde(skip)]
-    pub missing_features: Vec<MissingFeature>,
-}
-
-/// A key asking for a security-relevant feature we do not have, and why that stops `serve`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingFeature {
-    pub key: String,
-    pub message: String,
 }
 
 /// TS2021 Noise identity of the server.
@@ -643,7 +633,6 @@ impl Default for Config {
             api: ApiConfig::default(),
             oidc: OidcConfig::default(),
             source_path: None,
-            missing_features: Vec::new(),
         }
     }
 }

@@ -228,6 +228,7 @@ impl Config {
                 ),
             ),
             ("dns", dns),
+            ("oidc", self.oidc.describe()),
             (
                 "netmap hash",
                 hex::encode(&self.netmap_relevant_hash()[..8]),

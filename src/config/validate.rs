@@ -31,10 +31,16 @@ impl Config {
         }
     }
 
-    /// Headscale's tidy-ups before validation (a trailing `/` on `server_url`).
+    /// Headscale's tidy-ups before validation (a trailing `/` on `server_url`), and white
+    /// space around `oidc.issuer` (a stray space from an environment variable would
+    /// otherwise fail discovery against the provider).
     pub(super) fn normalize(&mut self) {
         while self.server_url.ends_with('/') {
             self.server_url.pop();
+        }
+        let issuer = self.oidc.issuer.trim();
+        if issuer.len() != self.oidc.issuer.len() {
+            self.oidc.issuer = issuer.to_string();
         }
     }
 
@@ -48,16 +54,6 @@ impl Config {
                 "unix_socket_permission",
                 format!("{text:?} must be an octal file mode such as 0770"),
             )),
-        }
-    }
-
-    /// Whether `serve` may start: not while the config asks for a security-relevant feature
-    /// this server lacks ([`Config::missing_features`], e.g. an OIDC issuer). Client commands
-    /// do not call this, so the CLI still works with such a file.
-    pub fn check_can_serve(&self) -> Result<(), ConfigError> {
-        match self.missing_features.first() {
-            Some(missing) => Err(self.invalid(&missing.key, missing.message.clone())),
-            None => Ok(()),
         }
     }
 
@@ -190,6 +186,9 @@ impl Config {
             _ => {}
         }
 
+        // Logins.
+        self.validate_oidc(&mut warnings)?;
+
         // Nodes and logging.
         self.validate_nodes(&mut warnings);
         self.validate_timers()?;
@@ -272,6 +271,54 @@ impl Config {
                  derp.paths are empty): nodes can only connect directly"
                     .into(),
             );
+        }
+        Ok(())
+    }
+
+    /// `oidc.*` when OIDC is on (an issuer is set): a client id and an http(s) issuer URL.
+    /// Without an issuer headscale ignores the section, and so do we.
+    fn validate_oidc(&self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+        let oidc = &self.oidc;
+        if !oidc.enabled() {
+            return Ok(());
+        }
+        let issuer = oidc.issuer.trim();
+        let host = parse_server_url(issuer)
+            .map(|url| url.host)
+            .map_err(|problem| {
+                self.invalid(
+                    "oidc.issuer",
+                    format!("{issuer:?} {problem} (the provider's issuer URL)"),
+                )
+            })?;
+        if issuer.contains(char::is_whitespace) {
+            return Err(self.invalid(
+                "oidc.issuer",
+                format!("{issuer:?} must not contain white space"),
+            ));
+        }
+        // OpenID Connect Discovery appends its path to the issuer: no query, no fragment.
+        if issuer.contains(['?', '#']) {
+            return Err(self.invalid(
+                "oidc.issuer",
+                format!("{issuer:?} must not have a query or a fragment"),
+            ));
+        }
+        if oidc.client_id.trim().is_empty() {
+            return Err(self.invalid("oidc.client_id", "must be set when oidc.issuer is set"));
+        }
+        if !oidc.scope.iter().any(|scope| scope == "openid") {
+            warnings.push(format!(
+                "oidc.scope {:?} lacks \"openid\": providers then return no ID token and \
+                 OIDC logins fail",
+                oidc.scope.join(" ")
+            ));
+        }
+        if issuer.starts_with("http://") && !is_loopback_host(&host) {
+            warnings.push(format!(
+                "oidc.issuer {issuer:?} is plain http: the client secret and the users' \
+                 tokens cross the network unencrypted; use https"
+            ));
         }
         Ok(())
     }
@@ -436,6 +483,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `localhost` or a loopback address: plain http there stays on the machine.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_resolver(text: &str) -> bool {

@@ -16,7 +16,7 @@ pub fn router(pending: PendingLogins) -> Router {
 }
 
 /// Escapes text for HTML (ids and node keys are plain, but never trust a URL).
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '<' => "&lt;".into(),

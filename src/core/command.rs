@@ -36,6 +36,12 @@ pub enum RegisterAuth {
     PreAuthKey(PreAuthKeyId),
     /// An admin registered the node for this user (`nodes register`, `debug create-node`).
     Admin { user: UserId },
+    /// The user logged in through the OIDC provider and confirmed this machine; `expiry` is
+    /// the ID token's when `oidc.use_expiry_from_token` is on.
+    Oidc {
+        user: UserId,
+        expiry: Option<Timestamp>,
+    },
 }
 
 /// Something somebody wants done.
@@ -108,6 +114,12 @@ pub enum Command {
     },
     DeleteNode {
         id: NodeId,
+    },
+    /// Someone the OIDC provider vouched for (verified ID token, merged userinfo) logs in:
+    /// refused by the allow-lists, or their user is created or brought up to date.
+    OidcLogin {
+        claims: crate::core::oidc::Claims,
+        rules: crate::core::oidc::LoginRules,
     },
     ExpireNode {
         id: NodeId,
@@ -552,6 +564,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
             },
             now,
         ),
+        Command::OidcLogin { claims, rules } => Ok(decide_oidc_login(state, claims, rules)),
         Command::DeleteNode { id } => {
             node(state, *id)?;
             Ok(vec![Event::NodeDeleted { id: *id }])
@@ -805,6 +818,85 @@ fn change_route(
     Ok(events)
 }
 
+/// An OIDC login (the allow-lists, then the user's creation or update). A refusal is an
+/// event too: the provider vouched for the person, so who was turned away is worth keeping.
+fn decide_oidc_login(
+    state: &State,
+    claims: &crate::core::oidc::Claims,
+    rules: &crate::core::oidc::LoginRules,
+) -> Vec<Event> {
+    use crate::core::oidc;
+    let identity = claims.identifier();
+    if let Err(refusal) = oidc::check(rules, claims) {
+        let bounded = |text: &str| {
+            let mut end = text.len().min(oidc::MAX_IDENTIFIER_BYTES);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_string()
+        };
+        return vec![Event::OidcLoginRefused {
+            identity: bounded(&identity),
+            email: bounded(&claims.email),
+            reason: refusal.to_string(),
+        }];
+    }
+    let profile = oidc::profile(rules, claims);
+    let taken = |name: &str| state.user_by_name(name).is_some();
+    let Some(existing) = state.user_by_identity(&identity) else {
+        let id = UserId(state.next_ids.user);
+        let mut events = vec![Event::UserCreated {
+            id,
+            name: oidc::fallback_name(&profile, &identity, taken),
+            display_name: profile.display_name.clone(),
+            email: profile.email.clone(),
+        }];
+        if !profile.picture_url.is_empty() {
+            events.push(Event::UserProfileChanged {
+                id,
+                display_name: profile.display_name,
+                email: profile.email,
+                picture_url: profile.picture_url,
+            });
+        }
+        events.push(Event::UserIdentityLinked {
+            id,
+            provider: "oidc".into(),
+            provider_identifier: identity,
+        });
+        return events;
+    };
+    let mut events = Vec::new();
+    // A new preferred username renames the user when it is free (headscale overwrites it;
+    // names are unique here, so a taken one leaves the old name).
+    if let Some(name) = profile.name.filter(|n| *n != existing.name && !taken(n)) {
+        events.push(Event::UserRenamed {
+            id: existing.id,
+            name,
+        });
+    }
+    // An email that cannot be trusted does not replace a known one (headscale's FromClaim).
+    let email = if profile.email.is_empty() {
+        existing.email.clone()
+    } else {
+        profile.email
+    };
+    if (
+        &existing.display_name,
+        &existing.email,
+        &existing.picture_url,
+    ) != (&profile.display_name, &email, &profile.picture_url)
+    {
+        events.push(Event::UserProfileChanged {
+            id: existing.id,
+            display_name: profile.display_name,
+            email,
+            picture_url: profile.picture_url,
+        });
+    }
+    events
+}
+
 struct Registration<'a> {
     machine_key: MachineKey,
     node_key: NodeKey,
@@ -857,6 +949,19 @@ fn decide_register(
                 true,
             )
         }
+        // The user approved their own machine: device approval, when on, still waits for
+        // an admin.
+        RegisterAuth::Oidc { user: id, .. } => {
+            user(state, *id)?;
+            (
+                Some(*id),
+                vec![],
+                None,
+                RegisterMethod::Oidc,
+                reg.ephemeral,
+                false,
+            )
+        }
     };
     // Tags the client asks for itself (`--advertise-tags`) make a user's node a tagged one,
     // if the policy lets that user own every one of them.
@@ -892,8 +997,15 @@ fn decide_register(
     // tailcfg's "the server policy may override").
     let limit =
         (core.node_expiry_secs > 0).then(|| now.plus(Duration::from_secs(core.node_expiry_secs)));
+    let token_expiry = match reg.auth {
+        RegisterAuth::Oidc { expiry, .. } => *expiry,
+        _ => None,
+    };
     let expiry = if !tags.is_empty() {
         None
+    } else if token_expiry.is_some() {
+        // `use_expiry_from_token`: the node lives as long as the login (headscale).
+        token_expiry
     } else {
         match (reg.requested_expiry.filter(|t| *t > now), limit) {
             (Some(requested), Some(limit)) => Some(requested.min(limit)),

@@ -37,6 +37,8 @@ pub enum Actor {
     Machine(MachineKey),
     /// The server itself: start-up, config, timers (expiry, ephemeral clean-up).
     System,
+    /// A person logged in through the OIDC provider: their `issuer/subject` identity.
+    Oidc(String),
 }
 
 impl std::fmt::Display for Actor {
@@ -47,6 +49,7 @@ impl std::fmt::Display for Actor {
             Actor::Node(id) => write!(f, "node {id}"),
             Actor::Machine(key) => write!(f, "machine {}", key.short()),
             Actor::System => f.write_str("system"),
+            Actor::Oidc(identity) => write!(f, "oidc {identity}"),
         }
     }
 }
@@ -250,6 +253,23 @@ pub enum Event {
     /// Marks the end of an import batch: where it came from, what it held, and where the id
     /// counters continue (after the highest id the source ever handed out, deleted rows too).
     Imported(Box<ImportSummary>),
+    /// A user is bound to an identity-provider identity (made by their first OIDC login), so
+    /// later logins find the same user.
+    UserIdentityLinked {
+        id: UserId,
+        /// `oidc`.
+        provider: String,
+        /// headscale's `provider_identifier`: the issuer and subject.
+        provider_identifier: String,
+    },
+    /// An OIDC login the provider vouched for was refused by the allow-lists.
+    OidcLoginRefused {
+        /// The identity that tried (issuer and subject).
+        identity: String,
+        email: String,
+        /// headscale's wording: "unauthorised domain", "unverified email", ...
+        reason: String,
+    },
 }
 
 /// How a key's secret is checked. Our own keys store SHA-256 (the secrets are 64 random
@@ -372,6 +392,8 @@ impl Event {
             Event::ApiKeyImported(_) => "ApiKeyImported",
             Event::NodeImported(_) => "NodeImported",
             Event::Imported(_) => "Imported",
+            Event::UserIdentityLinked { .. } => "UserIdentityLinked",
+            Event::OidcLoginRefused { .. } => "OidcLoginRefused",
         }
     }
 
@@ -407,6 +429,8 @@ impl Event {
         "ApiKeyImported",
         "NodeImported",
         "Imported",
+        "UserIdentityLinked",
+        "OidcLoginRefused",
     ];
 
     /// The node this event is about, if any (for `events list --node`).
@@ -435,7 +459,8 @@ impl Event {
             Event::UserCreated { id, .. }
             | Event::UserProfileChanged { id, .. }
             | Event::UserRenamed { id, .. }
-            | Event::UserDeleted { id } => Some(*id),
+            | Event::UserDeleted { id }
+            | Event::UserIdentityLinked { id, .. } => Some(*id),
             Event::PreAuthKeyCreated { user, .. } => *user,
             Event::NodeRegistered(reg) => reg.user,
             Event::UserImported(user) => Some(user.id),

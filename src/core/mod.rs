@@ -10,6 +10,7 @@ pub mod keys;
 pub mod limits;
 pub mod naming;
 pub mod netmap;
+pub mod oidc;
 pub mod policy;
 pub mod routes;
 pub mod state;

@@ -195,7 +195,8 @@ pub struct Identity {
 /// unchanged. Entries go with the user, key or node they describe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Extras {
-    /// OIDC identities of imported users, so a later OIDC login finds the same user.
+    /// OIDC identities of users (imported, or made by an OIDC login), so a later OIDC login
+    /// finds the same user.
     pub identities: OrdMap<UserId, Identity>,
     /// Pre-auth keys whose secret is checked otherwise than by `secret_hash` (bcrypt).
     pub pre_auth_key_hashes: OrdMap<PreAuthKeyId, SecretHash>,
@@ -454,6 +455,16 @@ impl State {
         let name = name.to_string();
         let id = ids_of(&self.index.user_names, &name, (UserId(0), UserId(u64::MAX))).next()?;
         self.users.get(&id)
+    }
+
+    /// The user bound to this identity-provider identity (`issuer/subject`), if any. A scan:
+    /// it runs once per OIDC login.
+    pub fn user_by_identity(&self, provider_identifier: &str) -> Option<&User> {
+        self.extras
+            .identities
+            .iter()
+            .find(|(_, identity)| identity.provider_identifier == provider_identifier)
+            .and_then(|(id, _)| self.users.get(id))
     }
 
     /// The machine's node with the lowest id.
@@ -792,6 +803,22 @@ impl State {
                 next.api_key = next.api_key.max(summary.next_api_key);
                 self.extras.import = Some((**summary).clone());
             }
+            Event::UserIdentityLinked {
+                id,
+                provider,
+                provider_identifier,
+            } => {
+                if self.users.contains_key(id) {
+                    self.extras.identities.insert(
+                        *id,
+                        Identity {
+                            provider: provider.clone(),
+                            provider_identifier: provider_identifier.clone(),
+                        },
+                    );
+                }
+            }
+            Event::OidcLoginRefused { .. } => {}
         }
     }
 

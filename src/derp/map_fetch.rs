@@ -25,7 +25,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// TCP connect (and, inside it, nothing else) to a DERP map server.
@@ -305,22 +304,13 @@ fn write_replacing(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// HTTPS (and plain HTTP) with the system's roots, which honour `SSL_CERT_FILE` and
 /// `SSL_CERT_DIR`; HTTP/1.1.
 fn https_client() -> Result<HttpsClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        let _ = roots.add(cert);
-    }
+    let roots = crate::outbound_tls::system_roots();
     if roots.is_empty() {
         tracing::warn!(
             "no trusted root certificates found (set SSL_CERT_FILE): https derp.urls will fail"
         );
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::outbound_tls::client_config(roots)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
