@@ -393,7 +393,14 @@ fn public_router(
     server_key: &ServerKey,
     machine: MachineContext,
     cors: Option<tower_http::cors::CorsLayer>,
+    oidc: Option<crate::oidc::OidcContext>,
 ) -> Router {
+    // With OIDC, the AuthURL page sends the browser to the provider; without, it tells the
+    // user what to ask their admin.
+    let login = match oidc {
+        Some(oidc) => crate::oidc::router(oidc),
+        None => control::login_page::router(machine.pending.clone()),
+    };
     let health_backend = ctx.backend.clone();
     let api = api::router(ctx.clone())
         .layer(axum::middleware::from_fn_with_state(
@@ -447,7 +454,7 @@ fn public_router(
             }),
         )
         .merge(control::server_key::router(server_key.public()))
-        .merge(control::login_page::router(machine.pending.clone()))
+        .merge(login)
         .route(
             "/ts2021",
             axum::routing::get(control::upgrade::handle)
@@ -522,6 +529,8 @@ pub async fn run(
     // ACME (tls_letsencrypt_hostname) refuses to start rather than serve without TLS; also
     // before the engine, so nothing is recorded for a start that cannot serve.
     let acme = crate::acme::setup(&config).await?;
+    // The OpenID provider, when configured: unreachable stops the start here (by default).
+    let oidc_provider = crate::oidc::connect(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
     let machine = start_map_hub(
         &config,
@@ -531,6 +540,9 @@ pub async fn run(
     )?;
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
+    let oidc = oidc_provider.map(|provider| {
+        crate::oidc::context(&config, provider, engine.clone(), machine.pending.clone())
+    });
 
     // Embedded DERP relay and TLS (see derp/embedded.rs and tls.rs).
     let derp =
@@ -673,7 +685,7 @@ pub async fn run(
     if cors.is_some() {
         tracing::info!(origins = ?config.api.cors.allowed_origins, "CORS enabled for /api/v1");
     }
-    let mut public = public_router(ctx, &server_key, machine, cors);
+    let mut public = public_router(ctx, &server_key, machine, cors, oidc);
     let mut stun_server = None;
     if let Some(derp) = derp {
         public = public.merge(crate::derp::router(derp.relay));

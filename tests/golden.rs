@@ -340,6 +340,68 @@ fn lifecycle_script() -> Vec<(Actor, Command)> {
     ]
 }
 
+/// OIDC logins (issue #13): a first login, a refused one, a later one that updates the
+/// profile, and the confirmed registration, each by the person's identity.
+fn oidc_script() -> Vec<(Actor, Command)> {
+    use headscale::core::oidc::{Claims, LoginRules};
+    let alice = Actor::Oidc("http://localhost:9998/id1".into());
+    let claims = |username: &str, email: &str, picture: &str| Claims {
+        issuer: "http://localhost:9998/".into(),
+        subject: "id1".into(),
+        name: "Alice Example".into(),
+        preferred_username: username.into(),
+        email: email.into(),
+        email_verified: true,
+        picture: picture.into(),
+        groups: None,
+    };
+    let rules = LoginRules {
+        allowed_domains: vec!["example.com".into()],
+        email_verified_required: true,
+        ..LoginRules::default()
+    };
+    vec![
+        (Actor::System, config(false)),
+        (
+            alice.clone(),
+            Command::OidcLogin {
+                claims: claims("alice", "alice@example.com", ""),
+                rules: rules.clone(),
+            },
+        ),
+        (
+            Actor::Oidc("http://localhost:9998/id2".into()),
+            Command::OidcLogin {
+                claims: Claims {
+                    subject: "id2".into(),
+                    ..claims("mallory", "mallory@evil.example", "")
+                },
+                rules: rules.clone(),
+            },
+        ),
+        (
+            alice.clone(),
+            Command::OidcLogin {
+                claims: claims("alice2", "alice@example.com", "https://pics.example/a.png"),
+                rules,
+            },
+        ),
+        (
+            alice,
+            register(
+                1,
+                1,
+                "alice-laptop",
+                RegisterAuth::Oidc {
+                    user: UserId(1),
+                    expiry: Some(Timestamp(1_767_229_200_000)),
+                },
+                &[],
+            ),
+        ),
+    ]
+}
+
 /// Runs the script through the pure core with one second between commands.
 fn run_script(script: Vec<(Actor, Command)>) -> Vec<Envelope> {
     let mut state = State::default();
@@ -366,10 +428,27 @@ fn canonical(state: &State) -> String {
     serde_json::to_string_pretty(&state.canonical_json()).unwrap() + "\n"
 }
 
+/// Writes `events/<name>.bin`, its JSON-lines twin and `snapshots/<name>.json`.
+fn write_golden(name: &str, envelopes: &[Envelope]) {
+    let records = encode_chain(envelopes, Digest::default()).unwrap();
+    std::fs::write(repo(&format!("events/{name}.bin")), write_log(&records)).unwrap();
+    let twin: String = envelopes
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+    std::fs::write(repo(&format!("events/{name}.jsonl")), twin).unwrap();
+    let state = fold(State::default(), envelopes);
+    std::fs::write(repo(&format!("snapshots/{name}.json")), canonical(&state)).unwrap();
+}
+
 fn regenerate() {
     let envelopes = run_script(lifecycle_script());
-    let kinds: std::collections::BTreeSet<&str> =
-        envelopes.iter().map(|e| e.event.kind()).collect();
+    let oidc = run_script(oidc_script());
+    let kinds: std::collections::BTreeSet<&str> = envelopes
+        .iter()
+        .chain(&oidc)
+        .map(|e| e.event.kind())
+        .collect();
     // The import events have their own golden log (`v0-import`, written by
     // tests/import_headscale.rs), since an import only goes into an empty log.
     let missing: Vec<&&str> = Event::KINDS
@@ -380,15 +459,8 @@ fn regenerate() {
         missing.is_empty(),
         "the lifecycle script misses event types {missing:?}"
     );
-    let records = encode_chain(&envelopes, Digest::default()).unwrap();
-    std::fs::write(repo("events/v0-lifecycle.bin"), write_log(&records)).unwrap();
-    let twin: String = envelopes
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap() + "\n")
-        .collect();
-    std::fs::write(repo("events/v0-lifecycle.jsonl"), twin).unwrap();
-    let state = fold(State::default(), &envelopes);
-    std::fs::write(repo("snapshots/v0-lifecycle.json"), canonical(&state)).unwrap();
+    write_golden("v0-lifecycle", &envelopes);
+    write_golden("v0-oidc", &oidc);
 }
 
 #[test]
@@ -450,10 +522,15 @@ fn the_script_still_produces_the_committed_v0_log() {
     if std::env::var_os("REGENERATE_GOLDEN").is_some() {
         return;
     }
-    let records = encode_chain(&run_script(lifecycle_script()), Digest::default()).unwrap();
-    let committed = std::fs::read(repo("events/v0-lifecycle.bin")).unwrap();
-    assert!(
-        write_log(&records) == committed,
-        "events/v0-lifecycle.bin no longer matches the scenario; if the change is intended, run REGENERATE_GOLDEN=1 cargo test --test golden"
-    );
+    for (name, script) in [
+        ("v0-lifecycle", lifecycle_script()),
+        ("v0-oidc", oidc_script()),
+    ] {
+        let records = encode_chain(&run_script(script), Digest::default()).unwrap();
+        let committed = std::fs::read(repo(&format!("events/{name}.bin"))).unwrap();
+        assert!(
+            write_log(&records) == committed,
+            "events/{name}.bin no longer matches its scenario; if the change is intended, run REGENERATE_GOLDEN=1 cargo test --test golden"
+        );
+    }
 }

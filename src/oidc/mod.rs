@@ -31,28 +31,27 @@ pub struct ProviderUnavailable {
     pub reason: String,
 }
 
-/// Connects to the provider when one is configured. Unreachable: an error when
+/// Connects to the provider when one is configured (before the engine starts, so a start
+/// that cannot serve records nothing). Unreachable: an error when
 /// `only_start_if_oidc_is_available` (the default), else a warning and `None` (logins wait
 /// for `headscale nodes register`, as without OIDC; headscale does the same).
-pub async fn start(
-    config: &Config,
-    engine: EngineHandle,
-    pending: PendingLogins,
-) -> Result<Option<OidcContext>, ProviderUnavailable> {
+pub async fn connect(config: &Config) -> Result<Option<provider::Provider>, ProviderUnavailable> {
     let oidc = &config.oidc;
     if !oidc.enabled() {
         return Ok(None);
     }
-    let server_url = config.server_url.trim_end_matches('/');
-    let redirect = format!("{server_url}/oidc/callback");
+    let redirect = format!("{}/oidc/callback", config.server_url.trim_end_matches('/'));
     let discovered = tokio::time::timeout(
         DISCOVERY_TIMEOUT,
         provider::Provider::discover(oidc, &redirect),
     )
     .await
     .unwrap_or_else(|_| Err(format!("no answer within {}s", DISCOVERY_TIMEOUT.as_secs())));
-    let provider = match discovered {
-        Ok(provider) => provider,
+    match discovered {
+        Ok(provider) => {
+            tracing::info!(issuer = %oidc.issuer, pkce = oidc.pkce.enabled, "OIDC logins through the provider");
+            Ok(Some(provider))
+        }
         Err(reason) => {
             let error = ProviderUnavailable {
                 issuer: oidc.issuer.clone(),
@@ -62,11 +61,20 @@ pub async fn start(
                 return Err(error);
             }
             tracing::warn!(%error, "OIDC is off until the next start: logins need `headscale nodes register`");
-            return Ok(None);
+            Ok(None)
         }
-    };
-    tracing::info!(issuer = %oidc.issuer, pkce = oidc.pkce.enabled, "OIDC logins through the provider");
-    Ok(Some(OidcContext {
+    }
+}
+
+/// What the login routes share, once the engine runs.
+pub fn context(
+    config: &Config,
+    provider: provider::Provider,
+    engine: EngineHandle,
+    pending: PendingLogins,
+) -> OidcContext {
+    let oidc = &config.oidc;
+    OidcContext {
         provider: Arc::new(provider),
         sessions: sessions::Sessions::default(),
         engine,
@@ -78,6 +86,6 @@ pub async fn start(
             email_verified_required: oidc.email_verified_required,
         },
         expiry_from_token: oidc.use_expiry_from_token,
-        secure_cookies: server_url.starts_with("https://"),
-    }))
+        secure_cookies: config.server_url.starts_with("https://"),
+    }
 }
