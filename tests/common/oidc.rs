@@ -200,6 +200,8 @@ pub struct Page {
     pub location: Option<String>,
     /// Every `Set-Cookie` header, as sent.
     pub set_cookies: Vec<String>,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
     pub body: String,
 }
 
@@ -478,6 +480,11 @@ impl Browser {
                 .and_then(|v| v.to_str().ok())
                 .map(|l| absolute(url, l)),
             set_cookies,
+            content_type: parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
             body: String::from_utf8_lossy(&body).into_owned(),
         }
     }
