@@ -117,3 +117,140 @@ impl Drop for ProviderLog<'_> {
         }
     }
 }
+
+/// The rest of a machine's life with OIDC, per client version: with `use_expiry_from_token`
+/// the node expires when the ID token does (the example provider's live one hour) and the
+/// client knows it; after `nodes expire` the same machine logs in again through the provider
+/// (the page says "Node reauthenticated"; same node id, `NodeReauthenticated` in its story);
+/// a machine advertising a tag the policy gives to the OIDC user (by email) joins tagged.
+pub fn oidc_relogin_and_tags(version: Version) {
+    let alice = OidcUser::new("sub-alice", "alice", "alice@example.com");
+    let mut provider = None;
+    let server = Server::start_with_extra(|port| {
+        let callback = format!("http://127.0.0.1:{port}/oidc/callback");
+        let started = OidcProvider::start(&[&alice], &[&callback]);
+        let yaml = oidc_yaml(started.port, "  use_expiry_from_token: true\n");
+        provider = Some(started);
+        yaml
+    });
+    let provider = provider.expect("the provider started with the server's config");
+    let _logs = ProviderLog(&provider);
+    let policy = server.dir.path().join("policy.hujson");
+    std::fs::write(
+        &policy,
+        "{\"tagOwners\": {\"tag:oidc\": [\"alice@example.com\"]}, \
+         \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+    )
+    .unwrap();
+    server.ok(&["policy", "set", "-f", policy.to_str().unwrap()]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let login = |url: &str| -> LoginOutcome {
+        runtime.block_on(async {
+            Browser::new()
+                .login(url, &alice.username, &alice.password)
+                .await
+        })
+    };
+
+    let (client, up, url) = waiting(&server, "oidc-expiring", version);
+    let outcome = login(&url);
+    assert_eq!(outcome.step, Step::Confirmed, "{}", outcome.page);
+    client.wait_state("Running", SHORT);
+    assert!(up.finish(SHORT).ok);
+    let node = server.node("oidc-expiring").expect("registered");
+    let id = node["id"].as_str().unwrap().to_string();
+    let expiry = node["expiry"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no expiry from the token: {node}"))
+        .to_string();
+    let left = seconds_from_now(&expiry);
+    assert!(
+        (50 * 60..=61 * 60).contains(&left),
+        "{expiry} is not the ID token's expiry (one hour): {node}"
+    );
+    let own = client.status()["Self"]["KeyExpiry"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(epoch(&own), epoch(&expiry), "client {own}, server {expiry}");
+
+    server.ok(&["nodes", "expire", "--id", &id]);
+    client.wait_state("NeedsLogin", SHORT);
+    let again = client.spawn(&[
+        "up",
+        &format!("--login-server={}", server.url()),
+        "--hostname=oidc-expiring",
+        &format!("--timeout={}s", LONG.as_secs()),
+    ]);
+    let url = wait_until(SHORT, "a new AuthURL", || {
+        client.status()["AuthURL"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+    });
+    let began = Instant::now();
+    let outcome = login(&url);
+    assert_eq!(outcome.step, Step::Confirmed, "{}", outcome.page);
+    assert!(
+        outcome.body().contains("Node reauthenticated"),
+        "{}",
+        outcome.page
+    );
+    client.wait_state("Running", SHORT);
+    println!(
+        "  {}: re-login after expiry: AuthURL -> Running in {} ms",
+        version.tag(),
+        began.elapsed().as_millis()
+    );
+    assert!(again.finish(SHORT).ok);
+    let back = server.node("oidc-expiring").expect("still there");
+    assert_eq!(back["id"], id.as_str(), "{back}");
+    assert_eq!(back["expired"], false, "{back}");
+    let story: Vec<String> = server
+        .json(&["events", "list", "--node", &id])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        story.iter().any(|k| k == "NodeReauthenticated"),
+        "{story:?}"
+    );
+
+    let tagged = Client::start("oidc-tagged", version, &Options::default());
+    let up = tagged.spawn(&[
+        "up",
+        &format!("--login-server={}", server.url()),
+        "--hostname=oidc-tagged",
+        "--advertise-tags=tag:oidc",
+        &format!("--timeout={}s", LONG.as_secs()),
+    ]);
+    let url = wait_until(SHORT, "an AuthURL", || {
+        tagged.status()["AuthURL"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+    });
+    let outcome = login(&url);
+    assert_eq!(outcome.step, Step::Confirmed, "{}", outcome.page);
+    tagged.wait_state("Running", SHORT);
+    assert!(up.finish(SHORT).ok);
+    let node = server.node("oidc-tagged").expect("registered");
+    assert_eq!(node["tags"], serde_json::json!(["tag:oidc"]), "{node}");
+}
+
+/// An RFC 3339 time in whole seconds since the epoch.
+fn epoch(time: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .unwrap_or_else(|e| panic!("not an RFC 3339 time ({e}): {time:?}"))
+        .timestamp()
+}
+
+/// Whole seconds from now until an RFC 3339 time (negative when past).
+fn seconds_from_now(time: &str) -> i64 {
+    epoch(time) - chrono::Utc::now().timestamp()
+}
