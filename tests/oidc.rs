@@ -502,9 +502,22 @@ fn a_first_login_creates_the_user_and_registers_the_node() {
         assert!(node["expiry"].is_null(), "node.expiry is 0 (never): {node}");
         assert_eq!(users(server).len(), 1);
 
-        // The log names what happened, never the code, the state, the nonce or the secret.
+        // The log names what happened and who did it (the person's OIDC identity), never
+        // the code, the state or the nonce.
         let log = server.ok(&["events", "list", "-o", "api-json"]);
-        for secret in [&code, &state, &nonce, &CLIENT_SECRET.to_string()] {
+        let events: Vec<Value> = serde_json::from_str(&log).unwrap();
+        let person = format!("oidc {}", oidc.provider.provider_id("sub-alice"));
+        let by_person: Vec<&str> = events
+            .iter()
+            .filter(|e| e["actor"] == person.as_str())
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        assert_eq!(
+            by_person,
+            ["UserCreated", "UserIdentityLinked", "NodeRegistered"],
+            "{log}"
+        );
+        for secret in [&code, &state, &nonce] {
             assert!(
                 !log.contains(secret.as_str()),
                 "{secret} in the event log: {log}"
@@ -1158,4 +1171,79 @@ impl Drop for GoHeadscale {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `scope` and `extra_params` go into the authorization request as configured; without the
+/// `email` scope the provider's userinfo has no email, so the user has none.
+#[test]
+fn scope_and_extra_params_reach_the_provider() {
+    isolated(|| async {
+        let alice = alice();
+        let oidc = Oidc::start(
+            &[&alice],
+            "  scope: [openid, profile]\n  extra_params:\n    prompt: login\n    domain_hint: example.com\n",
+        );
+        let waiting = Waiting::start(&oidc.server, "laptop").await;
+        let redirect = Browser::new().get(&waiting.auth_url).await;
+        assert_eq!(redirect.status, 302, "{redirect}");
+        assert_eq!(
+            redirect.location_param("scope").as_deref(),
+            Some("openid profile")
+        );
+        assert_eq!(redirect.location_param("prompt").as_deref(), Some("login"));
+        assert_eq!(
+            redirect.location_param("domain_hint").as_deref(),
+            Some("example.com")
+        );
+        oidc.log_in(waiting, &alice).await;
+        let user = oidc.user("sub-alice").expect("alice");
+        assert_eq!(user["name"], "alice", "{user}");
+        assert_eq!(user["email"], "", "{user}");
+        assert_eq!(user["displayName"], alice.full_name().as_str(), "{user}");
+    });
+}
+
+/// The confirmation is bound to the browser that logged in: no token (400), the token
+/// without the cookie (403), the cookie with another token (403) register nothing; the
+/// genuine pair does. An AuthURL nobody waits on is a 404 page.
+#[test]
+fn the_confirmation_needs_its_token_and_cookie() {
+    isolated(|| async {
+        let alice = alice();
+        let oidc = Oidc::start(&[&alice], "");
+        let unknown = Browser::new()
+            .get(&format!(
+                "{}/register/AAAAAAAAAAAAAAAAAAAAAAAA",
+                oidc.server.url()
+            ))
+            .await;
+        assert_refused(&unknown, 404, "");
+
+        let waiting = Waiting::start(&oidc.server, "laptop").await;
+        let mut browser = Browser::new();
+        let callback = callback_for(&mut browser, &waiting.auth_url, &alice).await;
+        let confirmation = browser.get(&callback).await;
+        assert_eq!(confirmation.status, 200, "{confirmation}");
+        let action = format!("{}/register/confirm/{}", oidc.server.url(), waiting.id());
+
+        let page = browser.post_form(&action, &[]).await;
+        assert_refused(&page, 400, "");
+        let page = browser
+            .post_form(&action, &[("headscale_register_confirm", "not-the-token")])
+            .await;
+        assert_refused(&page, 403, "");
+        let cookie = browser
+            .cookie_starting("headscale_register_confirm")
+            .expect("the confirmation cookie")
+            .clone();
+        browser.cookies.retain(|c| c != &cookie);
+        let page = browser.confirm(&confirmation).await;
+        assert_refused(&page, 403, "");
+        assert!(oidc.server.nodes().is_empty());
+
+        browser.cookies.push(cookie);
+        let done = browser.confirm(&confirmation).await;
+        assert!(done.body.contains("Node registered"), "{done}");
+        assert!(waiting.answered().await.machine_authorized);
+    });
 }
