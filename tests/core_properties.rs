@@ -493,7 +493,7 @@ fn generators_cover_every_event_and_actor_variant() {
     assert_eq!(Event::KINDS.len(), expected.len(), "KINDS has duplicates");
 
     let actors: BTreeSet<&str> = sample(&actor(), 200).iter().map(actor_kind).collect();
-    assert_eq!(actors.len(), 5, "{actors:?}");
+    assert_eq!(actors.len(), 6, "{actors:?}");
 }
 
 proptest! {
