@@ -121,16 +121,18 @@ pub struct Provider {
     http: ProviderHttp,
     config: OidcConfig,
     redirect: String,
-    /// When the client was last (re)built, to rediscover at most once per [`KEY_REFRESH_GAP`].
-    built: std::sync::Mutex<Instant>,
+    /// When keys were last rediscovered, to do it at most once per [`KEY_REFRESH_GAP`].
+    refreshed: std::sync::Mutex<Option<Instant>>,
     scopes: Vec<String>,
     extra_params: Vec<(String, String)>,
     pkce: Option<PkceMethod>,
 }
 
 /// An ID token signed by a key we do not know triggers a new discovery (the provider rotated
-/// its keys), at most this often, so forged tokens cannot make us hammer the provider.
-pub const KEY_REFRESH_GAP: Duration = Duration::from_secs(60);
+/// its keys, as go-oidc's key set notices too), at most this often. ID tokens come from the
+/// provider's token endpoint over our own request, never from the browser, so only the
+/// provider can cause this; the gap keeps a confused provider from costing more.
+pub const KEY_REFRESH_GAP: Duration = Duration::from_secs(10);
 
 /// Discovery (metadata and key set) and the client built from it.
 async fn build_client(
@@ -167,7 +169,7 @@ impl Provider {
             http,
             config: config.clone(),
             redirect: redirect.to_string(),
-            built: std::sync::Mutex::new(Instant::now()),
+            refreshed: std::sync::Mutex::new(None),
             scopes: config.scope.clone(),
             extra_params: config
                 .extra_params
@@ -189,11 +191,11 @@ impl Provider {
     /// [`KEY_REFRESH_GAP`] ago; the new client, when there is one.
     async fn refresh_keys(&self) -> Option<Arc<OidcClient>> {
         {
-            let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
-            if built.elapsed() < KEY_REFRESH_GAP {
+            let mut refreshed = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            if refreshed.is_some_and(|at| at.elapsed() < KEY_REFRESH_GAP) {
                 return None;
             }
-            *built = Instant::now();
+            *refreshed = Some(Instant::now());
         }
         match build_client(&self.http, &self.config, &self.redirect).await {
             Ok(client) => {
