@@ -420,6 +420,21 @@ fn event() -> impl Strategy<Value = Event> {
                 }))
             }
         ),
+        // --- OIDC logins ---
+        (any::<u64>(), text(), text()).prop_map(|(id, provider, provider_identifier)| {
+            Event::UserIdentityLinked {
+                id: UserId(id),
+                provider,
+                provider_identifier,
+            }
+        }),
+        (text(), text(), text()).prop_map(|(identity, email, reason)| {
+            Event::OidcLoginRefused {
+                identity,
+                email,
+                reason,
+            }
+        }),
     ]
 }
 
@@ -438,6 +453,7 @@ fn actor() -> impl Strategy<Value = Actor> {
         any::<u64>().prop_map(|id| Actor::Node(NodeId(id))),
         any::<[u8; 32]>().prop_map(|key| Actor::Machine(MachineKey(key))),
         Just(Actor::System),
+        text().prop_map(Actor::Oidc),
     ]
 }
 
@@ -449,6 +465,7 @@ fn actor_kind(actor: &Actor) -> &'static str {
         Actor::Node(_) => "Node",
         Actor::Machine(_) => "Machine",
         Actor::System => "System",
+        Actor::Oidc(_) => "Oidc",
     }
 }
 
@@ -476,7 +493,7 @@ fn generators_cover_every_event_and_actor_variant() {
     assert_eq!(Event::KINDS.len(), expected.len(), "KINDS has duplicates");
 
     let actors: BTreeSet<&str> = sample(&actor(), 200).iter().map(actor_kind).collect();
-    assert_eq!(actors.len(), 5, "{actors:?}");
+    assert_eq!(actors.len(), 6, "{actors:?}");
 }
 
 proptest! {

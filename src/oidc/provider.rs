@@ -21,6 +21,8 @@ use openidconnect::{
     StandardErrorResponse, StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Claims beyond the standard ones that headscale reads: `groups` (an array, or one string
 /// as some providers send a single group).
@@ -114,11 +116,46 @@ pub enum CallbackError {
 }
 
 pub struct Provider {
-    client: OidcClient,
+    /// Replaced when the provider's keys have rotated (see [`Provider::refresh_keys`]).
+    client: std::sync::RwLock<Arc<OidcClient>>,
     http: ProviderHttp,
+    config: OidcConfig,
+    redirect: String,
+    /// When keys were last rediscovered, to do it at most once per [`KEY_REFRESH_GAP`].
+    refreshed: std::sync::Mutex<Option<Instant>>,
     scopes: Vec<String>,
     extra_params: Vec<(String, String)>,
     pkce: Option<PkceMethod>,
+}
+
+/// An ID token signed by a key we do not know triggers a new discovery (the provider rotated
+/// its keys, as go-oidc's key set notices too), at most this often. ID tokens come from the
+/// provider's token endpoint over our own request, never from the browser, so only the
+/// provider can cause this; the gap keeps a confused provider from costing more.
+pub const KEY_REFRESH_GAP: Duration = Duration::from_secs(10);
+
+/// Discovery (metadata and key set) and the client built from it.
+async fn build_client(
+    http: &ProviderHttp,
+    config: &OidcConfig,
+    redirect: &str,
+) -> Result<OidcClient, String> {
+    let issuer = IssuerUrl::new(config.issuer.trim().to_string())
+        .map_err(|e| format!("invalid issuer URL: {e}"))?;
+    let metadata = CoreProviderMetadata::discover_async(issuer, http)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let secret = Some(config.client_secret.clone())
+        .filter(|s| !s.is_empty())
+        .map(ClientSecret::new);
+    let redirect =
+        RedirectUrl::new(redirect.to_string()).map_err(|e| format!("redirect URL: {e}"))?;
+    Ok(OidcClient::from_provider_metadata(
+        metadata,
+        ClientId::new(config.client_id.clone()),
+        secret,
+    )
+    .set_redirect_uri(redirect))
 }
 
 impl Provider {
@@ -126,25 +163,13 @@ impl Provider {
     /// timeouts); `redirect` is our `/oidc/callback`.
     pub async fn discover(config: &OidcConfig, redirect: &str) -> Result<Provider, String> {
         let http = ProviderHttp::new()?;
-        let issuer = IssuerUrl::new(config.issuer.trim().to_string())
-            .map_err(|e| format!("invalid issuer URL: {e}"))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let secret = Some(config.client_secret.clone())
-            .filter(|s| !s.is_empty())
-            .map(ClientSecret::new);
-        let redirect =
-            RedirectUrl::new(redirect.to_string()).map_err(|e| format!("redirect URL: {e}"))?;
-        let client = OidcClient::from_provider_metadata(
-            metadata,
-            ClientId::new(config.client_id.clone()),
-            secret,
-        )
-        .set_redirect_uri(redirect);
+        let client = build_client(&http, config, redirect).await?;
         Ok(Provider {
-            client,
+            client: std::sync::RwLock::new(Arc::new(client)),
             http,
+            config: config.clone(),
+            redirect: redirect.to_string(),
+            refreshed: std::sync::Mutex::new(None),
             scopes: config.scope.clone(),
             extra_params: config
                 .extra_params
@@ -155,9 +180,43 @@ impl Provider {
         })
     }
 
+    fn client(&self) -> Arc<OidcClient> {
+        self.client
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Rediscovers the provider (new signing keys) unless that was done less than
+    /// [`KEY_REFRESH_GAP`] ago; the new client, when there is one.
+    async fn refresh_keys(&self) -> Option<Arc<OidcClient>> {
+        {
+            let mut refreshed = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            if refreshed.is_some_and(|at| at.elapsed() < KEY_REFRESH_GAP) {
+                return None;
+            }
+            *refreshed = Some(Instant::now());
+        }
+        match build_client(&self.http, &self.config, &self.redirect).await {
+            Ok(client) => {
+                let client = Arc::new(client);
+                *self.client.write().unwrap_or_else(|p| p.into_inner()) = client.clone();
+                tracing::info!(
+                    "OIDC provider rediscovered: an ID token was signed by a key we did not know"
+                );
+                Some(client)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "OIDC provider rediscovery failed");
+                None
+            }
+        }
+    }
+
     /// A new authorization request with fresh state, nonce and (when on) PKCE verifier.
     pub fn authorize(&self) -> Authorization {
-        let mut request = self.client.authorize_url(
+        let client = self.client();
+        let mut request = client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             || CsrfToken::new_random_len(32),
             || Nonce::new_random_len(32),
@@ -197,8 +256,8 @@ impl Provider {
         nonce: &str,
         pkce_verifier: Option<&str>,
     ) -> Result<Verified, CallbackError> {
-        let mut exchange = self
-            .client
+        let client = self.client();
+        let mut exchange = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| CallbackError::InvalidCode(e.to_string()))?;
         if let Some(verifier) = pkce_verifier {
@@ -209,15 +268,26 @@ impl Provider {
             .await
             .map_err(|e| CallbackError::InvalidCode(error_chain(&e)))?;
         let id_token = tokens.id_token().ok_or(CallbackError::NoIdToken)?;
-        let verifier = self.client.id_token_verifier();
-        let token_claims = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_string()))
-            .map_err(|e| match e {
-                openidconnect::ClaimsVerificationError::InvalidNonce(_) => {
-                    CallbackError::NonceMismatch
-                }
-                other => CallbackError::InvalidIdToken(error_chain(&other)),
-            })?;
+        let nonce = Nonce::new(nonce.to_string());
+        let mut verified = id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .cloned();
+        if matches!(
+            verified,
+            Err(
+                openidconnect::ClaimsVerificationError::SignatureVerification(
+                    openidconnect::SignatureVerificationError::NoMatchingKey
+                )
+            )
+        ) {
+            if let Some(newer) = self.refresh_keys().await {
+                verified = id_token.claims(&newer.id_token_verifier(), &nonce).cloned();
+            }
+        }
+        let token_claims = verified.map_err(|e| match e {
+            openidconnect::ClaimsVerificationError::InvalidNonce(_) => CallbackError::NonceMismatch,
+            other => CallbackError::InvalidIdToken(error_chain(&other)),
+        })?;
         let mut claims = Claims {
             issuer: token_claims.issuer().to_string(),
             subject: token_claims.subject().to_string(),
@@ -258,7 +328,7 @@ impl Provider {
         subject: &openidconnect::SubjectIdentifier,
     ) -> Result<Claims, String> {
         let info: openidconnect::UserInfoClaims<ExtraClaims, CoreGenderClaim> = self
-            .client
+            .client()
             .user_info(tokens.access_token().clone(), Some(subject.clone()))
             .map_err(|e| e.to_string())?
             .request_async(&self.http)
