@@ -1247,3 +1247,23 @@ fn the_confirmation_needs_its_token_and_cookie() {
         assert!(waiting.answered().await.machine_authorized);
     });
 }
+
+/// The provider rotates its signing key (the example provider makes a new one, with a new
+/// key id, each time it starts): logins keep working without restarting our server, as in
+/// headscale, whose key set is re-fetched when a token names a key it does not know.
+#[test]
+fn a_provider_key_rotation_keeps_logins_working() {
+    isolated(|| async {
+        let alice = alice();
+        let mut oidc = Oidc::start(&[&alice], "");
+        let first = Waiting::start(&oidc.server, "laptop").await;
+        oidc.log_in(first, &alice).await;
+        let port = oidc.provider.port;
+        oidc.provider.stop();
+        let callback = format!("{}/oidc/callback", oidc.server.url());
+        oidc.provider = OidcProvider::start_on(port, &[&alice], &[&callback]);
+        let second = Waiting::start(&oidc.server, "desktop").await;
+        oidc.log_in(second, &alice).await;
+        assert_eq!(oidc.server.nodes().len(), 2);
+    });
+}
