@@ -708,6 +708,36 @@ fn allow_lists_refuse_and_the_client_keeps_waiting() {
     });
 }
 
+/// `allowed_groups` against a provider that sends no `groups` claim (the example provider
+/// has none): everyone is refused as "unauthorised group" (the matching case is a unit test
+/// of the claim rules in src/core/oidc.rs); the client keeps waiting, and an admin's
+/// `nodes register` still completes it.
+#[test]
+fn allowed_groups_refuse_a_person_without_groups() {
+    isolated(|| async {
+        let alice = alice();
+        let oidc = Oidc::start(&[&alice], "  allowed_groups: [admins]\n");
+        let waiting = Waiting::start(&oidc.server, "laptop").await;
+        let outcome = Browser::new()
+            .login(&waiting.auth_url, &alice.username, &alice.password)
+            .await;
+        assert_eq!(outcome.step, Step::Callback, "{}", outcome.page);
+        assert_refused(&outcome.page, 401, "unauthorised group");
+        assert_eq!(events(&oidc.server, "OidcLoginRefused").len(), 1);
+        assert!(oidc.server.nodes().is_empty());
+        oidc.server.create_user("admin-made");
+        oidc.server.ok(&[
+            "nodes",
+            "register",
+            "--user",
+            "admin-made",
+            "--key",
+            &waiting.id(),
+        ]);
+        assert!(waiting.answered().await.machine_authorized);
+    });
+}
+
 /// An unverified email (the provider says `email_verified: false`): with an allow-list and
 /// `email_verified_required` (the default) the login is refused as "unverified email"; with
 /// `email_verified_required: false` the same person logs in and keeps the email.
