@@ -1297,3 +1297,42 @@ fn a_provider_key_rotation_keeps_logins_working() {
         assert_eq!(oidc.server.nodes().len(), 2);
     });
 }
+
+/// `client_secret_path` (with an environment variable in it, expanded as headscale does):
+/// the secret read from the file is what the token exchange presents; a wrong one in the
+/// file makes the provider refuse the code (403 "invalid code").
+#[test]
+fn the_client_secret_can_come_from_a_file() {
+    isolated(|| async {
+        let alice = alice();
+        for (secret, works) in [
+            (format!("{CLIENT_SECRET}\n"), true),
+            ("wrong".into(), false),
+        ] {
+            let secrets = tempfile::tempdir().unwrap();
+            std::fs::write(secrets.path().join("client_secret"), &secret).unwrap();
+            let port = common::free_port();
+            let mut server = TestServer::new(&format!(
+                "oidc:\n  issuer: {}\n  client_id: {CLIENT_ID}\n  client_secret_path: ${{OIDC_SECRETS}}/client_secret\n",
+                common::oidc::issuer(port)
+            ));
+            server.env = vec![("OIDC_SECRETS".into(), secrets.path().display().to_string())];
+            let callback = format!("{}/oidc/callback", server.url());
+            let provider = OidcProvider::start_on(port, &[&alice], &[&callback]);
+            server.spawn();
+            server.wait_healthy();
+            let oidc = Oidc { server, provider };
+            let waiting = Waiting::start(&oidc.server, "laptop").await;
+            if works {
+                oidc.log_in(waiting, &alice).await;
+            } else {
+                let outcome = Browser::new()
+                    .login(&waiting.auth_url, &alice.username, &alice.password)
+                    .await;
+                assert_eq!(outcome.step, Step::Callback, "{}", outcome.page);
+                assert_refused(&outcome.page, 403, "invalid code");
+                assert!(oidc.server.nodes().is_empty());
+            }
+        }
+    });
+}
