@@ -1336,3 +1336,26 @@ fn the_client_secret_can_come_from_a_file() {
         }
     });
 }
+
+/// Opening the same AuthURL again starts another flight; each registration id keeps at most
+/// `MAX_FLIGHTS_PER_LOGIN`, the oldest going first, so one AuthURL cannot fill the table: a
+/// callback for a pushed-out flight is gone (410) and the newest login still completes.
+#[test]
+fn an_auth_url_opened_again_and_again_keeps_only_its_newest_flights() {
+    use headscale::oidc::sessions::MAX_FLIGHTS_PER_LOGIN;
+    isolated(|| async {
+        let alice = alice();
+        let oidc = Oidc::start(&[&alice], "");
+        let waiting = Waiting::start(&oidc.server, "laptop").await;
+        let mut oldest = Browser::new();
+        let stale = callback_for(&mut oldest, &waiting.auth_url, &alice).await;
+        for _ in 0..MAX_FLIGHTS_PER_LOGIN {
+            let again = Browser::new().get(&waiting.auth_url).await;
+            assert_eq!(again.status, 302, "{again}");
+        }
+        let page = oldest.get(&stale).await;
+        assert_refused(&page, 410, "login session expired, try again");
+        assert!(users(&oidc.server).is_empty());
+        oidc.log_in(waiting, &alice).await;
+    });
+}
