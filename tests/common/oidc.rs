@@ -11,6 +11,7 @@
 use super::{cached_tool, free_port};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -242,6 +243,8 @@ pub struct Cookie {
     pub name: String,
     pub value: String,
     pub path: String,
+    /// Sent over `https://` only.
+    pub secure: bool,
 }
 
 /// The provider's login form, reached from an AuthURL.
@@ -286,9 +289,9 @@ impl LoginOutcome {
     }
 }
 
-/// A scripted browser: one cookie jar, plain HTTP/1.1.
+/// A scripted browser: one cookie jar, HTTP/1.1 (over TLS for `https://` URLs).
 pub struct Browser {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     pub cookies: Vec<Cookie>,
 }
 
@@ -299,9 +302,32 @@ impl Default for Browser {
 }
 
 impl Browser {
+    /// Plain `http://` (an `https://` URL fails: no certificate is trusted).
     pub fn new() -> Browser {
+        Browser::with_roots(rustls::RootCertStore::empty())
+    }
+
+    /// Also `https://`, trusting the certificates in the PEM file `ca` (a test CA).
+    pub fn trusting(ca: &std::path::Path) -> Browser {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()))
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        Browser::with_roots(roots)
+    }
+
+    fn with_roots(roots: rustls::RootCertStore) -> Browser {
+        let tls = headscale::outbound_tls::client_config(roots).unwrap();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         Browser {
-            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             cookies: Vec::new(),
         }
     }
@@ -435,11 +461,12 @@ impl Browser {
             .unwrap_or_else(|e| panic!("not a URL ({e}): {url}"));
         let host = uri.host().unwrap_or_default().to_string();
         let path = uri.path().to_string();
+        let https = uri.scheme_str() == Some("https");
         let mut request = hyper::Request::builder().method(method).uri(uri);
         let cookie = self
             .cookies
             .iter()
-            .filter(|c| c.host == host && path_matches(&path, &c.path))
+            .filter(|c| c.host == host && path_matches(&path, &c.path) && (https || !c.secure))
             .map(|c| format!("{}={}", c.name, c.value))
             .collect::<Vec<_>>()
             .join("; ");
@@ -490,7 +517,7 @@ impl Browser {
     }
 
     /// RFC 6265's storage model, as far as tests need it: host-only cookies, `Path` (or the
-    /// request's directory), deletion by `Max-Age<=0`.
+    /// request's directory), `Secure`, deletion by `Max-Age<=0`.
     fn store_cookie(&mut self, host: &str, request_path: &str, header: &str) {
         let mut parts = header.split(';').map(str::trim);
         let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
@@ -500,12 +527,13 @@ impl Browser {
             Some(0) | None => "/".to_string(),
             Some(end) => request_path[..end].to_string(),
         };
-        let mut expired = false;
+        let (mut expired, mut secure) = (false, false);
         for attribute in parts {
             let (key, val) = attribute.split_once('=').unwrap_or((attribute, ""));
             match key.to_ascii_lowercase().as_str() {
                 "path" if val.starts_with('/') => path = val.to_string(),
                 "max-age" => expired = val.parse::<i64>().map(|s| s <= 0).unwrap_or(false),
+                "secure" => secure = true,
                 _ => {}
             }
         }
@@ -514,6 +542,7 @@ impl Browser {
             name: name.trim().to_string(),
             value: value.trim().to_string(),
             path,
+            secure,
         };
         self.cookies
             .retain(|c| !(c.host == cookie.host && c.name == cookie.name && c.path == cookie.path));

@@ -254,3 +254,84 @@ fn epoch(time: &str) -> i64 {
 fn seconds_from_now(time: &str) -> i64 {
     epoch(time) - chrono::Utc::now().timestamp()
 }
+
+/// The production path: our server on `https://` (a test CA the client and the browser
+/// trust): the state and nonce cookies and the confirmation cookie carry `Secure`, and the
+/// whole login works over TLS up to `Running`.
+pub fn oidc_over_https() {
+    let alice = OidcUser::new("sub-alice", "alice", "alice@example.com");
+    let mut provider = None;
+    let server = Server::start_tls_with_extra(|port| {
+        let callback = format!("https://127.0.0.1:{port}/oidc/callback");
+        let started = OidcProvider::start(&[&alice], &[&callback]);
+        let yaml = oidc_yaml(started.port, "");
+        provider = Some(started);
+        yaml
+    });
+    let provider = provider.expect("the provider started with the server's config");
+    let _logs = ProviderLog(&provider);
+    let ca = server.ca.clone().expect("a TLS server has a test CA");
+    let client = Client::start(
+        "oidc-secure",
+        Version::Newest,
+        &Options {
+            trust: Some(ca.clone()),
+            ..Options::default()
+        },
+    );
+    let up = client.spawn(&[
+        "up",
+        &format!("--login-server={}", server.url()),
+        "--hostname=oidc-secure",
+        &format!("--timeout={}s", LONG.as_secs()),
+    ]);
+    let url = wait_until(SHORT, "an AuthURL", || {
+        client.status()["AuthURL"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+    });
+    assert!(url.starts_with("https://"), "{url}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = Instant::now();
+    runtime.block_on(async {
+        let mut browser = Browser::trusting(&ca);
+        let redirect = browser.get(&url).await;
+        assert_eq!(redirect.status, 302, "{redirect}");
+        assert_eq!(redirect.set_cookies.len(), 2, "{redirect}");
+        for cookie in &redirect.set_cookies {
+            assert!(cookie.contains("Secure"), "{cookie}");
+        }
+        let form = browser
+            .open_login(redirect.location.as_deref().unwrap())
+            .await
+            .unwrap_or_else(|page| panic!("no login form: {page}"));
+        let callback = browser
+            .submit_login(&form, &alice.username, &alice.password)
+            .await
+            .unwrap_or_else(|page| panic!("the provider did not redirect back: {page}"));
+        assert!(callback.starts_with("https://"), "{callback}");
+        let confirmation = browser.get(&callback).await;
+        assert_eq!(confirmation.status, 200, "{confirmation}");
+        assert!(
+            confirmation
+                .set_cookies
+                .iter()
+                .any(|c| c.starts_with("headscale_register_confirm=") && c.contains("Secure")),
+            "{confirmation}"
+        );
+        let done = browser.confirm(&confirmation).await;
+        assert!(done.body.contains("Node registered"), "{done}");
+    });
+    client.wait_state("Running", SHORT);
+    println!(
+        "  over https: AuthURL -> Running in {} ms",
+        began.elapsed().as_millis()
+    );
+    assert!(up.finish(SHORT).ok);
+    let node = server.node("oidc-secure").expect("registered");
+    assert_eq!(node["registerMethod"], "REGISTER_METHOD_OIDC", "{node}");
+}

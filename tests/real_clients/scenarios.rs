@@ -45,6 +45,7 @@ pub fn default_list() -> Vec<Scenario> {
         "oidc_relogin_and_tags",
         crate::oidc::oidc_relogin_and_tags,
     );
+    list.push(scenario("oidc_over_https", crate::oidc::oidc_over_https));
     list.push(scenario("nothing_leaves", nothing_leaves));
     list.push(scenario("three_nodes_running", three_nodes_running));
     list.push(scenario("live_admin_actions", live_admin_actions));

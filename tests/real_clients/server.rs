@@ -40,6 +40,11 @@ impl Server {
         Server::start_configured(false, &[], extra)
     }
 
+    /// `start_tls` with config lines appended that need the server's port first.
+    pub fn start_tls_with_extra(extra: impl FnOnce(u16) -> String) -> Server {
+        Server::start_configured(true, &[], extra)
+    }
+
     fn start_with(tls: bool, env: &[(&str, &str)]) -> Server {
         Server::start_configured(tls, env, |_| String::new())
     }
@@ -78,12 +83,12 @@ impl Server {
                 base = common::base_yaml(data, port),
                 data = data.display()
             );
-            let yaml = yaml + &extra(port);
-            if tls {
+            let yaml = if tls {
                 yaml.replace("http://127.0.0.1", "https://127.0.0.1") + &tls_yaml
             } else {
                 yaml
-            }
+            };
+            yaml + &extra(port)
         });
         let mut server = Server { inner, ca };
         server.inner.env = env
