@@ -117,6 +117,7 @@ fn topology(case: &Value) -> Topology {
             id: u["id"].as_u64().unwrap_or(0),
             name: u["name"].as_str().unwrap_or_default().into(),
             email: u["email"].as_str().unwrap_or_default().into(),
+            provider_identifier: String::new(),
         })
         .collect();
     let mut nodes = Vec::new();

@@ -242,3 +242,36 @@ fn a_confirmed_login_registers_with_its_method_expiry_and_approval() {
         "{events:?}"
     );
 }
+
+#[test]
+fn an_oidc_user_may_request_the_tags_the_policy_gives_their_identity_or_email() {
+    let mut net = Tailnet::new(false);
+    net.run(Command::ReplacePolicy {
+        text: r#"{"tagOwners": {"tag:ci": ["http://localhost:9998/id1@"], "tag:web": ["alice@example.com"]},
+                  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#
+            .into(),
+    });
+    net.login(&claims("id1", "alice", "alice@example.com"), &open_rules());
+    for (machine, tag) in [(1u8, "tag:ci"), (2, "tag:web")] {
+        let events = net.run(Command::RegisterNode {
+            machine_key: MachineKey([machine; 32]),
+            node_key: NodeKey([machine; 32]),
+            hostinfo: NodeHostinfo {
+                hostname: format!("ci{machine}"),
+                requested_tags: vec![tag.into()],
+                ..NodeHostinfo::default()
+            },
+            auth: RegisterAuth::Oidc {
+                user: UserId(1),
+                expiry: None,
+            },
+            requested_expiry: None,
+            ephemeral: false,
+            entropy: 0,
+        });
+        assert!(
+            matches!(&events[0], Event::NodeRegistered(reg) if reg.tags == [tag] && reg.user.is_none()),
+            "{events:?}"
+        );
+    }
+}

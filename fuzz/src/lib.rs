@@ -334,6 +334,7 @@ pub fn policy_topology() -> headscale::core::policy::Topology {
         id,
         name: name.into(),
         email: email.into(),
+        provider_identifier: String::new(),
     };
     let node =
         |id: u64, name: &str, user: Option<u64>, tags: &[&str], routes: &[&str]| TopologyNode {

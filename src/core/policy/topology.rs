@@ -10,6 +10,8 @@ pub struct TopologyUser {
     pub id: u64,
     pub name: String,
     pub email: String,
+    /// The OIDC `issuer/subject` (empty when none): headscale matches it first.
+    pub provider_identifier: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +65,17 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The users a policy's user token names: by e-mail, else `name@` / `name` by name.
+    /// The users a policy's user token names: the one whose OIDC identity it is, else by
+    /// e-mail, else `name@` / `name` by name.
     pub fn users_named(&self, token: &str) -> Vec<u64> {
+        let trimmed = token.strip_suffix('@').unwrap_or(token);
+        if let Some(user) = self
+            .users
+            .iter()
+            .find(|u| !u.provider_identifier.is_empty() && u.provider_identifier == trimmed)
+        {
+            return vec![user.id];
+        }
         let by_email: Vec<u64> = self
             .users
             .iter()
@@ -100,6 +111,12 @@ impl Topology {
                     id: u.id.0,
                     name: u.name.clone(),
                     email: u.email.clone(),
+                    provider_identifier: state
+                        .extras
+                        .identities
+                        .get(&u.id)
+                        .map(|i| i.provider_identifier.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             nodes: Vec::new(),
