@@ -1359,3 +1359,36 @@ fn an_auth_url_opened_again_and_again_keeps_only_its_newest_flights() {
         oidc.log_in(waiting, &alice).await;
     });
 }
+
+/// Device approval applies to OIDC logins as to any other: with `node.require_approval` the
+/// confirmed machine is registered for its person but not authorized until `nodes approve`.
+#[test]
+fn an_oidc_machine_waits_for_device_approval() {
+    isolated(|| async {
+        let alice = alice();
+        let port = common::free_port();
+        let mut server = TestServer::new(&format!(
+            "{}node:\n  require_approval: true\n",
+            oidc_yaml(port, "")
+        ));
+        let callback = format!("{}/oidc/callback", server.url());
+        let provider = OidcProvider::start_on(port, &[&alice], &[&callback]);
+        server.spawn();
+        server.wait_healthy();
+        let oidc = Oidc { server, provider };
+        let waiting = Waiting::start(&oidc.server, "kiosk").await;
+        let outcome = Browser::new()
+            .login(&waiting.auth_url, &alice.username, &alice.password)
+            .await;
+        assert_confirmed(&outcome, &oidc.provider);
+        let answer = waiting.answered().await;
+        assert!(answer.error.is_empty(), "{answer:?}");
+        assert!(!answer.machine_authorized, "{answer:?}");
+        let node = &oidc.server.nodes()[0];
+        assert_eq!(node["authorized"], false, "{node}");
+        assert_eq!(node["registerMethod"], "REGISTER_METHOD_OIDC", "{node}");
+        let id = node["id"].as_str().unwrap().to_string();
+        oidc.server.ok(&["nodes", "approve", "--id", &id]);
+        assert_eq!(oidc.server.nodes()[0]["authorized"], true);
+    });
+}
