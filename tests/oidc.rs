@@ -16,6 +16,8 @@ use std::process::Command;
 
 /// Set in the re-executed test: "we are inside the namespace".
 const INSIDE: &str = "HEADSCALE_OIDC_TEST_NETNS";
+/// One test, namespace and all, at most (each step inside has its own shorter deadline).
+const TEST_LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs the calling test's `body` inside a network (and PID) namespace of its own: outside,
 /// re-executes this test binary for just this test under `unshare` and fails with its output
@@ -57,16 +59,41 @@ fn isolated<F: Future<Output = ()>>(body: impl FnOnce() -> F) {
             Ok(())
         });
     }
-    let out = command
-        .output()
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run `unshare` ({e}): util-linux is needed"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    // Killing `unshare` kills the namespace's first process (--kill-child), and with it
+    // everything the test started.
+    let deadline = Instant::now() + TEST_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap();
     print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{}", stderr.join().unwrap());
+    let status = status.unwrap_or_else(|| panic!("{name} took more than {TEST_LIMIT:?}"));
     assert!(
-        out.status.success() && stdout.contains("test result: ok. 1 passed"),
-        "{name} failed inside its namespace ({})",
-        out.status
+        status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} failed inside its namespace ({status})"
     );
 }
 
