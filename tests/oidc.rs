@@ -9,10 +9,18 @@
 
 mod common;
 
-use common::oidc::{query_param, Browser, OidcProvider, OidcUser, CLIENT_ID, CLIENT_SECRET};
+use common::oidc::{
+    oidc_yaml, query_param, Browser, LoginOutcome, OidcProvider, OidcUser, Page, Step, CLIENT_ID,
+    CLIENT_SECRET,
+};
+use common::TestServer;
+use headscale::client::{self, ControlClient};
+use headscale::tailcfg::{Hostinfo, RegisterRequest, RegisterResponse};
+use serde_json::Value;
 use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Set in the re-executed test: "we are inside the namespace".
 const INSIDE: &str = "HEADSCALE_OIDC_TEST_NETNS";
@@ -196,13 +204,6 @@ fn provider_gives_the_scripted_browser_a_code() {
 }
 
 // ---- Our server with OIDC on, and our own client waiting as `tailscale up` does ----
-
-use common::oidc::{oidc_yaml, LoginOutcome, Page, Step};
-use common::TestServer;
-use headscale::client::{self, ControlClient};
-use headscale::tailcfg::{Hostinfo, RegisterRequest, RegisterResponse};
-use serde_json::Value;
-use std::time::{Duration, Instant};
 
 /// How long a waiting client may take to be answered once its login is confirmed.
 const ANSWER_WAIT: Duration = Duration::from_secs(20);
