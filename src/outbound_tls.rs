@@ -24,3 +24,19 @@ pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfi
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+/// An HTTP/1.1 connector for `https://` (verified against `tls`) and plain `http://` URLs,
+/// with a connect timeout: what our fetches of operator-configured URLs use.
+pub fn https_or_http_connector(
+    tls: rustls::ClientConfig,
+    connect_timeout: std::time::Duration,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}

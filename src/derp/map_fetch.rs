@@ -20,7 +20,7 @@ use crate::tailcfg::SharedJson;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -311,14 +311,7 @@ fn https_client() -> Result<HttpsClient, String> {
         );
     }
     let tls = crate::outbound_tls::client_config(roots)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = crate::outbound_tls::https_or_http_connector(tls, CONNECT_TIMEOUT);
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -32,14 +32,7 @@ impl ProviderHttp {
     /// choice, as in headscale).
     pub fn new() -> Result<ProviderHttp, String> {
         let tls = crate::outbound_tls::client_config(crate::outbound_tls::system_roots())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(REQUEST_TIMEOUT));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = crate::outbound_tls::https_or_http_connector(tls, REQUEST_TIMEOUT);
         Ok(ProviderHttp {
             client: Client::builder(TokioExecutor::new()).build(connector),
         })

@@ -73,7 +73,22 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
-fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
+/// Sets an HttpOnly cookie for `path` only, `Secure` when we serve https.
+fn set_cookie(
+    response: &mut Response,
+    (name, value): (String, String),
+    path: String,
+    seconds: i64,
+    same_site: SameSite,
+    secure: bool,
+) {
+    let cookie = Cookie::build((name, value))
+        .path(path)
+        .max_age(cookie::time::Duration::seconds(seconds))
+        .http_only(true)
+        .same_site(same_site)
+        .secure(secure)
+        .build();
     if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -124,15 +139,15 @@ async fn start(State(ctx): State<OidcContext>, Path(id): Path<String>) -> Respon
         ("state", &authorization.state),
         ("nonce", &authorization.nonce),
     ] {
-        let cookie = Cookie::build((cookie_name(base, value), value.clone()))
-            .path("/oidc/callback")
-            .max_age(cookie::time::Duration::seconds(FLIGHT_COOKIE_SECONDS))
-            .http_only(true)
-            // Lax: the provider's redirect back is a cross-site top-level GET.
-            .same_site(SameSite::Lax)
-            .secure(ctx.secure_cookies)
-            .build();
-        set_cookie(&mut response, cookie);
+        // Lax: the provider's redirect back is a cross-site top-level GET.
+        set_cookie(
+            &mut response,
+            (cookie_name(base, value), value.clone()),
+            "/oidc/callback".into(),
+            FLIGHT_COOKIE_SECONDS,
+            SameSite::Lax,
+            ctx.secure_cookies,
+        );
     }
     response
 }
@@ -252,16 +267,14 @@ async fn callback(
         machine_key: &login.machine_key.short(),
     });
     let mut response = Html(html).into_response();
-    let cookie = Cookie::build((CONFIRM_FIELD, csrf))
-        .path(format!("/register/confirm/{}", flight.auth_id))
-        .max_age(cookie::time::Duration::seconds(
-            super::sessions::SESSION_TTL.as_secs() as i64,
-        ))
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(ctx.secure_cookies)
-        .build();
-    set_cookie(&mut response, cookie);
+    set_cookie(
+        &mut response,
+        (CONFIRM_FIELD.into(), csrf),
+        format!("/register/confirm/{}", flight.auth_id),
+        super::sessions::SESSION_TTL.as_secs() as i64,
+        SameSite::Strict,
+        ctx.secure_cookies,
+    );
     response
 }
 
@@ -343,14 +356,14 @@ async fn confirm(
         .map(|u| u.name.clone())
         .unwrap_or_default();
     let mut response = Html(pages::success(&user, new_node)).into_response();
-    let cleared = Cookie::build((CONFIRM_FIELD, ""))
-        .path(format!("/register/confirm/{id}"))
-        .max_age(cookie::time::Duration::seconds(0))
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(ctx.secure_cookies)
-        .build();
-    set_cookie(&mut response, cleared);
+    set_cookie(
+        &mut response,
+        (CONFIRM_FIELD.into(), String::new()),
+        format!("/register/confirm/{id}"),
+        0,
+        SameSite::Strict,
+        ctx.secure_cookies,
+    );
     response
 }
 
