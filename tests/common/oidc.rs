@@ -321,11 +321,7 @@ impl Browser {
 
     fn with_roots(roots: rustls::RootCertStore) -> Browser {
         let tls = headscale::outbound_tls::client_config(roots).unwrap();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = headscale::outbound_tls::https_or_http_connector(tls, REQUEST_TIMEOUT);
         Browser {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             cookies: Vec::new(),
