@@ -122,7 +122,8 @@ impl Drop for ProviderLog<'_> {
 /// the node expires when the ID token does (the example provider's live one hour) and the
 /// client knows it; after `nodes expire` the same machine logs in again through the provider
 /// (the page says "Node reauthenticated"; same node id, `NodeReauthenticated` in its story);
-/// a machine advertising a tag the policy gives to the OIDC user (by email) joins tagged.
+/// machines advertising a tag the policy gives to the OIDC user (by email; by OIDC identity,
+/// `issuer/sub@`, as headscale matches it) join tagged.
 pub fn oidc_relogin_and_tags(version: Version) {
     let alice = OidcUser::new("sub-alice", "alice", "alice@example.com");
     let mut provider = None;
@@ -138,8 +139,11 @@ pub fn oidc_relogin_and_tags(version: Version) {
     let policy = server.dir.path().join("policy.hujson");
     std::fs::write(
         &policy,
-        "{\"tagOwners\": {\"tag:oidc\": [\"alice@example.com\"]}, \
-         \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+        format!(
+            "{{\"tagOwners\": {{\"tag:oidc\": [\"alice@example.com\"], \"tag:byid\": [\"{}@\"]}}, \
+             \"acls\": [{{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}}]}}",
+            provider.provider_id("sub-alice")
+        ),
     )
     .unwrap();
     server.ok(&["policy", "set", "-f", policy.to_str().unwrap()]);
@@ -221,26 +225,28 @@ pub fn oidc_relogin_and_tags(version: Version) {
         "{story:?}"
     );
 
-    let tagged = Client::start("oidc-tagged", version, &Options::default());
-    let up = tagged.spawn(&[
-        "up",
-        &format!("--login-server={}", server.url()),
-        "--hostname=oidc-tagged",
-        "--advertise-tags=tag:oidc",
-        &format!("--timeout={}s", LONG.as_secs()),
-    ]);
-    let url = wait_until(SHORT, "an AuthURL", || {
-        tagged.status()["AuthURL"]
-            .as_str()
-            .filter(|u| !u.is_empty())
-            .map(String::from)
-    });
-    let outcome = login(&url);
-    assert_eq!(outcome.step, Step::Confirmed, "{}", outcome.page);
-    tagged.wait_state("Running", SHORT);
-    assert!(up.finish(SHORT).ok);
-    let node = server.node("oidc-tagged").expect("registered");
-    assert_eq!(node["tags"], serde_json::json!(["tag:oidc"]), "{node}");
+    for (name, tag) in [("oidc-tagged", "tag:oidc"), ("oidc-by-id", "tag:byid")] {
+        let tagged = Client::start(name, version, &Options::default());
+        let up = tagged.spawn(&[
+            "up",
+            &format!("--login-server={}", server.url()),
+            &format!("--hostname={name}"),
+            &format!("--advertise-tags={tag}"),
+            &format!("--timeout={}s", LONG.as_secs()),
+        ]);
+        let url = wait_until(SHORT, "an AuthURL", || {
+            tagged.status()["AuthURL"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+        });
+        let outcome = login(&url);
+        assert_eq!(outcome.step, Step::Confirmed, "{}", outcome.page);
+        tagged.wait_state("Running", SHORT);
+        assert!(up.finish(SHORT).ok);
+        let node = server.node(name).expect("registered");
+        assert_eq!(node["tags"], serde_json::json!([tag]), "{node}");
+    }
 }
 
 /// An RFC 3339 time in whole seconds since the epoch.
