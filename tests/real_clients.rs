@@ -19,6 +19,8 @@ mod lifecycle;
 mod migration;
 #[path = "real_clients/namespace.rs"]
 mod namespace;
+#[path = "real_clients/oidc.rs"]
+mod oidc;
 #[path = "real_clients/policy.rs"]
 mod policy;
 #[path = "real_clients/scenarios.rs"]

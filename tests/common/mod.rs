@@ -484,3 +484,8 @@ pub fn go_cli_json(
     serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("Go `headscale {}`: not JSON ({e}): {out}", args.join(" ")))
 }
+
+// ---- oidc-tests slice: the OpenID provider and the scripted browser (tests/oidc.rs,
+// tests/real_clients/oidc.rs) ----
+
+pub mod oidc;

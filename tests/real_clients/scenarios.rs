@@ -39,6 +39,13 @@ pub fn default_list() -> Vec<Scenario> {
     per_version(&mut list, "bad_key_refused", bad_key_refused);
     per_version(&mut list, "interactive_login", interactive_login);
     per_version(&mut list, "device_approval", device_approval);
+    per_version(&mut list, "oidc_login", crate::oidc::oidc_login);
+    per_version(
+        &mut list,
+        "oidc_relogin_and_tags",
+        crate::oidc::oidc_relogin_and_tags,
+    );
+    list.push(scenario("oidc_over_https", crate::oidc::oidc_over_https));
     list.push(scenario("nothing_leaves", nothing_leaves));
     list.push(scenario("three_nodes_running", three_nodes_running));
     list.push(scenario("live_admin_actions", live_admin_actions));

@@ -34,7 +34,26 @@ impl Server {
         Server::start_with(true, &[])
     }
 
+    /// Plain `http://` with config lines appended that need the server's port first (an
+    /// `oidc:` section: the provider must know our callback URL before we start).
+    pub fn start_with_extra(extra: impl FnOnce(u16) -> String) -> Server {
+        Server::start_configured(false, &[], extra)
+    }
+
+    /// `start_tls` with config lines appended that need the server's port first.
+    pub fn start_tls_with_extra(extra: impl FnOnce(u16) -> String) -> Server {
+        Server::start_configured(true, &[], extra)
+    }
+
     fn start_with(tls: bool, env: &[(&str, &str)]) -> Server {
+        Server::start_configured(tls, env, |_| String::new())
+    }
+
+    fn start_configured(
+        tls: bool,
+        env: &[(&str, &str)],
+        extra: impl FnOnce(u16) -> String,
+    ) -> Server {
         let mut ca = None;
         let stun = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -64,11 +83,12 @@ impl Server {
                 base = common::base_yaml(data, port),
                 data = data.display()
             );
-            if tls {
+            let yaml = if tls {
                 yaml.replace("http://127.0.0.1", "https://127.0.0.1") + &tls_yaml
             } else {
                 yaml
-            }
+            };
+            yaml + &extra(port)
         });
         let mut server = Server { inner, ca };
         server.inner.env = env
