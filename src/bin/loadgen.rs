@@ -89,6 +89,19 @@ fn create_key(headscale: &str, config: &str) -> Result<String, String> {
 
 fn main() {
     let args = Args::parse();
+    // Every node holds a TCP connection: raise the soft open-file limit to the hard one,
+    // and say so when even that cannot hold them all.
+    match headscale::conn_limits::raise_fd_limit() {
+        Ok(limit) if limit.soft < args.nodes as u64 + 64 => eprintln!(
+            "warning: the open-file limit is {} (hard {}): {} nodes need about {} (raise it with ulimit -n)",
+            limit.soft,
+            limit.hard,
+            args.nodes,
+            args.nodes + 64
+        ),
+        Ok(_) => {}
+        Err(error) => eprintln!("warning: cannot raise the open-file limit: {error}"),
+    }
     if let Some(file) = &args.policy {
         let (Some(bin), Some(config)) = (&args.headscale, &args.config) else {
             eprintln!("Error: --policy needs --headscale and --config");

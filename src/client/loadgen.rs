@@ -319,6 +319,10 @@ fn round_of(endpoints: &[String]) -> Option<usize> {
     port.checked_sub(MARKER_BASE_PORT).map(|r| r as usize)
 }
 
+/// `key.NodePublic{}` as tailscaled writes it.
+const ZERO_NODE_KEY: &str =
+    "nodekey:0000000000000000000000000000000000000000000000000000000000000000";
+
 struct Node {
     client: ControlClient,
     node_key: String,
@@ -344,6 +348,9 @@ async fn join_node(
         .register(&RegisterRequest {
             version: u32::from(options.capability_version),
             node_key: node_key.clone(),
+            // What real clients send on a first login: the zero key, not "" (the Go
+            // headscale refuses an empty one).
+            old_node_key: ZERO_NODE_KEY.into(),
             auth: Some(RegisterAuth {
                 auth_key: options.auth_key.clone(),
             }),
@@ -505,7 +512,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
         let (index, node) = result.map_err(|e| ClientError::Body(e.to_string()))?;
         joined.insert(index, node?);
     }
-    let joined: Vec<Node> = joined.into_values().collect();
+    let joined: Vec<Arc<Node>> = joined.into_values().map(Arc::new).collect();
 
     let shared = Arc::new(Shared {
         target: AtomicU64::new(0),
@@ -520,22 +527,48 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
     let cpu_start = options.server_pid.and_then(cpu_time);
 
     let (stop_tx, stop) = watch::channel(false);
-    // Open every stream; the first message on stream 0 tells us the changer's ID.
+    // Open every stream, `concurrency` at a time: an open waits for the stream's first map,
+    // so opening one after another would cost N first maps of setup on a slow server. Each
+    // task then reads its stream; the first message on stream 0 tells us the changer's ID.
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(nodes);
     let mut readers = JoinSet::new();
     for (index, node) in joined.iter().enumerate() {
-        let _permit = limit.acquire().await;
-        let request = node.client.stream_request(
-            &node.node_key,
-            &node.disco_key,
-            vec![format!("192.0.2.1:{}", 1000 + index)],
-        );
-        let opened = Instant::now();
-        let stream = node.client.map_stream(&request).await?;
+        let node = node.clone();
+        let limit = limit.clone();
+        let opened_tx = opened_tx.clone();
         let sample = options.sample_every > 0 && index % options.sample_every == 0;
         let shared = shared.clone();
         let stop = stop.clone();
-        readers
-            .spawn(async move { read_stream(stream, opened, index, sample, shared, stop).await });
+        readers.spawn(async move {
+            let permit = limit.acquire_owned().await;
+            let request = node.client.stream_request(
+                &node.node_key,
+                &node.disco_key,
+                vec![format!("192.0.2.1:{}", 1000 + index)],
+            );
+            let opened = Instant::now();
+            let stream = node.client.map_stream(&request).await;
+            drop(permit);
+            let stream = match stream {
+                Ok(stream) => {
+                    let _ = opened_tx.send(Ok(())).await;
+                    stream
+                }
+                Err(error) => {
+                    let _ = opened_tx.send(Err(error)).await;
+                    return None;
+                }
+            };
+            read_stream(stream, opened, index, sample, shared, stop).await
+        });
+    }
+    drop(opened_tx);
+    for _ in 0..nodes {
+        match opened_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(error)) => return Err(error),
+            None => return Err(ClientError::Body("a stream opener ended early".into())),
+        }
     }
     report.setup = started.elapsed();
 
