@@ -12,6 +12,7 @@ pub mod core;
 pub mod debug_listener;
 pub mod derp;
 pub mod engine;
+pub mod error_chain;
 pub mod grpc;
 pub mod import;
 pub mod keyfile;

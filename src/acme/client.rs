@@ -7,6 +7,7 @@
 use super::cache::CacheDir;
 use super::challenge::{tls_alpn_certificate, Challenges};
 use crate::config::AcmeChallenge;
+use crate::error_chain::error_chain;
 use bytes::Bytes;
 use instant_acme::{
     Account, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType, Identifier, Key,
@@ -83,20 +84,6 @@ impl instant_acme::HttpClient for AcmeHttp {
             }
         })
     }
-}
-
-/// The error and its causes on one line (hyper's top-level error says only "client error").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 /// The account for `directory`: the cached key's (registered again if this CA does not know

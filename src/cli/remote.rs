@@ -4,6 +4,7 @@
 //! `SSL_CERT_FILE`/`SSL_CERT_DIR`) unless `cli.insecure` says otherwise.
 
 use crate::config::CliConfig;
+use crate::error_chain::error_chain;
 use anyhow::{anyhow, bail, Context as _};
 use axum::body::Body;
 use axum::http::{Request, Response, Uri};
@@ -151,20 +152,6 @@ fn tls_config(insecure: bool) -> anyhow::Result<rustls::ClientConfig> {
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(config)
-}
-
-/// The error and its causes on one line (hyper's top-level error alone says only "client error").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 /// `cli.insecure: true`: any certificate is accepted (signatures are still checked, so the

@@ -15,6 +15,7 @@
 use crate::config::Config;
 use crate::control::map_hub::MapHub;
 use crate::derp::map::{self, DerpMapError, FetchedCache};
+use crate::error_chain::error_chain;
 use crate::tailcfg::derp::DerpMap;
 use crate::tailcfg::SharedJson;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -408,17 +409,6 @@ fn redirect_target(base: &Uri, headers: &hyper::HeaderMap) -> Result<Uri, String
     )
     .parse()
     .map_err(|e| format!("redirect to an invalid URL: {e}"))
-}
-
-/// The error and its causes on one line (hyper's own says only "client error").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

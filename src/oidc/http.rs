@@ -3,6 +3,7 @@
 //! never following redirects (OAuth 2 clients must not: a redirect could send the client
 //! secret or a code elsewhere).
 
+use crate::error_chain::error_chain;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -85,16 +86,4 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for ProviderHttp {
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
         Box::pin(self.send(request))
     }
-}
-
-/// An error with its causes, on one line (hyper's own message is often just "client error").
-pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

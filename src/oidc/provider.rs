@@ -4,10 +4,11 @@
 //! expiry, nonce) and the userinfo claims merged in. Nothing here decides who may log in:
 //! that is `core::oidc`, through `decide`.
 
-use super::http::{error_chain, ProviderHttp};
+use super::http::ProviderHttp;
 use crate::config::{OidcConfig, PkceMethod};
 use crate::core::oidc::{Claims, MAX_GROUPS};
 use crate::core::Timestamp;
+use crate::error_chain::error_chain;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
