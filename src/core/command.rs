@@ -828,16 +828,9 @@ fn decide_oidc_login(
     use crate::core::oidc;
     let identity = claims.identifier();
     if let Err(refusal) = oidc::check(rules, claims) {
-        let bounded = |text: &str| {
-            let mut end = text.len().min(oidc::MAX_IDENTIFIER_BYTES);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text[..end].to_string()
-        };
         return vec![Event::OidcLoginRefused {
-            identity: bounded(&identity),
-            email: bounded(&claims.email),
+            identity: oidc::cut(&identity, oidc::MAX_IDENTIFIER_BYTES),
+            email: oidc::cut(&claims.email, oidc::MAX_IDENTIFIER_BYTES),
             reason: refusal.to_string(),
         }];
     }

@@ -185,7 +185,8 @@ fn plausible_email(email: &str) -> bool {
     }
 }
 
-fn cut(text: &str, max: usize) -> String {
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

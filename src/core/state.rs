@@ -171,7 +171,7 @@ pub struct State {
     pub policy: Option<PolicyDocument>,
     pub config: AppliedConfig,
     pub next_ids: NextIds,
-    /// What only an import from headscale records (bcrypt hashes, OIDC identities, ...).
+    /// What only imports and OIDC logins record (bcrypt hashes, OIDC identities, ...).
     /// Left out of the readable form while empty, so states without an import keep their
     /// golden JSON; always present in the binary snapshot (bincode has no optional fields).
     pub extras: Extras,
@@ -190,7 +190,7 @@ pub struct Identity {
     pub provider_identifier: String,
 }
 
-/// Facts only imports record, kept beside the main maps so that the shape of `User`,
+/// Facts only imports and OIDC logins record, kept beside the main maps so that the shape of `User`,
 /// `PreAuthKey`, `ApiKey` and `Node` (and every snapshot of a log without an import) is
 /// unchanged. Entries go with the user, key or node they describe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
