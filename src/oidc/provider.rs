@@ -116,6 +116,35 @@ pub enum CallbackError {
     NonceMismatch,
 }
 
+/// The claims headscale reads, from an ID token's claims or from a userinfo answer: the two
+/// openidconnect types have the same accessors but no trait in common.
+macro_rules! claims_of {
+    ($source:expr, $issuer:expr) => {{
+        let source = &$source;
+        Claims {
+            issuer: $issuer,
+            subject: source.subject().to_string(),
+            name: source
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            preferred_username: source
+                .preferred_username()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            email: source.email().map(|e| e.to_string()).unwrap_or_default(),
+            email_verified: source.email_verified().unwrap_or(false),
+            picture: source
+                .picture()
+                .and_then(|p| p.get(None))
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            groups: source.additional_claims().groups.clone(),
+        }
+    }};
+}
+
 pub struct Provider {
     /// Replaced when the provider's keys have rotated (see [`Provider::refresh_keys`]).
     client: std::sync::RwLock<Arc<OidcClient>>,
@@ -289,30 +318,7 @@ impl Provider {
             openidconnect::ClaimsVerificationError::InvalidNonce(_) => CallbackError::NonceMismatch,
             other => CallbackError::InvalidIdToken(error_chain(&other)),
         })?;
-        let mut claims = Claims {
-            issuer: token_claims.issuer().to_string(),
-            subject: token_claims.subject().to_string(),
-            name: token_claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            preferred_username: token_claims
-                .preferred_username()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            email: token_claims
-                .email()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-            email_verified: token_claims.email_verified().unwrap_or(false),
-            picture: token_claims
-                .picture()
-                .and_then(|p| p.get(None))
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            groups: token_claims.additional_claims().groups.clone(),
-        };
+        let mut claims = claims_of!(token_claims, token_claims.issuer().to_string());
         let expires = Timestamp::from_unix_ms(token_claims.expiration().timestamp_millis());
         match self.userinfo(&tokens, token_claims.subject()).await {
             Ok(info) => claims.merge_userinfo(&info),
@@ -335,26 +341,6 @@ impl Provider {
             .request_async(&self.http)
             .await
             .map_err(|e| error_chain(&e))?;
-        Ok(Claims {
-            issuer: String::new(),
-            subject: info.subject().to_string(),
-            name: info
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            preferred_username: info
-                .preferred_username()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            email: info.email().map(|e| e.to_string()).unwrap_or_default(),
-            email_verified: info.email_verified().unwrap_or(false),
-            picture: info
-                .picture()
-                .and_then(|p| p.get(None))
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            groups: info.additional_claims().groups.clone(),
-        })
+        Ok(claims_of!(info, String::new()))
     }
 }
