@@ -57,6 +57,13 @@ struct Hub {
     last_sent: Option<Instant>,
     /// A send waiting for the end of the current batching window.
     send_at: Option<Instant>,
+    /// How long the last send took: the next waits at least that long too, so under load
+    /// the hub spends at most half its time sending and the batches grow instead.
+    last_cost: std::time::Duration,
+    /// Stream opens and one-shot maps that need a newer state than the hub has: served
+    /// by the next send, which catches up first.
+    waiting_opens: Vec<OpenRequest>,
+    waiting_snapshots: Vec<SnapshotRequest>,
 }
 
 type OpenRequest = (NodeId, Report, bool, oneshot::Sender<Option<OpenedSession>>);
@@ -144,6 +151,9 @@ impl Hub {
             undelivered: false,
             last_sent: None,
             send_at: None,
+            last_cost: std::time::Duration::ZERO,
+            waiting_opens: Vec::new(),
+            waiting_snapshots: Vec::new(),
         };
         for id in state.nodes.keys() {
             hub.track_timers(*id);
@@ -201,7 +211,14 @@ impl Hub {
             || !self.dirty.is_empty()
             || self.everything
             || self.access_changed
-            || !Arc::ptr_eq(&self.published.borrow().state, &self.state)
+            || !self.waiting_opens.is_empty()
+            || !self.waiting_snapshots.is_empty()
+            || self.behind()
+    }
+
+    /// Whether the engine published a state the hub has not taken in yet.
+    fn behind(&self) -> bool {
+        !Arc::ptr_eq(&self.published.borrow().state, &self.state)
     }
 
     /// Sends now if there is something and the batching window allows; else makes sure a
@@ -211,10 +228,8 @@ impl Hub {
             return;
         }
         let now = Instant::now();
-        let opens_at = self
-            .last_sent
-            .map(|at| at + self.options.batch_change_delay)
-            .filter(|at| *at > now);
+        let window = self.options.batch_change_delay.max(self.last_cost);
+        let opens_at = self.last_sent.map(|at| at + window).filter(|at| *at > now);
         match opens_at {
             None => {
                 self.send_at = None;
@@ -302,7 +317,10 @@ impl Hub {
     }
 
     /// Handles one batch of requests: the cheap ones in order, then the stream opens and
-    /// one-shot maps together, after one catch-up and one render.
+    /// one-shot maps together, after one render. When the engine has published a newer
+    /// state (a node that just registered, an admin change), they wait for the next send,
+    /// which takes it in once for all of them: catching up can mean recompiling the
+    /// access view, which must not happen once per open when thousands arrive.
     fn handle_batch(&mut self, batch: Vec<HubMessage>) {
         let mut opens: Vec<OpenRequest> = Vec::new();
         let mut snapshots: Vec<SnapshotRequest> = Vec::new();
@@ -334,13 +352,13 @@ impl Hub {
                 }
             }
         }
-        if opens.is_empty() && snapshots.is_empty() {
-            return;
+        if self.behind() || !self.waiting_opens.is_empty() || !self.waiting_snapshots.is_empty() {
+            self.waiting_opens.extend(opens);
+            self.waiting_snapshots.extend(snapshots);
+        } else {
+            self.open(opens);
+            self.snapshots(snapshots);
         }
-        // The nodes may have registered a moment ago: serve them from the newest state.
-        self.catch_up();
-        self.open(opens);
-        self.snapshots(snapshots);
     }
 
     /// A stream ended: its node goes offline after the grace, unless a newer stream of it
@@ -358,10 +376,7 @@ impl Hub {
     /// else merged and applied by a later tick.
     fn report(&mut self, node: NodeId, report: Report) {
         if !self.state.nodes.contains_key(&node) {
-            self.catch_up();
-            if !self.state.nodes.contains_key(&node) {
-                return;
-            }
+            return;
         }
         let report = self.reports.take_merged(node, report);
         let current = self
@@ -574,11 +589,15 @@ impl Hub {
     /// One send: the newest state rendered, then one message per session that has
     /// something new and room to take it.
     fn flush(&mut self) {
+        let started = Instant::now();
         self.catch_up();
+        let opens = std::mem::take(&mut self.waiting_opens);
+        self.open(opens);
+        let snapshots = std::mem::take(&mut self.waiting_snapshots);
+        self.snapshots(snapshots);
         let now = self.options.clock.now();
         self.render_dirty();
 
-        let started = Instant::now();
         let basis = Basis {
             state: &self.state,
             cache: &self.cache,
@@ -586,12 +605,14 @@ impl Hub {
             now,
         };
         let sent = fanout::fan_out(&mut self.sessions, &basis, &mut self.encoders);
+        let cost = started.elapsed();
         if sent.frames > 0 {
             crate::metrics::metrics()
                 .fanout_seconds
-                .observe(started.elapsed().as_secs_f64());
-            self.last_sent = Some(started);
+                .observe(cost.as_secs_f64());
         }
+        self.last_sent = Some(started);
+        self.last_cost = cost;
         self.undelivered = sent.blocked;
         if !sent.gone.is_empty() {
             for node in sent.gone {
