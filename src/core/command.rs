@@ -12,7 +12,6 @@ use super::naming;
 use super::state::{Node, State};
 use super::time::Timestamp;
 use ipnet::IpNet;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// Pre-auth keys live at most this long (the console's range is 1–90 days).
@@ -321,7 +320,7 @@ fn auto_approve(
     if policy.auto_routes.is_empty() && policy.auto_exit.is_empty() {
         return None;
     }
-    let topology = crate::core::policy::Topology::users_of(state);
+    let topology = state.policy_users();
     let (user, tags, ips) = identity;
     let candidate = crate::core::policy::auto_approve::Candidate {
         user: user.map(|u| u.0),
@@ -602,11 +601,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
                     reason,
                 },
             )?;
-            if state
-                .nodes
-                .values()
-                .any(|n| n.id != *id && n.given_name == *new_name)
-            {
+            if state.given_name_taken(new_name, Some(*id)) {
                 return Err(Rejection::NodeNameTaken(new_name.clone()));
             }
             if found.given_name == *new_name && found.given_name_by_admin {
@@ -964,7 +959,7 @@ fn decide_register(
             wanted.sort();
             wanted.dedup();
             let permitted = state.parsed_policy().map(|policy| {
-                let topology = crate::core::policy::Topology::users_of(state);
+                let topology = state.policy_users();
                 wanted.iter().all(|tag| {
                     crate::core::policy::tag_owners::user_owns_tag(
                         &policy, &topology, user_id.0, tag,
@@ -1044,13 +1039,11 @@ fn decide_register(
 
     let id = NodeId(state.next_ids.node);
     let (ipv4, ipv6) = allocate_addresses(state, core, reg.entropy)?;
-    let taken: HashSet<&str> = state
-        .nodes
-        .values()
-        .map(|n| n.given_name.as_str())
-        .collect();
-    let given_name =
-        naming::unique_name(&naming::sanitize_hostname(&reg.hostinfo.hostname), &taken);
+    let given_name = naming::unique_name_indexed(
+        &naming::sanitize_hostname(&reg.hostinfo.hostname),
+        |name| state.given_name_taken(name, None),
+        |base| state.free_name_suffix(base),
+    );
     let approved_routes = auto_approve(
         state,
         None,
@@ -1096,23 +1089,22 @@ fn allocate_addresses(
         return Err(Rejection::NoPrefixes);
     }
     let ipv4 = match &core.prefix_v4 {
-        Some(prefix) => {
-            let used: HashSet<_> = state.nodes.values().filter_map(|n| n.ipv4).collect();
-            Some(
-                allocate_v4(prefix, &used, core.allocation, entropy)
-                    .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
-            )
-        }
+        Some(prefix) => Some(
+            allocate_v4(prefix, state.used_ipv4(), core.allocation, entropy)
+                .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
+        ),
         None => None,
     };
     let ipv6 = match &core.prefix_v6 {
-        Some(prefix) => {
-            let used: HashSet<_> = state.nodes.values().filter_map(|n| n.ipv6).collect();
-            Some(
-                allocate_v6(prefix, &used, core.allocation, entropy.rotate_left(17))
-                    .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
+        Some(prefix) => Some(
+            allocate_v6(
+                prefix,
+                state.used_ipv6(),
+                core.allocation,
+                entropy.rotate_left(17),
             )
-        }
+            .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
+        ),
         None => None,
     };
     Ok((ipv4, ipv6))
