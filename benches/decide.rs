@@ -16,16 +16,15 @@ const NODES: u64 = 10_000;
 const USERS: u64 = 20;
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
-/// Users own tags and approve routes, so registration runs the tag and `autoApprovers`
-/// checks as it would in a real tailnet.
-fn policy(marker: &str) -> String {
+/// Users own tags and approve routes (`route_approver` approves 10.0.0.0/8), so registration
+/// runs the tag and `autoApprovers` checks as it would in a real tailnet.
+fn policy(route_approver: &str) -> String {
     format!(
         r#"{{
-  // {marker}
   "groups": {{"group:ops": ["user0@", "user1@"]}},
   "tagOwners": {{"tag:web": ["group:ops"], "tag:db": ["user2@"]}},
   "autoApprovers": {{
-    "routes": {{"10.0.0.0/8": ["group:ops", "tag:web"]}},
+    "routes": {{"10.0.0.0/8": ["{route_approver}", "tag:web"]}},
     "exitNode": ["user3@"],
   }},
   "acls": [
@@ -55,7 +54,7 @@ fn execute(state: &mut State, command: Command) -> usize {
     count
 }
 
-fn base(allocation: Allocation) -> State {
+fn base(allocation: Allocation, users: u64) -> State {
     let mut state = State::default();
     execute(
         &mut state,
@@ -73,7 +72,7 @@ fn base(allocation: Allocation) -> State {
             netmap_json: "{}".into(),
         },
     );
-    for u in 0..USERS {
+    for u in 0..users {
         execute(
             &mut state,
             Command::CreateUser {
@@ -87,13 +86,13 @@ fn base(allocation: Allocation) -> State {
     execute(
         &mut state,
         Command::ReplacePolicy {
-            text: policy("initial"),
+            text: policy("group:ops"),
         },
     );
     state
 }
 
-fn register(i: u64, hostname: &str) -> Command {
+fn register(i: u64, hostname: &str, users: u64) -> Command {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&i.to_le_bytes());
     let mut node_key = key;
@@ -105,7 +104,7 @@ fn register(i: u64, hostname: &str) -> Command {
             hostname: hostname.to_string(),
             os: "linux".into(),
             // Every tenth node announces a subnet its owner may auto-approve.
-            advertised_routes: if i % 10 == 0 {
+            advertised_routes: if i.is_multiple_of(10) {
                 vec![format!("10.{}.0.0/16", i % 256).parse().unwrap()]
             } else {
                 vec![]
@@ -113,7 +112,7 @@ fn register(i: u64, hostname: &str) -> Command {
             ..Default::default()
         },
         auth: RegisterAuth::Admin {
-            user: UserId(1 + i % USERS),
+            user: UserId(1 + i % users),
         },
         requested_expiry: None,
         ephemeral: false,
@@ -127,15 +126,20 @@ fn ms(d: Duration) -> String {
 
 /// Registers `NODES` nodes; prints the total and the cost of the last thousand (where an
 /// O(N) registration is at its slowest).
-fn registrations(name: &str, allocation: Allocation, hostname: impl Fn(u64) -> String) -> State {
-    let mut state = base(allocation);
+fn registrations(
+    name: &str,
+    allocation: Allocation,
+    users: u64,
+    hostname: impl Fn(u64) -> String,
+) -> State {
+    let mut state = base(allocation, users);
     let start = Instant::now();
     let mut last_thousand = Instant::now();
     for i in 0..NODES {
         if i == NODES - 1000 {
             last_thousand = Instant::now();
         }
-        execute(&mut state, register(i, &hostname(i)));
+        execute(&mut state, register(i, &hostname(i), users));
     }
     let total = start.elapsed();
     let tail = last_thousand.elapsed();
@@ -148,34 +152,54 @@ fn registrations(name: &str, allocation: Allocation, hostname: impl Fn(u64) -> S
     state
 }
 
+/// Replaces the policy with one whose `autoApprovers` approve every member's routes, so
+/// each node announcing one gets a `RoutesApproved`.
+fn replace_policy(name: &str, state: &State) {
+    let text = policy("autogroup:member");
+    let start = Instant::now();
+    headscale::core::policy::check_for_state(&text, state).expect("valid policy");
+    let check = start.elapsed();
+    let start = Instant::now();
+    let events = decide(state, &Command::ReplacePolicy { text }, NOW).expect("accepted");
+    println!(
+        "| {name} | {} | {} ({} events) |",
+        ms(check),
+        ms(start.elapsed()),
+        events.len()
+    );
+}
+
 fn main() {
-    println!("\n### Core on the writer: {NODES} registrations, {USERS} users\n");
+    println!("\n### Core on the writer: {NODES} registrations\n");
     println!("| registrations | total (decide + apply) | per registration, last 1,000 |");
     println!("|---|---|---|");
     let state = registrations(
-        "sequential, unique hostnames",
+        "sequential, unique hostnames, 20 users",
         Allocation::Sequential,
+        USERS,
         |i| format!("loadgen-{i}"),
     );
     registrations(
-        "sequential, one shared hostname",
+        "sequential, one shared hostname, 20 users",
         Allocation::Sequential,
+        USERS,
         |_| "node".to_string(),
     );
-    registrations("random, unique hostnames", Allocation::Random, |i| {
-        format!("loadgen-{i}")
-    });
-
-    println!("\n| policy replace at {NODES} nodes | time |\n|---|---|");
-    let text = policy("replaced");
-    let start = Instant::now();
-    headscale::core::policy::check_for_state(&text, &state).expect("valid policy");
-    println!("| `check_for_state` | {} |", ms(start.elapsed()));
-    let start = Instant::now();
-    let events = decide(&state, &Command::ReplacePolicy { text }, NOW).expect("accepted");
-    println!(
-        "| `decide(ReplacePolicy)` ({} events) | {} |",
-        events.len(),
-        ms(start.elapsed())
+    registrations(
+        "random, unique hostnames, 20 users",
+        Allocation::Random,
+        USERS,
+        |i| format!("loadgen-{i}"),
     );
+    let crowd = registrations(
+        "sequential, unique hostnames, a user per node",
+        Allocation::Sequential,
+        NODES,
+        |i| format!("loadgen-{i}"),
+    );
+
+    println!("\n| policy replace at {NODES} nodes | `check_for_state` | `decide(ReplacePolicy)` |");
+    println!("|---|---|---|");
+    replace_policy("20 users", &state);
+    replace_policy("a user per node", &crowd);
 }
