@@ -5,6 +5,7 @@
 pub mod command;
 pub mod event;
 pub mod ids;
+pub mod intervals;
 pub mod ipalloc;
 pub mod keys;
 pub mod limits;

@@ -114,14 +114,54 @@ pub fn unique_name(wanted: &str, taken: &HashSet<&str>) -> String {
     if !taken.contains(wanted) {
         return wanted.to_string();
     }
-    (1..)
-        .map(|n| {
-            let suffix = format!("-{n}");
-            let stem: String = wanted.chars().take(MAX_LABEL_LEN - suffix.len()).collect();
-            format!("{}{}", stem.trim_end_matches('-'), suffix)
-        })
+    candidates(wanted)
         .find(|candidate| !taken.contains(candidate.as_str()))
         .unwrap_or_else(|| wanted.to_string())
+}
+
+/// `(base, n)` when `name` is `base-n` as `unique_name` writes it (`n >= 1`, decimal, no
+/// leading zero): how the state's index files given names so the next free suffix is one
+/// lookup.
+pub fn split_suffix(name: &str) -> Option<(&str, u64)> {
+    let (base, digits) = name.rsplit_once('-')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, digits.parse().ok()?))
+}
+
+/// What `unique_name` returns, answered from an index rather than by trying every candidate:
+/// `taken` says whether a name is in use, `free_suffix(base)` is the lowest `n >= 1` for
+/// which `base-n` is not. Only a name so long that a suffix must cut it falls back to trying
+/// candidates one by one.
+pub fn unique_name_indexed(
+    wanted: &str,
+    taken: impl Fn(&str) -> bool,
+    free_suffix: impl Fn(&str) -> u64,
+) -> String {
+    if !taken(wanted) {
+        return wanted.to_string();
+    }
+    // While `wanted` and the suffix fit in a label, every candidate up to `n` is
+    // `base-1`, `base-2`, ... (a shorter suffix fits too), all taken below `n`.
+    let base = wanted.trim_end_matches('-');
+    let n = free_suffix(base);
+    let suffix = format!("-{n}");
+    if wanted.chars().count() + suffix.len() <= MAX_LABEL_LEN {
+        return format!("{base}{suffix}");
+    }
+    candidates(wanted)
+        .find(|candidate| !taken(candidate))
+        .unwrap_or_else(|| wanted.to_string())
+}
+
+/// `wanted-1`, `wanted-2`, ..., cut so that each fits in a label.
+fn candidates(wanted: &str) -> impl Iterator<Item = String> + '_ {
+    (1..).map(|n| {
+        let suffix = format!("-{n}");
+        let stem: String = wanted.chars().take(MAX_LABEL_LEN - suffix.len()).collect();
+        format!("{}{}", stem.trim_end_matches('-'), suffix)
+    })
 }
 
 #[cfg(test)]
@@ -142,6 +182,47 @@ mod tests {
         let taken: HashSet<&str> = ["web", "web-1"].into_iter().collect();
         assert_eq!(unique_name("web", &taken), "web-2");
         assert_eq!(unique_name("db", &taken), "db");
+    }
+
+    proptest::proptest! {
+        /// The indexed de-duplication names a node exactly as trying every candidate does,
+        /// for short and label-filling names, with suffixes taken in runs and with gaps.
+        #[test]
+        fn indexed_unique_name_matches_the_scan(
+            stem in proptest::sample::select(vec!["web".to_string(), "web-".into(), "a-1".into(), "x".repeat(58), "y".repeat(61), "z".repeat(63)]),
+            suffixes in proptest::collection::vec(0u64..30, 0..30),
+            others in proptest::collection::vec("[a-z]{1,3}(-[0-9]{1,2})?", 0..5),
+            wanted_taken in proptest::bool::ANY,
+        ) {
+            let wanted = stem.to_string();
+            let mut names: Vec<String> = suffixes
+                .iter()
+                .map(|n| candidates(&wanted).nth(*n as usize).unwrap())
+                .chain(others)
+                .collect();
+            if wanted_taken {
+                names.push(wanted.clone());
+            }
+            let taken: HashSet<&str> = names.iter().map(String::as_str).collect();
+            let free = |base: &str| {
+                (1..).find(|n| !names.iter().any(|name| split_suffix(name) == Some((base, *n)))).unwrap()
+            };
+            proptest::prop_assert_eq!(
+                unique_name_indexed(&wanted, |n| taken.contains(n), free),
+                unique_name(&wanted, &taken)
+            );
+        }
+    }
+
+    #[test]
+    fn suffixes_split_as_written() {
+        assert_eq!(split_suffix("web-12"), Some(("web", 12)));
+        assert_eq!(split_suffix("a-b-3"), Some(("a-b", 3)));
+        assert_eq!(split_suffix("web-012"), None);
+        assert_eq!(split_suffix("web-0"), None);
+        assert_eq!(split_suffix("web-"), None);
+        assert_eq!(split_suffix("web"), None);
+        assert_eq!(split_suffix("web-+1"), None);
     }
 
     #[test]

@@ -7,15 +7,17 @@ use super::event::{
     CoreConfig, Envelope, Event, ImportSummary, NodeHostinfo, RegisterMethod, SecretHash,
 };
 use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
+use super::intervals::Runs;
 use super::keys::{Digest, MachineKey, NodeKey};
-use super::policy::Policy;
+use super::naming;
+use super::policy::{Policy, Topology};
 use super::time::Timestamp;
 use imbl::{OrdMap, OrdSet};
 use ipnet::IpNet;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -303,6 +305,21 @@ struct Index {
     user_names: OrdSet<(String, UserId)>,
     pre_auth_key_prefixes: OrdSet<(String, PreAuthKeyId)>,
     api_key_prefixes: OrdSet<(String, ApiKeyId)>,
+    /// Nodes' MagicDNS names (`RenameNode` and registration refuse or avoid a taken one).
+    given_names: OrdSet<(String, NodeId)>,
+    /// The numbers `n` of given names of the form `base-n`, by `base`: the next free
+    /// `base-n` for a new node with a taken name, without trying `base-1`, `base-2`, ...
+    name_suffixes: OrdMap<String, Runs>,
+    /// Addresses in use, with the node holding each (so an address shared in an old log is
+    /// freed only with its last holder), and as runs for the allocator.
+    ipv4: OrdSet<(Ipv4Addr, NodeId)>,
+    ipv4_runs: Runs,
+    ipv6: OrdSet<(Ipv6Addr, NodeId)>,
+    ipv6_runs: Runs,
+    /// The users as policies name them (`Topology::users_of`), built on first use after a
+    /// change of users rather than by every command that resolves a user token; a clone of
+    /// the state shares it until either changes its users.
+    policy_users: Arc<OnceLock<Arc<Topology>>>,
     /// The policy in force, parsed once when it is set rather than by every command that
     /// consults it, with the text it was parsed from; `None` without a policy or when the
     /// stored text no longer parses.
@@ -363,11 +380,58 @@ impl Index {
     fn add_node(&mut self, node: &Node) {
         self.node_keys.insert((node.node_key, node.id));
         self.machine_keys.insert((node.machine_key, node.id));
+        self.add_given_name(&node.given_name, node.id);
+        if let Some(ip) = node.ipv4 {
+            self.ipv4.insert((ip, node.id));
+            self.ipv4_runs.insert(u128::from(u32::from(ip)));
+        }
+        if let Some(ip) = node.ipv6 {
+            self.ipv6.insert((ip, node.id));
+            self.ipv6_runs.insert(u128::from(ip));
+        }
     }
 
     fn remove_node(&mut self, node: &Node) {
         self.node_keys.remove(&(node.node_key, node.id));
         self.machine_keys.remove(&(node.machine_key, node.id));
+        self.remove_given_name(&node.given_name, node.id);
+        if let Some(ip) = node.ipv4 {
+            self.ipv4.remove(&(ip, node.id));
+            if ids_of(&self.ipv4, &ip, ALL_NODES).next().is_none() {
+                self.ipv4_runs.remove(u128::from(u32::from(ip)));
+            }
+        }
+        if let Some(ip) = node.ipv6 {
+            self.ipv6.remove(&(ip, node.id));
+            if ids_of(&self.ipv6, &ip, ALL_NODES).next().is_none() {
+                self.ipv6_runs.remove(u128::from(ip));
+            }
+        }
+    }
+
+    fn add_given_name(&mut self, name: &str, id: NodeId) {
+        self.given_names.insert((name.to_string(), id));
+        if let Some((base, n)) = naming::split_suffix(name) {
+            let mut runs = self.name_suffixes.get(base).cloned().unwrap_or_default();
+            runs.insert(u128::from(n));
+            self.name_suffixes.insert(base.to_string(), runs);
+        }
+    }
+
+    fn remove_given_name(&mut self, name: &str, id: NodeId) {
+        let name = name.to_string();
+        self.given_names.remove(&(name.clone(), id));
+        if ids_of(&self.given_names, &name, ALL_NODES).next().is_some() {
+            return;
+        }
+        if let Some((base, n)) = naming::split_suffix(&name) {
+            if let Some(runs) = self.name_suffixes.get_mut(base) {
+                runs.remove(u128::from(n));
+                if runs.is_empty() {
+                    self.name_suffixes.remove(base);
+                }
+            }
+        }
     }
 
     fn same_as(&self, other: &Index) -> bool {
@@ -376,6 +440,12 @@ impl Index {
             && self.user_names == other.user_names
             && self.pre_auth_key_prefixes == other.pre_auth_key_prefixes
             && self.api_key_prefixes == other.api_key_prefixes
+            && self.given_names == other.given_names
+            && self.name_suffixes == other.name_suffixes
+            && self.ipv4 == other.ipv4
+            && self.ipv4_runs == other.ipv4_runs
+            && self.ipv6 == other.ipv6
+            && self.ipv6_runs == other.ipv6_runs
             && self.policy.as_ref().map(|p| (&p.text, &p.policy))
                 == other.policy.as_ref().map(|p| (&p.text, &p.policy))
     }
@@ -451,6 +521,15 @@ impl State {
         }
     }
 
+    /// The users as the policy's user tokens name them: `Topology::users_of(self)`, built
+    /// once per change of users (registrations and route announcements resolve tokens).
+    pub fn policy_users(&self) -> Arc<Topology> {
+        self.index
+            .policy_users
+            .get_or_init(|| Arc::new(Topology::users_of(self)))
+            .clone()
+    }
+
     pub fn user_by_name(&self, name: &str) -> Option<&User> {
         let name = name.to_string();
         let id = ids_of(&self.index.user_names, &name, (UserId(0), UserId(u64::MAX))).next()?;
@@ -488,6 +567,31 @@ impl State {
     /// Every node with this node key, lowest id first.
     pub fn nodes_by_node_key(&self, key: &NodeKey) -> impl DoubleEndedIterator<Item = &Node> + '_ {
         ids_of(&self.index.node_keys, key, ALL_NODES).filter_map(|id| self.nodes.get(&id))
+    }
+
+    /// Whether a node other than `except` has the given name `name`.
+    pub fn given_name_taken(&self, name: &str, except: Option<NodeId>) -> bool {
+        ids_of(&self.index.given_names, &name.to_string(), ALL_NODES).any(|id| Some(id) != except)
+    }
+
+    /// The lowest `n >= 1` such that no node is named `base-n`.
+    pub fn free_name_suffix(&self, base: &str) -> u64 {
+        let free = self
+            .index
+            .name_suffixes
+            .get(base)
+            .map_or(Some(1), |runs| runs.first_absent_from(1));
+        free.and_then(|n| u64::try_from(n).ok()).unwrap_or(u64::MAX)
+    }
+
+    /// The IPv4 addresses in use (as `u32`s), for the allocator.
+    pub fn used_ipv4(&self) -> &Runs {
+        &self.index.ipv4_runs
+    }
+
+    /// The IPv6 addresses in use, for the allocator.
+    pub fn used_ipv6(&self) -> &Runs {
+        &self.index.ipv6_runs
     }
 
     pub fn nodes_of_user(&self, user: UserId) -> impl Iterator<Item = &Node> {
@@ -530,6 +634,17 @@ impl State {
     }
 
     fn apply_event(&mut self, event: &Event, at: Timestamp) {
+        if matches!(
+            event,
+            Event::UserCreated { .. }
+                | Event::UserProfileChanged { .. }
+                | Event::UserRenamed { .. }
+                | Event::UserDeleted { .. }
+                | Event::UserImported(_)
+                | Event::UserIdentityLinked { .. }
+        ) {
+            self.index.policy_users = Arc::default();
+        }
         match event {
             Event::ServerStarted { .. } => {}
             Event::ConfigApplied {
@@ -740,6 +855,8 @@ impl State {
                 by_admin,
             } => {
                 if let Some(node) = self.nodes.get_mut(id) {
+                    self.index.remove_given_name(&node.given_name, *id);
+                    self.index.add_given_name(given_name, *id);
                     node.given_name = given_name.clone();
                     node.given_name_by_admin |= *by_admin;
                 }
