@@ -31,7 +31,8 @@ struct Args {
     /// The server URL (http:// only), e.g. http://127.0.0.1:8080
     #[arg(long)]
     server: String,
-    /// A reusable pre-auth key (hskey-auth-…), for a mesh without --headscale.
+    /// A reusable pre-auth key (hskey-auth-…) for every node of a mesh; then --headscale
+    /// and --config (if given) only serve the policy edit and the event count.
     #[arg(long)]
     auth_key: Option<String>,
     /// Create the users and keys (and set policies) with this headscale binary…
@@ -148,11 +149,10 @@ fn main() {
         Ok(_) => {}
         Err(error) => eprintln!("warning: cannot raise the open-file limit: {error}"),
     }
+    // With --auth-key the CLI (if given) only edits the policy and counts events.
     let keys = match (&args.auth_key, &cli, &tailnet) {
-        (Some(key), None, Tailnet::Mesh { policy: None }) => Keys::single(key),
-        (Some(_), _, _) => {
-            fail("--auth-key is for a mesh without --policy and without --headscale".into())
-        }
+        (Some(key), _, Tailnet::Mesh { policy: None }) => Keys::single(key),
+        (Some(_), _, _) => fail("--auth-key is for a mesh without --policy".into()),
         (None, Some(_), _) => Keys::default(),
         (None, None, _) => fail("give --auth-key, or --headscale and --config".into()),
     };

@@ -59,7 +59,7 @@ pub struct LoadgenOptions {
     pub tailnet: Tailnet,
     /// Nodes of a mesh tailnet (a sparse one has users × per_user).
     pub nodes: usize,
-    /// The keys, when `cli` is not given (it creates them).
+    /// The keys; when empty, `cli` creates them (and the users and policy).
     pub keys: Keys,
     /// The server's CLI: creates users and keys, sets the policy, counts events.
     pub cli: Option<ServerCli>,
@@ -88,13 +88,17 @@ pub struct LoadgenOptions {
 }
 
 impl LoadgenOptions {
-    /// A mesh of `nodes` under one reusable `auth_key`, `rounds` rounds, nothing else.
+    /// A mesh of `nodes` under one reusable `auth_key` ("": `cli` will make the keys),
+    /// `rounds` rounds, nothing else.
     pub fn new(server_url: &str, auth_key: &str, nodes: usize, rounds: usize) -> LoadgenOptions {
         LoadgenOptions {
             server_url: server_url.into(),
             tailnet: Tailnet::Mesh { policy: None },
             nodes,
-            keys: Keys::single(auth_key),
+            keys: match auth_key {
+                "" => Keys::default(),
+                key => Keys::single(key),
+            },
             cli: None,
             rounds,
             concurrency: 32,
@@ -225,14 +229,14 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
 
     // The tailnet's users, keys and policy.
     let keys = match &options.cli {
-        Some(cli) => {
+        Some(cli) if options.keys.0.is_empty() => {
             let started = Instant::now();
             let (cli, tailnet) = (cli.clone(), tailnet.clone());
             let keys = blocking(move || cli.prepare(&tailnet, nodes)).await?;
             report.cli_setup = started.elapsed();
             keys
         }
-        None => options.keys.clone(),
+        _ => options.keys.clone(),
     };
     let cpu_start = server_pid.and_then(cpu_time);
     let started = Instant::now();
