@@ -10,6 +10,7 @@
 #   NODES="100 1000" ROUNDS=20 bash benches/side_by_side.sh
 #   SERVERS=ours NODES=5000 bash benches/side_by_side.sh
 #   STORM=0 POLICY_EDIT=0 bash benches/side_by_side.sh   # fan-out only
+#   BUILD=0 CARGO_TARGET_DIR=… bash benches/side_by_side.sh  # the release binaries as built
 #
 # The Go headscale comes from the Go module cache through .ci/install-go-headscale (built
 # once, cached under ~/.cache/headscale-rs, never committed).
@@ -28,7 +29,7 @@ STORM="${STORM:-1}"                    # 1: restart the server under all streams
 CACHE="${HEADSCALE_CACHE:-$HOME/.cache/headscale-rs}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 
-cargo build --release --bins >&2
+[[ "${BUILD:-1}" == 1 ]] && cargo build --release --bins >&2
 ours="$CARGO_TARGET_DIR/release/headscale"
 loadgen="$CARGO_TARGET_DIR/release/loadgen"
 go_headscale=""

@@ -354,10 +354,8 @@ pub(super) async fn read_stream(
             }
         };
         let now = Instant::now();
-        let full = light.peers.is_some();
-        if first && !full {
-            shared.problem(format!("stream {index}: the first map has no peer list"));
-        } else if !first && full {
+        // A stream's first map is the whole state (`Peers` is left out when there are none).
+        if !first && light.peers.is_some() {
             shared.problem(format!(
                 "stream {index}: a full peer list after the first map"
             ));
@@ -373,11 +371,8 @@ pub(super) async fn read_stream(
         let mut seen_round = None;
         {
             let mut peers = lock(&shared.peers[index]);
-            if let Some(all) = &light.peers {
+            if first || light.peers.is_some() {
                 *peers = Bitset::default();
-                for p in all {
-                    peers.set(p.id, true);
-                }
             }
             for id in &light.peers_removed {
                 peers.set(*id, false);
@@ -485,5 +480,41 @@ async fn reopen(reader: &mut Reader) -> Option<(ControlClient, MapStream, Instan
         if let Ok(opened) = result {
             return Some(opened);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitsets_compare_by_members_and_name_the_differences() {
+        let a = Bitset::of(&[1, 64, 200]);
+        let mut b = Bitset::of(&[1, 64, 300]);
+        assert!(!a.same(&b));
+        assert_eq!(a.minus(&b), vec![200]);
+        assert_eq!(b.minus(&a), vec![300]);
+        b.set(300, false);
+        b.set(200, true);
+        // b has trailing zero words now: still the same set.
+        assert!(a.same(&b) && b.same(&a));
+        assert_eq!(a.count(), 3);
+        assert!(a.minus(&b).is_empty());
+    }
+
+    #[test]
+    fn the_cheap_decode_notices_filters_and_self_addresses() {
+        let light: LightMessage = serde_json::from_str(
+            r#"{"Node": {"ID": 7, "Addresses": ["100.64.0.7/32"]}, "PacketFilters": {"base": []}}"#,
+        )
+        .unwrap();
+        assert!(light.packet_filters.is_some() && light.packet_filter.is_none());
+        assert!(light.peers.is_none());
+        let node = light.node.unwrap();
+        let own = SelfNode::from_addresses(node.id, &node.addresses);
+        assert_eq!(own.ipv4, Some("100.64.0.7".parse().unwrap()));
+        let light: LightMessage =
+            serde_json::from_str(r#"{"Peers": [], "PacketFilter": null}"#).unwrap();
+        assert!(light.peers.is_some_and(|p| p.is_empty()));
     }
 }
