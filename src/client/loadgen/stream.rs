@@ -132,6 +132,8 @@ pub(super) struct Shared {
     pub target: AtomicU64,
     /// Per round: how many nodes saw it, and when the last one did.
     pub rounds: Mutex<Vec<(usize, Option<Instant>)>>,
+    /// Per stream: the last round it saw, plus one (0: none).
+    pub round_seen: Vec<AtomicU64>,
     /// Per stream: its current peer set.
     pub peers: Vec<Mutex<Bitset>>,
     /// Per stream: itself, from its first map.
@@ -161,6 +163,7 @@ impl Shared {
         Shared {
             target: AtomicU64::new(0),
             rounds: Mutex::new(vec![(0, None); rounds]),
+            round_seen: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             peers: (0..nodes).map(|_| Mutex::default()).collect(),
             selves: (0..nodes).map(|_| Mutex::default()).collect(),
             frames: AtomicU64::new(0),
@@ -393,7 +396,13 @@ pub(super) async fn read_stream(
                 seen_round = patch.endpoints.as_deref().and_then(round_of).or(seen_round);
             }
         }
-        if let Some(round) = seen_round {
+        // Counted once per stream and round (a change can arrive twice, e.g. as a patch and
+        // in a later full peer entry).
+        let first_sight = |round: usize| {
+            let mark = round as u64 + 1;
+            shared.round_seen[index].fetch_max(mark, Ordering::Relaxed) < mark
+        };
+        if let Some(round) = seen_round.filter(|r| first_sight(*r)) {
             let mut rounds = lock(&shared.rounds);
             if let Some(entry) = rounds.get_mut(round) {
                 entry.0 += 1;
