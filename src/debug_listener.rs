@@ -5,7 +5,7 @@
 //! is served by `listener.rs` (header deadline, [`MAX_CONNECTIONS`]); no page reads a request
 //! body. `/debug/filter` without `?node=` is paged ([`FILTER_PAGE_MAX`] nodes at most).
 
-use crate::control::map_hub::MapHub;
+use crate::control::hub::MapHub;
 use crate::core::ids::NodeId;
 use crate::engine::EngineHandle;
 use axum::extract::{ConnectInfo, Query, Request, State};

@@ -7,7 +7,7 @@ use crate::api::{self, ApiContext, Backend};
 use crate::config::{Config, ExtraRecord, IpAllocation, PolicyMode};
 use crate::conn_limits::ConnLimits;
 use crate::control::extra_records_file::RecordsFile;
-use crate::control::map_hub::{HubOptions, MapHub};
+use crate::control::hub::{HubOptions, MapHub};
 use crate::control::map_stream::MachineContext;
 use crate::control::pending::PendingLogins;
 use crate::control::{self, server_key::ServerKey};
@@ -108,7 +108,7 @@ pub fn store_location(config: &Config) -> String {
 pub fn live_context(
     config: &Config,
     engine: EngineHandle,
-    presence: Option<crate::control::map_hub::PresenceTable>,
+    presence: Option<crate::control::hub::PresenceTable>,
 ) -> ApiContext {
     let clock = Arc::new(SystemClock);
     ApiContext {
@@ -351,6 +351,7 @@ pub fn start_map_hub(
             session_queue: tuning.node_mapsession_buffered_chan_size,
             offline_grace: tuning.node_offline_grace,
             ephemeral_inactivity: config.node.ephemeral.inactivity_timeout,
+            clock: Arc::new(SystemClock),
         },
     );
     Ok(MachineContext {

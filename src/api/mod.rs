@@ -52,7 +52,7 @@ pub struct ApiContext {
     /// The server's checkpoint key, when readable, so `events verify` checks signatures.
     pub checkpoint_key: Option<ed25519_dalek::VerifyingKey>,
     /// Live presence (online, last seen) from the map hub; `None` without a daemon.
-    pub presence: Option<crate::control::map_hub::PresenceTable>,
+    pub presence: Option<crate::control::hub::PresenceTable>,
     /// API-key failures per source and each key's last use (volatile).
     pub auth: AuthGuard,
     /// Interactive logins waiting for `nodes register`; `None` without a daemon.

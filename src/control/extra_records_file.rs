@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::extra_records::{self, ExtraRecordsError, MAX_FILE_BYTES};
 use crate::config::{Config, ExtraRecord};
-use crate::control::map_hub::MapHub;
+use crate::control::hub::MapHub;
 use crate::control::netmap_context::dns_config_with;
 use crate::tailcfg::SharedJson;
 

@@ -12,7 +12,7 @@
 //! their budget get `429` with `Retry-After` (tailscaled retries a failed poll with
 //! backoff). Lite updates are never refused; the hub coalesces them.
 
-use super::map_hub::{keep_alive_frame, MapHub, Report};
+use super::hub::{keep_alive_frame, MapHub, Report};
 use super::register::MIN_CAPABILITY_VERSION;
 use super::upgrade::Peer;
 use crate::core::event::NodeHostinfo;

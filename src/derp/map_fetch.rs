@@ -13,7 +13,7 @@
 //! `extra_records_path`, the DERP map is not in the log).
 
 use crate::config::Config;
-use crate::control::map_hub::MapHub;
+use crate::control::hub::MapHub;
 use crate::derp::map::{self, DerpMapError, FetchedCache};
 use crate::error_chain::error_chain;
 use crate::tailcfg::derp::DerpMap;

@@ -170,6 +170,20 @@ impl Access {
         }
     }
 
+    /// Every node `viewer` is told about, in topology order: what a tailnet-wide change
+    /// re-examines, instead of every node of the tailnet (O(peers), not O(nodes), per
+    /// session once the viewer's set is known).
+    pub fn visible_to(&self, viewer: NodeId) -> Vec<NodeId> {
+        match self.index.get(viewer) {
+            Some(v) => self
+                .peer_set(v)
+                .ones()
+                .map(|p| NodeId(self.topology.nodes[p].id))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// The viewer's packet filter (the `"base"` chunk).
     pub fn filter(&self, viewer: NodeId) -> SharedJson {
         let Some(i) = self.index.get(viewer) else {

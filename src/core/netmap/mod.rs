@@ -2,7 +2,7 @@
 //! peers, first in full and then as deltas. The inputs are the fact state, the volatile
 //! presence of each node (online, endpoints, disco key, home DERP — never in the log), the
 //! tailnet-wide context (DERP map, DNS, packet filter) and the time; the output is a
-//! `tailcfg::MapResponse`. The shell (`control::map_hub`) decides *when* to compute; this
+//! `tailcfg::MapResponse`. The shell (`control::hub`) decides *when* to compute; this
 //! module decides *what*.
 //!
 //! Cost model: a peer is rendered once per change and its JSON shared by every viewer

@@ -174,8 +174,16 @@ impl SessionView {
         self.revoked = revoked;
 
         let mut candidates: Vec<NodeId> = if everything {
-            let mut all: Vec<NodeId> = state.nodes.keys().copied().collect();
-            all.extend(self.peers.keys().filter(|id| !state.nodes.contains_key(id)));
+            // Everything the viewer may see now or was sent before (a node neither visible
+            // nor sent needs nothing), and itself: at 10,000 nodes, walking every node per
+            // session made a policy edit cost seconds.
+            let mut all: Vec<NodeId> = if revoked {
+                Vec::new()
+            } else {
+                context.access.visible_to(self.viewer)
+            };
+            all.extend(self.peers.keys().copied());
+            all.push(self.viewer);
             all
         } else {
             changed.to_vec()
