@@ -86,6 +86,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         /// Any sequence of inserts and removes leaves the same membership, maxima and first
         /// gaps as a plain set, and the runs stay maximal.
         #[test]

@@ -223,7 +223,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig {
+            cases: 2000,
+            // A failure is reported, not written into the source tree.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// The indexed allocator picks what the scan picked, for used sets clustered at the
         /// start and the end of the prefix, a few addresses past either side included (so

@@ -185,6 +185,11 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         /// The indexed de-duplication names a node exactly as trying every candidate does,
         /// for short and label-filling names, with suffixes taken in runs and with gaps.
         #[test]
