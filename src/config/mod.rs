@@ -462,7 +462,8 @@ pub struct EphemeralConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TuningConfig {
-    /// How long changes are gathered before they are sent (the per-viewer coalescing tick).
+    /// The batching window: changes are sent at most this often (a change after a quiet
+    /// spell goes out at once; later ones within the window wait for its end, together).
     #[serde(with = "duration")]
     pub batch_change_delay: Duration,
     /// Frames queued per map session before it is served coalesced deltas instead.

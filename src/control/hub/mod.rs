@@ -10,11 +10,16 @@
 //! simply grows (bounded by the number of nodes) until the next tick finds room.
 //!
 //! Where it runs: on a thread of its own (`map-hub`, with a single-threaded runtime for its
-//! channels and tick), never on the server's runtime, whose workers stay free for
-//! connections; the per-session CPU work of a tick (delta, JSON, zstd; full maps of new
-//! sessions) is spread over every core (`fanout`). Requests are taken in batches: the state
-//! is caught up and re-rendered once per batch of stream opens, not once per open, so 10,000
-//! nodes opening at once cost a few hundred catch-ups, not 10,000.
+//! channels and timers), never on the server's runtime, whose workers stay free for
+//! connections; the per-session CPU work of a send (delta, JSON, zstd; full maps of new
+//! sessions) is spread over every core (`fanout`).
+//!
+//! When it sends: `tuning.batch_change_delay` bounds how often, not when. A change after a
+//! quiet spell goes out at once; changes within the delay of the last send (or within that
+//! send's own duration, when it took longer) wait for the window's end and go out together.
+//! The engine's newest state is taken in only when sending, and stream opens that need it
+//! wait for that send: 10,000 nodes registering at once cost one access rebuild per send,
+//! not one per open, and under load the batches grow instead of the hub falling behind.
 //!
 //! - `task`: the hub itself (catch-up, rendering, sessions, HA election);
 //! - `fanout`: per-session deltas and full maps, on all cores;
