@@ -121,43 +121,10 @@ const MESH: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"
 
 /// 200 users: everyone reaches their own devices; five groups of ten users reach the
 /// database and web servers (100 `tag:db`, 100 `tag:web` nodes); SSH to one's own devices
-/// (check) and, for the ops group, to the web servers as root.
+/// (check) and, for the ops group, to the web servers as root. The same text `loadgen
+/// --tailnet sparse` sets on a live server.
 fn sparse_policy() -> String {
-    let group = |g: usize| -> String {
-        (g * 10..g * 10 + 10)
-            .map(|u| format!("\"user{u}@bench.example\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        r#"{{
-  "groups": {{
-    "group:dba": [{}],
-    "group:backend": [{}],
-    "group:frontend": [{}],
-    "group:support": [{}],
-    "group:ops": [{}],
-  }},
-  "tagOwners": {{"tag:db": ["group:ops"], "tag:web": ["group:ops"]}},
-  "acls": [
-    {{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}},
-    {{"action": "accept", "src": ["group:dba", "group:backend"], "dst": ["tag:db:5432"]}},
-    {{"action": "accept", "src": ["group:frontend", "group:support"], "dst": ["tag:web:443"]}},
-    {{"action": "accept", "src": ["group:ops"], "dst": ["tag:db:5432,22", "tag:web:443,22"]}},
-    {{"action": "accept", "src": ["tag:web"], "dst": ["tag:db:5432"]}},
-  ],
-  "ssh": [
-    {{"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"],
-      "users": ["autogroup:nonroot", "root"]}},
-    {{"action": "accept", "src": ["group:ops"], "dst": ["tag:web", "tag:db"], "users": ["root"]}},
-  ],
-}}"#,
-        group(0),
-        group(1),
-        group(2),
-        group(3),
-        group(4)
-    )
+    headscale::client::loadgen::tailnet::sparse_policy(200, false)
 }
 
 fn ms(d: Duration) -> String {

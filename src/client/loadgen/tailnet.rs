@@ -96,7 +96,7 @@ impl Tailnet {
     }
 }
 
-/// `benches/policy.rs`'s `sparse_policy()` for `users` users (identical text for 200):
+/// The sparse policy for `users` users (`benches/policy.rs` uses it at 200):
 /// everyone reaches their own devices; five groups of `users / 20` users (at least one,
 /// wrapping around when there are fewer than five) reach the database and web servers; SSH
 /// to one's own devices and, for ops, to the servers as root. `edited` adds ports to the
