@@ -443,13 +443,7 @@ impl Hub {
         self.reelect();
         self.render_dirty();
         let nodes: Vec<(NodeId, bool)> = wanted.iter().map(|(n, c, _)| (*n, *c)).collect();
-        let basis = Basis {
-            state: &self.state,
-            cache: &self.cache,
-            context: &self.context,
-            now: self.options.clock.now(),
-        };
-        let maps = fanout::full_maps(&nodes, &basis, &mut self.encoders);
+        let maps = self.full_maps(&nodes);
         let metrics = crate::metrics::metrics();
         for ((node, compress, reply), opened) in wanted.into_iter().zip(maps) {
             let Some(opened) = opened else {
@@ -491,6 +485,18 @@ impl Hub {
         self.count_sessions();
     }
 
+    /// The full maps of `nodes` (each with the compression it asked for) from the state
+    /// and renderings as they are now, on every core.
+    fn full_maps(&mut self, nodes: &[(NodeId, bool)]) -> Vec<Option<fanout::Opened>> {
+        let basis = Basis {
+            state: &self.state,
+            cache: &self.cache,
+            context: &self.context,
+            now: self.options.clock.now(),
+        };
+        fanout::full_maps(nodes, &basis, &mut self.encoders)
+    }
+
     /// One full map per request; no session is registered.
     fn snapshots(&mut self, snapshots: Vec<SnapshotRequest>) {
         if snapshots.is_empty() {
@@ -498,13 +504,7 @@ impl Hub {
         }
         self.render_dirty();
         let nodes: Vec<(NodeId, bool)> = snapshots.iter().map(|(n, c, _)| (*n, *c)).collect();
-        let basis = Basis {
-            state: &self.state,
-            cache: &self.cache,
-            context: &self.context,
-            now: self.options.clock.now(),
-        };
-        let maps = fanout::full_maps(&nodes, &basis, &mut self.encoders);
+        let maps = self.full_maps(&nodes);
         for ((_, _, reply), opened) in snapshots.into_iter().zip(maps) {
             let _ = reply.send(opened.map(|o| o.frame));
         }
