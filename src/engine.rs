@@ -40,6 +40,9 @@ pub const COMMAND_QUEUE_CAPACITY: usize = 4096;
 pub const MAX_BATCH_COMMANDS: usize = 1024;
 /// While down and idle, how often the writer checks whether the store takes writes again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a batch that lost the race for the next seq to another instance (a shared
+/// log) is decided again after catching up, before its callers are told it failed.
+pub const MAX_APPEND_CONFLICTS: u32 = 16;
 
 /// Supplies the current time; the only clock the engine reads.
 pub trait Clock: Send + 'static {
@@ -72,6 +75,9 @@ pub struct EngineOptions {
     /// After a start from a snapshot, how long to wait before comparing it with a full
     /// replay in the background (start-up and the first clients come first).
     pub snapshot_check_delay: Duration,
+    /// On a shared log: without confirming the head for this long, the instance is stale
+    /// and fails closed (`EngineHandle::is_fresh`).
+    pub max_staleness: Duration,
 }
 
 impl Default for EngineOptions {
@@ -83,6 +89,7 @@ impl Default for EngineOptions {
             recovery_deadline: Duration::from_secs(30),
             command_deadline: Duration::from_secs(10),
             snapshot_check_delay: Duration::from_secs(10),
+            max_staleness: Duration::from_secs(10),
         }
     }
 }
@@ -123,6 +130,8 @@ enum Message {
     /// The start-up snapshot at this seq differs from the log: drop it and every later
     /// snapshot, and re-derive the state from the log alone.
     Rebuild(u64),
+    /// Read what other instances appended to a shared log; answers the seq reached.
+    CatchUp(Option<oneshot::Sender<Result<u64, String>>>),
 }
 
 /// The background comparison of the start-up snapshot with a full replay (audit L11).
@@ -160,9 +169,88 @@ pub struct EngineHandle {
     failed_appends: Arc<AtomicU64>,
     deadline: Duration,
     snapshot_check: Arc<Mutex<SnapshotCheck>>,
+    /// When the writer last confirmed it holds the shared log's head (a read of the head
+    /// or an append that succeeded).
+    last_contact: Arc<Mutex<Instant>>,
+    max_staleness: Duration,
 }
 
 impl EngineHandle {
+    /// Brings the state up to the log's head (what other instances appended to a shared
+    /// log) and answers the seq reached; a store nobody else writes to answers at once. A
+    /// request that depends on a write made elsewhere calls this before it answers
+    /// "unknown".
+    pub async fn catch_up(&self) -> Result<u64, EngineError> {
+        if !self.store.is_shared() {
+            return Ok(self.state().last_seq);
+        }
+        let (reply, answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let timeout = |_| EngineError::Timeout(self.deadline);
+        tokio::time::timeout_at(deadline, self.sender.send(Message::CatchUp(Some(reply))))
+            .await
+            .map_err(timeout)?
+            .map_err(|_| EngineError::Stopped)?;
+        tokio::time::timeout_at(deadline, answer)
+            .await
+            .map_err(timeout)?
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(EngineError::Store)
+    }
+
+    /// Asks the writer to catch up without waiting (a hint that the shared log moved);
+    /// dropped when the writer's queue is full, since it then runs soon anyway.
+    pub fn nudge(&self) {
+        if self.store.is_shared() {
+            let _ = self.sender.try_send(Message::CatchUp(None));
+        }
+    }
+
+    /// False when, on a shared log, the head has not been confirmed for longer than
+    /// `EngineOptions::max_staleness`: the instance may be missing what others wrote, so it
+    /// fails closed (health, map streams).
+    pub fn is_fresh(&self) -> bool {
+        self.staleness() <= self.max_staleness
+    }
+
+    /// Why this instance should not be served from, if it should not: its appends fail, or
+    /// it lost the shared log.
+    pub fn health_problem(&self) -> Option<String> {
+        if !self.is_up() {
+            return Some("event log writes are failing".into());
+        }
+        if !self.is_fresh() {
+            return Some(format!(
+                "cut off from the shared event log for {:.0?} (ha.max_staleness {:?})",
+                self.staleness(),
+                self.max_staleness
+            ));
+        }
+        None
+    }
+
+    /// Resolves when the writer has stopped (every sender of its queue gone or closed).
+    pub async fn stopped(&self) {
+        self.sender.closed().await
+    }
+
+    /// Whether other instances append to the same log (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// How long since the writer last confirmed it holds the shared log's head; zero for a
+    /// log nobody else writes to (its head is always ours).
+    pub fn staleness(&self) -> Duration {
+        if !self.store.is_shared() {
+            return Duration::ZERO;
+        }
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
     /// Where the background check of the start-up snapshot stands.
     pub fn snapshot_check(&self) -> SnapshotCheck {
         *self
@@ -253,6 +341,8 @@ struct Writer {
     failed_appends: Arc<AtomicU64>,
     /// Set while a background snapshot is being written; no second one starts meanwhile.
     snapshot_running: Arc<AtomicBool>,
+    /// See `EngineHandle::staleness`.
+    last_contact: Arc<Mutex<Instant>>,
 }
 
 /// Opens the store, rebuilds the state (snapshot + tail) and starts the writer thread.
@@ -283,8 +373,10 @@ pub fn start(
     let last_checkpoint_seq = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
     let up = Arc::new(AtomicBool::new(true));
     let failed_appends = Arc::new(AtomicU64::new(0));
+    let last_contact = Arc::new(Mutex::new(Instant::now()));
     crate::metrics::metrics().engine_up.set(1);
     let deadline = options.command_deadline;
+    let max_staleness = options.max_staleness;
     let check_delay = options.snapshot_check_delay;
     let writer = Writer {
         store: store.clone(),
@@ -300,6 +392,7 @@ pub fn start(
         up: up.clone(),
         failed_appends: failed_appends.clone(),
         snapshot_running: Arc::new(AtomicBool::new(false)),
+        last_contact: last_contact.clone(),
     };
     std::thread::Builder::new()
         .name("engine-writer".into())
@@ -330,12 +423,27 @@ pub fn start(
         failed_appends,
         deadline,
         snapshot_check,
+        last_contact,
+        max_staleness,
     })
 }
 
-struct Pending {
-    reply: Reply,
-    outcome: Result<std::ops::Range<usize>, EngineError>,
+/// One decision of a batch: the state after it, its events and records, and per command
+/// (in order; `None` for one whose caller gave up) the range of its events or why not.
+struct Attempt {
+    working: State,
+    envelopes: Vec<Envelope>,
+    records: Vec<StoredRecord>,
+    prev_hash: Digest,
+    outcomes: Vec<Option<Result<std::ops::Range<usize>, EngineError>>>,
+}
+
+impl Attempt {
+    fn any_rejected(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Some(Err(EngineError::Rejected(_)))))
+    }
 }
 
 impl Writer {
@@ -350,7 +458,7 @@ impl Writer {
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             if Instant::now() >= next_probe {
-                match self.store.probe() {
+                match self.store.probe().and_then(|()| self.resync()) {
                     Ok(()) => self.set_up(true),
                     Err(error) => tracing::debug!(%error, "store still not writable"),
                 }
@@ -363,6 +471,7 @@ impl Writer {
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
+        let mut catch_ups = Vec::new();
         while let Some(first) = self.next_message(&mut receiver) {
             let mut batch = Vec::new();
             let mut shutdown = None;
@@ -377,6 +486,7 @@ impl Writer {
                     self.rebuild_from_log(seq);
                     continue;
                 }
+                Message::CatchUp(reply) => catch_ups.push(reply),
             }
             let mut rebuild = None;
             while shutdown.is_none() && batch.len() < MAX_BATCH_COMMANDS {
@@ -388,7 +498,15 @@ impl Writer {
                     }) => batch.push((command, actor, reply)),
                     Ok(Message::Shutdown(done)) => shutdown = Some(done),
                     Ok(Message::Rebuild(seq)) => rebuild = Some(seq),
+                    Ok(Message::CatchUp(reply)) => catch_ups.push(reply),
                     Err(_) => break,
+                }
+            }
+            if !catch_ups.is_empty() {
+                // Before deciding: a batch decided at the newest head rarely conflicts.
+                let reached = self.catch_up().map_err(|e| e.to_string());
+                for reply in catch_ups.drain(..).flatten() {
+                    let _ = reply.send(reached.clone());
                 }
             }
             if !batch.is_empty() {
@@ -414,16 +532,19 @@ impl Writer {
         self.write_checkpoint();
     }
 
-    fn commit(&mut self, batch: Vec<(Box<Command>, Actor, Reply)>) {
+    /// Decides every command of `batch` (skipping those whose caller gave up) against the
+    /// current state, in order, into one group of records.
+    fn decide_batch(&self, batch: &[(Box<Command>, Actor, Reply)]) -> Attempt {
         let now = self.clock.now().max(self.state.last_at);
         let mut working = (*self.state).clone();
         let mut envelopes: Vec<Envelope> = Vec::new();
         let mut records: Vec<StoredRecord> = Vec::new();
         let mut prev_hash = self.head_hash;
-        let mut pending = Vec::with_capacity(batch.len());
+        let mut outcomes = Vec::with_capacity(batch.len());
         for (command, actor, reply) in batch {
             if reply.is_closed() {
                 // The caller gave up (deadline or cancelled): never acknowledged, not run.
+                outcomes.push(None);
                 continue;
             }
             let outcome = match decide(&working, command.as_ref(), now) {
@@ -466,23 +587,80 @@ impl Writer {
                 }
                 Err(rejection) => Err(EngineError::Rejected(rejection)),
             };
-            pending.push(Pending { reply, outcome });
+            outcomes.push(Some(outcome));
         }
-        if records.is_empty() {
-            for p in pending {
-                let _ = p.reply.send(p.outcome.map(|_| Vec::new()));
-            }
-            return;
+        Attempt {
+            working,
+            envelopes,
+            records,
+            prev_hash,
+            outcomes,
         }
-        let flush_started = Instant::now();
-        let appended = self.store.append(&records);
+    }
+
+    /// Decides, appends, applies, publishes and answers one batch. On a shared log, a batch
+    /// that lost the race for the next seq is decided again at the new head (after reading
+    /// what the winner wrote), up to `MAX_APPEND_CONFLICTS` times: the decision is always
+    /// made against the exact head it commits on, so no address or key is handed out twice.
+    fn commit(&mut self, batch: Vec<(Box<Command>, Actor, Reply)>) {
+        let mut conflicts = 0;
+        let mut refreshed = false;
         let metrics = crate::metrics::metrics();
-        metrics
-            .flush_seconds
-            .observe(flush_started.elapsed().as_secs_f64());
+        let (attempt, appended) = loop {
+            if self.store.is_shared() && self.behind_store() {
+                if let Err(error) = self.catch_up() {
+                    tracing::warn!(%error, "cannot read the shared log's head before deciding");
+                }
+            }
+            let attempt = self.decide_batch(&batch);
+            if self.store.is_shared() && !refreshed && attempt.any_rejected() {
+                // A refusal may rest on a write made on another instance a moment ago (an
+                // auth key, a user): decide again if the log's head moved.
+                refreshed = true;
+                let before = self.state.last_seq;
+                if self.catch_up().is_ok() && self.state.last_seq != before {
+                    continue;
+                }
+            }
+            if attempt.records.is_empty() {
+                for ((_, _, reply), outcome) in batch.into_iter().zip(attempt.outcomes) {
+                    if let Some(outcome) = outcome {
+                        let _ = reply.send(outcome.map(|_| Vec::new()));
+                    }
+                }
+                return;
+            }
+            let flush_started = Instant::now();
+            let appended = self.store.append(&attempt.records);
+            metrics
+                .flush_seconds
+                .observe(flush_started.elapsed().as_secs_f64());
+            match appended {
+                Err(StoreError::Conflict { head }) if conflicts < MAX_APPEND_CONFLICTS => {
+                    conflicts += 1;
+                    metrics.append_conflicts.inc();
+                    tracing::debug!(head, conflicts, "another instance appended first; retrying");
+                    if let Err(error) = self.catch_up() {
+                        break (attempt, Err(error));
+                    }
+                    // Spreads out writers that keep colliding (bounded: a few ms).
+                    let jitter = rand::random::<u64>() % (u64::from(conflicts) * 2 + 1);
+                    std::thread::sleep(Duration::from_millis(jitter));
+                }
+                appended => break (attempt, appended),
+            }
+        };
+        let Attempt {
+            working,
+            envelopes,
+            prev_hash,
+            outcomes,
+            ..
+        } = attempt;
         match appended {
             Ok(()) => {
                 self.set_up(true);
+                self.touch();
                 for envelope in &envelopes {
                     metrics.event(envelope.event.kind());
                     if let crate::core::Event::NodeRegistered(registration) = &envelope.event {
@@ -499,26 +677,110 @@ impl Writer {
                 }
                 self.head_hash = prev_hash;
                 self.state = Arc::new(working);
-                let batch = Arc::new(envelopes);
+                let batch_envelopes = Arc::new(envelopes);
                 self.publisher.send_replace(Published {
                     state: self.state.clone(),
-                    batch: batch.clone(),
+                    batch: batch_envelopes.clone(),
                 });
-                for p in pending {
-                    let _ = p.reply.send(p.outcome.map(|range| batch[range].to_vec()));
+                for ((_, _, reply), outcome) in batch.into_iter().zip(outcomes) {
+                    if let Some(outcome) = outcome {
+                        let _ = reply.send(outcome.map(|range| batch_envelopes[range].to_vec()));
+                    }
                 }
                 self.after_commit();
             }
             Err(error) => {
+                let conflict = matches!(error, StoreError::Conflict { .. });
                 tracing::error!(%error, "append failed; nothing in this batch is acknowledged");
+                for ((_, _, reply), outcome) in batch.into_iter().zip(outcomes) {
+                    if outcome.is_some() {
+                        let _ = reply.send(Err(EngineError::Store(error.to_string())));
+                    }
+                }
+                if conflict {
+                    // Nothing was written and the store is sound: only busy.
+                    return;
+                }
                 self.failed_appends.fetch_add(1, Ordering::SeqCst);
                 self.set_up(false);
-                for p in pending {
-                    let _ = p.reply.send(Err(EngineError::Store(error.to_string())));
-                }
                 self.recover();
             }
         }
+    }
+
+    /// Whether the store's head (as it last knew it) is past the state's.
+    fn behind_store(&self) -> bool {
+        let head = self.store.head();
+        head.seq != self.state.last_seq || head.hash != self.head_hash
+    }
+
+    /// Notes that the writer holds the shared log's head as of now.
+    fn touch(&self) {
+        *self.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Reads the log's head and applies what other instances appended since ours, published
+    /// as one batch. If the log does not continue our state (it was cut or rewritten behind
+    /// us), the state is re-derived from it. Returns the seq reached.
+    fn catch_up(&mut self) -> Result<u64, StoreError> {
+        let head = self.store.refresh_head()?;
+        self.touch();
+        let ours = self.state.last_seq;
+        if head.seq == ours && head.hash == self.head_hash {
+            return Ok(ours);
+        }
+        if head.seq < ours {
+            return self.reload();
+        }
+        let mut working = (*self.state).clone();
+        let mut prev_hash = self.head_hash;
+        let mut envelopes = Vec::with_capacity((head.seq - ours) as usize);
+        let store = self.store.clone();
+        for (expected, record) in (ours + 1..).zip(store.read_range(ours + 1, head.seq)) {
+            let record = record?;
+            if expected == ours + 1 && record.prev_hash != prev_hash {
+                tracing::warn!(seq = expected, "the shared log does not continue our state");
+                return self.reload();
+            }
+            let envelope = crate::store::replay::check_link(&record, expected, &prev_hash)?;
+            working.apply(&envelope);
+            prev_hash = record.hash();
+            envelopes.push(envelope);
+        }
+        if working.last_seq != head.seq || prev_hash != head.hash {
+            return Err(StoreError::ChainBroken {
+                seq: working.last_seq + 1,
+                reason: format!(
+                    "reading up to the head ({}) stopped at {}",
+                    head.seq, working.last_seq
+                ),
+            });
+        }
+        crate::metrics::metrics()
+            .events_tailed
+            .inc_by(envelopes.len() as u64);
+        self.head_hash = prev_hash;
+        self.state = Arc::new(working);
+        self.publisher.send_replace(Published {
+            state: self.state.clone(),
+            batch: Arc::new(envelopes),
+        });
+        self.after_commit();
+        Ok(self.state.last_seq)
+    }
+
+    /// Re-derives the state from the store (snapshot and replay) and publishes it.
+    fn reload(&mut self) -> Result<u64, StoreError> {
+        let trusted = self.signing_key.verifying_key();
+        let state = load_state_with(self.store.as_ref(), None, Some(&trusted))?.state;
+        self.head_hash = self.store.head().hash;
+        self.state = Arc::new(state);
+        self.publisher.send_replace(Published {
+            state: self.state.clone(),
+            batch: Arc::new(Vec::new()),
+        });
+        tracing::warn!(seq = self.state.last_seq, "state replayed from the store");
+        Ok(self.state.last_seq)
     }
 
     fn set_up(&self, up: bool) {
@@ -560,22 +822,17 @@ impl Writer {
         }
     }
 
-    /// Makes the in-memory state match the store's head, replaying only if they differ.
+    /// Makes the in-memory state match the store's head, replaying only if they differ (on
+    /// a shared log, reading on from ours when the log still continues it).
     fn resync(&mut self) -> Result<(), StoreError> {
+        if self.store.is_shared() {
+            return self.catch_up().map(|_| ());
+        }
         let head = self.store.head();
         if head.seq == self.state.last_seq && head.hash == self.head_hash {
             return Ok(());
         }
-        let trusted = self.signing_key.verifying_key();
-        let state = load_state_with(self.store.as_ref(), None, Some(&trusted))?.state;
-        self.head_hash = self.store.head().hash;
-        self.state = Arc::new(state);
-        self.publisher.send_replace(Published {
-            state: self.state.clone(),
-            batch: Arc::new(Vec::new()),
-        });
-        tracing::warn!(seq = self.state.last_seq, "state replayed from the store");
-        Ok(())
+        self.reload().map(|_| ())
     }
 
     /// The start-up snapshot at `seq` differs from the log (audit L11): waits for a

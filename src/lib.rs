@@ -14,6 +14,7 @@ pub mod derp;
 pub mod engine;
 pub mod error_chain;
 pub mod grpc;
+pub mod ha;
 pub mod import;
 pub mod keyfile;
 pub mod listener;

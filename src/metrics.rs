@@ -60,6 +60,11 @@ pub struct Metrics {
     /// Start-up snapshots that differed from a full replay of the log (audit L11): each
     /// one is evidence of tampering by someone holding the signing key, or a bug.
     pub snapshot_mismatches: Counter,
+    /// Appends that lost a race to another instance on a shared log (then caught up,
+    /// decided again and retried).
+    pub append_conflicts: Counter,
+    /// Events read from a shared log that other instances appended.
+    pub events_tailed: Counter,
     /// ACME orders (first or renewal) that failed; the certificate in force stays (acme/).
     pub acme_order_failures: Counter,
     /// When the ACME certificate in force expires (Unix seconds); 0 before the first one.
@@ -83,6 +88,18 @@ impl Metrics {
         let derp_bytes = Family::default();
         let engine_up = Gauge::default();
         let snapshot_mismatches = Counter::default();
+        let append_conflicts = Counter::default();
+        registry.register(
+            "append_conflicts",
+            "Appends that lost a race to another instance on the shared log (then retried)",
+            append_conflicts.clone(),
+        );
+        let events_tailed = Counter::default();
+        registry.register(
+            "events_tailed",
+            "Events read from the shared log that other instances appended",
+            events_tailed.clone(),
+        );
         registry.register(
             "snapshot_mismatches",
             "Start-up snapshots that differed from a full replay of the log (then discarded)",
@@ -169,6 +186,8 @@ impl Metrics {
             derp_bytes,
             engine_up,
             snapshot_mismatches,
+            append_conflicts,
+            events_tailed,
             acme_order_failures,
             acme_certificate_expiry,
         }

@@ -129,6 +129,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
         snapshot_every_events: sled.snapshot_every_events.max(1),
         snapshot_every: sled.snapshot_interval,
         checkpoint_every_events: sled.checkpoint_every_events.max(1),
+        max_staleness: config.ha.max_staleness,
         ..EngineOptions::default()
     }
 }
@@ -420,18 +421,21 @@ fn public_router(
             get({
                 let backend = health_backend;
                 move || async move {
-                    // `fail` (503) while the engine cannot write its log (H1, L6).
-                    let up = match &backend {
-                        api::Backend::Live(engine) => engine.is_up(),
-                        api::Backend::ReadOnly(_) => true,
+                    // `fail` (503) while the engine cannot write its log (H1, L6), or
+                    // has lost the shared log (several instances: clients move on).
+                    let problem = match &backend {
+                        api::Backend::Live(engine) => engine.health_problem(),
+                        api::Backend::ReadOnly(_) => None,
                     };
-                    let (status, body) = if up {
-                        (axum::http::StatusCode::OK, serde_json::json!({"status": "pass"}))
-                    } else {
-                        (
+                    let (status, body) = match problem {
+                        None => (
+                            axum::http::StatusCode::OK,
+                            serde_json::json!({"status": "pass"}),
+                        ),
+                        Some(problem) => (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            serde_json::json!({"status": "fail", "output": "event log writes are failing"}),
-                        )
+                            serde_json::json!({"status": "fail", "output": problem}),
+                        ),
                     };
                     (
                         status,
@@ -533,6 +537,11 @@ pub async fn run(
     // The OpenID provider, when configured: unreachable stops the start here (by default).
     let oidc_provider = crate::oidc::connect(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
+    if engine.is_shared() {
+        // Several instances on one PostgreSQL log: follow what the others append.
+        let pool = crate::ha::pool::SharedPool::new(&config.database.postgres)?;
+        crate::ha::tail::spawn(engine.clone(), &pool, config.ha.poll_interval);
+    }
     let machine = start_map_hub(
         &config,
         &engine,

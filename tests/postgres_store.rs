@@ -49,12 +49,11 @@ fn postgres_passes_the_conformance_scenario_and_a_second_writer_cannot_fork_the_
     let theirs = records(head.seq + 1, 1, head.hash);
     a.append(&mine).unwrap();
     let refused = b.append(&theirs).unwrap_err();
-    assert!(
-        matches!(refused, StoreError::OutOfOrder { .. }),
-        "{refused}"
-    );
-    // After recovery the loser sees the winner's head, and the log is one chain.
-    b.recover().unwrap();
+    assert!(matches!(refused, StoreError::Conflict { .. }), "{refused}");
+    // The loser reads the winner's head (as an instance catching up would), and the log
+    // is one chain.
+    assert!(b.is_shared());
+    assert_eq!(b.refresh_head().unwrap(), a.head());
     assert_eq!(b.head(), a.head());
     let log: Vec<_> = b.read_range(1, u64::MAX).map(Result::unwrap).collect();
     assert_eq!(log.len() as u64, a.head().seq);
@@ -135,7 +134,7 @@ fn while_postgres_is_down_appends_fail_and_probes_fail_until_it_returns() {
 }
 
 #[test]
-fn an_append_that_commits_after_its_caller_gave_up_is_removed_by_recovery() {
+fn an_append_that_commits_after_its_caller_gave_up_stays_and_recovery_takes_its_head() {
     let cluster = PgCluster::start();
     let store =
         PostgresStore::open_with_write_timeout(&cluster.config(), Duration::from_secs(1)).unwrap();
@@ -181,15 +180,19 @@ fn an_append_that_commits_after_its_caller_gave_up_is_removed_by_recovery() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Never acknowledged, so recovery takes it out again.
+    // It committed, so it stays (another instance may have read it already): recovery
+    // takes the database's head, and the next append follows it.
     store.recover().unwrap();
-    assert_eq!(store.head().seq, 5);
-    assert_eq!(count(), 5);
+    assert_eq!(store.head().seq, 8);
+    assert_eq!(store.head().hash, next[2].hash());
+    assert_eq!(count(), 8);
     store.probe().unwrap();
-    store.append(&next).unwrap();
+    let after = records(9, 2, next[2].hash());
+    store.append(&after).unwrap();
     let log: Vec<_> = store.read_range(1, u64::MAX).map(Result::unwrap).collect();
     assert_eq!(log[..5], first[..]);
-    assert_eq!(log[5..], next[..]);
+    assert_eq!(log[5..8], next[..]);
+    assert_eq!(log[8..], after[..]);
 }
 
 #[test]

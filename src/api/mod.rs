@@ -316,7 +316,7 @@ async fn health(AxumState(ctx): AxumState<ApiContext>) -> Response {
 /// fail is not connected to its database (503, same shape).
 pub(crate) fn database_connectivity(ctx: &ApiContext) -> bool {
     let writable = match &ctx.backend {
-        Backend::Live(engine) => engine.is_up(),
+        Backend::Live(engine) => engine.health_problem().is_none(),
         Backend::ReadOnly(_) => true,
     };
     writable && ctx.state_at(None).is_ok()

@@ -96,6 +96,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logins through an OpenID Connect provider (headscale's `oidc:` section).
     pub oidc: OidcConfig,
+    /// Several instances on one PostgreSQL log (`database.type: postgres`; ours, not
+    /// headscale's): how each names itself and how fast it notices the others.
+    pub ha: HaConfig,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
@@ -457,6 +460,43 @@ pub struct EphemeralConfig {
     pub inactivity_timeout: Duration,
 }
 
+/// Several instances on one PostgreSQL event log (`src/ha/`). Only read with
+/// `database.type: postgres`; one instance needs none of it changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HaConfig {
+    /// This instance's name in the shared presence table and in logs; empty = the host
+    /// name and the process id. Must differ between instances.
+    pub instance_name: String,
+    /// How often the instance reads the log's head when no notification woke it (the
+    /// safety net behind LISTEN/NOTIFY, which can lose hints).
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// How often the instance renews its row in the shared presence table.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// An instance not heard from this long is dead: its nodes go offline (unless they
+    /// reconnected elsewhere).
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
+    /// Cut off from PostgreSQL this long, the instance fails closed: `/health` says so, its
+    /// map streams end and new ones are refused, so clients move to a healthy instance.
+    #[serde(with = "duration")]
+    pub max_staleness: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            instance_name: String::new(),
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(2),
+            presence_ttl: Duration::from_secs(10),
+            max_staleness: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Timers and queue sizes of the map streams. headscale's names where it has them; every
 /// timer is configurable so tests can run in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -633,6 +673,7 @@ impl Default for Config {
             tuning: TuningConfig::default(),
             api: ApiConfig::default(),
             oidc: OidcConfig::default(),
+            ha: HaConfig::default(),
             source_path: None,
         }
     }

@@ -360,6 +360,10 @@ impl Config {
                 self.database.sled.snapshot_interval,
             ),
             ("cli.timeout", self.cli.timeout),
+            ("ha.poll_interval", self.ha.poll_interval),
+            ("ha.heartbeat_interval", self.ha.heartbeat_interval),
+            ("ha.presence_ttl", self.ha.presence_ttl),
+            ("ha.max_staleness", self.ha.max_staleness),
         ];
         if self.derp.auto_update_enabled {
             timers.push(("derp.update_frequency", self.derp.update_frequency));

@@ -119,7 +119,25 @@ pub async fn map(
     let Ok(node_key) = NodeKey::parse(&request.node_key, false) else {
         return status(StatusCode::BAD_REQUEST, "invalid NodeKey");
     };
-    let state = context.engine.state();
+    if !context.engine.is_fresh() {
+        // Several instances: this one lost the shared log, so its maps may be stale.
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server lost its event log; try again (another instance)",
+        );
+    }
+    let mut state = context.engine.state();
+    let known = |state: &crate::core::State| {
+        state
+            .node_by_node_key(&node_key)
+            .is_some_and(|n| n.machine_key == peer.machine_key)
+    };
+    if !known(&state) && context.engine.is_shared() {
+        // Registered a moment ago on another instance: read the shared log first.
+        if context.engine.catch_up().await.is_ok() {
+            state = context.engine.state();
+        }
+    }
     let Some(node) = state
         .node_by_node_key(&node_key)
         .filter(|n| n.machine_key == peer.machine_key)

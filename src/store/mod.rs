@@ -34,6 +34,10 @@ pub enum StoreError {
     OutOfOrder { head: u64, got: u64 },
     #[error("the store at {path} is locked by another process (is `headscale serve` running?)")]
     Locked { path: String },
+    /// Another instance appended first (a shared log): nothing was written; catch up
+    /// (`EventStore::refresh_head`, then read), decide again and retry.
+    #[error("another instance appended first (the log's head moved past {head})")]
+    Conflict { head: u64 },
 }
 
 /// The last record of the log.
@@ -61,6 +65,19 @@ pub trait EventStore: Send + Sync {
     /// a failure). Ok by default.
     fn probe(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Whether other processes append to this log too (several instances on PostgreSQL):
+    /// the engine then tails it and retries appends that lose a race.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Reads the head from the log itself (another instance may have appended) and makes it
+    /// the one `append` continues from and `read_range` reads up to. A store nobody else
+    /// writes to just says `head()`.
+    fn refresh_head(&self) -> Result<Head, StoreError> {
+        Ok(self.head())
     }
 
     /// One record, parsed and checked against its payload hash.

@@ -16,11 +16,16 @@
 //! fails rather than forks the chain. Its outcome is certain when the server answered (Ok, or
 //! an error: nothing written). When the connection broke or the call timed out instead, the
 //! batch may or may not have committed: it is remembered as *unsure* and settled before
-//! anything else is written — the old session is terminated first so it cannot commit later,
-//! then rows equal to the unsure batch are deleted, since nothing of it was acknowledged. So
-//! the acknowledged head is always what the database will hold, and `recover` succeeds even
-//! while PostgreSQL is down: appends then fail (never acknowledged), `probe` fails, health is
-//! red, and the first successful probe or append after PostgreSQL returns brings it back.
+//! anything else is written — the old session is terminated first so it cannot commit
+//! later, then the head is read again. A batch that did commit stays (another instance may
+//! already have read it; it was decided at the head it follows) and the engine catches up
+//! to it, its callers having been told the outcome was unknown. `recover` succeeds even
+//! while PostgreSQL is down: appends then fail (never acknowledged), `probe` fails, health
+//! is red, and the first successful probe or append after PostgreSQL returns brings it back.
+//!
+//! Several instances append to one log (`src/ha/`): an append that finds the head moved
+//! fails with `StoreError::Conflict` (nothing written), and `refresh_head` takes the
+//! database's head as ours so the engine can read what the others wrote and retry.
 
 use super::postgres::connect::{self, Target};
 use super::postgres::{error_text, schema};
@@ -78,7 +83,7 @@ struct Shared {
     head: RwLock<Head>,
     unsure: Mutex<Option<Unsure>>,
     write_timeout: Duration,
-    /// Serialises appends, recovery and probes (the engine's writer is the only appender).
+    /// Serialises this process's appends, recovery, probes and head reads.
     appending: tokio::sync::Mutex<()>,
 }
 
@@ -316,24 +321,21 @@ impl Shared {
         let expected = to_i64(head.seq)?;
         let sent = tokio::time::timeout(
             self.write_timeout,
-            client.execute(&statement, &[&seqs, &bytes, &expected]),
+            client.query_one(&statement, &[&seqs, &bytes, &expected]),
         )
         .await;
-        let out_of_order = || StoreError::OutOfOrder {
-            head: head.seq,
-            got: last.seq + 1 - records.len() as u64,
-        };
+        let conflict = || StoreError::Conflict { head: head.seq };
         match sent {
-            Ok(Ok(n)) if n == records.len() as u64 => {
+            Ok(Ok(row)) if row.get::<_, i64>(0) == records.len() as i64 => {
                 self.set_head(last);
                 Ok(())
             }
-            // The database's head was not ours: nothing written.
-            Ok(Ok(_)) => Err(out_of_order()),
+            // The database's head was not ours (another instance appended): nothing written.
+            Ok(Ok(_)) => Err(conflict()),
             // The server answered with an error: the statement did not commit.
             Ok(Err(error)) if error.as_db_error().is_some() => {
                 if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                    return Err(out_of_order());
+                    return Err(conflict());
                 }
                 Err(io("append", &error))
             }
@@ -348,6 +350,26 @@ impl Shared {
                         self.write_timeout
                     )),
                 })
+            }
+        }
+    }
+
+    /// The database's head becomes ours (other instances append too).
+    async fn refresh_head(&self) -> Result<Head, StoreError> {
+        let _appending = self.appending.lock().await;
+        let reread = async {
+            self.settle_unsure().await?;
+            let (client, _) = self.session(&self.writer).await?;
+            read_head(&client).await
+        };
+        match within(self.write_timeout, "reading the head", reread).await {
+            Ok(head) => {
+                self.set_head(head);
+                Ok(head)
+            }
+            Err(error) => {
+                self.drop_session(&self.writer);
+                Err(error)
             }
         }
     }
@@ -417,12 +439,8 @@ impl Shared {
             read_head(&client).await
         };
         match within(self.write_timeout, "probe", checked).await {
-            Ok(head) if head == self.head() => Ok(()),
-            Ok(head) => Err(StoreError::Io(format!(
-                "the PostgreSQL log's head is {} but {} was acknowledged (another writer?)",
-                head.seq,
-                self.head().seq
-            ))),
+            // A head past ours is another instance's work: the engine catches up to it.
+            Ok(_) => Ok(()),
             Err(error) => {
                 self.drop_session(&self.writer);
                 Err(error)
@@ -498,27 +516,21 @@ async fn settle(client: &Client, unsure: &Unsure) -> Result<(), StoreError> {
         )
         .await
         .map_err(|e| io("recovery", &e))?;
-    let ours = rows.len() == unsure.records.len()
+    let ours = !rows.is_empty()
+        && rows.len() == unsure.records.len()
         && rows.iter().zip(&unsure.records).all(|(row, (seq, bytes))| {
             row.get::<_, i64>(0) == *seq && row.get::<_, &[u8]>(1) == bytes.as_slice()
         });
-    if rows.is_empty() || !ours {
-        // Not committed, or written by someone else: the database's head decides.
-        return Ok(());
+    if ours {
+        // It committed. It stays: it was decided at the head it follows, and another
+        // instance may already have read it. The engine catches up to it; its callers
+        // were told the outcome was unknown.
+        tracing::warn!(
+            first,
+            last,
+            "the append whose outcome was unknown had reached PostgreSQL; it stays in the log"
+        );
     }
-    client
-        .execute(
-            "DELETE FROM headscale_rs.events WHERE seq >= $1 AND seq <= $2 \
-             AND NOT EXISTS (SELECT 1 FROM headscale_rs.events WHERE seq > $2)",
-            &[first, last],
-        )
-        .await
-        .map_err(|e| io("recovery", &e))?;
-    tracing::warn!(
-        first,
-        last,
-        "the unacknowledged batch had reached PostgreSQL; removed it"
-    );
     Ok(())
 }
 
@@ -564,6 +576,14 @@ impl EventStore for PostgresStore {
 
     fn recover(&self) -> Result<(), StoreError> {
         self.run(|shared| async move { shared.recover().await })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn refresh_head(&self) -> Result<Head, StoreError> {
+        self.run(|shared| async move { shared.refresh_head().await })
     }
 
     fn probe(&self) -> Result<(), StoreError> {

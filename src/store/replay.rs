@@ -123,7 +123,7 @@ fn trusted_snapshot(
 }
 
 /// Checks that `record` is the one expected next in the chain and decodes it.
-fn check_link(
+pub fn check_link(
     record: &super::StoredRecord,
     expected: u64,
     prev_hash: &Digest,

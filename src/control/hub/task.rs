@@ -426,8 +426,9 @@ impl Hub {
             return;
         }
         let mut wanted = Vec::with_capacity(opens.len());
+        let fresh = self.engine.is_fresh();
         for (node, report, compress, reply) in opens {
-            if !self.state.nodes.contains_key(&node) {
+            if !fresh || !self.state.nodes.contains_key(&node) {
                 let _ = reply.send(None);
                 continue;
             }
@@ -548,6 +549,7 @@ impl Hub {
     /// `send_when_due`.
     fn run_timers(&mut self) {
         self.catch_up();
+        self.fail_closed_if_stale();
         let now = self.options.clock.now();
         let sessions = &self.sessions;
         let due = self
@@ -674,6 +676,27 @@ impl Hub {
             let mine = routes::primary_routes_of(&self.primaries, node);
             self.update_presence(node, |p| p.primary_routes = mine);
         }
+    }
+
+    /// Cut off from the shared log (several instances): the maps we would send may be
+    /// missing what other instances wrote, so every stream ends (its client reconnects,
+    /// through the load balancer, to a healthy instance) and `open` refuses new ones until
+    /// the log is back.
+    fn fail_closed_if_stale(&mut self) {
+        if self.sessions.is_empty() || self.engine.is_fresh() {
+            return;
+        }
+        tracing::warn!(
+            sessions = self.sessions.len(),
+            staleness = ?self.engine.staleness(),
+            "cut off from the shared event log: ending every map stream so clients move to a healthy instance"
+        );
+        let now = Instant::now();
+        for (node, _) in std::mem::take(&mut self.sessions) {
+            self.timers.disconnected(node, now);
+            self.track_timers(node);
+        }
+        self.count_sessions();
     }
 
     /// Brings the node's timers in line with the state (`Timers::track`).

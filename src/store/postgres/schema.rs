@@ -39,11 +39,24 @@ CREATE TABLE IF NOT EXISTS headscale_rs.checkpoints (
 ";
 
 /// Appends a batch in one statement (one round trip, one transaction): only while the log's
-/// head is still `$3`, re-read by the database, never trusted from our cache alone.
+/// head is still `$3`, re-read by the database, never trusted from our cache alone. Two
+/// instances racing for the same seq: the second blocks on the primary key and fails with a
+/// unique violation once the first commits (or inserts nothing when it already sees the new
+/// head), so seqs commit in order, without gaps. Answers the rows inserted; when there are
+/// any, it also NOTIFYs `ha::EVENTS_CHANNEL` with the new head, delivered only at commit: a
+/// hint for the other instances' tails.
 pub const APPEND: &str = "
-INSERT INTO headscale_rs.events (seq, record)
-SELECT s, r FROM unnest($1::bigint[], $2::bytea[]) AS t(s, r)
-WHERE (SELECT coalesce(max(seq), 0) FROM headscale_rs.events) = $3";
+WITH inserted AS (
+    INSERT INTO headscale_rs.events (seq, record)
+    SELECT s, r FROM unnest($1::bigint[], $2::bytea[]) AS t(s, r)
+    WHERE (SELECT coalesce(max(seq), 0) FROM headscale_rs.events) = $3
+    RETURNING seq
+), counted AS (
+    SELECT count(*) AS n, max(seq) AS last FROM inserted
+)
+SELECT counted.n FROM counted LEFT JOIN LATERAL (
+    SELECT pg_notify('headscale_rs_events', counted.last::text) WHERE counted.n > 0
+) AS hint ON true";
 
 pub const LAST: &str = "SELECT seq, record FROM headscale_rs.events ORDER BY seq DESC LIMIT 1";
 

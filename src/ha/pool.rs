@@ -1,0 +1,184 @@
+//! Connections for the shared tables: a small pool (`deadpool-postgres`) for the many
+//! short statements requests make (presence, logins in flight), and a dedicated connection
+//! per LISTEN, since a pooled one would hand its notifications to whoever borrows it next.
+//! Both reuse `store::postgres::connect`'s reading of the config (unix sockets, TLS through
+//! rustls, the password file).
+
+use crate::config::PostgresConfig;
+use crate::store::postgres::connect::{self, Target, Tls};
+use crate::store::postgres::error_text;
+use crate::store::StoreError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Connections the pool keeps at most: the shared tables see a few statements per second
+/// per instance, so a handful is plenty and bounds what one instance takes of
+/// PostgreSQL's `max_connections`.
+pub const POOL_SIZE: usize = 4;
+/// Longest wait for a pooled connection (or a new one).
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Notifications queued for the consumer at most; beyond that they are dropped, which is
+/// harmless: a notification is a hint and the consumer reads the truth anyway.
+const HINT_QUEUE: usize = 64;
+
+/// A pool for the shared, volatile tables.
+#[derive(Clone)]
+pub struct SharedPool {
+    pool: Pool,
+    target: Target,
+}
+
+impl SharedPool {
+    /// Reads the config (one-line errors naming the key); connects lazily.
+    pub fn new(config: &PostgresConfig) -> Result<SharedPool, StoreError> {
+        let target = connect::target(config)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &target.tls {
+            Tls::None => {
+                Manager::from_config(target.config.clone(), tokio_postgres::NoTls, manager_config)
+            }
+            Tls::Rustls(tls) => {
+                Manager::from_config(target.config.clone(), tls.clone(), manager_config)
+            }
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CHECKOUT_TIMEOUT))
+            .create_timeout(Some(connect::CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CHECKOUT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Io(format!("PostgreSQL pool: {e}")))?;
+        Ok(SharedPool { pool, target })
+    }
+
+    /// A connection from the pool (returned to it when dropped).
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Io(format!(
+                "PostgreSQL {}: no connection: {e}",
+                self.target.describe
+            ))
+        })
+    }
+
+    /// Where the pool connects, for messages.
+    pub fn describe(&self) -> &str {
+        &self.target.describe
+    }
+
+    /// Starts listening on `channels` over a connection of its own (see `listen`).
+    pub fn listen(&self, channels: &[&str]) -> mpsc::Receiver<Hint> {
+        listen(self.target.clone(), channels)
+    }
+}
+
+/// What a LISTEN connection tells its consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// A NOTIFY on `channel` with `payload`.
+    Notified { channel: String, payload: String },
+    /// The connection is (re)established and listening: whatever was sent while it was down
+    /// is lost, so the consumer must read the truth now.
+    Listening,
+    /// The connection broke; it is retried. Until `Listening`, no hints arrive.
+    Lost(String),
+}
+
+/// Listens on `channels` over a dedicated connection, reconnecting (with a capped backoff)
+/// whenever it breaks, until the receiver is dropped.
+pub fn listen(target: Target, channels: &[&str]) -> mpsc::Receiver<Hint> {
+    let (tx, rx) = mpsc::channel(HINT_QUEUE);
+    let statement: String = channels
+        .iter()
+        .map(|c| format!("LISTEN \"{}\";", c.replace('"', "")))
+        .collect();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        while !tx.is_closed() {
+            let outcome = match &target.tls {
+                Tls::None => listen_once(&target, tokio_postgres::NoTls, &statement, &tx).await,
+                Tls::Rustls(tls) => listen_once(&target, tls.clone(), &statement, &tx).await,
+            };
+            let reason = match outcome {
+                Ok(()) => return,
+                Err(reason) => reason,
+            };
+            if tx.send(Hint::Lost(reason)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    });
+    rx
+}
+
+/// One connection's life: LISTEN, then forward notifications. Ok when the consumer went
+/// away; Err (why) when the connection ended.
+async fn listen_once<T>(
+    target: &Target,
+    tls: T,
+    statement: &str,
+    tx: &mpsc::Sender<Hint>,
+) -> Result<(), String>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    use futures_util::future::poll_fn;
+    let connecting = tokio::time::timeout(connect::CONNECT_TIMEOUT, target.config.connect(tls));
+    let (client, mut connection) = match connecting.await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(error_text(&e)),
+        Err(_) => return Err("connecting timed out".into()),
+    };
+    // The statement runs while the same task drives the connection.
+    let mut run = Box::pin(client.batch_execute(statement));
+    let mut listening = false;
+    loop {
+        if tx.is_closed() {
+            return Ok(());
+        }
+        let message = poll_fn(|cx| {
+            if !listening {
+                if let std::task::Poll::Ready(result) = run.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Some(Step::Ran(result)));
+                }
+            }
+            connection.poll_message(cx).map(|m| Some(Step::Message(m)))
+        });
+        let step = tokio::select! {
+            step = message => step,
+            () = tx.closed() => return Ok(()),
+        };
+        match step {
+            Some(Step::Ran(Ok(()))) => {
+                listening = true;
+                if tx.send(Hint::Listening).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Some(Step::Ran(Err(e))) => return Err(error_text(&e)),
+            Some(Step::Message(Some(Ok(tokio_postgres::AsyncMessage::Notification(n))))) => {
+                let _ = tx.try_send(Hint::Notified {
+                    channel: n.channel().to_string(),
+                    payload: n.payload().to_string(),
+                });
+            }
+            Some(Step::Message(Some(Ok(_)))) => {}
+            Some(Step::Message(Some(Err(e)))) => return Err(error_text(&e)),
+            Some(Step::Message(None)) | None => return Err("connection closed".into()),
+        }
+    }
+}
+
+enum Step {
+    Ran(Result<(), tokio_postgres::Error>),
+    Message(Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>),
+}
+
+use std::future::Future;
