@@ -32,7 +32,8 @@ pub struct SharedPool {
 impl SharedPool {
     /// Reads the config (one-line errors naming the key); connects lazily.
     pub fn new(config: &PostgresConfig) -> Result<SharedPool, StoreError> {
-        let target = connect::target(config)?;
+        let mut target = connect::target(config)?;
+        target.config.application_name("headscale-rs shared");
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -90,7 +91,9 @@ pub enum Hint {
 
 /// Listens on `channels` over a dedicated connection, reconnecting (with a capped backoff)
 /// whenever it breaks, until the receiver is dropped.
-pub fn listen(target: Target, channels: &[&str]) -> mpsc::Receiver<Hint> {
+pub fn listen(mut target: Target, channels: &[&str]) -> mpsc::Receiver<Hint> {
+    // Named, so an operator (or a test) can tell it from the others in pg_stat_activity.
+    target.config.application_name("headscale-rs listen");
     let (tx, rx) = mpsc::channel(HINT_QUEUE);
     let statement: String = channels
         .iter()
