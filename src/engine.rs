@@ -697,20 +697,22 @@ impl Writer {
                 self.after_commit();
             }
             Err(error) => {
+                // A conflict wrote nothing and the store is sound (only busy): not down.
                 let conflict = matches!(error, StoreError::Conflict { .. });
                 tracing::error!(%error, "append failed; nothing in this batch is acknowledged");
+                if !conflict {
+                    // Marked down before anyone hears of the failure.
+                    self.failed_appends.fetch_add(1, Ordering::SeqCst);
+                    self.set_up(false);
+                }
                 for ((_, _, reply), outcome) in batch.into_iter().zip(outcomes) {
                     if outcome.is_some() {
                         let _ = reply.send(Err(EngineError::Store(error.to_string())));
                     }
                 }
-                if conflict {
-                    // Nothing was written and the store is sound: only busy.
-                    return;
+                if !conflict {
+                    self.recover();
                 }
-                self.failed_appends.fetch_add(1, Ordering::SeqCst);
-                self.set_up(false);
-                self.recover();
             }
         }
     }

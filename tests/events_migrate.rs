@@ -85,9 +85,8 @@ fn a_log_moves_from_sled_to_postgres_and_back_with_its_chain_intact() {
     let exported = export(&sled, &first);
     let events = exported["events"].as_u64().unwrap();
     assert!(events >= 7, "{exported}");
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&first).unwrap().permissions(),
-    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&first).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the exported log is private");
 
     // Into PostgreSQL: the same head, it verifies (with the checkpoint the import signed)

@@ -95,11 +95,7 @@ pub fn export(config: &Config, format: Format, file: &Path) -> anyhow::Result<()
     };
     let message = format!(
         "exported {} events from {} to {} (head {}, chain hash {})",
-        head.seq,
-        moved.log,
-        moved.file,
-        head.seq,
-        moved.head_hash
+        head.seq, moved.log, moved.file, head.seq, moved.head_hash
     );
     print(format, &moved, &message)
 }
@@ -108,8 +104,8 @@ pub fn export(config: &Config, format: Format, file: &Path) -> anyhow::Result<()
 /// empty, and signs a checkpoint at its head with this server's key.
 pub fn import(config: &Config, format: Format, file: &Path) -> anyhow::Result<()> {
     let reader = || -> anyhow::Result<_> {
-        let input = std::fs::File::open(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let input =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
         Ok(LogReader::new(std::io::BufReader::new(input)))
     };
     // First pass: the chain is whole from record 1, so nothing partial is ever written.
@@ -117,9 +113,8 @@ pub fn import(config: &Config, format: Format, file: &Path) -> anyhow::Result<()
     let mut count = 0u64;
     let mut last_at = crate::core::Timestamp(0);
     for record in reader()? {
-        let record = record.with_context(|| {
-            format!("{}: record {} is unreadable", file.display(), count + 1)
-        })?;
+        let record = record
+            .with_context(|| format!("{}: record {} is unreadable", file.display(), count + 1))?;
         let envelope = check_link(&record, count + 1, &prev)
             .with_context(|| format!("{}: the chain breaks", file.display()))?;
         last_at = envelope.at;

@@ -77,9 +77,9 @@ impl<R: std::io::Read> LogReader<R> {
         if !self.started {
             self.started = true;
             let mut magic = [0u8; 8];
-            self.input.read_exact(&mut magic).map_err(|_| {
-                DecodeError::Malformed("not an event log file (bad magic)".into())
-            })?;
+            self.input
+                .read_exact(&mut magic)
+                .map_err(|_| DecodeError::Malformed("not an event log file (bad magic)".into()))?;
             if &magic != MAGIC {
                 return Err(DecodeError::Malformed(
                     "not an event log file (bad magic)".into(),
