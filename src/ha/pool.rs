@@ -9,6 +9,7 @@ use crate::store::postgres::connect::{self, Target, Tls};
 use crate::store::postgres::error_text;
 use crate::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -196,4 +197,3 @@ enum Step {
     Ended(String),
 }
 
-use std::future::Future;
