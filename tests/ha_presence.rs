@@ -287,3 +287,79 @@ async fn an_ephemeral_node_held_elsewhere_is_not_deleted() {
         stopped.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_is_written_in_few_batches() {
+    const NODES: usize = 30;
+    const UPDATES: usize = 4;
+    let cluster = PgCluster::start();
+    let a = instance(&cluster, "a", None, "");
+    let _b = instance(&cluster, "b", Some(&a), "");
+    a.ok(&["users", "create", "alice"]);
+    let key = a.pre_auth_key("alice", &["--reusable"]);
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        nodes.push(register(&a, &key, &format!("burst{i}")).await);
+    }
+    // Every write batch of A ends with one notification naming it.
+    let pool = headscale::ha::pool::SharedPool::new(&cluster.config()).unwrap();
+    let mut hints = pool.listen(&[headscale::ha::presence::PRESENCE_CHANNEL]);
+    let first = tokio::time::timeout(WAIT, hints.recv()).await.unwrap();
+    assert_eq!(first, Some(headscale::ha::pool::Hint::Listening));
+    let counted = tokio::spawn(async move {
+        let mut batches = 0usize;
+        while let Ok(Some(hint)) = tokio::time::timeout(Duration::from_secs(2), hints.recv()).await
+        {
+            if matches!(hint, headscale::ha::pool::Hint::Notified { ref payload, .. } if payload == "a")
+            {
+                batches += 1;
+            }
+        }
+        batches
+    });
+
+    // A burst: every node opens its stream and sends a few endpoint changes at once.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, node) in nodes.into_iter().enumerate() {
+        let url_server = a.url();
+        tasks.push(tokio::spawn(async move {
+            let client = ControlClient::connect(&url_server, node.machine.clone(), CLIENT_CAPVER)
+                .await
+                .unwrap();
+            let request = client.stream_request(
+                &node.node_key,
+                &node.disco_key,
+                vec![format!("192.0.2.{i}:1")],
+            );
+            let stream = client.map_stream(&request).await.unwrap();
+            for u in 0..UPDATES {
+                client
+                    .lite_update(
+                        &node.node_key,
+                        vec![format!("192.0.2.{i}:{}", u + 2)],
+                        &node.disco_key,
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+            (client, stream)
+        }));
+    }
+    let mut held = Vec::new();
+    for task in tasks {
+        held.push(task.await.unwrap());
+    }
+    let burst = started.elapsed();
+    let batches = counted.await.unwrap();
+    let changes = NODES * (UPDATES + 1);
+    eprintln!(
+        "{changes} presence changes from {NODES} nodes in {burst:?}: {batches} write batches"
+    );
+    assert!(batches > 0);
+    assert!(
+        batches < changes / 4,
+        "{batches} batches for {changes} changes"
+    );
+}
