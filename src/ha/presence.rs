@@ -176,6 +176,7 @@ pub async fn spawn(pool: SharedPool, ha: &HaConfig, hub: MapHub) -> PresenceSync
         last_read: None,
         sent_empty: false,
         schema_ready: false,
+        last_view: None,
     };
     tokio::spawn(sync.run(outbound, hints, stopped, ha.heartbeat_interval));
     PresenceSync { stop }
@@ -197,6 +198,9 @@ struct Sync {
     sent_empty: bool,
     /// The tables were created (or found); checked again after any failure.
     schema_ready: bool,
+    /// The view the hub has: an unchanged one is not sent again (the comparison happens
+    /// here, off the hub's thread).
+    last_view: Option<RemoteView>,
 }
 
 impl Sync {
@@ -435,7 +439,7 @@ impl Sync {
                 crate::metrics::metrics()
                     .presence_instances
                     .set(live.len() as i64);
-                self.hub.remote_presence(merge(&self.me, &live, rows)).await
+                self.tell_hub(merge(&self.me, &live, rows)).await
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the other instances' presence");
@@ -446,11 +450,20 @@ impl Sync {
                         online: HashMap::new(),
                         cleans_up: false,
                     };
-                    return self.hub.remote_presence(view).await;
+                    return self.tell_hub(view).await;
                 }
                 true
             }
         }
+    }
+
+    /// Hands the hub `view` unless it has it already. False when the hub is gone.
+    async fn tell_hub(&mut self, view: RemoteView) -> bool {
+        if self.last_view.as_ref() == Some(&view) {
+            return true;
+        }
+        self.last_view = Some(view.clone());
+        self.hub.remote_presence(view).await
     }
 
     async fn read_rows(&self) -> Result<(Vec<String>, Vec<RemoteRow>), String> {
