@@ -8,9 +8,11 @@
 //! OpenID provider — is shared through tables of its own that are never part of the log.
 //!
 //! - `pool`: connections to the shared tables (a small pool) and a dedicated LISTEN one;
-//! - `tail`: follows the log and keeps the engine at the head; fails closed when cut off.
+//! - `tail`: follows the log and keeps the engine at the head; fails closed when cut off;
+//! - `presence`: which nodes are online on which instance, shared through tables of its own.
 
 pub mod pool;
+pub mod presence;
 pub mod tail;
 
 /// The NOTIFY channel an append signals (payload: the new head seq). A hint only.
