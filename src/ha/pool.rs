@@ -196,4 +196,3 @@ enum Step {
     Other,
     Ended(String),
 }
-
