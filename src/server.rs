@@ -537,17 +537,24 @@ pub async fn run(
     // The OpenID provider, when configured: unreachable stops the start here (by default).
     let oidc_provider = crate::oidc::connect(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
+    let mut shared_logins = None;
     if engine.is_shared() {
         // Several instances on one PostgreSQL log: follow what the others append.
         let pool = crate::ha::pool::SharedPool::new(&config.database.postgres)?;
         crate::ha::tail::spawn(engine.clone(), &pool, config.ha.poll_interval);
+        // Logins waiting for an admin or a provider, on any instance (ha::logins).
+        let logins = crate::ha::logins::SharedLogins::start(&pool, config.ha.poll_interval);
+        shared_logins = Some(logins.await?);
     }
-    let machine = start_map_hub(
+    let mut machine = start_map_hub(
         &config,
         &engine,
         extra_records.as_ref().map(RecordsFile::records),
         derp_maps.current(),
     )?;
+    if let Some(logins) = shared_logins {
+        machine.pending = PendingLogins::shared(PENDING_LOGIN_TTL, logins);
+    }
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
     let oidc = oidc_provider.map(|provider| {

@@ -8,8 +8,10 @@
 //! OpenID provider — is shared through tables of its own that are never part of the log.
 //!
 //! - `pool`: connections to the shared tables (a small pool) and a dedicated LISTEN one;
-//! - `tail`: follows the log and keeps the engine at the head; fails closed when cut off.
+//! - `tail`: follows the log and keeps the engine at the head; fails closed when cut off;
+//! - `logins`: interactive logins and OIDC flights waiting on any instance.
 
+pub mod logins;
 pub mod pool;
 pub mod tail;
 
