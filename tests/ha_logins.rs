@@ -4,7 +4,6 @@
 //! other (`ha::logins`).
 
 mod common;
-#[allow(dead_code)]
 mod pg_cluster;
 
 use common::TestServer;
