@@ -18,10 +18,36 @@ const WAIT: Duration = Duration::from_secs(20);
 /// An instance named `name` on `cluster`; `keys_from` gives it the first instance's noise
 /// and checkpoint keys (instances of one tailnet share them).
 fn instance(cluster: &PgCluster, name: &str, keys_from: Option<&TestServer>) -> TestServer {
+    instance_with(cluster, name, keys_from, None, "")
+}
+
+/// `instance`, with `server_url` (instances behind one name share it) and `extra` config.
+fn instance_with(
+    cluster: &PgCluster,
+    name: &str,
+    keys_from: Option<&TestServer>,
+    server_url: Option<&str>,
+    extra: &str,
+) -> TestServer {
+    let mut server = configure(cluster, name, keys_from, server_url, extra);
+    server.spawn();
+    server.wait_healthy();
+    server
+}
+
+/// `instance_with`'s server, configured but not started.
+fn configure(
+    cluster: &PgCluster,
+    name: &str,
+    keys_from: Option<&TestServer>,
+    server_url: Option<&str>,
+    extra: &str,
+) -> TestServer {
     let database = cluster.database_yaml();
-    let mut server = TestServer::with_yaml(|data, port| {
+    let server = TestServer::with_yaml(|data, port| {
+        let url = server_url.map_or_else(|| format!("http://127.0.0.1:{port}"), str::to_string);
         format!(
-            "server_url: http://127.0.0.1:{port}\n\
+            "server_url: {url}\n\
              listen_addr: 127.0.0.1:{port}\n\
              metrics_listen_addr: \"\"\n\
              unix_socket: {data}/headscale.sock\n\
@@ -31,7 +57,8 @@ fn instance(cluster: &PgCluster, name: &str, keys_from: Option<&TestServer>) -> 
              dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
              derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
              policy:\n  mode: database\n\
-             log:\n  level: warn\n",
+             log:\n  level: warn\n\
+             {extra}",
             data = data.display()
         )
     });
@@ -41,8 +68,6 @@ fn instance(cluster: &PgCluster, name: &str, keys_from: Option<&TestServer>) -> 
             std::fs::copy(first.data_dir().join(file), server.data_dir().join(file)).unwrap();
         }
     }
-    server.spawn();
-    server.wait_healthy();
     server
 }
 
@@ -277,4 +302,117 @@ fn the_shared_bounds_hold_across_instances() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(count.trim(), "4");
+}
+
+// ---- OIDC across instances (the provider runs in a network namespace, as in tests/oidc.rs) ----
+
+/// Set in the re-executed test: "we are inside the namespace".
+const INSIDE: &str = "HEADSCALE_HA_LOGINS_NETNS";
+
+/// Runs the calling test's `body` in a network and PID namespace of its own (only loopback;
+/// everything started dies with it): re-executes this test under `unshare`. Needs root.
+fn isolated<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(INSIDE).is_some() {
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .output()
+            .expect("`ip` (iproute2) is needed");
+        assert!(up.status.success(), "ip link set lo up: {up:?}");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(body());
+        return;
+    }
+    let thread = std::thread::current();
+    let name = thread.name().expect("libtest names each test's thread");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (unshare)"
+    );
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--net", "--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1");
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `unshare` ({e}): util-linux is needed"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} failed inside its namespace ({})",
+        output.status
+    );
+}
+
+/// `url` on `port` instead of its own (the same instance set behind one name).
+fn on_port(url: &str, port: u16) -> String {
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .expect("a loopback URL");
+    let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+#[test]
+fn an_oidc_login_crosses_instances_and_its_callback_is_used_once() {
+    isolated(|| async {
+        use common::oidc::{oidc_yaml, Browser, OidcProvider, OidcUser};
+        let cluster = PgCluster::start();
+        let alice = OidcUser::new("sub-alice", "alice", "alice@example.com");
+        let provider_port = common::free_port();
+        let oidc = oidc_yaml(provider_port, "");
+        let mut a = configure(&cluster, "a", None, None, &oidc);
+        // Both instances answer to A's name (as behind a load balancer).
+        let callback = format!("{}/oidc/callback", a.url());
+        let _provider = OidcProvider::start_on(provider_port, &[&alice], &[&callback]);
+        a.spawn();
+        a.wait_healthy();
+        let b = instance_with(&cluster, "b", Some(&a), Some(&a.url()), &oidc);
+        let waiting = start_login(&a, "laptop").await;
+        // The AuthURL handed out by A is opened on B (B starts the flight).
+        let mut browser = Browser::new();
+        let form = browser
+            .open_login(&on_port(&waiting.auth_url, b.port))
+            .await
+            .unwrap_or_else(|page| panic!("no login form through B: {page}"));
+        let callback = browser
+            .submit_login(&form, &alice.username, &alice.password)
+            .await
+            .unwrap_or_else(|page| panic!("the provider did not redirect back: {page}"));
+        // The callback lands on A, which takes B's flight and shows the confirmation.
+        let confirmation = browser.get(&on_port(&callback, a.port)).await;
+        assert_eq!(confirmation.status, 200, "{confirmation}");
+        // Replayed on B: the flight is gone everywhere.
+        let replay = browser.get(&on_port(&callback, b.port)).await;
+        assert_eq!(replay.status, 410, "{replay}");
+        // Confirmed on B; the client waiting on A is registered.
+        let mut confirm_on_b = confirmation.clone();
+        confirm_on_b.url = on_port(&confirmation.url, b.port);
+        let done = browser.confirm(&confirm_on_b).await;
+        assert!(done.body.contains("Node registered"), "{done}");
+        let (_, answer) = tokio::time::timeout(WAIT, waiting.answer)
+            .await
+            .expect("the follow-up on A completes")
+            .unwrap();
+        assert!(answer.error.is_empty(), "{answer:?}");
+        assert!(answer.machine_authorized, "{answer:?}");
+        // A second confirmation, anywhere, finds nothing.
+        let twice = browser.confirm(&confirmation).await;
+        assert_ne!(twice.status, 200, "{twice}");
+    });
 }
