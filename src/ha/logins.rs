@@ -369,6 +369,7 @@ impl SharedLogins {
             )
             .await?;
         let Some(row) = row.filter(|r| r.get::<_, String>(0) == machine_key.to_string()) else {
+            drop(receiver);
             self.forget_unwatched(id);
             return Ok(None);
         };
