@@ -65,6 +65,10 @@ pub struct Metrics {
     pub append_conflicts: Counter,
     /// Events read from a shared log that other instances appended.
     pub events_tailed: Counter,
+    /// Live instances on the shared PostgreSQL, this one included (as last read).
+    pub presence_instances: Gauge,
+    /// Rows of the shared presence table this instance wrote (upserted or deleted).
+    pub presence_rows_written: Counter,
     /// ACME orders (first or renewal) that failed; the certificate in force stays (acme/).
     pub acme_order_failures: Counter,
     /// When the ACME certificate in force expires (Unix seconds); 0 before the first one.
@@ -99,6 +103,18 @@ impl Metrics {
             "events_tailed",
             "Events read from the shared log that other instances appended",
             events_tailed.clone(),
+        );
+        let presence_instances = Gauge::default();
+        registry.register(
+            "presence_instances",
+            "Live instances seen in the shared presence table, this one included",
+            presence_instances.clone(),
+        );
+        let presence_rows_written = Counter::default();
+        registry.register(
+            "presence_rows_written",
+            "Rows of the shared presence table this instance wrote (upserted or deleted)",
+            presence_rows_written.clone(),
         );
         registry.register(
             "snapshot_mismatches",
@@ -188,6 +204,8 @@ impl Metrics {
             snapshot_mismatches,
             append_conflicts,
             events_tailed,
+            presence_instances,
+            presence_rows_written,
             acme_order_failures,
             acme_certificate_expiry,
         }

@@ -537,24 +537,30 @@ pub async fn run(
     // The OpenID provider, when configured: unreachable stops the start here (by default).
     let oidc_provider = crate::oidc::connect(&config).await?;
     let engine = start_engine(&config, engine_options(&config)).await?;
-    let mut shared_logins = None;
-    if engine.is_shared() {
+    let shared_pool = if engine.is_shared() {
         // Several instances on one PostgreSQL log: follow what the others append.
         let pool = crate::ha::pool::SharedPool::new(&config.database.postgres)?;
         crate::ha::tail::spawn(engine.clone(), &pool, config.ha.poll_interval);
-        // Logins waiting for an admin or a provider, on any instance (ha::logins).
-        let logins = crate::ha::logins::SharedLogins::start(&pool, config.ha.poll_interval);
-        shared_logins = Some(logins.await?);
-    }
+        Some(pool)
+    } else {
+        None
+    };
     let mut machine = start_map_hub(
         &config,
         &engine,
         extra_records.as_ref().map(RecordsFile::records),
         derp_maps.current(),
     )?;
-    if let Some(logins) = shared_logins {
-        machine.pending = PendingLogins::shared(PENDING_LOGIN_TTL, logins);
+    // Logins waiting for an admin or a provider, on any instance (ha/logins.rs).
+    if let Some(pool) = &shared_pool {
+        let logins = crate::ha::logins::SharedLogins::start(pool, config.ha.poll_interval);
+        machine.pending = PendingLogins::shared(PENDING_LOGIN_TTL, logins.await?);
     }
+    // ... and share with them who is online where (ha/presence.rs); withdrawn at shutdown.
+    let presence_sync = match shared_pool {
+        Some(pool) => Some(crate::ha::presence::spawn(pool, &config.ha, machine.hub.clone()).await),
+        None => None,
+    };
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
     let oidc = oidc_provider.map(|provider| {
@@ -757,6 +763,9 @@ pub async fn run(
     }
     if let Some(acme_task) = acme_task {
         let _ = acme_task.await;
+    }
+    if let Some(presence_sync) = presence_sync {
+        presence_sync.stop().await;
     }
     engine.shutdown().await;
     let _ = std::fs::remove_file(&config.unix_socket);

@@ -23,7 +23,8 @@
 //!
 //! - `task`: the hub itself (catch-up, rendering, sessions, HA election);
 //! - `fanout`: per-session deltas and full maps, on all cores;
-//! - `presence`: reports and the per-node presence budget;
+//! - `presence`: reports, the per-node presence budget, and the merge of what other
+//!   instances hold (`ha::presence` carries it to and from PostgreSQL, off the hub's thread);
 //! - `timers`: offline grace, ephemeral deletion, key expiry (sans I/O);
 //! - `facts`: recorded facts (`UpdateHostinfo`), rate-limited per node;
 //! - `budgets`: the per-node token buckets;
@@ -38,7 +39,7 @@ mod task;
 mod timers;
 
 pub use framing::{frame, keep_alive_frame};
-pub use presence::{PresenceTable, Report};
+pub use presence::{LocalChanges, PresenceTable, RemoteView, Report};
 
 use crate::core::event::NodeHostinfo;
 use crate::core::ids::NodeId;
@@ -89,6 +90,10 @@ enum HubMessage {
     SetDerpMap(SharedJson),
     /// What the `/debug/*` pages show.
     Inspect(oneshot::Sender<HubInspection>),
+    /// Several instances: publish what this instance holds on `outbound` from now on.
+    SharePresence(mpsc::Sender<LocalChanges>),
+    /// Several instances: what the other live instances hold now.
+    Remote(RemoteView),
 }
 
 /// The hub's live view, for the debug pages.
@@ -248,6 +253,18 @@ impl MapHub {
         let (reply, answer) = oneshot::channel();
         self.tx.send(HubMessage::Inspect(reply)).await.ok()?;
         answer.await.ok()
+    }
+
+    /// Several instances (`ha::presence`): the hub sends what this instance holds on
+    /// `outbound` (everything at once, then the changes, at most one batch per send).
+    pub async fn share_presence(&self, outbound: mpsc::Sender<LocalChanges>) {
+        let _ = self.tx.send(HubMessage::SharePresence(outbound)).await;
+    }
+
+    /// Several instances: what the others hold now (replaces the previous view). False
+    /// when the hub is gone.
+    pub async fn remote_presence(&self, view: RemoteView) -> bool {
+        self.tx.send(HubMessage::Remote(view)).await.is_ok()
     }
 
     /// Called when a stream ends (from a drop guard, hence not async).

@@ -1,10 +1,14 @@
 //! The hub itself: one owner, on its own thread, of the state it serves from, the shared
 //! renderings, the live sessions, the presence table, the timers and the HA election. See
 //! the module doc of `hub` for why one owner and why its own thread.
+//!
+//! With several instances, presence has two sources: the sessions held here (they win for
+//! their nodes) and the `RemoteView` of the other live instances, merged in by `settle`;
+//! what is held here is published after each send (`publish`), never per client message.
 
 use super::fanout::{self, Basis, LiveSession};
 use super::framing::Encoder;
-use super::presence::{PresenceTable, Report, ReportBudget};
+use super::presence::{settle, LocalChanges, PresenceTable, RemoteView, Report, ReportBudget};
 use super::timers::Timers;
 use super::{HubInspection, HubMessage, HubOptions, OpenedSession, SessionSummary};
 use crate::core::command::Command;
@@ -64,6 +68,18 @@ struct Hub {
     /// by the next send, which catches up first.
     waiting_opens: Vec<OpenRequest>,
     waiting_snapshots: Vec<SnapshotRequest>,
+    /// Nodes online on another live instance (several instances; else empty).
+    remote: HashMap<NodeId, NodePresence>,
+    /// Whether this instance deletes inactive ephemeral nodes (`RemoteView::cleans_up`).
+    cleans_up: bool,
+    /// Where what this instance holds is published (several instances only).
+    publisher: Option<Publisher>,
+}
+
+/// The way out to `ha::presence`, and the nodes whose publication is due.
+struct Publisher {
+    tx: mpsc::Sender<LocalChanges>,
+    dirty: BTreeSet<NodeId>,
 }
 
 type OpenRequest = (NodeId, Report, bool, oneshot::Sender<Option<OpenedSession>>);
@@ -154,6 +170,9 @@ impl Hub {
             last_cost: std::time::Duration::ZERO,
             waiting_opens: Vec::new(),
             waiting_snapshots: Vec::new(),
+            remote: HashMap::new(),
+            cleans_up: true,
+            publisher: None,
         };
         for id in state.nodes.keys() {
             hub.track_timers(*id);
@@ -213,6 +232,7 @@ impl Hub {
             || self.access_changed
             || !self.waiting_opens.is_empty()
             || !self.waiting_snapshots.is_empty()
+            || self.publisher.as_ref().is_some_and(|p| !p.dirty.is_empty())
             || self.behind()
     }
 
@@ -250,6 +270,102 @@ impl Hub {
         change(entry);
         if *entry != before {
             self.dirty.insert(node);
+            drop(table);
+            if self.sessions.contains_key(&node) {
+                self.note_local(node);
+            }
+        }
+    }
+
+    /// The node's publication is due at the next send (several instances only).
+    fn note_local(&mut self, node: NodeId) {
+        if let Some(publisher) = &mut self.publisher {
+            publisher.dirty.insert(node);
+        }
+    }
+
+    /// Whether this instance holds the node: a session here, or its offline grace.
+    fn holds(&self, node: NodeId) -> bool {
+        self.sessions.contains_key(&node) || self.timers.in_grace(node)
+    }
+
+    /// A node without a session here takes what the other instances say of it (`settle`).
+    fn settle(&mut self, node: NodeId, now: crate::core::time::Timestamp) {
+        if self.sessions.contains_key(&node) || !self.state.nodes.contains_key(&node) {
+            return;
+        }
+        let remote = self.remote.get(&node).cloned();
+        let in_grace = self.timers.in_grace(node);
+        self.update_presence(node, |p| *p = settle(p, remote.as_ref(), in_grace, now));
+    }
+
+    /// Several instances from now on: publishes everything held here, then the changes.
+    fn share_presence(&mut self, tx: mpsc::Sender<LocalChanges>) {
+        let mut dirty: BTreeSet<NodeId> = self.sessions.keys().copied().collect();
+        dirty.extend(
+            self.state
+                .nodes
+                .keys()
+                .copied()
+                .filter(|id| self.timers.in_grace(*id)),
+        );
+        self.publisher = Some(Publisher { tx, dirty });
+    }
+
+    /// What the other live instances hold now: each node whose remote presence changed and
+    /// that has no session here is settled (a change marks it dirty, so peers get a delta),
+    /// then the election runs again.
+    fn apply_remote(&mut self, view: RemoteView) {
+        self.cleans_up = view.cleans_up;
+        let old = std::mem::replace(&mut self.remote, view.online);
+        let mut changed: BTreeSet<NodeId> = self
+            .remote
+            .iter()
+            .filter(|(id, p)| old.get(id) != Some(p))
+            .map(|(id, _)| *id)
+            .collect();
+        changed.extend(old.keys().filter(|id| !self.remote.contains_key(id)));
+        if changed.is_empty() {
+            return;
+        }
+        let now = self.options.clock.now();
+        for node in changed {
+            self.settle(node, now);
+            if self.state.nodes.contains_key(&node) {
+                self.track_timers(node);
+            }
+        }
+        self.reelect();
+    }
+
+    /// Hands what changed among the nodes held here to `ha::presence` (one batch per send;
+    /// when its queue is full, the batch waits for the next send).
+    fn publish(&mut self) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        if publisher.dirty.is_empty() {
+            return;
+        }
+        let changes: LocalChanges = {
+            let table = self.presence.read().unwrap_or_else(|e| e.into_inner());
+            publisher
+                .dirty
+                .iter()
+                .map(|id| {
+                    let held = self.holds(*id) && self.state.nodes.contains_key(id);
+                    let presence = held.then(|| table.get(id).cloned()).flatten();
+                    (*id, presence)
+                })
+                .collect()
+        };
+        let Some(publisher) = &mut self.publisher else {
+            return;
+        };
+        match publisher.tx.try_send(changes) {
+            Ok(()) => publisher.dirty.clear(),
+            Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => self.publisher = None,
         }
     }
 
@@ -297,7 +413,12 @@ impl Hub {
             self.everything |= policy_changed;
             self.access_changed = true;
         }
+        let now = self.options.clock.now();
         for id in changed {
+            if self.remote.contains_key(&id) {
+                // Registered (or changed) while online on another instance.
+                self.settle(id, now);
+            }
             self.track_timers(id);
         }
         self.reelect();
@@ -310,6 +431,7 @@ impl Hub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&node);
+            self.note_local(node);
         }
         if any_removed {
             self.count_sessions();
@@ -350,6 +472,8 @@ impl Hub {
                 HubMessage::Inspect(reply) => {
                     let _ = reply.send(self.inspect());
                 }
+                HubMessage::SharePresence(tx) => self.share_presence(tx),
+                HubMessage::Remote(view) => self.apply_remote(view),
             }
         }
         if self.behind() || !self.waiting_opens.is_empty() || !self.waiting_snapshots.is_empty() {
@@ -369,6 +493,10 @@ impl Hub {
             self.count_sessions();
             self.timers.disconnected(node, Instant::now());
             self.track_timers(node);
+            // Already online on another instance: that instance's view, at once.
+            if self.remote.contains_key(&node) {
+                self.settle(node, self.options.clock.now());
+            }
         }
     }
 
@@ -433,6 +561,7 @@ impl Hub {
                 continue;
             }
             self.timers.connected(node);
+            self.note_local(node);
             let report = self.reports.take_merged(node, report);
             self.update_presence(node, |p| {
                 report.apply_to(p);
@@ -551,18 +680,15 @@ impl Hub {
         self.catch_up();
         self.fail_closed_if_stale();
         let now = self.options.clock.now();
-        let sessions = &self.sessions;
-        let due = self
-            .timers
-            .due(Instant::now(), now, |id| sessions.contains_key(&id));
+        let (sessions, remote) = (&self.sessions, &self.remote);
+        let due = self.timers.due(Instant::now(), now, |id| {
+            sessions.contains_key(&id) || remote.contains_key(&id)
+        });
         let went_offline = !due.offline.is_empty();
         for node in due.offline {
-            if self.state.nodes.contains_key(&node) {
-                self.update_presence(node, |p| {
-                    p.online = false;
-                    p.last_seen = Some(now);
-                });
-            }
+            // Offline unless another live instance holds it; no longer published from here.
+            self.settle(node, now);
+            self.note_local(node);
         }
         if went_offline {
             self.reelect();
@@ -570,6 +696,11 @@ impl Hub {
         // A key that just expired: peers must see `Expired` now.
         self.dirty.extend(due.expired);
         for id in due.ephemeral {
+            if !self.cleans_up {
+                // Another live instance deletes it; ours counts down again, in case it dies.
+                self.track_timers(id);
+                continue;
+            }
             let engine = self.engine.clone();
             tokio::spawn(async move {
                 tracing::info!(node = %id, "deleting an inactive ephemeral node");
@@ -581,6 +712,11 @@ impl Hub {
                 }
             });
         }
+        self.apply_ready_reports();
+    }
+
+    /// Presence reports whose node's budget allows them now.
+    fn apply_ready_reports(&mut self) {
         for (node, report) in self.reports.ready() {
             if self.state.nodes.contains_key(&node) {
                 self.update_presence(node, |p| report.apply_to(p));
@@ -613,6 +749,7 @@ impl Hub {
                 .fanout_seconds
                 .observe(cost.as_secs_f64());
         }
+        self.publish();
         self.last_sent = Some(started);
         self.last_cost = cost;
         self.undelivered = sent.blocked;
@@ -703,7 +840,9 @@ impl Hub {
     fn track_timers(&mut self, id: NodeId) {
         let node = self.state.nodes.get(&id);
         let expiry = node.and_then(|n| n.expiry);
-        let away = node.is_some_and(|n| n.ephemeral) && !self.sessions.contains_key(&id);
+        let away = node.is_some_and(|n| n.ephemeral)
+            && !self.sessions.contains_key(&id)
+            && !self.remote.contains_key(&id);
         self.timers.track(id, expiry, away, Instant::now());
     }
 }

@@ -2,7 +2,9 @@
 //! a quick reconnect is invisible to peers), when an ephemeral node that stays away is
 //! deleted, and when a node's key expiry passes (its peers must see `Expired` at once; the
 //! expiry itself is already in the log). Time comes in as arguments, so the rules are
-//! tested without waiting.
+//! tested without waiting. With several instances, "connected" means a session here or on
+//! another live instance (the hub passes that in), so a node that moved to another
+//! instance is neither shown offline nor deleted as an inactive ephemeral node.
 
 use crate::core::ids::NodeId;
 use crate::core::time::Timestamp;
@@ -81,6 +83,11 @@ impl Timers {
         self.going_offline.insert(id, now + self.offline_grace);
     }
 
+    /// Whether the node's session here ended and its offline grace is running.
+    pub fn in_grace(&self, id: NodeId) -> bool {
+        self.going_offline.contains_key(&id)
+    }
+
     /// The node was deleted.
     pub fn forget(&mut self, id: NodeId) {
         self.going_offline.remove(&id);
@@ -91,12 +98,13 @@ impl Timers {
     }
 
     /// What is due at `now` (monotonic, for the grace and inactivity) and `wall` (for key
-    /// expiry), taken out. An ephemeral node with a session again is not deleted.
+    /// expiry), taken out. An ephemeral node `connected` again (a session here or on another
+    /// live instance) is not deleted.
     pub fn due(
         &mut self,
         now: Instant,
         wall: Timestamp,
-        has_session: impl Fn(NodeId) -> bool,
+        connected: impl Fn(NodeId) -> bool,
     ) -> Due {
         let mut due = Due::default();
         self.going_offline.retain(|id, at| {
@@ -115,7 +123,7 @@ impl Timers {
             due.expired.push(id);
         }
         self.ephemeral_deadlines.retain(|id, at| {
-            let passed = *at <= now && !has_session(*id);
+            let passed = *at <= now && !connected(*id);
             if passed {
                 due.ephemeral.push(*id);
             }
@@ -146,12 +154,15 @@ mod tests {
         timers.disconnected(NodeId(2), start);
         timers.connected(NodeId(2));
         let none = |_| false;
+        assert!(timers.in_grace(NodeId(1)));
+        assert!(!timers.in_grace(NodeId(2)));
         assert_eq!(timers.due(start + GRACE / 2, at(0), none).offline, vec![]);
         assert_eq!(
             timers.due(start + GRACE, at(0), none).offline,
             vec![NodeId(1)]
         );
         assert_eq!(timers.due(start + GRACE * 2, at(0), none).offline, vec![]);
+        assert!(!timers.in_grace(NodeId(1)));
     }
 
     #[test]
