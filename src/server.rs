@@ -545,12 +545,17 @@ pub async fn run(
     } else {
         None
     };
-    let machine = start_map_hub(
+    let mut machine = start_map_hub(
         &config,
         &engine,
         extra_records.as_ref().map(RecordsFile::records),
         derp_maps.current(),
     )?;
+    // Logins waiting for an admin or a provider, on any instance (ha/logins.rs).
+    if let Some(pool) = &shared_pool {
+        let logins = crate::ha::logins::SharedLogins::start(pool, config.ha.poll_interval);
+        machine.pending = PendingLogins::shared(PENDING_LOGIN_TTL, logins.await?);
+    }
     // ... and share with them who is online where (ha/presence.rs); withdrawn at shutdown.
     let presence_sync = match shared_pool {
         Some(pool) => Some(crate::ha::presence::spawn(pool, &config.ha, machine.hub.clone()).await),

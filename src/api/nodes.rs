@@ -499,6 +499,7 @@ fn lookup_error(error: crate::control::pending::LookupError) -> ApiError {
     match error {
         LookupError::NotFound(_) => ApiError::NotFound(error.to_string()),
         LookupError::Ambiguous { .. } => ApiError::Conflict(error.to_string()),
+        LookupError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
     }
 }
 
@@ -512,7 +513,7 @@ pub(crate) async fn complete_login(
 ) -> Result<NodeWire, ApiError> {
     valid_auth_id(key.trim())?;
     let pending = pending(ctx)?;
-    let (id, login) = pending.find(key.trim()).map_err(lookup_error)?;
+    let (id, login) = pending.find(key.trim()).await.map_err(lookup_error)?;
     let state = ctx.state_at(None)?;
     let owner = match user.filter(|u| !u.is_empty()) {
         Some(user) => find_user(&state, user)?,
@@ -549,7 +550,9 @@ pub(crate) async fn complete_login(
             _ => None,
         })
         .ok_or_else(|| ApiError::Internal("registration recorded no event".into()))?;
-    pending.finish(&id, crate::control::pending::Outcome::Registered(node));
+    pending
+        .finish(&id, crate::control::pending::Outcome::Registered(node))
+        .await;
     node_wire(ctx, node)
 }
 
@@ -626,7 +629,7 @@ pub(crate) async fn auth_approve_login(
 ) -> Result<(), ApiError> {
     valid_auth_id(auth_id.trim())?;
     let pending = pending(ctx)?;
-    let (_, login) = pending.find(auth_id.trim()).map_err(lookup_error)?;
+    let (_, login) = pending.find(auth_id.trim()).await.map_err(lookup_error)?;
     // A machine without a node has no owner to approve it for: like headscale, the answer is
     // success, and the login keeps waiting for `auth register --user`.
     let known = ctx
@@ -653,21 +656,23 @@ pub async fn auth_reject(
     State(ctx): State<ApiContext>,
     ApiJson(body): ApiJson<AuthBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    auth_reject_login(&ctx, &body.auth_id)?;
+    auth_reject_login(&ctx, &body.auth_id).await?;
     Ok(Json(serde_json::json!({})))
 }
 
 /// `auth reject`: the waiting client is told it was refused; REST and gRPC.
-pub(crate) fn auth_reject_login(ctx: &ApiContext, auth_id: &str) -> Result<(), ApiError> {
+pub(crate) async fn auth_reject_login(ctx: &ApiContext, auth_id: &str) -> Result<(), ApiError> {
     valid_auth_id(auth_id.trim())?;
     let pending = pending(ctx)?;
-    let (id, _) = pending.find(auth_id.trim()).map_err(lookup_error)?;
-    pending.finish(
-        &id,
-        crate::control::pending::Outcome::Rejected(
-            "this login was rejected by an administrator".into(),
-        ),
-    );
+    let (id, _) = pending.find(auth_id.trim()).await.map_err(lookup_error)?;
+    pending
+        .finish(
+            &id,
+            crate::control::pending::Outcome::Rejected(
+                "this login was rejected by an administrator".into(),
+            ),
+        )
+        .await;
     Ok(())
 }
 
@@ -794,19 +799,22 @@ pub(crate) async fn debug_create_node(
         valid_auth_id(auth_id)?;
         let pending = pending(ctx)?;
         let node_key = NodeKey(random_key());
-        pending.insert(
-            auth_id,
-            crate::control::pending::PendingLogin {
-                machine_key: machine,
-                node_key,
-                hostinfo: NodeHostinfo {
-                    hostname: body.name.clone(),
-                    ..Default::default()
+        pending
+            .insert(
+                auth_id,
+                crate::control::pending::PendingLogin {
+                    machine_key: machine,
+                    node_key,
+                    hostinfo: NodeHostinfo {
+                        hostname: body.name.clone(),
+                        ..Default::default()
+                    },
+                    ephemeral: false,
+                    requested_expiry: None,
                 },
-                ephemeral: false,
-                requested_expiry: None,
-            },
-        );
+            )
+            .await
+            .map_err(lookup_error)?;
         let owner = state
             .users
             .get(&user)

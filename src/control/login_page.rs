@@ -31,7 +31,7 @@ pub fn escape(text: &str) -> String {
 
 async fn page(State(pending): State<PendingLogins>, Path(id): Path<String>) -> Response {
     // Only a registration id opens the page: a node key must not reveal one (L9).
-    let Some((login, origin)) = pending.by_id(&id) else {
+    let Some((login, origin)) = pending.by_id(&id).await else {
         return (
             StatusCode::NOT_FOUND,
             Html(

@@ -15,12 +15,17 @@
 //!
 //! A finished login leaves a tombstone with its outcome for `TOMBSTONE_TTL`, so a follow-up
 //! that arrives just after the admin decided gets the outcome, not "expired".
+//!
+//! With several instances on one PostgreSQL database (`ha`), the table is `ha::logins`'s
+//! shared one instead of this process's memory, with the same bounds over all instances:
+//! chosen once at start (`PendingLogins::shared`), the methods below are the same.
 
 use crate::core::event::NodeHostinfo;
 use crate::core::ids::NodeId;
 use crate::core::keys::{MachineKey, NodeKey};
 use crate::core::limits;
 use crate::core::Timestamp;
+use crate::ha::logins::SharedLogins;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,9 +38,9 @@ const ID_LEN: usize = 24;
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 /// How long a finished login's outcome stays available to its follow-up request (longer
 /// than the follow-up's wait, `register::FOLLOWUP_WAIT`).
-const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 /// Finished logins remembered at most (the oldest tombstone goes first: it is finished).
-const MAX_TOMBSTONES: usize = limits::MAX_PENDING_LOGINS;
+pub const MAX_TOMBSTONES: usize = limits::MAX_PENDING_LOGINS;
 
 /// What the client asked for, kept until an admin decides.
 #[derive(Debug, Clone)]
@@ -74,6 +79,9 @@ pub enum StartRefused {
     MachineQuota,
     #[error("this node key is already waiting for approval from another machine")]
     NodeKeyPendingElsewhere,
+    /// Several instances: the shared table could not be reached.
+    #[error("the server cannot record logins right now ({0}); try again in a moment")]
+    Unavailable(String),
 }
 
 /// Why a lookup found no single login.
@@ -83,6 +91,9 @@ pub enum LookupError {
     NotFound(String),
     #[error("{count} pending registrations have node key {key}: use the registration id from the login URL instead")]
     Ambiguous { key: String, count: usize },
+    /// Several instances: the shared table could not be reached.
+    #[error("the shared login table is unavailable ({0}); try again in a moment")]
+    Unavailable(String),
 }
 
 struct Entry {
@@ -112,6 +123,8 @@ struct Table {
 pub struct PendingLogins {
     inner: Arc<Mutex<Table>>,
     ttl: Duration,
+    /// Several instances: the shared table, used instead of `inner`.
+    shared: Option<SharedLogins>,
 }
 
 /// The source a quota counts: the address, with IPv6 cut to its /64 (one site) and an
@@ -130,7 +143,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 /// What a login costs in memory, estimated: the entry plus its strings.
-fn entry_bytes(id: &str, login: &PendingLogin) -> usize {
+pub(crate) fn entry_bytes(id: &str, login: &PendingLogin) -> usize {
     let h = &login.hostinfo;
     std::mem::size_of::<Entry>()
         + id.len()
@@ -147,6 +160,14 @@ fn entry_bytes(id: &str, login: &PendingLogin) -> usize {
             .iter()
             .map(|k| k.len() + std::mem::size_of::<String>())
             .sum::<usize>()
+}
+
+/// A fresh registration id.
+fn new_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..ID_LEN)
+        .map(|_| ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Only what the approval and the registration need (see the module doc).
@@ -186,7 +207,22 @@ impl PendingLogins {
         PendingLogins {
             inner: Arc::default(),
             ttl,
+            shared: None,
         }
+    }
+
+    /// The table every instance on one PostgreSQL database shares (`ha::logins`).
+    pub fn shared(ttl: Duration, shared: SharedLogins) -> PendingLogins {
+        PendingLogins {
+            inner: Arc::default(),
+            ttl,
+            shared: Some(shared),
+        }
+    }
+
+    /// The shared tables, when several instances share them (OIDC flights live there too).
+    pub fn shared_tables(&self) -> Option<&SharedLogins> {
+        self.shared.as_ref()
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -209,8 +245,11 @@ impl PendingLogins {
 
     /// The id of `login`'s pending registration: the existing one for the same machine and
     /// node key, or a new one if every bound allows it (else the reason to tell the client).
-    pub fn start(&self, login: PendingLogin, origin: Origin) -> Result<String, StartRefused> {
+    pub async fn start(&self, login: PendingLogin, origin: Origin) -> Result<String, StartRefused> {
         let login = kept(login);
+        if let Some(shared) = &self.shared {
+            return shared.start_login(login, origin, self.ttl, new_id()).await;
+        }
         let mut table = self.table();
         if let Some((id, _)) = table.entries.iter().find(|(_, e)| {
             e.login.machine_key == login.machine_key && e.login.node_key == login.node_key
@@ -241,10 +280,7 @@ impl PendingLogins {
         if same_source >= limits::MAX_PENDING_LOGINS_PER_SOURCE {
             return Err(StartRefused::SourceQuota);
         }
-        let mut rng = rand::thread_rng();
-        let id: String = (0..ID_LEN)
-            .map(|_| ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())] as char)
-            .collect();
+        let id = new_id();
         if table.entries.len() >= limits::MAX_PENDING_LOGINS
             || table.bytes + entry_bytes(&id, &login) > limits::MAX_PENDING_LOGIN_BYTES
         {
@@ -257,26 +293,38 @@ impl PendingLogins {
     /// Queues `login` under an id the caller chose (headscale's `debug/node` names its
     /// registration `hskey-authreq-…`); replaces any login already under that id. Only the
     /// admin API calls this, so the per-source and per-machine quotas do not apply.
-    pub fn insert(&self, id: &str, login: PendingLogin) {
+    pub async fn insert(&self, id: &str, login: PendingLogin) -> Result<(), LookupError> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .insert(id, &kept(login), self.ttl)
+                .await
+                .map_err(|e| LookupError::Unavailable(e.0));
+        }
         let mut table = self.table();
         let origin = Origin {
             source: None,
             started: None,
         };
         table.add(id.to_string(), kept(login), origin);
+        Ok(())
     }
 
     /// The login waiting under `key`: a registration id, or the node key it registers (which
     /// must name exactly one waiting login).
-    pub fn find(&self, key: &str) -> Result<(String, PendingLogin), LookupError> {
-        self.find_with_origin(key).map(|(id, login, _)| (id, login))
+    pub async fn find(&self, key: &str) -> Result<(String, PendingLogin), LookupError> {
+        self.find_with_origin(key)
+            .await
+            .map(|(id, login, _)| (id, login))
     }
 
     /// `find`, with where and when the login started.
-    pub fn find_with_origin(
+    pub async fn find_with_origin(
         &self,
         key: &str,
     ) -> Result<(String, PendingLogin, Origin), LookupError> {
+        if let Some(shared) = &self.shared {
+            return shared.find(key).await;
+        }
         let table = self.table();
         if let Some(entry) = table.entries.get(key) {
             return Ok((key.to_string(), entry.login.clone(), entry.origin.clone()));
@@ -302,7 +350,14 @@ impl PendingLogins {
 
     /// The login waiting under the registration id `id` only (the public page: a node key
     /// must not reveal a registration id).
-    pub fn by_id(&self, id: &str) -> Option<(PendingLogin, Origin)> {
+    /// Several instances: an unreachable shared table reads as no login (logged).
+    pub async fn by_id(&self, id: &str) -> Option<(PendingLogin, Origin)> {
+        if let Some(shared) = &self.shared {
+            return shared.by_id(id).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "pending login not readable");
+                None
+            });
+        }
         let table = self.table();
         table
             .entries
@@ -313,11 +368,19 @@ impl PendingLogins {
     /// Subscribes to the outcome of `id` for the machine that started it (`None` if there
     /// is no such login, or another machine asks). A login finished a moment ago answers
     /// with its outcome at once.
-    pub fn watch(
+    /// Several instances: the decision may be taken on any of them; an unreachable shared
+    /// table reads as no login (logged).
+    pub async fn watch(
         &self,
         id: &str,
         machine_key: &MachineKey,
     ) -> Option<watch::Receiver<Option<Outcome>>> {
+        if let Some(shared) = &self.shared {
+            return shared.watch(id, machine_key).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "pending login not readable");
+                None
+            });
+        }
         let table = self.table();
         if let Some(entry) = table.entries.get(id) {
             return (entry.login.machine_key == *machine_key).then(|| entry.outcome.subscribe());
@@ -331,7 +394,16 @@ impl PendingLogins {
 
     /// Ends the login `id` with `outcome`, waking its follow-up request, and keeps the
     /// outcome as a tombstone for a follow-up that is still on its way.
-    pub fn finish(&self, id: &str, outcome: Outcome) {
+    /// Several instances: the outcome reaches the follow-up on whichever instance holds it;
+    /// if the shared table cannot be written, a registration still reaches it through the
+    /// event log (the follow-up also watches for its node), a rejection is logged.
+    pub async fn finish(&self, id: &str, outcome: Outcome) {
+        if let Some(shared) = &self.shared {
+            if let Err(error) = shared.finish(id, &outcome).await {
+                tracing::warn!(%error, %id, "login outcome not recorded in the shared table");
+            }
+            return;
+        }
         let mut table = self.table();
         let Some(entry) = table.remove(id) else {
             return;
@@ -384,29 +456,32 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
     }
 
-    #[test]
-    fn the_same_client_keeps_its_id_and_lookups_find_it() {
+    #[tokio::test]
+    async fn the_same_client_keeps_its_id_and_lookups_find_it() {
         let pending = PendingLogins::new(Duration::from_secs(60));
-        let id = pending.start(login(1, 1), from(v4(1))).unwrap();
+        let id = pending.start(login(1, 1), from(v4(1))).await.unwrap();
         assert_eq!(id.len(), ID_LEN);
-        assert_eq!(pending.start(login(1, 1), from(v4(1))), Ok(id.clone()));
-        assert_eq!(pending.find(&id).map(|(i, _)| i), Ok(id.clone()));
-        let by_node_key = pending.find(&NodeKey([1; 32]).to_string());
+        assert_eq!(
+            pending.start(login(1, 1), from(v4(1))).await,
+            Ok(id.clone())
+        );
+        assert_eq!(pending.find(&id).await.map(|(i, _)| i), Ok(id.clone()));
+        let by_node_key = pending.find(&NodeKey([1; 32]).to_string()).await;
         assert_eq!(by_node_key.map(|(i, _)| i), Ok(id.clone()));
-        assert!(pending.by_id(&NodeKey([1; 32]).to_string()).is_none());
-        assert!(pending.by_id(&id).is_some());
+        assert!(pending.by_id(&NodeKey([1; 32]).to_string()).await.is_none());
+        assert!(pending.by_id(&id).await.is_some());
     }
 
-    #[test]
-    fn quotas_refuse_the_newcomer_and_never_evict() {
+    #[tokio::test]
+    async fn quotas_refuse_the_newcomer_and_never_evict() {
         let pending = PendingLogins::new(Duration::from_secs(60));
-        let genuine = pending.start(login(200, 200), from(v4(99))).unwrap();
+        let genuine = pending.start(login(200, 200), from(v4(99))).await.unwrap();
         // One machine: 4.
         for n in 0..limits::MAX_PENDING_LOGINS_PER_MACHINE as u8 {
-            pending.start(login(1, 10 + n), from(v4(1))).unwrap();
+            pending.start(login(1, 10 + n), from(v4(1))).await.unwrap();
         }
         assert_eq!(
-            pending.start(login(1, 50), from(v4(1))),
+            pending.start(login(1, 50), from(v4(1))).await,
             Err(StartRefused::MachineQuota)
         );
         // One source (an IPv6 /64): 16, whatever the machine.
@@ -414,27 +489,28 @@ mod tests {
         for n in 0..limits::MAX_PENDING_LOGINS_PER_SOURCE as u8 {
             pending
                 .start(login(100 + n, 100 + n), from(net(n.into())))
+                .await
                 .unwrap();
         }
         assert_eq!(
-            pending.start(login(150, 150), from(net(999))),
+            pending.start(login(150, 150), from(net(999))).await,
             Err(StartRefused::SourceQuota)
         );
         // Another /64 is another source.
         let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
-        assert!(pending.start(login(151, 151), from(other)).is_ok());
+        assert!(pending.start(login(151, 151), from(other)).await.is_ok());
         // The node key of a waiting login cannot be claimed by another machine.
         assert_eq!(
-            pending.start(login(152, 200), from(v4(7))),
+            pending.start(login(152, 200), from(v4(7))).await,
             Err(StartRefused::NodeKeyPendingElsewhere)
         );
-        assert!(pending.find(&genuine).is_ok(), "nothing was evicted");
+        assert!(pending.find(&genuine).await.is_ok(), "nothing was evicted");
     }
 
-    #[test]
-    fn a_full_table_refuses_and_keeps_the_old_logins() {
+    #[tokio::test]
+    async fn a_full_table_refuses_and_keeps_the_old_logins() {
         let pending = PendingLogins::new(Duration::from_secs(60));
-        let first = pending.start(login(0, 0), from(v4(0))).unwrap();
+        let first = pending.start(login(0, 0), from(v4(0))).await.unwrap();
         let mut n: u32 = 1;
         loop {
             let mut l = login(0, 0);
@@ -474,7 +550,7 @@ mod tests {
             ]);
             l.node_key = NodeKey(l.machine_key.0);
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
-            match pending.start(l, from(ip)) {
+            match pending.start(l, from(ip)).await {
                 Ok(_) => n += 1,
                 Err(refused) => {
                     assert_eq!(refused, StartRefused::Full);
@@ -483,39 +559,48 @@ mod tests {
             }
         }
         assert_eq!(n as usize, limits::MAX_PENDING_LOGINS);
-        assert!(pending.find(&first).is_ok());
+        assert!(pending.find(&first).await.is_ok());
     }
 
-    #[test]
-    fn an_ambiguous_node_key_is_refused() {
+    #[tokio::test]
+    async fn an_ambiguous_node_key_is_refused() {
         let pending = PendingLogins::new(Duration::from_secs(60));
-        pending.insert("hskey-authreq-aaaaaaaaaaaaaaaaaaaaaaaa", login(1, 5));
-        pending.insert("hskey-authreq-bbbbbbbbbbbbbbbbbbbbbbbb", login(2, 5));
-        let error = pending.find(&NodeKey([5; 32]).to_string()).unwrap_err();
+        pending
+            .insert("hskey-authreq-aaaaaaaaaaaaaaaaaaaaaaaa", login(1, 5))
+            .await
+            .unwrap();
+        pending
+            .insert("hskey-authreq-bbbbbbbbbbbbbbbbbbbbbbbb", login(2, 5))
+            .await
+            .unwrap();
+        let error = pending
+            .find(&NodeKey([5; 32]).to_string())
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, LookupError::Ambiguous { count: 2, .. }),
             "{error}"
         );
     }
 
-    #[test]
-    fn logins_expire_and_finishing_wakes_only_the_owner_even_afterwards() {
+    #[tokio::test]
+    async fn logins_expire_and_finishing_wakes_only_the_owner_even_afterwards() {
         let pending = PendingLogins::new(Duration::from_millis(0));
-        let id = pending.start(login(1, 1), from(v4(1))).unwrap();
-        assert!(pending.find(&id).is_err(), "expired immediately");
+        let id = pending.start(login(1, 1), from(v4(1))).await.unwrap();
+        assert!(pending.find(&id).await.is_err(), "expired immediately");
         let pending = PendingLogins::new(Duration::from_secs(60));
-        let id = pending.start(login(1, 1), from(v4(1))).unwrap();
+        let id = pending.start(login(1, 1), from(v4(1))).await.unwrap();
         assert!(
-            pending.watch(&id, &MachineKey([2; 32])).is_none(),
+            pending.watch(&id, &MachineKey([2; 32])).await.is_none(),
             "not its login"
         );
-        let waiter = pending.watch(&id, &MachineKey([1; 32])).unwrap();
-        pending.finish(&id, Outcome::Registered(NodeId(7)));
+        let waiter = pending.watch(&id, &MachineKey([1; 32])).await.unwrap();
+        pending.finish(&id, Outcome::Registered(NodeId(7))).await;
         assert_eq!(*waiter.borrow(), Some(Outcome::Registered(NodeId(7))));
-        assert!(pending.find(&id).is_err());
+        assert!(pending.find(&id).await.is_err());
         // A follow-up that arrives after the decision gets it.
-        let late = pending.watch(&id, &MachineKey([1; 32])).unwrap();
+        let late = pending.watch(&id, &MachineKey([1; 32])).await.unwrap();
         assert_eq!(*late.borrow(), Some(Outcome::Registered(NodeId(7))));
-        assert!(pending.watch(&id, &MachineKey([2; 32])).is_none());
+        assert!(pending.watch(&id, &MachineKey([2; 32])).await.is_none());
     }
 }

@@ -134,19 +134,60 @@ fn registration_id(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or_default()
 }
 
+/// The node `machine_key` registered under `node_key`, once the log (tailed from the other
+/// instances) has it: with several instances, a registration decided elsewhere reaches this
+/// one through the log even if its outcome row could not be written (`ha::logins`).
+async fn registered_in_log(
+    engine: &crate::engine::EngineHandle,
+    machine_key: crate::core::keys::MachineKey,
+    node_key: NodeKey,
+) -> Outcome {
+    let mut published = engine.subscribe();
+    loop {
+        let found = published
+            .borrow_and_update()
+            .state
+            .node_by_node_key(&node_key)
+            .filter(|n| n.machine_key == machine_key)
+            .map(|n| n.id);
+        if let Some(id) = found {
+            return Outcome::Registered(id);
+        }
+        if published.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// A follow-up request: waits for the admin's decision on the pending login.
 /// Only the machine that started the login is answered (L9): anyone else holding the URL
 /// learns nothing from it.
-async fn follow_up(context: &MachineContext, peer: &Peer, url: &str) -> Response {
+async fn follow_up(
+    context: &MachineContext,
+    peer: &Peer,
+    url: &str,
+    node_key: NodeKey,
+) -> Response {
     let Some(mut outcome) = context
         .pending
         .watch(registration_id(url), &peer.machine_key)
+        .await
     else {
         return refuse("this login has expired or is unknown: run `tailscale up` again");
     };
-    let decided = tokio::time::timeout(FOLLOWUP_WAIT, outcome.wait_for(Option::is_some)).await;
+    let engine = &context.engine;
+    let decided = tokio::time::timeout(FOLLOWUP_WAIT, async {
+        if !engine.is_shared() {
+            return outcome.wait_for(Option::is_some).await.map(|d| d.clone());
+        }
+        tokio::select! {
+            decided = outcome.wait_for(Option::is_some) => decided.map(|d| d.clone()),
+            registered = registered_in_log(engine, peer.machine_key, node_key) => Ok(Some(registered)),
+        }
+    })
+    .await;
     let decision = match decided {
-        Ok(Ok(decision)) => decision.clone(),
+        Ok(Ok(decision)) => decision,
         // Still waiting: the same URL again; the client asks again after a pause.
         Err(_) => {
             return Json(RegisterResponse {
@@ -159,6 +200,10 @@ async fn follow_up(context: &MachineContext, peer: &Peer, url: &str) -> Response
     };
     match decision {
         Some(Outcome::Registered(id)) => {
+            if context.engine.state().nodes.get(&id).is_none() {
+                // Decided on another instance a moment ago: read the log up to its head.
+                let _ = context.engine.catch_up().await;
+            }
             let state = context.engine.state();
             match state.nodes.get(&id) {
                 Some(node) => success(&state, node, SystemClock.now()),
@@ -286,7 +331,7 @@ pub async fn register(
     } else if state.node_by_node_key(&node_key).is_some() {
         return refuse("this node key belongs to another machine");
     } else if !request.followup.is_empty() {
-        return follow_up(&context, &peer, &request.followup).await;
+        return follow_up(&context, &peer, &request.followup, node_key).await;
     } else {
         let login = PendingLogin {
             machine_key: peer.machine_key,
@@ -299,7 +344,7 @@ pub async fn register(
             source: peer.remote.map(|a| a.ip()),
             started: Some(now),
         };
-        let id = match context.pending.start(login, origin) {
+        let id = match context.pending.start(login, origin).await {
             Ok(id) => id,
             Err(refused) => {
                 tracing::debug!(machine = %peer.machine_key.short(), %refused, "interactive login refused");

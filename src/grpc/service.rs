@@ -333,7 +333,9 @@ impl HeadscaleService for Service {
 
     async fn auth_reject(&self, request: Request<AuthRejectRequest>) -> Answer<AuthRejectResponse> {
         actor(&request)?;
-        api::nodes::auth_reject_login(&self.ctx, &request.into_inner().auth_id).map_err(status)?;
+        api::nodes::auth_reject_login(&self.ctx, &request.into_inner().auth_id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(AuthRejectResponse {}))
     }
 

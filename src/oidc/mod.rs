@@ -76,7 +76,7 @@ pub fn context(
     let oidc = &config.oidc;
     OidcContext {
         provider: Arc::new(provider),
-        sessions: sessions::Sessions::default(),
+        sessions: sessions::Sessions::new(pending.shared_tables().cloned()),
         engine,
         pending,
         rules: LoginRules {

@@ -115,7 +115,7 @@ fn engine_error(error: EngineError) -> Response {
 
 /// Step 1: a known registration id is sent to the provider with fresh state and nonce.
 async fn start(State(ctx): State<OidcContext>, Path(id): Path<String>) -> Response {
-    if ctx.pending.by_id(&id).is_none() {
+    if ctx.pending.by_id(&id).await.is_none() {
         return pages::error(
             StatusCode::NOT_FOUND,
             "unknown or expired login; run tailscale up again for a new link",
@@ -127,7 +127,11 @@ async fn start(State(ctx): State<OidcContext>, Path(id): Path<String>) -> Respon
         nonce: authorization.nonce.clone(),
         pkce_verifier: authorization.pkce_verifier,
     };
-    if let Err(busy) = ctx.sessions.start(authorization.state.clone(), flight) {
+    if let Err(busy) = ctx
+        .sessions
+        .start(authorization.state.clone(), flight)
+        .await
+    {
         return pages::error(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string());
     }
     let mut response = (
@@ -182,7 +186,7 @@ async fn callback(
         }
         Some(_) => {}
     }
-    let Some(flight) = ctx.sessions.take_flight(state) else {
+    let Some(flight) = ctx.sessions.take_flight(state).await else {
         return expired_login();
     };
     match cookie(&headers, &cookie_name("nonce", &flight.nonce)) {
@@ -192,7 +196,7 @@ async fn callback(
         }
         Some(_) => {}
     }
-    let Some((login, _)) = ctx.pending.by_id(&flight.auth_id) else {
+    let Some((login, _)) = ctx.pending.by_id(&flight.auth_id).await else {
         return expired_login();
     };
     let verified = match ctx
@@ -250,7 +254,11 @@ async fn callback(
         expiry: ctx.expiry_from_token.then_some(verified.expires),
         csrf: csrf.clone(),
     };
-    if let Err(busy) = ctx.sessions.confirm_later(&flight.auth_id, confirmation) {
+    if let Err(busy) = ctx
+        .sessions
+        .confirm_later(&flight.auth_id, confirmation)
+        .await
+    {
         return pages::error(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string());
     }
     let shown_user = if user.display_name.is_empty() {
@@ -295,7 +303,7 @@ async fn confirm(
         }
         Some(_) => {}
     }
-    let confirmation = match ctx.sessions.take_confirmation(&id, token) {
+    let confirmation = match ctx.sessions.take_confirmation(&id, token).await {
         Ok(confirmation) => confirmation,
         Err(Taken::Unknown) => {
             return pages::error(StatusCode::GONE, "registration session expired")
@@ -307,7 +315,7 @@ async fn confirm(
             )
         }
     };
-    let Some((login, _)) = ctx.pending.by_id(&id) else {
+    let Some((login, _)) = ctx.pending.by_id(&id).await else {
         return pages::error(StatusCode::GONE, "registration session expired");
     };
     let command = Command::RegisterNode {
@@ -331,7 +339,9 @@ async fn confirm(
         Err(EngineError::Rejected(rejection)) => {
             // The client is told too (e.g. tags its user may not own), not left waiting.
             let reason = rejection.to_string();
-            ctx.pending.finish(&id, Outcome::Rejected(reason.clone()));
+            ctx.pending
+                .finish(&id, Outcome::Rejected(reason.clone()))
+                .await;
             return pages::error(StatusCode::FORBIDDEN, &reason);
         }
         Err(error) => return engine_error(error),
@@ -347,7 +357,7 @@ async fn confirm(
             "registration recorded no event",
         );
     };
-    ctx.pending.finish(&id, Outcome::Registered(node));
+    ctx.pending.finish(&id, Outcome::Registered(node)).await;
     let user = ctx
         .engine
         .state()

@@ -4,9 +4,14 @@
 //! replayed callback finds nothing; a *confirmation* waits, per registration id, for the
 //! user to press "register" on our page (headscale 0.29's interstitial: a silent SSO
 //! redirect alone must not register a machine).
+//!
+//! With several instances on one PostgreSQL database the tables are `ha::logins`'s shared
+//! ones (the browser's redirect, the provider's callback and the confirmation may each land
+//! on another instance), with the same bounds over all instances and the same "taken once".
 
 use crate::core::ids::UserId;
 use crate::core::Timestamp;
+use crate::ha::logins::SharedLogins;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,9 +47,15 @@ pub struct Confirmation {
     pub csrf: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many logins are in progress; try again in a few minutes")]
-pub struct Busy;
+/// Why a login in flight could not be kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("too many logins are in progress; try again in a few minutes")]
+    Busy,
+    /// Several instances: the shared table could not be reached.
+    #[error("the server cannot record logins right now ({0}); try again in a moment")]
+    Unavailable(String),
+}
 
 struct Timed<T> {
     value: T,
@@ -57,13 +68,23 @@ struct Tables {
     confirmations: HashMap<String, Timed<Confirmation>>,
 }
 
-/// The shared tables (cheap to clone).
+/// The tables (cheap to clone).
 #[derive(Clone, Default)]
 pub struct Sessions {
     inner: Arc<Mutex<Tables>>,
+    /// Several instances: the shared tables, used instead of `inner`.
+    shared: Option<SharedLogins>,
 }
 
 impl Sessions {
+    /// In this process's memory, or in the tables every instance shares.
+    pub fn new(shared: Option<SharedLogins>) -> Sessions {
+        Sessions {
+            inner: Arc::default(),
+            shared,
+        }
+    }
+
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.inner
             .lock()
@@ -73,7 +94,18 @@ impl Sessions {
     /// Remembers a flight under its `state`. Expired entries go first; then, for a
     /// registration id with [`MAX_FLIGHTS_PER_LOGIN`] flights, its oldest; a full table
     /// refuses the newcomer (nothing genuine is pushed out by a flood).
-    pub fn start(&self, state: String, flight: Flight) -> Result<(), Busy> {
+    pub async fn start(&self, state: String, flight: Flight) -> Result<(), SessionError> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .start_flight(
+                    &state,
+                    &flight,
+                    SESSION_TTL,
+                    MAX_FLIGHTS,
+                    MAX_FLIGHTS_PER_LOGIN,
+                )
+                .await;
+        }
         let mut tables = self.tables();
         let now = Instant::now();
         tables.flights.retain(|_, f| now - f.created < SESSION_TTL);
@@ -90,7 +122,7 @@ impl Sessions {
             }
         }
         if tables.flights.len() >= MAX_FLIGHTS {
-            return Err(Busy);
+            return Err(SessionError::Busy);
         }
         tables.flights.insert(
             state,
@@ -103,14 +135,30 @@ impl Sessions {
     }
 
     /// Takes the flight of `state` out (a second callback with it finds nothing).
-    pub fn take_flight(&self, state: &str) -> Option<Flight> {
+    /// Several instances: an unreachable shared table reads as no flight (logged).
+    pub async fn take_flight(&self, state: &str) -> Option<Flight> {
+        if let Some(shared) = &self.shared {
+            return shared.take_flight(state).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "OIDC flight not readable");
+                None
+            });
+        }
         let entry = self.tables().flights.remove(state)?;
         (entry.created.elapsed() < SESSION_TTL).then_some(entry.value)
     }
 
     /// Keeps a verified login until its user confirms (a newer login for the same id
     /// replaces it).
-    pub fn confirm_later(&self, auth_id: &str, confirmation: Confirmation) -> Result<(), Busy> {
+    pub async fn confirm_later(
+        &self,
+        auth_id: &str,
+        confirmation: Confirmation,
+    ) -> Result<(), SessionError> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .confirm_later(auth_id, &confirmation, SESSION_TTL, MAX_CONFIRMATIONS)
+                .await;
+        }
         let mut tables = self.tables();
         let now = Instant::now();
         tables
@@ -119,7 +167,7 @@ impl Sessions {
         if tables.confirmations.len() >= MAX_CONFIRMATIONS
             && !tables.confirmations.contains_key(auth_id)
         {
-            return Err(Busy);
+            return Err(SessionError::Busy);
         }
         tables.confirmations.insert(
             auth_id.to_string(),
@@ -133,7 +181,21 @@ impl Sessions {
 
     /// Takes the confirmation of `auth_id` if `csrf` is its token (compared in constant time);
     /// a wrong token leaves it in place.
-    pub fn take_confirmation(&self, auth_id: &str, csrf: &str) -> Result<Confirmation, Taken> {
+    /// Several instances: an unreachable shared table reads as none (logged).
+    pub async fn take_confirmation(
+        &self,
+        auth_id: &str,
+        csrf: &str,
+    ) -> Result<Confirmation, Taken> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .take_confirmation(auth_id, csrf)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "OIDC confirmation not readable");
+                    Err(Taken::Unknown)
+                });
+        }
         use subtle::ConstantTimeEq;
         let mut tables = self.tables();
         let Some(entry) = tables.confirmations.get(auth_id) else {
@@ -175,39 +237,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_flight_is_used_once() {
+    #[tokio::test]
+    async fn a_flight_is_used_once() {
         let s = Sessions::default();
-        s.start("state1".into(), flight("a")).unwrap();
-        assert_eq!(s.take_flight("state1").unwrap().auth_id, "a");
-        assert!(s.take_flight("state1").is_none());
+        s.start("state1".into(), flight("a")).await.unwrap();
+        assert_eq!(s.take_flight("state1").await.unwrap().auth_id, "a");
+        assert!(s.take_flight("state1").await.is_none());
     }
 
-    #[test]
-    fn one_login_keeps_only_its_newest_flights() {
+    #[tokio::test]
+    async fn one_login_keeps_only_its_newest_flights() {
         let s = Sessions::default();
         for i in 0..MAX_FLIGHTS_PER_LOGIN + 2 {
-            s.start(format!("s{i}"), flight("a")).unwrap();
+            s.start(format!("s{i}"), flight("a")).await.unwrap();
         }
-        assert!(s.take_flight("s0").is_none());
-        assert!(s.take_flight("s1").is_none());
+        assert!(s.take_flight("s0").await.is_none());
+        assert!(s.take_flight("s1").await.is_none());
         assert!(s
             .take_flight(&format!("s{}", MAX_FLIGHTS_PER_LOGIN + 1))
+            .await
             .is_some());
     }
 
-    #[test]
-    fn a_full_table_refuses_newcomers() {
+    #[tokio::test]
+    async fn a_full_table_refuses_newcomers() {
         let s = Sessions::default();
         for i in 0..MAX_FLIGHTS {
-            s.start(format!("s{i}"), flight(&format!("id{i}"))).unwrap();
+            s.start(format!("s{i}"), flight(&format!("id{i}")))
+                .await
+                .unwrap();
         }
-        assert_eq!(s.start("late".into(), flight("other")), Err(Busy));
-        assert!(s.take_flight("s0").is_some());
+        assert_eq!(
+            s.start("late".into(), flight("other")).await,
+            Err(SessionError::Busy)
+        );
+        assert!(s.take_flight("s0").await.is_some());
     }
 
-    #[test]
-    fn confirmations_need_their_token() {
+    #[tokio::test]
+    async fn confirmations_need_their_token() {
         let s = Sessions::default();
         let c = Confirmation {
             user: UserId(1),
@@ -215,14 +283,17 @@ mod tests {
             expiry: None,
             csrf: "token".into(),
         };
-        s.confirm_later("a", c).unwrap();
+        s.confirm_later("a", c).await.unwrap();
         assert_eq!(
-            s.take_confirmation("a", "wrong").unwrap_err(),
+            s.take_confirmation("a", "wrong").await.unwrap_err(),
             Taken::Mismatch
         );
-        assert_eq!(s.take_confirmation("a", "token").unwrap().user, UserId(1));
         assert_eq!(
-            s.take_confirmation("a", "token").unwrap_err(),
+            s.take_confirmation("a", "token").await.unwrap().user,
+            UserId(1)
+        );
+        assert_eq!(
+            s.take_confirmation("a", "token").await.unwrap_err(),
             Taken::Unknown
         );
     }
