@@ -41,8 +41,11 @@ pub const MAX_BATCH_COMMANDS: usize = 1024;
 /// While down and idle, how often the writer checks whether the store takes writes again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How often a batch that lost the race for the next seq to another instance (a shared
-/// log) is decided again after catching up, before its callers are told it failed.
-pub const MAX_APPEND_CONFLICTS: u32 = 16;
+/// log) is decided again after catching up, at most, before its callers are told it
+/// failed; retries also stop at half the command deadline. Generous: under a burst from
+/// several instances, the one that just won is at the head and tends to win again, so a
+/// loser may need many rounds (with a growing random pause) before its turn.
+pub const MAX_APPEND_CONFLICTS: u32 = 256;
 
 /// Supplies the current time; the only clock the engine reads.
 pub trait Clock: Send + 'static {
@@ -610,6 +613,7 @@ impl Writer {
     fn commit(&mut self, batch: Vec<(Box<Command>, Actor, Reply)>) {
         let mut conflicts = 0;
         let mut refreshed = false;
+        let batch_started = Instant::now();
         let metrics = crate::metrics::metrics();
         let (attempt, appended) = loop {
             if self.store.is_shared() && self.behind_store() {
@@ -641,16 +645,19 @@ impl Writer {
                 .flush_seconds
                 .observe(flush_started.elapsed().as_secs_f64());
             match appended {
-                Err(StoreError::Conflict { head }) if conflicts < MAX_APPEND_CONFLICTS => {
+                Err(StoreError::Conflict { head })
+                    if conflicts < MAX_APPEND_CONFLICTS
+                        && batch_started.elapsed() < self.options.command_deadline / 2 =>
+                {
                     conflicts += 1;
                     metrics.append_conflicts.inc();
                     tracing::debug!(head, conflicts, "another instance appended first; retrying");
                     if let Err(error) = self.catch_up() {
                         break (attempt, Err(error));
                     }
-                    // Spreads out writers that keep colliding (bounded: a few ms).
-                    let jitter = rand::random::<u64>() % (u64::from(conflicts) * 2 + 1);
-                    std::thread::sleep(Duration::from_millis(jitter));
+                    // Spreads out writers that keep colliding: up to 2^k ms, capped.
+                    let cap = 1u64 << conflicts.min(6);
+                    std::thread::sleep(Duration::from_millis(rand::random::<u64>() % cap));
                 }
                 appended => break (attempt, appended),
             }
@@ -695,21 +702,23 @@ impl Writer {
                 self.after_commit();
             }
             Err(error) => {
+                // A conflict wrote nothing and the store is sound (only busy): not down.
                 let conflict = matches!(error, StoreError::Conflict { .. });
                 tracing::error!(%error, "append failed; nothing in this batch is acknowledged");
+                if !conflict {
+                    // Marked down before anyone hears of the failure.
+                    self.failed_appends.fetch_add(1, Ordering::SeqCst);
+                    self.set_up(false);
+                    self.next_probe = Instant::now() + PROBE_EVERY;
+                }
                 for ((_, _, reply), outcome) in batch.into_iter().zip(outcomes) {
                     if outcome.is_some() {
                         let _ = reply.send(Err(EngineError::Store(error.to_string())));
                     }
                 }
-                if conflict {
-                    // Nothing was written and the store is sound: only busy.
-                    return;
+                if !conflict {
+                    self.recover();
                 }
-                self.failed_appends.fetch_add(1, Ordering::SeqCst);
-                self.set_up(false);
-                self.next_probe = Instant::now() + PROBE_EVERY;
-                self.recover();
             }
         }
     }

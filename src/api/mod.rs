@@ -9,6 +9,7 @@ pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod nodes;
 pub mod openapi;
+mod read_your_writes;
 pub mod request_log;
 pub(crate) mod users;
 pub mod wire;
@@ -259,6 +260,10 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .layer(axum::middleware::from_fn(request_log::mark_actor))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            read_your_writes::catch_up_before_reads,
+        ))
         .with_state(ctx)
 }
 

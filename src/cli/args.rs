@@ -389,6 +389,20 @@ pub enum EventsCommand {
         #[arg(long)]
         write: bool,
     },
+    /// Write the whole log to a file, chain intact (offline: stop a server on the embedded
+    /// store first). With `events import` it moves a log between sled and PostgreSQL.
+    Export {
+        /// The file to write (mode 0600).
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Load a file written by `events export` into the configured store, which must be
+    /// empty (offline); the whole chain is checked before anything is written.
+    Import {
+        /// The file to read.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

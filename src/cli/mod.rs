@@ -4,6 +4,7 @@
 pub mod args;
 pub mod go_shape;
 pub mod import;
+pub mod log_file;
 pub mod output;
 pub mod prompt;
 pub mod remote;
@@ -418,6 +419,18 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         // Offline: the server refuses to start on a damaged log, so there is no API.
         config.validate()?;
         return salvage(config, cli.output, *write);
+    }
+    match &cli.command {
+        // Offline, on the store: a log moved between stores never goes through a server.
+        Command::Events(EventsCommand::Export { file }) => {
+            config.validate()?;
+            return log_file::export(config, cli.output, file);
+        }
+        Command::Events(EventsCommand::Import { file }) => {
+            config.validate()?;
+            return log_file::import(config, cli.output, file);
+        }
+        _ => {}
     }
     if let Command::Import(command) = &cli.command {
         // Offline: writes the first batch of an empty log, with no server running.
@@ -1163,7 +1176,9 @@ fn salvage(config: &Config, format: Format, write: bool) -> anyhow::Result<()> {
 
 async fn events(api: &Transport, format: Format, command: &EventsCommand) -> anyhow::Result<()> {
     match command {
-        EventsCommand::Salvage { .. } => bail!("events salvage runs offline, on the store"),
+        EventsCommand::Salvage { .. }
+        | EventsCommand::Export { .. }
+        | EventsCommand::Import { .. } => bail!("this events command runs offline, on the store"),
         EventsCommand::List {
             since,
             until,

@@ -209,6 +209,10 @@ pub async fn register(
         .and_then(Timestamp::parse_rfc3339)
         .filter(|t| t.unix_ms() > GO_ZERO_TIME_MS);
     let actor = Actor::Machine(peer.machine_key);
+    if engine.is_shared() {
+        // Several instances: the auth key or the node may be a moment-old write elsewhere.
+        let _ = engine.catch_up().await;
+    }
     let state = engine.state();
     let own = |key: &NodeKey| {
         state

@@ -9,6 +9,7 @@ use crate::store::postgres::connect::{self, Target, Tls};
 use crate::store::postgres::error_text;
 use crate::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -32,7 +33,8 @@ pub struct SharedPool {
 impl SharedPool {
     /// Reads the config (one-line errors naming the key); connects lazily.
     pub fn new(config: &PostgresConfig) -> Result<SharedPool, StoreError> {
-        let target = connect::target(config)?;
+        let mut target = connect::target(config)?;
+        target.config.application_name("headscale-rs shared");
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -90,7 +92,9 @@ pub enum Hint {
 
 /// Listens on `channels` over a dedicated connection, reconnecting (with a capped backoff)
 /// whenever it breaks, until the receiver is dropped.
-pub fn listen(target: Target, channels: &[&str]) -> mpsc::Receiver<Hint> {
+pub fn listen(mut target: Target, channels: &[&str]) -> mpsc::Receiver<Hint> {
+    // Named, so an operator (or a test) can tell it from the others in pg_stat_activity.
+    target.config.application_name("headscale-rs listen");
     let (tx, rx) = mpsc::channel(HINT_QUEUE);
     let statement: String = channels
         .iter()
@@ -143,42 +147,53 @@ where
         if tx.is_closed() {
             return Ok(());
         }
-        let message = poll_fn(|cx| {
+        let step = poll_fn(|cx| {
+            use std::task::Poll;
             if !listening {
-                if let std::task::Poll::Ready(result) = run.as_mut().poll(cx) {
-                    return std::task::Poll::Ready(Some(Step::Ran(result)));
+                if let Poll::Ready(result) = run.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Ran(result.map_err(|e| error_text(&e))));
                 }
             }
-            connection.poll_message(cx).map(|m| Some(Step::Message(m)))
+            connection.poll_message(cx).map(|message| match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => Step::Notified {
+                    channel: n.channel().to_string(),
+                    payload: n.payload().to_string(),
+                },
+                Some(Ok(_)) => Step::Other,
+                Some(Err(e)) => Step::Ended(error_text(&e)),
+                None => Step::Ended("connection closed".into()),
+            })
         });
         let step = tokio::select! {
-            step = message => step,
+            step = step => step,
             () = tx.closed() => return Ok(()),
         };
         match step {
-            Some(Step::Ran(Ok(()))) => {
+            Step::Ran(Ok(())) => {
                 listening = true;
                 if tx.send(Hint::Listening).await.is_err() {
                     return Ok(());
                 }
             }
-            Some(Step::Ran(Err(e))) => return Err(error_text(&e)),
-            Some(Step::Message(Some(Ok(tokio_postgres::AsyncMessage::Notification(n))))) => {
-                let _ = tx.try_send(Hint::Notified {
-                    channel: n.channel().to_string(),
-                    payload: n.payload().to_string(),
-                });
+            Step::Ran(Err(reason)) | Step::Ended(reason) => return Err(reason),
+            Step::Notified { channel, payload } => {
+                let _ = tx.try_send(Hint::Notified { channel, payload });
             }
-            Some(Step::Message(Some(Ok(_)))) => {}
-            Some(Step::Message(Some(Err(e)))) => return Err(error_text(&e)),
-            Some(Step::Message(None)) | None => return Err("connection closed".into()),
+            Step::Other => {}
         }
     }
 }
 
+/// What one poll of a listening connection brought.
 enum Step {
-    Ran(Result<(), tokio_postgres::Error>),
-    Message(Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>),
+    /// The LISTEN statement finished.
+    Ran(Result<(), String>),
+    Notified {
+        channel: String,
+        payload: String,
+    },
+    /// A notice or another message we do not use.
+    Other,
+    Ended(String),
 }
 
-use std::future::Future;

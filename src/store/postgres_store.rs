@@ -130,7 +130,8 @@ impl PostgresStore {
         config: &PostgresConfig,
         write_timeout: Duration,
     ) -> Result<PostgresStore, StoreError> {
-        let target = connect::target(config)?;
+        let mut target = connect::target(config)?;
+        target.config.application_name("headscale-rs log");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,0 +1,143 @@
+//! `headscale events export` / `events import`: a log moved from the embedded store to
+//! PostgreSQL and back keeps its chain (the exported files are byte for byte the same, so
+//! every hash is), verifies on the new store with a signed checkpoint, and serves the same
+//! nodes. Import refuses a store that already holds events and a damaged file, writing
+//! nothing (issue #15, T9 of `shared/reviews/ha-acceptance.md`).
+
+mod common;
+#[path = "pg_cluster/mod.rs"]
+mod pg_cluster;
+
+use common::TestServer;
+use pg_cluster::PgCluster;
+use std::path::Path;
+
+/// A server config on `database` (a whole `database:` section), not started.
+fn server_with_database(database: &str) -> TestServer {
+    TestServer::with_yaml(|data, port| {
+        format!(
+            "server_url: http://127.0.0.1:{port}\n\
+             listen_addr: 127.0.0.1:{port}\n\
+             metrics_listen_addr: \"\"\n\
+             unix_socket: {data}/headscale.sock\n\
+             noise:\n  private_key_path: {data}/noise_private.key\n\
+             {database}\
+             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
+             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
+             policy:\n  mode: database\n\
+             log:\n  level: warn\n",
+            data = data.display()
+        )
+    })
+}
+
+/// The server's keys (Noise, checkpoint signing) copied into `to`'s data dir: the same
+/// server, moved to another store.
+fn copy_keys(from: &TestServer, to: &TestServer) {
+    std::fs::create_dir_all(to.data_dir()).unwrap();
+    for key in ["noise_private.key", "checkpoint_signing.key"] {
+        std::fs::copy(from.data_dir().join(key), to.data_dir().join(key)).unwrap();
+    }
+}
+
+/// Nodes by what identifies them (not presence).
+fn node_facts(server: &TestServer) -> Vec<serde_json::Value> {
+    let mut nodes: Vec<_> = server
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n["id"], "name": n["givenName"], "ips": n["ipAddresses"],
+                "user": n["user"]["name"], "nodeKey": n["nodeKey"],
+            })
+        })
+        .collect();
+    nodes.sort_by_key(|n| n["id"].as_str().unwrap_or_default().to_string());
+    nodes
+}
+
+fn export(server: &TestServer, file: &Path) -> serde_json::Value {
+    server.json(&["events", "export", "--file", file.to_str().unwrap()])
+}
+
+fn import(server: &TestServer, file: &Path) -> serde_json::Value {
+    server.json(&["events", "import", "--file", file.to_str().unwrap()])
+}
+
+#[test]
+fn a_log_moves_from_sled_to_postgres_and_back_with_its_chain_intact() {
+    let files = tempfile::tempdir().unwrap();
+    let (first, second, third) = (
+        files.path().join("from-sled.hslog"),
+        files.path().join("from-postgres.hslog"),
+        files.path().join("damaged.hslog"),
+    );
+
+    // A server on the embedded store with users and nodes.
+    let mut sled = TestServer::start();
+    sled.create_user("alice");
+    sled.create_user("bob");
+    for (name, user) in [("laptop", "alice"), ("phone", "alice"), ("server", "bob")] {
+        sled.ok(&["debug", "create-node", "--name", name, "-u", user]);
+    }
+    let nodes = node_facts(&sled);
+    sled.stop();
+    let exported = export(&sled, &first);
+    let events = exported["events"].as_u64().unwrap();
+    assert!(events >= 7, "{exported}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&first).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the exported log is private");
+
+    // Into PostgreSQL: the same head, it verifies (with the checkpoint the import signed)
+    // and serves the same nodes.
+    let cluster = PgCluster::start();
+    let mut postgres = server_with_database(&cluster.database_yaml());
+    copy_keys(&sled, &postgres);
+    let imported = import(&postgres, &first);
+    assert_eq!(imported["events"], events);
+    assert_eq!(imported["head_hash"], exported["head_hash"]);
+    let verified = postgres.ok(&["events", "verify"]);
+    assert!(!verified.trim().is_empty());
+    postgres.spawn();
+    assert_eq!(node_facts(&postgres), nodes);
+    // A second import into a store that holds events writes nothing.
+    let refused = postgres.fails(&["events", "import", "--file", first.to_str().unwrap()]);
+    assert!(refused.contains("already holds"), "{refused}");
+    postgres.stop();
+
+    // Back out of PostgreSQL: the server's start there appended to the log, so the new file
+    // is the first one, byte for byte, followed by those records.
+    export(&postgres, &second);
+    let (a, b) = (
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap(),
+    );
+    assert!(b.len() > a.len() && b.starts_with(&a), "the chain changed");
+
+    // A damaged file is refused before anything is written.
+    let mut damaged = b.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&third, &damaged).unwrap();
+    let fresh = TestServer::new("");
+    copy_keys(&sled, &fresh);
+    let refused = fresh.fails(&["events", "import", "--file", third.to_str().unwrap()]);
+    assert!(
+        refused.contains("unreadable") || refused.contains("chain"),
+        "{refused}"
+    );
+
+    // And into a fresh embedded store: same nodes, verifies.
+    let mut back = fresh;
+    let imported = import(&back, &second);
+    assert_eq!(imported["events"].as_u64().unwrap(), b_events(&b));
+    back.ok(&["events", "verify"]);
+    back.spawn();
+    assert_eq!(node_facts(&back), nodes);
+}
+
+/// Records in an exported file (counted by walking it).
+fn b_events(bytes: &[u8]) -> u64 {
+    headscale::store::export::read_log(bytes).unwrap().len() as u64
+}
