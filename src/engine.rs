@@ -346,6 +346,11 @@ struct Writer {
     snapshot_running: Arc<AtomicBool>,
     /// See `EngineHandle::staleness`.
     last_contact: Arc<Mutex<Instant>>,
+    /// When the down engine probes the store next: kept across messages, since on a shared
+    /// log the tail's catch-up hints arrive more often than `PROBE_EVERY` and would
+    /// otherwise postpone the probe for ever (an instance healed from a partition stayed
+    /// unhealthy until something was written on it).
+    next_probe: Instant,
 }
 
 /// Opens the store, rebuilds the state (snapshot + tail) and starts the writer thread.
@@ -396,6 +401,7 @@ pub fn start(
         failed_appends: failed_appends.clone(),
         snapshot_running: Arc::new(AtomicBool::new(false)),
         last_contact: last_contact.clone(),
+        next_probe: Instant::now(),
     };
     std::thread::Builder::new()
         .name("engine-writer".into())
@@ -453,19 +459,18 @@ impl Writer {
     /// The next message. While the engine is down and idle, probes the store about once a
     /// second, so health comes back when the storage does even if nothing is written.
     fn next_message(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Option<Message> {
-        let mut next_probe = Instant::now() + PROBE_EVERY;
         while !self.up.load(Ordering::SeqCst) {
             match receiver.try_recv() {
                 Ok(message) => return Some(message),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            if Instant::now() >= next_probe {
+            if Instant::now() >= self.next_probe {
                 match self.store.probe().and_then(|()| self.resync()) {
                     Ok(()) => self.set_up(true),
                     Err(error) => tracing::debug!(%error, "store still not writable"),
                 }
-                next_probe = Instant::now() + PROBE_EVERY;
+                self.next_probe = Instant::now() + PROBE_EVERY;
             } else {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -704,6 +709,7 @@ impl Writer {
                     // Marked down before anyone hears of the failure.
                     self.failed_appends.fetch_add(1, Ordering::SeqCst);
                     self.set_up(false);
+                    self.next_probe = Instant::now() + PROBE_EVERY;
                 }
                 for ((_, _, reply), outcome) in batch.into_iter().zip(outcomes) {
                     if outcome.is_some() {

@@ -13,6 +13,10 @@
 mod common;
 #[path = "real_clients/dns.rs"]
 mod dns;
+#[path = "real_clients/ha.rs"]
+mod ha;
+#[path = "ha_cluster/mod.rs"]
+mod ha_cluster;
 #[path = "real_clients/lifecycle.rs"]
 mod lifecycle;
 #[path = "real_clients/migration.rs"]
@@ -21,6 +25,8 @@ mod migration;
 mod namespace;
 #[path = "real_clients/oidc.rs"]
 mod oidc;
+#[path = "pg_cluster/mod.rs"]
+mod pg_cluster;
 #[path = "real_clients/policy.rs"]
 mod policy;
 #[path = "real_clients/scenarios.rs"]

@@ -95,6 +95,10 @@ pub fn default_list() -> Vec<Scenario> {
         "migrate_from_go_headscale",
         crate::migration::migrate_from_go_headscale,
     ));
+    list.push(scenario(
+        "ha_two_instances_and_a_kill",
+        crate::ha::two_instances_and_a_kill,
+    ));
     list
 }
 

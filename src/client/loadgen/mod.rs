@@ -26,7 +26,7 @@ pub use tailnet::{Owner, Tailnet};
 use super::{fetch_server_key, ClientError};
 use report::{cpu_time, status_kib};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stream::{lock, marker, Bitset, Node, Reader, Shared};
@@ -85,6 +85,9 @@ pub struct LoadgenOptions {
     pub storm_concurrency: usize,
     /// Count the server's events across the storm (`events verify`; ours only).
     pub count_events: bool,
+    /// How many streams the storm ends, when not all of them: set by the restart hook
+    /// (e.g. several instances behind a proxy, one killed: the connections it held).
+    pub storm_streams: Option<Arc<AtomicUsize>>,
 }
 
 impl LoadgenOptions {
@@ -112,6 +115,7 @@ impl LoadgenOptions {
             restart: None,
             storm_concurrency: 256,
             count_events: true,
+            storm_streams: None,
         }
     }
 }
@@ -484,7 +488,11 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, ClientError> 
         report.storm_restart = Some(start.elapsed());
         server_pid = new_pid.or(server_pid);
         let deadline = Instant::now() + options.phase_timeout;
-        let remapped = || shared.remapped.load(Ordering::Relaxed) >= nodes;
+        let ended = options
+            .storm_streams
+            .as_ref()
+            .map_or(nodes, |n| n.load(Ordering::SeqCst).min(nodes));
+        let remapped = || shared.remapped.load(Ordering::Relaxed) >= ended;
         let recovered = wait_converged(&shared, &expected, deadline, "storm", remapped).await;
         report.storm_remapped = shared.remapped.load(Ordering::Relaxed);
         report.converged &= recovered;
