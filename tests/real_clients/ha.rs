@@ -2,8 +2,9 @@
 //! client logs in through its own TCP proxy over both instances, which prefers a different
 //! instance (a balancer with sticky sessions), so the two land on different instances. DERP:
 //! the instances' embedded DERP servers are not meshed, so every instance's `server_url` is
-//! the proxy preferring instance 0, and all DERP traffic meets there. Instance 1 is killed:
-//! its client comes back through its proxy on instance 0, stays `Running`, and the two ping.
+//! the proxy preferring instance 0, and all DERP traffic meets there. The two ping across
+//! instances (presence is shared). Instance 1 is killed: its client comes back through its
+//! proxy on instance 0, stays `Running`, and the two ping again.
 
 use crate::ha_cluster::{Cluster, ClusterOptions, Proxy};
 use crate::scenarios::{wait_peer, LONG, SHORT};
@@ -80,9 +81,9 @@ pub fn two_instances_and_a_kill() {
     for (client, other) in [(&east, "west"), (&west, "east")] {
         wait_peer(client, other, "as a peer", |_| true);
     }
-    // A ping between clients on different instances needs the peer's disco key and
-    // endpoints, which are volatile (per instance) until presence is shared: checked after
-    // the failover below, when both are on instance 0.
+    // Clients on different instances ping: each one's disco key and endpoints reach the
+    // other instance through the shared presence tables.
+    pings(&east, &west);
 
     // An admin change on instance 0 reaches west on instance 1.
     let east_id = cluster
