@@ -14,21 +14,7 @@ use std::path::Path;
 
 /// A server config on `database` (a whole `database:` section), not started.
 fn server_with_database(database: &str) -> TestServer {
-    TestServer::with_yaml(|data, port| {
-        format!(
-            "server_url: http://127.0.0.1:{port}\n\
-             listen_addr: 127.0.0.1:{port}\n\
-             metrics_listen_addr: \"\"\n\
-             unix_socket: {data}/headscale.sock\n\
-             noise:\n  private_key_path: {data}/noise_private.key\n\
-             {database}\
-             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
-             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
-             policy:\n  mode: database\n\
-             log:\n  level: warn\n",
-            data = data.display()
-        )
-    })
+    TestServer::on_database(database, "")
 }
 
 /// The server's keys (Noise, checkpoint signing) copied into `to`'s data dir: the same

@@ -167,7 +167,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// T1: four instances register nodes at once (each decides at the head it saw and loses
-/// races to the others), and all of them try to register one contested machine. Exactly one
+/// races to the others; `HA_SCALE=1` for 10,000 rounds), and all of them try to register
+/// one contested machine. Exactly one
 /// winner per seq: the log is one gap-free chain, every acknowledged event sits at its seq
 /// exactly once, no address or node key is handed out twice, and every instance ends with
 /// the state a replay from event 1 gives.
@@ -179,20 +180,25 @@ async fn t1_racing_instances_append_one_chain_without_duplicates() {
         .map(|_| instance(&config, EngineOptions::default()))
         .collect();
     let owner = user(&engines[0], "racer").await;
-    const PER_INSTANCE: u32 = 40;
+    // `HA_SCALE=1`: 2,500 registrations per instance (10,000 rounds) instead of 40.
+    let per_instance: u32 = if std::env::var_os("HA_SCALE").is_some() {
+        2500
+    } else {
+        40
+    };
     let conflicts_before = headscale::metrics::metrics().append_conflicts.get();
     let mut tasks = Vec::new();
     for (i, engine) in engines.iter().enumerate() {
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
-            for n in 0..PER_INSTANCE {
+            for n in 0..per_instance {
                 let envelopes = engine
                     .execute(Actor::System, register(owner, i as u8, n))
                     .await
                     .unwrap_or_else(|e| panic!("instance {i} node {n}: {e}"));
                 acknowledged.extend(envelopes);
-                if n == PER_INSTANCE / 2 {
+                if n == per_instance / 2 {
                     // Everyone registers the same machine: one node, whoever wins.
                     let contested = register(owner, 200, 0);
                     match engine.execute(Actor::System, contested).await {
@@ -221,7 +227,7 @@ async fn t1_racing_instances_append_one_chain_without_duplicates() {
         1,
         "the contested machine is one node"
     );
-    assert_eq!(state.nodes.len() as u32, 4 * PER_INSTANCE + 1);
+    assert_eq!(state.nodes.len() as u32, 4 * per_instance + 1);
     eprintln!(
         "T1: {} events, {} nodes, {} append conflicts retried",
         log.len(),

@@ -26,25 +26,14 @@ fn instance(
     first: Option<&TestServer>,
     extra: &str,
 ) -> TestServer {
-    let mut server = TestServer::with_yaml(|data, port| {
-        format!(
-            "server_url: http://127.0.0.1:{port}\n\
-             listen_addr: 127.0.0.1:{port}\n\
-             metrics_listen_addr: \"\"\n\
-             unix_socket: {data}/headscale.sock\n\
-             noise:\n  private_key_path: {data}/noise_private.key\n\
-             {database}\
-             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
-             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
-             policy:\n  mode: database\n\
-             log:\n  level: warn\n\
-             tuning:\n  batch_change_delay: 50ms\n  node_offline_grace: 1s\n\
+    let mut server = TestServer::on_database(
+        &cluster.database_yaml(),
+        &format!(
+            "tuning:\n  batch_change_delay: 50ms\n  node_offline_grace: 1s\n\
              ha:\n  instance_name: {name}\n  presence_ttl: 2s\n  heartbeat_interval: 500ms\n  poll_interval: 500ms\n\
-             {extra}\n",
-            data = data.display(),
-            database = cluster.database_yaml(),
-        )
-    });
+             {extra}"
+        ),
+    );
     if let Some(first) = first {
         let data = server.data_dir();
         std::fs::create_dir_all(&data).unwrap();

@@ -259,21 +259,7 @@ fn server_on(cluster: &PgCluster) -> TestServer {
 
 /// A test server with `database` as its `database:` section.
 fn server_on_yaml(database: &str) -> TestServer {
-    TestServer::with_yaml(|data, port| {
-        format!(
-            "server_url: http://127.0.0.1:{port}\n\
-             listen_addr: 127.0.0.1:{port}\n\
-             metrics_listen_addr: \"\"\n\
-             unix_socket: {data}/headscale.sock\n\
-             noise:\n  private_key_path: {data}/noise_private.key\n\
-             {database}\
-             dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
-             derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
-             policy:\n  mode: database\n\
-             log:\n  level: warn\n",
-            data = data.display()
-        )
-    })
+    TestServer::on_database(database, "")
 }
 
 /// What identifies each node, in id order (not presence, which is volatile).

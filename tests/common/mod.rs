@@ -24,13 +24,36 @@ pub fn free_port() -> u16 {
 /// The config lines every test server shares: loopback URL and listener on `port`, no metrics,
 /// and the unix socket, Noise key and store under `data`.
 pub fn base_yaml(data: &std::path::Path, port: u16) -> String {
+    base_yaml_on(
+        data,
+        port,
+        &format!(
+            "database:\n  type: sled\n  sled:\n    path: {}/db.sled\n",
+            data.display()
+        ),
+    )
+}
+
+/// `base_yaml` with `database` (a whole `database:` section) as the store.
+pub fn base_yaml_on(data: &std::path::Path, port: u16, database: &str) -> String {
     format!(
         "server_url: http://127.0.0.1:{port}\n\
          listen_addr: 127.0.0.1:{port}\n\
          metrics_listen_addr: \"\"\n\
          unix_socket: {data}/headscale.sock\n\
          noise:\n  private_key_path: {data}/noise_private.key\n\
-         database:\n  type: sled\n  sled:\n    path: {data}/db.sled\n",
+         {database}",
+        data = data.display()
+    )
+}
+
+/// The rest of every test server's config: no DERP, policy in the database, quiet logs.
+fn common_sections(data: &std::path::Path) -> String {
+    format!(
+        "dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
+         derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
+         policy:\n  mode: database\n\
+         log:\n  level: warn\n",
         data = data.display()
     )
 }
@@ -49,14 +72,20 @@ impl TestServer {
     pub fn new(extra_yaml: &str) -> TestServer {
         TestServer::with_yaml(|data, port| {
             format!(
-                "{base}\
-                 dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
-                 derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
-                 policy:\n  mode: database\n\
-                 log:\n  level: warn\n\
-                 {extra_yaml}\n",
-                base = base_yaml(data, port),
-                data = data.display()
+                "{}{}{extra_yaml}\n",
+                base_yaml(data, port),
+                common_sections(data)
+            )
+        })
+    }
+
+    /// `new` with `database` (a whole `database:` section, e.g. PostgreSQL's) as the store.
+    pub fn on_database(database: &str, extra_yaml: &str) -> TestServer {
+        TestServer::with_yaml(|data, port| {
+            format!(
+                "{}{}{extra_yaml}\n",
+                base_yaml_on(data, port, database),
+                common_sections(data)
             )
         })
     }
