@@ -187,18 +187,40 @@ impl EngineHandle {
         if !self.store.is_shared() {
             return Ok(self.state().last_seq);
         }
-        let (reply, answer) = oneshot::channel();
+        self.ask(|reply| Message::CatchUp(Some(reply)))
+            .await?
+            .map_err(EngineError::Store)
+    }
+
+    /// The latest state, read up to the shared log's head first when `found` says it lacks
+    /// what the caller looks for (a node or key written a moment ago on another instance).
+    /// Only a miss costs a read of the log; a failed read leaves the state as it was.
+    pub async fn state_where(&self, found: impl Fn(&State) -> bool) -> Arc<State> {
+        let state = self.state();
+        if found(&state) || !self.store.is_shared() || self.catch_up().await.is_err() {
+            return state;
+        }
+        self.state()
+    }
+
+    /// Sends the writer the message `message(reply)` builds and waits for its answer, both
+    /// within the command deadline.
+    async fn ask<T>(
+        &self,
+        message: impl FnOnce(oneshot::Sender<T>) -> Message,
+    ) -> Result<T, EngineError> {
         let deadline = tokio::time::Instant::now() + self.deadline;
         let timeout = |_| EngineError::Timeout(self.deadline);
-        tokio::time::timeout_at(deadline, self.sender.send(Message::CatchUp(Some(reply))))
+        let (reply, answer) = oneshot::channel();
+        tokio::time::timeout_at(deadline, self.sender.send(message(reply)))
             .await
             .map_err(timeout)?
             .map_err(|_| EngineError::Stopped)?;
+        // Dropping `answer` on timeout tells the writer to skip a command not yet begun.
         tokio::time::timeout_at(deadline, answer)
             .await
             .map_err(timeout)?
-            .map_err(|_| EngineError::Stopped)?
-            .map_err(EngineError::Store)
+            .map_err(|_| EngineError::Stopped)
     }
 
     /// Asks the writer to catch up without waiting (a hint that the shared log moved);
@@ -269,25 +291,13 @@ impl EngineHandle {
         command: Command,
     ) -> Result<Vec<Envelope>, EngineError> {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.deadline;
-        let timeout = |_| EngineError::Timeout(self.deadline);
-        let (reply, answer) = oneshot::channel();
-        tokio::time::timeout_at(
-            deadline,
-            self.sender.send(Message::Command {
+        let outcome = self
+            .ask(|reply| Message::Command {
                 command: Box::new(command),
                 actor,
                 reply,
-            }),
-        )
-        .await
-        .map_err(timeout)?
-        .map_err(|_| EngineError::Stopped)?;
-        // Dropping `answer` on timeout tells the writer to skip the command if not yet begun.
-        let outcome = tokio::time::timeout_at(deadline, answer)
-            .await
-            .map_err(timeout)?
-            .map_err(|_| EngineError::Stopped)?;
+            })
+            .await?;
         crate::metrics::metrics()
             .command_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -8,7 +8,7 @@ mod common;
 #[path = "pg_cluster/mod.rs"]
 mod pg_cluster;
 
-use common::TestServer;
+use common::{node_facts, TestServer};
 use pg_cluster::PgCluster;
 use std::path::Path;
 
@@ -24,22 +24,6 @@ fn copy_keys(from: &TestServer, to: &TestServer) {
     for key in ["noise_private.key", "checkpoint_signing.key"] {
         std::fs::copy(from.data_dir().join(key), to.data_dir().join(key)).unwrap();
     }
-}
-
-/// Nodes by what identifies them (not presence).
-fn node_facts(server: &TestServer) -> Vec<serde_json::Value> {
-    let mut nodes: Vec<_> = server
-        .nodes()
-        .into_iter()
-        .map(|n| {
-            serde_json::json!({
-                "id": n["id"], "name": n["givenName"], "ips": n["ipAddresses"],
-                "user": n["user"]["name"], "nodeKey": n["nodeKey"],
-            })
-        })
-        .collect();
-    nodes.sort_by_key(|n| n["id"].as_str().unwrap_or_default().to_string());
-    nodes
 }
 
 fn export(server: &TestServer, file: &Path) -> serde_json::Value {

@@ -365,10 +365,7 @@ async fn t4_postgres_restarted_loses_no_acknowledged_event_and_tails_resume() {
         .await
         .expect_err("no append is acknowledged while PostgreSQL is down");
     assert!(
-        matches!(
-            refused,
-            EngineError::Store(_) | EngineError::Timeout(_) | EngineError::Rejected(_)
-        ),
+        matches!(refused, EngineError::Store(_) | EngineError::Timeout(_)),
         "{refused}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -9,7 +9,7 @@ mod common;
 #[path = "pg_cluster/mod.rs"]
 mod pg_cluster;
 
-use common::{http, TestServer};
+use common::{http, node_facts, TestServer};
 
 use headscale::store::disk_store::DiskStore;
 use headscale::store::postgres_store::PostgresStore;
@@ -260,28 +260,6 @@ fn server_on(cluster: &PgCluster) -> TestServer {
 /// A test server with `database` as its `database:` section.
 fn server_on_yaml(database: &str) -> TestServer {
     TestServer::on_database(database, "")
-}
-
-/// What identifies each node, in id order (not presence, which is volatile).
-fn node_facts(server: &TestServer) -> Vec<serde_json::Value> {
-    let mut nodes: Vec<_> = server
-        .nodes()
-        .into_iter()
-        .map(|n| {
-            serde_json::json!({
-                "id": n["id"], "name": n["givenName"], "ips": n["ipAddresses"],
-                "user": n["user"]["name"], "nodeKey": n["nodeKey"],
-            })
-        })
-        .collect();
-    nodes.sort_by_key(|n| {
-        n["id"]
-            .as_str()
-            .unwrap_or_default()
-            .parse::<u64>()
-            .unwrap_or(0)
-    });
-    nodes
 }
 
 /// Polls `/health` until it answers `status`, for at most 20 s.

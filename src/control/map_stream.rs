@@ -126,18 +126,15 @@ pub async fn map(
             "this server lost its event log; try again (another instance)",
         );
     }
-    let mut state = context.engine.state();
-    let known = |state: &crate::core::State| {
-        state
-            .node_by_node_key(&node_key)
-            .is_some_and(|n| n.machine_key == peer.machine_key)
-    };
-    if !known(&state) && context.engine.is_shared() {
-        // Registered a moment ago on another instance: read the shared log first.
-        if context.engine.catch_up().await.is_ok() {
-            state = context.engine.state();
-        }
-    }
+    // Registered a moment ago on another instance: read the shared log first.
+    let state = context
+        .engine
+        .state_where(|state| {
+            state
+                .node_by_node_key(&node_key)
+                .is_some_and(|n| n.machine_key == peer.machine_key)
+        })
+        .await;
     let Some(node) = state
         .node_by_node_key(&node_key)
         .filter(|n| n.machine_key == peer.machine_key)

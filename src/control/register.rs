@@ -200,11 +200,11 @@ async fn follow_up(
     };
     match decision {
         Some(Outcome::Registered(id)) => {
-            if context.engine.state().nodes.get(&id).is_none() {
-                // Decided on another instance a moment ago: read the log up to its head.
-                let _ = context.engine.catch_up().await;
-            }
-            let state = context.engine.state();
+            // Decided on another instance a moment ago: read the log up to its head.
+            let state = context
+                .engine
+                .state_where(|state| state.nodes.contains_key(&id))
+                .await;
             match state.nodes.get(&id) {
                 Some(node) => success(&state, node, SystemClock.now()),
                 None => refuse("node not found"),

@@ -67,11 +67,6 @@ impl SharedPool {
         })
     }
 
-    /// Where the pool connects, for messages.
-    pub fn describe(&self) -> &str {
-        &self.target.describe
-    }
-
     /// Starts listening on `channels` over a connection of its own (see `listen`).
     pub fn listen(&self, channels: &[&str]) -> mpsc::Receiver<Hint> {
         listen(self.target.clone(), channels)

@@ -48,7 +48,7 @@ pub fn base_yaml_on(data: &std::path::Path, port: u16, database: &str) -> String
 }
 
 /// The rest of every test server's config: no DERP, policy in the database, quiet logs.
-fn common_sections(data: &std::path::Path) -> String {
+pub fn common_sections(data: &std::path::Path) -> String {
     format!(
         "dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
          derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
@@ -518,3 +518,28 @@ pub fn go_cli_json(
 // tests/real_clients/oidc.rs) ----
 
 pub mod oidc;
+
+// ---- HA / PostgreSQL: what identifies a server's nodes ----
+
+/// Each node by what identifies it, in id order (not presence, which is volatile): a log
+/// moved or shared between servers must give the same.
+pub fn node_facts(server: &TestServer) -> Vec<serde_json::Value> {
+    let mut nodes: Vec<_> = server
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n["id"], "name": n["givenName"], "ips": n["ipAddresses"],
+                "user": n["user"]["name"], "nodeKey": n["nodeKey"],
+            })
+        })
+        .collect();
+    nodes.sort_by_key(|n| {
+        n["id"]
+            .as_str()
+            .unwrap_or_default()
+            .parse::<u64>()
+            .unwrap_or(0)
+    });
+    nodes
+}

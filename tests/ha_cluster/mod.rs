@@ -39,15 +39,10 @@ pub struct ClusterOptions {
     pub sections: Sections,
 }
 
-/// The default sections: MagicDNS domain `tailnet.example`, no DERP, database policy.
+/// The default sections: MagicDNS domain `tailnet.example`, no DERP, database policy (as
+/// every test server's).
 fn default_sections(_index: usize, data: &Path) -> String {
-    format!(
-        "dns:\n  base_domain: tailnet.example\n  override_local_dns: false\n\
-         derp:\n  server:\n    enabled: false\n    private_key_path: {data}/derp.key\n\
-         policy:\n  mode: database\n\
-         log:\n  level: warn\n",
-        data = data.display()
-    )
+    crate::common::common_sections(data)
 }
 
 impl Default for ClusterOptions {
