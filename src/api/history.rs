@@ -1,10 +1,9 @@
 //! The log as an audit trail: `/api/v1/events` (filters), one event, chain verification,
 //! the whole state at any past point, and the policy document (get, set, check).
 
+use super::event_filter::EventFilter;
 use super::wire::{self, EventWire};
-use super::{blocking, resolve_at, ApiContext, ApiError, ApiJson};
-use crate::core::event::Event;
-use crate::core::ids::NodeId;
+use super::{blocking, point, ApiContext, ApiError, ApiJson};
 use crate::core::{Actor, Command};
 use crate::store::replay::{read_envelopes, verify_chain};
 use crate::store::EventStore;
@@ -31,15 +30,20 @@ pub const FOLLOW_CHUNK: u64 = 1024;
 #[derive(Deserialize, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only events after this seq.
-    since: Option<u64>,
-    /// Only events up to this seq or RFC 3339 time.
-    until: Option<String>,
+    /// Only events after this point: a seq, an RFC 3339 time or a duration ago (`2h`).
+    pub(super) since: Option<String>,
+    /// Only events up to this point: a seq, an RFC 3339 time or a duration ago.
+    pub(super) until: Option<String>,
     /// Comma-separated event types.
     #[serde(rename = "type")]
-    kind: Option<String>,
-    node: Option<u64>,
-    user: Option<String>,
+    pub(super) kind: Option<String>,
+    /// Only events about this node id.
+    pub(super) node: Option<u64>,
+    /// Only events naming this user (name or id).
+    pub(super) user: Option<String>,
+    /// Only events done by this actor: `system`, `admin` (any), `socket`, `apikey:N`,
+    /// `node:N`, `machine:<key prefix>`, `oidc` (any) or `oidc:<issuer/subject>`.
+    pub(super) actor: Option<String>,
     limit: Option<usize>,
     /// Stream: the matching events so far, then new ones as they are appended, as
     /// server-sent events (`id:` is the seq, `event:` the type, `data:` the event JSON).
@@ -59,60 +63,6 @@ pub struct EventList {
     next_since: Option<String>,
 }
 
-/// Which events a query selects (type, node, user).
-struct EventFilter {
-    kinds: Option<Vec<String>>,
-    node: Option<NodeId>,
-    user: Option<crate::core::ids::UserId>,
-}
-
-impl EventFilter {
-    fn from_query(ctx: &ApiContext, query: &EventsQuery) -> Result<EventFilter, ApiError> {
-        let kinds: Option<Vec<String>> = query.kind.as_deref().filter(|k| !k.is_empty()).map(|k| {
-            k.split(',')
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(str::to_string)
-                .collect()
-        });
-        if let Some(kinds) = &kinds {
-            if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(&k.as_str())) {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown event type {bad:?}; known types: {}",
-                    Event::KINDS.join(", ")
-                )));
-            }
-        }
-        let user = match query.user.as_deref().filter(|u| !u.is_empty()) {
-            // A deleted user can still be named by id: their history outlives them.
-            Some(text) => match text.parse::<u64>() {
-                Ok(id) => Some(crate::core::ids::UserId(id)),
-                Err(_) => Some(super::nodes::find_user(&*ctx.state_at(None)?, text)?),
-            },
-            None => None,
-        };
-        Ok(EventFilter {
-            kinds,
-            node: query.node.map(NodeId),
-            user,
-        })
-    }
-
-    fn matches(&self, event: &Event) -> bool {
-        if self
-            .kinds
-            .as_ref()
-            .is_some_and(|k| !k.iter().any(|k| k == event.kind()))
-        {
-            return false;
-        }
-        if self.node.is_some_and(|n| event.node() != Some(n)) {
-            return false;
-        }
-        self.user.is_none() || event.user() == self.user
-    }
-}
-
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -129,25 +79,34 @@ pub async fn list_events(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let filter = EventFilter::from_query(&ctx, &query)?;
+    let store = ctx.store();
+    let now = ctx.now();
+    let since_text = query.since.clone().filter(|s| !s.trim().is_empty());
+    let since = match since_text {
+        Some(text) => {
+            let store = store.clone();
+            Some(blocking(move || point::resolve(store.as_ref(), "since", &text, now)).await?)
+        }
+        None => None,
+    };
     if query.follow {
         // A reconnecting EventSource resumes after the last event it saw.
         let resume = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        return follow_events(&ctx, &query, filter, query.since.or(resume))
+        return follow_events(&ctx, &query, filter, since.or(resume))
             .map(IntoResponse::into_response);
     }
-    let store = ctx.store();
-    let since = query.since.unwrap_or(0);
-    let until = query.until.filter(|u| !u.is_empty());
+    let since = since.unwrap_or(0);
+    let until = query.until.filter(|u| !u.trim().is_empty());
     let limit = query
         .limit
         .unwrap_or(MAX_EVENTS_PER_PAGE)
         .min(MAX_EVENTS_PER_PAGE);
     let page = blocking(move || {
         let until = match until {
-            Some(text) => resolve_at(store.as_ref(), &text)?,
+            Some(text) => point::resolve(store.as_ref(), "until", &text, now)?,
             None => store.head().seq,
         };
         scan_page(
@@ -181,7 +140,7 @@ fn scan_page(
     let end = until.min(since.saturating_add(budget));
     for envelope in read_envelopes(store, since + 1, end) {
         let envelope = envelope?;
-        if filter.matches(&envelope.event) {
+        if filter.matches(&envelope.actor, &envelope.event) {
             if events.len() == limit || bytes >= MAX_PAGE_BYTES {
                 break;
             }
@@ -320,7 +279,7 @@ fn read_chunk(
     let mut items = Vec::new();
     for envelope in read_envelopes(store, after + 1, to) {
         let envelope = envelope?;
-        if filter.matches(&envelope.event) {
+        if filter.matches(&envelope.actor, &envelope.event) {
             let data =
                 serde_json::to_string(&wire::event(&envelope)).unwrap_or_else(|_| "{}".into());
             items.push(Ok(axum::response::sse::Event::default()
@@ -564,7 +523,7 @@ pub(crate) fn check_policy_text(ctx: &ApiContext, text: &str) -> Result<(), ApiE
 mod tests {
     use super::*;
     use crate::core::ids::UserId;
-    use crate::core::{Envelope, Timestamp};
+    use crate::core::{Envelope, Event, Timestamp};
     use crate::store::memory::MemoryStore;
     use crate::store::record::encode_chain;
 
@@ -598,18 +557,10 @@ mod tests {
     }
 
     fn only(kind: &str) -> EventFilter {
-        EventFilter {
-            kinds: Some(vec![kind.into()]),
-            node: None,
-            user: None,
-        }
+        EventFilter::only(kind)
     }
 
-    const ALL: EventFilter = EventFilter {
-        kinds: None,
-        node: None,
-        user: None,
-    };
+    const ALL: EventFilter = EventFilter::ALL;
 
     fn seqs(page: &EventList) -> Vec<String> {
         page.events.iter().map(|e| e.seq.clone()).collect()

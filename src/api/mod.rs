@@ -5,10 +5,12 @@
 mod auth;
 pub mod cors;
 mod error;
+mod event_filter;
 pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod nodes;
 pub mod openapi;
+pub mod point;
 mod read_your_writes;
 pub mod request_log;
 pub(crate) mod users;
@@ -22,7 +24,7 @@ pub use error::{ApiError, ApiJson};
 
 use crate::core::{Actor, Command, Envelope, State, Timestamp};
 use crate::engine::EngineHandle;
-use crate::store::replay::{load_state_with, seq_at_time};
+use crate::store::replay::load_state_with;
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
 use axum::http::Method;
@@ -75,7 +77,7 @@ impl ApiContext {
         }
     }
 
-    /// The state now, or at a past point given as a seq or an RFC 3339 time. The live state
+    /// The state now, or at a past point given as a seq, an RFC 3339 time or a duration ago. The live state
     /// is a pointer copy; a rebuild (`?at=`, or the CLI's offline mode) reads the store and
     /// replays, so it runs [`off_runtime`].
     pub fn state_at(&self, at: Option<&str>) -> Result<Arc<State>, ApiError> {
@@ -87,8 +89,11 @@ impl ApiContext {
         // Snapshots are used only when signed by the checkpoint key (L11); without a
         // readable key the log is replayed from the start.
         let trusted = self.checkpoint_key;
+        let now = self.now();
         off_runtime(|| {
-            let upto = at.map(|at| resolve_at(store.as_ref(), at)).transpose()?;
+            let upto = at
+                .map(|at| resolve_at(store.as_ref(), at, now))
+                .transpose()?;
             let loaded = load_state_with(store.as_ref(), upto, trusted.as_ref())?;
             Ok(Arc::new(loaded.state))
         })
@@ -134,23 +139,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("a store read on the blocking pool failed: {e}")))?
 }
 
-/// Parses `--at`: a seq number, or an RFC 3339 time mapped to the last seq at or before it.
-pub fn resolve_at(store: &dyn EventStore, at: &str) -> Result<u64, ApiError> {
-    let head = store.head().seq;
-    if let Ok(seq) = at.parse::<u64>() {
-        if seq > head {
-            return Err(ApiError::BadRequest(format!(
-                "--at {seq} is beyond the end of the log (last seq is {head})"
-            )));
-        }
-        return Ok(seq);
-    }
-    let time = Timestamp::parse_rfc3339(at).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "--at {at:?} is neither a seq number nor an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)"
-        ))
-    })?;
-    Ok(seq_at_time(store, time)?)
+/// Maps `--at` (a seq, an RFC 3339 time or a duration ago, see [`point`]) to a seq.
+pub fn resolve_at(store: &dyn EventStore, at: &str, now: Timestamp) -> Result<u64, ApiError> {
+    point::resolve(store, "--at", at, now)
 }
 
 /// Every `/api/v1` route as (method, path, handler); [`router`] is built from it, so

@@ -102,10 +102,11 @@ pub enum GenerateCommand {
     PrivateKey,
 }
 
-/// `--at <seq|RFC3339>`: show the state as it was at that point of the log.
+/// `--at <seq|RFC3339|duration>`: show the state as it was at that point of the log.
 #[derive(Args, Debug, Clone, Default)]
 pub struct AtArg {
-    #[arg(long, value_name = "SEQ|TIME")]
+    /// A seq number, an RFC 3339 time, or a duration ago (2h, 3d).
+    #[arg(long, value_name = "SEQ|TIME|AGO")]
     pub at: Option<String>,
 }
 
@@ -358,11 +359,11 @@ pub enum EventsCommand {
     /// List events, oldest first.
     #[command(visible_alias = "ls")]
     List {
-        /// Only events after this seq.
-        #[arg(long)]
-        since: Option<u64>,
-        /// Only events up to this seq or RFC 3339 time.
-        #[arg(long)]
+        /// Only events after this point: a seq, an RFC 3339 time or a duration ago (2h).
+        #[arg(long, value_name = "SEQ|TIME|AGO")]
+        since: Option<String>,
+        /// Only events up to this point: a seq, an RFC 3339 time or a duration ago.
+        #[arg(long, value_name = "SEQ|TIME|AGO")]
         until: Option<String>,
         /// Only these event types (comma-separated).
         #[arg(long = "type", value_delimiter = ',')]
@@ -373,6 +374,10 @@ pub enum EventsCommand {
         /// Only events naming this user (name or id).
         #[arg(long)]
         user: Option<String>,
+        /// Only events done by: system, admin, socket, apikey:<id>, node:<id>,
+        /// machine:<key prefix>, oidc or oidc:<issuer/subject>.
+        #[arg(long)]
+        actor: Option<String>,
         /// Keep printing new events as they are appended (needs a running daemon).
         #[arg(short = 'f', long, conflicts_with = "until")]
         follow: bool,

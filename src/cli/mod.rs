@@ -1185,11 +1185,15 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
             kinds,
             node,
             user,
+            actor,
             follow,
         } => {
             let mut parts = Vec::new();
             if let Some(since) = since {
-                parts.push(format!("since={since}"));
+                parts.push(format!("since={}", urlencode(since)));
+            }
+            if let Some(actor) = actor {
+                parts.push(format!("actor={}", urlencode(actor)));
             }
             if let Some(until) = until {
                 parts.push(format!("until={}", urlencode(until)));
