@@ -294,10 +294,33 @@ fn nodes_routes_and_history() {
     let line = server.fails(&["users", "list", "--at", "999999"]);
     assert!(line.contains("beyond the end of the log"), "{line}");
     let line = server.fails(&["users", "list", "--at", "yesterday"]);
-    assert!(
-        line.contains("neither a seq number nor an RFC 3339 time"),
-        "{line}"
+    assert!(line.contains("is not a point in the log"), "{line}");
+    assert!(line.contains("a duration ago"), "{line}");
+    // A duration is that long ago: a day ago the log was empty, a second from now is all of it.
+    let day_ago = server.json(&["nodes", "list", "--at", "1d"]);
+    assert_eq!(day_ago.as_array().map(Vec::len), Some(0), "{day_ago}");
+    let recent = server.json(&["events", "list", "--since", "1h"]);
+    assert_eq!(
+        recent.as_array().unwrap().len(),
+        server.json(&["events", "list"]).as_array().unwrap().len()
     );
+
+    // Who did it: the admin made every change to the node, the server started itself.
+    let by_admin = server.json(&["events", "list", "--actor", "admin", "--node", "1"]);
+    assert_eq!(by_admin.as_array().unwrap().len(), kinds_len(&story));
+    let by_system = server.json(&["events", "list", "--actor", "system"]);
+    assert!(by_system
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == "system"));
+    assert!(by_system
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "ServerStarted"));
+    let line = server.fails(&["events", "list", "--actor", "root"]);
+    assert!(line.contains("invalid actor \"root\""), "{line}");
 
     let until = server.json(&["events", "list", "--until", "3"]);
     assert_eq!(until.as_array().unwrap().len(), 3);
@@ -317,6 +340,10 @@ fn nodes_routes_and_history() {
     assert_eq!(shown["event"]["type"], "ServerStarted");
     assert_eq!(shown["hash"].as_str().unwrap().len(), 64);
     assert!(server.ok(&["events", "verify"]).starts_with("ok: "));
+}
+
+fn kinds_len(events: &serde_json::Value) -> usize {
+    events.as_array().map_or(0, Vec::len)
 }
 
 #[test]
