@@ -78,6 +78,7 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         history::verify,
         history::show_event,
         history::state,
+        super::netmap_at::netmap,
         openapi_json,
         openapi_yaml,
         docs,

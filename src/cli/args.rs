@@ -307,6 +307,15 @@ pub enum NodesCommand {
         #[arg(short = 'r', long, value_delimiter = ',', num_args = 0..)]
         routes: Vec<String>,
     },
+    /// What a node's client was (or would have been) given at a point of the log: peers,
+    /// packet filter, SSH policy, DNS, capabilities.
+    Netmap {
+        /// The node's id or name.
+        #[arg(short = 'n', long)]
+        node: String,
+        #[command(flatten)]
+        at: AtArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
