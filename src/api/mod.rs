@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod point;
 mod read_your_writes;
 pub mod request_log;
+pub(crate) mod state_diff;
 pub(crate) mod users;
 pub mod wire;
 
@@ -214,6 +215,7 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
         route(Method::GET, "/api/v1/events/{seq}", history::show_event),
         route(Method::GET, "/api/v1/state", history::state),
         route(Method::GET, "/api/v1/node/{id}/netmap", netmap_at::netmap),
+        route(Method::GET, "/api/v1/state/diff", state_diff::diff),
     ]
 }
 

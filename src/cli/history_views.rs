@@ -257,3 +257,178 @@ pub fn human_netmap(value: &Value) -> String {
     }
     escape_multiline(&out).into_owned()
 }
+
+/// `headscale state diff|show`.
+pub async fn state(
+    api: &Transport,
+    format: Format,
+    command: &super::args::StateCommand,
+) -> anyhow::Result<()> {
+    use super::args::StateCommand;
+    match command {
+        StateCommand::Diff { from, to } => {
+            let mut parts = vec![format!("from={}", urlencode(from))];
+            if let Some(to) = to {
+                parts.push(format!("to={}", urlencode(to)));
+            }
+            let value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/state/diff{}", query(&parts)),
+                    None,
+                )
+                .await?;
+            match format {
+                Format::Human => print!("{}", human_diff(&value)),
+                _ => print_machine(format, &value)?,
+            }
+        }
+        StateCommand::Show { at } => {
+            let value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/state{}", query(&[at_query(at)])),
+                    None,
+                )
+                .await?;
+            print_machine(format, &value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A fact for humans: owners by name, lists in brackets, nothing as `-`.
+fn fact(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(text) if text.is_empty() => "\"\"".into(),
+        Value::String(text) => text.clone(),
+        Value::Object(fields) if fields.contains_key("name") => s(&fields["name"]),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(fact).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn event_lines(change: &Value) -> String {
+    change["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "      seq {} {} by {} at {}\n",
+                s(&e["seq"]),
+                s(&e["type"]),
+                s(&e["actor"]),
+                s(&e["at"])
+            )
+        })
+        .collect()
+}
+
+/// One entity's line: `+`/`-` with its non-empty facts, `~` with `field: from -> to`.
+fn change_line(change: &Value) -> String {
+    let fields = change["fields"].as_array().cloned().unwrap_or_default();
+    let (mark, facts): (&str, Vec<String>) = match change["change"].as_str() {
+        Some("added") | Some("removed") => {
+            let side = if change["change"] == "added" {
+                "to"
+            } else {
+                "from"
+            };
+            let facts = fields
+                .iter()
+                .filter(|f| {
+                    !matches!(&f[side], Value::Null | Value::Bool(false))
+                        && f[side] != Value::Array(vec![])
+                        && f[side] != ""
+                })
+                .map(|f| format!("{} {}", s(&f["field"]), fact(&f[side])))
+                .collect();
+            (if side == "to" { "+" } else { "-" }, facts)
+        }
+        _ => (
+            "~",
+            fields
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: {} -> {}",
+                        s(&f["field"]),
+                        fact(&f["from"]),
+                        fact(&f["to"])
+                    )
+                })
+                .collect(),
+        ),
+    };
+    format!(
+        "  {mark} {} {}: {}\n{}",
+        s(&change["id"]),
+        s(&change["name"]),
+        facts.join("; "),
+        event_lines(change)
+    )
+}
+
+/// The readable form of a `GET /api/v1/state/diff` answer: one section per kind of entity.
+pub fn human_diff(value: &Value) -> String {
+    let mut out = format!(
+        "State diff: seq {} ({}) -> seq {} ({}), {} events\n",
+        s(&value["from"]),
+        s(&value["fromAt"]),
+        s(&value["to"]),
+        s(&value["toAt"]),
+        s(&value["eventCount"])
+    );
+    if let Some(note) = value["note"].as_str() {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    let mut empty = true;
+    for (title, key) in [
+        ("Users", "users"),
+        ("Pre-auth keys", "preAuthKeys"),
+        ("API keys", "apiKeys"),
+        ("Nodes", "nodes"),
+    ] {
+        let changes = value[key].as_array().cloned().unwrap_or_default();
+        if changes.is_empty() {
+            continue;
+        }
+        empty = false;
+        out.push_str(&format!("\n{title}:\n"));
+        for change in &changes {
+            out.push_str(&change_line(change));
+        }
+    }
+    if let Some(fields) = value["config"].as_array() {
+        empty = false;
+        out.push_str("\nConfig:\n");
+        for f in fields {
+            out.push_str(&format!(
+                "  ~ {}: {} -> {}\n",
+                s(&f["field"]),
+                fact(&f["from"]),
+                fact(&f["to"])
+            ));
+        }
+    }
+    if let Some(policy) = value.get("policy").filter(|p| !p.is_null()) {
+        empty = false;
+        out.push_str(&format!(
+            "\nPolicy ({}):\n{}",
+            s(&policy["change"]),
+            event_lines(policy)
+        ));
+        for line in s(&policy["unified"]).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    if empty {
+        out.push_str("\nno differences\n");
+    }
+    escape_multiline(&out).into_owned()
+}

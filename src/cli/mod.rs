@@ -458,6 +458,7 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Policy(command) => policy(&api, format, command).await?,
         Command::Events(command) => events(&api, format, command).await?,
         Command::Auth(command) => auth(&api, format, command).await?,
+        Command::State(command) => history_views::state(&api, format, command).await?,
         Command::Debug(DebugCommand::CreateNode {
             name,
             user,
