@@ -119,6 +119,7 @@ pub fn live_context(
         presence,
         auth: api::AuthGuard::new(&config.trusted_proxies),
         pending: None,
+        netmap: None,
     }
 }
 
@@ -337,12 +338,7 @@ pub fn start_map_hub(
     file_records: Option<&[ExtraRecord]>,
     derp_map: &crate::tailcfg::derp::DerpMap,
 ) -> anyhow::Result<MachineContext> {
-    let mut context =
-        control::netmap_context::netmap_context(config, &serde_json::to_value(derp_map)?)?;
-    if let Some(records) = file_records {
-        context.dns_config =
-            SharedJson::new(&control::netmap_context::dns_config_with(config, records))?;
-    }
+    let context = netmap_template(config, file_records, derp_map)?;
     let tuning = &config.tuning;
     let hub = MapHub::start(
         engine,
@@ -362,6 +358,29 @@ pub fn start_map_hub(
         pending: PendingLogins::new(PENDING_LOGIN_TTL),
         server_url: config.server_url.trim_end_matches('/').to_string(),
     })
+}
+
+/// The tailnet-wide netmap parts as the map hub starts with them (also what
+/// `GET /api/v1/node/{id}/netmap` renders past maps with).
+pub fn netmap_template(
+    config: &Config,
+    file_records: Option<&[ExtraRecord]>,
+    derp_map: &crate::tailcfg::derp::DerpMap,
+) -> anyhow::Result<crate::core::netmap::NetmapContext> {
+    let mut context =
+        control::netmap_context::netmap_context(config, &serde_json::to_value(derp_map)?)?;
+    if let Some(records) = file_records {
+        context.dns_config =
+            SharedJson::new(&control::netmap_context::dns_config_with(config, records))?;
+    }
+    Ok(context)
+}
+
+/// [`netmap_template`] for the CLI without a daemon: the DERP map from `derp.paths` and the
+/// embedded region only (nothing is fetched), the inline DNS records only.
+pub fn offline_netmap_template(config: &Config) -> Option<Arc<crate::core::netmap::NetmapContext>> {
+    let derp_map = crate::derp::map::derp_map(config).unwrap_or_default();
+    netmap_template(config, None, &derp_map).ok().map(Arc::new)
 }
 
 /// The headscale release whose API and CLI we implement, as `/version` reports it.
@@ -563,6 +582,11 @@ pub async fn run(
     };
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
+    ctx.netmap = Some(Arc::new(netmap_template(
+        &config,
+        extra_records.as_ref().map(RecordsFile::records),
+        derp_maps.current(),
+    )?));
     let oidc = oidc_provider.map(|provider| {
         crate::oidc::context(&config, provider, engine.clone(), machine.pending.clone())
     });

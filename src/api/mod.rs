@@ -8,11 +8,13 @@ mod error;
 mod event_filter;
 pub(crate) mod history;
 pub(crate) mod keys;
+pub(crate) mod netmap_at;
 pub(crate) mod nodes;
 pub mod openapi;
 pub mod point;
 mod read_your_writes;
 pub mod request_log;
+pub(crate) mod state_diff;
 pub(crate) mod users;
 pub mod wire;
 
@@ -60,6 +62,9 @@ pub struct ApiContext {
     pub auth: AuthGuard,
     /// Interactive logins waiting for `nodes register`; `None` without a daemon.
     pub pending: Option<crate::control::pending::PendingLogins>,
+    /// The tailnet-wide netmap parts from the config (DNS, DERP map, domain, self
+    /// capabilities), for `GET /api/v1/node/{id}/netmap`; `None`: that route answers 503.
+    pub netmap: Option<Arc<crate::core::netmap::NetmapContext>>,
 }
 
 impl ApiContext {
@@ -209,6 +214,8 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
         route(Method::GET, "/api/v1/events/verify", history::verify),
         route(Method::GET, "/api/v1/events/{seq}", history::show_event),
         route(Method::GET, "/api/v1/state", history::state),
+        route(Method::GET, "/api/v1/node/{id}/netmap", netmap_at::netmap),
+        route(Method::GET, "/api/v1/state/diff", state_diff::diff),
     ]
 }
 

@@ -73,6 +73,28 @@ pub enum Command {
     /// Bring another server's database into an empty event log (offline).
     #[command(subcommand)]
     Import(super::import::ImportCommand),
+    /// The whole state at a point, and what changed between two points.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// What changed between two points (users, keys, nodes, routes, tags, approvals, config,
+    /// policy), with the events responsible.
+    Diff {
+        /// The earlier point: a seq, an RFC 3339 time or a duration ago (2h, 3d).
+        #[arg(long, value_name = "SEQ|TIME|AGO")]
+        from: String,
+        /// The later point (default: now).
+        #[arg(long, value_name = "SEQ|TIME|AGO")]
+        to: Option<String>,
+    },
+    /// The whole state, now or at a point.
+    Show {
+        #[command(flatten)]
+        at: AtArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -306,6 +328,15 @@ pub enum NodesCommand {
         node: NodeIdArg,
         #[arg(short = 'r', long, value_delimiter = ',', num_args = 0..)]
         routes: Vec<String>,
+    },
+    /// What a node's client was (or would have been) given at a point of the log: peers,
+    /// packet filter, SSH policy, DNS, capabilities.
+    Netmap {
+        /// The node's id or name.
+        #[arg(short = 'n', long)]
+        node: String,
+        #[command(flatten)]
+        at: AtArg,
     },
 }
 

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod go_shape;
+pub mod history_views;
 pub mod import;
 pub mod log_file;
 pub mod output;
@@ -457,6 +458,7 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Policy(command) => policy(&api, format, command).await?,
         Command::Events(command) => events(&api, format, command).await?,
         Command::Auth(command) => auth(&api, format, command).await?,
+        Command::State(command) => history_views::state(&api, format, command).await?,
         Command::Debug(DebugCommand::CreateNode {
             name,
             user,
@@ -920,6 +922,7 @@ async fn nodes(
             let (node, message) = node_message(&value, "approved");
             print_one(format, &node, &message)
         }
+        NodesCommand::Netmap { node, at } => history_views::netmap(api, format, node, at).await,
         NodesCommand::ListRoutes { id, at } => match format {
             Format::Json | Format::JsonLine | Format::Yaml => {
                 node_routes_go(api, format, *id, at).await

@@ -15,6 +15,7 @@ pub mod oidc;
 pub mod policy;
 pub mod routes;
 pub mod state;
+pub mod state_diff;
 pub mod time;
 
 pub use command::{decide, Command, ExpiryChange, RegisterAuth, Rejection};

@@ -11,6 +11,7 @@
 //! peers). Only tailnet-wide changes (users, policy, config) re-examine every peer.
 
 mod access;
+pub mod at_point;
 mod render;
 mod session;
 
