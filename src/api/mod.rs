@@ -2,6 +2,7 @@
 //! router serves the unix socket (local trust), the TCP listener (Bearer API key) and the
 //! CLI's offline mode, where it runs in-process over a read-only view of the store.
 
+mod access_review;
 mod auth;
 pub mod cors;
 mod error;
@@ -209,6 +210,16 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
         route(Method::GET, "/api/v1/events/verify", history::verify),
         route(Method::GET, "/api/v1/events/{seq}", history::show_event),
         route(Method::GET, "/api/v1/state", history::state),
+        route(
+            Method::GET,
+            "/api/v1/policy/who-can-reach",
+            access_review::who_can_reach,
+        ),
+        route(
+            Method::GET,
+            "/api/v1/policy/what-can",
+            access_review::what_can,
+        ),
     ]
 }
 

@@ -78,6 +78,8 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         history::verify,
         history::show_event,
         history::state,
+        super::access_review::who_can_reach,
+        super::access_review::what_can,
         openapi_json,
         openapi_yaml,
         docs,

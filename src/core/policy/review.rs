@@ -552,7 +552,11 @@ impl Review {
                 let Some(matched) = match_rule(&rule, node, &targets, destination) else {
                     continue;
                 };
-                let covered = self.source_nodes(&rule);
+                let mut covered = self.source_nodes(&rule);
+                // A node reaching itself is not access anyone granted.
+                if matched.through == "direct" {
+                    covered.remove(&i);
+                }
                 for (source, kind, nodes) in self.attribute(origin, &covered) {
                     entries.push(Entry {
                         source,
@@ -1180,7 +1184,7 @@ mod tests {
         // autogroup:self: alice's devices reach each other, bob is not among them.
         assert_eq!(
             rows(&review.who_can_reach(&dest("laptop")).unwrap()),
-            vec![row("autogroup:member", &["laptop", "phone"], "acl[0]")]
+            vec![row("autogroup:member", &["phone"], "acl[0]")]
         );
     }
 
@@ -1232,7 +1236,7 @@ mod tests {
         assert_eq!(answer.notes, vec![NO_POLICY.to_string()]);
         assert_eq!(answer.entries.len(), 1);
         assert_eq!(answer.entries[0].rule.rule, NO_POLICY);
-        assert_eq!(answer.entries[0].resolves_to.len(), 6);
+        assert_eq!(answer.entries[0].resolves_to.len(), 5);
         let what = review.what_can("laptop").unwrap();
         let reached: BTreeSet<&str> = what
             .entries
@@ -1307,6 +1311,7 @@ mod tests {
                     let ip = target.ipv4.unwrap();
                     let expected: BTreeSet<u64> = nodes
                         .iter()
+                        .filter(|source| source.id != target.id)
                         .filter(|source| {
                             filter.iter().any(|rule| {
                                 rule.dst_ports.iter().any(|d| {
