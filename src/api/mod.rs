@@ -2,6 +2,7 @@
 //! router serves the unix socket (local trust), the TCP listener (Bearer API key) and the
 //! CLI's offline mode, where it runs in-process over a read-only view of the store.
 
+mod access_review;
 mod auth;
 pub mod cors;
 mod error;
@@ -216,6 +217,16 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
         route(Method::GET, "/api/v1/state", history::state),
         route(Method::GET, "/api/v1/node/{id}/netmap", netmap_at::netmap),
         route(Method::GET, "/api/v1/state/diff", state_diff::diff),
+        route(
+            Method::GET,
+            "/api/v1/policy/who-can-reach",
+            access_review::who_can_reach,
+        ),
+        route(
+            Method::GET,
+            "/api/v1/policy/what-can",
+            access_review::what_can,
+        ),
     ]
 }
 

@@ -80,6 +80,8 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         history::state,
         super::netmap_at::netmap,
         super::state_diff::diff,
+        super::access_review::who_can_reach,
+        super::access_review::what_can,
         openapi_json,
         openapi_yaml,
         docs,

@@ -383,6 +383,22 @@ pub enum PolicyCommand {
         #[arg(short = 'f', long)]
         file: PathBuf,
     },
+    /// Who can reach a node or an address, and by which rule; with --since/--until, when
+    /// that access was gained or lost.
+    WhoCanReach {
+        /// A node (id or name), or ip, ip:port, ip:port/proto ([v6]:port for IPv6).
+        dest: String,
+        #[command(flatten)]
+        points: super::access_review::ReviewPoints,
+    },
+    /// What a node can reach (nodes, routed prefixes, ports, capabilities), and by which
+    /// rule; with --since/--until, when that changed.
+    WhatCan {
+        /// The node (id or name).
+        node: String,
+        #[command(flatten)]
+        points: super::access_review::ReviewPoints,
+    },
 }
 
 #[derive(Subcommand, Debug)]

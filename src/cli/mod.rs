@@ -1,6 +1,7 @@
 //! The admin CLI: parses arguments, reaches the API (socket or in-process), prints results.
 //! Every failure ends as one readable line on stderr and a non-zero exit (see `main.rs`).
 
+pub mod access_review;
 pub mod args;
 pub mod go_shape;
 pub mod history_views;
@@ -1074,6 +1075,9 @@ async fn policy(api: &Transport, format: Format, command: &PolicyCommand) -> any
             }
         }
         PolicyCommand::Check { .. } => unreachable!("policy check is handled in main"),
+        PolicyCommand::WhoCanReach { .. } | PolicyCommand::WhatCan { .. } => {
+            access_review::run(api, format, command).await
+        }
     }
 }
 

@@ -23,6 +23,16 @@ const TAILNET_SOURCES: [&str; 3] = [
     "fd7a:115c:a1e0::/48",
 ];
 
+/// Where a packet-filter rule comes from: an index into the policy's network rules
+/// (`Policy::rules`: `acls`, then one per `ip` entry of each grant) or its app grants
+/// (`Policy::apps`); `Companion` is an app grant's reversed companion capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    Net(usize),
+    App(usize),
+    Companion(usize),
+}
+
 /// An alias resolved against the topology.
 #[derive(Debug, Clone)]
 pub(super) struct Resolved {
@@ -293,6 +303,17 @@ impl Compiled {
         &self.topology.nodes[i]
     }
 
+    /// The tailnet this policy was compiled against.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// The nodes one alias names by identity (users, groups, tags, autogroups), resolved as
+    /// the filters resolve it; empty for literal addresses and `*`.
+    pub(super) fn alias_nodes(&self, alias: &Alias) -> FixedBitSet {
+        self.resolve_all(std::slice::from_ref(alias)).nodes
+    }
+
     fn compile_rule(
         &self,
         src: &[Alias],
@@ -505,10 +526,19 @@ impl Compiled {
 
     /// The packet filter of node `i`: the rules that let traffic in to it.
     pub fn filter(&self, i: usize) -> Vec<FilterRule> {
+        self.filter_with_origins(i)
+            .into_iter()
+            .map(|(_, rule)| rule)
+            .collect()
+    }
+
+    /// [`Compiled::filter`] with, for each rule, the policy rule it comes from: what an
+    /// access review (`review.rs`) reads, so its answers are the filters themselves.
+    pub fn filter_with_origins(&self, i: usize) -> Vec<(Origin, FilterRule)> {
         let node = self.node(i);
         let own = &self.ip_text[i];
         let mut out = Vec::new();
-        for rule in &self.rules {
+        for (k, rule) in self.rules.iter().enumerate() {
             let mut dst_ports = Vec::new();
             let mut push = |ip: &str, ports: &[Ports]| {
                 for p in ports {
@@ -543,12 +573,15 @@ impl Compiled {
                 }
             }
             if !dst_ports.is_empty() && !rule.src.is_empty() {
-                out.push(FilterRule {
-                    src_ips: rule.src_ips.clone(),
-                    dst_ports,
-                    ip_proto: rule.protocols.clone(),
-                    cap_grant: Vec::new(),
-                });
+                out.push((
+                    Origin::Net(k),
+                    FilterRule {
+                        src_ips: rule.src_ips.clone(),
+                        dst_ports,
+                        ip_proto: rule.protocols.clone(),
+                        cap_grant: Vec::new(),
+                    },
+                ));
             }
             if rule.has_self {
                 if let Some(mine) = self.same_user(i) {
@@ -573,17 +606,20 @@ impl Compiled {
                                 }
                             }
                         }
-                        out.push(FilterRule {
-                            src_ips: ranged(self.node_ips_of(&srcs)),
-                            dst_ports,
-                            ip_proto: rule.protocols.clone(),
-                            cap_grant: Vec::new(),
-                        });
+                        out.push((
+                            Origin::Net(k),
+                            FilterRule {
+                                src_ips: ranged(self.node_ips_of(&srcs)),
+                                dst_ports,
+                                ip_proto: rule.protocols.clone(),
+                                cap_grant: Vec::new(),
+                            },
+                        ));
                     }
                 }
             }
         }
-        for app in &self.apps {
+        for (k, app) in self.apps.iter().enumerate() {
             // An app grant with `via` only steers routes: Tailscale sends no capability
             // for it, on the via routers or elsewhere (captured: grant-k12).
             if app.via.is_some() {
@@ -603,15 +639,18 @@ impl Compiled {
             }
             // Tailscale sends a capability grant even when its sources resolve to nobody.
             if !dsts.is_empty() {
-                out.push(FilterRule {
-                    src_ips: app.src_ips.clone(),
-                    dst_ports: Vec::new(),
-                    ip_proto: Vec::new(),
-                    cap_grant: vec![CapGrant {
-                        dsts,
-                        cap_map: cap_values(&app.caps),
-                    }],
-                });
+                out.push((
+                    Origin::App(k),
+                    FilterRule {
+                        src_ips: app.src_ips.clone(),
+                        dst_ports: Vec::new(),
+                        ip_proto: Vec::new(),
+                        cap_grant: vec![CapGrant {
+                            dsts,
+                            cap_map: cap_values(&app.caps),
+                        }],
+                    },
+                ));
             }
             // Some of Tailscale's capabilities come with a companion granted the other way
             // round (the sharer side of Taildrive, the target side of a relay): a rule on
@@ -638,15 +677,18 @@ impl Compiled {
                 }
                 if !from.is_empty() {
                     for companion in companions {
-                        out.push(FilterRule {
-                            src_ips: ranged(self.source_ips(&from)),
-                            dst_ports: Vec::new(),
-                            ip_proto: Vec::new(),
-                            cap_grant: vec![CapGrant {
-                                dsts: node_prefixes(node),
-                                cap_map: BTreeMap::from([(companion.to_string(), Value::Null)]),
-                            }],
-                        });
+                        out.push((
+                            Origin::Companion(k),
+                            FilterRule {
+                                src_ips: ranged(self.source_ips(&from)),
+                                dst_ports: Vec::new(),
+                                ip_proto: Vec::new(),
+                                cap_grant: vec![CapGrant {
+                                    dsts: node_prefixes(node),
+                                    cap_map: BTreeMap::from([(companion.to_string(), Value::Null)]),
+                                }],
+                            },
+                        ));
                     }
                 }
             }
@@ -655,15 +697,18 @@ impl Compiled {
                     let mut srcs = app.src.members.clone();
                     srcs.intersect_with(mine);
                     if !srcs.is_clear() {
-                        out.push(FilterRule {
-                            src_ips: ranged(self.node_ips_of(&srcs)),
-                            dst_ports: Vec::new(),
-                            ip_proto: Vec::new(),
-                            cap_grant: vec![CapGrant {
-                                dsts: node_prefixes(node),
-                                cap_map: cap_values(&app.caps),
-                            }],
-                        });
+                        out.push((
+                            Origin::App(k),
+                            FilterRule {
+                                src_ips: ranged(self.node_ips_of(&srcs)),
+                                dst_ports: Vec::new(),
+                                ip_proto: Vec::new(),
+                                cap_grant: vec![CapGrant {
+                                    dsts: node_prefixes(node),
+                                    cap_map: cap_values(&app.caps),
+                                }],
+                            },
+                        ));
                     }
                 }
             }

@@ -10,12 +10,13 @@ pub mod compile;
 pub mod document;
 pub mod hujson;
 pub mod policy_tests;
+pub mod review;
 pub mod route_access;
 pub mod tag_owners;
 pub mod topology;
 
 pub use checked::Policy;
-pub use compile::{Compiled, SshPolicy};
+pub use compile::{Compiled, Origin, SshPolicy};
 pub use route_access::RouteAccess;
 pub use topology::{Topology, TopologyNode, TopologyUser};
 
