@@ -68,18 +68,16 @@ pub async fn netmap(
         None => Some(now),
     };
     let state = ctx.state_at(at)?;
-    let current = if at.is_some() {
-        Some(ctx.state_at(None)?)
-    } else {
-        None
-    };
     let when = judged_at.unwrap_or(state.last_at);
-    let viewer = find_node(&state, current.as_deref(), &node)?;
+    let viewer = find_node(&ctx, &state, at.is_some(), &node)?;
     let map = off_runtime(|| at_point::netmap_at(&state, viewer, &template, when));
     let map = map.map_err(|why| {
         let what = match why {
             Missing::Deleted => "it had been deleted by then",
             Missing::NotYetRegistered => "it was not registered yet",
+            Missing::Unrenderable(error) => {
+                return ApiError::Internal(format!("cannot render the netmap: {error}"))
+            }
         };
         ApiError::NotFound(format!(
             "node {} did not exist at seq {}: {what}",
@@ -108,7 +106,8 @@ pub async fn netmap(
 
 /// The node named by `text` (an id, or a given name at the point, else now): a name that
 /// only exists now still finds its id, so the error can say why it is missing at the point.
-fn find_node(state: &State, current: Option<&State>, text: &str) -> Result<NodeId, ApiError> {
+/// The state now is rebuilt only for such a name (`past`: the point is not now).
+fn find_node(ctx: &ApiContext, state: &State, past: bool, text: &str) -> Result<NodeId, ApiError> {
     let text = text.trim();
     if let Ok(id) = text.parse::<u64>() {
         return Ok(NodeId(id));
@@ -119,12 +118,18 @@ fn find_node(state: &State, current: Option<&State>, text: &str) -> Result<NodeI
             .find(|n| n.given_name == text)
             .map(|n| n.id)
     };
-    by_name(state)
-        .or_else(|| current.and_then(by_name))
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no node named {text:?} at seq {} (nor now)",
-                state.last_seq
-            ))
-        })
+    if let Some(id) = by_name(state) {
+        return Ok(id);
+    }
+    let now = if past {
+        by_name(&*ctx.state_at(None)?)
+    } else {
+        None
+    };
+    now.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no node named {text:?} at seq {} (nor now)",
+            state.last_seq
+        ))
+    })
 }

@@ -23,6 +23,8 @@ pub enum Missing {
     NotYetRegistered,
     /// It existed before the point and was deleted by then.
     Deleted,
+    /// A node could not be rendered (serde refused a value; our types never hold one).
+    Unrenderable(String),
 }
 
 /// What the answer must admit it could not know: presence and the HA election.
@@ -68,13 +70,13 @@ pub fn netmap_at(
         ..NodePresence::default()
     };
     let mut cache = PeerCache::default();
-    // Rendering only fails on a value serde cannot write, which our types never hold.
-    if cache.refresh_all(state, &presence, now).is_err() {
-        return Err(Missing::Deleted);
-    }
+    cache
+        .refresh_all(state, &presence, now)
+        .map_err(|e| Missing::Unrenderable(e.to_string()))?;
     let (_, response) =
         SessionView::full(viewer, state, &cache, &context, now).ok_or(Missing::Deleted)?;
-    let mut map = serde_json::to_value(&response).unwrap_or(Value::Null);
+    let mut map =
+        serde_json::to_value(&response).map_err(|e| Missing::Unrenderable(e.to_string()))?;
     strip_presence(&mut map);
     Ok(map)
 }
