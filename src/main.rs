@@ -22,11 +22,24 @@ fn init_tracing(level: &str, json: bool) {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve) {
+        exit_quietly_on_closed_stdout();
+    }
     let format = cli.output;
     if let Err(error) = run(cli) {
         // `{"error": …}` with a machine format, as headscale's CLI does.
         eprintln!("{}", cli::output::error_text(format, &one_line(&error)));
         std::process::exit(1);
+    }
+}
+
+/// A CLI command piped into `head` ends quietly when the reader goes away, as other command
+/// line tools do, instead of panicking on the failed write ("Broken pipe"). Rust ignores
+/// SIGPIPE so that servers see EPIPE; `serve` keeps that.
+fn exit_quietly_on_closed_stdout() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

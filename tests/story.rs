@@ -6,7 +6,10 @@ use std::process::Command;
 #[test]
 fn the_story_plays_and_every_question_is_answered() {
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/story/story.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/story/story.sh"
+        ))
         .env("HEADSCALE", env!("CARGO_BIN_EXE_headscale"))
         .output()
         .expect("bash runs");
