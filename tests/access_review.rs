@@ -122,7 +122,7 @@ fn who_can_reach_and_what_can_at_two_points_and_the_timeline_between() {
     let open = review(&server, &["who-can-reach", "db:5432", "--at", &none]);
     assert_eq!(sources(&open), names(&["laptop", "desktop", "router"]));
     assert_eq!(open["entries"][0]["rule"]["rule"], "(no policy: allow all)");
-    assert!(open["notes"][0].as_str().unwrap().contains("no policy"));
+    assert!(open["notes"][0].as_str().unwrap().contains("allows all"));
 
     // The first policy: group:eng (alice) on 5432 only, by acl[0].
     let at_first = review(&server, &["who-can-reach", "db:5432/tcp", "--at", &first]);

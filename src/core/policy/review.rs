@@ -28,6 +28,10 @@ pub const NO_POLICY: &str = "(no policy: allow all)";
 /// The rule shown for a policy with neither `acls` nor `grants` (also allow all).
 pub const EMPTY_POLICY: &str = "(policy without acls or grants: allow all)";
 
+/// Said with every answer under an allow-all policy.
+pub const ALLOW_ALL_NOTE: &str =
+    "the policy allows all: every node may reach every other on every port (headscale's default)";
+
 /// What `who-can-reach` was asked about, before the tailnet is consulted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -542,8 +546,8 @@ impl Review {
                 list.into_iter().map(|i| (i, vec![*ip])).collect()
             }
         };
-        if let Some(note) = self.allow_all {
-            notes.push(note.to_string());
+        if self.allow_all.is_some() {
+            notes.push(ALLOW_ALL_NOTE.to_string());
         }
         let mut entries = Vec::new();
         for (i, targets) in enforcers {
@@ -582,8 +586,8 @@ impl Review {
             .ok_or_else(|| format!("no node {name:?} in the tailnet at this point"))?;
         let my_ips: Vec<IpAddr> = self.nodes()[me].ips().collect();
         let mut notes = Vec::new();
-        if let Some(note) = self.allow_all {
-            notes.push(note.to_string());
+        if self.allow_all.is_some() {
+            notes.push(ALLOW_ALL_NOTE.to_string());
         }
         let mut entries = Vec::new();
         for (j, node) in self.nodes().iter().enumerate() {
@@ -778,9 +782,12 @@ fn match_rule(
     })
 }
 
+/// The addresses and port ranges one rule allows on one path.
+type PathAllows = (BTreeSet<String>, Vec<(u16, u16)>);
+
 /// Everything `rule` on `node` allows, one `Matched` per path (direct, subnet, exit).
 fn split_by_path(rule: &FilterRule, node: &TopologyNode) -> Vec<Matched> {
-    let mut by_path: BTreeMap<&'static str, (BTreeSet<String>, Vec<(u16, u16)>)> = BTreeMap::new();
+    let mut by_path: BTreeMap<&'static str, PathAllows> = BTreeMap::new();
     for range in &rule.dst_ports {
         let entry = by_path.entry(path_of(&range.ip, node)).or_default();
         entry.0.insert(range.ip.clone());
@@ -1029,7 +1036,7 @@ impl Walk {
                 ports: fact.ports.clone(),
                 capabilities: fact.capabilities.clone(),
                 rule: fact.rule.clone(),
-                line: format!("{sign} {what} {allowed} via {} {cause}", fact.rule.rule),
+                line: format!("{sign} {what} on {allowed} via {} {cause}", fact.rule.rule),
             });
         };
         for (key, fact) in &self.facts {
@@ -1233,7 +1240,7 @@ mod tests {
     fn without_a_policy_everyone_reaches_everyone() {
         let review = review(None);
         let answer = review.who_can_reach(&dest("db:22")).unwrap();
-        assert_eq!(answer.notes, vec![NO_POLICY.to_string()]);
+        assert_eq!(answer.notes, vec![ALLOW_ALL_NOTE.to_string()]);
         assert_eq!(answer.entries.len(), 1);
         assert_eq!(answer.entries[0].rule.rule, NO_POLICY);
         assert_eq!(answer.entries[0].resolves_to.len(), 5);
