@@ -6,6 +6,7 @@ mod auth;
 pub mod cors;
 mod error;
 mod event_filter;
+pub(crate) mod export;
 pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod nodes;
@@ -209,6 +210,7 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
         route(Method::GET, "/api/v1/events/verify", history::verify),
         route(Method::GET, "/api/v1/events/{seq}", history::show_event),
         route(Method::GET, "/api/v1/state", history::state),
+        route(Method::GET, "/api/v1/events/export", export::export_events),
     ]
 }
 

@@ -78,6 +78,7 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         history::verify,
         history::show_event,
         history::state,
+        super::export::export_events,
         openapi_json,
         openapi_yaml,
         docs,
