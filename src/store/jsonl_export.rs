@@ -216,10 +216,10 @@ pub struct Writer<W> {
 impl<W: Write> Writer<W> {
     /// Writes the header.
     pub fn new(mut out: W, header: &Header) -> Result<Writer<W>, ExportError> {
-        if header.since > header.until {
+        if header.since > header.until || header.until == u64::MAX {
             return Err(ExportError::Chain {
                 seq: header.since,
-                reason: format!("the range starts after its end ({})", header.until),
+                reason: format!("no log has the range {}..={}", header.since, header.until),
             });
         }
         out.write_all(&render(&header_line(header)))?;
@@ -525,13 +525,10 @@ impl Verifier {
                 ),
             );
         }
-        if line.since > line.until {
+        if line.since > line.until || line.until == u64::MAX {
             return self.fail(
                 None,
-                format!(
-                    "the range starts at {} after its end {}",
-                    line.since, line.until
-                ),
+                format!("no log has the range {}..={}", line.since, line.until),
             );
         }
         let prev_hash =
@@ -1000,6 +997,13 @@ mod tests {
         early.push(all.last().unwrap().clone());
         assert_eq!(error(&join(&early)).seq, Some(7));
         assert!(error(b"").reason.contains("empty"));
+        // A range no log can have (and no overflow on the way).
+        let mut huge = lines(&export(10, 10));
+        huge[0] = huge[0].replace(
+            "\"since\":10,\"until\":10",
+            "\"since\":18446744073709551615,\"until\":18446744073709551615",
+        );
+        assert!(error(&join(&huge)).reason.contains("no log has the range"));
         assert!(error(b"HSEVLOG1\n").reason.contains("header"));
     }
 
