@@ -244,6 +244,9 @@ pub struct VerifyResponse {
     pub snapshots: Option<Vec<SnapshotVerdict>>,
     /// What is wrong. Only when not `ok`.
     pub error: Option<String>,
+    /// The server's checkpoint public key (64 hex digits), when readable: what an auditor
+    /// pins with `events verify --file F --key`.
+    pub checkpoint_key: Option<String>,
 }
 
 /// One stored snapshot as `events verify` found it.

@@ -1281,8 +1281,12 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 true => "no snapshots".to_string(),
                 false => format!("snapshots {}", snapshots.join(", ")),
             };
+            let key = match value.get("checkpointKey").and_then(Value::as_str) {
+                Some(key) => format!("; checkpoint key {key}"),
+                None => String::new(),
+            };
             let message = format!(
-                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures}); {snapshots}",
+                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures}); {snapshots}{key}",
                 text(&value, "events"),
                 text(&value, "headHash"),
                 value
