@@ -152,7 +152,10 @@ fn exports_online_and_offline_verify_without_a_config() {
     assert_eq!(checked["publicKey"].as_str().unwrap(), server_key(&server));
     // The server says which key to pin.
     let verified = server.json(&["events", "verify"]);
-    assert_eq!(verified["checkpointKey"].as_str().unwrap(), server_key(&server));
+    assert_eq!(
+        verified["checkpointKey"].as_str().unwrap(),
+        server_key(&server)
+    );
     // The human summary says what was checked.
     let human = standalone_ok(&["events", "verify", "--file", online.to_str().unwrap()]);
     assert!(

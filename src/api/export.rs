@@ -92,7 +92,8 @@ pub async fn export_events(
                 until,
                 prev_hash,
                 public_key,
-                tool: format!("headscale-rs {}", crate::server::VERSION),
+                // The package version directly: `api` does not reach into `server` (review P4).
+                tool: concat!("headscale-rs ", env!("CARGO_PKG_VERSION")).to_string(),
                 exported_at: now,
             };
             Ok((header, in_range))
