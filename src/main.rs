@@ -76,6 +76,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(PolicyCommand::Check { file }) => {
             return cli::check_policy_file(&cli, file);
         }
+        // An export is checked (or imported into a data dir) with nothing but the file.
+        Command::Events(command) if cli::log_file::needs_no_config(command) => {
+            return cli::log_file::run_without_config(command, cli.output);
+        }
         _ => {}
     }
     let loaded = match &cli.command {

@@ -1,5 +1,5 @@
 //! `headscale events export` / `events import`: a log moved from the embedded store to
-//! PostgreSQL and back keeps its chain (the exported files are byte for byte the same, so
+//! PostgreSQL and back keeps its chain (the exported records are byte for byte the same, so
 //! every hash is), verifies on the new store with a signed checkpoint, and serves the same
 //! nodes. Import refuses a store that already holds events and a damaged file, writing
 //! nothing (issue #15, T9 of `shared/reviews/ha-acceptance.md`).
@@ -38,9 +38,9 @@ fn import(server: &TestServer, file: &Path) -> serde_json::Value {
 fn a_log_moves_from_sled_to_postgres_and_back_with_its_chain_intact() {
     let files = tempfile::tempdir().unwrap();
     let (first, second, third) = (
-        files.path().join("from-sled.hslog"),
-        files.path().join("from-postgres.hslog"),
-        files.path().join("damaged.hslog"),
+        files.path().join("from-sled.jsonl"),
+        files.path().join("from-postgres.jsonl"),
+        files.path().join("damaged.jsonl"),
     );
 
     // A server on the embedded store with users and nodes.
@@ -76,14 +76,18 @@ fn a_log_moves_from_sled_to_postgres_and_back_with_its_chain_intact() {
     assert!(refused.contains("already holds"), "{refused}");
     postgres.stop();
 
-    // Back out of PostgreSQL: the server's start there appended to the log, so the new file
-    // is the first one, byte for byte, followed by those records.
+    // Back out of PostgreSQL: the server's start there appended to the log, so the new file's
+    // records are the first one's, byte for byte, followed by those records.
     export(&postgres, &second);
     let (a, b) = (
         std::fs::read(&first).unwrap(),
         std::fs::read(&second).unwrap(),
     );
-    assert!(b.len() > a.len() && b.starts_with(&a), "the chain changed");
+    let (old, new) = (records(&a), records(&b));
+    assert!(
+        new.len() > old.len() && new.starts_with(&old),
+        "the chain changed"
+    );
 
     // A damaged file is refused before anything is written.
     let mut damaged = b.clone();
@@ -93,10 +97,7 @@ fn a_log_moves_from_sled_to_postgres_and_back_with_its_chain_intact() {
     let fresh = TestServer::new("");
     copy_keys(&sled, &fresh);
     let refused = fresh.fails(&["events", "import", "--file", third.to_str().unwrap()]);
-    assert!(
-        refused.contains("unreadable") || refused.contains("chain"),
-        "{refused}"
-    );
+    assert!(refused.contains("nothing was imported"), "{refused}");
 
     // And into a fresh embedded store: same nodes, verifies.
     let mut back = fresh;
@@ -107,7 +108,16 @@ fn a_log_moves_from_sled_to_postgres_and_back_with_its_chain_intact() {
     assert_eq!(node_facts(&back), nodes);
 }
 
+/// The record lines of an exported file.
+fn records(bytes: &[u8]) -> Vec<&str> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with("{\"kind\":\"record\""))
+        .collect()
+}
+
 /// Records in an exported file (counted by walking it).
 fn b_events(bytes: &[u8]) -> u64 {
-    headscale::store::export::read_log(bytes).unwrap().len() as u64
+    records(bytes).len() as u64
 }

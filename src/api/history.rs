@@ -372,6 +372,9 @@ pub async fn verify(State(ctx): State<ApiContext>) -> Result<Json<serde_json::Va
             if !suspicious.is_empty() {
                 body["error"] = suspicious.join("; ").into();
             }
+            if let Some(key) = ctx.checkpoint_key {
+                body["checkpointKey"] = hex::encode(key.to_bytes()).into();
+            }
             Ok(Json(body))
         }
         // The store could not be read: no verdict, and the I/O detail goes to the log (I1).

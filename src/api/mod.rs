@@ -7,6 +7,7 @@ mod auth;
 pub mod cors;
 mod error;
 mod event_filter;
+pub(crate) mod export;
 pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod netmap_at;
@@ -227,6 +228,7 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
             "/api/v1/policy/what-can",
             access_review::what_can,
         ),
+        route(Method::GET, "/api/v1/events/export", export::export_events),
     ]
 }
 

@@ -82,6 +82,7 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         super::state_diff::diff,
         super::access_review::who_can_reach,
         super::access_review::what_can,
+        super::export::export_events,
         openapi_json,
         openapi_yaml,
         docs,
@@ -247,6 +248,9 @@ pub struct VerifyResponse {
     pub snapshots: Option<Vec<SnapshotVerdict>>,
     /// What is wrong. Only when not `ok`.
     pub error: Option<String>,
+    /// The server's checkpoint public key (64 hex digits), when readable: what an auditor
+    /// pins with `events verify --file F --key`.
+    pub checkpoint_key: Option<String>,
 }
 
 /// One stored snapshot as `events verify` found it.

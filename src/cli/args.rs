@@ -431,8 +431,17 @@ pub enum EventsCommand {
     },
     /// Show one event with its chain hashes.
     Show { seq: u64 },
-    /// Walk the whole hash chain and check every signed checkpoint.
-    Verify,
+    /// Walk the whole hash chain and check every signed checkpoint: the server's log, or
+    /// with --file an export, offline (no server, config or data dir needed).
+    Verify {
+        /// An export (`events export`) to check instead of the server's log.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The server's checkpoint public key (64 hex digits, or a file holding them) the
+        /// file's checkpoints must be signed with; without it, the key named in the file.
+        #[arg(long, requires = "file", value_name = "PUBKEY")]
+        key: Option<String>,
+    },
     /// Offline repair of a damaged event log (stop the server first): says what would be
     /// kept (the last good seq) and cut (bytes); with --write, cuts the log after its last
     /// good record, keeping the cut bytes and the original file beside it.
@@ -441,19 +450,35 @@ pub enum EventsCommand {
         #[arg(long)]
         write: bool,
     },
-    /// Write the whole log to a file, chain intact (offline: stop a server on the embedded
-    /// store first). With `events import` it moves a log between sled and PostgreSQL.
+    /// Write the log (or a range of it) as verifiable JSON lines: each record with its
+    /// stored bytes and chain hash, the signed checkpoints and the checkpoint key. Works
+    /// beside a running server and without one; `events verify --file` checks the result
+    /// anywhere, `events import` loads it into an empty store.
     Export {
-        /// The file to write (mode 0600).
+        /// Only the records after this point: a seq, an RFC 3339 time or a duration ago.
+        #[arg(long, value_name = "SEQ|TIME|AGO")]
+        since: Option<String>,
+        /// Only the records up to this point (default: the head).
+        #[arg(long, value_name = "SEQ|TIME|AGO")]
+        until: Option<String>,
+        /// The file to write (mode 0600); standard output without it.
         #[arg(long)]
-        file: std::path::PathBuf,
+        file: Option<std::path::PathBuf>,
     },
-    /// Load a file written by `events export` into the configured store, which must be
-    /// empty (offline); the whole chain is checked before anything is written.
+    /// Load a whole export (`events export`, or the older binary form) into an empty store:
+    /// the configured one, or with --data-dir the embedded store there (no config needed).
+    /// The whole file is verified before anything is written.
     Import {
         /// The file to read.
-        #[arg(long)]
-        file: std::path::PathBuf,
+        #[arg(value_name = "FILE", required_unless_present = "file")]
+        path: Option<std::path::PathBuf>,
+        /// The file to read (the older spelling of FILE).
+        #[arg(long, conflicts_with = "path")]
+        file: Option<std::path::PathBuf>,
+        /// A data directory: import into its embedded store (`db.sled`) and sign with its
+        /// checkpoint key, as `serve` lays them out; created if absent.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
     },
 }
 

@@ -424,13 +424,15 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     }
     match &cli.command {
         // Offline, on the store: a log moved between stores never goes through a server.
-        Command::Events(EventsCommand::Export { file }) => {
+        Command::Events(command @ EventsCommand::Import { .. }) => {
+            if log_file::needs_no_config(command) {
+                return log_file::run_without_config(command, cli.output);
+            }
             config.validate()?;
-            return log_file::export(config, cli.output, file);
+            return log_file::import(config, cli.output, log_file::import_file(command)?);
         }
-        Command::Events(EventsCommand::Import { file }) => {
-            config.validate()?;
-            return log_file::import(config, cli.output, file);
+        Command::Events(command @ EventsCommand::Verify { file: Some(_), .. }) => {
+            return log_file::run_without_config(command, cli.output);
         }
         _ => {}
     }
@@ -1183,9 +1185,19 @@ fn salvage(config: &Config, format: Format, write: bool) -> anyhow::Result<()> {
 
 async fn events(api: &Transport, format: Format, command: &EventsCommand) -> anyhow::Result<()> {
     match command {
-        EventsCommand::Salvage { .. }
-        | EventsCommand::Export { .. }
-        | EventsCommand::Import { .. } => bail!("this events command runs offline, on the store"),
+        EventsCommand::Salvage { .. } | EventsCommand::Import { .. } => {
+            bail!("this events command runs offline, on the store")
+        }
+        EventsCommand::Export { since, until, file } => {
+            log_file::export(
+                api,
+                format,
+                since.as_deref(),
+                until.as_deref(),
+                file.as_deref(),
+            )
+            .await
+        }
         EventsCommand::List {
             since,
             until,
@@ -1250,7 +1262,7 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 output::print_machine(format, &value)
             }
         }
-        EventsCommand::Verify => {
+        EventsCommand::Verify { .. } => {
             let value = api.call(Method::GET, "/api/v1/events/verify", None).await?;
             if value.get("ok").and_then(Value::as_bool) != Some(true) {
                 bail!(
@@ -1276,8 +1288,12 @@ async fn events(api: &Transport, format: Format, command: &EventsCommand) -> any
                 true => "no snapshots".to_string(),
                 false => format!("snapshots {}", snapshots.join(", ")),
             };
+            let key = match value.get("checkpointKey").and_then(Value::as_str) {
+                Some(key) => format!("; checkpoint key {key}"),
+                None => String::new(),
+            };
             let message = format!(
-                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures}); {snapshots}",
+                "ok: {} events, head {}, {} checkpoint(s) verified ({signatures}); {snapshots}{key}",
                 text(&value, "events"),
                 text(&value, "headHash"),
                 value

@@ -154,6 +154,29 @@ impl Transport {
         Ok(())
     }
 
+    /// Reads a streamed answer (`GET path`), handing each piece of the body to `on_bytes` as
+    /// it arrives, so an answer of any length is never held whole; a non-2xx answer is an
+    /// error carrying the API's message.
+    pub async fn stream(
+        &self,
+        path: &str,
+        mut on_bytes: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use http_body_util::BodyExt;
+        let response = self.send(Method::GET, path, None).await?;
+        if !response.status().is_success() {
+            return self.answer(response).await.map(|_| ());
+        }
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| anyhow!("the stream broke: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                on_bytes(&data)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends one request; a non-2xx answer becomes an error carrying the API's message.
     pub async fn call(
         &self,

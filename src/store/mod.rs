@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod disk_store;
 pub mod export;
 pub mod faulty_file;
+pub mod jsonl_export;
 pub mod memory;
 pub mod postgres;
 pub mod postgres_store;
