@@ -119,6 +119,7 @@ pub fn live_context(
         presence,
         auth: api::AuthGuard::new(&config.trusted_proxies),
         pending: None,
+        webhooks: None,
     }
 }
 
@@ -563,6 +564,10 @@ pub async fn run(
     };
     let mut ctx = live_context(&config, engine.clone(), Some(machine.hub.presence()));
     ctx.pending = Some(machine.pending.clone());
+    // Webhook delivery follows the log from each endpoint's cursor (src/webhooks/).
+    let webhooks = crate::webhooks::hub_for(&config).map_err(|e| anyhow::anyhow!(e))?;
+    ctx.webhooks = Some(webhooks.clone());
+    let _webhook_delivery = crate::webhooks::spawn(webhooks, engine.clone());
     let oidc = oidc_provider.map(|provider| {
         crate::oidc::context(&config, provider, engine.clone(), machine.pending.clone())
     });

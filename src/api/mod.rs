@@ -14,6 +14,7 @@ pub mod point;
 mod read_your_writes;
 pub mod request_log;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 pub mod wire;
 
 pub use auth::{
@@ -60,6 +61,8 @@ pub struct ApiContext {
     pub auth: AuthGuard,
     /// Interactive logins waiting for `nodes register`; `None` without a daemon.
     pub pending: Option<crate::control::pending::PendingLogins>,
+    /// Webhook delivery (endpoints, status, secrets' directory); `None` when not wired.
+    pub webhooks: Option<Arc<crate::webhooks::Hub>>,
 }
 
 impl ApiContext {
@@ -209,6 +212,15 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
         route(Method::GET, "/api/v1/events/verify", history::verify),
         route(Method::GET, "/api/v1/events/{seq}", history::show_event),
         route(Method::GET, "/api/v1/state", history::state),
+        route(Method::GET, "/api/v1/webhook", webhooks::list),
+        route(Method::POST, "/api/v1/webhook", webhooks::create),
+        route(Method::DELETE, "/api/v1/webhook/{id}", webhooks::delete),
+        route(
+            Method::GET,
+            "/api/v1/webhook/{id}/deliveries",
+            webhooks::deliveries,
+        ),
+        route(Method::POST, "/api/v1/webhook/{id}/test", webhooks::test),
     ]
 }
 

@@ -73,6 +73,9 @@ pub enum Command {
     /// Bring another server's database into an empty event log (offline).
     #[command(subcommand)]
     Import(super::import::ImportCommand),
+    /// Webhook endpoints and their delivery (ours).
+    #[command(visible_alias = "webhook", subcommand)]
+    Webhooks(super::webhooks::WebhooksCommand),
 }
 
 #[derive(Subcommand, Debug)]

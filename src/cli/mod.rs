@@ -9,6 +9,7 @@ pub mod output;
 pub mod prompt;
 pub mod remote;
 pub mod transport;
+pub mod webhooks;
 
 use crate::config::{self, Config};
 use crate::core::Timestamp;
@@ -457,6 +458,7 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Policy(command) => policy(&api, format, command).await?,
         Command::Events(command) => events(&api, format, command).await?,
         Command::Auth(command) => auth(&api, format, command).await?,
+        Command::Webhooks(command) => webhooks::run(&api, format, command).await?,
         Command::Debug(DebugCommand::CreateNode {
             name,
             user,

@@ -81,6 +81,7 @@ impl Transport {
             presence: None,
             auth: api::AuthGuard::default(),
             pending: None,
+            webhooks: crate::webhooks::hub_for(config).ok(),
         };
         let router = api::router(ctx).layer(axum::middleware::from_fn(api::local_trust));
         Ok(Transport::InProcess(router))
