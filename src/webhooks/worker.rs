@@ -169,13 +169,19 @@ pub(super) async fn run(
 ) {
     let key = endpoint.key.clone();
     // The secret and the cursor: retried until they can be read.
+    // A managed endpoint's secret file is written just after its creation is published, so
+    // the first retries come quickly.
+    let mut wait = Duration::from_millis(50);
     let (secret, mut cursor) = loop {
         match start(&store, &endpoint).await {
             Ok(started) => break started,
             Err(problem) => {
-                tracing::warn!(endpoint = %key, %problem, "webhook endpoint cannot deliver");
+                if wait >= Duration::from_secs(1) {
+                    tracing::warn!(endpoint = %key, %problem, "webhook endpoint cannot deliver");
+                }
                 hub.update(&key, |s| s.problem = Some(problem));
-                tokio::time::sleep(hub.options.max_backoff.min(Duration::from_secs(10))).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
     };
