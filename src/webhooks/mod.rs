@@ -220,6 +220,32 @@ pub fn backoff(options: &DeliveryOptions, failures: u64, jitter: f64) -> Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::disk_store::DiskStore;
+    use crate::store::memory::MemoryStore;
+
+    /// Cursors start absent, move forward only, and survive a reopen.
+    fn cursors_move_forward_only(store: &dyn EventStore) {
+        assert_eq!(store.webhook_cursor("api:1").unwrap(), None);
+        store.set_webhook_cursor("api:1", 7).unwrap();
+        store.set_webhook_cursor("api:1", 5).unwrap();
+        assert_eq!(store.webhook_cursor("api:1").unwrap(), Some(7));
+        store.set_webhook_cursor("config:siem", 3).unwrap();
+        assert_eq!(store.webhook_cursor("config:siem").unwrap(), Some(3));
+        assert_eq!(store.webhook_cursor("api:1").unwrap(), Some(7));
+    }
+
+    #[test]
+    fn the_memory_and_disk_stores_keep_cursors() {
+        cursors_move_forward_only(&MemoryStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sled");
+        {
+            let store = DiskStore::open(&path, 1 << 20).unwrap();
+            cursors_move_forward_only(&store);
+        }
+        let reopened = DiskStore::open(&path, 1 << 20).unwrap();
+        assert_eq!(reopened.webhook_cursor("api:1").unwrap(), Some(7));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
