@@ -124,9 +124,12 @@ fn items(value: &Value, key: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Prints `message` (each line escaped) for humans, else the API's answer.
 fn one(format: Format, value: &Value, message: &str) -> anyhow::Result<()> {
     if format == Format::Human {
-        println!("{}", output::escape(message));
+        for line in message.lines() {
+            println!("{}", output::escape(line));
+        }
         Ok(())
     } else {
         output::print_machine(format, value)

@@ -70,3 +70,52 @@ pub fn check(webhooks: &[WebhookConfig]) -> Result<(), (String, String)> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+    use std::path::Path;
+
+    fn load(webhooks: &str) -> Result<crate::config::Config, String> {
+        load_str(
+            &format!("webhooks:\n{webhooks}"),
+            Path::new("test.yaml"),
+            &|_| None,
+        )
+        .map(|loaded| loaded.config)
+        .map_err(|e| e.to_string())
+    }
+
+    fn entry(name: &str, url: &str, events: &str) -> String {
+        format!("  - name: {name}\n    url: {url}\n    secret_path: /s\n    events: {events}\n")
+    }
+
+    #[test]
+    fn endpoints_load_and_bad_ones_are_named() {
+        let config = load(&entry("siem", "https://e.com/h", "[nodeCreated]")).unwrap();
+        assert_eq!(config.webhooks.len(), 1);
+        assert_eq!(config.webhooks[0].events, vec!["nodeCreated".to_string()]);
+
+        let unknown = load(&entry("siem", "https://e.com/h", "[nodeExploded]")).unwrap_err();
+        assert!(
+            unknown.contains("webhooks[0].events") && unknown.contains("nodeExploded"),
+            "{unknown}"
+        );
+        let url = load(&entry("siem", "gopher://e.com", "['*']")).unwrap_err();
+        assert!(url.contains("webhooks[0].url"), "{url}");
+        let name = load(&entry("1st", "https://e.com/h", "['*']")).unwrap_err();
+        assert!(name.contains("webhooks[0].name"), "{name}");
+        let twice = [
+            entry("a", "https://e.com/h", "['*']"),
+            entry("a", "https://e.com/i", "['*']"),
+        ];
+        assert!(load(&twice.concat()).unwrap_err().contains("used by two"));
+        let many: String = (0..=super::MAX_CONFIG_WEBHOOKS)
+            .map(|i| entry(&format!("e{i}"), "https://e.com/h", "['*']"))
+            .collect();
+        assert!(load(&many).unwrap_err().contains("at most"));
+        let extra = load("  - name: a\n    url: https://e.com\n    secret_path: /s\n    events: ['*']\n    secret: x\n")
+            .unwrap_err();
+        assert!(extra.contains("secret"), "{extra}");
+    }
+}
