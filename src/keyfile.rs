@@ -84,7 +84,7 @@ pub fn warn_if_readable_by_others(path: &Path) {
 /// go to a temporary file beside it, are fsynced, and are hard-linked into place (which,
 /// unlike a rename, never replaces a file another process created meanwhile); then the
 /// directory is fsynced so the new name survives a power loss.
-fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => dir.to_path_buf(),
         None => std::path::PathBuf::from("."),

@@ -27,3 +27,4 @@ pub mod store;
 pub mod supervise;
 pub mod tailcfg;
 pub mod tls;
+pub mod webhooks;

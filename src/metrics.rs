@@ -31,8 +31,20 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+/// A webhook endpoint (its config name or managed id).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Webhook events delivered (acknowledged with a 2xx), per endpoint.
+    pub webhook_events_delivered: Family<EndpointLabel, Counter>,
+    /// Webhook requests that failed (no answer or not a 2xx), per endpoint.
+    pub webhook_failed_attempts: Family<EndpointLabel, Counter>,
+    /// Log records between an endpoint's cursor and the head, as of its last delivery.
+    pub webhook_lag_events: Family<EndpointLabel, Gauge>,
     /// Nodes with an open map stream.
     pub nodes_connected: Gauge,
     /// Nodes registered, by method (auth key, CLI, interactive...).
@@ -188,8 +200,29 @@ impl Metrics {
             "When the ACME certificate in force expires (Unix time)",
             acme_certificate_expiry.clone(),
         );
+        let webhook_events_delivered = Family::default();
+        registry.register(
+            "webhook_events_delivered",
+            "Webhook events delivered and acknowledged with a 2xx, per endpoint",
+            webhook_events_delivered.clone(),
+        );
+        let webhook_failed_attempts = Family::default();
+        registry.register(
+            "webhook_failed_attempts",
+            "Webhook requests that failed (no answer or not a 2xx), per endpoint",
+            webhook_failed_attempts.clone(),
+        );
+        let webhook_lag_events = Family::default();
+        registry.register(
+            "webhook_lag_events",
+            "Log records between a webhook endpoint's cursor and the head",
+            webhook_lag_events.clone(),
+        );
         Metrics {
             registry,
+            webhook_events_delivered,
+            webhook_failed_attempts,
+            webhook_lag_events,
             nodes_connected,
             registrations,
             events_appended,
@@ -237,6 +270,36 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// `count` webhook events were acknowledged by `endpoint`.
+pub fn webhook_delivered(endpoint: &str, count: usize) {
+    metrics()
+        .webhook_events_delivered
+        .get_or_create(&EndpointLabel {
+            endpoint: endpoint.to_string(),
+        })
+        .inc_by(count as u64);
+}
+
+/// A webhook request to `endpoint` failed.
+pub fn webhook_failed(endpoint: &str) {
+    metrics()
+        .webhook_failed_attempts
+        .get_or_create(&EndpointLabel {
+            endpoint: endpoint.to_string(),
+        })
+        .inc();
+}
+
+/// `endpoint`'s cursor is `lag` records behind the head.
+pub fn webhook_lag(endpoint: &str, lag: u64) {
+    metrics()
+        .webhook_lag_events
+        .get_or_create(&EndpointLabel {
+            endpoint: endpoint.to_string(),
+        })
+        .set(lag as i64);
 }
 
 /// The process's metrics.

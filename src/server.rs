@@ -120,6 +120,7 @@ pub fn live_context(
         auth: api::AuthGuard::new(&config.trusted_proxies),
         pending: None,
         netmap: None,
+        webhooks: None,
     }
 }
 
@@ -587,6 +588,10 @@ pub async fn run(
         extra_records.as_ref().map(RecordsFile::records),
         derp_maps.current(),
     )?));
+    // Webhook delivery follows the log from each endpoint's cursor (src/webhooks/).
+    let webhooks = crate::webhooks::hub_for(&config).map_err(|e| anyhow::anyhow!(e))?;
+    ctx.webhooks = Some(webhooks.clone());
+    let _webhook_delivery = crate::webhooks::spawn(webhooks, engine.clone());
     let oidc = oidc_provider.map(|provider| {
         crate::oidc::context(&config, provider, engine.clone(), machine.pending.clone())
     });

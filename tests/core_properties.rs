@@ -435,6 +435,10 @@ fn event() -> impl Strategy<Value = Event> {
                 reason,
             }
         }),
+        // webhooks
+        (any::<u64>(), text(), vec(text(), 0..3))
+            .prop_map(|(id, url, kinds)| Event::WebhookCreated { id, url, kinds }),
+        any::<u64>().prop_map(|id| Event::WebhookDeleted { id }),
     ]
 }
 

@@ -402,6 +402,28 @@ fn oidc_script() -> Vec<(Actor, Command)> {
     ]
 }
 
+/// Webhook endpoints managed through the CLI/API: two created, one deleted (the signing
+/// secrets are files, never in the log).
+fn webhooks_script() -> Vec<(Actor, Command)> {
+    let admin = Actor::LocalSocket;
+    let create = |url: &str, kinds: &[&str]| Command::CreateWebhook {
+        url: url.into(),
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+    };
+    vec![
+        (Actor::System, config(false)),
+        (
+            admin.clone(),
+            create(
+                "https://siem.example.com/ts",
+                &["nodeCreated", "policyUpdate"],
+            ),
+        ),
+        (admin.clone(), create("http://127.0.0.1:9000/hook", &["*"])),
+        (admin, Command::DeleteWebhook { id: 1 }),
+    ]
+}
+
 /// Runs the script through the pure core with one second between commands.
 fn run_script(script: Vec<(Actor, Command)>) -> Vec<Envelope> {
     let mut state = State::default();
@@ -444,9 +466,11 @@ fn write_golden(name: &str, envelopes: &[Envelope]) {
 fn regenerate() {
     let envelopes = run_script(lifecycle_script());
     let oidc = run_script(oidc_script());
+    let webhooks = run_script(webhooks_script());
     let kinds: std::collections::BTreeSet<&str> = envelopes
         .iter()
         .chain(&oidc)
+        .chain(&webhooks)
         .map(|e| e.event.kind())
         .collect();
     // The import events have their own golden log (`v0-import`, written by
@@ -461,6 +485,7 @@ fn regenerate() {
     );
     write_golden("v0-lifecycle", &envelopes);
     write_golden("v0-oidc", &oidc);
+    write_golden("v0-webhooks", &webhooks);
 }
 
 #[test]
@@ -525,6 +550,7 @@ fn the_script_still_produces_the_committed_v0_log() {
     for (name, script) in [
         ("v0-lifecycle", lifecycle_script()),
         ("v0-oidc", oidc_script()),
+        ("v0-webhooks", webhooks_script()),
     ] {
         let records = encode_chain(&run_script(script), Digest::default()).unwrap();
         let committed = std::fs::read(repo(&format!("events/{name}.bin"))).unwrap();

@@ -18,6 +18,7 @@ mod read_your_writes;
 pub mod request_log;
 pub(crate) mod state_diff;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 pub mod wire;
 
 pub use auth::{
@@ -67,6 +68,8 @@ pub struct ApiContext {
     /// The tailnet-wide netmap parts from the config (DNS, DERP map, domain, self
     /// capabilities), for `GET /api/v1/node/{id}/netmap`; `None`: that route answers 503.
     pub netmap: Option<Arc<crate::core::netmap::NetmapContext>>,
+    /// Webhook delivery (endpoints, status, secrets' directory); `None` when not wired.
+    pub webhooks: Option<Arc<crate::webhooks::Hub>>,
 }
 
 impl ApiContext {
@@ -229,6 +232,15 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
             access_review::what_can,
         ),
         route(Method::GET, "/api/v1/events/export", export::export_events),
+        route(Method::GET, "/api/v1/webhook", webhooks::list),
+        route(Method::POST, "/api/v1/webhook", webhooks::create),
+        route(Method::DELETE, "/api/v1/webhook/{id}", webhooks::delete),
+        route(
+            Method::GET,
+            "/api/v1/webhook/{id}/deliveries",
+            webhooks::deliveries,
+        ),
+        route(Method::POST, "/api/v1/webhook/{id}/test", webhooks::test),
     ]
 }
 

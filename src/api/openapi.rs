@@ -6,7 +6,7 @@
 
 use super::error::ErrorBody;
 use super::wire::{ApiKeyWire, EventWire, NodeWire, PreAuthKeyWire, UserWire};
-use super::{history, keys, nodes, users};
+use super::{history, keys, nodes, users, webhooks};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -83,6 +83,11 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         super::access_review::who_can_reach,
         super::access_review::what_can,
         super::export::export_events,
+        webhooks::list,
+        webhooks::create,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::test,
         openapi_json,
         openapi_yaml,
         docs,
@@ -108,6 +113,7 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         (name = "history", description = "The event log: audit trail and past states (ours)"),
         (name = "server", description = "Health"),
         (name = "docs", description = "This document (public)"),
+        (name = "webhooks", description = "Webhook endpoints and their delivery (ours)"),
     )
 )]
 pub struct ApiDoc;

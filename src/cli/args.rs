@@ -76,6 +76,9 @@ pub enum Command {
     /// The whole state at a point, and what changed between two points.
     #[command(subcommand)]
     State(StateCommand),
+    /// Webhook endpoints and their delivery (ours).
+    #[command(visible_alias = "webhook", subcommand)]
+    Webhooks(super::webhooks::WebhooksCommand),
 }
 
 #[derive(Subcommand, Debug)]

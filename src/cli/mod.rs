@@ -11,6 +11,7 @@ pub mod output;
 pub mod prompt;
 pub mod remote;
 pub mod transport;
+pub mod webhooks;
 
 use crate::config::{self, Config};
 use crate::core::Timestamp;
@@ -462,6 +463,7 @@ pub async fn run_api_command(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Events(command) => events(&api, format, command).await?,
         Command::Auth(command) => auth(&api, format, command).await?,
         Command::State(command) => history_views::state(&api, format, command).await?,
+        Command::Webhooks(command) => webhooks::run(&api, format, command).await?,
         Command::Debug(DebugCommand::CreateNode {
             name,
             user,

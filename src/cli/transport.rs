@@ -82,6 +82,7 @@ impl Transport {
             auth: api::AuthGuard::default(),
             pending: None,
             netmap: server::offline_netmap_template(config),
+            webhooks: crate::webhooks::hub_for(config).ok(),
         };
         let router = api::router(ctx).layer(axum::middleware::from_fn(api::local_trust));
         Ok(Transport::InProcess(router))

@@ -23,6 +23,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod webhooks;
 
 pub use acme::{split_listen, AcmeChallenge, LETS_ENCRYPT_DIRECTORY};
 pub use load::{
@@ -31,6 +32,7 @@ pub use load::{
 };
 pub use oidc::{expand_env, OidcConfig, PkceConfig, PkceMethod, MAX_CLIENT_SECRET_FILE_BYTES};
 use scalar::opt_from_str;
+pub use webhooks::{WebhookConfig, MAX_CONFIG_WEBHOOKS};
 
 /// Where the config lives when neither `--config` nor `HEADSCALE_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/headscale/config.yaml";
@@ -99,6 +101,8 @@ pub struct Config {
     /// Several instances on one PostgreSQL log (`database.type: postgres`; ours, not
     /// headscale's): how each names itself and how fast it notices the others.
     pub ha: HaConfig,
+    /// Webhook endpoints (ours, not headscale's; `src/webhooks/`).
+    pub webhooks: Vec<WebhookConfig>,
     /// File this config was loaded from, for messages and `configtest`; never a config key.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
@@ -674,6 +678,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             oidc: OidcConfig::default(),
             ha: HaConfig::default(),
+            webhooks: Vec::new(),
             source_path: None,
         }
     }

@@ -188,6 +188,8 @@ impl Config {
 
         // Logins.
         self.validate_oidc(&mut warnings)?;
+        super::webhooks::check(&self.webhooks)
+            .map_err(|(key, message)| self.invalid(&key, message))?;
 
         // Nodes and logging.
         self.validate_nodes(&mut warnings);

@@ -270,6 +270,19 @@ pub enum Event {
         /// headscale's wording: "unauthorised domain", "unverified email", ...
         reason: String,
     },
+    /// A webhook endpoint was added through the CLI or API. Its signing secret is never
+    /// here: the server keeps it in a 0600 file under the data directory
+    /// (`webhooks/<id>.secret`). Delivery starts after this event's seq.
+    WebhookCreated {
+        id: u64,
+        url: String,
+        /// The webhook event types it receives (`nodeCreated`, ...; see
+        /// `core::command::webhooks::WEBHOOK_KINDS`).
+        kinds: Vec<String>,
+    },
+    WebhookDeleted {
+        id: u64,
+    },
 }
 
 /// How a key's secret is checked. Our own keys store SHA-256 (the secrets are 64 random
@@ -394,6 +407,8 @@ impl Event {
             Event::Imported(_) => "Imported",
             Event::UserIdentityLinked { .. } => "UserIdentityLinked",
             Event::OidcLoginRefused { .. } => "OidcLoginRefused",
+            Event::WebhookCreated { .. } => "WebhookCreated",
+            Event::WebhookDeleted { .. } => "WebhookDeleted",
         }
     }
 
@@ -431,6 +446,8 @@ impl Event {
         "Imported",
         "UserIdentityLinked",
         "OidcLoginRefused",
+        "WebhookCreated",
+        "WebhookDeleted",
     ];
 
     /// The node this event is about, if any (for `events list --node`).

@@ -11,6 +11,11 @@ use super::{Checkpoint, EventStore, Head, StoreError, StoredRecord};
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
+/// The sled tree of webhook delivery cursors (endpoint key → last acknowledged seq, 8 bytes
+/// big-endian). Like the rest of sled it is not the log: if sled is rebuilt, managed
+/// endpoints start again after their creation (duplicates, never losses).
+const WEBHOOK_CURSORS: &str = "webhook_cursors";
+
 pub struct DiskStore {
     db: sled::Db,
     snapshots: sled::Tree,
@@ -374,5 +379,27 @@ impl EventStore for DiskStore {
                     .map_err(|reason| StoreError::ChainBroken { seq, reason })
             })
             .collect()
+    }
+
+    fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
+        let tree = self.db.open_tree(WEBHOOK_CURSORS).map_err(io)?;
+        Ok(tree
+            .get(endpoint.as_bytes())
+            .map_err(io)?
+            .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    fn set_webhook_cursor(&self, endpoint: &str, seq: u64) -> Result<(), StoreError> {
+        let tree = self.db.open_tree(WEBHOOK_CURSORS).map_err(io)?;
+        tree.fetch_and_update(endpoint.as_bytes(), |old| {
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes);
+            Some(old.unwrap_or(0).max(seq).to_be_bytes().to_vec())
+        })
+        .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ struct Inner {
     events: BTreeMap<u64, Vec<u8>>,
     snapshots: BTreeMap<u64, Vec<u8>>,
     checkpoints: Vec<Checkpoint>,
+    webhook_cursors: BTreeMap<String, u64>,
 }
 
 /// Shared contents, so a "reopened" store sees what the old one made durable.
@@ -134,5 +135,19 @@ impl EventStore for MemoryStore {
 
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         Ok(self.lock().checkpoints.clone())
+    }
+
+    fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().webhook_cursors.get(endpoint).copied())
+    }
+
+    fn set_webhook_cursor(&self, endpoint: &str, seq: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let cursor = inner
+            .webhook_cursors
+            .entry(endpoint.to_string())
+            .or_insert(seq);
+        *cursor = (*cursor).max(seq);
+        Ok(())
     }
 }

@@ -107,4 +107,20 @@ pub trait EventStore: Send + Sync {
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// A webhook endpoint's delivery cursor: the last seq delivered to it and acknowledged
+    /// (`src/webhooks/`); `None` before the first. Kept beside the log, never in it.
+    fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
+        Err(StoreError::Io(format!(
+            "this store keeps no webhook cursors (endpoint {endpoint})"
+        )))
+    }
+
+    /// Moves an endpoint's cursor forward to `seq` (never back: a stale writer, such as
+    /// another instance that delivered less, leaves a later cursor alone); durable when Ok.
+    fn set_webhook_cursor(&self, endpoint: &str, seq: u64) -> Result<(), StoreError> {
+        Err(StoreError::Io(format!(
+            "this store keeps no webhook cursors (endpoint {endpoint}, seq {seq})"
+        )))
+    }
 }

@@ -95,6 +95,11 @@ fn io(what: &str, error: &tokio_postgres::Error) -> StoreError {
     StoreError::Io(format!("PostgreSQL {what}: {}", error_text(error)))
 }
 
+/// Webhook delivery cursors (`src/webhooks/`), made on first use so databases created by
+/// an older build get the table too.
+const WEBHOOK_CURSORS_TABLE: &str = "CREATE TABLE IF NOT EXISTS headscale_rs.webhook_cursors (\
+     endpoint text PRIMARY KEY, seq bigint NOT NULL)";
+
 fn to_i64(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq)
         .map_err(|_| StoreError::Io(format!("seq {seq} is beyond PostgreSQL's bigint")))
@@ -754,5 +759,47 @@ impl EventStore for PostgresStore {
                     .map_err(|reason| StoreError::ChainBroken { seq, reason })
             })
             .collect()
+    }
+
+    fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
+        let endpoint = endpoint.to_string();
+        let row = self.run(move |shared| async move {
+            shared
+                .on_reader("webhook cursor", move |client| async move {
+                    client.batch_execute(WEBHOOK_CURSORS_TABLE).await?;
+                    client
+                        .query_opt(
+                            "SELECT seq FROM headscale_rs.webhook_cursors WHERE endpoint = $1",
+                            &[&endpoint],
+                        )
+                        .await
+                })
+                .await
+        })?;
+        row.map(|row| to_u64(row.get(0))).transpose()
+    }
+
+    /// A conditional upsert: the cursor only moves forward, so an instance that delivered
+    /// less cannot move it back.
+    fn set_webhook_cursor(&self, endpoint: &str, seq: u64) -> Result<(), StoreError> {
+        let endpoint = endpoint.to_string();
+        let seq = to_i64(seq)?;
+        self.run(move |shared| async move {
+            shared
+                .on_reader("webhook cursor", move |client| async move {
+                    client.batch_execute(WEBHOOK_CURSORS_TABLE).await?;
+                    client
+                        .execute(
+                            "INSERT INTO headscale_rs.webhook_cursors (endpoint, seq) \
+                                 VALUES ($1, $2) \
+                                 ON CONFLICT (endpoint) DO UPDATE SET seq = EXCLUDED.seq \
+                                 WHERE headscale_rs.webhook_cursors.seq < EXCLUDED.seq",
+                            &[&endpoint, &seq],
+                        )
+                        .await
+                })
+                .await
+        })?;
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ mod policy;
 mod register;
 mod routes;
 mod users;
+pub mod webhooks;
 
 pub use routes::{normalize_hostinfo, normalize_routes};
 
@@ -186,6 +187,14 @@ pub enum Command {
     Import {
         events: Vec<Event>,
     },
+    /// Adds a webhook endpoint (the shell keeps its signing secret in a file).
+    CreateWebhook {
+        url: String,
+        kinds: Vec<String>,
+    },
+    DeleteWebhook {
+        id: u64,
+    },
 }
 
 /// Why a command was refused. Variants are part of the API contract: each maps to one HTTP
@@ -246,6 +255,12 @@ pub enum Rejection {
     LogNotEmpty(u64),
     #[error("invalid import: {0}")]
     InvalidImport(String),
+    #[error("{0}")]
+    InvalidWebhook(String),
+    #[error("webhook {0} not found")]
+    WebhookNotFound(String),
+    #[error("at most {0} webhook endpoints can be managed through the CLI/API; delete one first")]
+    TooManyWebhooks(usize),
 }
 
 /// The kind of HTTP answer a rejection deserves.
@@ -261,15 +276,18 @@ impl Rejection {
     pub fn kind(&self) -> RejectionKind {
         use Rejection::*;
         match self {
-            UserNotFound(_) | PreAuthKeyNotFound(_) | ApiKeyNotFound(_) | NodeNotFound(_) => {
-                RejectionKind::NotFound
-            }
+            UserNotFound(_)
+            | PreAuthKeyNotFound(_)
+            | ApiKeyNotFound(_)
+            | NodeNotFound(_)
+            | WebhookNotFound(_) => RejectionKind::NotFound,
             UserNameTaken(_)
             | UserHasNodes { .. }
             | NodeNameTaken(_)
             | AddressSpaceExhausted(_)
             | NodeKeyInUse(_)
-            | LogNotEmpty(_) => RejectionKind::Conflict,
+            | LogNotEmpty(_)
+            | TooManyWebhooks(_) => RejectionKind::Conflict,
             PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
             _ => RejectionKind::Invalid,
         }
@@ -406,5 +424,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
         Command::RotateNodeKey { id, node_key } => nodes::rotate_key(state, id, node_key),
         Command::Import { events } => import::decide(state, events),
         Command::ReplacePolicy { text } => policy::replace(state, text),
+        Command::CreateWebhook { url, kinds } => webhooks::create(state, url, kinds),
+        Command::DeleteWebhook { id } => webhooks::delete(state, *id),
     }
 }

@@ -27,6 +27,9 @@ mod index;
 mod keys;
 mod nodes;
 mod users;
+mod webhooks;
+
+pub use webhooks::{Webhook, Webhooks};
 
 use index::{ids_of, parse_policy, Index, ALL_NODES};
 
@@ -188,6 +191,9 @@ pub struct State {
     /// Left out of the readable form while empty, so states without an import keep their
     /// golden JSON; always present in the binary snapshot (bincode has no optional fields).
     pub extras: Extras,
+    /// CLI/API-managed webhook endpoints; left out of the readable form while empty, like
+    /// `extras`.
+    pub webhooks: Webhooks,
     /// Derived lookups by key, name and prefix: never serialised (the snapshot and golden
     /// shapes are the fields above), rebuilt on decode, kept up to date by `apply`.
     #[serde(skip)]
@@ -248,7 +254,11 @@ pub const NEVER_EXPIRES: Timestamp = Timestamp(253_402_300_799_000);
 impl Serialize for State {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let with_extras = !serializer.is_human_readable() || !self.extras.is_empty();
-        let mut fields = serializer.serialize_struct("State", 9 + usize::from(with_extras))?;
+        let with_webhooks = !serializer.is_human_readable() || !self.webhooks.is_empty();
+        let mut fields = serializer.serialize_struct(
+            "State",
+            9 + usize::from(with_extras) + usize::from(with_webhooks),
+        )?;
         fields.serialize_field("last_seq", &self.last_seq)?;
         fields.serialize_field("last_at", &self.last_at)?;
         fields.serialize_field("users", &self.users)?;
@@ -260,6 +270,9 @@ impl Serialize for State {
         fields.serialize_field("next_ids", &self.next_ids)?;
         if with_extras {
             fields.serialize_field("extras", &self.extras)?;
+        }
+        if with_webhooks {
+            fields.serialize_field("webhooks", &self.webhooks)?;
         }
         fields.end()
     }
@@ -284,6 +297,8 @@ struct StateFields {
     next_ids: NextIds,
     #[serde(default)]
     extras: Extras,
+    #[serde(default)]
+    webhooks: Webhooks,
 }
 
 impl From<StateFields> for State {
@@ -299,6 +314,7 @@ impl From<StateFields> for State {
             config: fields.config,
             next_ids: fields.next_ids,
             extras: fields.extras,
+            webhooks: fields.webhooks,
             index: Index::default(),
         };
         state.rebuild_index();
@@ -438,6 +454,12 @@ impl State {
     pub fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;
         self.last_at = self.last_at.max(envelope.at);
+        if matches!(
+            envelope.event,
+            Event::WebhookCreated { .. } | Event::WebhookDeleted { .. }
+        ) {
+            self.apply_webhooks_event(&envelope.event, envelope.seq, envelope.at);
+        }
         self.apply_event(&envelope.event, envelope.at);
     }
 
@@ -513,6 +535,8 @@ impl State {
                 self.extras.import = Some((**summary).clone());
             }
             Event::OidcLoginRefused { .. } => {}
+            // Folded by `apply`, which knows the seq.
+            Event::WebhookCreated { .. } | Event::WebhookDeleted { .. } => {}
         }
     }
 }
