@@ -492,6 +492,63 @@ fn real_answers_match_their_documented_schemas() {
             "/api/v1/user",
             Some(json!({"name": "alice"})),
         ),
+        // The audit questions (issue #16).
+        (
+            "GET",
+            "/api/v1/node/{id}/netmap",
+            "/api/v1/node/1/netmap",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/node/{id}/netmap",
+            "/api/v1/node/1/netmap?at=1",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/state/diff",
+            "/api/v1/state/diff?from=1",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/policy/who-can-reach",
+            "/api/v1/policy/who-can-reach?dest=laptop",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/policy/who-can-reach",
+            "/api/v1/policy/who-can-reach?dest=laptop&since=0",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/policy/what-can",
+            "/api/v1/policy/what-can?node=laptop",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/webhook",
+            "/api/v1/webhook",
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["nodeCreated"]})),
+        ),
+        ("GET", "/api/v1/webhook", "/api/v1/webhook", None),
+        (
+            "GET",
+            "/api/v1/webhook/{id}/deliveries",
+            "/api/v1/webhook/1/deliveries",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/webhook/{id}/test",
+            "/api/v1/webhook/1/test",
+            None,
+        ),
+        ("DELETE", "/api/v1/webhook/{id}", "/api/v1/webhook/1", None),
         ("DELETE", "/api/v1/node/{id}", "/api/v1/node/1", None),
         (
             "GET",
