@@ -135,6 +135,8 @@ enum Message {
     Rebuild(u64),
     /// Read what other instances appended to a shared log; answers the seq reached.
     CatchUp(Option<oneshot::Sender<Result<u64, String>>>),
+    /// Sign a checkpoint at the head now (unless one is there); answers the last signed seq.
+    Checkpoint(oneshot::Sender<u64>),
 }
 
 /// The background comparison of the start-up snapshot with a full replay (audit L11).
@@ -190,6 +192,13 @@ impl EngineHandle {
         self.ask(|reply| Message::CatchUp(Some(reply)))
             .await?
             .map_err(EngineError::Store)
+    }
+
+    /// Signs a checkpoint at the current head unless one is there already, and answers the
+    /// last signed seq: an export taken right after vouches for every record it holds, not
+    /// only for those up to the last periodic checkpoint.
+    pub async fn checkpoint_now(&self) -> Result<u64, EngineError> {
+        self.ask(Message::Checkpoint).await
     }
 
     /// The latest state, read up to the shared log's head first when `found` says it lacks
@@ -490,6 +499,7 @@ impl Writer {
 
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
         let mut catch_ups = Vec::new();
+        let mut checkpoints = Vec::new();
         while let Some(first) = self.next_message(&mut receiver) {
             let mut batch = Vec::new();
             let mut shutdown = None;
@@ -505,6 +515,11 @@ impl Writer {
                     continue;
                 }
                 Message::CatchUp(reply) => catch_ups.push(reply),
+                Message::Checkpoint(reply) => {
+                    self.write_checkpoint();
+                    let _ = reply.send(self.last_checkpoint_seq);
+                    continue;
+                }
             }
             let mut rebuild = None;
             while shutdown.is_none() && batch.len() < MAX_BATCH_COMMANDS {
@@ -517,6 +532,7 @@ impl Writer {
                     Ok(Message::Shutdown(done)) => shutdown = Some(done),
                     Ok(Message::Rebuild(seq)) => rebuild = Some(seq),
                     Ok(Message::CatchUp(reply)) => catch_ups.push(reply),
+                    Ok(Message::Checkpoint(reply)) => checkpoints.push(reply),
                     Err(_) => break,
                 }
             }
@@ -529,6 +545,12 @@ impl Writer {
             }
             if !batch.is_empty() {
                 self.commit(batch);
+            }
+            if !checkpoints.is_empty() {
+                self.write_checkpoint();
+                for reply in checkpoints.drain(..) {
+                    let _ = reply.send(self.last_checkpoint_seq);
+                }
             }
             if let Some(seq) = rebuild {
                 self.rebuild_from_log(seq);

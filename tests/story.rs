@@ -20,7 +20,42 @@ fn the_story_plays_and_every_question_is_answered() {
         stdout.contains("The story is in the log: before the incident = seq "),
         "{stdout}"
     );
-    // During the incident eve exists; the contractor was added by an admin.
-    assert!(stdout.contains("| eve "), "{stdout}");
-    assert!(stdout.contains("PolicyReplaced"), "{stdout}");
+    // During the incident eve's laptop could reach the database through group:eng, ...
+    assert!(
+        stdout.contains(
+            "alice-laptop (alice), bob-laptop (bob), eve-laptop (eve) | db-1 (tag:db) | 5432"
+        ),
+        "{stdout}"
+    );
+    // ... gained by one policy change and lost by the next, both by an admin.
+    assert!(
+        stdout.contains("+ group:eng (node eve-laptop 100.64.0.7, user eve) on 5432 via acl[0] at seq 19 (PolicyReplaced by admin"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- group:eng (node eve-laptop 100.64.0.7, user eve) on 5432 via acl[0] at seq 20 (PolicyReplaced by admin"),
+        "{stdout}"
+    );
+    // Her client was given the database as a peer.
+    assert!(
+        stdout.contains("Netmap of node 7 (eve-laptop) at seq 19"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("db-1.acme.example."), "{stdout}");
+    // The diff names the user, the nodes and the policy with the events responsible.
+    assert!(stdout.contains("+ 4 eve: name eve"), "{stdout}");
+    assert!(
+        stdout.contains("seq 19 PolicyReplaced by admin (local socket)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+    { \"action\": \"accept\", \"src\": [\"eve@\"]"),
+        "{stdout}"
+    );
+    // The export verifies with the pinned key, signed up to its last record.
+    assert!(
+        stdout.contains("ok: 23 events (seq 1..=23)")
+            && stdout.contains("signed through seq 23, with the pinned key"),
+        "{stdout}"
+    );
 }

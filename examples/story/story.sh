@@ -86,6 +86,27 @@ hs nodes expire -i "$(node_id eve-laptop)" >/dev/null
 after=$(head_seq)
 
 echo "The story is in the log: before the incident = seq $before, during = seq $incident, after = seq $after."
-ask users list --at "$incident"
+
+# Who could reach the database during the incident, and by which rule?
+ask policy who-can-reach db-1:5432 --at "$incident"
+# When was that access gained and lost, by which events, done by whom?
+ask policy who-can-reach db-1:5432 --since "$before" --until "$after"
+# What could eve's laptop reach during the incident?
+ask policy what-can eve-laptop --at "$incident"
+# What did eve's client get from the server then (peers, packet filter, SSH policy, DNS)?
+ask nodes netmap --node eve-laptop --at "$incident"
+# What changed in the tailnet from before the incident to after the clean-up?
+ask state diff --from "$before" --to "$after"
+# Who did it: the admin's changes since the incident began.
 ask events list --since "$before" --actor admin
-ask policy get --at "$before"
+ask users list --at "$incident"
+# An export an auditor can check on another machine, without the server.
+export_file="$dir/story-audit.jsonl"
+ask events export --file "$export_file"
+key=$(hs events verify -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpointKey"])')
+ask events verify --file "$export_file" --key "$key"
+
+if $keep; then
+    echo
+    echo "The server keeps running: headscale -c $dir/config.yaml <command>   (stop: kill $server)"
+fi
