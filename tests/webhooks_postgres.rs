@@ -1,9 +1,14 @@
 //! Webhooks on a PostgreSQL log (`pg_cluster/`): the cursor table keeps a cursor across a
 //! reopen and only moves it forward; a server on PostgreSQL delivers to a local receiver
 //! (axum on 127.0.0.1, checking every signature) and, after a clean restart, resumes at its
-//! acknowledged cursor without resending anything.
+//! acknowledged cursor without resending anything. Two `headscale serve` instances on one
+//! log (`ha_cluster/`): one delivers an endpoint at a time (its lease, an advisory lock), so
+//! the receiver gets every event once; when that one is SIGKILLed mid-delivery the other
+//! takes over within seconds, resending at most the batch that was never acknowledged.
 
 mod common;
+#[path = "ha_cluster/mod.rs"]
+mod ha_cluster;
 #[path = "pg_cluster/mod.rs"]
 mod pg_cluster;
 
@@ -11,9 +16,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::TestServer;
+use ha_cluster::{Cluster, ClusterOptions};
 use headscale::store::postgres_store::PostgresStore;
 use headscale::store::EventStore;
-use headscale::webhooks::sign;
+use headscale::webhooks::{sign, DeliveryOptions};
 use pg_cluster::PgCluster;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -227,4 +233,90 @@ fn a_server_on_postgres_resumes_at_its_cursor_after_a_clean_restart() {
         "SELECT seq FROM headscale_rs.webhook_cursors",
     );
     assert_eq!(stored.trim(), seqs.last().unwrap().to_string());
+}
+
+/// Whether instance `index` has sent anything to the endpoint `siem`.
+fn delivered(cluster: &Cluster, index: usize) -> bool {
+    let sent = cluster
+        .instance(index)
+        .json(&["webhooks", "deliveries", "-i", "siem"]);
+    !sent.as_array().unwrap().is_empty()
+}
+
+#[test]
+fn two_instances_on_one_log_deliver_each_event_once_and_take_over_after_a_sigkill() {
+    let rx = receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("siem.secret");
+    std::fs::write(&secret_path, "shared-secret\n").unwrap();
+    *rx.receiver.secret.lock().unwrap() = "shared-secret".into();
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        instances: 2,
+        extra_yaml: format!(
+            "webhooks:\n  - name: siem\n    url: {}\n    secret_path: {}\n    events: [\"userCreated\"]\n",
+            rx.url,
+            secret_path.display()
+        ),
+        ..Default::default()
+    });
+    // The endpoint's cursor is stored (at the head) by the first worker that starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.instance(1).json(&["webhooks", "list"])[0]["cursor"].is_null() {
+        assert!(Instant::now() < deadline, "no cursor was stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Both instances run a worker for the endpoint; one holds its lease and delivers.
+    let first = create_users(cluster.instance(0), "both", 20);
+    let first_ids = user_created_ids(cluster.instance(0), &first);
+    rx.wait_for_ids(&first_ids, 30);
+    wait_caught_up(cluster.instance(0));
+    wait_caught_up(cluster.instance(1));
+    assert_eq!(
+        rx.duplicates(),
+        0,
+        "two instances delivered the same events"
+    );
+    let holders: Vec<usize> = (0..2).filter(|i| delivered(&cluster, *i)).collect();
+    assert_eq!(holders.len(), 1, "instances {holders:?} both delivered");
+    let (holder, standby) = (holders[0], 1 - holders[0]);
+
+    // The holder dies with a request in flight (received, never answered).
+    rx.receiver.hold.store(true, Ordering::SeqCst);
+    let before = rx.requests();
+    let second = create_users(cluster.instance(standby), "takeover", 20);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rx.requests() == before {
+        assert!(Instant::now() < deadline, "no delivery started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cluster.kill(holder);
+    let killed = Instant::now();
+    let at_kill = (rx.requests(), rx.got().len());
+    rx.receiver.hold.store(false, Ordering::SeqCst);
+    let takeover = Cluster::within(Duration::from_secs(20), || rx.requests() > at_kill.0)
+        .expect("the standby never took over");
+    let ids: BTreeSet<String> = user_created_ids(cluster.instance(standby), &second)
+        .into_iter()
+        .chain(first_ids)
+        .collect();
+    rx.wait_for_ids(&ids, 30);
+    wait_caught_up(cluster.instance(standby));
+    let delivered_in = killed.elapsed();
+
+    assert_eq!(rx.receiver.bad_signatures.load(Ordering::SeqCst), 0);
+    let duplicates = rx.duplicates();
+    // Only the unacknowledged batch comes again.
+    assert!(
+        duplicates <= DeliveryOptions::default().max_events_per_request,
+        "{duplicates} duplicates"
+    );
+    assert!(duplicates <= at_kill.1, "{duplicates} duplicates");
+    assert!(delivered(&cluster, standby), "the standby never delivered");
+    println!(
+        "webhook lease takeover after SIGKILL: first request from the standby {takeover:?} \
+         after the kill, all {} events delivered {delivered_in:?} after it; {duplicates} \
+         duplicate(s) (the batch in flight)",
+        ids.len()
+    );
 }
