@@ -577,6 +577,7 @@ pub async fn run(
         machine.pending = PendingLogins::shared(PENDING_LOGIN_TTL, logins.await?);
     }
     // ... and share with them who is online where (ha/presence.rs); withdrawn at shutdown.
+    let webhook_leases = shared_pool.clone();
     let presence_sync = match shared_pool {
         Some(pool) => Some(crate::ha::presence::spawn(pool, &config.ha, machine.hub.clone()).await),
         None => None,
@@ -591,7 +592,7 @@ pub async fn run(
     // Webhook delivery follows the log from each endpoint's cursor (src/webhooks/).
     let webhooks = crate::webhooks::hub_for(&config).map_err(|e| anyhow::anyhow!(e))?;
     ctx.webhooks = Some(webhooks.clone());
-    let _webhook_delivery = crate::webhooks::spawn(webhooks, engine.clone());
+    let _webhook_delivery = crate::webhooks::spawn(webhooks, engine.clone(), webhook_leases);
     let oidc = oidc_provider.map(|provider| {
         crate::oidc::context(&config, provider, engine.clone(), machine.pending.clone())
     });

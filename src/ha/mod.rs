@@ -10,8 +10,10 @@
 //! - `pool`: connections to the shared tables (a small pool) and a dedicated LISTEN one;
 //! - `tail`: follows the log and keeps the engine at the head; fails closed when cut off;
 //! - `presence`: which nodes are online on which instance, shared through tables of its own;
-//! - `logins`: interactive logins and OIDC flights waiting on any instance.
+//! - `logins`: interactive logins and OIDC flights waiting on any instance;
+//! - `lease`: a named lease (an advisory lock) one instance holds at a time.
 
+pub mod lease;
 pub mod logins;
 pub mod pool;
 pub mod presence;

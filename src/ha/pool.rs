@@ -67,6 +67,11 @@ impl SharedPool {
         })
     }
 
+    /// How to reach PostgreSQL (for connections of their own, such as a lease's).
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// Starts listening on `channels` over a connection of its own (see `listen`).
     pub fn listen(&self, channels: &[&str]) -> mpsc::Receiver<Hint> {
         listen(self.target.clone(), channels)

@@ -6,7 +6,9 @@
 //! capped exponential backoff and jitter, and moves the cursor only after a 2xx: delivery is
 //! at-least-once, each event carrying a stable `id`. Workers read the store, never the
 //! writer: a slow or failing receiver only holds back its own cursor. Recent attempts are
-//! kept per endpoint in a bounded ring (`webhooks deliveries`).
+//! kept per endpoint in a bounded ring (`webhooks deliveries`). Several instances on one
+//! PostgreSQL log share the cursors; each endpoint is delivered by the one instance holding
+//! its lease (`ha::lease`, an advisory lock), and another takes over when that one dies.
 
 pub mod payload;
 pub mod secret;
@@ -17,6 +19,7 @@ use crate::config::WebhookConfig;
 use crate::core::state::State;
 use crate::core::time::Timestamp;
 use crate::engine::EngineHandle;
+use crate::ha::pool::SharedPool;
 use crate::store::EventStore;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -157,8 +160,14 @@ pub fn endpoints(
 }
 
 /// Starts the supervisor: one worker per endpoint, started and stopped as endpoints are
-/// added and deleted (it follows the published state). Stops with the runtime.
-pub fn spawn(hub: Arc<Hub>, engine: EngineHandle) -> tokio::task::JoinHandle<()> {
+/// added and deleted (it follows the published state). Stops with the runtime. With
+/// `leases` (several instances on one PostgreSQL log), a worker delivers only while it holds
+/// its endpoint's lease, so one instance at a time delivers to an endpoint.
+pub fn spawn(
+    hub: Arc<Hub>,
+    engine: EngineHandle,
+    leases: Option<SharedPool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut states = engine.subscribe();
         let mut workers: BTreeMap<String, (Endpoint, tokio::task::JoinHandle<()>)> =
@@ -184,6 +193,7 @@ pub fn spawn(hub: Arc<Hub>, engine: EngineHandle) -> tokio::task::JoinHandle<()>
                     engine.store(),
                     engine.subscribe(),
                     endpoint.clone(),
+                    leases.clone(),
                 ));
                 workers.insert(endpoint.key.clone(), (endpoint, task));
             }

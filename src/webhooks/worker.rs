@@ -6,6 +6,8 @@ use super::payload::{self, WebhookEvent};
 use super::{secret, sign, Endpoint, Hub, MAX_RECENT_ATTEMPTS};
 use crate::core::time::Timestamp;
 use crate::engine::{Clock, Published, SystemClock};
+use crate::ha::lease::Lease;
+use crate::ha::pool::SharedPool;
 use crate::store::replay::read_envelopes;
 use crate::store::EventStore;
 use bytes::Bytes;
@@ -166,8 +168,10 @@ pub(super) async fn run(
     store: Arc<dyn EventStore>,
     mut states: watch::Receiver<Published>,
     endpoint: Endpoint,
+    leases: Option<SharedPool>,
 ) {
     let key = endpoint.key.clone();
+    let mut lease = Lease::new(format!("webhook {key}"));
     // The secret and the cursor: retried until they can be read.
     // A managed endpoint's secret file is written just after its creation is published, so
     // the first retries come quickly.
@@ -192,13 +196,16 @@ pub(super) async fn run(
     let mut failures: u64 = 0;
     loop {
         if store.is_shared() {
-            // Several instances deliver to every endpoint: skip what another one has already
-            // had acknowledged (a duplicate then only happens when two send at once).
+            // Several instances share the cursor: skip what another one has already had
+            // acknowledged (the last holder of the lease, before this one took it).
             let (shared, key) = (store.clone(), key.clone());
             if let Ok(Ok(Some(theirs))) =
                 tokio::task::spawn_blocking(move || shared.webhook_cursor(&key)).await
             {
-                cursor = cursor.max(theirs);
+                if theirs > cursor {
+                    cursor = theirs;
+                    hub.update(&endpoint.key, |s| s.cursor = Some(cursor));
+                }
             }
         }
         let head = store.head().seq;
@@ -206,6 +213,28 @@ pub(super) async fn run(
             // Wait for a publish, or poll (another instance may append without one here).
             let _ = tokio::time::timeout(hub.options.idle_poll, states.changed()).await;
             continue;
+        }
+        if let Some(pool) = &leases {
+            // One deliverer per endpoint: deliver only while holding its lease; a standby
+            // tries again each `idle_poll` (the holder's death frees it at once).
+            let was_held = lease.held();
+            match lease.hold(pool).await {
+                Ok(true) if was_held => {}
+                Ok(true) => {
+                    tracing::info!(endpoint = %key, "this instance delivers to the webhook");
+                    // Read the shared cursor again first: the last holder may have moved it.
+                    continue;
+                }
+                Ok(false) => {
+                    tokio::time::sleep(hub.options.idle_poll).await;
+                    continue;
+                }
+                Err(problem) => {
+                    tracing::warn!(endpoint = %key, %problem, "cannot take the webhook lease");
+                    tokio::time::sleep(hub.options.idle_poll).await;
+                    continue;
+                }
+            }
         }
         let batch = {
             let (store, endpoint, tailnet, options) = (
