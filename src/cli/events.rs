@@ -109,7 +109,11 @@ pub(super) fn salvage(config: &Config, format: Format, write: bool) -> anyhow::R
     print_one(format, &serde_json::to_value(&report)?, &message)
 }
 
-pub(super) async fn run(api: &Transport, format: Format, command: &EventsCommand) -> anyhow::Result<()> {
+pub(super) async fn run(
+    api: &Transport,
+    format: Format,
+    command: &EventsCommand,
+) -> anyhow::Result<()> {
     match command {
         EventsCommand::Salvage { .. } | EventsCommand::Import { .. } => {
             bail!("this events command runs offline, on the store")

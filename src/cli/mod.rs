@@ -1086,4 +1086,3 @@ pub fn check_policy_file(cli: &Cli, file: &Path) -> anyhow::Result<()> {
         }
     }
 }
-
