@@ -11,129 +11,19 @@ mod common;
 mod ha_cluster;
 #[path = "pg_cluster/mod.rs"]
 mod pg_cluster;
+#[path = "webhook_receiver/mod.rs"]
+mod webhook_receiver;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use common::TestServer;
 use ha_cluster::{Cluster, ClusterOptions};
 use headscale::store::postgres_store::PostgresStore;
 use headscale::store::EventStore;
-use headscale::webhooks::{sign, DeliveryOptions};
+use headscale::webhooks::DeliveryOptions;
 use pg_cluster::PgCluster;
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// One event as the receiver got it: its id and seq.
-#[derive(Debug, Clone)]
-struct Got {
-    id: String,
-    seq: u64,
-}
-
-#[derive(Default)]
-struct Receiver {
-    secret: Mutex<String>,
-    got: Mutex<Vec<Got>>,
-    bad_signatures: AtomicUsize,
-    requests: AtomicUsize,
-    /// Requests are recorded, then wait for an answer while set.
-    hold: AtomicBool,
-}
-
-async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    r.requests.fetch_add(1, Ordering::SeqCst);
-    let secret = r.secret.lock().unwrap().clone();
-    let header = headers
-        .get(sign::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if sign::verify(&secret, header, &body).is_none() {
-        r.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::UNAUTHORIZED;
-    }
-    let events: Vec<Value> = serde_json::from_slice(&body).unwrap();
-    r.got.lock().unwrap().extend(events.iter().map(|e| Got {
-        id: e["id"].as_str().unwrap().to_string(),
-        seq: e["seq"].as_u64().unwrap(),
-    }));
-    while r.hold.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    StatusCode::OK
-}
-
-/// A receiver on a free loopback port, served by its own runtime (kept alive by the handle).
-struct Running {
-    receiver: Arc<Receiver>,
-    url: String,
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn receiver() -> Running {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let receiver = Arc::new(Receiver::default());
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(receiver.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    Running {
-        receiver,
-        url: format!("http://127.0.0.1:{port}/hook"),
-        _runtime: runtime,
-    }
-}
-
-impl Running {
-    fn got(&self) -> Vec<Got> {
-        self.receiver.got.lock().unwrap().clone()
-    }
-
-    fn requests(&self) -> usize {
-        self.receiver.requests.load(Ordering::SeqCst)
-    }
-
-    /// Waits (up to `secs`) until every id in `ids` has arrived.
-    fn wait_for_ids(&self, ids: &BTreeSet<String>, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let have: BTreeSet<String> = self.got().into_iter().map(|g| g.id).collect();
-            let missing: Vec<&String> = ids.difference(&have).collect();
-            if missing.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "missing {} event(s), e.g. {:?}; received {} request(s)",
-                missing.len(),
-                missing.iter().take(5).collect::<Vec<_>>(),
-                self.requests()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Events received more than once (a redelivered id must keep its seq).
-    fn duplicates(&self) -> usize {
-        let got = self.got();
-        let mut by_id: BTreeMap<&str, u64> = BTreeMap::new();
-        for g in &got {
-            assert_eq!(*by_id.entry(&g.id).or_insert(g.seq), g.seq, "id {}", g.id);
-        }
-        got.len() - by_id.len()
-    }
-}
+use webhook_receiver::receiver;
 
 /// The ids (seqs) of the `UserCreated` events of `names`, from the log.
 fn user_created_ids(server: &TestServer, names: &BTreeSet<String>) -> BTreeSet<String> {
