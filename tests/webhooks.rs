@@ -312,3 +312,41 @@ fn delivery_throughput_and_lag_on_loopback() {
         backlog.len() as f64 * 1000.0 / span_ms as f64,
     );
 }
+
+#[test]
+fn key_expiries_are_sent_when_their_time_comes_and_a_day_before() {
+    let rx = receiver();
+    let server = TestServer::start();
+    server.create_user("alice");
+    server.ok(&["debug", "create-node", "--name", "soon", "-u", "alice"]);
+    server.ok(&["debug", "create-node", "--name", "tomorrow", "-u", "alice"]);
+    let (_, secret) = create_webhook(&server, &rx.url, "nodeKeyExpired,nodeKeyExpiringInOneDay");
+    *rx.receiver.secret.lock().unwrap() = secret;
+    // No log record says "expired now": the time passing is what sends these.
+    let at = |ms: i64| headscale::core::time::Timestamp::from_unix_ms(ms).to_rfc3339();
+    let soon = now_ms() + 2_000;
+    let tomorrow = now_ms() + 24 * 3600 * 1000 + 2_000;
+    server.ok(&["nodes", "expire", "-i", "1", "-e", &at(soon), "--force"]);
+    server.ok(&["nodes", "expire", "-i", "2", "-e", &at(tomorrow), "--force"]);
+    let expired = format!("expired-1-{soon}");
+    let expiring = format!("expiring-2-{tomorrow}");
+    rx.wait_for_ids(&BTreeSet::from([expired.clone(), expiring.clone()]), 30);
+    let got = rx.got();
+    let kinds: BTreeMap<&str, &str> = got
+        .iter()
+        .map(|g| (g.id.as_str(), g.kind.as_str()))
+        .collect();
+    assert_eq!(kinds[expired.as_str()], "nodeKeyExpired");
+    assert_eq!(kinds[expiring.as_str()], "nodeKeyExpiringInOneDay");
+    // Sent once the time had come, not when the expiry was set.
+    let sent = got.iter().find(|g| g.id == expired).unwrap();
+    assert!(
+        sent.arrived_ms >= soon,
+        "sent {} ms early",
+        soon - sent.arrived_ms
+    );
+    // The admin's changes themselves were not subscribed to; nothing else arrived.
+    assert_eq!(rx.duplicates(), 0);
+    assert!(got.iter().all(|g| g.kind.starts_with("nodeKey")), "{got:?}");
+    assert_eq!(rx.receiver.bad_signatures.load(Ordering::SeqCst), 0);
+}

@@ -74,20 +74,14 @@ pub fn events_of(envelope: &Envelope, tailnet: &str) -> Vec<WebhookEvent> {
             format!("Node {id} deleted"),
             json!({"nodeID": id.to_string(), "actor": actor}),
         ),
-        Event::NodeExpiryChanged { id, expiry } => {
-            let expired = expiry.is_some_and(|e| e <= envelope.at);
-            let data = json!({"nodeID": id.to_string(),
-                "expiry": expiry.map(Timestamp::to_rfc3339), "actor": actor});
-            if expired {
-                push("nodeKeyExpired", format!("Node {id} key expired"), data);
-            } else {
-                push(
-                    "nodeKeyExpiryChanged",
-                    format!("Node {id} key expiry changed"),
-                    data,
-                );
-            }
-        }
+        // The admin's change; the key's expiry itself (now or later) is sent by
+        // `expiries_between` when its time comes, so it is sent once whatever caused it.
+        Event::NodeExpiryChanged { id, expiry } => push(
+            "nodeKeyExpiryChanged",
+            format!("Node {id} key expiry changed"),
+            json!({"nodeID": id.to_string(),
+                "expiry": expiry.map(Timestamp::to_rfc3339), "actor": actor}),
+        ),
         Event::NodeRenamed { id, given_name, .. } => push(
             "nodeRenamed",
             format!("Node {id} renamed to {given_name}"),
@@ -248,6 +242,66 @@ pub fn events_of(envelope: &Envelope, tailnet: &str) -> Vec<WebhookEvent> {
         .collect()
 }
 
+/// How long before a key expires `nodeKeyExpiringInOneDay` is sent (Tailscale's name).
+pub const EXPIRING_NOTICE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The events that time alone makes between `after` (excluded) and `upto` (included), for
+/// the nodes of `state` as they are then: `nodeKeyExpired` when a key's expiry passes and
+/// `nodeKeyExpiringInOneDay` a day before (unless it has already expired by `upto`). No log
+/// record says "this key expired now", so the delivery worker asks this with a durable
+/// time watermark. Ids are the node and the expiry time, stable across redeliveries; `seq`
+/// is the state's, the point of the log the answer was read at. Oldest first.
+pub fn expiries_between(
+    state: &crate::core::state::State,
+    after: Timestamp,
+    upto: Timestamp,
+    tailnet: &str,
+    kinds: &[String],
+) -> Vec<WebhookEvent> {
+    let mut events: Vec<(Timestamp, WebhookEvent)> = Vec::new();
+    for node in state.nodes.values() {
+        let Some(expiry) = node.expiry else { continue };
+        let data = json!({"nodeID": node.id.to_string(), "deviceName": node.given_name,
+            "expiry": expiry.to_rfc3339()});
+        let mut push = |at: Timestamp, kind: &str, message: String, id: String| {
+            if wants(kinds, kind) {
+                events.push((
+                    at,
+                    WebhookEvent {
+                        timestamp: at.to_rfc3339(),
+                        version: PAYLOAD_VERSION,
+                        kind: kind.to_string(),
+                        tailnet: tailnet.to_string(),
+                        message,
+                        data: data.clone(),
+                        id,
+                        seq: state.last_seq,
+                    },
+                ));
+            }
+        };
+        if after < expiry && expiry <= upto {
+            push(
+                expiry,
+                "nodeKeyExpired",
+                format!("Node {} key expired", node.given_name),
+                format!("expired-{}-{}", node.id, expiry.unix_ms()),
+            );
+        }
+        let notice = expiry.minus(EXPIRING_NOTICE);
+        if after < notice && notice <= upto && expiry > upto {
+            push(
+                notice,
+                "nodeKeyExpiringInOneDay",
+                format!("Node {} key expires in one day", node.given_name),
+                format!("expiring-{}-{}", node.id, expiry.unix_ms()),
+            );
+        }
+    }
+    events.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    events.into_iter().map(|(_, event)| event).collect()
+}
+
 /// The events of `envelope` an endpoint subscribed to `kinds` receives.
 pub fn events_for(envelope: &Envelope, tailnet: &str, kinds: &[String]) -> Vec<WebhookEvent> {
     let mut events = events_of(envelope, tailnet);
@@ -288,6 +342,106 @@ mod tests {
             actor: Actor::LocalSocket,
             event,
         }
+    }
+
+    /// A tailnet with one user and nodes 1 and 2 whose keys expire at `expiries`.
+    fn expiring(expiries: [Option<Timestamp>; 2]) -> crate::core::state::State {
+        use crate::core::event::{NodeRegistration, RegisterMethod};
+        use crate::core::keys::{MachineKey, NodeKey};
+        let mut state = crate::core::state::State::default();
+        let mut events = vec![Event::UserCreated {
+            id: UserId(1),
+            name: "alice".into(),
+            display_name: String::new(),
+            email: String::new(),
+        }];
+        for (i, expiry) in expiries.into_iter().enumerate() {
+            let n = i as u8 + 1;
+            events.push(Event::NodeRegistered(Box::new(NodeRegistration {
+                id: NodeId(u64::from(n)),
+                machine_key: MachineKey([n; 32]),
+                node_key: NodeKey([n + 100; 32]),
+                user: Some(UserId(1)),
+                tags: vec![],
+                given_name: format!("n{n}"),
+                hostinfo: Default::default(),
+                ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, n)),
+                ipv6: None,
+                expiry,
+                register_method: RegisterMethod::Cli,
+                auth_key: None,
+                ephemeral: false,
+                authorized: true,
+                approved_routes: vec![],
+            })));
+        }
+        for (i, event) in events.into_iter().enumerate() {
+            state.apply(&envelope(i as u64 + 1, event));
+        }
+        state
+    }
+
+    #[test]
+    fn a_key_expiry_is_sent_once_when_its_time_passes_and_a_day_before() {
+        let hour = std::time::Duration::from_secs(3600);
+        let t0 = Timestamp(1_767_225_600_000);
+        let all = vec!["*".to_string()];
+        let state = expiring([Some(t0.plus(hour * 2)), Some(t0.plus(hour * 30))]);
+        // Nothing is due before either time.
+        assert!(expiries_between(&state, t0, t0.plus(hour), "t", &all).is_empty());
+        // Node 1's key expires at +2 h; node 2's notice comes at +6 h (30 h − 24 h).
+        let made = expiries_between(&state, t0, t0.plus(hour * 7), "t", &all);
+        let kinds: Vec<(&str, &str)> = made
+            .iter()
+            .map(|e| (e.kind.as_str(), e.id.as_str()))
+            .collect();
+        let ms = |h: u32| t0.plus(hour * h).unix_ms();
+        assert_eq!(
+            kinds,
+            [
+                ("nodeKeyExpired", format!("expired-1-{}", ms(2)).as_str()),
+                (
+                    "nodeKeyExpiringInOneDay",
+                    format!("expiring-2-{}", ms(30)).as_str()
+                ),
+            ]
+        );
+        assert_eq!(made[0].timestamp, t0.plus(hour * 2).to_rfc3339());
+        // Windows that follow each other send each event once; the ids are the same on a
+        // redelivery of the same window.
+        let first = expiries_between(&state, t0, t0.plus(hour * 3), "t", &all);
+        let second = expiries_between(&state, t0.plus(hour * 3), t0.plus(hour * 7), "t", &all);
+        assert_eq!(first.len() + second.len(), 2);
+        assert_eq!(
+            first,
+            expiries_between(&state, t0, t0.plus(hour * 3), "t", &all)
+        );
+        // A key that expires within the window gets no "in one day" notice for it.
+        let late = expiries_between(&state, t0.plus(hour * 5), t0.plus(hour * 31), "t", &all);
+        let kinds: Vec<&str> = late.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["nodeKeyExpired"]);
+        // Only what the endpoint subscribed to; no expiry, no event.
+        let only = vec!["nodeKeyExpiringInOneDay".to_string()];
+        assert_eq!(
+            expiries_between(&state, t0, t0.plus(hour * 7), "t", &only).len(),
+            1
+        );
+        let never = expiring([None, None]);
+        assert!(expiries_between(&never, t0, t0.plus(hour * 100), "t", &all).is_empty());
+    }
+
+    #[test]
+    fn an_admin_expiry_change_is_its_own_event_not_the_expiry() {
+        let changed = envelope(
+            9,
+            Event::NodeExpiryChanged {
+                id: NodeId(1),
+                expiry: Some(Timestamp(1)),
+            },
+        );
+        let made = events_of(&changed, "t");
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].kind, "nodeKeyExpiryChanged");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::payload::{self, WebhookEvent};
 use super::{secret, sign, Endpoint, Hub, MAX_RECENT_ATTEMPTS};
+use crate::core::command::webhooks::wants;
 use crate::core::time::Timestamp;
 use crate::engine::{Clock, Published, SystemClock};
 use crate::ha::lease::Lease;
@@ -194,6 +195,15 @@ pub(super) async fn run(
         s.cursor = Some(cursor);
     });
     let mut failures: u64 = 0;
+    // Time-made events (`nodeKeyExpired`, `nodeKeyExpiringInOneDay`) have no record in the
+    // log: their durable cursor is a time, everything due up to it having been acknowledged.
+    let mut expiry_watermark = if wants(&endpoint.kinds, "nodeKeyExpired")
+        || wants(&endpoint.kinds, "nodeKeyExpiringInOneDay")
+    {
+        expiry_start(&store, &endpoint.key).await
+    } else {
+        None
+    };
     loop {
         if store.is_shared() {
             // Several instances share the cursor: skip what another one has already had
@@ -210,6 +220,39 @@ pub(super) async fn run(
         }
         let head = store.head().seq;
         if head <= cursor {
+            // Caught up with the log: the key expiries whose time has come go now.
+            let due = match &expiry_watermark {
+                Some(watermark) => {
+                    let state = states.borrow().state.clone();
+                    let now = SystemClock.now();
+                    let events = payload::expiries_between(
+                        &state,
+                        *watermark,
+                        now,
+                        &hub.tailnet,
+                        &endpoint.kinds,
+                    );
+                    (!events.is_empty()).then_some((events, now))
+                }
+                None => None,
+            };
+            // Only the lease holder sends (asked only when something is due).
+            let holds_lease = match (&due, &leases) {
+                (Some(_), Some(pool)) => matches!(lease.hold(pool).await, Ok(true)),
+                _ => true,
+            };
+            if let (Some((events, now)), true) = (due, holds_lease) {
+                send(&hub, &endpoint, &secret, &events, &mut failures).await;
+                // Durable before it counts, like the cursor: a crash now sends them again.
+                let (store, key) = (store.clone(), expiry_key(&endpoint.key));
+                let ms = u64::try_from(now.unix_ms()).unwrap_or(0);
+                match tokio::task::spawn_blocking(move || store.set_webhook_cursor(&key, ms)).await
+                {
+                    Ok(Ok(())) => expiry_watermark = Some(now),
+                    _ => tokio::time::sleep(hub.options.initial_backoff).await,
+                }
+                continue;
+            }
             // Wait for a publish, or poll (another instance may append without one here).
             let _ = tokio::time::timeout(hub.options.idle_poll, states.changed()).await;
             continue;
@@ -258,27 +301,7 @@ pub(super) async fn run(
             }
         };
         if !batch.events.is_empty() {
-            let body = payload::body(&batch.events);
-            let (first_seq, last_seq) = (
-                batch.events.first().map_or(0, |e| e.seq),
-                batch.events.last().map_or(0, |e| e.seq),
-            );
-            loop {
-                let started = Instant::now();
-                let result = hub.client.post(&endpoint.url, &secret, body.clone()).await;
-                let attempt = attempt(first_seq, last_seq, batch.events.len(), started, result);
-                let ok = attempt.ok;
-                record(&hub, &key, attempt.clone());
-                if ok {
-                    crate::metrics::webhook_delivered(&endpoint.name, batch.events.len());
-                    failures = 0;
-                    break;
-                }
-                crate::metrics::webhook_failed(&endpoint.name);
-                failures += 1;
-                let jitter = rand::random::<f64>();
-                tokio::time::sleep(super::backoff(&hub.options, failures, jitter)).await;
-            }
+            send(&hub, &endpoint, &secret, &batch.events, &mut failures).await;
         }
         // Durable before it counts: a crash now redelivers this batch (at-least-once).
         let moved = {
@@ -308,6 +331,61 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// POSTs `events` until a 2xx, backing off between failures (recorded in the endpoint's
+/// attempts and metrics).
+async fn send(
+    hub: &Arc<Hub>,
+    endpoint: &Endpoint,
+    secret: &str,
+    events: &[WebhookEvent],
+    failures: &mut u64,
+) {
+    let body = payload::body(events);
+    let (first_seq, last_seq) = (
+        events.first().map_or(0, |e| e.seq),
+        events.last().map_or(0, |e| e.seq),
+    );
+    loop {
+        let started = Instant::now();
+        let result = hub.client.post(&endpoint.url, secret, body.clone()).await;
+        let attempt = attempt(first_seq, last_seq, events.len(), started, result);
+        let ok = attempt.ok;
+        record(hub, &endpoint.key, attempt.clone());
+        if ok {
+            crate::metrics::webhook_delivered(&endpoint.name, events.len());
+            *failures = 0;
+            return;
+        }
+        crate::metrics::webhook_failed(&endpoint.name);
+        *failures += 1;
+        let jitter = rand::random::<f64>();
+        tokio::time::sleep(super::backoff(&hub.options, *failures, jitter)).await;
+    }
+}
+
+/// Where an endpoint's time watermark is kept, beside its log cursor.
+fn expiry_key(endpoint: &str) -> String {
+    format!("{endpoint}#expiry")
+}
+
+/// The endpoint's time watermark, stored as "now" the first time (expiries that passed
+/// before an endpoint existed are not sent); `None` if the store cannot be read.
+async fn expiry_start(store: &Arc<dyn EventStore>, endpoint: &str) -> Option<Timestamp> {
+    let (store, key) = (store.clone(), expiry_key(endpoint));
+    let now = SystemClock.now();
+    tokio::task::spawn_blocking(move || match store.webhook_cursor(&key) {
+        Ok(Some(ms)) => Some(Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))),
+        Ok(None) => {
+            let ms = u64::try_from(now.unix_ms()).unwrap_or(0);
+            store.set_webhook_cursor(&key, ms).ok().map(|()| now)
+        }
+        Err(_) => None,
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Reads the endpoint's secret and cursor; a new endpoint's cursor is stored first (after

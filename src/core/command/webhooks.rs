@@ -1,7 +1,7 @@
 //! Webhook endpoints managed through the CLI/API: the rules for adding and removing one (a
 //! valid http(s) URL, known event types, at most `MAX_WEBHOOKS`), and the catalog of webhook
 //! event types. Tailscale's names are used where Tailscale has the event (`nodeCreated`,
-//! `nodeNeedsApproval`, `nodeApproved`, `nodeKeyExpired`, `nodeDeleted`, `policyUpdate`,
+//! `nodeNeedsApproval`, `nodeApproved`, `nodeKeyExpired`, `nodeKeyExpiringInOneDay`, `nodeDeleted`, `policyUpdate`,
 //! `userCreated`, `userDeleted`); the rest are ours, in the same style. The signing secret
 //! never reaches the core: the shell keeps it in a file.
 
@@ -24,6 +24,7 @@ pub const WEBHOOK_KINDS: &[&str] = &[
     "nodeNeedsApproval",
     "nodeApproved",
     "nodeKeyExpired",
+    "nodeKeyExpiringInOneDay",
     "nodeDeleted",
     "policyUpdate",
     "userCreated",
