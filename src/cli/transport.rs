@@ -120,41 +120,6 @@ impl Transport {
         })
     }
 
-    /// Follows a server-sent-events answer (`GET path`), calling `on_data` with each
-    /// event's data until the server ends the stream.
-    pub async fn follow(
-        &self,
-        path: &str,
-        mut on_data: impl FnMut(&str) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        use http_body_util::BodyExt;
-        let response = self.send(Method::GET, path, None).await?;
-        if !response.status().is_success() {
-            return self.answer(response).await.map(|_| ());
-        }
-        let mut body = response.into_body();
-        let mut buffer = String::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| anyhow!("the stream broke: {e}"))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            buffer.push_str(&String::from_utf8_lossy(&data));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = block
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                    .collect();
-                if !data.is_empty() {
-                    on_data(&data.join("\n"))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Reads a streamed answer (`GET path`), handing each piece of the body to `on_bytes` as
     /// it arrives, so an answer of any length is never held whole; a non-2xx answer is an
     /// error carrying the API's message.
@@ -176,6 +141,32 @@ impl Transport {
             }
         }
         Ok(())
+    }
+
+    /// Follows a server-sent-events answer (`GET path`), calling `on_data` with each
+    /// event's data until the server ends the stream.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut on_data: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut buffer = String::new();
+        self.stream(path, |bytes| {
+            buffer.push_str(&String::from_utf8_lossy(bytes));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
+                if !data.is_empty() {
+                    on_data(&data.join("\n"))?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Sends one request; a non-2xx answer becomes an error carrying the API's message.
