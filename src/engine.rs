@@ -515,11 +515,7 @@ impl Writer {
                     continue;
                 }
                 Message::CatchUp(reply) => catch_ups.push(reply),
-                Message::Checkpoint(reply) => {
-                    self.write_checkpoint();
-                    let _ = reply.send(self.last_checkpoint_seq);
-                    continue;
-                }
+                Message::Checkpoint(reply) => checkpoints.push(reply),
             }
             let mut rebuild = None;
             while shutdown.is_none() && batch.len() < MAX_BATCH_COMMANDS {
@@ -547,6 +543,7 @@ impl Writer {
                 self.commit(batch);
             }
             if !checkpoints.is_empty() {
+                // After the batch: the checkpoint vouches for what was just committed too.
                 self.write_checkpoint();
                 for reply in checkpoints.drain(..) {
                     let _ = reply.send(self.last_checkpoint_seq);

@@ -292,3 +292,37 @@ fn refusals_are_one_clear_line() {
         .unwrap()
         .contains("nothing in the tailnet"));
 }
+
+/// A walk asked by node name follows the node by id: the name as it is at the walk's end,
+/// else as it was at its start, so a rename along the way is not a loss and a gain.
+#[test]
+fn a_walk_follows_a_renamed_node_by_id() {
+    let server = TestServer::start();
+    let (_, _, second) = story(&server);
+    let db = server
+        .nodes()
+        .into_iter()
+        .find(|n| n["givenName"] == "db")
+        .unwrap();
+    server.ok(&[
+        "nodes",
+        "rename",
+        "-i",
+        db["id"].as_str().unwrap(),
+        "database",
+    ]);
+    // "database" only at the end, "db" only at the start: the same node either way.
+    for name in ["database:5432", "db:5432"] {
+        let walk = review(&server, &["who-can-reach", name, "--since", &second]);
+        assert_eq!(walk["timeline"]["recomputed"], 1, "{walk}");
+        assert!(
+            walk["timeline"]["changes"].as_array().unwrap().is_empty(),
+            "{name}: {walk}"
+        );
+        assert_eq!(
+            sources(&walk),
+            names(&["laptop", "desktop", "router"]),
+            "{name}"
+        );
+    }
+}

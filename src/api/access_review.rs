@@ -197,14 +197,12 @@ async fn respond(
             let store = ctx.store();
             let trusted = ctx.checkpoint_key;
             blocking(move || {
-                let since = match since {
-                    Some(text) => point::resolve(store.as_ref(), "since", &text, now)?,
-                    None => 0,
-                };
-                let until = match until {
-                    Some(text) => point::resolve(store.as_ref(), "until", &text, now)?,
-                    None => store.head().seq,
-                };
+                let since =
+                    point::resolve_optional(store.as_ref(), "since", since.as_deref(), now)?
+                        .unwrap_or(0);
+                let until =
+                    point::resolve_optional(store.as_ref(), "until", until.as_deref(), now)?
+                        .unwrap_or_else(|| store.head().seq);
                 if since > until {
                     return Err(ApiError::BadRequest(format!(
                         "since (seq {since}) is after until (seq {until})"
@@ -220,9 +218,10 @@ async fn respond(
                 }
                 let mut state =
                     load_state_with(store.as_ref(), Some(since), trusted.as_ref())?.state;
-                let end = load_state_with(store.as_ref(), Some(until), trusted.as_ref())?.state;
                 // A node named by its name is followed by id, whatever it is called later.
-                let question = pin_node(question, &end, &state);
+                let question = pin_node(question, &state, || {
+                    Ok(load_state_with(store.as_ref(), Some(until), trusted.as_ref())?.state)
+                })?;
                 let start = question
                     .answer(&Review::for_state(&state, state.last_at))
                     .unwrap_or_default();
@@ -284,31 +283,36 @@ fn response(
 }
 
 /// The question with a node name replaced by the node's id (found at the walk's end, else
-/// at its start), so a rename along the way does not lose it.
-fn pin_node(question: Question, end: &State, start: &State) -> Question {
-    let id_of = |name: &str| -> Option<String> {
-        if name.parse::<u64>().is_ok() {
-            return None;
-        }
-        [end, start].into_iter().find_map(|state| {
-            state
-                .nodes
-                .values()
-                .find(|n| n.given_name == name)
-                .map(|n| n.id.0.to_string())
-        })
-    };
-    match question {
-        Question::WhatCan(name) => Question::WhatCan(id_of(&name).unwrap_or(name)),
-        Question::WhoCanReach(Destination {
+/// at its start), so a rename along the way does not lose it. `end` rebuilds the state at the
+/// walk's end: only a question naming a node by name needs it.
+fn pin_node(
+    question: Question,
+    start: &State,
+    end: impl FnOnce() -> Result<State, ApiError>,
+) -> Result<Question, ApiError> {
+    let name = match &question {
+        Question::WhatCan(name)
+        | Question::WhoCanReach(Destination {
             host: Host::Node(name),
-            port,
-            proto,
-        }) => Question::WhoCanReach(Destination {
-            host: Host::Node(id_of(&name).unwrap_or(name)),
-            port,
-            proto,
+            ..
+        }) if name.parse::<u64>().is_err() => name,
+        _ => return Ok(question),
+    };
+    let id_of = |state: &State| {
+        state
+            .nodes
+            .values()
+            .find(|n| n.given_name == *name)
+            .map(|n| n.id.0.to_string())
+    };
+    let Some(id) = id_of(&end()?).or_else(|| id_of(start)) else {
+        return Ok(question);
+    };
+    Ok(match question {
+        Question::WhatCan(_) => Question::WhatCan(id),
+        Question::WhoCanReach(destination) => Question::WhoCanReach(Destination {
+            host: Host::Node(id),
+            ..destination
         }),
-        other => other,
-    }
+    })
 }

@@ -54,19 +54,14 @@ pub async fn export_events(
     let store = ctx.store();
     let now = ctx.now();
     let key = ctx.checkpoint_key;
-    let since = query.since.filter(|s| !s.trim().is_empty());
-    let until = query.until.filter(|s| !s.trim().is_empty());
+    let (since, until) = (query.since, query.until);
     let (header, checkpoints) = {
         let store = store.clone();
         blocking(move || {
-            let since = match since {
-                Some(text) => point::resolve(store.as_ref(), "since", &text, now)?,
-                None => 0,
-            };
-            let until = match until {
-                Some(text) => point::resolve(store.as_ref(), "until", &text, now)?,
-                None => store.head().seq,
-            };
+            let since = point::resolve_optional(store.as_ref(), "since", since.as_deref(), now)?
+                .unwrap_or(0);
+            let until = point::resolve_optional(store.as_ref(), "until", until.as_deref(), now)?
+                .unwrap_or_else(|| store.head().seq);
             if since > until {
                 return Err(ApiError::BadRequest(format!(
                     "since ({since}) is after until ({until})"

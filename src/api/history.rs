@@ -81,15 +81,13 @@ pub async fn list_events(
     let filter = EventFilter::from_query(&ctx, &query)?;
     let store = ctx.store();
     let now = ctx.now();
-    let since_text = query.since.clone().filter(|s| !s.trim().is_empty());
-    let since = match since_text {
-        Some(text) => {
-            let store = store.clone();
-            Some(blocking(move || point::resolve(store.as_ref(), "since", &text, now)).await?)
-        }
-        None => None,
+    // An optional point (a time is a search over the log: on the blocking pool).
+    let resolve = move |store: &dyn EventStore, flag: &str, text: Option<String>| {
+        point::resolve_optional(store, flag, text.as_deref(), now)
     };
+    let since = query.since.clone();
     if query.follow {
+        let since = blocking(move || resolve(store.as_ref(), "since", since)).await?;
         // A reconnecting EventSource resumes after the last event it saw.
         let resume = headers
             .get("last-event-id")
@@ -98,17 +96,14 @@ pub async fn list_events(
         return follow_events(&ctx, &query, filter, since.or(resume))
             .map(IntoResponse::into_response);
     }
-    let since = since.unwrap_or(0);
-    let until = query.until.filter(|u| !u.trim().is_empty());
+    let until = query.until.clone();
     let limit = query
         .limit
         .unwrap_or(MAX_EVENTS_PER_PAGE)
         .min(MAX_EVENTS_PER_PAGE);
     let page = blocking(move || {
-        let until = match until {
-            Some(text) => point::resolve(store.as_ref(), "until", &text, now)?,
-            None => store.head().seq,
-        };
+        let since = resolve(store.as_ref(), "since", since)?.unwrap_or(0);
+        let until = resolve(store.as_ref(), "until", until)?.unwrap_or_else(|| store.head().seq);
         scan_page(
             store.as_ref(),
             &filter,

@@ -87,9 +87,9 @@ impl ApiContext {
         }
     }
 
-    /// The state now, or at a past point given as a seq, an RFC 3339 time or a duration ago. The live state
-    /// is a pointer copy; a rebuild (`?at=`, or the CLI's offline mode) reads the store and
-    /// replays, so it runs [`off_runtime`].
+    /// The state now, or at a past point (a seq, an RFC 3339 time or a duration ago). The
+    /// live state is a pointer copy; a rebuild (`?at=`, or the CLI's offline mode) reads the
+    /// store and replays, so it runs [`off_runtime`].
     pub fn state_at(&self, at: Option<&str>) -> Result<Arc<State>, ApiError> {
         let at = at.map(str::trim).filter(|a| !a.is_empty());
         if let (Backend::Live(engine), None) = (&self.backend, at) {

@@ -62,6 +62,20 @@ pub fn resolve(
     }
 }
 
+/// [`resolve`] for a point that may be left out: absent or blank is `None` (the caller's
+/// default, usually 0 for a start and the head for an end).
+pub fn resolve_optional(
+    store: &dyn EventStore,
+    flag: &str,
+    text: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<u64>, ApiError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(text) => resolve(store, flag, text, now).map(Some),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +108,22 @@ mod tests {
             parse("--since", "2026-11-01T14:03:00+01:00", now()),
             Ok(Point::Time(time))
         );
+    }
+
+    #[test]
+    fn a_point_left_out_or_blank_is_none() {
+        let store = crate::store::memory::MemoryStore::new();
+        for text in [None, Some(""), Some("  ")] {
+            assert_eq!(
+                resolve_optional(&store, "since", text, now()).unwrap(),
+                None
+            );
+        }
+        assert_eq!(
+            resolve_optional(&store, "since", Some(" 0 "), now()).unwrap(),
+            Some(0)
+        );
+        assert!(resolve_optional(&store, "until", Some("7"), now()).is_err());
     }
 
     #[test]
