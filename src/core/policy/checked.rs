@@ -4,7 +4,7 @@
 
 use super::alias::{self, Alias, AutoGroup, Ports};
 use super::document::{self, Document};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -68,6 +68,9 @@ pub struct NodeAttrRule {
     pub target: Vec<Alias>,
     pub attr: Vec<String>,
     pub app: BTreeMap<String, Vec<Value>>,
+    /// Where new nodes of the target get their IPv4 address (`core/command/register.rs`);
+    /// existing nodes keep theirs, as on Tailscale.
+    pub ip_pool: Vec<Ipv4Net>,
 }
 
 /// A checked policy, ready to compile against a topology.
@@ -87,6 +90,8 @@ pub struct Policy {
     pub tests: Vec<document::AclTest>,
     pub ssh_tests: Vec<document::SshTest>,
     pub randomize_client_port: bool,
+    /// `disableIPv4`: every node IPv6-only on the wire (as if each had `disable-ipv4`).
+    pub disable_ipv4: bool,
 }
 
 /// Tailscale's own capabilities that a policy may grant (others in its domain are refused).
@@ -127,6 +132,7 @@ impl Policy {
             tests: Vec::new(),
             ssh_tests: Vec::new(),
             randomize_client_port: false,
+            disable_ipv4: false,
         }
     }
 }
@@ -222,15 +228,18 @@ fn check(doc: Document) -> Result<Policy, String> {
             .map(|t| ctx.alias(t))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("nodeAttrs[{i}]: {e}"))?;
-        if attr.attr.is_empty() && attr.app.is_empty() {
-            return Err(format!(
-                "nodeAttrs[{i}]: attr and app can not both be empty"
-            ));
-        }
+        // An entry with nothing to give is accepted and does nothing, as on Tailscale.
+        let ip_pool = attr
+            .ip_pool
+            .iter()
+            .map(|pool| ip_pool(pool))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("nodeAttrs[{i}]: {e}"))?;
         node_attrs.push(NodeAttrRule {
             target,
             attr: attr.attr.clone(),
             app: attr.app.clone(),
+            ip_pool,
         });
     }
     let mut auto_routes = Vec::new();
@@ -276,7 +285,35 @@ fn check(doc: Document) -> Result<Policy, String> {
         tests: doc.tests,
         ssh_tests: doc.ssh_tests,
         randomize_client_port: doc.randomize_client_port,
+        disable_ipv4: doc.disable_ipv4,
     })
+}
+
+/// Addresses Tailscale keeps for itself inside the CGNAT range: Quad100 (the client's DNS
+/// and services address) and ChromeOS's VM range.
+const RESERVED_V4: [&str; 2] = ["100.100.100.100/32", "100.115.92.0/23"];
+
+/// An `ipPool` range: an IPv4 CIDR inside the CGNAT range `100.64.0.0/10`, clear of the
+/// reserved addresses (Tailscale's wording for those).
+fn ip_pool(text: &str) -> Result<Ipv4Net, String> {
+    let pool = match text.trim().parse::<IpNet>() {
+        Ok(IpNet::V4(pool)) => pool.trunc(),
+        Ok(IpNet::V6(_)) => return Err(format!("IPPool({text}): pools are IPv4 ranges")),
+        Err(_) => return Err(format!("IPPool({text}): not a CIDR")),
+    };
+    let cgnat: Ipv4Net = "100.64.0.0/10".parse().expect("constant");
+    if !cgnat.contains(&pool) {
+        return Err(format!(
+            "IPPool({pool}): network outside the CGNAT range {cgnat}"
+        ));
+    }
+    for reserved in RESERVED_V4 {
+        let reserved: Ipv4Net = reserved.parse().expect("constant");
+        if pool.contains(&reserved.network()) || reserved.contains(&pool.network()) {
+            return Err(format!("IPPool({pool}): network within reserved range"));
+        }
+    }
+    Ok(pool)
 }
 
 fn check_tag_name(tag: &str) -> Result<(), String> {

@@ -32,6 +32,9 @@ pub struct Document {
     pub ssh_tests: Vec<SshTest>,
     #[serde(default, rename = "randomizeClientPort")]
     pub randomize_client_port: bool,
+    /// Tailnet-wide `disable-ipv4`: every node is shown IPv6-only.
+    #[serde(default, rename = "disableIPv4")]
+    pub disable_ipv4: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -98,6 +101,9 @@ pub struct NodeAttr {
     pub attr: Vec<String>,
     #[serde(default)]
     pub app: BTreeMap<String, Vec<Value>>,
+    /// IPv4 ranges new nodes of the target are given addresses from.
+    #[serde(default, rename = "ipPool")]
+    pub ip_pool: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -1,0 +1,4 @@
+//! `autogroups`: see `src/core/policy/RULES.md`.
+
+#[allow(unused_imports)]
+use crate::support::*;

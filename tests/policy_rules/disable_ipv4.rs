@@ -1,0 +1,4 @@
+//! `disable_ipv4`: see `src/core/policy/RULES.md`.
+
+#[allow(unused_imports)]
+use crate::support::*;

@@ -1,0 +1,4 @@
+//! `grants`: see `src/core/policy/RULES.md`.
+
+#[allow(unused_imports)]
+use crate::support::*;

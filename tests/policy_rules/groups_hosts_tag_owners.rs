@@ -1,0 +1,4 @@
+//! `groups_hosts_tag_owners`: see `src/core/policy/RULES.md`.
+
+#[allow(unused_imports)]
+use crate::support::*;

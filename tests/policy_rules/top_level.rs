@@ -1,0 +1,4 @@
+//! `top_level`: see `src/core/policy/RULES.md`.
+
+#[allow(unused_imports)]
+use crate::support::*;
