@@ -5,6 +5,9 @@
 //!
 //! ```text
 //! cargo run --release --example policy_compat -- ../shared/compat/policy [FILE|DIR ...]
+//! # and the further scenarios headscale keeps (its Go module, `.hujson` captures):
+//! cargo run --release --example policy_compat -- ../shared/compat/policy \
+//!     "$(go env GOMODCACHE)/github.com/juanfont/headscale@v0.29.2/hscontrol/policy/v2/testdata"
 //! ```
 //!
 //! Prints one line per failing case with its first difference, a pass rate per category,
@@ -20,6 +23,9 @@
 //!   `tailnet-display-name`, ...); only capabilities the policy's `nodeAttrs` name are
 //!   compared.
 
+#[path = "policy_compat/headscale_format.rs"]
+pub mod headscale_format;
+
 use headscale::core::policy::{Compiled, Policy, Topology, TopologyNode, TopologyUser};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,12 +39,15 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     /// category → (passed, total)
     pub categories: BTreeMap<String, (usize, usize)>,
+    /// The ids of the cases judged, so a second set can leave out what the first had.
+    pub ids: BTreeSet<String>,
 }
 
-/// Every `.json` file under `paths`, sorted.
+/// Every case file under `paths`, sorted within each path, paths in the order given.
 pub fn case_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut files = Vec::new();
+    let mut all = Vec::new();
     for path in paths {
+        let mut files = Vec::new();
         if path.is_dir() {
             let mut stack = vec![path.clone()];
             while let Some(dir) = stack.pop() {
@@ -49,7 +58,7 @@ pub fn case_files(paths: &[PathBuf]) -> Vec<PathBuf> {
                     let p = entry.path();
                     if p.is_dir() {
                         stack.push(p);
-                    } else if p.extension().is_some_and(|e| e == "json") {
+                    } else if p.extension().is_some_and(|e| e == "json" || e == "hujson") {
                         files.push(p);
                     }
                 }
@@ -57,12 +66,18 @@ pub fn case_files(paths: &[PathBuf]) -> Vec<PathBuf> {
         } else {
             files.push(path.clone());
         }
+        files.sort();
+        all.extend(files);
     }
-    files.sort();
-    files
+    all
 }
 
 pub fn run(paths: &[PathBuf]) -> Summary {
+    run_except(paths, &BTreeSet::new())
+}
+
+/// [`run`], leaving out cases whose id is in `known` (and repeats of an id within `paths`).
+pub fn run_except(paths: &[PathBuf], known: &BTreeSet<String>) -> Summary {
     let mut summary = Summary::default();
     for file in case_files(paths) {
         let text = match std::fs::read_to_string(&file) {
@@ -74,7 +89,12 @@ pub fn run(paths: &[PathBuf]) -> Summary {
                 continue;
             }
         };
-        let case: Value = match serde_json::from_str(&text) {
+        let parsed = if file.extension().is_some_and(|e| e == "hujson") {
+            headscale_format::case(&text)
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        let case: Value = match parsed {
             Ok(v) => v,
             Err(e) => {
                 summary
@@ -88,6 +108,9 @@ pub fn run(paths: &[PathBuf]) -> Summary {
             .as_str()
             .map(String::from)
             .unwrap_or_else(|| file_stem(&file));
+        if known.contains(&name) || !summary.ids.insert(name.clone()) {
+            continue;
+        }
         let entry = summary.categories.entry(category.clone()).or_default();
         entry.1 += 1;
         match check_case(&case) {
@@ -607,6 +630,7 @@ fn main() {
     if paths.is_empty() {
         paths.push(PathBuf::from("../shared/compat/policy"));
     }
+    // Later paths add only the scenarios earlier ones lack (`.hujson`: headscale's layout).
     let summary = run(&paths);
     for (name, why) in &summary.failed {
         println!("FAIL {name}: {why}");
