@@ -637,8 +637,9 @@ impl Compiled {
                     dsts = node_prefixes(node);
                 }
             }
-            // Tailscale sends a capability grant even when its sources resolve to nobody.
-            if !dsts.is_empty() {
+            // Tailscale sends a capability grant even when its sources resolve to nobody
+            // (an empty group), but not when the grant names no source at all (grant-h4).
+            if !dsts.is_empty() && !self.policy.apps[k].src.is_empty() {
                 out.push((
                     Origin::App(k),
                     FilterRule {
@@ -987,9 +988,20 @@ fn node_prefixes(node: &TopologyNode) -> Vec<String> {
         .collect()
 }
 
-/// What `autogroup:internet` covers on an exit node: every public address.
-fn internet_prefixes() -> &'static [&'static str] {
-    &["0.0.0.0/0", "::/0"]
+/// What `autogroup:internet` covers on an exit node, as Tailscale sends it (captures
+/// `routes-b17`/`b18`): every IPv4 address but the private, CGNAT and link-local ranges
+/// (10/8, 100.64/10, 169.254/16, 172.16/12, 192.168/16), and IPv6's global unicast 2000::/3.
+/// So a grant to the internet never opens the exit node's own LAN.
+pub(crate) fn internet_prefixes() -> &'static [&'static str] {
+    &[
+        "0.0.0.0-9.255.255.255",
+        "11.0.0.0-100.63.255.255",
+        "100.128.0.0-169.253.255.255",
+        "169.255.0.0-172.15.255.255",
+        "172.32.0.0-192.167.255.255",
+        "192.169.0.0-255.255.255.255",
+        "2000::-3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ]
 }
 
 #[cfg(test)]
