@@ -35,7 +35,10 @@ fn ip_pool_must_be_ipv4_inside_the_cgnat_range() {
     let policy = accepted(&with_tags(
         r#""nodeAttrs": [{"target": ["*"], "ipPool": ["100.81.0.0/16"]}]"#,
     ));
-    assert_eq!(policy.node_attrs[0].ip_pool, vec!["100.81.0.0/16".parse().unwrap()]);
+    assert_eq!(
+        policy.node_attrs[0].ip_pool,
+        vec!["100.81.0.0/16".parse().unwrap()]
+    );
 }
 
 #[test]
@@ -45,4 +48,23 @@ fn ip_pool_gives_no_capability() {
         tailnet(),
     );
     assert!(compiled.node_caps(0).is_empty());
+}
+
+#[test]
+fn autogroup_self_internet_and_danger_all_are_not_node_attrs_targets() {
+    for target in [
+        "autogroup:self",
+        "autogroup:internet",
+        "autogroup:danger-all",
+    ] {
+        refused(
+            &with_tags(&format!(
+                r#""nodeAttrs": [{{"target": ["{target}"], "attr": ["funnel"]}}]"#
+            )),
+            &format!("nodeAttrs[0]: {target} cannot be a nodeAttrs target"),
+        );
+    }
+    accepted(&with_tags(
+        r#""nodeAttrs": [{"target": ["autogroup:member", "autogroup:tagged"], "attr": ["funnel"]}]"#,
+    ));
 }
