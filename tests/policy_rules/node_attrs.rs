@@ -49,3 +49,22 @@ fn ip_pool_gives_no_capability() {
     );
     assert!(compiled.node_caps(0).is_empty());
 }
+
+#[test]
+fn autogroup_self_internet_and_danger_all_are_not_node_attrs_targets() {
+    for target in [
+        "autogroup:self",
+        "autogroup:internet",
+        "autogroup:danger-all",
+    ] {
+        refused(
+            &with_tags(&format!(
+                r#""nodeAttrs": [{{"target": ["{target}"], "attr": ["funnel"]}}]"#
+            )),
+            &format!("nodeAttrs[0]: {target} cannot be a nodeAttrs target"),
+        );
+    }
+    accepted(&with_tags(
+        r#""nodeAttrs": [{"target": ["autogroup:member", "autogroup:tagged"], "attr": ["funnel"]}]"#,
+    ));
+}

@@ -137,7 +137,87 @@ impl Policy {
     }
 }
 
+/// Why each field of Tailscale's schema we do not implement is refused (README "Policy").
+const POSTURE: &str = "device posture needs device attributes, which this server does not collect";
+const NOT_SUPPORTED: [(&str, &str); 5] = [
+    (
+        "derpMap",
+        "the DERP map comes from the server's configuration (derp.*)",
+    ),
+    (
+        "oneCGNATRoute",
+        "clients are not told how to route the CGNAT range; they use their default",
+    ),
+    (
+        "ipsets",
+        "IP sets are not implemented; name the addresses in hosts instead",
+    ),
+    ("postures", POSTURE),
+    ("attrConfig", "custom device attributes are not implemented"),
+];
+
+/// Refuses, by name and with why, the fields of Tailscale's schema that we do not implement.
+fn refuse_unsupported(doc: &Document) -> Result<(), String> {
+    let unsupported = |field: &str, why: &str| format!("{field} is not supported: {why}");
+    let top = [
+        &doc.derp_map,
+        &doc.one_cgnat_route,
+        &doc.ipsets,
+        &doc.postures,
+        &doc.attr_config,
+    ];
+    for (present, (field, why)) in top.iter().zip(NOT_SUPPORTED) {
+        if present.is_present() {
+            return Err(unsupported(field, why));
+        }
+    }
+    if doc.default_src_posture.is_present() {
+        return Err(unsupported("defaultSrcPosture", POSTURE));
+    }
+    for (i, acl) in doc.acls.iter().flatten().enumerate() {
+        if acl.src_posture.is_present() {
+            return Err(format!("acls[{i}]: {}", unsupported("srcPosture", POSTURE)));
+        }
+    }
+    for (i, grant) in doc.grants.iter().flatten().enumerate() {
+        if grant.src_posture.is_present() {
+            return Err(format!(
+                "grants[{i}]: {}",
+                unsupported("srcPosture", POSTURE)
+            ));
+        }
+    }
+    for (i, rule) in doc.ssh.iter().flatten().enumerate() {
+        let recording = "SSH session recording is not implemented";
+        if rule.recorder.is_present() {
+            return Err(format!("ssh[{i}]: {}", unsupported("recorder", recording)));
+        }
+        if rule.enforce_recorder.is_present() {
+            return Err(format!(
+                "ssh[{i}]: {}",
+                unsupported("enforceRecorder", recording)
+            ));
+        }
+    }
+    for (i, test) in doc.tests.iter().enumerate() {
+        if test.src_posture_attrs.is_present() {
+            return Err(format!(
+                "tests[{i}]: {}",
+                unsupported("srcPostureAttrs", POSTURE)
+            ));
+        }
+    }
+    if doc.auto_approvers.services.is_present() {
+        return Err(format!(
+            "autoApprovers: {}",
+            unsupported("services", "Tailscale Services are not implemented")
+        ));
+    }
+    Ok(())
+}
+
 fn check(doc: Document) -> Result<Policy, String> {
+    refuse_unsupported(&doc)?;
     let mut hosts = BTreeMap::new();
     for (name, value) in &doc.hosts {
         let prefix = alias::parse_prefix(value)
@@ -225,7 +305,7 @@ fn check(doc: Document) -> Result<Policy, String> {
         let target = attr
             .target
             .iter()
-            .map(|t| ctx.alias(t))
+            .map(|t| ctx.node_attr_target(t))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("nodeAttrs[{i}]: {e}"))?;
         // An entry with nothing to give is accepted and does nothing, as on Tailscale.
@@ -262,11 +342,19 @@ fn check(doc: Document) -> Result<Policy, String> {
         .map(|a| ctx.alias(a))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("autoApprovers.exitNode: {e}"))?;
+    // Checked when the policy is parsed, before any test runs, with Tailscale's wording.
     for (i, test) in doc.ssh_tests.iter().enumerate() {
         for dst in &test.dst {
-            if dst == "autogroup:internet" {
+            let is_prefix = dst.contains('/') && alias::parse_prefix(dst).is_some();
+            if dst == "autogroup:internet" || is_prefix {
                 return Err(format!(
-                    "sshTests[{i}]: SSH tests dst contains disallowed element \"autogroup:internet\""
+                    "sshTests[{i}]: SSH tests dst contains disallowed element {dst:?}"
+                ));
+            }
+            // `tag:server:22` is a tag called `server:22`: unknown.
+            if dst.starts_with("tag:") && !tag_owners.contains_key(dst) {
+                return Err(format!(
+                    "sshTests[{i}]: SSH tests dst contains unknown tag {dst:?}"
                 ));
             }
         }
@@ -349,6 +437,23 @@ impl Context<'_> {
             Alias::Group(group) if !self.groups.contains_key(group) => {
                 Err(format!("group not found: {group:?}"))
             }
+            _ => Ok(parsed),
+        }
+    }
+
+    /// A `nodeAttrs` target: something that is nodes. `autogroup:self` (relative to a
+    /// source there is none of), `autogroup:internet`, `autogroup:danger-all` (addresses
+    /// outside the tailnet) and `autogroup:nonroot` (an SSH login) are not; Tailscale's
+    /// control plane fails on `autogroup:self` with an internal error.
+    fn node_attr_target(&self, text: &str) -> Result<Alias, String> {
+        let parsed = self.alias(text)?;
+        match parsed {
+            Alias::Auto(
+                AutoGroup::SelfNodes
+                | AutoGroup::Internet
+                | AutoGroup::DangerAll
+                | AutoGroup::NonRoot,
+            ) => Err(format!("{text} cannot be a nodeAttrs target")),
             _ => Ok(parsed),
         }
     }
@@ -465,7 +570,9 @@ impl Context<'_> {
             if !v.starts_with("tag:") {
                 return Err("via can only be a tag".into());
             }
-            self.alias(v)?;
+            if !self.tags.contains_key(v) {
+                return Err(format!("tag {v:?} not found"));
+            }
             via.push(v.clone());
         }
         for spec in &grant.ip {
@@ -485,7 +592,9 @@ impl Context<'_> {
         }
         if !grant.app.is_empty() {
             for cap in grant.app.keys() {
-                let domain = cap.split('/').next().unwrap_or_default();
+                let Some(domain) = capability_domain(cap) else {
+                    return Err("capability name must have the form {domain}/{path}".into());
+                };
                 let ours = domain == "tailscale.com" || domain.ends_with(".tailscale.com");
                 if ours && !GRANTABLE_TAILSCALE_CAPS.contains(&cap.as_str()) {
                     return Err("capability name must not be in the tailscale.com domain".into());
@@ -524,11 +633,12 @@ impl Context<'_> {
             }
             dst.push(alias);
         }
-        if rule.users.is_empty() {
+        let rule_users = rule.users.as_deref().unwrap_or_default();
+        if rule_users.is_empty() {
             return Err("users must be specified".into());
         }
         let mut users = Vec::new();
-        for user in trimmed(&rule.users) {
+        for user in trimmed(rule_users) {
             users.push(match user.as_str() {
                 "root" => SshUser::Root,
                 "autogroup:nonroot" => SshUser::NonRoot,
@@ -542,10 +652,9 @@ impl Context<'_> {
         let check_period = match (&rule.check_period, action) {
             (Some(text), SshAction::Check) if text.trim() == "always" => Some(Duration::ZERO),
             (Some(text), SshAction::Check) => {
+                // `0s` is accepted, as on Tailscale, and means what `always` does: check
+                // at every login.
                 let period = parse_go_duration(text)?;
-                if period.is_zero() {
-                    return Err(format!("checkPeriod {text} must be a positive duration"));
-                }
                 if period > MAX_CHECK_PERIOD {
                     return Err(format!(
                         "checkPeriod {} is above the max (168h)",
@@ -570,6 +679,18 @@ impl Context<'_> {
             accept_env,
         })
     }
+}
+
+/// The domain of a capability name `{domain}/{path}`: a host name (letters, digits, `-`,
+/// `.`), a `/`, and a non-empty path; `None` when the name has another form (a scheme such
+/// as `https://`, no path).
+fn capability_domain(name: &str) -> Option<&str> {
+    let (domain, path) = name.split_once('/')?;
+    let host_name = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    (host_name && !path.is_empty()).then_some(domain)
 }
 
 /// A grant's `ip` entry: `*`, `22`, `80-90`, `tcp:22`, `udp:*`, `icmp:*`.

@@ -1,6 +1,9 @@
 //! The policy document as written: Tailscale's field names, every field optional, unknown
 //! fields refused (a typo such as `"srcs"` must not silently allow nothing). Meaning is
-//! checked afterwards (`checked.rs`); this is only the shape.
+//! checked afterwards (`checked.rs`); this is only the shape. Fields of Tailscale's schema
+//! we do not implement are parsed (as [`Unsupported`]) so that `checked.rs` can refuse them
+//! by name, saying why, rather than as unknown; legacy spellings (`users`, `ports`, `user`,
+//! `allow`) are folded into the current ones here.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -35,6 +38,30 @@ pub struct Document {
     /// Tailnet-wide `disable-ipv4`: every node is shown IPv6-only.
     #[serde(default, rename = "disableIPv4")]
     pub disable_ipv4: bool,
+    #[serde(default, rename = "derpMap")]
+    pub derp_map: Unsupported,
+    #[serde(default, rename = "oneCGNATRoute")]
+    pub one_cgnat_route: Unsupported,
+    #[serde(default)]
+    pub ipsets: Unsupported,
+    #[serde(default)]
+    pub postures: Unsupported,
+    #[serde(default, rename = "defaultSrcPosture")]
+    pub default_src_posture: Unsupported,
+    #[serde(default, rename = "attrConfig")]
+    pub attr_config: Unsupported,
+}
+
+/// A field of Tailscale's schema that we parse only to refuse by name (see `checked.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Unsupported(pub Option<Value>);
+
+impl Unsupported {
+    /// Whether the field was written (`null` counts as absent, as for every other field).
+    pub fn is_present(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -48,6 +75,14 @@ pub struct Acl {
     pub dst: Vec<String>,
     #[serde(default)]
     pub proto: String,
+    /// Legacy name of `src`.
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    /// Legacy name of `dst`.
+    #[serde(default)]
+    pub ports: Option<Vec<String>>,
+    #[serde(default, rename = "srcPosture")]
+    pub src_posture: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -63,6 +98,8 @@ pub struct Grant {
     pub app: BTreeMap<String, Vec<Value>>,
     #[serde(default)]
     pub via: Vec<String>,
+    #[serde(default, rename = "srcPosture")]
+    pub src_posture: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -72,6 +109,8 @@ pub struct AutoApprovers {
     pub routes: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "exitNode")]
     pub exit_node: Vec<String>,
+    #[serde(default)]
+    pub services: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -83,13 +122,18 @@ pub struct Ssh {
     pub src: Vec<String>,
     #[serde(default)]
     pub dst: Vec<String>,
+    /// `null` is accepted here and refused as missing (`users must be specified`).
     #[serde(default)]
-    pub users: Vec<String>,
+    pub users: Option<Vec<String>>,
     #[serde(default, rename = "checkPeriod")]
     pub check_period: Option<String>,
     /// `null` is accepted as empty, as Tailscale does.
     #[serde(default, rename = "acceptEnv")]
     pub accept_env: Option<Vec<String>>,
+    #[serde(default)]
+    pub recorder: Unsupported,
+    #[serde(default, rename = "enforceRecorder")]
+    pub enforce_recorder: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -117,6 +161,14 @@ pub struct AclTest {
     pub accept: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Legacy name of `src`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Legacy name of `accept`.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    #[serde(default, rename = "srcPostureAttrs")]
+    pub src_posture_attrs: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -135,14 +187,51 @@ pub struct SshTest {
 }
 
 /// Decodes the document, naming the path of the first bad field (`acls[2].srcs: unknown
-/// field ...`).
+/// field ...`), with legacy field names folded into the current ones.
 pub fn decode(value: Value) -> Result<Document, String> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    let mut doc: Document = serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         if path == "." {
             error.inner().to_string()
         } else {
             format!("{path}: {}", error.inner())
         }
-    })
+    })?;
+    for (i, acl) in doc.acls.iter_mut().flatten().enumerate() {
+        legacy(&mut acl.src, acl.users.take(), "src", "users")
+            .map_err(|e| format!("acls[{i}]: {e}"))?;
+        legacy(&mut acl.dst, acl.ports.take(), "dst", "ports")
+            .map_err(|e| format!("acls[{i}]: {e}"))?;
+    }
+    for (i, test) in doc.tests.iter_mut().enumerate() {
+        if let Some(user) = test.user.take() {
+            if !test.src.is_empty() {
+                return Err(format!(
+                    "tests[{i}]: src and user (its legacy name) cannot both be given"
+                ));
+            }
+            test.src = user;
+        }
+        legacy(&mut test.accept, test.allow.take(), "accept", "allow")
+            .map_err(|e| format!("tests[{i}]: {e}"))?;
+    }
+    Ok(doc)
+}
+
+/// Moves a legacy field's value into its current field; both given is ambiguous.
+fn legacy(
+    current: &mut Vec<String>,
+    old: Option<Vec<String>>,
+    name: &str,
+    old_name: &str,
+) -> Result<(), String> {
+    if let Some(old) = old {
+        if !current.is_empty() {
+            return Err(format!(
+                "{name} and {old_name} (its legacy name) cannot both be given"
+            ));
+        }
+        *current = old;
+    }
+    Ok(())
 }

@@ -122,7 +122,8 @@ impl Eval<'_> {
             Alias::Prefix(p) | Alias::Host(_, p) if p.prefix_len() == p.max_prefix_len() => {
                 vec![Identity::Ip(p.addr())]
             }
-            other => return Err(format!("{other:?} cannot be a test source")),
+            // Quoted as written: an alias's Rust form must never reach a message.
+            _ => return Err(format!("{text:?} cannot be a test source")),
         };
         if out.is_empty() {
             return Err(format!("src {text:?} names no user"));
@@ -134,6 +135,10 @@ impl Eval<'_> {
     fn target(&self, text: &str) -> Result<Identity, String> {
         let parsed = alias::parse(text, &self.policy.hosts)?;
         match parsed {
+            // A prefix names addresses, not one: refused even at full length (`/32`).
+            Alias::Prefix(_) if text.contains('/') => Err(format!(
+                "{text:?} is a prefix; a test destination is one address"
+            )),
             Alias::Tag(tag) if self.policy.tag_owners.contains_key(&tag) => Ok(Identity::Tag(tag)),
             Alias::Tag(tag) => Err(format!("tag not found: {tag:?}")),
             Alias::User(token) => self
@@ -145,7 +150,7 @@ impl Eval<'_> {
             Alias::Prefix(p) | Alias::Host(_, p) if p.prefix_len() == p.max_prefix_len() => {
                 Ok(Identity::Ip(p.addr()))
             }
-            other => Err(format!("{other:?} is not a valid test destination")),
+            _ => Err(format!("{text:?} is not a valid test destination")),
         }
     }
 
