@@ -1,15 +1,16 @@
 //! The policy engine against the 619 cases captured from Tailscale's own control plane
 //! (`../shared/compat/policy`): the same check as `examples/policy_compat.rs`, in the default
-//! run. The pass rate must stay at or above the bar; the known failures are listed, with
-//! reasons, in ARCHITECTURE.md ("Policy compatibility").
+//! run. At least [`MIN_PASSED`] must pass (every case, once the last gaps close); the known
+//! failures are listed, with reasons, in ARCHITECTURE.md ("Policy compatibility").
 
 #[path = "../examples/policy_compat.rs"]
 mod policy_compat;
 
 use std::path::PathBuf;
 
-/// At least this share of the cases must pass (the target is 95 %).
-const BAR: f64 = 0.95;
+/// At least this many cases must pass: every one but `nodeattrs-ippool-g1-admin`
+/// (`autogroup:admin`, user roles), which closes with the role autogroups.
+const MIN_PASSED: usize = 618;
 
 #[test]
 fn captured_cases_pass() {
@@ -37,9 +38,8 @@ fn captured_cases_pass() {
     );
     assert!(total >= 619, "only {total} cases found");
     assert!(
-        rate >= BAR,
-        "pass rate {:.1} % is below {:.0} %",
-        rate * 100.0,
-        BAR * 100.0
+        summary.passed >= MIN_PASSED,
+        "{} cases pass, fewer than {MIN_PASSED}",
+        summary.passed
     );
 }
