@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Every case of our corpus must pass.
-const BAR: f64 = 0.95;
+/// At least this many cases must pass: every one but `nodeattrs-ippool-g1-admin`
+/// (`autogroup:admin`, user roles), which closes with the role autogroups.
+const MIN_PASSED: usize = 618;
 
 /// The share of headscale's further scenarios that must pass.
 const FURTHER_BAR: f64 = 0.94;
@@ -85,10 +86,9 @@ fn captured_cases_pass() {
     let total = summary.passed + summary.failed.len();
     assert!(total >= 619, "only {total} cases found");
     assert!(
-        rate >= BAR,
-        "pass rate {:.1} % is below {:.0} %",
-        rate * 100.0,
-        BAR * 100.0
+        summary.passed >= MIN_PASSED,
+        "{} cases pass, fewer than {MIN_PASSED}",
+        summary.passed
     );
 }
 
