@@ -82,7 +82,7 @@ fn report(what: &str, summary: &policy_compat::Summary) -> f64 {
 #[test]
 fn captured_cases_pass() {
     let summary = policy_compat::run(&[our_corpus()]);
-    let rate = report("our corpus", &summary);
+    report("our corpus", &summary);
     let total = summary.passed + summary.failed.len();
     assert!(total >= 619, "only {total} cases found");
     assert!(
