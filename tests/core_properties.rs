@@ -647,6 +647,10 @@ const POLICIES: &[&str] = &[
                   {"src":["tag:ops-1"],"dst":["autogroup:member"],"ip":["tcp:22"]}],
         "ssh":[{"action":"accept","src":["group:ops"],"dst":["tag:ops-1"],"users":["root"]}],
         "nodeAttrs":[{"target":["autogroup:member"],"attr":["funnel"]}]}"#,
+    // IPv6-only nodes (`disable-ipv4`): one user's and one tag's, then every node.
+    r#"{"tagOwners":{"tag:web":["alice@"]},
+        "nodeAttrs":[{"target":["bob@","tag:web"],"attr":["disable-ipv4"]}]}"#,
+    r#"{"disableIPv4":true}"#,
 ];
 
 fn prefix_v4() -> Ipv4Net {
@@ -2093,9 +2097,9 @@ proptest! {
             seen = state.clone();
             let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
             if everything {
-                cache.refresh_all(&state, &lookup, driver.now).unwrap();
+                cache.refresh_all(&state, &context.access, &lookup, driver.now).unwrap();
             } else {
-                cache.refresh(&state, &lookup, dirty.iter().copied(), driver.now).unwrap();
+                cache.refresh(&state, &context.access, &lookup, dirty.iter().copied(), driver.now).unwrap();
             }
 
             // Deltas to every open session; a deleted viewer's session ends.
@@ -2124,7 +2128,7 @@ proptest! {
             }
             // Every client now believes what a freshly built full map says.
             let mut fresh = PeerCache::default();
-            fresh.refresh_all(&state, &lookup, driver.now).unwrap();
+            fresh.refresh_all(&state, &context.access, &lookup, driver.now).unwrap();
             for (viewer, (_, client)) in &sessions {
                 let (_, full) = SessionView::full(*viewer, &state, &fresh, &context, driver.now).unwrap();
                 client.check(&serde_json::to_value(&full).unwrap())?;

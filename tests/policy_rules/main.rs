@@ -8,6 +8,7 @@ mod support;
 
 mod acls;
 mod auto_approvers;
+mod autogroup_internet;
 mod autogroups;
 mod disable_ipv4;
 mod grants;

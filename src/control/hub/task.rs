@@ -139,7 +139,7 @@ impl Hub {
         {
             let table = presence.read().unwrap_or_else(|e| e.into_inner());
             let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
-            if let Err(error) = cache.refresh_all(&state, &lookup, now) {
+            if let Err(error) = cache.refresh_all(&state, &context.access, &lookup, now) {
                 tracing::error!(%error, "cannot render nodes");
             }
         }
@@ -650,10 +650,16 @@ impl Hub {
         let table = presence.read().unwrap_or_else(|e| e.into_inner());
         let lookup = |id: NodeId| table.get(&id).cloned().unwrap_or_default();
         let result = if self.everything {
-            self.cache.refresh_all(&self.state, &lookup, now)
-        } else {
             self.cache
-                .refresh(&self.state, &lookup, self.dirty.iter().copied(), now)
+                .refresh_all(&self.state, &self.context.access, &lookup, now)
+        } else {
+            self.cache.refresh(
+                &self.state,
+                &self.context.access,
+                &lookup,
+                self.dirty.iter().copied(),
+                now,
+            )
         };
         if let Err(error) = result {
             tracing::error!(%error, "cannot render nodes");

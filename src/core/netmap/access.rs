@@ -219,6 +219,16 @@ impl Access {
         self.caps[i].get_or_init(|| compiled.node_caps(i)).clone()
     }
 
+    /// Whether `node` is shown IPv6-only (`disable-ipv4`, `Compiled::ipv4_disabled`): to
+    /// itself and to every peer without its IPv4 address, and it is shown its peers
+    /// without theirs. No policy: never.
+    pub fn ipv4_disabled(&self, node: NodeId) -> bool {
+        match (&self.compiled, self.index.get(node)) {
+            (Some(compiled), Some(i)) => compiled.ipv4_disabled(i),
+            _ => false,
+        }
+    }
+
     /// Whether `viewer` gets `route` on `router`'s peer entry. `ranked` are the routers
     /// that can carry the route now, the primary first (`core::routes::Ranking`); a subnet
     /// sits on one of them per viewer (the primary, or a `via` router), exit routes on

@@ -71,7 +71,7 @@ pub fn netmap_at(
     };
     let mut cache = PeerCache::default();
     cache
-        .refresh_all(state, &presence, now)
+        .refresh_all(state, &context.access, &presence, now)
         .map_err(|e| Missing::Unrenderable(e.to_string()))?;
     let (_, response) =
         SessionView::full(viewer, state, &cache, &context, now).ok_or(Missing::Deleted)?;

@@ -16,7 +16,9 @@ mod render;
 mod session;
 
 pub use access::Access;
-pub use render::{render_node, user_profile, PeerCache, Rendered, TAGGED_DEVICES_USER_ID};
+pub use render::{
+    node_addresses, render_node, user_profile, PeerCache, Rendered, TAGGED_DEVICES_USER_ID,
+};
 pub use session::{Delta, SessionView};
 
 use crate::core::keys::DiscoKey;

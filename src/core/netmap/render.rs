@@ -1,7 +1,7 @@
 //! One node as the client sees it (`tailcfg::Node`), rendered from facts plus presence, and
 //! the cache that renders each node once per change for all viewers.
 
-use super::NodePresence;
+use super::{Access, NodePresence};
 use crate::core::ids::NodeId;
 use crate::core::state::{Node, State};
 use crate::core::Timestamp;
@@ -58,22 +58,31 @@ fn hostinfo(node: &Node, presence: &NodePresence) -> serde_json::Value {
     }
 }
 
-/// Renders `node` as every viewer sees it (per-viewer variants arrive with the policy
-/// engine).
+/// A node's `Addresses` as a client is shown them: its IPv4 `/32` unless `show_ipv4` is
+/// false (`disable-ipv4`, `Compiled::shows_ipv4`: the address stays allocated, only the
+/// wire shape loses it), then its IPv6 `/128`.
+pub fn node_addresses(
+    ipv4: Option<std::net::Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+    show_ipv4: bool,
+) -> Vec<String> {
+    let v4 = ipv4.filter(|_| show_ipv4).map(|v4| format!("{v4}/32"));
+    let v6 = ipv6.map(|v6| format!("{v6}/128"));
+    v4.into_iter().chain(v6).collect()
+}
+
+/// Renders `node` as every viewer sees it: without its IPv4 address when `ipv4_disabled`
+/// (`Access::ipv4_disabled`). Per-viewer variants (routes, an IPv6-only viewer) are made
+/// from this rendering by the session (`session::peer_variant`).
 pub fn render_node(
     state: &State,
     node: &Node,
     presence: &NodePresence,
     now: Timestamp,
+    ipv4_disabled: bool,
 ) -> tailcfg::Node {
     let base_domain = &state.config.core.base_domain;
-    let mut addresses = Vec::new();
-    if let Some(v4) = node.ipv4 {
-        addresses.push(format!("{v4}/32"));
-    }
-    if let Some(v6) = node.ipv6 {
-        addresses.push(format!("{v6}/128"));
-    }
+    let addresses = node_addresses(node.ipv4, node.ipv6, !ipv4_disabled);
     // A subnet is carried by its primary router only (HA, elected by the hub from
     // presence); exit routes by every approved exit node.
     let primary_routes: Vec<String> = presence
@@ -201,6 +210,9 @@ pub struct Rendered {
     /// Every route it could carry (approved subnets, exit routes of an exit node): a viewer
     /// steered to it by `via` gets a variant with a subnet it is not primary for.
     pub served: Vec<ipnet::IpNet>,
+    /// Its IPv4 entry in `Addresses` (and `AllowedIPs`), when shown: an IPv6-only viewer
+    /// (`disable-ipv4`) gets a variant without it.
+    pub ipv4: Option<String>,
 }
 
 /// The routes `node` could carry for some viewer: its approved subnets, then both exit
@@ -218,6 +230,11 @@ fn served_routes(node: &Node) -> Vec<ipnet::IpNet> {
 impl Rendered {
     fn new(node: tailcfg::Node, served: Vec<ipnet::IpNet>) -> Result<Self, serde_json::Error> {
         let presence = Arc::new(PresenceFields::of(&node));
+        let ipv4 = node
+            .addresses
+            .iter()
+            .find(|a| a.parse::<ipnet::IpNet>().is_ok_and(|a| a.addr().is_ipv4()))
+            .cloned();
         let routes = node
             .allowed_ips
             .iter()
@@ -241,6 +258,7 @@ impl Rendered {
             user: identity_only.user,
             routes,
             served,
+            ipv4,
         })
     }
 }
@@ -256,10 +274,12 @@ impl PeerCache {
         self.nodes.get(&id)
     }
 
-    /// Re-renders `ids` from `state` (dropping those that no longer exist).
+    /// Re-renders `ids` from `state` (dropping those that no longer exist), as `access`
+    /// (compiled for `state`) shows them to everyone.
     pub fn refresh(
         &mut self,
         state: &State,
+        access: &Access,
         presence: &dyn Fn(NodeId) -> NodePresence,
         ids: impl IntoIterator<Item = NodeId>,
         now: Timestamp,
@@ -268,7 +288,7 @@ impl PeerCache {
             match state.nodes.get(&id) {
                 Some(node) => {
                     let rendered = Rendered::new(
-                        render_node(state, node, &presence(id), now),
+                        render_node(state, node, &presence(id), now, access.ipv4_disabled(id)),
                         served_routes(node),
                     )?;
                     self.nodes.insert(id, rendered);
@@ -285,11 +305,12 @@ impl PeerCache {
     pub fn refresh_all(
         &mut self,
         state: &State,
+        access: &Access,
         presence: &dyn Fn(NodeId) -> NodePresence,
         now: Timestamp,
     ) -> Result<(), serde_json::Error> {
         self.nodes.retain(|id, _| state.nodes.contains_key(id));
         let ids: Vec<NodeId> = state.nodes.keys().copied().collect();
-        self.refresh(state, presence, ids, now)
+        self.refresh(state, access, presence, ids, now)
     }
 }

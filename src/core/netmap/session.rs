@@ -131,12 +131,12 @@ impl SessionView {
             let Some(rendered) = cache.get(peer.id) else {
                 continue;
             };
-            let (json, identity) = peer_variant(viewer, peer.id, rendered, context);
-            response.peers.push(json);
+            let variant = peer_variant(viewer, peer.id, rendered, context);
+            response.peers.push(variant.json(rendered));
             view.peers.insert(
                 peer.id,
                 SentPeer {
-                    identity,
+                    identity: variant.identity,
                     presence: rendered.presence.clone(),
                 },
             );
@@ -212,23 +212,24 @@ impl SessionView {
             let rendered = if visible { cache.get(id) } else { None };
             match (rendered, self.peers.get_mut(&id)) {
                 (Some(rendered), None) => {
-                    let (json, identity) = peer_variant(self.viewer, id, rendered, context);
-                    response.peers_changed.push(json);
+                    let variant = peer_variant(self.viewer, id, rendered, context);
+                    response.peers_changed.push(variant.json(rendered));
                     self.peers.insert(
                         id,
                         SentPeer {
-                            identity,
+                            identity: variant.identity,
                             presence: rendered.presence.clone(),
                         },
                     );
                 }
                 (Some(rendered), Some(sent)) => {
-                    let (json, identity) = peer_variant(self.viewer, id, rendered, context);
+                    let variant = peer_variant(self.viewer, id, rendered, context);
+                    let identity = variant.identity;
                     // The owner's profile can only differ with a new identity (a move) or a
                     // tailnet-wide change (a rename); a presence patch alone skips the check.
                     let owner_may_differ = identity != sent.identity || everything;
                     if identity != sent.identity {
-                        response.peers_changed.push(json);
+                        response.peers_changed.push(variant.json(rendered));
                     } else if !Arc::ptr_eq(&rendered.presence, &sent.presence) {
                         if let Some(patch) = rendered.presence.patch_from(&sent.presence, id.0) {
                             response.peers_changed_patch.push(patch);
@@ -356,67 +357,109 @@ fn with_caps(own: &SharedJson, caps: &Caps) -> SharedJson {
     SharedJson::new(&node).unwrap_or_else(|_| own.clone())
 }
 
+/// How `viewer` gets a peer: as rendered for everyone, or a variant (`peer_variant`).
+/// The identity is known without building the variant's JSON, so a presence change on a
+/// peer whose variant is unchanged costs no re-serialisation.
+struct Variant<'a> {
+    identity: u64,
+    /// The routes in its `AllowedIPs`, when they differ from the rendering's.
+    routes: Option<Vec<&'a ipnet::IpNet>>,
+    /// Its IPv4 address, when the viewer is IPv6-only and the rendering shows it.
+    hide_ipv4: Option<&'a str>,
+}
+
 /// The peer as `viewer` gets it: with the routes it carries for that viewer (`Access::
 /// shows_route`: a subnet on its primary, or on a `via` router the viewer's grants steer it
-/// to; none the policy keeps the viewer from — Tailscale leaves those out of `AllowedIPs`).
-/// Most peers carry no routes, or the same ones for everyone, and are shared as rendered;
-/// a variant is a re-serialisation with its own identity, so a policy or election change
-/// that moves a route is a `PeersChanged`.
-fn peer_variant(
+/// to; none the policy keeps the viewer from — Tailscale leaves those out of `AllowedIPs`),
+/// and without its IPv4 address when the viewer is IPv6-only (`disable-ipv4`; a peer that
+/// is IPv6-only itself is rendered so for everyone). Most peers carry no routes, or the
+/// same ones for everyone, and are shared as rendered; a variant is a re-serialisation with
+/// its own identity, so a policy or election change that moves a route is a `PeersChanged`.
+fn peer_variant<'a>(
     viewer: NodeId,
     peer: NodeId,
-    rendered: &super::render::Rendered,
+    rendered: &'a super::render::Rendered,
     context: &NetmapContext,
-) -> (SharedJson, u64) {
-    if rendered.served.is_empty() {
-        return (rendered.json.clone(), rendered.identity);
-    }
-    let shown: Vec<&ipnet::IpNet> = rendered
-        .served
-        .iter()
-        .filter(|route| {
-            let ranked = context.ranking.get(*route).map_or(&[][..], Vec::as_slice);
-            context.access.shows_route(viewer, peer, route, ranked)
-        })
-        .collect();
-    let as_rendered = shown.len() == rendered.routes.len()
-        && shown.iter().all(|route| rendered.routes.contains(route));
-    if as_rendered {
-        return (rendered.json.clone(), rendered.identity);
-    }
-    let Ok(serde_json::Value::Object(mut node)) = serde_json::from_str(rendered.json.get()) else {
-        return (rendered.json.clone(), rendered.identity);
-    };
-    let rendered_text: Vec<String> = rendered.routes.iter().map(|r| r.to_string()).collect();
-    let shown_text: Vec<String> = shown.iter().map(|r| r.to_string()).collect();
-    if let Some(serde_json::Value::Array(list)) = node.get_mut("AllowedIPs") {
-        list.retain(|v| {
-            v.as_str()
-                .is_none_or(|s| !rendered_text.iter().any(|r| r == s))
-        });
-        list.extend(
-            shown_text
-                .iter()
-                .map(|s| serde_json::Value::from(s.as_str())),
-        );
-    }
-    let primary: Vec<serde_json::Value> = shown
-        .iter()
-        .filter(|r| r.prefix_len() != 0)
-        .map(|r| r.to_string().into())
-        .collect();
-    if primary.is_empty() {
-        node.remove("PrimaryRoutes");
+) -> Variant<'a> {
+    let hide_ipv4 = rendered
+        .ipv4
+        .as_deref()
+        .filter(|_| context.access.ipv4_disabled(viewer));
+    let routes = if rendered.served.is_empty() {
+        None
     } else {
-        node.insert("PrimaryRoutes".into(), primary.into());
+        let shown: Vec<&ipnet::IpNet> = rendered
+            .served
+            .iter()
+            .filter(|route| {
+                let ranked = context.ranking.get(*route).map_or(&[][..], Vec::as_slice);
+                context.access.shows_route(viewer, peer, route, ranked)
+            })
+            .collect();
+        let as_rendered = shown.len() == rendered.routes.len()
+            && shown.iter().all(|route| rendered.routes.contains(route));
+        (!as_rendered).then_some(shown)
+    };
+    let identity = if routes.is_none() && hide_ipv4.is_none() {
+        rendered.identity
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        rendered.identity.hash(&mut hasher);
+        routes.hash(&mut hasher);
+        hide_ipv4.is_some().hash(&mut hasher);
+        hasher.finish()
+    };
+    Variant {
+        identity,
+        routes,
+        hide_ipv4,
     }
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    rendered.identity.hash(&mut hasher);
-    shown_text.hash(&mut hasher);
-    match SharedJson::new(&node) {
-        Ok(json) => (json, hasher.finish()),
-        Err(_) => (rendered.json.clone(), rendered.identity),
+}
+
+impl Variant<'_> {
+    /// The variant's JSON.
+    fn json(&self, rendered: &super::render::Rendered) -> SharedJson {
+        if self.routes.is_none() && self.hide_ipv4.is_none() {
+            return rendered.json.clone();
+        }
+        let Ok(serde_json::Value::Object(mut node)) = serde_json::from_str(rendered.json.get())
+        else {
+            return rendered.json.clone();
+        };
+        let drop_from = |node: &mut serde_json::Map<String, serde_json::Value>,
+                         field: &str,
+                         gone: &dyn Fn(&str) -> bool| {
+            if let Some(serde_json::Value::Array(list)) = node.get_mut(field) {
+                list.retain(|v| v.as_str().is_none_or(|s| !gone(s)));
+            }
+        };
+        if let Some(shown) = &self.routes {
+            let rendered_text: Vec<String> =
+                rendered.routes.iter().map(|r| r.to_string()).collect();
+            drop_from(&mut node, "AllowedIPs", &|s| {
+                rendered_text.iter().any(|r| r == s)
+            });
+            if let Some(serde_json::Value::Array(list)) = node.get_mut("AllowedIPs") {
+                list.extend(shown.iter().map(|r| serde_json::Value::from(r.to_string())));
+            }
+            let primary: Vec<serde_json::Value> = shown
+                .iter()
+                .filter(|r| r.prefix_len() != 0)
+                .map(|r| r.to_string().into())
+                .collect();
+            if primary.is_empty() {
+                node.remove("PrimaryRoutes");
+            } else {
+                node.insert("PrimaryRoutes".into(), primary.into());
+            }
+        }
+        if let Some(ipv4) = self.hide_ipv4 {
+            // Only the peer's own address: an IPv4 subnet it routes stays.
+            drop_from(&mut node, "Addresses", &|s| s == ipv4);
+            drop_from(&mut node, "AllowedIPs", &|s| s == ipv4);
+        }
+        SharedJson::new(&node).unwrap_or_else(|_| rendered.json.clone())
     }
 }
 
@@ -506,7 +549,10 @@ mod tests {
             .collect();
         let mut cache = PeerCache::default();
         let lookup = |id: NodeId| presence.get(&id).cloned().unwrap_or_default();
-        cache.refresh_all(state, &lookup, Timestamp::EPOCH).unwrap();
+        let access = Access::for_state(state, "https://x");
+        cache
+            .refresh_all(state, &access, &lookup, Timestamp::EPOCH)
+            .unwrap();
         (cache, Arc::new(ranking), presence)
     }
 
@@ -581,5 +627,124 @@ mod tests {
             routes_of(&message.peers_changed),
             BTreeMap::from([(2, (subnet(), subnet()))])
         );
+    }
+
+    /// `SUBNET`'s router (1), another node (2) and a client (3), each with both
+    /// addresses, under `policy`.
+    fn dual_stack(policy: &str) -> State {
+        let mut state = State::default();
+        for (id, tag, routes) in [
+            (1, "tag:ra", &[SUBNET][..]),
+            (2, "tag:rb", &[]),
+            (3, "tag:c", &[]),
+        ] {
+            let mut n = node(id, tag, routes);
+            n.ipv6 = Some(format!("fd7a:115c:a1e0::{id}").parse().unwrap());
+            state.nodes.insert(n.id, n);
+        }
+        state.policy = Some(PolicyDocument {
+            text: policy.into(),
+            updated_at: Timestamp::EPOCH,
+        });
+        state.rebuild_index();
+        state
+    }
+
+    /// Peer id → `Addresses`.
+    fn addresses_of(peers: &[SharedJson]) -> BTreeMap<u64, Vec<String>> {
+        peers
+            .iter()
+            .map(|json| {
+                let peer: Value = serde_json::from_str(json.get()).unwrap();
+                let list = peer["Addresses"].as_array().unwrap();
+                let list = list.iter().map(|v| v.as_str().unwrap().to_string());
+                (peer["ID"].as_u64().unwrap(), list.collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_policy_edit_that_toggles_disable_ipv4_reaches_every_session() {
+        let owners = r#""tagOwners": {"tag:ra": [], "tag:rb": [], "tag:c": []}"#;
+        let plain = dual_stack(&format!("{{{owners}}}"));
+        let disabled = dual_stack(&format!(
+            r#"{{{owners}, "nodeAttrs": [{{"target": ["tag:c"], "attr": ["disable-ipv4"]}}]}}"#
+        ));
+        let both = |id: u64| {
+            vec![
+                format!("100.64.0.{id}/32"),
+                format!("fd7a:115c:a1e0::{id}/128"),
+            ]
+        };
+        let v6 = |id: u64| vec![format!("fd7a:115c:a1e0::{id}/128")];
+        let (cache, ranking, _) = render(&plain, &[1, 2, 3]);
+        let context = netmap_context(&plain, ranking);
+        let open = |viewer: u64| {
+            SessionView::full(NodeId(viewer), &plain, &cache, &context, Timestamp::EPOCH).unwrap()
+        };
+        let ((mut client, full), (mut router, _)) = (open(3), open(1));
+        assert_eq!(
+            addresses_of(&full.peers),
+            BTreeMap::from([(1, both(1)), (2, both(2))])
+        );
+
+        // The client becomes IPv6-only: it is told itself and every peer without IPv4 (the
+        // router keeps its subnet); the router is told the client without IPv4.
+        let (cache, ranking, _) = render(&disabled, &[1, 2, 3]);
+        let context = netmap_context(&disabled, ranking);
+        let Delta::Message(message) =
+            client.delta(&[], true, &disabled, &cache, &context, Timestamp::EPOCH)
+        else {
+            panic!("the client must be told");
+        };
+        let own: Value = serde_json::from_str(message.node.as_ref().unwrap().get()).unwrap();
+        assert_eq!(own["Addresses"], serde_json::json!(v6(3)));
+        assert_eq!(own["AllowedIPs"], serde_json::json!(v6(3)));
+        assert!(own["CapMap"].get("disable-ipv4").is_some(), "{own}");
+        assert_eq!(
+            addresses_of(&message.peers_changed),
+            BTreeMap::from([(1, v6(1)), (2, v6(2))])
+        );
+        let router_peer = message
+            .peers_changed
+            .iter()
+            .map(|json| serde_json::from_str::<Value>(json.get()).unwrap())
+            .find(|peer| peer["ID"] == 1)
+            .unwrap();
+        assert_eq!(
+            router_peer["AllowedIPs"],
+            serde_json::json!([v6(1)[0].clone(), SUBNET.to_string()])
+        );
+        assert_eq!(router_peer["PrimaryRoutes"], serde_json::json!([SUBNET]));
+        let Delta::Message(message) =
+            router.delta(&[], true, &disabled, &cache, &context, Timestamp::EPOCH)
+        else {
+            panic!("the router must be told");
+        };
+        assert!(message.node.is_none(), "the router itself is unchanged");
+        assert_eq!(
+            addresses_of(&message.peers_changed),
+            BTreeMap::from([(3, v6(3))])
+        );
+        // Nothing more to tell either of them until something changes again.
+        for view in [&mut client, &mut router] {
+            let again = view.delta(&[], true, &disabled, &cache, &context, Timestamp::EPOCH);
+            assert!(matches!(again, Delta::Nothing), "{again:?}");
+        }
+
+        // Back: IPv4 returns everywhere.
+        let (cache, ranking, _) = render(&plain, &[1, 2, 3]);
+        let context = netmap_context(&plain, ranking);
+        let Delta::Message(message) =
+            client.delta(&[], true, &plain, &cache, &context, Timestamp::EPOCH)
+        else {
+            panic!("the client must be told");
+        };
+        assert_eq!(
+            addresses_of(&message.peers_changed),
+            BTreeMap::from([(1, both(1)), (2, both(2))])
+        );
+        let own: Value = serde_json::from_str(message.node.as_ref().unwrap().get()).unwrap();
+        assert_eq!(own["Addresses"], serde_json::json!(both(3)));
     }
 }

@@ -159,6 +159,9 @@ pub struct SshActionOut {
     pub hold_and_delegate: String,
 }
 
+/// The node attribute that shows a node IPv6-only.
+pub const DISABLE_IPV4: &str = "disable-ipv4";
+
 /// A policy compiled against one topology.
 pub struct Compiled {
     pub(super) policy: Arc<Policy>,
@@ -169,6 +172,8 @@ pub struct Compiled {
     ssh_rules: Vec<CompiledSsh>,
     /// One per `policy.node_attrs` entry, in order: the nodes its target names.
     attr_targets: Vec<FixedBitSet>,
+    /// The nodes shown IPv6-only (`disable-ipv4`, see [`Compiled::ipv4_disabled`]).
+    ipv4_disabled: FixedBitSet,
     /// Each node's addresses as text, formatted once: filters and SSH principals list
     /// them for every viewer.
     ip_text: Vec<Box<[String]>>,
@@ -220,6 +225,7 @@ impl Compiled {
             apps: Vec::new(),
             ssh_rules: Vec::new(),
             attr_targets: Vec::new(),
+            ipv4_disabled: FixedBitSet::with_capacity(n),
             ip_text: topology
                 .nodes
                 .iter()
@@ -296,7 +302,23 @@ impl Compiled {
             let target = compiled.resolve_all(&attr.target);
             compiled.attr_targets.push(target.members);
         }
+        compiled.ipv4_disabled = compiled.disabled_ipv4_nodes();
         compiled
+    }
+
+    /// The nodes with the `disable-ipv4` attribute, or every node under the top-level
+    /// `disableIPv4`.
+    fn disabled_ipv4_nodes(&self) -> FixedBitSet {
+        if self.policy.disable_ipv4 {
+            return self.all.clone();
+        }
+        let mut disabled = FixedBitSet::with_capacity(self.topology.nodes.len());
+        for (attr, target) in self.policy.node_attrs.iter().zip(&self.attr_targets) {
+            if attr.attr.iter().any(|name| name == DISABLE_IPV4) {
+                disabled.union_with(target);
+            }
+        }
+        disabled
     }
 
     pub(super) fn node(&self, i: usize) -> &TopologyNode {
@@ -637,8 +659,9 @@ impl Compiled {
                     dsts = node_prefixes(node);
                 }
             }
-            // Tailscale sends a capability grant even when its sources resolve to nobody.
-            if !dsts.is_empty() {
+            // Tailscale sends a capability grant even when its sources resolve to nobody
+            // (an empty group), but not when the grant names no source at all (grant-h4).
+            if !dsts.is_empty() && !self.policy.apps[k].src.is_empty() {
                 out.push((
                     Origin::App(k),
                     FilterRule {
@@ -885,6 +908,21 @@ impl Compiled {
         Some(SshPolicy { rules: check_rules })
     }
 
+    /// Whether node `i` is shown IPv6-only (`disable-ipv4`): its own IPv4 address leaves
+    /// its `Addresses` and `AllowedIPs` for itself and for every peer, and it is shown
+    /// every peer without the peer's IPv4 address. Routes stay; packet filters are
+    /// unchanged; the address stays allocated. As Tailscale renders it (captures
+    /// `nodeattrs-attr-c15/c16`).
+    pub fn ipv4_disabled(&self, i: usize) -> bool {
+        self.ipv4_disabled.contains(i)
+    }
+
+    /// Whether `viewer` is shown `node`'s IPv4 address (itself included): neither is
+    /// IPv6-only.
+    pub fn shows_ipv4(&self, viewer: usize, node: usize) -> bool {
+        !self.ipv4_disabled(viewer) && !self.ipv4_disabled(node)
+    }
+
     /// The capabilities `nodeAttrs` give node `i`.
     pub fn node_caps(&self, i: usize) -> BTreeMap<String, Vec<Value>> {
         let mut caps = BTreeMap::new();
@@ -987,9 +1025,20 @@ fn node_prefixes(node: &TopologyNode) -> Vec<String> {
         .collect()
 }
 
-/// What `autogroup:internet` covers on an exit node: every public address.
-fn internet_prefixes() -> &'static [&'static str] {
-    &["0.0.0.0/0", "::/0"]
+/// What `autogroup:internet` covers on an exit node, as Tailscale sends it (captures
+/// `routes-b17`/`b18`): every IPv4 address but the private, CGNAT and link-local ranges
+/// (10/8, 100.64/10, 169.254/16, 172.16/12, 192.168/16), and IPv6's global unicast 2000::/3.
+/// So a grant to the internet never opens the exit node's own LAN.
+pub(crate) fn internet_prefixes() -> &'static [&'static str] {
+    &[
+        "0.0.0.0-9.255.255.255",
+        "11.0.0.0-100.63.255.255",
+        "100.128.0.0-169.253.255.255",
+        "169.255.0.0-172.15.255.255",
+        "172.32.0.0-192.167.255.255",
+        "192.169.0.0-255.255.255.255",
+        "2000::-3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ]
 }
 
 #[cfg(test)]

@@ -699,7 +699,10 @@ fn port_text(first: u16, last: u16) -> String {
 
 /// How traffic to `address` (a filter destination) reaches `node`.
 fn path_of(address: &str, node: &TopologyNode) -> &'static str {
-    if address == "0.0.0.0/0" || address == "::/0" {
+    if address == "0.0.0.0/0"
+        || address == "::/0"
+        || super::compile::internet_prefixes().contains(&address)
+    {
         "exit"
     } else if address == "*" || node.ips().any(|ip| address_covers(address, ip)) {
         "direct"
