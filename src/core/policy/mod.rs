@@ -21,8 +21,8 @@ pub use route_access::RouteAccess;
 pub use topology::{Topology, TopologyNode, TopologyUser};
 
 /// Errors quote what the policy says (keys, names, aliases), and a control character there
-/// (a JSON `\n` escape, or a raw newline jsonc-parser lets through) would break the one-line
-/// error the CLI and API promise; such characters are shown escaped instead.
+/// (a JSON `\n` escape, or the raw one `hujson.rs` refuses and quotes) would break the
+/// one-line error the CLI and API promise; such characters are shown escaped instead.
 pub(crate) fn one_line(error: String) -> String {
     if !error.chars().any(char::is_control) {
         return error;
