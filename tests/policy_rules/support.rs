@@ -14,6 +14,7 @@ pub fn tailnet() -> Topology {
         name: name.into(),
         email: email.into(),
         provider_identifier: String::new(),
+        role: Default::default(),
     };
     let node = |id: u64, name: &str, user: Option<u64>, tags: &[&str]| TopologyNode {
         id,
@@ -67,7 +68,10 @@ pub fn refused(text: &str, wording: &str) -> String {
     match Policy::parse(text) {
         Ok(_) => panic!("accepted, expected {wording:?}\npolicy: {text}"),
         Err(e) => {
-            assert!(e.ends_with(wording), "error {e:?} does not end with {wording:?}");
+            assert!(
+                e.ends_with(wording),
+                "error {e:?} does not end with {wording:?}"
+            );
             e
         }
     }
@@ -87,7 +91,10 @@ pub fn tests_fail(text: &str, wording: &str) -> String {
     match headscale::core::policy::policy_tests::run(&policy, &tailnet()) {
         Ok(()) => panic!("tests passed, expected {wording:?}\npolicy: {text}"),
         Err(e) => {
-            assert!(e.ends_with(wording), "error {e:?} does not end with {wording:?}");
+            assert!(
+                e.ends_with(wording),
+                "error {e:?} does not end with {wording:?}"
+            );
             e
         }
     }
