@@ -29,7 +29,7 @@ fn a_registered_node_gets_its_address_from_the_pool() {
     assert!(said.contains("User alice (1) is now owner"), "{said}");
     let roles = server.json(&["users", "roles"]);
     let role_of = |name: &str| {
-        roles["roles"]
+        roles
             .as_array()
             .unwrap()
             .iter()
@@ -39,6 +39,12 @@ fn a_registered_node_gets_its_address_from_the_pool() {
     };
     assert_eq!(role_of("alice"), "owner");
     assert_eq!(role_of("bob"), "member");
+    let yaml = server.ok(&["users", "roles", "-o", "yaml"]);
+    assert!(yaml.contains("role: owner"), "{yaml}");
+    let json = server.ok(&[
+        "users", "role", "--name", "bob", "--role", "auditor", "-o", "json",
+    ]);
+    assert!(json.contains("\"auditor\""), "{json}");
     // headscale's user JSON keeps its shape.
     let users = server.json(&["users", "list"]);
     assert!(users[0].get("role").is_none(), "{users}");
