@@ -144,9 +144,9 @@ fn autogroup_shared_is_only_a_source() {
 
 #[test]
 fn role_autogroups_may_own_tags() {
-    let policy = accepted(&format!(
-        r#"{{"tagOwners": {{"tag:server": ["autogroup:admin"], "tag:router": ["autogroup:it-admin"]}}}}"#
-    ));
+    let policy = accepted(
+        r#"{"tagOwners": {"tag:server": ["autogroup:admin"], "tag:router": ["autogroup:it-admin"]}}"#,
+    );
     let topology = with_roles(&[(1, Role::Owner), (2, Role::Admin), (3, Role::ItAdmin)]);
     assert!(user_owns_tag(&policy, &topology, 1, "tag:server"));
     assert!(user_owns_tag(&policy, &topology, 2, "tag:server"));

@@ -7,8 +7,8 @@
 mod support;
 
 mod acls;
-mod auto_approvers;
 mod autogroups;
+mod auto_approvers;
 mod disable_ipv4;
 mod grants;
 mod groups_hosts_tag_owners;

@@ -35,10 +35,7 @@ fn ip_pool_must_be_ipv4_inside_the_cgnat_range() {
     let policy = accepted(&with_tags(
         r#""nodeAttrs": [{"target": ["*"], "ipPool": ["100.81.0.0/16"]}]"#,
     ));
-    assert_eq!(
-        policy.node_attrs[0].ip_pool,
-        vec!["100.81.0.0/16".parse().unwrap()]
-    );
+    assert_eq!(policy.node_attrs[0].ip_pool, vec!["100.81.0.0/16".parse().unwrap()]);
 }
 
 #[test]
