@@ -68,10 +68,7 @@ pub fn refused(text: &str, wording: &str) -> String {
     match Policy::parse(text) {
         Ok(_) => panic!("accepted, expected {wording:?}\npolicy: {text}"),
         Err(e) => {
-            assert!(
-                e.ends_with(wording),
-                "error {e:?} does not end with {wording:?}"
-            );
+            assert!(e.ends_with(wording), "error {e:?} does not end with {wording:?}");
             e
         }
     }
@@ -91,10 +88,7 @@ pub fn tests_fail(text: &str, wording: &str) -> String {
     match headscale::core::policy::policy_tests::run(&policy, &tailnet()) {
         Ok(()) => panic!("tests passed, expected {wording:?}\npolicy: {text}"),
         Err(e) => {
-            assert!(
-                e.ends_with(wording),
-                "error {e:?} does not end with {wording:?}"
-            );
+            assert!(e.ends_with(wording), "error {e:?} does not end with {wording:?}");
             e
         }
     }
