@@ -33,12 +33,15 @@
 //!   may see the router without that route (`undelivered_routes`; only `acl-k03` needs
 //!   it: its viewers disagree where `acl-a02`, with fewer sources, shows the route to
 //!   exactly the viewers k03 lacks it for — no access rule yields both).
+//! - `is-owner`/`is-admin` on a user's untagged node give that user the Owner or Admin role
+//!   in the topology (what the role autogroups resolve by).
 
 #[path = "policy_compat/headscale_format.rs"]
 pub mod headscale_format;
 
 use headscale::core::netmap::node_addresses;
 use headscale::core::policy::{Compiled, Policy, Topology, TopologyNode, TopologyUser};
+use headscale::core::roles::Role;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -153,6 +156,7 @@ fn topology(case: &Value) -> Topology {
             name: u["name"].as_str().unwrap_or_default().into(),
             email: u["email"].as_str().unwrap_or_default().into(),
             provider_identifier: String::new(),
+            role: captured_role(case, u["name"].as_str().unwrap_or_default()),
         })
         .collect();
     let mut nodes = Vec::new();
@@ -191,6 +195,27 @@ fn topology(case: &Value) -> Topology {
         }
     }
     Topology { users, nodes }
+}
+
+/// A user's role as the capture shows it: Tailscale gives the self `CapMap` of a user's
+/// untagged nodes `is-owner` (the Owner) or `is-admin` (an Admin; the Owner has both).
+/// Tagged nodes carry their creator's capabilities, so they say nothing about a user.
+fn captured_role(case: &Value, user: &str) -> Role {
+    let mut role = Role::Member;
+    for (name, node) in case["topology"]["nodes"].as_object().into_iter().flatten() {
+        let untagged = node["tags"].as_array().is_none_or(|t| t.is_empty());
+        if !untagged || node["user"].as_str() != Some(user) {
+            continue;
+        }
+        let caps = &case["expected"][name.as_str()]["self_cap_map"];
+        if caps.get("https://tailscale.com/cap/is-owner").is_some() {
+            return Role::Owner;
+        }
+        if caps.get("https://tailscale.com/cap/is-admin").is_some() {
+            role = Role::Admin;
+        }
+    }
+    role
 }
 
 /// Every node's announced routes, in topology order.

@@ -337,6 +337,7 @@ pub fn policy_topology() -> headscale::core::policy::Topology {
         name: name.into(),
         email: email.into(),
         provider_identifier: String::new(),
+        role: Default::default(),
     };
     let node =
         |id: u64, name: &str, user: Option<u64>, tags: &[&str], routes: &[&str]| TopologyNode {

@@ -17,6 +17,7 @@ pub mod point;
 mod read_your_writes;
 pub mod request_log;
 pub(crate) mod state_diff;
+pub(crate) mod user_roles;
 pub(crate) mod users;
 pub(crate) mod webhooks;
 pub mod wire;
@@ -241,6 +242,8 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiContext>)> {
             webhooks::deliveries,
         ),
         route(Method::POST, "/api/v1/webhook/{id}/test", webhooks::test),
+        route(Method::GET, "/api/v1/user/roles", user_roles::list),
+        route(Method::POST, "/api/v1/user/{id}/role", user_roles::set),
     ]
 }
 

@@ -88,6 +88,8 @@ with a gRPC status code, except a refused API key: a plain-text `401 Unauthorize
         webhooks::delete,
         webhooks::deliveries,
         webhooks::test,
+        super::user_roles::list,
+        super::user_roles::set,
         openapi_json,
         openapi_yaml,
         docs,

@@ -178,6 +178,22 @@ pub enum UsersCommand {
         #[arg(short = 'n', long)]
         name: Option<String>,
     },
+    /// Give a user a role (ours); naming a new Owner transfers ownership, the old Owner
+    /// becoming an Admin.
+    Role {
+        #[arg(short = 'i', long = "identifier")]
+        id: Option<u64>,
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// owner, admin, network-admin, it-admin, billing-admin, auditor or member.
+        #[arg(short = 'r', long)]
+        role: String,
+    },
+    /// List every user's role (ours).
+    Roles {
+        #[command(flatten)]
+        at: AtArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]

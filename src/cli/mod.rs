@@ -12,6 +12,7 @@ pub mod output;
 pub mod prompt;
 pub mod remote;
 pub mod transport;
+pub mod user_roles;
 pub mod webhooks;
 
 use crate::config::{self, Config};
@@ -516,6 +517,10 @@ async fn users(
                 &format!("User {id} destroyed"),
             )
         }
+        UsersCommand::Role { id, name, role } => {
+            user_roles::set(api, format, *id, name.as_deref(), role).await
+        }
+        UsersCommand::Roles { at } => user_roles::list(api, format, at).await,
     }
 }
 

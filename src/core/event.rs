@@ -5,6 +5,7 @@
 
 use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use super::keys::{Digest, MachineKey, NodeKey};
+use super::roles::Role;
 use super::time::Timestamp;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -283,6 +284,12 @@ pub enum Event {
     WebhookDeleted {
         id: u64,
     },
+    /// A user's role changed (`users role`); `Member` is every user's role until then. An
+    /// ownership transfer is two of these: the old Owner becomes an Admin, then the new Owner.
+    UserRoleChanged {
+        id: UserId,
+        role: Role,
+    },
 }
 
 /// How a key's secret is checked. Our own keys store SHA-256 (the secrets are 64 random
@@ -409,6 +416,7 @@ impl Event {
             Event::OidcLoginRefused { .. } => "OidcLoginRefused",
             Event::WebhookCreated { .. } => "WebhookCreated",
             Event::WebhookDeleted { .. } => "WebhookDeleted",
+            Event::UserRoleChanged { .. } => "UserRoleChanged",
         }
     }
 
@@ -448,6 +456,7 @@ impl Event {
         "OidcLoginRefused",
         "WebhookCreated",
         "WebhookDeleted",
+        "UserRoleChanged",
     ];
 
     /// The node this event is about, if any (for `events list --node`).
@@ -477,7 +486,8 @@ impl Event {
             | Event::UserProfileChanged { id, .. }
             | Event::UserRenamed { id, .. }
             | Event::UserDeleted { id }
-            | Event::UserIdentityLinked { id, .. } => Some(*id),
+            | Event::UserIdentityLinked { id, .. }
+            | Event::UserRoleChanged { id, .. } => Some(*id),
             Event::PreAuthKeyCreated { user, .. } => *user,
             Event::NodeRegistered(reg) => reg.user,
             Event::UserImported(user) => Some(user.id),

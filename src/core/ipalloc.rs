@@ -73,16 +73,57 @@ pub fn allocate_v4(
     allocation: Allocation,
     entropy: u64,
 ) -> Option<Ipv4Addr> {
+    allocate_v4_outside(prefix, used, allocation, entropy, &[])
+}
+
+/// As `allocate_v4`, never choosing an address in `excluded` (the policy's `ipPool`s, kept
+/// for their targets): "after the highest in use" looks only at addresses outside them.
+pub fn allocate_v4_outside(
+    prefix: &Ipv4Net,
+    used: &Runs,
+    allocation: Allocation,
+    entropy: u64,
+    excluded: &[Ipv4Net],
+) -> Option<Ipv4Addr> {
     let start = u128::from(u32::from(prefix.network()));
     let size = 1u128 << (32 - prefix.prefix_len());
+    let range = |net: &Ipv4Net| {
+        (
+            u128::from(u32::from(net.network())),
+            u128::from(u32::from(net.broadcast())),
+        )
+    };
+    let excluded_until = |a: u128| {
+        excluded
+            .iter()
+            .map(range)
+            .find(|(low, high)| *low <= a && a <= *high)
+            .map(|(_, high)| high)
+    };
     let first = match allocation {
-        Allocation::Sequential => used
-            .max_within(start, start + size - 1)
-            .map_or(1, |highest| highest - start + 1),
+        Allocation::Sequential => {
+            let mut high = start + size - 1;
+            let mut highest = used.max_within(start, high);
+            // At most one step per excluded range: below the range holding the highest.
+            for _ in 0..excluded.len() {
+                let Some(h) = highest else { break };
+                let Some((low, _)) = excluded.iter().map(range).find(|(l, e)| *l <= h && h <= *e)
+                else {
+                    break;
+                };
+                if low <= start {
+                    highest = None;
+                    break;
+                }
+                high = low - 1;
+                highest = used.max_within(start, high);
+            }
+            highest.map_or(1, |highest| highest - start + 1)
+        }
         Allocation::Random => u128::from(entropy) % size,
     };
     let found = search(used, (start, size), size, first, |a| {
-        v4_reserved_until(a, prefix)
+        v4_reserved_until(a, prefix).or_else(|| excluded_until(a))
     })?;
     Some(Ipv4Addr::from(u32::try_from(found).ok()?))
 }

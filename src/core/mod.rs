@@ -13,6 +13,7 @@ pub mod naming;
 pub mod netmap;
 pub mod oidc;
 pub mod policy;
+pub mod roles;
 pub mod routes;
 pub mod state;
 pub mod state_diff;

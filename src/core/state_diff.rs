@@ -33,7 +33,8 @@ pub fn subject(event: &Event) -> Option<Subject> {
         | Event::UserRenamed { id, .. }
         | Event::UserDeleted { id }
         | Event::UserProfileChanged { id, .. }
-        | Event::UserIdentityLinked { id, .. } => Subject::User(*id),
+        | Event::UserIdentityLinked { id, .. }
+        | Event::UserRoleChanged { id, .. } => Subject::User(*id),
         Event::UserImported(user) => Subject::User(user.id),
         Event::PreAuthKeyCreated { id, .. }
         | Event::PreAuthKeyUsed { id, .. }
@@ -302,6 +303,7 @@ fn users(state: &State) -> BTreeMap<UserId, (String, Facts)> {
                 ("displayName", json!(u.display_name)),
                 ("email", json!(u.email)),
                 ("pictureUrl", json!(u.picture_url)),
+                ("role", json!(state.role_of(u.id).name())),
             ]);
             (u.id, (u.name.clone(), facts))
         })

@@ -211,6 +211,11 @@ pub fn events_of(envelope: &Envelope, tailnet: &str) -> Vec<WebhookEvent> {
             format!("Webhook {id} deleted"),
             json!({"webhookID": id.to_string(), "actor": actor}),
         ),
+        Event::UserRoleChanged { id, role } => push(
+            "userRoleUpdated",
+            format!("User {id} is now {role}"),
+            json!({"userID": id.to_string(), "role": role.name(), "actor": actor}),
+        ),
         // Start-ups, client-reported facts, key rotations and spent keys are not sent.
         Event::ServerStarted { .. }
         | Event::NodeHostinfoChanged { .. }

@@ -14,6 +14,7 @@ pub fn tailnet() -> Topology {
         name: name.into(),
         email: email.into(),
         provider_identifier: String::new(),
+        role: Default::default(),
     };
     let node = |id: u64, name: &str, user: Option<u64>, tags: &[&str]| TopologyNode {
         id,

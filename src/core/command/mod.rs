@@ -22,6 +22,7 @@ mod oidc;
 mod policy;
 mod register;
 mod routes;
+mod user_roles;
 mod users;
 pub mod webhooks;
 
@@ -195,6 +196,11 @@ pub enum Command {
     DeleteWebhook {
         id: u64,
     },
+    /// Gives a user a role (`user_roles.rs` holds the rules: one Owner, transferred).
+    SetUserRole {
+        id: UserId,
+        role: crate::core::roles::Role,
+    },
 }
 
 /// Why a command was refused. Variants are part of the API contract: each maps to one HTTP
@@ -261,6 +267,9 @@ pub enum Rejection {
     WebhookNotFound(String),
     #[error("at most {0} webhook endpoints can be managed through the CLI/API; delete one first")]
     TooManyWebhooks(usize),
+    /// The tailnet keeps its Owner: the role moves only to another user.
+    #[error("user {0:?} is the tailnet's Owner: make another user Owner first (ownership is transferred, never dropped)")]
+    OwnerMustTransfer(String),
 }
 
 /// The kind of HTTP answer a rejection deserves.
@@ -287,7 +296,8 @@ impl Rejection {
             | AddressSpaceExhausted(_)
             | NodeKeyInUse(_)
             | LogNotEmpty(_)
-            | TooManyWebhooks(_) => RejectionKind::Conflict,
+            | TooManyWebhooks(_)
+            | OwnerMustTransfer(_) => RejectionKind::Conflict,
             PreAuthKeyExpired(_) | PreAuthKeyUsed(_) => RejectionKind::Forbidden,
             _ => RejectionKind::Invalid,
         }
@@ -426,5 +436,6 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Vec<Ev
         Command::ReplacePolicy { text } => policy::replace(state, text),
         Command::CreateWebhook { url, kinds } => webhooks::create(state, url, kinds),
         Command::DeleteWebhook { id } => webhooks::delete(state, *id),
+        Command::SetUserRole { id, role } => user_roles::set_role(state, *id, *role),
     }
 }

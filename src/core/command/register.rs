@@ -1,13 +1,14 @@
 //! Registration: who owns a new node (a pre-auth key, an admin, an OIDC login; tags the
 //! client asks for), whether it is a known machine logging in again, and what a new node
-//! starts with: addresses (`ipalloc`, from the state's index of addresses in use), a unique
-//! MagicDNS name, an expiry, approval and auto-approved routes.
+//! starts with: addresses (`ipalloc`, from the state's index of addresses in use; IPv4 from
+//! the policy's `ipPool` when a `nodeAttrs` entry targets the node), a unique MagicDNS name,
+//! an expiry, approval and auto-approved routes.
 
 use super::routes::auto_approve;
 use super::{node_key_free, user, RegisterAuth, Rejection};
 use crate::core::event::{CoreConfig, Event, NodeHostinfo, NodeRegistration, RegisterMethod};
-use crate::core::ids::NodeId;
-use crate::core::ipalloc::{allocate_v4, allocate_v6};
+use crate::core::ids::{NodeId, UserId};
+use crate::core::ipalloc::{allocate_v4, allocate_v4_outside, allocate_v6};
 use crate::core::keys::{MachineKey, NodeKey};
 use crate::core::naming;
 use crate::core::state::State;
@@ -167,7 +168,7 @@ pub(super) fn decide(
     node_key_free(state, reg.node_key, None)?;
 
     let id = NodeId(state.next_ids.node);
-    let (ipv4, ipv6) = allocate_addresses(state, core, reg.entropy)?;
+    let (ipv4, ipv6) = allocate_addresses(state, core, (owner, &tags), reg.entropy)?;
     let given_name = naming::unique_name_indexed(
         &naming::sanitize_hostname(&reg.hostinfo.hostname),
         |name| state.given_name_taken(name, None),
@@ -209,19 +210,51 @@ pub(super) fn decide(
     Ok(events)
 }
 
+/// A new node's addresses. Its IPv4 comes from the `ipPool`s of the `nodeAttrs` entries
+/// that target it (`identity`: owner and tags), the first with room in policy order, and
+/// from `prefixes.v4` when none targets it. A full pool refuses the registration rather than
+/// falling back: the admin asked for the pool.
 fn allocate_addresses(
     state: &State,
     core: &CoreConfig,
+    identity: (Option<UserId>, &[String]),
     entropy: u64,
 ) -> Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>), Rejection> {
     if core.prefix_v4.is_none() && core.prefix_v6.is_none() {
         return Err(Rejection::NoPrefixes);
     }
     let ipv4 = match &core.prefix_v4 {
-        Some(prefix) => Some(
-            allocate_v4(prefix, state.used_ipv4(), core.allocation, entropy)
-                .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
-        ),
+        Some(prefix) => {
+            let (pools, all_pools) = pools_for(state, identity);
+            if pools.is_empty() {
+                // Outside every pool: a pool's range is kept for its targets.
+                Some(
+                    allocate_v4_outside(
+                        prefix,
+                        state.used_ipv4(),
+                        core.allocation,
+                        entropy,
+                        &all_pools,
+                    )
+                    .ok_or_else(|| Rejection::AddressSpaceExhausted(prefix.to_string()))?,
+                )
+            } else {
+                let found = pools.iter().find_map(|pool| {
+                    // Only the part inside `prefixes.v4` (all of it, unless the config
+                    // changed after the policy was set).
+                    let within = if prefix.contains(pool) {
+                        *pool
+                    } else if pool.contains(prefix) {
+                        *prefix
+                    } else {
+                        return None;
+                    };
+                    allocate_v4(&within, state.used_ipv4(), core.allocation, entropy)
+                });
+                let names: Vec<String> = pools.iter().map(ToString::to_string).collect();
+                Some(found.ok_or_else(|| Rejection::AddressSpaceExhausted(names.join(", ")))?)
+            }
+        }
         None => None,
     };
     let ipv6 = match &core.prefix_v6 {
@@ -237,4 +270,29 @@ fn allocate_addresses(
         None => None,
     };
     Ok((ipv4, ipv6))
+}
+
+/// The `ipPool`s that target a new node with this owner and these tags, in policy order,
+/// and every pool of the policy.
+type Pools = (Vec<ipnet::Ipv4Net>, Vec<ipnet::Ipv4Net>);
+
+fn pools_for(state: &State, (owner, tags): (Option<UserId>, &[String])) -> Pools {
+    let Some(policy) = state.parsed_policy() else {
+        return Pools::default();
+    };
+    let all: Vec<ipnet::Ipv4Net> = policy
+        .node_attrs
+        .iter()
+        .flat_map(|rule| rule.ip_pool.iter().copied())
+        .collect();
+    if all.is_empty() {
+        return Pools::default();
+    }
+    let candidate = crate::core::policy::auto_approve::Candidate {
+        user: owner.map(|u| u.0),
+        tags,
+        ips: Vec::new(),
+    };
+    let mine = crate::core::policy::ip_pool::pools_for(&policy, &state.policy_users(), &candidate);
+    (mine, all)
 }

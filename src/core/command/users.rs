@@ -62,6 +62,7 @@ pub(super) fn rename(state: &State, id: &UserId, new_name: &str) -> Result<Vec<E
 /// Refused while the user owns nodes, unless `force` deletes them first.
 pub(super) fn delete(state: &State, id: &UserId, force: &bool) -> Result<Vec<Event>, Rejection> {
     let found = user(state, *id)?;
+    super::user_roles::deletable(state, *id)?;
     let owned: Vec<NodeId> = state.nodes_of_user(*id).map(|n| n.id).collect();
     if !owned.is_empty() && !force {
         return Err(Rejection::UserHasNodes {

@@ -29,6 +29,7 @@ pub const WEBHOOK_KINDS: &[&str] = &[
     "policyUpdate",
     "userCreated",
     "userDeleted",
+    "userRoleUpdated",
     // Ours.
     "nodeRenamed",
     "nodeTagsUpdated",

@@ -2,6 +2,7 @@
 //! host names, IPs and CIDRs), destination ports and protocols, parsed once with
 //! Tailscale's error wording.
 
+use crate::core::roles::Role;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -35,6 +36,11 @@ pub enum AutoGroup {
     DangerAll,
     /// SSH users other than root (the `users` list of an SSH rule only).
     NonRoot,
+    /// `autogroup:owner`, `autogroup:admin`, ...: the untagged nodes of the users holding the
+    /// role (the Owner is also an Admin). Never `Role::Member` (that is `Member`).
+    Role(Role),
+    /// Users a node was shared with: nobody here (no node sharing), sources only.
+    Shared,
 }
 
 impl AutoGroup {
@@ -46,8 +52,27 @@ impl AutoGroup {
             "internet" => AutoGroup::Internet,
             "danger-all" => AutoGroup::DangerAll,
             "nonroot" => AutoGroup::NonRoot,
-            _ => return None,
+            "shared" => AutoGroup::Shared,
+            role => match Role::parse(role) {
+                Some(role) if role.name() == name => AutoGroup::Role(role),
+                _ => return None,
+            },
         })
+    }
+
+    /// How the policy spells it (`autogroup:network-admin`).
+    pub fn name(self) -> String {
+        let bare = match self {
+            AutoGroup::Member => "member",
+            AutoGroup::Tagged => "tagged",
+            AutoGroup::SelfNodes => "self",
+            AutoGroup::Internet => "internet",
+            AutoGroup::DangerAll => "danger-all",
+            AutoGroup::NonRoot => "nonroot",
+            AutoGroup::Role(role) => role.name(),
+            AutoGroup::Shared => "shared",
+        };
+        format!("autogroup:{bare}")
     }
 }
 

@@ -15,7 +15,8 @@ pub struct Candidate<'a> {
     pub ips: Vec<IpAddr>,
 }
 
-fn names(policy: &Policy, topology: &Topology, alias: &Alias, node: &Candidate) -> bool {
+/// Whether `alias` names `node` by its identity (also what `ipPool` targets go by).
+pub fn names(policy: &Policy, topology: &Topology, alias: &Alias, node: &Candidate) -> bool {
     let untagged_user = if node.tags.is_empty() {
         node.user
     } else {
@@ -37,6 +38,9 @@ fn names(policy: &Policy, topology: &Topology, alias: &Alias, node: &Candidate) 
         Alias::Tag(tag) => node.tags.contains(tag),
         Alias::Auto(AutoGroup::Member) => untagged_user.is_some(),
         Alias::Auto(AutoGroup::Tagged) => !node.tags.is_empty(),
+        Alias::Auto(AutoGroup::Role(role)) => {
+            untagged_user.is_some_and(|u| topology.user_holds(u, *role))
+        }
         Alias::Prefix(p) | Alias::Host(_, p) => node.ips.iter().any(|ip| p.contains(ip)),
         _ => false,
     }

@@ -251,7 +251,9 @@ fn check(doc: Document) -> Result<Policy, String> {
             let owner_alias =
                 alias::parse(owner, &hosts).map_err(|e| format!("tagOwners[{tag:?}]: {e}"))?;
             match &owner_alias {
-                Alias::User(_) | Alias::Tag(_) | Alias::Auto(AutoGroup::Member) => {}
+                Alias::User(_)
+                | Alias::Tag(_)
+                | Alias::Auto(AutoGroup::Member | AutoGroup::Role(_)) => {}
                 Alias::Group(g) if doc.groups.contains_key(g) => {}
                 Alias::Group(g) => {
                     return Err(format!("tagOwners[{tag:?}]: group {g:?} is not defined"))
@@ -491,6 +493,9 @@ impl Context<'_> {
             }
             Alias::Auto(AutoGroup::NonRoot) => {
                 Err("\"autogroup:nonroot\" is only valid in SSH users".into())
+            }
+            Alias::Auto(AutoGroup::Shared) => {
+                Err("\"autogroup:shared\" is only valid on the src side of a rule".into())
             }
             _ => Ok(parsed),
         }

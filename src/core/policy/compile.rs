@@ -447,8 +447,18 @@ impl Compiled {
                     }
                 }
             }
+            // Role autogroups: the untagged nodes of the users holding the role.
+            Alias::Auto(AutoGroup::Role(role)) => {
+                for user in self.topology.users.iter().filter(|u| u.role.is_in(*role)) {
+                    if let Some(set) = self.user_nodes.get(&user.id) {
+                        out.nodes.union_with(set);
+                    }
+                }
+            }
             Alias::Host(_, prefix) | Alias::Prefix(prefix) => out.prefixes.push(*prefix),
-            Alias::Auto(AutoGroup::SelfNodes | AutoGroup::Internet | AutoGroup::NonRoot) => {}
+            Alias::Auto(
+                AutoGroup::SelfNodes | AutoGroup::Internet | AutoGroup::NonRoot | AutoGroup::Shared,
+            ) => {}
         }
     }
 

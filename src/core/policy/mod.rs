@@ -9,6 +9,7 @@ pub mod checked;
 pub mod compile;
 pub mod document;
 pub mod hujson;
+pub mod ip_pool;
 pub mod policy_tests;
 pub mod review;
 pub mod route_access;
@@ -45,6 +46,7 @@ pub(crate) fn one_line(error: String) -> String {
 /// with the write that follows it.
 pub fn check_for_state(text: &str, state: &crate::core::State) -> Result<Policy, String> {
     let policy = Policy::parse(text)?;
+    ip_pool::check_within(&policy, state.config.core.prefix_v4)?;
     policy_tests::run(&policy, &Topology::from_state(state))?;
     Ok(policy)
 }

@@ -16,48 +16,30 @@ enum Identity {
     Ip(IpAddr),
 }
 
-/// The checks that need the tailnet: `user:*@domain` and `localpart:*@domain` must name a
-/// domain some user has; then every test of `policy`.
+/// The checks that need the tailnet: `user:*@domain` and `localpart:*@domain` must name the
+/// tailnet's domain (`Topology::check_user_domain`); then every test of `policy`.
 pub fn run(policy: &Policy, topology: &Topology) -> Result<(), String> {
     run_all(policy, topology).map_err(super::one_line)
 }
 
 fn run_all(policy: &Policy, topology: &Topology) -> Result<(), String> {
-    // Case-sensitive, as Tailscale compares them.
-    let known = |domain: &str| {
-        topology
-            .users
-            .iter()
-            .any(|u| u.email.rsplit_once('@').is_some_and(|(_, d)| d == domain))
-    };
-    let unknown = |domain: &str| {
-        format!(
-            "{domain} is not associated with this Tailnet and cannot be used in \
-             user:*@<domain> expressions"
-        )
-    };
+    // The domains of `user:*@` and `localpart:*@` must be the tailnet's (`topology.rs`).
     for rule in policy.ssh.iter().flatten() {
         for alias in &rule.src {
             if let Alias::UserDomain(domain) = alias {
-                if !known(domain) {
-                    return Err(unknown(domain));
-                }
+                topology.check_user_domain(domain, true)?;
             }
         }
         for user in &rule.users {
             if let SshUser::Localpart(domain) = user {
-                if !known(domain) {
-                    return Err(unknown(domain));
-                }
+                topology.check_user_domain(domain, false)?;
             }
         }
     }
     for rule in &policy.rules {
         for alias in &rule.src {
             if let Alias::UserDomain(domain) = alias {
-                if !known(domain) {
-                    return Err(unknown(domain));
-                }
+                topology.check_user_domain(domain, false)?;
             }
         }
     }
@@ -189,6 +171,9 @@ impl Eval<'_> {
             (Alias::Tag(tag), Identity::Tag(t)) => tag == t,
             (Alias::Auto(AutoGroup::Member), Identity::User(_)) => true,
             (Alias::Auto(AutoGroup::Tagged), Identity::Tag(_)) => true,
+            (Alias::Auto(AutoGroup::Role(role)), Identity::User(id)) => {
+                self.topology.user_holds(*id, *role)
+            }
             (Alias::Prefix(p) | Alias::Host(_, p), Identity::Ip(ip)) => p.contains(ip),
             _ => false,
         };

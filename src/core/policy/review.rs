@@ -636,7 +636,7 @@ fn alias_text(alias: &Alias) -> String {
         Alias::Group(g) | Alias::Tag(g) => g.clone(),
         Alias::Host(name, _) => name.clone(),
         Alias::Prefix(p) => p.to_string(),
-        Alias::Auto(a) => format!("autogroup:{a:?}").to_lowercase(),
+        Alias::Auto(a) => a.name(),
     }
 }
 
@@ -1067,6 +1067,7 @@ mod tests {
             name: name.into(),
             email: format!("{name}@example.com"),
             provider_identifier: String::new(),
+            role: Default::default(),
         }
     }
 

@@ -29,6 +29,7 @@ fn owns(policy: &Policy, topology: &Topology, user: u64, tag: &str, depth: usize
             .flatten()
             .any(|member| topology.users_named(member).contains(&user)),
         Alias::Auto(AutoGroup::Member) => true,
+        Alias::Auto(AutoGroup::Role(role)) => topology.user_holds(user, *role),
         Alias::Tag(other) => owns(policy, topology, user, other, depth + 1),
         _ => false,
     })

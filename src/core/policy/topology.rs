@@ -2,6 +2,7 @@
 //! and routes. Built from the projected `State` by the server and from captures by the
 //! compatibility runner, so the compiler never depends on either.
 
+use crate::core::roles::Role;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -12,6 +13,8 @@ pub struct TopologyUser {
     pub email: String,
     /// The OIDC `issuer/subject` (empty when none): headscale matches it first.
     pub provider_identifier: String,
+    /// What the role autogroups (`autogroup:admin`, ...) go by.
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +96,42 @@ impl Topology {
             .collect()
     }
 
+    /// Whether user `id` is one of the role autogroup `group`'s users (the Owner is also an
+    /// Admin).
+    pub fn user_holds(&self, id: u64, group: Role) -> bool {
+        self.users.iter().any(|u| u.id == id && u.role.is_in(group))
+    }
+
+    /// The domain the tailnet's Owner logs in with, if it has an Owner with an e-mail.
+    fn owner_domain(&self) -> Option<&str> {
+        let owner = self.users.iter().find(|u| u.role == Role::Owner)?;
+        owner.email.rsplit_once('@').map(|(_, domain)| domain)
+    }
+
+    /// `user:*@<domain>` and `localpart:*@<domain>` need a domain associated with the
+    /// tailnet: the Owner's e-mail domain (Tailscale refuses another user's domain, captures
+    /// ssh-b4/ssh-d1). A tailnet without an Owner (or whose Owner has no e-mail) has no such
+    /// domain, so any user's e-mail domain is accepted there. Case-sensitive, as Tailscale
+    /// compares it. `ssh_src`: the alias is an SSH rule's `src`, which Tailscale's message
+    /// prefixes with `[ssh] `.
+    pub fn check_user_domain(&self, domain: &str, ssh_src: bool) -> Result<(), String> {
+        let associated = match self.owner_domain() {
+            Some(owner) => owner == domain,
+            None => self
+                .users
+                .iter()
+                .any(|u| u.email.rsplit_once('@').is_some_and(|(_, d)| d == domain)),
+        };
+        if associated {
+            return Ok(());
+        }
+        Err(format!(
+            "{}{domain} is not associated with this Tailnet and cannot be used in \
+             user:*@<domain> expressions",
+            if ssh_src { "[ssh] " } else { "" }
+        ))
+    }
+
     /// The node that has address `ip`.
     pub fn node_with_ip(&self, ip: IpAddr) -> Option<&TopologyNode> {
         self.nodes.iter().find(|n| n.ips().any(|a| a == ip))
@@ -117,6 +156,7 @@ impl Topology {
                         .get(&u.id)
                         .map(|i| i.provider_identifier.clone())
                         .unwrap_or_default(),
+                    role: state.role_of(u.id),
                 })
                 .collect(),
             nodes: Vec::new(),

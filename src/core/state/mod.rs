@@ -14,6 +14,7 @@ use super::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use super::intervals::Runs;
 use super::keys::{Digest, MachineKey, NodeKey};
 use super::policy::{Policy, Topology};
+use super::roles::Role;
 use super::time::Timestamp;
 use imbl::OrdMap;
 use ipnet::IpNet;
@@ -194,6 +195,10 @@ pub struct State {
     /// CLI/API-managed webhook endpoints; left out of the readable form while empty, like
     /// `extras`.
     pub webhooks: Webhooks,
+    /// Users whose role is not `Member` (`UserRoleChanged`); left out of the readable form
+    /// while empty, like `extras`. A snapshot written before this field existed does not
+    /// decode (bincode has no optional fields) and the log is replayed instead.
+    pub roles: OrdMap<UserId, Role>,
     /// Derived lookups by key, name and prefix: never serialised (the snapshot and golden
     /// shapes are the fields above), rebuilt on decode, kept up to date by `apply`.
     #[serde(skip)]
@@ -255,9 +260,10 @@ impl Serialize for State {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let with_extras = !serializer.is_human_readable() || !self.extras.is_empty();
         let with_webhooks = !serializer.is_human_readable() || !self.webhooks.is_empty();
+        let with_roles = !serializer.is_human_readable() || !self.roles.is_empty();
         let mut fields = serializer.serialize_struct(
             "State",
-            9 + usize::from(with_extras) + usize::from(with_webhooks),
+            9 + usize::from(with_extras) + usize::from(with_webhooks) + usize::from(with_roles),
         )?;
         fields.serialize_field("last_seq", &self.last_seq)?;
         fields.serialize_field("last_at", &self.last_at)?;
@@ -273,6 +279,9 @@ impl Serialize for State {
         }
         if with_webhooks {
             fields.serialize_field("webhooks", &self.webhooks)?;
+        }
+        if with_roles {
+            fields.serialize_field("roles", &self.roles)?;
         }
         fields.end()
     }
@@ -299,6 +308,8 @@ struct StateFields {
     extras: Extras,
     #[serde(default)]
     webhooks: Webhooks,
+    #[serde(default, deserialize_with = "bounded_map::deserialize")]
+    roles: OrdMap<UserId, Role>,
 }
 
 impl From<StateFields> for State {
@@ -315,6 +326,7 @@ impl From<StateFields> for State {
             next_ids: fields.next_ids,
             extras: fields.extras,
             webhooks: fields.webhooks,
+            roles: fields.roles,
             index: Index::default(),
         };
         state.rebuild_index();
@@ -352,6 +364,19 @@ impl State {
             .policy_users
             .get_or_init(|| Arc::new(Topology::users_of(self)))
             .clone()
+    }
+
+    /// A user's role (`Member` unless an admin gave another).
+    pub fn role_of(&self, user: UserId) -> Role {
+        self.roles.get(&user).copied().unwrap_or_default()
+    }
+
+    /// The tailnet's Owner, if an admin named one.
+    pub fn owner(&self) -> Option<UserId> {
+        self.roles
+            .iter()
+            .find(|(_, role)| **role == Role::Owner)
+            .map(|(id, _)| *id)
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&User> {
@@ -472,6 +497,7 @@ impl State {
                 | Event::UserDeleted { .. }
                 | Event::UserImported(_)
                 | Event::UserIdentityLinked { .. }
+                | Event::UserRoleChanged { .. }
         ) {
             self.index.policy_users = Arc::default();
         }
@@ -482,7 +508,12 @@ impl State {
             | Event::UserRenamed { .. }
             | Event::UserDeleted { .. }
             | Event::UserImported(_)
-            | Event::UserIdentityLinked { .. } => self.apply_users_event(event, at),
+            | Event::UserIdentityLinked { .. } => {
+                if let Event::UserDeleted { id } = event {
+                    self.roles.remove(id);
+                }
+                self.apply_users_event(event, at)
+            }
             Event::PreAuthKeyCreated { .. }
             | Event::PreAuthKeyUsed { .. }
             | Event::PreAuthKeyExpired { .. }
@@ -535,6 +566,14 @@ impl State {
                 self.extras.import = Some((**summary).clone());
             }
             Event::OidcLoginRefused { .. } => {}
+            Event::UserRoleChanged { id, role } if *role == Role::Member => {
+                self.roles.remove(id);
+            }
+            Event::UserRoleChanged { id, role } => {
+                if self.users.contains_key(id) {
+                    self.roles.insert(*id, *role);
+                }
+            }
             // Folded by `apply`, which knows the seq.
             Event::WebhookCreated { .. } | Event::WebhookDeleted { .. } => {}
         }
