@@ -71,18 +71,17 @@ pub fn node_addresses(
     v4.into_iter().chain(v6).collect()
 }
 
-/// Renders `node` as every viewer sees it: without its IPv4 address when `ipv4_disabled`
-/// (`Access::ipv4_disabled`). Per-viewer variants (routes, an IPv6-only viewer) are made
-/// from this rendering by the session (`session::peer_variant`).
+/// Renders `node` with both its addresses. What everyone is shown is made from this by
+/// `Rendered::new` (without IPv4 for an IPv6-only node), what one viewer is shown by the
+/// session (`session::peer_variant`: routes, an IPv6-only viewer).
 pub fn render_node(
     state: &State,
     node: &Node,
     presence: &NodePresence,
     now: Timestamp,
-    ipv4_disabled: bool,
 ) -> tailcfg::Node {
     let base_domain = &state.config.core.base_domain;
-    let addresses = node_addresses(node.ipv4, node.ipv6, !ipv4_disabled);
+    let addresses = node_addresses(node.ipv4, node.ipv6, true);
     // A subnet is carried by its primary router only (HA, elected by the hub from
     // presence); exit routes by every approved exit node.
     let primary_routes: Vec<String> = presence
@@ -213,6 +212,8 @@ pub struct Rendered {
     /// Its IPv4 entry in `Addresses` (and `AllowedIPs`), when shown: an IPv6-only viewer
     /// (`disable-ipv4`) gets a variant without it.
     pub ipv4: Option<String>,
+    /// The identity of that variant (`without_ipv4`).
+    pub identity_without_ipv4: u64,
 }
 
 /// The routes `node` could carry for some viewer: its approved subnets, then both exit
@@ -227,10 +228,26 @@ fn served_routes(node: &Node) -> Vec<ipnet::IpNet> {
     served
 }
 
+/// The identity of a node shown without its IPv4 address, from its identity with it: one
+/// value whether the node is rendered IPv6-only for everyone or an IPv6-only viewer gets a
+/// variant of it, so one can follow the other without a needless `PeersChanged` (and no
+/// second serialisation is needed to know it).
+fn without_ipv4(identity: u64) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (identity, "without IPv4").hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Rendered {
-    fn new(node: tailcfg::Node, served: Vec<ipnet::IpNet>) -> Result<Self, serde_json::Error> {
+    /// `node` as `render_node` made it; without its IPv4 address when `ipv4_disabled`
+    /// (`Access::ipv4_disabled`).
+    fn new(
+        node: tailcfg::Node,
+        served: Vec<ipnet::IpNet>,
+        ipv4_disabled: bool,
+    ) -> Result<Self, serde_json::Error> {
         let presence = Arc::new(PresenceFields::of(&node));
-        let ipv4 = node
+        let mut ipv4 = node
             .addresses
             .iter()
             .find(|a| a.parse::<ipnet::IpNet>().is_ok_and(|a| a.addr().is_ipv4()))
@@ -241,7 +258,15 @@ impl Rendered {
             .filter(|ip| !node.addresses.contains(ip))
             .filter_map(|ip| ip.parse().ok())
             .collect();
-        let json = SharedJson::new(&node)?;
+        let json = match ipv4.as_ref().filter(|_| ipv4_disabled) {
+            Some(v4) => {
+                let mut shown = node.clone();
+                shown.addresses.retain(|a| a != v4);
+                shown.allowed_ips.retain(|a| a != v4);
+                SharedJson::new(&shown)?
+            }
+            None => SharedJson::new(&node)?,
+        };
         let mut identity_only = node;
         identity_only.home_derp = 0;
         identity_only.legacy_derp.clear();
@@ -251,14 +276,20 @@ impl Rendered {
         identity_only.last_seen = None;
         let mut hasher = DefaultHasher::new();
         serde_json::to_string(&identity_only)?.hash(&mut hasher);
+        let mut identity = hasher.finish();
+        let identity_without_ipv4 = without_ipv4(identity);
+        if ipv4_disabled && ipv4.take().is_some() {
+            identity = identity_without_ipv4;
+        }
         Ok(Rendered {
             json,
-            identity: hasher.finish(),
+            identity,
             presence,
             user: identity_only.user,
             routes,
             served,
             ipv4,
+            identity_without_ipv4,
         })
     }
 }
@@ -288,8 +319,9 @@ impl PeerCache {
             match state.nodes.get(&id) {
                 Some(node) => {
                     let rendered = Rendered::new(
-                        render_node(state, node, &presence(id), now, access.ipv4_disabled(id)),
+                        render_node(state, node, &presence(id), now),
                         served_routes(node),
+                        access.ipv4_disabled(id),
                     )?;
                     self.nodes.insert(id, rendered);
                 }

@@ -400,15 +400,21 @@ fn peer_variant<'a>(
             && shown.iter().all(|route| rendered.routes.contains(route));
         (!as_rendered).then_some(shown)
     };
-    let identity = if routes.is_none() && hide_ipv4.is_none() {
-        rendered.identity
-    } else {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        rendered.identity.hash(&mut hasher);
-        routes.hash(&mut hasher);
-        hide_ipv4.is_some().hash(&mut hasher);
-        hasher.finish()
+    // Without IPv4, the peer has the identity it has when rendered IPv6-only for
+    // everyone (`render::without_ipv4`).
+    let base = match hide_ipv4 {
+        Some(_) => rendered.identity_without_ipv4,
+        None => rendered.identity,
+    };
+    let identity = match &routes {
+        None => base,
+        Some(routes) => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            base.hash(&mut hasher);
+            routes.hash(&mut hasher);
+            hasher.finish()
+        }
     };
     Variant {
         identity,
