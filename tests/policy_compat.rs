@@ -11,12 +11,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// At least this many cases must pass: every one but `nodeattrs-ippool-g1-admin`
-/// (`autogroup:admin`, user roles), which closes with the role autogroups.
-const MIN_PASSED: usize = 618;
+/// Every case must pass.
+const MIN_PASSED: usize = 619;
 
-/// The share of headscale's further scenarios that must pass.
-const FURTHER_BAR: f64 = 0.94;
+/// How many of headscale's further scenarios must pass: all but
+/// `policytest-allpass-grants-only-tag-src-ipv6-literal-dst`, a capture artefact
+/// (ARCHITECTURE.md, "Policy compatibility").
+const FURTHER_MIN_PASSED: usize = 246;
 
 /// The headscale version whose module holds the further captures (the one the drop-in tests
 /// run: `.ci/install-go-headscale`).
@@ -64,7 +65,7 @@ fn headscale_captures() -> PathBuf {
     dir
 }
 
-fn report(what: &str, summary: &policy_compat::Summary) -> f64 {
+fn report(what: &str, summary: &policy_compat::Summary) {
     for (name, why) in &summary.failed {
         println!("FAIL {name}: {}", why.chars().take(200).collect::<String>());
     }
@@ -76,7 +77,6 @@ fn report(what: &str, summary: &policy_compat::Summary) -> f64 {
         summary.failed.len(),
         rate * 100.0
     );
-    rate
 }
 
 #[test]
@@ -97,13 +97,12 @@ fn headscale_held_scenarios_pass() {
     let ours = policy_compat::run(&[our_corpus()]);
     let known: BTreeSet<String> = ours.ids;
     let summary = policy_compat::run_except(&[headscale_captures()], &known);
-    let rate = report("headscale's further scenarios", &summary);
+    report("headscale's further scenarios", &summary);
     let total = summary.passed + summary.failed.len();
     assert!(total >= 200, "only {total} further scenarios found");
     assert!(
-        rate >= FURTHER_BAR,
-        "pass rate {:.1} % is below {:.0} %",
-        rate * 100.0,
-        FURTHER_BAR * 100.0
+        summary.passed >= FURTHER_MIN_PASSED,
+        "{} further scenarios pass, fewer than {FURTHER_MIN_PASSED}",
+        summary.passed
     );
 }
