@@ -10,6 +10,7 @@ use headscale::core::event::{
 };
 use headscale::core::ids::{ApiKeyId, NodeId, PreAuthKeyId, UserId};
 use headscale::core::keys::{Digest, MachineKey, NodeKey};
+use headscale::core::roles::Role;
 use headscale::core::state::fold;
 use headscale::core::{
     decide, Actor, Command, Envelope, Event, ExpiryChange, RegisterAuth, Rejection, State,
@@ -439,6 +440,19 @@ fn event() -> impl Strategy<Value = Event> {
         (any::<u64>(), text(), vec(text(), 0..3))
             .prop_map(|(id, url, kinds)| Event::WebhookCreated { id, url, kinds }),
         any::<u64>().prop_map(|id| Event::WebhookDeleted { id }),
+        // user roles
+        (any::<u64>(), 0..7usize).prop_map(|(id, role)| Event::UserRoleChanged {
+            id: UserId(id),
+            role: [
+                Role::Owner,
+                Role::Admin,
+                Role::NetworkAdmin,
+                Role::ItAdmin,
+                Role::BillingAdmin,
+                Role::Auditor,
+                Role::Member,
+            ][role],
+        }),
     ]
 }
 
