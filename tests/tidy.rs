@@ -1,5 +1,6 @@
 //! House rules checked on every test run: each source file opens with a `//!` doc saying what
-//! it owns, and no debugging leftovers (debug macros, ignored or should-panic tests, fix-me notes) land.
+//! it owns, no debugging leftovers (debug macros, ignored or should-panic tests, fix-me notes)
+//! land, and every test the policy rules document names exists.
 
 use std::path::{Path, PathBuf};
 
@@ -79,4 +80,44 @@ fn no_debugging_leftovers() {
         }
     }
     assert!(found.is_empty(), "debugging leftovers: {found:#?}");
+}
+
+/// `src/core/policy/RULES.md` names, for each documented policy rule, the test that checks
+/// it: every name there must be a test that exists, so the document cannot drift from the
+/// suite.
+#[test]
+fn every_test_the_policy_rules_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = std::fs::read_to_string(root.join("src/core/policy/RULES.md")).unwrap();
+    let sources: String = files()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for row in rules.lines().filter(|l| l.starts_with('|')) {
+        // The last column of a rule table holds the test names, in backticks.
+        let Some(cell) = row.trim().trim_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        for name in cell.split('`').skip(1).step_by(2) {
+            let name = name.rsplit("::").next().unwrap_or(name);
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                continue;
+            }
+            named += 1;
+            if !sources.contains(&format!("fn {name}(")) {
+                missing.push(name.to_string());
+            }
+        }
+    }
+    assert!(named >= 100, "only {named} tests named in RULES.md");
+    assert!(
+        missing.is_empty(),
+        "RULES.md names tests that do not exist: {missing:?}"
+    );
 }
