@@ -424,6 +424,32 @@ fn webhooks_script() -> Vec<(Actor, Command)> {
     ]
 }
 
+/// User roles (`UserRoleChanged`): an admin, then an owner, then a transfer of ownership (the
+/// old owner becomes an admin, the new one the owner: two events).
+fn roles_script() -> Vec<(Actor, Command)> {
+    use headscale::core::ids::UserId;
+    use headscale::core::roles::Role;
+    let admin = Actor::LocalSocket;
+    let user = |name: &str| Command::CreateUser {
+        name: name.into(),
+        display_name: String::new(),
+        email: format!("{name}@example.com"),
+        picture_url: String::new(),
+    };
+    let role = |id: u64, role: Role| Command::SetUserRole {
+        id: UserId(id),
+        role,
+    };
+    vec![
+        (Actor::System, config(false)),
+        (admin.clone(), user("alice")),
+        (admin.clone(), user("bob")),
+        (admin.clone(), role(2, Role::Admin)),
+        (admin.clone(), role(1, Role::Owner)),
+        (admin, role(2, Role::Owner)),
+    ]
+}
+
 /// Runs the script through the pure core with one second between commands.
 fn run_script(script: Vec<(Actor, Command)>) -> Vec<Envelope> {
     let mut state = State::default();
@@ -467,10 +493,12 @@ fn regenerate() {
     let envelopes = run_script(lifecycle_script());
     let oidc = run_script(oidc_script());
     let webhooks = run_script(webhooks_script());
+    let roles = run_script(roles_script());
     let kinds: std::collections::BTreeSet<&str> = envelopes
         .iter()
         .chain(&oidc)
         .chain(&webhooks)
+        .chain(&roles)
         .map(|e| e.event.kind())
         .collect();
     // The import events have their own golden log (`v0-import`, written by
@@ -486,6 +514,7 @@ fn regenerate() {
     write_golden("v0-lifecycle", &envelopes);
     write_golden("v0-oidc", &oidc);
     write_golden("v0-webhooks", &webhooks);
+    write_golden("v0-roles", &roles);
 }
 
 #[test]
@@ -551,6 +580,7 @@ fn the_script_still_produces_the_committed_v0_log() {
         ("v0-lifecycle", lifecycle_script()),
         ("v0-oidc", oidc_script()),
         ("v0-webhooks", webhooks_script()),
+        ("v0-roles", roles_script()),
     ] {
         let records = encode_chain(&run_script(script), Digest::default()).unwrap();
         let committed = std::fs::read(repo(&format!("events/{name}.bin"))).unwrap();
