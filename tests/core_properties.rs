@@ -441,17 +441,9 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(id, url, kinds)| Event::WebhookCreated { id, url, kinds }),
         any::<u64>().prop_map(|id| Event::WebhookDeleted { id }),
         // user roles
-        (any::<u64>(), 0..7usize).prop_map(|(id, role)| Event::UserRoleChanged {
+        (any::<u64>(), 0..Role::ALL.len()).prop_map(|(id, role)| Event::UserRoleChanged {
             id: UserId(id),
-            role: [
-                Role::Owner,
-                Role::Admin,
-                Role::NetworkAdmin,
-                Role::ItAdmin,
-                Role::BillingAdmin,
-                Role::Auditor,
-                Role::Member,
-            ][role],
+            role: Role::ALL[role],
         }),
     ]
 }
